@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, lm-eval accuracy and before/after comparison grids."""

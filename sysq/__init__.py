@@ -1,0 +1,12 @@
+"""sysq: quantize transformer language models around their systematic outliers.
+
+    import sysq
+    model, tok = sysq.load("smollm2-135m")
+    calib = sysq.calibration(tok, n=32, seqlen=512, seed=0)
+"""
+from .arch import get_adapter
+from .data import calibration, windows
+from .errors import SysqError
+from .models import DEFAULT_MODEL, load
+
+__all__ = ["load", "DEFAULT_MODEL", "windows", "calibration", "get_adapter", "SysqError"]

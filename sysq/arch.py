@@ -1,0 +1,311 @@
+"""Architecture adapters: the one place that knows how each model family is laid out.
+
+Every other module asks an :class:`Adapter` for decoder layers, norms, the attention and MLP
+linears (by *role*: q, k, v, o, qkv, gate, up, gate_up, down, fc1, fc2) and the smoothing
+mappings ("this norm feeds these linears"), in the spirit of llm-compressor's mappings.
+A new family is one :class:`Family` entry in ``FAMILIES``.
+
+Roles are stable names the rest of sysq uses:
+  attention inputs   q k v (or fused qkv)        attention output  o
+  MLP inputs         gate up (or fused gate_up, or fc1)   MLP output  down (or fc2)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import UnsupportedArchitecture
+
+
+@dataclass(frozen=True)
+class Family:
+    """Attribute paths of one model family (dotted, relative to the model or to one layer)."""
+
+    name: str
+    model_types: tuple[str, ...]
+    layers: str                          # ModuleList of decoder layers
+    embeddings: tuple[str, ...]          # token (and position) embeddings
+    final_norm: str
+    attn: str                            # attention module inside a layer
+    attn_linears: dict                   # role -> path inside the layer
+    mlp_linears: dict                    # role -> path inside the layer
+    attn_norm: str                       # norm that feeds the attention inputs
+    mlp_norm: str                        # norm that feeds the MLP inputs
+    act: str                             # MLP activation module inside a layer
+    gated: bool = True                   # down input = act(gate) * up
+    norm_offset: float = 0.0             # Gemma norms compute x * (offset + weight)
+    post_norms: tuple[str, ...] = ()     # norms after a sub-block, before the residual add (Gemma2/3)
+    qk_norm: bool = False                # per-head RMSNorm on q and k (Qwen3, Gemma3)
+    act_positive_homogeneous: bool = False  # act(x/s) = act(x)/s for s > 0 (ReLU): fc1 -> fc2 scaling is exact
+    lm_head: str = "lm_head"
+
+
+_LLAMA_ATTN = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj"}
+_LLAMA_MLP = {"gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+
+
+def _llama_like(name: str, model_types: tuple[str, ...], **kw) -> Family:
+    base = dict(
+        name=name, model_types=model_types, layers="model.layers", embeddings=("model.embed_tokens",),
+        final_norm="model.norm", attn="self_attn", attn_linears=_LLAMA_ATTN, mlp_linears=_LLAMA_MLP,
+        attn_norm="input_layernorm", mlp_norm="post_attention_layernorm", act="mlp.act_fn",
+    )
+    base.update(kw)
+    return Family(**base)
+
+
+FAMILIES: tuple[Family, ...] = (
+    _llama_like("llama", ("llama",)),
+    _llama_like("mistral", ("mistral",)),
+    _llama_like("qwen2", ("qwen2",)),
+    _llama_like("qwen3", ("qwen3",), qk_norm=True),
+    _llama_like("gemma", ("gemma",), norm_offset=1.0),
+    _llama_like("gemma2", ("gemma2",), norm_offset=1.0, mlp_norm="pre_feedforward_layernorm",
+                post_norms=("post_attention_layernorm", "post_feedforward_layernorm")),
+    _llama_like("gemma3", ("gemma3_text", "gemma3"), norm_offset=1.0, mlp_norm="pre_feedforward_layernorm",
+                post_norms=("post_attention_layernorm", "post_feedforward_layernorm"), qk_norm=True),
+    _llama_like("phi3", ("phi3",), attn_linears={"qkv": "self_attn.qkv_proj", "o": "self_attn.o_proj"},
+                mlp_linears={"gate_up": "mlp.gate_up_proj", "down": "mlp.down_proj"}, act="mlp.activation_fn"),
+    Family(
+        name="opt", model_types=("opt",), layers="model.decoder.layers",
+        embeddings=("model.decoder.embed_tokens", "model.decoder.embed_positions"),
+        final_norm="model.decoder.final_layer_norm", attn="self_attn",
+        attn_linears={"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
+                      "o": "self_attn.out_proj"},
+        mlp_linears={"fc1": "fc1", "fc2": "fc2"}, attn_norm="self_attn_layer_norm", mlp_norm="final_layer_norm",
+        act="activation_fn", gated=False, act_positive_homogeneous=True,
+    ),
+    Family(
+        name="gpt2", model_types=("gpt2",), layers="transformer.h", embeddings=("transformer.wte", "transformer.wpe"),
+        final_norm="transformer.ln_f", attn="attn", attn_linears={"qkv": "attn.c_attn", "o": "attn.c_proj"},
+        mlp_linears={"fc1": "mlp.c_fc", "fc2": "mlp.c_proj"}, attn_norm="ln_1", mlp_norm="ln_2", act="mlp.act",
+        gated=False,
+    ),
+)
+
+KNOWN_MODEL_TYPES: tuple[str, ...] = tuple(t for f in FAMILIES for t in f.model_types)
+OUTPUT_ROLES = ("o", "down", "fc2")   # linears that write into the residual stream
+
+
+@dataclass
+class Mapping:
+    """`source` feeds every linear in `targets`: a per-channel scale s can move from the targets'
+    input columns into the source (norm weight, or the source linear's output rows `source_rows`)."""
+
+    name: str                    # e.g. "layers.3.attn_norm->q,k,v"
+    layer: int
+    source: nn.Module
+    source_kind: str             # "norm" | "linear"
+    targets: list[nn.Linear]
+    target_roles: list[str]
+    source_rows: slice | None = None   # rows of a fused source linear that feed the targets (gate_up -> down)
+    groups: int = 1              # v -> o under GQA: each v row feeds `groups` o columns
+
+
+@dataclass
+class LinearRef:
+    """One linear of one layer, with its role and its dotted name in the model."""
+
+    layer: int
+    role: str
+    name: str
+    module: nn.Linear
+    parent: nn.Module = field(repr=False)
+    attr: str = ""
+
+    def replace(self, new: nn.Module) -> None:
+        setattr(self.parent, self.attr, new)
+        self.module = new
+
+
+def _get(root: nn.Module, path: str) -> nn.Module:
+    mod = root
+    for part in path.split("."):
+        mod = getattr(mod, part)
+    return mod
+
+
+def _conv1d_to_linear(conv: nn.Module) -> nn.Linear:
+    """HF GPT-2 Conv1D stores W as [in, out]; turn it into an equivalent nn.Linear."""
+    w = conv.weight
+    lin = nn.Linear(w.shape[0], w.shape[1], bias=conv.bias is not None, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(w.t())
+        if conv.bias is not None:
+            lin.bias.copy_(conv.bias)
+    return lin
+
+
+class Adapter:
+    """Answers layout questions for one model. Obtain with :func:`get_adapter`."""
+
+    def __init__(self, model: nn.Module, family: Family):
+        self.model = model
+        self.family = family
+        self.config = model.config
+        self._normalise_linears()
+
+    # ---- structure ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.family.name
+
+    def layers(self) -> nn.ModuleList:
+        return _get(self.model, self.family.layers)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers())
+
+    def embeddings(self) -> list[nn.Module]:
+        return [_get(self.model, p) for p in self.family.embeddings]
+
+    def final_norm(self) -> nn.Module:
+        return _get(self.model, self.family.final_norm)
+
+    def lm_head(self) -> nn.Linear:
+        return _get(self.model, self.family.lm_head)
+
+    def attention(self, i: int) -> nn.Module:
+        return _get(self.layers()[i], self.family.attn)
+
+    def attn_norm(self, i: int) -> nn.Module:
+        return _get(self.layers()[i], self.family.attn_norm)
+
+    def mlp_norm(self, i: int) -> nn.Module:
+        return _get(self.layers()[i], self.family.mlp_norm)
+
+    def act_fn(self, i: int) -> nn.Module:
+        return _get(self.layers()[i], self.family.act)
+
+    def norms(self, i: int) -> dict[str, nn.Module]:
+        out = {"attn_norm": self.attn_norm(i), "mlp_norm": self.mlp_norm(i)}
+        out.update({p: _get(self.layers()[i], p) for p in self.family.post_norms})
+        return out
+
+    # ---- heads -------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        c = self.config
+        return getattr(c, "hidden_size", None) or c.n_embd
+
+    @property
+    def num_heads(self) -> int:
+        c = self.config
+        return getattr(c, "num_attention_heads", None) or c.n_head
+
+    @property
+    def num_kv_heads(self) -> int:
+        return getattr(self.config, "num_key_value_heads", None) or self.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return getattr(self.config, "head_dim", None) or self.hidden_size // self.num_heads
+
+    @property
+    def kv_groups(self) -> int:
+        """Query heads per key/value head (GQA)."""
+        return self.num_heads // self.num_kv_heads
+
+    # ---- linears -----------------------------------------------------------------------------
+    def linears(self, i: int) -> dict[str, nn.Linear]:
+        """Role -> linear for layer i, attention first, then MLP."""
+        layer = self.layers()[i]
+        roles = {**self.family.attn_linears, **self.family.mlp_linears}
+        return {role: _get(layer, path) for role, path in roles.items()}
+
+    def linear_refs(self) -> list[LinearRef]:
+        """Every decoder linear with its role and dotted name (lm_head and embeddings excluded)."""
+        refs = []
+        roles = {**self.family.attn_linears, **self.family.mlp_linears}
+        for i, layer in enumerate(self.layers()):
+            for role, path in roles.items():
+                parent_path, _, attr = path.rpartition(".")
+                parent = _get(layer, parent_path) if parent_path else layer
+                refs.append(LinearRef(i, role, f"{self.family.layers}.{i}.{path}", getattr(parent, attr), parent, attr))
+        return refs
+
+    def down(self, i: int) -> nn.Linear:
+        """The MLP output linear (down_proj or fc2): where systematic outliers are born."""
+        lin = self.linears(i)
+        return lin["down"] if "down" in lin else lin["fc2"]
+
+    def output_linear(self, i: int, block: str) -> nn.Linear:
+        """The linear writing a sub-block's output into the residual ("attn" -> o, "mlp" -> down)."""
+        return self.linears(i)["o"] if block == "attn" else self.down(i)
+
+    def attn_inputs(self, i: int) -> list[tuple[str, nn.Linear]]:
+        return [(r, m) for r, m in self.linears(i).items() if r in ("q", "k", "v", "qkv")]
+
+    def mlp_inputs(self, i: int) -> list[tuple[str, nn.Linear]]:
+        return [(r, m) for r, m in self.linears(i).items() if r in ("gate", "up", "gate_up", "fc1")]
+
+    # ---- smoothing mappings ------------------------------------------------------------------
+    def mappings(self, i: int) -> list[Mapping]:
+        """Every place in layer i where a per-channel scale can be folded exactly.
+
+        norm -> attention inputs, norm -> MLP inputs, v -> o (when v is a separate linear),
+        up -> down (gated MLPs; gate_up's up half when fused) and fc1 -> fc2 (ReLU MLPs only).
+        """
+        f, lin = self.family, self.linears(i)
+        attn_in, mlp_in = self.attn_inputs(i), self.mlp_inputs(i)
+        maps = [
+            Mapping(f"layers.{i}.attn_norm->{','.join(r for r, _ in attn_in)}", i, self.attn_norm(i), "norm",
+                    [m for _, m in attn_in], [r for r, _ in attn_in]),
+            Mapping(f"layers.{i}.mlp_norm->{','.join(r for r, _ in mlp_in)}", i, self.mlp_norm(i), "norm",
+                    [m for _, m in mlp_in], [r for r, _ in mlp_in]),
+        ]
+        if "v" in lin:
+            maps.append(Mapping(f"layers.{i}.v->o", i, lin["v"], "linear", [lin["o"]], ["o"], groups=self.kv_groups))
+        if "up" in lin:
+            maps.append(Mapping(f"layers.{i}.up->down", i, lin["up"], "linear", [lin["down"]], ["down"]))
+        elif "gate_up" in lin:
+            n = lin["gate_up"].out_features // 2
+            maps.append(Mapping(f"layers.{i}.gate_up->down", i, lin["gate_up"], "linear", [lin["down"]], ["down"],
+                                source_rows=slice(n, 2 * n)))
+        elif f.act_positive_homogeneous:
+            maps.append(Mapping(f"layers.{i}.fc1->fc2", i, lin["fc1"], "linear", [lin["fc2"]], ["fc2"]))
+        return maps
+
+    def norm_weight(self, norm: nn.Module) -> torch.Tensor:
+        """The effective per-channel multiplier of a norm (Gemma stores weight - 1)."""
+        return norm.weight.data + self.family.norm_offset
+
+    def set_norm_weight(self, norm: nn.Module, effective: torch.Tensor) -> None:
+        norm.weight.data.copy_(effective - self.family.norm_offset)
+
+    @property
+    def rotatable(self) -> bool:
+        """Residual-stream rotation needs every norm on the residual path to be foldable:
+        sandwich post-norms (Gemma2/3) apply a per-channel weight with no linear after it."""
+        return not self.family.post_norms
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _normalise_linears(self) -> None:
+        """Swap GPT-2's Conv1D for nn.Linear (same function) so every linear has the [out, in] layout."""
+        for ref in self.linear_refs():
+            if not isinstance(ref.module, nn.Linear) and type(ref.module).__name__ == "Conv1D":
+                ref.replace(_conv1d_to_linear(ref.module))
+
+
+def family_of(config) -> Family:
+    model_type = getattr(config, "model_type", None)
+    for fam in FAMILIES:
+        if model_type in fam.model_types:
+            return fam
+    raise UnsupportedArchitecture(
+        f"sysq has no adapter for model_type {model_type!r}. Known model types: {', '.join(KNOWN_MODEL_TYPES)}. "
+        "Add a Family entry in sysq/arch.py to support it."
+    )
+
+
+def get_adapter(model: nn.Module) -> Adapter:
+    """The adapter for `model` (cached on the model). Raises UnsupportedArchitecture with the known list."""
+    cached = getattr(model, "_sysq_adapter", None)
+    if cached is not None:
+        return cached
+    adapter = Adapter(model, family_of(model.config))
+    object.__setattr__(model, "_sysq_adapter", adapter)
+    return adapter

@@ -1,0 +1,120 @@
+"""The `sysq` command line: detect | quantize | eval | ppl | run.
+
+Exit codes: 0 success, 1 an unexpected error (a bug: please report it), 2 bad input or usage (a missing
+model or data file, an unknown recipe field, an unsupported architecture, NaN in activations): the
+message says what to fix.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT = 0, 1, 2
+
+log = logging.getLogger("sysq")
+
+
+def _add_model(p, default="smollm2-135m"):
+    p.add_argument("--model", default=default,
+                   help="alias (smollm2-135m), HF or sysq folder, .gguf file, or hub id (default: %(default)s)")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (default: %(default)s)")
+
+
+def _add_eval_windows(p, seqlen=512, limit=40):
+    p.add_argument("--data", default="wikitext2", help="named set or text/jsonl path (default: %(default)s)")
+    p.add_argument("--seqlen", type=int, default=seqlen, help="tokens per window, BOS excluded (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=limit, help="first N windows; 0 = all (default: %(default)s)")
+    p.add_argument("--no-bos", action="store_true", help="do not prepend the model's BOS to each window")
+
+
+def write_json(path, obj) -> None:
+    from .io import atomic_write_text
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+# ---- subcommands -------------------------------------------------------------------------------------
+def cmd_ppl(args) -> int:
+    from evaluation.perplexity import perplexity
+
+    from . import data, models
+
+    model, tok = models.load(args.model, dtype=args.dtype)
+    w = data.windows(args.data, tok, n=args.limit or None, seqlen=args.seqlen, bos=not args.no_bos)
+    res = perplexity(model, w, batch_size=args.batch_size, quiet=args.quiet, model_name=args.model)
+    print(res)
+    if args.json:
+        write_json(args.json, res.to_dict())
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    """The main job on the default model and data. Today: FP perplexity at the quick setting."""
+    from evaluation.perplexity import perplexity
+
+    from . import data, models
+
+    print(f"sysq run: model={args.model} data={args.data} seqlen={args.seqlen} limit={args.limit} dtype={args.dtype}")
+    model, tok = models.load(args.model, dtype=args.dtype)
+    w = data.windows(args.data, tok, n=args.limit or None, seqlen=args.seqlen, bos=not args.no_bos)
+    res = perplexity(model, w, quiet=args.quiet, model_name=args.model)
+    print(f"FP {res}")
+    if args.out:
+        write_json(f"{args.out}/run.json", {"fp": res.to_dict()})
+    return EXIT_OK
+
+
+def _with_parents(add_parser, common):
+    def add(name, **kw):
+        return add_parser(name, parents=[common], **kw)
+    return add
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sysq", description=__doc__.split("\n")[0],
+                                     epilog="Exit codes: 0 ok, 1 unexpected error, 2 bad input (message says the fix).")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("--verbose", action="store_true", help="debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # The same flags after the subcommand too (`sysq ppl --quiet`); SUPPRESS keeps the top-level value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logs")
+    sub.add_parser = _with_parents(sub.add_parser, common)
+
+    p = sub.add_parser("ppl", help="perplexity of a model on WikiText-2 (DESIGN.md section 3)")
+    _add_model(p)
+    _add_eval_windows(p, seqlen=2048, limit=0)
+    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: 2048 // seqlen)")
+    p.add_argument("--json", help="also write the result with its settings to this file")
+    p.set_defaults(func=cmd_ppl)
+
+    p = sub.add_parser("run", help="the main job: detect -> quantize -> mitigate -> before/after on the default")
+    _add_model(p)
+    _add_eval_windows(p, seqlen=512, limit=40)
+    p.add_argument("--out", default="out", help="output folder (default: %(default)s)")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+    from .errors import SysqError
+    try:
+        return args.func(args)
+    except SysqError as e:
+        print(f"sysq {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
