@@ -1,0 +1,185 @@
+"""MitigationPlan: what is smoothed, clipped, preserved and rotated, as a readable, hand-editable dataclass.
+
+A plan is data, not code: it serialises to YAML (saved next to a quantized model) and loads back
+unchanged, so a user can read what sysq did and edit it. ``plan(report, recipe)`` builds one from an
+:class:`OutlierReport` (the detector's findings) and the target recipe; ``plan(report, recipe, "auto")``
+chooses the methods, the other presets name one method or a '+'-joined combination:
+
+    none | smooth | smoothquant | clip | preserve-tokens | preserve-channels | rotate | auto
+    e.g. "smooth+preserve-tokens", "rotate+preserve-tokens"
+
+Each choice records *why* in ``plan.notes`` (which report finding drove it).
+Order of application in :func:`sysq.mitigate`: rotate -> smooth -> clip -> preserve.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from ..errors import SysqError
+
+log = logging.getLogger(__name__)
+
+PLAN_VERSION = 1
+METHODS = ("smooth", "smoothquant", "clip", "preserve-tokens", "preserve-channels", "rotate")
+ALPHA_GRID = [round(0.05 * i, 2) for i in range(0, 20)]          # 0.0 .. 0.95
+
+
+@dataclass
+class Smooth:
+    """SmoothQuant-style migration s = max|X|^a / max|W|^(1-a), folded into the source of each mapping."""
+
+    alpha: float | None = None               # fixed strength; None: search per mapping by output error
+    alphas: list[float] = field(default_factory=lambda: list(ALPHA_GRID))   # search grid
+    mappings: str = "all"                    # "norm": norm->qkv/gate/up only (SmoothQuant); "all": + v->o, up->down
+    layers: list[int] | None = None          # None: every layer
+    chosen: dict[str, float] = field(default_factory=dict)   # mapping name -> alpha used (filled by mitigate)
+
+
+@dataclass
+class Clip:
+    """Weight clipping by MSE search (AWQ/OmniQuant) and activation clip ratios for static scales."""
+
+    weights: bool = True
+    weight_ratios: list[float] = field(default_factory=lambda: [1.0 - 0.025 * i for i in range(13)])  # 1.0 .. 0.7
+    activations: bool = False
+    activation_ratios: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    # A static activation range never drops below these magnitudes (the report's systematic outliers
+    # feeding that linear, unless their tokens are preserved): they are functional, not noise.
+    floor: dict[str, float] = field(default_factory=dict)
+    chosen: dict[str, float] = field(default_factory=dict)   # "<linear>.act" -> ratio (filled by mitigate)
+
+
+@dataclass
+class PreserveChannels:
+    """A few input channels per linear kept in higher precision (LLM.int8 / QuIK / Atom, but static)."""
+
+    channels: dict[str, list[int]] = field(default_factory=dict)   # linear name -> input channel indices
+    per_linear: int = 8                      # how many the planner picks per linear
+    bits: int | None = None                  # None: float; 8: INT8 inside an INT4 layer
+
+
+@dataclass
+class PreserveTokens:
+    """Outlier tokens kept out of the activation quantizer's scale and passed through in float.
+
+    Run-time rule: a token whose |x| max at a linear's input exceeds `threshold` x (median token max of
+    that input over calibration) stays in float. `positions` are always preserved (0 = the BOS / first
+    token). Prefix form (PrefixQuant / IntactKV): the key/value cache of the first `prefix` tokens comes
+    from the full-precision model and the quantized model runs on the rest.
+    """
+
+    threshold: float | None = 64.0           # PrefixQuant's outlier-token rule: token max / median token max
+    positions: list[int] = field(default_factory=lambda: [0])
+    prefix: int = 0
+    tokens: list[str] = field(default_factory=list)   # the report's outlier tokens (for the reader)
+
+
+@dataclass
+class Rotate:
+    """QuaRot-style rotation: residual stream (Hadamard, Kronecker with a small block when needed),
+    down_proj input (online Hadamard) and per-head v->o."""
+
+    residual: bool = True
+    down: bool = True
+    heads: bool = True
+    seed: int = 0                            # for the random orthogonal block when no Hadamard exists
+
+
+@dataclass
+class MitigationPlan:
+    recipe: str | None = None
+    method: str = "none"
+    smooth: Smooth | None = None
+    clip: Clip | None = None
+    preserve_channels: PreserveChannels | None = None
+    preserve_tokens: PreserveTokens | None = None
+    rotate: Rotate | None = None
+    notes: list[str] = field(default_factory=list)
+    version: int = PLAN_VERSION
+
+    def __str__(self) -> str:
+        parts = [f"MitigationPlan({self.method}, recipe={self.recipe})"]
+        if self.rotate:
+            parts.append(f"  rotate: residual={self.rotate.residual} down={self.rotate.down} heads={self.rotate.heads}")
+        if self.smooth:
+            a = "search" if self.smooth.alpha is None else self.smooth.alpha
+            parts.append(f"  smooth: alpha={a} mappings={self.smooth.mappings}")
+        if self.clip:
+            parts.append(f"  clip: weights={self.clip.weights} activations={self.clip.activations}")
+        if self.preserve_channels:
+            n = sum(len(v) for v in self.preserve_channels.channels.values())
+            parts.append(f"  preserve channels: {n} over {len(self.preserve_channels.channels)} linears")
+        if self.preserve_tokens:
+            p = self.preserve_tokens
+            parts.append(f"  preserve tokens: threshold={p.threshold} positions={p.positions} prefix={p.prefix}")
+        parts += [f"  - {n}" for n in self.notes]
+        return "\n".join(parts)
+
+    # ---- YAML ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MitigationPlan":
+        if not isinstance(d, dict):
+            raise SysqError(f"a mitigation plan must be a mapping, got {type(d).__name__}")
+        _check_keys(cls, d, "plan")
+        kw = dict(d)
+        for name, sub in _SECTIONS.items():
+            if kw.get(name) is not None:
+                if not isinstance(kw[name], dict):
+                    raise SysqError(f"plan field {name!r} must be a mapping or null, got {kw[name]!r}")
+                _check_keys(sub, kw[name], name)
+                kw[name] = sub(**kw[name])
+        if kw.get("version", PLAN_VERSION) > PLAN_VERSION:
+            raise SysqError(f"plan version {kw['version']} is newer than this sysq understands ({PLAN_VERSION}); "
+                            "upgrade sysq")
+        return cls(**kw)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "MitigationPlan":
+        try:
+            return cls.from_dict(yaml.safe_load(text))
+        except yaml.YAMLError as e:
+            raise SysqError(f"the plan is not valid YAML: {e}") from e
+
+    def save(self, path) -> Path:
+        """Write the plan as YAML atomically (a folder gets `mitigation.yaml`)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "mitigation.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".plan-", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            f.write(self.to_yaml())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "MitigationPlan":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "mitigation.yaml"
+        if not path.is_file():
+            raise SysqError(f"no mitigation plan at {path}; write one with MitigationPlan.save or `sysq.plan`")
+        return cls.from_yaml(path.read_text())
+
+
+_SECTIONS = {"smooth": Smooth, "clip": Clip, "preserve_channels": PreserveChannels,
+             "preserve_tokens": PreserveTokens, "rotate": Rotate}
+
+
+def _check_keys(cls, d: dict, where: str) -> None:
+    allowed = {f.name for f in fields(cls)}
+    unknown = set(d) - allowed
+    if unknown:
+        raise SysqError(f"unknown field(s) {', '.join(sorted(unknown))} in {where}; allowed: {', '.join(sorted(allowed))}")

@@ -1,0 +1,262 @@
+"""rotate: orthogonal (Hadamard) rotations that spread outlier channels over all channels.
+
+Source: Ashkboos et al. 2024, "QuaRot" (arXiv 2404.00456); Liu et al. 2024, "SpinQuant"
+(arXiv 2405.16406) for the R1/R2/R4 naming. A rotation Q of the residual stream is function-preserving
+once every norm on the residual path is a plain RMSNorm (its weight fused into the following linears):
+RMSNorm(xQ) = RMSNorm(x)Q. sysq applies
+  * R1, residual stream: embeddings E -> EQ, every linear reading the residual W -> WQ, every linear
+    writing it W -> Q^T W (and its bias b -> bQ), lm_head W -> WQ (untied from the embeddings);
+  * R2, per head v -> o: v rows of each key/value head -> H^T W, the matching o columns -> W H
+    (exact, v is used linearly by attention; one H serves every query head of a GQA group);
+  * R4, down_proj input: W_down -> W_down H offline plus an *online* transform x -> xH on the input,
+    installed as a forward pre-hook (``online_rotations``), cheap because H is applied as a Kronecker
+    product of small factors.
+
+Dimensions that are not a power of two. A Hadamard matrix of order n exists only for n = 1, 2 or a
+multiple of 4, so 576 = 9 * 64 has one but not via Sylvester alone. sysq factors n = (odd part) * 2^k
+and builds Q = A (x) H_2^j, where A is a Paley-I Hadamard matrix (order q+1 for a prime q = 3 mod 4)
+or a Kronecker product of such, chosen so their odd parts multiply to the odd part of n:
+  SmolLM2: 576 = 12 * 12 * 4 (Paley q = 11, twice), 1536 = 12 * 128, head_dim 64 = Sylvester.
+Only when no Paley combination fits the odd part m (e.g. m = 7 with too few factors of two) does sysq
+fall back to a seeded random orthogonal m x m block (QR of a Gaussian): still exactly orthogonal, so
+still function-preserving, but with weaker incoherence (SpinQuant shows random rotations vary).
+
+Refused where ``adapter.rotatable`` is False (Gemma2/3 sandwich post-norms have no linear to fold
+into) and for LayerNorm families (mean subtraction and norm bias; not implemented).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+
+import torch
+from torch import nn
+
+from ..arch import get_adapter
+from ..errors import SysqError
+from .plan import Rotate
+
+log = logging.getLogger(__name__)
+
+
+# ---- Hadamard / orthogonal building blocks ------------------------------------------------------
+def _is_prime(q: int) -> bool:
+    return q >= 2 and all(q % d for d in range(2, int(q ** 0.5) + 1))
+
+
+@functools.lru_cache(maxsize=None)
+def paley(q: int) -> torch.Tensor:
+    """Paley construction I: a Hadamard matrix of order q+1 for a prime q = 3 (mod 4), entries +-1."""
+    if not (_is_prime(q) and q % 4 == 3):
+        raise ValueError(f"Paley I needs a prime q = 3 mod 4, got {q}")
+    residues = {(i * i) % q for i in range(1, q)}
+    chi = torch.tensor([0] + [1 if a in residues else -1 for a in range(1, q)], dtype=torch.float64)
+    idx = torch.arange(q)
+    jac = chi[(idx.view(1, -1) - idx.view(-1, 1)) % q]          # Jacobsthal: Q[i,j] = chi(j - i)
+    s = torch.zeros(q + 1, q + 1, dtype=torch.float64)
+    s[0, 1:] = 1
+    s[1:, 0] = -1
+    s[1:, 1:] = jac
+    return s + torch.eye(q + 1, dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def sylvester(n: int) -> torch.Tensor:
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
+_PALEY_ORDERS = [q + 1 for q in range(3, 400) if _is_prime(q) and q % 4 == 3 and (q + 1) & q]   # not 2^k
+
+
+def _paley_cover(m: int, twos: int, depth: int = 3):
+    """Paley orders whose odd parts multiply to m, using at most `twos` factors of two; [] for m=1."""
+    if m == 1:
+        return []
+    if depth == 0:
+        return None
+    for order in _PALEY_ORDERS:
+        odd, t = order, 0
+        while odd % 2 == 0:
+            odd, t = odd // 2, t + 1
+        if m % odd == 0 and t <= twos:
+            rest = _paley_cover(m // odd, twos - t, depth - 1)
+            if rest is not None:
+                return [order] + rest
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def factors(n: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Orthonormal factors (float64) whose Kronecker product is the n x n rotation (see module doc)."""
+    m, twos = n, 0
+    while m % 2 == 0:
+        m, twos = m // 2, twos + 1
+    blocks = []
+    cover = _paley_cover(m, twos)
+    if cover is None:
+        g = torch.Generator().manual_seed(seed)
+        qm, r = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))
+        blocks.append((qm * torch.sign(torch.diagonal(r))).contiguous())
+        log.info("rotate: no Hadamard of order %d found; using a seeded random orthogonal %dx%d block", n, m, m)
+    else:
+        for order in cover:
+            blocks.append(paley(order - 1) / math.sqrt(order))
+            twos -= int(math.log2(order & -order))
+    if twos:
+        blocks.append(sylvester(2 ** twos) / math.sqrt(2 ** twos))
+    return tuple(blocks)
+
+
+def kron_all(mats) -> torch.Tensor:
+    out = torch.ones(1, 1, dtype=torch.float64)
+    for a in mats:
+        out = torch.kron(out, a)
+    return out
+
+
+def rotation(n: int, seed: int = 0) -> torch.Tensor:
+    """The dense n x n orthogonal rotation (float64)."""
+    return kron_all(factors(n, seed))
+
+
+def apply_kron(x: torch.Tensor, mats) -> torch.Tensor:
+    """x @ (A1 (x) A2 (x) ...) without forming the product: one small matmul per factor."""
+    shape = x.shape
+    sizes = [a.shape[0] for a in mats]
+    y = x.reshape(-1, *sizes)
+    for k, a in enumerate(mats):
+        y = torch.movedim(torch.movedim(y, k + 1, -1) @ a.to(y.dtype), -1, k + 1)
+    return y.reshape(shape)
+
+
+class OnlineRotation:
+    """Forward pre-hook x -> x @ Q (Q as Kronecker factors) on a linear's input."""
+
+    def __init__(self, mats):
+        self.mats = [a.float() for a in mats]
+
+    def __call__(self, _module, args):
+        x = args[0]
+        mats = [a.to(x.device) for a in self.mats]
+        return (apply_kron(x, mats).to(x.dtype),) + tuple(args[1:])
+
+
+# ---- the transform ------------------------------------------------------------------------------
+def check_rotatable(model) -> None:
+    ad = get_adapter(model)
+    if not ad.rotatable:
+        raise SysqError(f"rotation is not function-preserving for {ad.name}: its post-sub-block norms "
+                        f"({', '.join(ad.family.post_norms)}) have no linear to fold into. Use smooth or "
+                        "preserve-tokens instead")
+    norms = [ad.final_norm()] + [n for i in range(ad.num_layers) for n in (ad.attn_norm(i), ad.mlp_norm(i))]
+    if any(getattr(n, "bias", None) is not None for n in norms):
+        raise SysqError(f"rotation of LayerNorm models ({ad.name}: mean subtraction and norm bias) is not "
+                        "implemented; use smooth or preserve-tokens instead")
+
+
+@torch.no_grad()
+def fuse_norms(model) -> None:
+    """Fold every residual-path norm weight into the linears after it; the norms become plain RMSNorm."""
+    ad = get_adapter(model)
+    for i in range(ad.num_layers):
+        for norm, targets in ((ad.attn_norm(i), ad.attn_inputs(i)), (ad.mlp_norm(i), ad.mlp_inputs(i))):
+            w = ad.norm_weight(norm).double()
+            for _, lin in targets:
+                lin.weight.copy_((lin.weight.double() * w).to(lin.weight.dtype))
+            ad.set_norm_weight(norm, torch.ones_like(norm.weight))
+    untie_lm_head(model)
+    head, norm = ad.lm_head(), ad.final_norm()
+    head.weight.copy_((head.weight.double() * ad.norm_weight(norm).double()).to(head.weight.dtype))
+    ad.set_norm_weight(norm, torch.ones_like(norm.weight))
+
+
+def untie_lm_head(model) -> None:
+    ad = get_adapter(model)
+    head, emb = ad.lm_head(), ad.embeddings()[0]
+    if head.weight.data_ptr() == emb.weight.data_ptr():
+        head.weight = nn.Parameter(head.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+        if hasattr(model.config, "get_text_config"):
+            model.config.get_text_config().tie_word_embeddings = False
+
+
+def _right(lin: nn.Linear, q: torch.Tensor) -> None:
+    lin.weight.copy_((lin.weight.double() @ q).to(lin.weight.dtype))
+
+
+def _left(lin: nn.Linear, q: torch.Tensor) -> None:
+    """Output side: W -> Q^T W, b -> b Q (rows of W are output channels)."""
+    lin.weight.copy_((q.t() @ lin.weight.double()).to(lin.weight.dtype))
+    if lin.bias is not None:
+        lin.bias.copy_((lin.bias.double() @ q).to(lin.bias.dtype))
+
+
+@torch.no_grad()
+def rotate(model, cfg: Rotate | None = None) -> dict:
+    """Rotate `model` in place (full-precision output unchanged up to float error). Returns a summary."""
+    cfg = cfg or Rotate()
+    check_rotatable(model)
+    ad = get_adapter(model)
+    summary = {}
+    if cfg.residual:
+        fuse_norms(model)
+        n = ad.hidden_size
+        q = rotation(n, cfg.seed)
+        for emb in ad.embeddings():
+            emb.weight.copy_((emb.weight.double() @ q).to(emb.weight.dtype))
+        for i in range(ad.num_layers):
+            for _, lin in ad.attn_inputs(i) + ad.mlp_inputs(i):
+                _right(lin, q)
+            _left(ad.output_linear(i, "attn"), q)
+            _left(ad.down(i), q)
+        _right(ad.lm_head(), q)
+        summary["residual"] = [a.shape[0] for a in factors(n, cfg.seed)]
+    if cfg.heads:
+        lin0 = ad.linears(0)
+        if "v" in lin0:
+            hd = ad.head_dim
+            h = rotation(hd, cfg.seed)
+            for i in range(ad.num_layers):
+                lin = ad.linears(i)
+                v, o = lin["v"], lin["o"]
+                w = v.weight.double().view(-1, hd, v.in_features)
+                v.weight.copy_(torch.einsum("dk,hdi->hki", h, w).reshape(v.weight.shape).to(v.weight.dtype))
+                if v.bias is not None:
+                    v.bias.copy_((v.bias.double().view(-1, hd) @ h).flatten().to(v.bias.dtype))
+                wo = o.weight.double().view(o.out_features, -1, hd)
+                o.weight.copy_((wo @ h).reshape(o.weight.shape).to(o.weight.dtype))
+            summary["heads"] = [hd]
+        else:
+            log.info("rotate: %s has fused qkv; per-head v->o rotation skipped", ad.name)
+    if cfg.down:
+        n = ad.down(0).in_features
+        mats = factors(n, cfg.seed)
+        q = kron_all(mats)
+        for i in range(ad.num_layers):
+            _right(ad.down(i), q)
+        install_online(model, mats)
+        summary["down"] = [a.shape[0] for a in mats]
+    log.info("rotate: %s", summary)
+    return summary
+
+
+def install_online(model, mats=None) -> None:
+    """(Re)install the online down_proj-input rotation on whatever module sits at each down position
+    now (call again after the quant engine swaps modules)."""
+    ad = get_adapter(model)
+    if mats is None:
+        mats = getattr(model, "_sysq_down_rotation", None)
+        if mats is None:
+            return
+    object.__setattr__(model, "_sysq_down_rotation", mats)
+    for i in range(ad.num_layers):
+        mod = ad.down(i)
+        old = getattr(mod, "_sysq_online_handle", None)
+        if old is not None:
+            old.remove()
+        handle = mod.register_forward_pre_hook(OnlineRotation(mats))
+        object.__setattr__(mod, "_sysq_online_handle", handle)

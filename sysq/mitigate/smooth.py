@@ -1,0 +1,146 @@
+"""smooth: per-channel scaling that moves activation outliers into the weights (function-preserving).
+
+Source: Xiao et al. 2023, "SmoothQuant" (arXiv 2211.10438): s_j = max|X_j|^a / max|W_j|^(1-a); the linear
+sees X/s and W*s, and 1/s is folded into whatever produced X. Where SmoothQuant fixes a (0.5) and folds
+only into norms, sysq
+  * folds into every exact place the adapter declares (``adapter.mappings(i)``): the norm before
+    q/k/v and gate/up, v -> o (per key/value head under GQA: one scale serves the `groups` query heads
+    that read it), up -> down (gate_up's up half when fused; fc1 -> fc2 for ReLU MLPs);
+  * searches a per mapping by the output error of the simulated recipe on calibration rows, with the
+    identity (no scaling) always among the candidates (as AWQ's grid search, Lin et al. 2023,
+    arXiv 2306.00978), so a layer that does not profit is left alone;
+  * measures max|X| over the tokens that stay quantized: with preserve-tokens on, the outlier tokens
+    are left in float, so they must not set the migration strength either.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..arch import Mapping, get_adapter
+from .calib import InputStats, TokenRule, input_stats
+from .plan import Smooth
+from .qsim import QSpec, fake_act, fake_weight
+
+log = logging.getLogger(__name__)
+
+
+def mapping_input(m: Mapping):
+    """The module whose input is the mapping's X (all targets share it)."""
+    return m.targets[0]
+
+
+def weight_absmax(m: Mapping) -> torch.Tensor:
+    """max_i |W_ij| over the rows of every target, per input column j."""
+    return torch.stack([t.weight.detach().abs().amax(0) for t in m.targets]).amax(0).float()
+
+
+def reduce_groups(v: torch.Tensor, m: Mapping, head_dim: int) -> torch.Tensor:
+    """Target-column statistic -> one per source row: GQA shares a v row among `groups` o columns."""
+    if m.groups == 1:
+        return v
+    return v.view(-1, m.groups, head_dim).amax(1).flatten()
+
+
+def expand_groups(s: torch.Tensor, m: Mapping, head_dim: int) -> torch.Tensor:
+    """Per-source-row scale -> per-target-column scale (repeat_kv order: kv head j serves heads j*g..)."""
+    if m.groups == 1:
+        return s
+    return s.view(-1, 1, head_dim).expand(-1, m.groups, head_dim).flatten()
+
+
+def smoothing_scale(act_absmax: torch.Tensor, w_absmax: torch.Tensor, alpha: float) -> torch.Tensor:
+    s = act_absmax.clamp(min=1e-5).pow(alpha) / w_absmax.clamp(min=1e-5).pow(1 - alpha)
+    s = s.clamp(min=1e-5)
+    return torch.where(act_absmax > 0, s, torch.ones_like(s))   # dead channels: leave alone
+
+
+@torch.no_grad()
+def fold(m: Mapping, s: torch.Tensor, adapter) -> None:
+    """Apply x -> x/s at the source and W -> W*s at the targets (s is per source output channel)."""
+    st = expand_groups(s, m, adapter.head_dim)
+    for t in m.targets:
+        t.weight.mul_(st.to(t.weight.dtype))
+    src = m.source
+    s = s.to(src.weight.dtype)
+    if m.source_kind == "norm":
+        adapter.set_norm_weight(src, adapter.norm_weight(src) / s)
+        if getattr(src, "bias", None) is not None:
+            src.bias.div_(s)
+    else:
+        rows = m.source_rows or slice(0, src.weight.shape[0])
+        src.weight[rows].div_(s.unsqueeze(1))
+        if src.bias is not None:
+            src.bias[rows].div_(s)
+
+
+def output_error(m: Mapping, x: torch.Tensor, st: torch.Tensor | None, spec: QSpec, static_max,
+                 keep: torch.Tensor | None) -> float:
+    """Sum over targets of ||Q(x/s) Q(W*s)^T - x W^T||^2 on the sample rows (st None: no scaling)."""
+    xs = x if st is None else x / st
+    xq = fake_act(xs, spec.a_bits, static_max if spec.a_static else None, keep)
+    err = 0.0
+    for t in m.targets:
+        w = t.weight.detach().float()
+        ref = x @ w.t()
+        wq = fake_weight(w if st is None else w * st, spec.w_bits, spec.w_group)
+        err += (xq @ wq.t() - ref).pow(2).sum().item()
+    return err
+
+
+def choose_alpha(m: Mapping, st: InputStats, spec: QSpec, cfg: Smooth, head_dim: int,
+                 use_kept: bool) -> float | None:
+    """The alpha with the least output error (None = leave unscaled), or cfg.alpha when fixed."""
+    amax_cols = st.absmax_kept if use_kept else st.absmax
+    x_amax = reduce_groups(amax_cols, m, head_dim)
+    w_amax = reduce_groups(weight_absmax(m), m, head_dim)
+    if cfg.alpha is not None:
+        return cfg.alpha
+    keep = st.sample_preserved if use_kept else None
+    x = st.sample
+    best, best_err = None, output_error(m, x, None, spec, amax_cols.max(), keep)
+    for a in cfg.alphas:
+        s_cols = expand_groups(smoothing_scale(x_amax, w_amax, a), m, head_dim)
+        err = output_error(m, x, s_cols, spec, (amax_cols / s_cols).max(), keep)
+        if err < best_err:
+            best, best_err = a, err
+    return best
+
+
+def select_mappings(model, cfg: Smooth) -> list[Mapping]:
+    ad = get_adapter(model)
+    layers = cfg.layers if cfg.layers is not None else range(ad.num_layers)
+    maps = [m for i in layers for m in ad.mappings(i)]
+    if cfg.mappings == "norm":
+        maps = [m for m in maps if m.source_kind == "norm"]
+    return maps
+
+
+@torch.no_grad()
+def smooth(model, calib, cfg: Smooth | None = None, spec: QSpec | None = None, rule: TokenRule | None = None,
+           quiet: bool = False, stats: dict[str, InputStats] | None = None) -> dict[str, float]:
+    """Smooth `model` in place; returns mapping name -> alpha applied (mappings left alone are absent).
+
+    `spec` is the recipe the search simulates (default w8a8-static); `rule` the preserve-tokens rule
+    whose float tokens neither set the scales nor count as quantization error.
+    """
+    cfg = cfg or Smooth()
+    spec = spec or QSpec(8, None, 8, True)
+    ad = get_adapter(model)
+    maps = select_mappings(model, cfg)
+    if stats is None:
+        stats = input_stats(model, calib, {m.name: mapping_input(m) for m in maps}, rule, quiet=quiet)
+    chosen = {}
+    for m in maps:
+        st = stats[m.name]
+        a = choose_alpha(m, st, spec, cfg, ad.head_dim, use_kept=rule is not None)
+        if a is None:
+            continue
+        x_amax = reduce_groups(st.absmax_kept if rule is not None else st.absmax, m, ad.head_dim)
+        fold(m, smoothing_scale(x_amax, reduce_groups(weight_absmax(m), m, ad.head_dim), a), ad)
+        chosen[m.name] = a
+        log.debug("smooth %s alpha=%s", m.name, a)
+    log.info("smooth: scaled %d of %d mappings", len(chosen), len(maps))
+    cfg.chosen = dict(chosen)
+    return chosen

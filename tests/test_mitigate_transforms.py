@@ -1,0 +1,80 @@
+"""Function preservation of the mitigation transforms: full-precision logits unchanged within float error."""
+import pytest
+import torch
+
+from sysq.arch import get_adapter
+from sysq.errors import SysqError
+from sysq.mitigate.plan import Rotate, Smooth
+from sysq.mitigate.rotate import apply_kron, factors, rotate, rotation
+from sysq.mitigate.smooth import smooth
+
+from mitigate_tiny import logits, rel_err, tiny, tokens
+
+FAMILIES = ["llama", "qwen2", "qwen3", "phi3", "opt", "gemma"]
+
+
+@pytest.mark.parametrize("n", [4, 12, 48, 64, 96, 576, 1536, 56, 36])
+def test_rotation_is_orthogonal(n):
+    q = rotation(n)
+    assert torch.allclose(q @ q.t(), torch.eye(n, dtype=q.dtype), atol=1e-10)
+    x = torch.randn(3, n, dtype=torch.float64)
+    assert torch.allclose(apply_kron(x, factors(n)), x @ q, atol=1e-10)
+
+
+def test_hadamard_used_where_one_exists():
+    # 576 = 12 * 12 * 4 and 1536 = 12 * 128 have Hadamard matrices: every entry is +-1/sqrt(n)
+    for n in (576, 1536, 48):
+        q = rotation(n)
+        assert torch.allclose(q.abs(), torch.full_like(q, n ** -0.5))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mappings", ["norm", "all"])
+def test_smooth_preserves_logits(family, mappings):
+    model, ids = tiny(family), tokens()
+    ad = get_adapter(model)
+    norm_before = ad.norm_weight(ad.attn_norm(0)).clone()
+    ref = logits(model, ids)
+    chosen = smooth(model, ids, Smooth(alpha=0.5, mappings=mappings), quiet=True)
+    assert len(chosen) == len(ad.mappings(0)) * 2 if mappings == "all" else len(chosen) == 4
+    assert rel_err(logits(model, ids), ref) < 1e-4
+    assert not torch.allclose(ad.norm_weight(ad.attn_norm(0)), norm_before)   # the fold really happened
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_smooth_search_preserves_logits_and_lowers_error(family):
+    model, ids = tiny(family), tokens()
+    ref = logits(model, ids)
+    smooth(model, ids, Smooth(alphas=[0.25, 0.5, 0.75]), quiet=True)
+    assert rel_err(logits(model, ids), ref) < 1e-4
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "phi3", "gemma"])
+def test_rotate_preserves_logits(family):
+    model, ids = tiny(family), tokens()
+    ref = logits(model, ids)
+    rotate(model, Rotate())
+    assert rel_err(logits(model, ids), ref) < 1e-4
+
+
+def test_rotate_spreads_a_massive_channel():
+    model, ids = tiny("llama"), tokens()
+    ad = get_adapter(model)
+    with torch.no_grad():
+        ad.down(0).weight[5, :] *= 200.0          # plant a massive residual channel
+    seen = {}
+    h = ad.layers()[1].register_forward_pre_hook(lambda m, a, k=None: seen.__setitem__("x", a[0]) if a else None,
+                                                 with_kwargs=False)
+    logits(model, ids)
+    before = seen["x"].abs().amax((0, 1))
+    rotate(model, Rotate())
+    logits(model, ids)
+    h.remove()
+    after = seen["x"].abs().amax((0, 1))
+    ratio = lambda v: (v.max() / v.median()).item()
+    assert ratio(after) < ratio(before) / 4
+
+
+def test_rotate_refuses_clearly():
+    with pytest.raises(SysqError, match="LayerNorm"):
+        rotate(tiny("opt"))
