@@ -227,6 +227,12 @@ class Adapter:
                 refs.append(LinearRef(i, role, f"{self.family.layers}.{i}.{path}", getattr(parent, attr), parent, attr))
         return refs
 
+    def lm_head_ref(self) -> LinearRef:
+        """The output head as a LinearRef (layer -1, role "lm_head"), so it can be swapped like a decoder linear."""
+        parent_path, _, attr = self.family.lm_head.rpartition(".")
+        parent = _get(self.model, parent_path) if parent_path else self.model
+        return LinearRef(-1, "lm_head", self.family.lm_head, getattr(parent, attr), parent, attr)
+
     def down(self, i: int) -> nn.Linear:
         """The MLP output linear (down_proj or fc2): where systematic outliers are born."""
         lin = self.linears(i)

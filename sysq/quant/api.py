@@ -1,0 +1,200 @@
+"""One verb: quantize(model, recipe, calib) (torchao's quantize_ spirit), with one handler per backend.
+
+    summary = sysq.quantize(model, "w8a8-static", calib)   # in place; returns what was done
+    print(summary)
+
+Handlers: "fake" (simulated QuantLinear: RTN or GPTQ weights, static or dynamic activations),
+"int8" (the simulated model turned into torch._int_mm Int8Linear modules), "bnb-int8" / "bnb-nf4" /
+"bnb-fp4" (bitsandbytes modules). KV-cache quantization (recipe.kv) is added after any of them.
+
+For mitigation, the steps are also public: prepare(model, recipe) wraps the linears (set
+QuantLinear fields now), calibrate(model, calib) fixes static activation scales, quantize_weights(...)
+rounds the weights. quantize() = the three plus the KV cache.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..arch import get_adapter
+from ..errors import SysqError
+from .backends import Int8Linear, bnb_linear
+from .gptq import gptq_model
+from .kv import add_kv_quant
+from .linear import QuantLinear
+from .observers import run_model
+from .recipes import Recipe, get_recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QuantSummary:
+    recipe: str
+    description: str
+    schemes: dict = field(default_factory=dict)      # scheme -> number of modules
+    bytes_before: int = 0
+    bytes_after: int = 0
+    seconds: float = 0.0
+    calibration: dict | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def __str__(self) -> str:
+        lines = [f"recipe {self.description}"]
+        lines += [f"  {n:4d} x {scheme}" for scheme, n in sorted(self.schemes.items())]
+        lines.append(f"  parameters+buffers: {self.bytes_before / 2**20:.1f} MiB -> {self.bytes_after / 2**20:.1f} MiB "
+                     f"({self.seconds:.1f}s)")
+        if self.calibration:
+            lines.append(f"  calibration: {self.calibration}")
+        return "\n".join(lines)
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of parameters and buffers (each storage once: tied embeddings count once), plus bitsandbytes
+    4-bit quantization state (absmax) which lives outside the module's buffers."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        key = (t.untyped_storage().data_ptr(), t.dtype)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += t.numel() * t.element_size()
+        qs = getattr(t, "quant_state", None)
+        if qs is not None and getattr(qs, "absmax", None) is not None:
+            total += qs.absmax.numel() * qs.absmax.element_size()
+    return total
+
+
+def _targets(model, r: Recipe):
+    adapter = get_adapter(model)
+    refs = [ref for ref in adapter.linear_refs() if ref.role not in r.skip and ref.name not in r.skip]
+    if r.quantize_lm_head:
+        refs.append(adapter.lm_head_ref())
+    return refs
+
+
+def scheme_of(module: nn.Module) -> str:
+    if isinstance(module, QuantLinear):
+        return module.extra_repr().split(" ", 1)[1].split(", ", 2)[2]
+    if isinstance(module, Int8Linear):
+        return module.extra_repr().split(", ", 2)[2]
+    return type(module).__name__
+
+
+def prepare(model: nn.Module, recipe) -> list[QuantLinear]:
+    """Wrap every target linear in a QuantLinear (float until calibrate / quantize_weights)."""
+    r = get_recipe(recipe)
+    out = []
+    names = {ref.name for ref in _targets(model, r)}
+    unknown = set(r.preserve_channels) - names
+    if unknown:
+        raise SysqError(f"preserve_channels names linears that are not quantized: {sorted(unknown)[:4]}; "
+                        f"use dotted names such as {next(iter(names))}")
+    for ref in _targets(model, r):
+        if isinstance(ref.module, QuantLinear):
+            raise SysqError(f"{ref.name} is already quantized; load the float model again to re-quantize")
+        ql = QuantLinear(ref.module, r.weight, r.act, ref.name, r.ragged, r.preserve_channels.get(ref.name),
+                         r.preserve_channels_bits)
+        ref.replace(ql)
+        out.append(ql)
+    object.__setattr__(model, "_sysq_recipe", r)
+    return out
+
+
+def quant_linears(model: nn.Module) -> list[QuantLinear]:
+    return [m for m in model.modules() if isinstance(m, QuantLinear)]
+
+
+def calibrate(model: nn.Module, calib, quiet: bool = False) -> dict | None:
+    """Static activation scales from calibration windows (float forward). Returns the settings used."""
+    qls = [q for q in quant_linears(model) if q.act_spec is not None and not q.act_spec.dynamic]
+    if not qls:
+        return None
+    if calib is None:
+        raise SysqError("this recipe has static activation scales: pass calibration windows, e.g. "
+                        "sysq.quantize(model, recipe, sysq.calibration(tokenizer, n=32))")
+    for q in qls:
+        q.start_calibration()
+    try:
+        run_model(model, calib, quiet=quiet, desc="calibrating")
+    except BaseException:
+        for q in qls:
+            q.calibrating = False
+        raise
+    for q in qls:
+        q.finish_calibration()
+    return _calib_settings(calib)
+
+
+def _calib_settings(calib) -> dict:
+    if hasattr(calib, "settings"):
+        return calib.settings()
+    ids = getattr(calib, "ids", calib)
+    return {"windows": ids.shape[0], "seqlen": ids.shape[1]}
+
+
+def quantize_weights(model: nn.Module, recipe, calib=None, quiet: bool = False) -> None:
+    r = get_recipe(recipe)
+    if r.method == "gptq":
+        if calib is None:
+            raise SysqError("method gptq needs calibration windows: pass calib")
+        gptq_model(model, calib, r.gptq_block_size, r.gptq_damp, r.gptq_act_order, quiet=quiet)
+    for q in quant_linears(model):      # RTN (and any linear GPTQ did not reach, e.g. lm_head)
+        q.quantize_weight()
+
+
+# ---- handlers, one per backend ---------------------------------------------------------------------
+
+def _fake(model, r: Recipe, calib, quiet: bool) -> dict | None:
+    prepare(model, r)
+    settings = calibrate(model, calib, quiet)
+    quantize_weights(model, r, calib, quiet)
+    if r.method == "gptq":
+        settings = settings or _calib_settings(calib)
+    return settings
+
+
+def _int8(model, r: Recipe, calib, quiet: bool) -> dict | None:
+    settings = _fake(model, r, calib, quiet)
+    for ref in _targets(model, r):
+        ref.replace(Int8Linear(ref.module))
+    return settings
+
+
+def _bnb(kind: str):
+    def handler(model, r: Recipe, calib, quiet: bool):
+        for ref in _targets(model, r):
+            if not isinstance(ref.module, nn.Linear):
+                raise SysqError(f"{ref.name} is already quantized; load the float model again")
+            ref.replace(bnb_linear(ref.module, kind, r.bnb_threshold))
+        return None
+    return handler
+
+
+HANDLERS = {"fake": _fake, "int8": _int8, "bnb-int8": _bnb("int8"), "bnb-nf4": _bnb("nf4"), "bnb-fp4": _bnb("fp4")}
+
+
+def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False) -> QuantSummary:
+    """Quantize `model` in place with `recipe` (preset name, YAML path, mapping or Recipe)."""
+    r = get_recipe(recipe)
+    start, before = time.perf_counter(), model_bytes(model)
+    with torch.no_grad():
+        settings = HANDLERS[r.backend](model, r, calib, quiet)
+    if r.kv is not None:
+        add_kv_quant(model, r.kv)
+    object.__setattr__(model, "_sysq_recipe", r)
+    counts = Counter(scheme_of(ref.module) for ref in _targets(model, r))
+    if r.kv is not None:
+        counts[f"kv{r.kv.bits} {'sym' if r.kv.symmetric else 'asym'} per {r.kv.granularity} (attention)"] = \
+            get_adapter(model).num_layers
+    summary = QuantSummary(r.name, r.describe(), dict(counts), before, model_bytes(model),
+                           time.perf_counter() - start, settings)
+    log.info("%s", summary)
+    return summary

@@ -1,0 +1,151 @@
+"""Quantizer math as free functions on tensors (gpt-fast style).
+
+Integer codes are always *signed*: q in [-2^(b-1), 2^(b-1) - 1] for b in {2, 3, 4, 8}, so INT8 codes fit
+int8 and INT4 codes pack two per byte. Symmetric: zero = 0, scale = amax / (2^(b-1) - 1). Asymmetric:
+scale = (max - min) / (2^b - 1) and an integer zero point in the same signed range, chosen so that
+0.0 is exactly representable (range always includes 0).
+
+    q = clamp(round(x / scale) + zero, qmin, qmax)        x_hat = (q - zero) * scale
+
+Granularity says which elements share one (scale, zero), always over the last dimension:
+  tensor  one pair for the whole tensor
+  channel one pair per row (a weight [out, in]: per output channel)
+  token   one pair per row of an activation [..., in]: per token (same reduction as channel)
+  group   one pair per `group_size` consecutive elements of each row
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import SysqError
+
+BITS = (2, 3, 4, 8)
+GRANULARITIES = ("tensor", "channel", "token", "group")
+MIN_SCALE = 1e-10   # an all-zero row gets this scale: its codes are 0 and it dequantizes to exactly 0
+
+
+def qrange(bits: int) -> tuple[int, int]:
+    if bits not in BITS:
+        raise SysqError(f"bits={bits} is not supported; allowed: {', '.join(map(str, BITS))}")
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def rows(x: torch.Tensor, granularity: str, group_size: int | None = None) -> torch.Tensor:
+    """View `x` as [R, n] so that each row shares one (scale, zero)."""
+    if granularity == "tensor":
+        return x.reshape(1, -1)
+    if granularity in ("channel", "token"):
+        return x.reshape(-1, x.shape[-1])
+    if granularity == "group":
+        if not group_size or group_size <= 0:
+            raise SysqError("granularity 'group' needs a positive group_size (e.g. 128)")
+        if x.shape[-1] % group_size:
+            raise SysqError(
+                f"group_size={group_size} does not divide the last dimension {x.shape[-1]} of a tensor of shape "
+                f"{tuple(x.shape)}; use a group size that divides it (or granularity 'channel')")
+        return x.reshape(-1, group_size)
+    raise SysqError(f"unknown granularity {granularity!r}; allowed: {', '.join(GRANULARITIES)}")
+
+
+def qparams_from_range(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, symmetric: bool):
+    """(scale, zero) from a range. Shapes broadcast; zero is a float tensor holding integers."""
+    qmin, qmax = qrange(bits)
+    if symmetric:
+        amax = torch.maximum(xmin.abs(), xmax.abs())
+        scale = (amax / qmax).clamp_min(MIN_SCALE)
+        return scale, torch.zeros_like(scale)
+    xmin, xmax = xmin.clamp_max(0), xmax.clamp_min(0)
+    scale = ((xmax - xmin) / (qmax - qmin)).clamp_min(MIN_SCALE)
+    zero = (qmin - torch.round(xmin / scale)).clamp(qmin, qmax)
+    return scale, zero
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integer codes as int8 (shapes of x and scale/zero must broadcast)."""
+    qmin, qmax = qrange(bits)
+    return torch.clamp(torch.round(x / scale) + zero, qmin, qmax).to(torch.int8)
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    return (q.to(scale.dtype) - zero) * scale
+
+
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """quantize then dequantize, in x's dtype (what a simulated INT kernel sees)."""
+    qmin, qmax = qrange(bits)
+    return ((torch.clamp(torch.round(x / scale) + zero, qmin, qmax) - zero) * scale).to(x.dtype)
+
+
+def qparams(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "channel",
+            group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False):
+    """(scale, zero) of shape [R, 1] for `rows(x, granularity, group_size)`; round-to-nearest ranges,
+    shrunk by clip_ratio, or the MSE-optimal shrink per row when mse=True."""
+    r = rows(x, granularity, group_size).float()
+    if mse:
+        return mse_qparams(r, bits, symmetric)
+    xmin, xmax = r.amin(dim=1, keepdim=True), r.amax(dim=1, keepdim=True)
+    return qparams_from_range(xmin * clip_ratio, xmax * clip_ratio, bits, symmetric)
+
+
+def quantize_tensor(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "channel",
+                    group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False):
+    """Codes with x's shape (int8), scale and zero of shape [*x.shape[:-1], n_groups] (or [1, 1] per tensor)."""
+    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse)
+    r = rows(x, granularity, group_size)
+    q = quantize(r.float(), scale, zero, bits).reshape(x.shape)
+    if granularity == "tensor":
+        return q, scale, zero
+    shape = (*x.shape[:-1], -1)
+    return q, scale.reshape(shape), zero.reshape(shape)
+
+
+def dequantize_tensor(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """Inverse of quantize_tensor: scale/zero [..., n_groups] expand over groups of the last dim."""
+    if scale.numel() == 1:
+        return dequantize(q, scale.reshape(()), zero.reshape(())).to(dtype)
+    g = q.shape[-1] // scale.shape[-1]
+    s = scale.repeat_interleave(g, dim=-1)
+    z = zero.repeat_interleave(g, dim=-1)
+    return dequantize(q, s, z).to(dtype)
+
+
+def fake_quantize_tensor(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "token",
+                         group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False) -> torch.Tensor:
+    """Dynamic fake quantization: scales from x itself, result with x's shape and dtype."""
+    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse)
+    r = rows(x, granularity, group_size)
+    return fake_quantize(r.float(), scale, zero, bits).reshape(x.shape).to(x.dtype)
+
+
+def mse_qparams(r: torch.Tensor, bits: int, symmetric: bool, grid: int = 80, max_shrink: float = 0.8,
+                norm: float = 2.4):
+    """Per row of r [R, n], the range shrink factor in (1 - max_shrink, 1] minimising sum |x - x_hat|^norm
+    (the search of GPTQ's reference quantizer)."""
+    xmin, xmax = r.amin(dim=1, keepdim=True), r.amax(dim=1, keepdim=True)
+    best_err = torch.full_like(xmin, float("inf"))
+    best_scale, best_zero = qparams_from_range(xmin, xmax, bits, symmetric)
+    for i in range(int(max_shrink * grid)):
+        p = 1 - i / grid
+        scale, zero = qparams_from_range(xmin * p, xmax * p, bits, symmetric)
+        err = (fake_quantize(r, scale, zero, bits) - r).abs().pow(norm).sum(dim=1, keepdim=True)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, scale, best_scale)
+        best_zero = torch.where(better, zero, best_zero)
+    return best_scale, best_zero
+
+
+# ---- packing: two INT4 codes per byte -----------------------------------------------------------
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """int8 codes in [-8, 7], last dim even -> uint8 with half the last dim (low nibble = even index)."""
+    if q.shape[-1] % 2:
+        raise SysqError(f"pack_int4 needs an even last dimension, got shape {tuple(q.shape)}")
+    u = (q.to(torch.int16) + 8).to(torch.uint8)
+    return u[..., 0::2] | (u[..., 1::2] << 4)
+
+
+def unpack_int4(p: torch.Tensor) -> torch.Tensor:
+    lo = (p & 0x0F).to(torch.int8) - 8
+    hi = (p >> 4).to(torch.int8) - 8
+    return torch.stack((lo, hi), dim=-1).reshape(*p.shape[:-1], p.shape[-1] * 2)

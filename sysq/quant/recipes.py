@@ -1,0 +1,277 @@
+"""Recipes: what to quantize and how, as validated dataclasses, named presets and YAML.
+
+    get_recipe("w8a8")            a preset
+    get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +mse)
+    get_recipe("my.yaml")         a YAML file: {base: w4a16, weight: {group_size: 64}, method: gptq}
+    get_recipe({...}) / Recipe(...)
+
+Fields that mitigation sets (see sysq/mitigate): QuantSpec.clip_ratio (weights and static activation scales),
+QuantSpec.preserve_threshold / preserve_positions (tokens kept in float, left out of static scales) and
+Recipe.preserve_channels (input channels per linear kept in float or INT8).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import yaml
+
+from ..errors import SysqError
+from .math import BITS
+
+METHODS = ("rtn", "gptq")
+BACKENDS = ("fake", "int8", "bnb-int8", "bnb-nf4", "bnb-fp4")
+RAGGED = ("error", "halve")
+WEIGHT_GRANULARITIES = ("tensor", "channel", "group")
+ACT_GRANULARITIES = ("tensor", "token", "group")
+KV_GRANULARITIES = ("token", "channel")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """One quantizer: for weights ([out, in], rows = output channels) or for a linear's input activations."""
+
+    bits: int = 8
+    symmetric: bool = True
+    granularity: str = "channel"        # weights: tensor|channel|group; activations: tensor|token|group
+    group_size: int | None = None
+    dynamic: bool = False               # activations: scales computed per forward pass (else calibrated)
+    clip_ratio: float = 1.0             # range shrink: weights' per-row range, static activations' calibrated range
+    mse: bool = False                   # weights: MSE-optimal range shrink per row (GPTQ's search)
+    # activations only: tokens kept in float and left out of the static range
+    preserve_threshold: float | None = None     # a token whose max |x| over channels exceeds this
+    preserve_positions: tuple[int, ...] = ()    # sequence positions (e.g. (0,) the first token / BOS)
+
+
+@dataclass(frozen=True)
+class KVSpec:
+    """Fake quantization of keys and values (post-RoPE, as the cache holds them), per KV head."""
+
+    bits: int = 8
+    symmetric: bool = False
+    granularity: str = "token"          # token: one scale per (head, token) over head_dim; channel: per (head, dim)
+    group_size: int | None = None       # token granularity only: groups of head_dim
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "custom"
+    weight: QuantSpec | None = None
+    act: QuantSpec | None = None
+    kv: KVSpec | None = None
+    method: str = "rtn"                 # rtn | gptq (weights)
+    backend: str = "fake"               # fake (simulated) | int8 (torch._int_mm) | bnb-int8 | bnb-nf4 | bnb-fp4
+    ragged: str = "error"               # group_size not dividing in_features: error | halve it until it divides
+    gptq_block_size: int = 128
+    gptq_damp: float = 0.01
+    gptq_act_order: bool = False
+    bnb_threshold: float = 6.0          # LLM.int8 outlier threshold (bnb-int8)
+    quantize_lm_head: bool = False      # lm_head and embeddings stay float by default
+    skip: tuple[str, ...] = ()          # roles ("down") or dotted linear names left in float
+    preserve_channels: dict = field(default_factory=dict)   # linear name -> input channel indices kept precise
+    preserve_channels_bits: int | None = None               # None: float; 8: INT8 (inside an INT4 layer)
+
+    def __post_init__(self):
+        validate(self)
+
+    def describe(self) -> str:
+        def spec(s, kind):
+            if s is None:
+                return f"{kind}16"
+            g = f"g{s.group_size}" if s.granularity == "group" else s.granularity
+            how = "" if kind == "w" else (" dynamic" if s.dynamic else " static")
+            return f"{kind}{s.bits} {'sym' if s.symmetric else 'asym'} {g}{how}"
+        parts = [spec(self.weight, "w"), spec(self.act, "a")]
+        if self.kv:
+            parts.append(f"kv{self.kv.bits} {self.kv.granularity}")
+        if self.method != "rtn":
+            parts.append(self.method + (" act-order" if self.gptq_act_order else ""))
+        if self.backend != "fake":
+            parts.append(f"backend {self.backend}")
+        return f"{self.name}: " + ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("weight", "act"):
+            if d[k] is not None:
+                d[k]["preserve_positions"] = list(d[k]["preserve_positions"])
+        d["skip"] = list(self.skip)
+        d["preserve_channels"] = {k: [int(i) for i in v] for k, v in self.preserve_channels.items()}
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _one_of(where: str, value, allowed) -> None:
+    if value not in allowed:
+        raise SysqError(f"{where}={value!r} is not allowed; allowed values: {', '.join(map(str, allowed))}")
+
+
+def _validate_spec(s: QuantSpec, where: str, granularities) -> None:
+    _one_of(f"{where}.bits", s.bits, BITS)
+    _one_of(f"{where}.granularity", s.granularity, granularities)
+    if s.granularity == "group" and (not isinstance(s.group_size, int) or s.group_size <= 0):
+        raise SysqError(f"{where}.group_size must be a positive integer when {where}.granularity is 'group' "
+                        f"(got {s.group_size!r})")
+    if s.granularity != "group" and s.group_size is not None:
+        raise SysqError(f"{where}.group_size={s.group_size} contradicts {where}.granularity={s.granularity!r}: "
+                        "set granularity 'group' or drop group_size")
+    if not 0 < s.clip_ratio <= 1:
+        raise SysqError(f"{where}.clip_ratio={s.clip_ratio} must lie in (0, 1]")
+
+
+def validate(r: Recipe) -> None:
+    _one_of("method", r.method, METHODS)
+    _one_of("backend", r.backend, BACKENDS)
+    _one_of("ragged", r.ragged, RAGGED)
+    if r.weight is not None:
+        _validate_spec(r.weight, "weight", WEIGHT_GRANULARITIES)
+        if r.weight.dynamic:
+            raise SysqError("weight.dynamic=True is contradictory: weights are quantized once; drop it")
+        if r.weight.preserve_threshold is not None or r.weight.preserve_positions:
+            raise SysqError("weight.preserve_threshold / weight.preserve_positions apply to activations: "
+                            "set them on act")
+    if r.act is not None:
+        _validate_spec(r.act, "act", ACT_GRANULARITIES)
+        if not r.act.dynamic and r.act.granularity != "tensor":
+            raise SysqError(f"act.granularity={r.act.granularity!r} with act.dynamic=False is contradictory: "
+                            "static activation scales are per tensor; use granularity 'tensor' or dynamic: true")
+        if r.act.mse:
+            raise SysqError("act.mse is not supported (MSE search is a weight option); drop it or use act.clip_ratio")
+    if r.kv is not None:
+        _one_of("kv.bits", r.kv.bits, BITS)
+        _one_of("kv.granularity", r.kv.granularity, KV_GRANULARITIES)
+        if r.kv.group_size is not None and r.kv.granularity != "token":
+            raise SysqError("kv.group_size applies to kv.granularity 'token' only")
+    if r.method == "gptq" and r.weight is None:
+        raise SysqError("method='gptq' needs a weight quantizer: set weight (e.g. base: w4a16)")
+    if r.preserve_channels_bits not in (None, 8):
+        raise SysqError(f"preserve_channels_bits={r.preserve_channels_bits!r}; allowed: null (float), 8")
+    if r.backend == "int8":
+        w, a = r.weight, r.act
+        ok = (w is not None and w.bits == 8 and w.symmetric and w.granularity == "channel" and a is not None
+              and a.bits == 8 and a.symmetric and a.granularity in ("token", "tensor") and not r.preserve_channels)
+        if not ok:
+            raise SysqError("backend 'int8' (torch._int_mm) needs weight int8 symmetric per channel and act int8 "
+                            "symmetric per token or per tensor, without preserve_channels; use base w8a8 or "
+                            "w8a8-static")
+    if r.backend.startswith("bnb") and (r.weight is not None or r.act is not None or r.method != "rtn"):
+        raise SysqError(f"backend {r.backend!r} quantizes with bitsandbytes' own scheme: weight, act and method "
+                        "must be left unset")
+
+
+# ---- presets -------------------------------------------------------------------------------------
+
+W8 = QuantSpec(bits=8, symmetric=True, granularity="channel")
+W4G128 = QuantSpec(bits=4, symmetric=False, granularity="group", group_size=128)
+W4C = QuantSpec(bits=4, symmetric=False, granularity="channel")
+A8_TOKEN = QuantSpec(bits=8, symmetric=True, granularity="token", dynamic=True)
+A8_STATIC = QuantSpec(bits=8, symmetric=True, granularity="tensor", dynamic=False)
+A4_TOKEN = QuantSpec(bits=4, symmetric=True, granularity="token", dynamic=True)
+
+PRESETS: dict[str, dict] = {
+    "fp": {},
+    "w8a16": dict(weight=W8),
+    "w4a16": dict(weight=W4G128, ragged="halve"),
+    "w4a16-g128": dict(weight=W4G128, ragged="halve"),
+    "w4a16-g32": dict(weight=replace(W4G128, group_size=32)),
+    "w4a16-pc": dict(weight=W4C),
+    "w8a8": dict(weight=W8, act=A8_TOKEN),
+    "w8a8-static": dict(weight=W8, act=A8_STATIC),
+    "w4a8": dict(weight=W4C, act=A8_TOKEN),
+    "w4a4": dict(weight=W4C, act=A4_TOKEN),
+    "w8a8-int": dict(weight=W8, act=A8_TOKEN, backend="int8"),
+    "w8a8-static-int": dict(weight=W8, act=A8_STATIC, backend="int8"),
+    "bnb-int8": dict(backend="bnb-int8"),
+    "bnb-nf4": dict(backend="bnb-nf4"),
+    "bnb-fp4": dict(backend="bnb-fp4"),
+}
+MODIFIERS = {
+    "kv8": dict(kv=KVSpec(bits=8)),
+    "kv4": dict(kv=KVSpec(bits=4)),
+    "gptq": dict(method="gptq"),
+    "mse": None,   # weight.mse = True
+}
+
+
+def _apply_modifier(fields_: dict, mod: str, name: str) -> None:
+    if mod not in MODIFIERS:
+        raise SysqError(f"unknown recipe modifier '+{mod}' in {name!r}; allowed modifiers: "
+                        f"{', '.join('+' + m for m in MODIFIERS)}")
+    if mod == "mse":
+        if fields_.get("weight") is None:
+            raise SysqError(f"'+mse' in {name!r} needs a weight quantizer")
+        fields_["weight"] = replace(fields_["weight"], mse=True)
+    else:
+        fields_.update(MODIFIERS[mod])
+
+
+def preset(name: str) -> Recipe:
+    base, *mods = name.split("+")
+    if base not in PRESETS:
+        raise SysqError(f"unknown recipe {base!r}; presets: {', '.join(PRESETS)} (modifiers: "
+                        f"{', '.join('+' + m for m in MODIFIERS)}), or a YAML file")
+    f = dict(PRESETS[base])
+    for m in mods:
+        _apply_modifier(f, m, name)
+    return Recipe(name=name, **f)
+
+
+def _spec_from(d, cls, where: str, base=None):
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise SysqError(f"{where} must be a mapping of fields or null, got {d!r}")
+    allowed = [f.name for f in fields(cls)]
+    for k in d:
+        if k not in allowed:
+            raise SysqError(f"unknown field {where}.{k}; allowed fields: {', '.join(allowed)}")
+    d = dict(d)
+    if "preserve_positions" in d:
+        d["preserve_positions"] = tuple(int(p) for p in d["preserve_positions"] or ())
+    return replace(base, **d) if base is not None else cls(**d)
+
+
+def from_dict(d: dict) -> Recipe:
+    """Recipe from a mapping; `base: NAME` starts from a preset and the other fields override it
+    (nested weight/act/kv fields override field by field)."""
+    allowed = [f.name for f in fields(Recipe)] + ["base"]
+    for k in d:
+        if k not in allowed:
+            raise SysqError(f"unknown recipe field {k!r}; allowed fields: {', '.join(allowed)}")
+    d = dict(d)
+    base = preset(d.pop("base")) if "base" in d else Recipe()
+    kw = {}
+    for key, cls in (("weight", QuantSpec), ("act", QuantSpec), ("kv", KVSpec)):
+        if key in d:
+            kw[key] = _spec_from(d.pop(key), cls, key, getattr(base, key))
+    if "skip" in d:
+        kw["skip"] = tuple(d.pop("skip") or ())
+    if "preserve_channels" in d:
+        kw["preserve_channels"] = {k: [int(i) for i in v] for k, v in (d.pop("preserve_channels") or {}).items()}
+    kw.update(d)
+    kw.setdefault("name", base.name if base.name != "custom" else "custom")
+    return replace(base, **kw)
+
+
+def get_recipe(recipe) -> Recipe:
+    """A Recipe from a Recipe, a preset name (with +modifiers), a YAML path or a mapping."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, dict):
+        return from_dict(recipe)
+    if isinstance(recipe, (str, Path)):
+        s = str(recipe)
+        if s.endswith((".yaml", ".yml")) or Path(s).is_file():
+            p = Path(s)
+            if not p.is_file():
+                raise SysqError(f"recipe file {s} not found; give a preset name ({', '.join(PRESETS)}) or a YAML path")
+            d = yaml.safe_load(p.read_text()) or {}
+            if not isinstance(d, dict):
+                raise SysqError(f"recipe file {s} must hold a mapping of recipe fields")
+            d.setdefault("name", p.stem)
+            return from_dict(d)
+        return preset(s)
+    raise SysqError(f"recipe must be a name, a YAML path, a mapping or a Recipe, got {type(recipe).__name__}")
