@@ -8,5 +8,7 @@ from .arch import get_adapter
 from .data import calibration, windows
 from .errors import SysqError
 from .models import DEFAULT_MODEL, load
+from .quant import Recipe, get_recipe, quantize, save
 
-__all__ = ["load", "DEFAULT_MODEL", "windows", "calibration", "get_adapter", "SysqError"]
+__all__ = ["load", "DEFAULT_MODEL", "windows", "calibration", "get_adapter", "SysqError",
+           "quantize", "save", "Recipe", "get_recipe"]

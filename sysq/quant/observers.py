@@ -66,6 +66,15 @@ def token_keep_mask(x: torch.Tensor, threshold: float | None, positions) -> torc
     return keep
 
 
+def absmax_where(x3: torch.Tensor, first_window: int) -> tuple[float, dict]:
+    """max |x| of x3 [windows, seq, channels] and where it sits (window index counted from first_window)."""
+    flat = int(x3.abs().argmax())
+    b, rem = divmod(flat, x3.shape[1] * x3.shape[2])
+    pos, ch = divmod(rem, x3.shape[2])
+    v = float(x3[b, pos, ch])
+    return abs(v), dict(window=first_window + b, position=pos, channel=ch, value=v)
+
+
 @dataclass
 class RangeObserver:
     """Running min/max of the entries a static quantizer must cover, with the location of |max|."""
@@ -91,14 +100,9 @@ class RangeObserver:
         self.tokens += x3.shape[0] * x3.shape[1]
         self.min = min(self.min, float(x3.min()))
         self.max = max(self.max, float(x3.max()))
-        a = x3.abs()
-        flat = int(a.argmax())
-        val = float(a.reshape(-1)[flat])
+        val, where = absmax_where(x3, self.rows_seen)
         if val > self.absmax:
-            b, rem = divmod(flat, x3.shape[1] * x3.shape[2])
-            pos, ch = divmod(rem, x3.shape[2])
-            self.absmax = val
-            self.where = dict(window=self.rows_seen + b, position=pos, channel=ch, value=float(x3[b, pos, ch]))
+            self.absmax, self.where = val, where
         self.rows_seen += x3.shape[0]
 
 
@@ -140,13 +144,9 @@ def collect_input_stats(model: nn.Module, calib, quiet: bool = False, names=None
             else:
                 torch.maximum(s.channel_absmax, ch, out=s.channel_absmax)
             s.token_absmax.extend(a.amax(dim=-1).unbind(0))
-            flat = int(a.argmax())
-            val = float(a.reshape(-1)[flat])
+            val, where = absmax_where(x3, rows[name])
             if val > s.absmax:
-                b, rem = divmod(flat, x3.shape[1] * x3.shape[2])
-                pos, c = divmod(rem, x3.shape[2])
-                s.absmax = val
-                s.where = dict(window=rows[name] + b, position=pos, channel=c, value=float(x3[b, pos, c]))
+                s.absmax, s.where = val, where
             rows[name] += x3.shape[0]
         return fn
 

@@ -1,0 +1,176 @@
+"""Save and reload a quantized model.
+
+A sysq folder holds:
+  config.json             the model config, with quantization_config {"quant_method": "sysq", ...} for the record
+  sysq_model.safetensors  integer weights (INT8 codes as int8, INT4 packed two per byte as uint8), scales, zero
+                          points, static activation scales, preserved channels, and every float tensor
+  sysq_quant.json         format version, per-module quantizer specs, KV spec, tied-weight aliases
+  recipe.yaml             the recipe
+  tokenizer files
+
+Plain `from_pretrained` on the folder fails loudly: transformers skips the unknown quant_method "sysq" with a
+warning, then finds no model.safetensors / pytorch_model.bin and raises OSError. We chose this over writing a
+model.safetensors that transformers would load with missing weights re-initialised at random (silent garbage).
+`sysq.load(folder)` reads it back through load_quantized and gives identical logits.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..arch import get_adapter
+from ..errors import SysqError
+from .backends import Int8Linear
+from .kv import add_kv_quant, kv_spec
+from .linear import QuantLinear
+from .recipes import KVSpec, QuantSpec, Recipe
+
+log = logging.getLogger(__name__)
+
+FORMAT = "sysq-quant-v1"
+WEIGHTS = "sysq_model.safetensors"
+META = "sysq_quant.json"
+BUFFERS = ("qweight", "w_scale", "w_zero", "w_keep", "w_keep_scale", "act_scale", "act_zero", "preserve_channels")
+
+
+def is_sysq_folder(path) -> bool:
+    return (Path(path) / META).is_file()
+
+
+def _spec_dict(s):
+    if s is None:
+        return None
+    d = asdict(s)
+    d["preserve_positions"] = list(d.get("preserve_positions", ()))
+    return d
+
+
+def _spec(d, cls):
+    if d is None:
+        return None
+    if "preserve_positions" in d:
+        d = {**d, "preserve_positions": tuple(d["preserve_positions"])}
+    return cls(**d)
+
+
+def _modules(model):
+    adapter = get_adapter(model)
+    return adapter.linear_refs() + [adapter.lm_head_ref()]
+
+
+def save(model, path, tokenizer=None) -> Path:
+    """Write a quantized (or float) model to `path` atomically; returns the folder."""
+    path = Path(path)
+    recipe: Recipe | None = getattr(model, "_sysq_recipe", None)
+    modules, tensors = {}, {}
+    quantized = set()
+    for ref in _modules(model):
+        m = ref.module
+        if isinstance(m, Int8Linear):
+            raise SysqError(f"{ref.name} is a torch._int_mm Int8Linear; save the simulated model (same codes, "
+                            "backend 'fake') and convert after loading")
+        if not isinstance(m, QuantLinear):
+            if type(m).__module__.startswith("bitsandbytes"):
+                raise SysqError(f"{ref.name} is a bitsandbytes module; sysq.save stores sysq recipes only. "
+                                "Quantize with a sysq recipe (e.g. w8a16, w4a16) to save")
+            continue
+        if not m.quantized:
+            raise SysqError(f"{ref.name} is wrapped but not quantized yet; finish sysq.quantize before saving")
+        modules[ref.name] = dict(weight=_spec_dict(m.weight_spec), act=_spec_dict(m.act_spec), ragged=m.ragged,
+                                 packed=m.packed, preserve_channels_bits=m.preserve_channels_bits,
+                                 in_features=m.in_features, out_features=m.out_features, bias=m.bias is not None)
+        quantized.add(ref.name)
+    state = model.state_dict()
+    seen, aliases = {}, {}
+    for k, t in state.items():
+        key = (t.untyped_storage().data_ptr(), t.dtype, tuple(t.shape), t.storage_offset())
+        if key in seen and t.numel() > 0:
+            aliases[k] = seen[key]        # tied weights (lm_head = embed_tokens) are stored once
+            continue
+        seen[key] = k
+        tensors[k] = t.detach().contiguous().cpu()
+    kv = kv_spec(model)
+    meta = dict(format=FORMAT, modules=modules, aliases=aliases, kv=asdict(kv) if kv else None,
+                attn_implementation=getattr(model, "_sysq_prev_attn", model.config._attn_implementation),
+                recipe=recipe.to_dict() if recipe is not None else None)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        config = model.config.to_dict()
+        config["quantization_config"] = {"quant_method": "sysq", "format": FORMAT,
+                                         "recipe": recipe.name if recipe else None,
+                                         "note": "load with sysq.load(folder); plain from_pretrained cannot"}
+        config.pop("_attn_implementation_autoset", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / META).write_text(json.dumps(meta, indent=1))
+        if recipe is not None:
+            (tmp / "recipe.yaml").write_text(recipe.to_yaml())
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("saved %d quantized modules to %s", len(quantized), path)
+    return path
+
+
+def load_quantized(path, dtype=torch.float32):
+    """(model, tokenizer) from a folder written by save()."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    meta = json.loads((path / META).read_text())
+    if meta.get("format") != FORMAT:
+        raise SysqError(f"{path} holds sysq format {meta.get('format')!r}; this sysq reads {FORMAT}. "
+                        "Re-save the model with this version")
+    config = AutoConfig.from_pretrained(path)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config._attn_implementation = meta.get("attn_implementation") or "sdpa"
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    tensors = load_file(str(path / WEIGHTS))
+    for ref in _modules(model):
+        info = meta["modules"].get(ref.name)
+        if info is None:
+            continue
+        q = QuantLinear(None, _spec(info["weight"], QuantSpec), _spec(info["act"], QuantSpec), ref.name,
+                        info["ragged"], None, info["preserve_channels_bits"], info["in_features"],
+                        info["out_features"], info["bias"])
+        for b in BUFFERS:
+            t = tensors.get(f"{ref.name}.{b}")
+            if t is not None:
+                setattr(q, b, t)
+        q.packed = info["packed"]
+        ref.replace(q)
+    for k, src in meta["aliases"].items():
+        tensors[k] = tensors[src]
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing = [k for k in missing if k not in meta["aliases"]]
+    if missing or unexpected:
+        raise SysqError(f"{path} does not match the model built from its config (missing {missing[:4]}, "
+                        f"unexpected {unexpected[:4]}); the folder is corrupt or from another model")
+    if meta.get("kv"):
+        add_kv_quant(model, KVSpec(**meta["kv"]))
+    if meta.get("recipe"):
+        from .recipes import from_dict
+        object.__setattr__(model, "_sysq_recipe", from_dict(meta["recipe"]))
+    model.eval()
+    tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
+    return model, tok
