@@ -141,7 +141,7 @@ def _load_folder(path: Path, dtype: torch.dtype):
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tok = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, RuntimeError) as e:
+    except Exception as e:  # safetensors, json and torch each raise their own types for damaged files
         raise SysqError(f"could not load the model folder {path}: {e}. The files may be corrupt or incomplete; "
                         "re-create the folder") from e
     return model, tok

@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny offline tokenizer, tiny random models per family, and the real default model."""
+import pytest
+import torch
+
+import sysq
+
+TINY_TEXT = ("The tower is 324 metres tall , about the same height as an 81 @-@ storey building . "
+             "It was the first structure to reach a height of 300 metres ; in 1957 , an antenna was added .\n") * 8
+
+
+def make_tokenizer():
+    """A byte-level BPE trained on a few lines: offline, deterministic, with a BOS token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([TINY_TEXT], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(model, tokenizer) of the real SmolLM2-135M, loaded once per test session."""
+    return sysq.load("smollm2-135m")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
