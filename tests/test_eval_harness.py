@@ -1,0 +1,122 @@
+"""The local lm-eval tasks: built from shared/data, run on a tiny llama, scored as lm-eval scores them."""
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from evaluation import harness
+from sysq.errors import SysqError
+from tiny_models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    return harness.write_tasks(tmp_path_factory.mktemp("tasks"))
+
+
+def _docs(task_dir, name):
+    return [json.loads(line) for line in (task_dir / f"{name}.jsonl").read_text().splitlines()]
+
+
+def test_write_tasks_converts_the_shared_files(task_dir):
+    root = harness.data_root()
+    piqa = _docs(task_dir, "piqa_local")
+    labels = (root / "piqa/dev-labels.lst").read_text().split()
+    assert len(piqa) == len(labels) and [str(d["label"]) for d in piqa] == labels
+    first = json.loads((root / "piqa/dev.jsonl").read_text().splitlines()[0])
+    assert piqa[0]["goal"] == first["goal"] and piqa[0]["sol2"] == first["sol2"]
+
+    arc = _docs(task_dir, "arc_easy_local")
+    raw = (root / "arc_easy/ARC-Easy-Test.genmc.jsonl").read_text().splitlines()
+    assert len(arc) == len(raw)
+    assert all(d["answerKey"] in d["choices"]["label"] for d in arc)
+    assert any(d["answerKey"] in "1234" for d in arc)  # numeric keys survive, mapped by position
+
+    wiki = _docs(task_dir, "wikitext2_local")
+    text = (root / "wikitext-2-raw/wiki.test.raw").read_text(encoding="utf-8").replace("\r\n", "\n")
+    assert "".join(d["page"] for d in wiki) == text
+    assert all(d["page"].startswith(" = ") and not d["page"].startswith(" = = ") for d in wiki)
+
+    for name in harness.LOCAL_TASKS:
+        cfg = yaml.safe_load((task_dir / f"{name}.yaml").read_text())
+        assert cfg["task"] == name
+        (path,) = cfg["dataset_kwargs"]["data_files"].values()
+        assert path.startswith("/") and path.endswith(f"{name}.jsonl")
+
+
+def test_unknown_local_task_and_empty_task_list_are_clear_errors(tmp_path):
+    with pytest.raises(SysqError, match="unknown local task"):
+        harness.write_tasks(tmp_path, ["piqa_locall"])
+    with pytest.raises(SysqError, match="no tasks"):
+        harness.evaluate(None, None, tasks=" , ")
+
+
+def test_bos_is_prepended_without_touching_the_callers_tokenizer(tiny_tokenizer):
+    model = tiny_model("llama")
+    bos = tiny_tokenizer.bos_token_id
+    before = tiny_tokenizer.encode("The tower")
+    assert harness.make_lm(model, tiny_tokenizer, bos=True).tok_encode("The tower") == [bos] + before
+    assert harness.make_lm(model, tiny_tokenizer, bos=False).tok_encode("The tower") == before
+    assert tiny_tokenizer.encode("The tower") == before
+
+
+def _loglikelihood(model, ids: list[int], n_cont: int) -> float:
+    logits = model(torch.tensor([ids])).logits[0].float()
+    logp = torch.log_softmax(logits[:-1], -1)
+    target = torch.tensor(ids[1:])
+    return logp[torch.arange(len(ids) - 1), target][-n_cont:].sum().item()
+
+
+def test_local_tasks_run_with_limit_and_match_a_direct_computation(tiny_tokenizer, task_dir):
+    model = tiny_model("llama")
+    limit = 5
+    res = harness.evaluate(model, tiny_tokenizer, ["piqa_local", "arc_easy_local"], limit=limit, batch_size=4,
+                           task_dir=task_dir, log_samples=True, quiet=True,
+                           sysq_info={"recipe": "fp", "plan": "none"})
+    summary = harness.summarize(res)
+    for name in ("piqa_local", "arc_easy_local"):
+        s = summary[name]
+        assert s["n"] == limit
+        assert 0.0 <= s["acc"] <= 1.0 and 0.0 <= s["acc_norm"] <= 1.0 and s["acc_stderr"] >= 0
+    assert res["sysq"]["recipe"] == "fp" and res["sysq"]["bos"] is True and res["sysq"]["limit"] == limit
+
+    # lm-eval's per-choice loglikelihoods equal ours: BOS + "Question: ...\nAnswer:" + " choice".
+    bos = tiny_tokenizer.bos_token_id
+    docs = _docs(task_dir, "piqa_local")[:limit]
+    correct = []
+    with torch.no_grad():
+        for sample in res["samples"]["piqa_local"]:
+            doc = docs[sample["doc_id"]]
+            ctx = f"Question: {doc['goal']}\nAnswer:"
+            lls = []
+            for sol in (doc["sol1"], doc["sol2"]):
+                whole = [bos] + tiny_tokenizer.encode(ctx + " " + sol)
+                n_ctx = 1 + len(tiny_tokenizer.encode(ctx))
+                lls.append(_loglikelihood(model, whole, len(whole) - n_ctx))
+            got = [r[0][0] for r in sample["resps"]]
+            assert got == pytest.approx(lls, abs=1e-3)
+            correct.append(float(lls.index(max(lls)) == doc["label"]))
+    assert summary["piqa_local"]["acc"] == pytest.approx(sum(correct) / limit)
+
+
+def test_wikitext_rolling_task_scores_whole_articles(tiny_tokenizer, task_dir):
+    res = harness.evaluate(tiny_model("llama"), tiny_tokenizer, "wikitext2_local", limit=1, task_dir=task_dir,
+                           quiet=True)
+    s = harness.summarize(res)["wikitext2_local"]
+    assert s["n"] == 1
+    # A random model over a 300-token vocabulary: per-byte perplexity above 1, bits_per_byte = log2 of it.
+    assert s["byte_perplexity"] > 1
+    assert s["bits_per_byte"] == pytest.approx(math.log2(s["byte_perplexity"]), rel=1e-6)
+
+
+def test_save_results_keeps_lm_evals_json_and_adds_sysq(tiny_tokenizer, task_dir, tmp_path):
+    res = harness.evaluate(tiny_model("llama"), tiny_tokenizer, "arc_easy_local", limit=2, task_dir=task_dir,
+                           quiet=True, sysq_info={"recipe": "w8a8"})
+    path = harness.save_results(res, tmp_path)
+    saved = json.loads(path.read_text())
+    assert saved["results"]["arc_easy_local"]["acc,none"] == res["results"]["arc_easy_local"]["acc,none"]
+    assert {"configs", "versions", "n-samples"} <= saved.keys()
+    assert saved["sysq"]["recipe"] == "w8a8"
+    assert "arc_easy_local" in (tmp_path / "results.md").read_text()
