@@ -1,0 +1,197 @@
+"""Detect systematic outliers (An et al. 2025): activation, weight and attention outliers, their
+consistency, their lifecycle and the tokens involved.
+
+    report = sysq.detect(model, windows, tokenizer=tok)
+    report.save("out/detect")        # report.json, report.md, plots/
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+
+import torch
+from tqdm.auto import tqdm
+
+from ..arch import get_adapter
+from ..capture import Recorder
+from ..errors import SysqError
+from .activation import residual_channels, site_summary
+from .attention import attention_maps, attention_summary, eager_attention
+from .consistency import feature_consistency, sequence_consistency
+from .lifecycle import MAX_CHANNELS, channel_lifecycle
+from .report import SCHEMA, OutlierReport
+from .thresholds import Thresholds
+from .tokens import Namer, taxonomy
+from .weight import analyze_weights
+
+log = logging.getLogger(__name__)
+
+__all__ = ["detect", "OutlierReport", "Thresholds", "SCHEMA"]
+
+
+def _as_ids(windows) -> tuple[torch.Tensor, dict]:
+    if isinstance(windows, torch.Tensor):
+        ids = windows if windows.dim() == 2 else windows[None]
+        settings = {"dataset": None, "seqlen": ids.shape[1], "bos": None, "windows": ids.shape[0], "seed": None}
+    elif hasattr(windows, "ids"):
+        ids, settings = windows.ids, windows.settings()
+    else:
+        raise SysqError(f"detect needs token windows (sysq.windows(...) or a LongTensor [n, T]), got {type(windows)}")
+    if ids.numel() == 0:
+        raise SysqError("detect got no windows; pass at least one window of tokens")
+    return ids.long(), settings
+
+
+def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False, batch_size: int = 4,
+           attention: bool = True, snapshot: bool = True) -> OutlierReport:
+    """Stream the windows through the model and report its systematic outliers.
+
+    thresholds: a Thresholds or a dict of overrides. attention=False skips the eager-attention statistics
+    (attention outliers, sequence consistency, Q/K/V norms) and runs the model's own attention kernel.
+    snapshot=True runs one extra window to keep a tokens x channels picture of the emergence layer for plots.
+    """
+    th = Thresholds.from_dict(thresholds)
+    ad = get_adapter(model)
+    ids, settings = _as_ids(windows)
+    t0 = time.perf_counter()
+    weights = analyze_weights(ad, th)
+    t_weights = time.perf_counter() - t0
+
+    rec = Recorder(model, th, attention=attention)
+    t0 = time.perf_counter()
+    with (eager_attention(model) if attention else contextlib.nullcontext()):
+        rec.attach()
+        try:
+            for start in tqdm(range(0, len(ids), batch_size), disable=quiet, desc="detect", unit="batch"):
+                rec.run(ids[start:start + batch_size], start)
+        finally:
+            rec.detach()
+    t_pass = time.perf_counter() - t0
+
+    namer = Namer(tokenizer)
+    sites = {key: site_summary(s, rec.site_linears.get(key, []), namer, th) for key, s in sorted(rec.sites.items())}
+    linear_inputs = {name: s for s in sites.values() for name in s["linears"]}
+    resid = [sites[(i, "resid")] for i in range(ad.num_layers) if (i, "resid") in sites]
+    channels = residual_channels(resid, ad.num_layers)
+
+    down_names = {ref.layer: ref.name for ref in ad.linear_refs() if ref.role in ("down", "fc2")}
+    down_cols = [set(weights[down_names[i]]["outlier_columns"]) for i in range(ad.num_layers)]
+    down_act = [{m["channel"] for m in sites[(i, "down_in")]["massive_channels"]} for i in range(ad.num_layers)]
+    resid_absmax = [s["channel_absmax"] for s in resid]
+    lifecycle = [channel_lifecycle(d["channel"], rec.life, resid_absmax, d["layers"],
+                                   [ad.down(i).weight.detach() for i in range(ad.num_layers)], down_cols, down_act)
+                 for d in channels[:MAX_CHANNELS]]
+
+    consistency = {"feature": feature_consistency(sites, weights)}
+    attn = attention_summary(rec, namer, th) if attention else {"layers": [], "sink_eps": None}
+    if attention:
+        consistency["sequence"] = sequence_consistency(rec.seq)
+    tokens = _outlier_tokens(rec, namer)
+
+    report = OutlierReport(
+        model={"name": getattr(model.config, "name_or_path", None) or getattr(model.config, "_name_or_path", None),
+               "family": ad.name, "model_type": model.config.model_type, "layers": ad.num_layers,
+               "hidden_size": ad.hidden_size, "heads": ad.num_heads, "kv_heads": ad.num_kv_heads,
+               "dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
+        data=settings, thresholds=th.to_dict(), summary={},
+        activation={"sites": list(sites.values()), "residual_channels": channels},
+        linear_inputs=linear_inputs, weights=weights, attention=attn, consistency=consistency,
+        lifecycle=lifecycle, tokens=tokens,
+        cost={"weights_s": t_weights, "pass_s": t_pass, "batch_size": batch_size, "eager_attention": attention},
+    )
+    report.summary = _summary(report)
+    report.arrays = _arrays(rec, resid, namer, ad, report, ids, snapshot)
+    return report
+
+
+def _outlier_tokens(rec: Recorder, namer: Namer) -> dict:
+    """Tokens flagged by the PrefixQuant criterion (token max / median token max > 64) at any linear
+    input or the residual, merged over layers: what preserve-token mitigation keeps in high precision."""
+    per_token: dict[tuple[int, bool], dict] = {}
+    positions = Counter()
+    merged = None
+    for (layer, site), s in rec.sites.items():
+        h = s.hits["token_ratio"]
+        if merged is None:
+            merged = type(h)()
+        merged.count += h.count
+        merged.ids.update(h.ids)
+        merged.initial_ids.update(h.initial_ids)
+        positions.update(h.positions)
+        for initial, counter in ((True, h.initial_ids), (False, h.ids)):
+            for tid, n in counter.items():
+                d = per_token.setdefault((tid, initial), {"token_id": tid, "token": namer.text(tid),
+                                                          "type": "initial" if initial else namer.type(tid, 1),
+                                                          "count": 0, "layers": set(), "sites": set()})
+                d["count"] += n
+                d["layers"].add(layer)
+                d["sites"].add(site)
+    rows = sorted(per_token.values(), key=lambda d: -d["count"])
+    for d in rows:
+        d["layers"], d["sites"] = sorted(d["layers"]), sorted(d["sites"])
+    merged.positions = positions
+    return {"criterion": "token_ratio (token max / median token max > token_ratio) at any linear input or residual",
+            "unit": "(layer, site, window, position) hits", "tokens": rows[:64],
+            "positions": [{"pos": p, "count": n} for p, n in positions.most_common(16)],
+            "taxonomy": taxonomy(merged, namer) if merged else None}
+
+
+def _summary(r: OutlierReport) -> dict:
+    chans = r.activation["residual_channels"]
+    dom = chans[0] if chans else None
+    life = r.lifecycle[0] if r.lifecycle else None
+    feat, seq = r.consistency["feature"], r.consistency.get("sequence")
+    return {
+        "dominant_channels": [{k: d[k] for k in ("channel", "absmax", "value", "at_layer", "layer_range", "token",
+                                                 "persistent")} | {"layers": len(d["layers"])} for d in chans[:3]],
+        "dominant_channel": dom["channel"] if dom else None,
+        "magnitude": dom["absmax"] if dom else None,
+        "emergence_layer": life["emergence_layer"] if life else None,
+        "emergence_columns": [t["column"] for t in (life["emergence"] or {}).get("terms", [])] if life else [],
+        "amplification_layers": [a["layer"] for a in life["amplifications"]] if life else [],
+        "vanishing_layers": [v["layer"] for v in life["vanishing"]] if life else [],
+        "feature_consistency": feat["act_to_weight"], "feature_consistency_reverse": feat["weight_to_act"],
+        "sequence_consistency": seq["act_to_attn"] if seq else None,
+        "sequence_consistency_reverse": seq["attn_to_act"] if seq else None,
+        "sink_eps": r.attention.get("sink_eps"),
+        "token_taxonomy": (r.tokens.get("taxonomy") or {}).get("share"),
+        "nonfinite": False,
+    }
+
+
+def _arrays(rec: Recorder, resid: list[dict], namer: Namer, ad, report: OutlierReport, ids, snapshot: bool) -> dict:
+    """Small arrays for the plots (never in report.json)."""
+    arrays = {
+        "resid_absmax": torch.tensor([s["channel_absmax"] for s in resid]),
+        "resid_top3": torch.tensor([s["top3_mean"] for s in resid]),
+        "resid_median": torch.tensor([s["median_abs"] for s in resid]),
+        "attn_maps": attention_maps(rec),
+        "map_tokens": [namer.text(int(t)) for t in (rec.window0_ids if rec.window0_ids is not None else [])],
+    }
+    life = report.lifecycle[0] if report.lifecycle else None
+    if snapshot and life and life["emergence_layer"] is not None:
+        layer = life["emergence_layer"]
+        arrays["snapshot"] = (layer, _layer_output(ad, ids[:1], layer))
+        if life["emergence"] and life["emergence"]["terms"]:
+            arrays["down_column"] = (layer, life["channel"], life["emergence"]["terms"][0]["column"],
+                                     ad.down(layer).weight.detach().float().clone())
+    return arrays
+
+
+@torch.no_grad()
+def _layer_output(ad, ids: torch.Tensor, layer: int, tokens: int = 32) -> torch.Tensor:
+    """|h| [tokens, channels] of one decoder layer's output for one window (for the emergence heat map)."""
+    box = {}
+
+    def hook(mod, args, out):
+        box["h"] = (out[0] if isinstance(out, tuple) else out)[0, :tokens].detach().float().abs().clone()
+
+    h = ad.layers()[layer].register_forward_hook(hook)
+    try:
+        base = getattr(ad.model, "base_model", ad.model)
+        base(input_ids=ids[:, : tokens], use_cache=False)
+    finally:
+        h.remove()
+    return box["h"]

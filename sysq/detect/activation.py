@@ -1,0 +1,73 @@
+"""Activation outliers: per layer and site, the top values, the median, the massive hits under each
+criterion (Sun et al. massive, An et al. 1000x mean, PrefixQuant 64x median token max), the outlier
+channels, and the residual channels that persist across layers."""
+from __future__ import annotations
+
+from ..capture import SiteStats
+from .thresholds import Thresholds
+from .tokens import Namer, taxonomy
+
+MAX_INT8_CHANNELS = 64
+PERSISTENT_SHARE = 0.25        # a residual channel is persistent when massive in >= 25% of the layers
+
+
+def _record(r: dict, namer: Namer) -> dict:
+    return {**r, "token": namer.text(r["token_id"]), "type": namer.type(r["token_id"], r["pos"])}
+
+
+def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds) -> dict:
+    w = max(s.windows, 1)
+    c = int(s.absmax.argmax())
+    absmax_at = {"window": int(s.absmax_window[c]), "pos": int(s.absmax_pos[c]), "token_id": int(s.absmax_token[c]),
+                 "channel": c, "value": float(s.absmax_value[c])}
+    massive = s.massive_count.nonzero().flatten().tolist()
+    massive = sorted(massive, key=lambda j: -float(s.absmax[j]))
+    int8 = s.int8_count.nonzero().flatten().tolist()
+    int8 = sorted(int8, key=lambda j: -int(s.int8_count[j]))[:MAX_INT8_CHANNELS]
+    tok_med = s.tokmax_median_sum / w
+    out = {
+        "layer": s.layer, "site": s.site, "linears": linears, "channels": s.channels, "windows": s.windows,
+        "tokens": s.tokens, "absmax": float(s.absmax[c]), "absmax_at": _record(absmax_at, namer),
+        "median_abs": s.median_sum / w, "mean_abs": s.mean_sum / w, "token_max_median": tok_med,
+        "massive_floor": s.abs_floor,
+        "top": [_record(r, namer) for _, r in s.top.items],
+        "hits": {k: h.count for k, h in s.hits.items()},
+        "outlier_tokens": {k: _token_table(h, namer) for k, h in s.hits.items() if h.count},
+        "massive_channels": [{"channel": j, "tokens": int(s.massive_count[j]), "absmax": float(s.absmax[j]),
+                              "value": float(s.absmax_value[j]), "pos": int(s.absmax_pos[j]),
+                              "token": namer.text(int(s.absmax_token[j]))} for j in massive],
+        "suggested_token_max_threshold": th.token_ratio * tok_med,
+        "channel_absmax": [float(f"{v:.5g}") for v in s.absmax.tolist()],
+        "channel_absmean": [float(f"{v:.5g}") for v in (s.abssum / max(s.tokens, 1)).tolist()],
+    }
+    if s.site == "resid":
+        out["top3_mean"] = (s.top3_sum / w).tolist()
+    else:
+        out["int8_channels"] = [{"channel": j, "share": int(s.int8_count[j]) / max(s.tokens, 1)} for j in int8]
+    return out
+
+
+def _token_table(hits, namer: Namer) -> dict:
+    return {"count": hits.count,
+            "positions": [{"pos": p, "count": n} for p, n in hits.positions.most_common(8)],
+            "ids": [{"token_id": t, "token": namer.text(t), "count": n, "type": namer.type(t, 1)}
+                    for t, n in hits.ids.most_common(8)],
+            "initial_ids": [{"token_id": t, "token": namer.text(t), "count": n} for t, n in hits.initial_ids.most_common(3)],
+            "taxonomy": taxonomy(hits, namer)}
+
+
+def residual_channels(layers: list[dict], num_layers: int) -> list[dict]:
+    """Residual-stream outlier channels with the layers where each is massive, largest first."""
+    seen: dict[int, dict] = {}
+    for site in layers:
+        for m in site["massive_channels"]:
+            d = seen.setdefault(m["channel"], {"channel": m["channel"], "layers": [], "absmax": 0.0, "tokens": {}})
+            d["layers"].append(site["layer"])
+            if m["absmax"] > d["absmax"]:
+                d.update(absmax=m["absmax"], value=m["value"], at_layer=site["layer"], pos=m["pos"], token=m["token"])
+    out = sorted(seen.values(), key=lambda d: -d["absmax"])
+    for d in out:
+        d.pop("tokens")
+        d["persistent"] = len(d["layers"]) >= max(2, PERSISTENT_SHARE * num_layers)
+        d["layer_range"] = [min(d["layers"]), max(d["layers"])]
+    return out

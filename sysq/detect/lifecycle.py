@@ -1,0 +1,46 @@
+"""Lifecycle of the dominant residual outlier channels: where each is born (or amplified), what builds
+it there (attention vs MLP, gate, up, act(gate)*up and the top terms x_k * W_down[c, k]), and where it
+vanishes (the MLP writes the opposite sign: cancellation ratio = -mlp / h_in, 1 = fully cancelled)."""
+from __future__ import annotations
+
+from ..capture import LayerLife
+
+MAX_CHANNELS = 4
+
+
+def _mean(total: float, n: int):
+    return total / n if n else None
+
+
+def channel_lifecycle(c: int, life: list[LayerLife], resid_absmax: list[list[float]], massive_layers: list[int],
+                      down_weights: list, down_outlier_cols: list[set], down_act_channels: list[set]) -> dict:
+    per_layer, births, vanish = [], [], []
+    for i, ll in enumerate(life):
+        tr = ll.track.get(c)
+        row = {"layer": i, "resid_absmax": resid_absmax[i][c]}
+        if tr and tr[0]:
+            n = tr[0]
+            row.update(tracked=n, h_in=tr[1] / n, attn=tr[2] / n, mlp=tr[3] / n, h_out=tr[4] / n,
+                       mlp_opposite_share=tr[5] / n)
+            if tr[6]:
+                h_in = tr[1] / n
+                vanish.append({"layer": i, "positions": tr[6], "h_in": h_in, "h_out": tr[4] / n,
+                               "attn": tr[2] / n, "mlp": tr[3] / n, "mlp_opposite_share": tr[5] / n,
+                               "cancellation_ratio": -(tr[3] / n) / h_in if h_in else None})
+        per_layer.append(row)
+        e = ll.emerge.get(c)
+        if e:
+            parts = sorted(e["parts"].items(), key=lambda kv: -abs(kv[1][1] / kv[1][0]))
+            births.append({
+                "layer": i, "positions": e["count"], "attn": e["attn"] / e["count"], "mlp": e["mlp"] / e["count"],
+                "builder": "mlp" if abs(e["mlp"]) >= abs(e["attn"]) else "attention",
+                "terms": [{"column": k, "times_top": p[0], "contribution": p[1] / p[0], "x": p[2] / p[0],
+                           "gate": p[3] / p[0], "up": p[4] / p[0], "w_down": float(down_weights[i][c, k]),
+                           "weight_outlier_column": k in down_outlier_cols[i],
+                           "activation_outlier_channel": k in down_act_channels[i]} for k, p in parts[:4]],
+            })
+    first = min(massive_layers) if massive_layers else None
+    emergence = next((b for b in births if b["layer"] == first), births[0] if births else None)
+    return {"channel": c, "emergence_layer": first, "emergence": emergence,
+            "amplifications": [b for b in births if emergence is None or b["layer"] != emergence["layer"]],
+            "vanishing": vanish, "layers": per_layer}

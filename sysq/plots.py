@@ -1,0 +1,149 @@
+"""Plots of an OutlierReport (matplotlib, headless Agg), labelled with token text."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+
+def _label(s: str, width: int = 12) -> str:
+    s = s.replace("\n", "\\n")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _save(fig, folder: Path, name: str, names: list[str]) -> None:
+    fig.tight_layout()
+    fig.savefig(folder / name, dpi=110)
+    plt.close(fig)
+    names.append(name)
+
+
+def make_plots(report, folder) -> list[str]:
+    """Write the plots into folder; returns their file names."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arr, names = report.arrays, []
+    title = report.model.get("name") or report.model["family"]
+    if "resid_absmax" in arr and len(arr["resid_absmax"]):
+        _magnitudes(arr, title, folder, names)
+        _layer_channel(arr, report, title, folder, names)
+    if "snapshot" in arr:
+        _snapshot(arr, report, title, folder, names)
+    if "down_column" in arr:
+        _down_column(arr, title, folder, names)
+    if arr.get("attn_maps"):
+        _attention(arr, report, title, folder, names)
+    if report.lifecycle:
+        _lifecycle(report, title, folder, names)
+    return names
+
+
+def _magnitudes(arr, title, folder, names):
+    top3, med = arr["resid_top3"].numpy(), arr["resid_median"].numpy()
+    layers = np.arange(len(med))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for j, style in enumerate(("-o", "-s", "-^")):
+        ax.plot(layers, top3[:, j], style, ms=3, label=f"top-{j + 1} |h|")
+    ax.plot(layers, med, "k--", label="median |h|")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (decoder layer output)")
+    ax.set_ylabel("|activation| (mean over windows)")
+    ax.set_title(f"{title}: residual-stream magnitudes per layer")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(fig, folder, "layer_magnitudes.png", names)
+
+
+def _layer_channel(arr, report, title, folder, names):
+    m = arr["resid_absmax"].numpy()
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    im = ax.imshow(np.maximum(m, 1e-3), aspect="auto", norm=LogNorm(), cmap="magma", interpolation="nearest")
+    ax.set_xlabel("residual channel")
+    ax.set_ylabel("layer")
+    top = [c["channel"] for c in report.activation["residual_channels"][:3]]
+    if top:
+        ax.set_xticks(sorted(set(top) | set(range(0, m.shape[1], 128))))
+    ax.set_title(f"{title}: max |h| per layer x channel (outlier channels {top})")
+    fig.colorbar(im, ax=ax, label="max |h| over windows")
+    _save(fig, folder, "layer_channel.png", names)
+
+
+def _snapshot(arr, report, title, folder, names):
+    layer, h = arr["snapshot"]
+    h = h.numpy()
+    toks = [_label(t) for t in arr["map_tokens"][: h.shape[0]]]
+    fig, ax = plt.subplots(figsize=(10, 6))
+    im = ax.imshow(np.maximum(h, 1e-3), aspect="auto", norm=LogNorm(), cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(toks)))
+    ax.set_yticklabels(toks, fontsize=7)
+    ax.set_xlabel("channel")
+    ax.set_ylabel("token (window 0)")
+    ax.set_title(f"{title}: |h| after layer {layer} (emergence layer), tokens x channels")
+    fig.colorbar(im, ax=ax, label="|h|")
+    _save(fig, folder, "emergence_heatmap.png", names)
+
+
+def _down_column(arr, title, folder, names):
+    layer, row, col, w = arr["down_column"]
+    lo, hi = max(0, col - 12), min(w.shape[1], col + 13)
+    rlo, rhi = max(0, row - 24), min(w.shape[0], row + 25)
+    block = w[rlo:rhi, lo:hi].abs().numpy()
+    fig, ax = plt.subplots(figsize=(7, 6))
+    im = ax.imshow(block, aspect="auto", cmap="Reds", interpolation="nearest", extent=(lo - .5, hi - .5, rhi - .5, rlo - .5))
+    ax.axvline(col, color="b", lw=0.5, ls=":")
+    ax.axhline(row, color="b", lw=0.5, ls=":")
+    ax.set_xlabel("down_proj input column (intermediate channel)")
+    ax.set_ylabel("down_proj output row (residual channel)")
+    ax.set_title(f"{title}: |W_down| of layer {layer} around column {col}, row {row}")
+    fig.colorbar(im, ax=ax, label="|W|")
+    _save(fig, folder, "down_proj_column.png", names)
+
+
+def _attention(arr, report, title, folder, names):
+    layers = report.attention["layers"]
+    best = max(layers, key=lambda a: max(a["sink_share"]) if a["sink_share"] else 0)
+    head, amap = arr["attn_maps"][best["layer"]]
+    amap = amap.numpy()
+    toks = [_label(t, 10) for t in arr["map_tokens"][: amap.shape[0]]]
+    fig, ax = plt.subplots(figsize=(8, 7))
+    im = ax.imshow(amap, cmap="Blues", interpolation="nearest", vmin=0, vmax=1)
+    ax.set_xticks(range(len(toks)))
+    ax.set_xticklabels(toks, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(toks)))
+    ax.set_yticklabels(toks, fontsize=6)
+    ax.set_xlabel("key token")
+    ax.set_ylabel("query token")
+    ax.set_title(f"{title}: attention of layer {best['layer']} head {head} "
+                 f"(sink share {best['sink_share'][head]:.2f}), window 0")
+    fig.colorbar(im, ax=ax, label="attention probability")
+    _save(fig, folder, "attention_sink.png", names)
+
+
+def _lifecycle(report, title, folder, names):
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for life in report.lifecycle:
+        layers = [r["layer"] for r in life["layers"]]
+        ax.plot(layers, [r["resid_absmax"] for r in life["layers"]], "-o", ms=3,
+                label=f"ch {life['channel']}: max |h| after layer")
+    life = report.lifecycle[0]
+    rows = [r for r in life["layers"] if "mlp" in r]
+    if rows:
+        ax.plot([r["layer"] for r in rows], [r["mlp"] for r in rows], "x:", label=f"ch {life['channel']}: MLP write (signed)")
+        ax.plot([r["layer"] for r in rows], [r["attn"] for r in rows], "+:", label=f"ch {life['channel']}: attention write (signed)")
+    for e in [life["emergence"]] + life["amplifications"]:
+        if e:
+            ax.axvline(e["layer"], color="g", alpha=0.3)
+    for v in life["vanishing"]:
+        ax.axvline(v["layer"], color="r", alpha=0.3)
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xlabel("layer (green: emergence/amplification, red: vanishing)")
+    ax.set_ylabel("value at the outlier positions")
+    ax.set_title(f"{title}: lifecycle of the dominant channels")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save(fig, folder, "lifecycle.png", names)

@@ -1,0 +1,217 @@
+"""detect() on tiny llamas with planted systematic outliers: ground truth is known by construction.
+
+Plant: the BOS embedding alone carries channel C_IN (every other token has 0 there, no layer writes it).
+In layer BORN the MLP has one intermediate unit K reading only C_IN (gate and up), and down_proj column
+K writes only residual channel D: so BOS gets a massive value in D, built by column K. In layer DIES a
+second unit K2 reads D and its down_proj column writes exactly -h[D]: the outlier vanishes there.
+"""
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from sysq.capture import MAX_EXAMPLES, Recorder
+from sysq.detect import OutlierReport, Thresholds, detect
+from sysq.errors import NonFiniteError, SysqError
+
+BOS, C_IN, D, K, K2, BORN, DIES, LAYERS = 1, 3, 7, 10, 20, 1, 3, 5
+
+
+def tiny(seed=0, layers=LAYERS):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, bos_token_id=BOS,
+                      attn_implementation="sdpa")
+    return LlamaForCausalLM(cfg).eval()
+
+
+def planted(seed=0):
+    model = tiny(seed)
+    m = model.model
+    with torch.no_grad():
+        m.embed_tokens.weight[:, [C_IN, D]] = 0
+        m.embed_tokens.weight[BOS, C_IN] = 30.0
+        for layer in m.layers:                          # nothing writes C_IN or D except the planted columns
+            for lin in (layer.self_attn.o_proj, layer.mlp.down_proj):
+                lin.weight[C_IN] = 0
+                lin.weight[D] = 0
+        mlp = m.layers[BORN].mlp
+        for lin in (mlp.gate_proj, mlp.up_proj):
+            lin.weight[K] = 0
+            lin.weight[K, C_IN] = 4.0
+        mlp.down_proj.weight[:, K] = 0
+        mlp.down_proj.weight[D, K] = 1.0
+        mlp = m.layers[DIES].mlp
+        for lin in (mlp.gate_proj, mlp.up_proj):
+            lin.weight[K2] = 0
+            lin.weight[K2, D] = 4.0
+        mlp.down_proj.weight[:, K2] = 0
+        # measure what reaches layer DIES, then make column K2 write exactly -h[D] at BOS
+        box = {}
+        hooks = [m.layers[DIES].register_forward_pre_hook(lambda mod, a, kw: box.__setitem__("h", (a or (kw["hidden_states"],))[0]), with_kwargs=True),
+                 mlp.down_proj.register_forward_pre_hook(lambda mod, a: box.__setitem__("x", a[0]))]
+        model(torch.tensor([[BOS, 5, 6, 7]]))
+        for h in hooks:
+            h.remove()
+        mlp.down_proj.weight[D, K2] = -box["h"][0, 0, D] / box["x"][0, 0, K2]
+    return model
+
+
+def ids(n=4, T=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(2, 64, (n, T), generator=g)
+    x[:, 0] = BOS
+    return x
+
+
+@pytest.fixture(scope="module")
+def report():
+    return detect(planted(), ids(), quiet=True)
+
+
+def test_planted_channel_layers_and_token(report):
+    resid = report.outlier_channels(site="resid")
+    assert {i: c for i, c in resid.items() if c} == {i: [D] for i in range(BORN, DIES)}
+    chans = report.activation["residual_channels"]
+    assert [c["channel"] for c in chans] == [D]
+    assert chans[0]["pos"] == 0
+    for site in report.sites("resid"):
+        for rec in site["outlier_tokens"].get("massive", {}).get("positions", []):
+            assert rec["pos"] == 0
+
+
+def test_planted_down_input_and_columns(report):
+    down_in = {i: c for i, c in report.outlier_channels(site="down_in").items() if c}
+    assert down_in == {BORN: [K], DIES: [K2]}
+    cols = {i: c for i, c in report.down_outlier_columns().items() if c}
+    assert cols == {BORN: [K], DIES: [K2]}
+    w = report.weights[f"model.layers.{BORN}.mlp.down_proj"]
+    assert w["top_columns"][0]["column"] == K and w["top_columns"][0]["rows"][0] == D
+    feat = report.consistency["feature"]
+    assert feat["act_to_weight"] == 1.0 and feat["weight_to_act"] == 1.0
+    row = next(r for r in feat["layers"] if r["layer"] == BORN)
+    assert row["largest_rows"] == [D] and row["rows_in_residual_outliers"] == [True]
+
+
+def test_planted_lifecycle(report):
+    life = report.lifecycle[0]
+    assert life["channel"] == D and life["emergence_layer"] == BORN
+    e = life["emergence"]
+    assert e["builder"] == "mlp" and e["terms"][0]["column"] == K
+    assert e["terms"][0]["weight_outlier_column"] and e["terms"][0]["activation_outlier_channel"]
+    assert [v["layer"] for v in life["vanishing"]] == [DIES]
+    v = life["vanishing"][0]
+    assert v["mlp_opposite_share"] == 1.0
+    assert v["cancellation_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert report.summary["vanishing_layers"] == [DIES]
+
+
+def test_linear_input_api(report):
+    s = report.linear_input_stats(f"model.layers.{BORN}.mlp.down_proj")
+    assert s["absmax_at"]["channel"] == K and s["absmax_at"]["pos"] == 0
+    assert max(range(len(s["channel_absmax"])), key=s["channel_absmax"].__getitem__) == K
+    assert report.linear_input_stats(f"model.layers.{BORN}.self_attn.q_proj") is \
+        report.linear_input_stats(f"model.layers.{BORN}.self_attn.k_proj")
+    toks = report.outlier_tokens()
+    assert toks and all(t["type"] == "initial" for t in toks) and toks[0]["token_id"] == BOS
+    assert report.token_max_threshold() > 0
+    with pytest.raises(SysqError):
+        report.linear_input_stats("nope")
+
+
+def test_clean_model_has_no_outliers():
+    r = detect(tiny(), ids(), quiet=True)
+    assert all(not c for c in r.outlier_channels(site="resid").values())
+    for site in ("attn_in", "o_in", "mlp_in", "down_in"):
+        assert all(not c for c in r.outlier_channels(site=site).values()), site
+    assert all(not c for c in r.down_outlier_columns().values())
+    assert r.activation["residual_channels"] == [] and r.lifecycle == []
+    assert r.consistency["feature"]["act_to_weight"] is None
+
+
+def test_attention_mass_matches_eager_probabilities():
+    model, x = planted(), ids(n=2, T=16)
+    rec = Recorder(model, Thresholds())
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        ref = model(x, output_attentions=True).attentions
+    rec.attach()
+    rec.run(x, 0)
+    rec.detach()
+    model.set_attn_implementation("sdpa")
+    for i, w in enumerate(ref):
+        sink = w[..., 0].mean(-1).sum(0).double()            # [H], summed over windows
+        assert torch.allclose(rec.attn[i].sink_sum, sink, atol=1e-5)
+        recv = w.sum(2).mean(1)                                # [B, T]
+        flags = recv >= 0.1 * x.shape[1]
+        assert rec.attn[i].outliers.count == int(flags.sum())
+
+
+def test_attention_implementation_restored():
+    model = planted()
+    detect(model, ids(n=2), quiet=True)
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_nonfinite_names_layer_and_module():
+    model = planted()
+    with torch.no_grad():
+        model.model.layers[2].mlp.up_proj.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"layer 2 down_in .*down_proj"):
+        detect(model, ids(n=2), quiet=True)
+
+
+def _kept_tensors(rec: Recorder) -> int:
+    n = sum(v.numel() for s in rec.sites.values() for v in vars(s).values() if isinstance(v, torch.Tensor))
+    return n + sum(a.sink_sum.numel() + (a.attn_map.numel() if a.attn_map is not None else 0) for a in rec.attn)
+
+
+def _containers_bounded(rec: Recorder, vocab: int, T: int, th: Thresholds) -> bool:
+    """Every kept container is bounded by the vocabulary, the window length, the channels or a constant."""
+    hits = [h for s in rec.sites.values() for h in s.hits.values()] + [a.outliers for a in rec.attn]
+    ok = all(len(h.ids) <= vocab and len(h.initial_ids) <= vocab and len(h.positions) <= T
+             and len(h.examples) <= MAX_EXAMPLES for h in hits)
+    ok &= all(len(s.top.items) <= th.top_k for s in rec.sites.values())
+    ok &= all(len(life.track) <= 64 and len(life.tokens) <= vocab and len(life.emerge) <= 64 for life in rec.life)
+    return ok
+
+
+def test_kept_state_does_not_grow_with_windows():
+    model, th = planted(), Thresholds()
+    kept = []
+    for n in (2, 16):
+        rec = Recorder(model, th).attach()
+        model.set_attn_implementation("eager")
+        for start in range(0, n, 2):
+            rec.run(ids(n=2, seed=start), start)
+        rec.detach()
+        model.set_attn_implementation("sdpa")
+        kept.append(_kept_tensors(rec))
+        assert _containers_bounded(rec, vocab=64, T=24, th=th)
+    assert kept[0] == kept[1]
+
+
+def test_deterministic_and_saved_atomically(tmp_path):
+    model = planted()
+    a = detect(model, ids(), quiet=True)
+    b = detect(model, ids(), quiet=True)
+    da, db = a.to_dict(), b.to_dict()
+    da.pop("cost"), db.pop("cost")
+    assert json.dumps(da) == json.dumps(db)
+    out = a.save(tmp_path / "det")
+    assert sorted(p.name for p in out.iterdir()) == ["plots", "report.json", "report.md"]
+    assert json.loads((out / "report.json").read_text())["schema"] == "sysq.outliers/1"
+    assert (out / "plots" / "lifecycle.png").stat().st_size > 0
+    assert "Thresholds: massive_abs=100.0" in (out / "report.md").read_text()
+    a.save(tmp_path / "det")                                   # overwrite in place, no leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det"]
+    again = OutlierReport.load(out)
+    assert again.outlier_channels(site="down_in") == a.outlier_channels(site="down_in")
+
+
+def test_bad_thresholds_and_inputs():
+    with pytest.raises(SysqError, match="unknown threshold"):
+        Thresholds.from_dict({"massive": 3})
+    with pytest.raises(SysqError):
+        detect(planted(), [1, 2, 3], quiet=True)
