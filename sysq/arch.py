@@ -116,8 +116,15 @@ class LinearRef:
     attr: str = ""
 
     def replace(self, new: nn.Module) -> None:
+        old = self.module
         setattr(self.parent, self.attr, new)
         self.module = new
+        # Input transforms that belong to the position, not the module (rotate's online Hadamard on
+        # down_proj's input), move to the replacement so quantizing after mitigating keeps them.
+        for hook in list(getattr(old, "_forward_pre_hooks", {}).values()):
+            if getattr(hook, "carry_over", False) and old is not new:
+                handle = new.register_forward_pre_hook(hook)
+                object.__setattr__(new, "_sysq_online_handle", handle)
 
 
 def _get(root: nn.Module, path: str) -> nn.Module:

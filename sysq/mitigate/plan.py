@@ -68,13 +68,13 @@ class PreserveChannels:
 class PreserveTokens:
     """Outlier tokens kept out of the activation quantizer's scale and passed through in float.
 
-    Run-time rule: a token whose |x| max at a linear's input exceeds `threshold` x (median token max of
-    that input over calibration) stays in float. `positions` are always preserved (0 = the BOS / first
-    token). Prefix form (PrefixQuant / IntactKV): the key/value cache of the first `prefix` tokens comes
+    Run-time rule: a token whose |x| max over channels at a linear's input exceeds `threshold` (absolute,
+    set from the report's systematic-outlier magnitudes) stays in float. `positions` are always preserved
+    (0 = the BOS / first token). Prefix form (PrefixQuant / IntactKV): the key/value cache of the first `prefix` tokens comes
     from the full-precision model and the quantized model runs on the rest.
     """
 
-    threshold: float | None = 64.0           # PrefixQuant's outlier-token rule: token max / median token max
+    threshold: float | None = None           # absolute |x| over which a token stays float (None: positions only)
     positions: list[int] = field(default_factory=lambda: [0])
     prefix: int = 0
     tokens: list[str] = field(default_factory=list)   # the report's outlier tokens (for the reader)

@@ -134,7 +134,10 @@ def apply_kron(x: torch.Tensor, mats) -> torch.Tensor:
 
 
 class OnlineRotation:
-    """Forward pre-hook x -> x @ Q (Q as Kronecker factors) on a linear's input."""
+    """Forward pre-hook x -> x @ Q (Q as Kronecker factors) on a linear's input. `carry_over`: when the
+    quant engine replaces the linear (LinearRef.replace), the hook moves to the replacement."""
+
+    carry_over = True
 
     def __init__(self, mats):
         self.mats = [a.float() for a in mats]

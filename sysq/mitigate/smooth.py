@@ -21,7 +21,7 @@ import torch
 from ..arch import Mapping, get_adapter
 from .calib import InputStats, TokenRule, input_stats
 from .plan import Smooth
-from .qsim import QSpec, fake_act, fake_weight
+from .qsim import fake_act, fake_weight, recipe_of
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +75,21 @@ def fold(m: Mapping, s: torch.Tensor, adapter) -> None:
             src.bias[rows].div_(s)
 
 
-def output_error(m: Mapping, x: torch.Tensor, st: torch.Tensor | None, spec: QSpec, static_max,
+def output_error(m: Mapping, x: torch.Tensor, st: torch.Tensor | None, recipe, static_max,
                  keep: torch.Tensor | None) -> float:
     """Sum over targets of ||Q(x/s) Q(W*s)^T - x W^T||^2 on the sample rows (st None: no scaling)."""
     xs = x if st is None else x / st
-    xq = fake_act(xs, spec.a_bits, static_max if spec.a_static else None, keep)
+    xq = fake_act(xs, recipe.act, static_max, keep)
     err = 0.0
     for t in m.targets:
         w = t.weight.detach().float()
         ref = x @ w.t()
-        wq = fake_weight(w if st is None else w * st, spec.w_bits, spec.w_group)
+        wq = fake_weight(w if st is None else w * st, recipe.weight, recipe.ragged)
         err += (xq @ wq.t() - ref).pow(2).sum().item()
     return err
 
 
-def choose_alpha(m: Mapping, st: InputStats, spec: QSpec, cfg: Smooth, head_dim: int,
+def choose_alpha(m: Mapping, st: InputStats, recipe, cfg: Smooth, head_dim: int,
                  use_kept: bool) -> float | None:
     """The alpha with the least output error (None = leave unscaled), or cfg.alpha when fixed."""
     amax_cols = st.absmax_kept if use_kept else st.absmax
@@ -99,10 +99,10 @@ def choose_alpha(m: Mapping, st: InputStats, spec: QSpec, cfg: Smooth, head_dim:
         return cfg.alpha
     keep = st.sample_preserved if use_kept else None
     x = st.sample
-    best, best_err = None, output_error(m, x, None, spec, amax_cols.max(), keep)
+    best, best_err = None, output_error(m, x, None, recipe, amax_cols.max(), keep)
     for a in cfg.alphas:
         s_cols = expand_groups(smoothing_scale(x_amax, w_amax, a), m, head_dim)
-        err = output_error(m, x, s_cols, spec, (amax_cols / s_cols).max(), keep)
+        err = output_error(m, x, s_cols, recipe, (amax_cols / s_cols).max(), keep)
         if err < best_err:
             best, best_err = a, err
     return best
@@ -118,15 +118,15 @@ def select_mappings(model, cfg: Smooth) -> list[Mapping]:
 
 
 @torch.no_grad()
-def smooth(model, calib, cfg: Smooth | None = None, spec: QSpec | None = None, rule: TokenRule | None = None,
+def smooth(model, calib, cfg: Smooth | None = None, recipe="w8a8-static", rule: TokenRule | None = None,
            quiet: bool = False, stats: dict[str, InputStats] | None = None) -> dict[str, float]:
     """Smooth `model` in place; returns mapping name -> alpha applied (mappings left alone are absent).
 
-    `spec` is the recipe the search simulates (default w8a8-static); `rule` the preserve-tokens rule
+    `recipe` is what the search simulates (name or sysq.quant Recipe); `rule` the preserve-tokens rule
     whose float tokens neither set the scales nor count as quantization error.
     """
     cfg = cfg or Smooth()
-    spec = spec or QSpec(8, None, 8, True)
+    recipe = recipe_of(recipe)
     ad = get_adapter(model)
     maps = select_mappings(model, cfg)
     if stats is None:
@@ -134,7 +134,7 @@ def smooth(model, calib, cfg: Smooth | None = None, spec: QSpec | None = None, r
     chosen = {}
     for m in maps:
         st = stats[m.name]
-        a = choose_alpha(m, st, spec, cfg, ad.head_dim, use_kept=rule is not None)
+        a = choose_alpha(m, st, recipe, cfg, ad.head_dim, use_kept=rule is not None)
         if a is None:
             continue
         x_amax = reduce_groups(st.absmax_kept if rule is not None else st.absmax, m, ad.head_dim)

@@ -1,0 +1,165 @@
+"""sysq.plan and sysq.mitigate: from the outlier report to a mitigated model, ready for sysq.quantize.
+
+    report = sysq.detect(model, calib, tokenizer=tok)
+    plan = sysq.plan(report, "w8a8-static")          # "auto", or "smooth+preserve-tokens", ...
+    recipe = sysq.mitigate(model, plan, calib)        # in place; returns the recipe carrying the plan's
+    sysq.quantize(model, recipe, calib)               # quantizer-side settings (preserved tokens/channels)
+
+`quantize_planned(model, plan, calib)` does the last two steps and also applies the per-linear activation
+clip ratios the plan chose (the quant engine's recipe has one global ratio).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+
+from ..arch import get_adapter
+from ..errors import SysqError
+from .calib import input_stats
+from .clip import activation_ratio, clip_weights
+from .plan import METHODS, Clip, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Smooth
+from .preserve import apply_to_recipe, channels_from_report, channels_from_stats, token_rule
+from .qsim import recipe_of
+from .rotate import rotate
+from .smooth import smooth
+
+log = logging.getLogger(__name__)
+
+
+# ---- planning ------------------------------------------------------------------------------------
+def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationPlan:
+    """A MitigationPlan for `recipe` from an OutlierReport (or None: defaults, BOS as the outlier token).
+
+    method: "auto", "none", or methods joined by '+': smooth, smoothquant, clip, preserve-tokens,
+    preserve-channels, rotate.
+    """
+    r = recipe_of(recipe)
+    name = recipe if isinstance(recipe, str) else getattr(r, "name", "custom")
+    p = MitigationPlan(recipe=name, method=method)
+    if method == "none":
+        return p
+    parts = _auto(r, report, p) if method == "auto" else method.split("+")
+    bad = [m for m in parts if m not in METHODS]
+    if bad:
+        raise SysqError(f"unknown mitigation method(s) {bad}; use auto, none or a '+'-join of {', '.join(METHODS)}")
+    if "rotate" in parts:
+        p.rotate = Rotate()
+    if "smoothquant" in parts:
+        p.smooth = Smooth(alpha=0.5, mappings="norm")
+        p.notes.append("smoothquant: SmoothQuant's fixed alpha 0.5 on norm->q,k,v and norm->gate,up only")
+    elif "smooth" in parts:
+        p.smooth = Smooth()
+    if "clip" in parts:
+        static = r is not None and r.act is not None and not r.act.dynamic
+        p.clip = Clip(weights=r is not None and r.weight is not None and r.weight.bits < 8, activations=static,
+                      floor=_floors(report) if report is not None else {})
+    if "preserve-tokens" in parts:
+        p.preserve_tokens = _preserve_tokens(report)
+    if "preserve-channels" in parts:
+        # channels are named per linear: mitigate() fills them from the report (or calibration stats)
+        p.preserve_channels = PreserveChannels(bits=8 if r is not None and r.weight is not None
+                                               and r.weight.bits < 8 else None)
+    return p
+
+
+def _preserve_tokens(report) -> PreserveTokens:
+    if report is None:
+        return PreserveTokens(threshold=None, positions=[0])
+    th = report.thresholds.get("massive_abs", 100.0)
+    pos = report.tokens.get("positions", [])
+    positions = [0] if not pos or pos[0]["pos"] == 0 else []
+    toks = [t["token"] for t in report.outlier_tokens()[:8]]
+    return PreserveTokens(threshold=float(th), positions=positions, tokens=toks)
+
+
+def _floors(report) -> dict[str, float]:
+    """Per linear input: the largest systematic-outlier magnitude (massive channels) the range must keep."""
+    out = {}
+    for name, s in report.linear_inputs.items():
+        mags = [m["absmax"] for m in s.get("massive_channels", [])]
+        if mags:
+            out[name] = float(max(mags))
+    return out
+
+
+def _auto(r, report, p: MitigationPlan) -> list[str]:
+    """The paper's findings as rules: outliers sit on a few tokens (BOS/delimiters) -> preserve tokens
+    whenever activations are quantized; channel-wise migration (searched, so it can decline) for every
+    scheme; MSE weight clipping at 4-bit weights; rotation when activations go to 4 bits."""
+    parts = []
+    acts = r is not None and r.act is not None
+    n_tok = len(report.outlier_tokens()) if report is not None else 1
+    if acts and r.act.bits <= 4:
+        parts.append("rotate")
+        p.notes.append("rotate: 4-bit activations need the channel outliers spread (QuaRot)")
+    parts.append("smooth")
+    p.notes.append("smooth: per-mapping strength searched on calibration output error (identity allowed)")
+    if r is not None and r.weight is not None and r.weight.bits < 8:
+        parts.append("clip")
+        p.notes.append("clip: 4-bit weights, MSE range search per group weighted by E[x^2]")
+    if acts and n_tok:
+        parts.append("preserve-tokens")
+        p.notes.append(f"preserve-tokens: the report flags {n_tok} outlier token(s)"
+                       + (f" (top: {report.outlier_tokens()[0]['token']!r})" if report is not None and n_tok else
+                          " (no report: BOS assumed)"))
+    return parts
+
+
+# ---- applying ------------------------------------------------------------------------------------
+@torch.no_grad()
+def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool = False, report=None):
+    """Apply the plan to `model` in place: rotate -> smooth -> clip -> choose preserved channels.
+
+    Returns the plan's recipe with its quantizer-side settings (or None when the plan names no recipe);
+    the plan object records what was chosen (alphas, ratios, channels) for saving next to the model.
+    """
+    p = plan_ if isinstance(plan_, MitigationPlan) else MitigationPlan.load(plan_)
+    r = recipe_of(p.recipe)
+    if (p.smooth or p.clip) and calib is None:
+        raise SysqError("this plan searches on calibration data (smooth / clip): pass calib, e.g. "
+                        "sysq.calibration(tokenizer, n=32)")
+    rule = token_rule(p.preserve_tokens) if r is not None and r.act is not None else None
+    if p.rotate:
+        rotate(model, p.rotate)
+    if p.smooth:
+        smooth(model, calib, p.smooth, r if r is not None else "w8a8-static", rule, quiet=quiet)
+    refs = get_adapter(model).linear_refs()
+    if p.clip or (p.preserve_channels is not None and not p.preserve_channels.channels):
+        stats = input_stats(model, calib, {ref.name: ref.module for ref in refs}, rule, quiet=quiet)
+        if p.clip and p.clip.weights and r is not None:
+            p.clip.chosen.update({f"{k}.weight": v for k, v in
+                                  clip_weights({ref.name: ref.module for ref in refs}, r, p.clip, stats).items()})
+        if p.clip and p.clip.activations and r is not None:
+            for ref in refs:
+                ratio = activation_ratio(stats[ref.name], ref.module.weight, r, p.clip.activation_ratios,
+                                         p.clip.floor.get(ref.name, 0.0) if rule is None else 0.0, rule is not None)
+                p.clip.chosen[f"{ref.name}.act"] = ratio
+        if p.preserve_channels is not None and not p.preserve_channels.channels:
+            chans = channels_from_report(report, model, p.preserve_channels.per_linear) if report is not None \
+                else channels_from_stats({k: s.absmax for k, s in stats.items()}, p.preserve_channels.per_linear)
+            p.preserve_channels.channels = chans
+    object.__setattr__(model, "_sysq_plan", p)
+    return apply_to_recipe(r, p) if r is not None else None
+
+
+def quantize_planned(model, plan_: MitigationPlan, calib=None, quiet: bool = False, recipe=None):
+    """sysq.quantize for a mitigated model, with the plan's per-linear activation clip ratios applied
+    between wrapping and calibration. `recipe` defaults to the one mitigate() returns for the plan."""
+    from ..quant.api import calibrate, prepare, quantize, quantize_weights
+    from ..quant.kv import add_kv_quant
+    r = recipe if recipe is not None else apply_to_recipe(plan_.recipe, plan_)
+    ratios = {k[:-4]: v for k, v in (plan_.clip.chosen if plan_.clip else {}).items() if k.endswith(".act")}
+    if r.backend != "fake" or not ratios:
+        return quantize(model, r, calib, quiet=quiet)
+    for ql in prepare(model, r):
+        if ql.name in ratios and ql.act_spec is not None:
+            ql.act_spec = dataclasses.replace(ql.act_spec, clip_ratio=ratios[ql.name])
+    calibrate(model, calib, quiet=quiet)
+    quantize_weights(model, r, calib, quiet=quiet)
+    if r.kv is not None:
+        add_kv_quant(model, r.kv)
+    object.__setattr__(model, "_sysq_recipe", r)
+    return r

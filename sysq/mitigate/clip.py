@@ -1,0 +1,90 @@
+"""clip: shrink quantization ranges where that lowers the error, never below the functional outliers.
+
+Sources: weight clipping by grid search of the range per output channel or group, as AWQ's
+auto-clip (Lin et al. 2023, arXiv 2306.00978) and OmniQuant's learnable weight clipping (Shao et al.
+2023, arXiv 2308.13137) do; activation clip ratios for static per-tensor scales as in
+percentile/MSE calibration (e.g. Wu et al. 2020, arXiv 2004.09602).
+
+  * weights: for each (output channel, group) the ratio r in the grid with the least error
+    sum_j E[x_j^2] (W_ij - Q(W)_ij)^2, i.e. the output MSE under a diagonal input covariance measured on
+    calibration data; W is then clamped to r x its range, so the quant engine (which takes each
+    group's min/max) quantizes with exactly that range.
+  * activations (static recipes): per linear the ratio with the least output error on calibration
+    rows, subject to r x range >= `floor[linear]`: the report's systematic outliers at that input are
+    functional (attention anchors, An et al. 2025) and must never be cut. With preserve-tokens on they
+    are in float already, so the floor applies to the remaining range only.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..quant.linear import effective_group_size
+from ..quant.math import fake_quantize_tensor, rows
+from .calib import InputStats
+from .plan import Clip
+from .qsim import fake_act
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def clip_weight(w: torch.Tensor, spec, ratios, x_sqmean: torch.Tensor | None = None, ragged: str = "halve"):
+    """W clamped per (row, group) to the best ratio of its range; returns (new W, mean ratio chosen)."""
+    g = effective_group_size(spec, w.shape[1], ragged)
+    gran = spec.granularity
+    wf = w.float()
+    r0 = rows(wf, gran, g)                                   # [R, n]
+    imp = torch.ones_like(wf) if x_sqmean is None else x_sqmean.float().expand_as(wf)
+    imp = rows(imp.contiguous(), gran, g)
+    best_err = torch.full((r0.shape[0],), float("inf"))
+    best_r = torch.ones(r0.shape[0])
+    for r in ratios:
+        q = fake_quantize_tensor(r0, spec.bits, spec.symmetric, "channel", None, float(r))
+        err = ((q - r0).pow(2) * imp).sum(1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_r = torch.where(better, torch.full_like(best_r, float(r)), best_r)
+    lo = r0.amin(1, keepdim=True).clamp(max=0) * best_r.unsqueeze(1)
+    hi = r0.amax(1, keepdim=True).clamp(min=0) * best_r.unsqueeze(1)
+    out = torch.maximum(torch.minimum(r0, hi), lo).reshape(w.shape).to(w.dtype)
+    return out, float(best_r.mean())
+
+
+@torch.no_grad()
+def clip_weights(linears: dict, recipe, cfg: Clip, stats: dict[str, InputStats] | None = None) -> dict[str, float]:
+    """Clip every linear (name -> nn.Linear) in place for the recipe's weight spec; name -> mean ratio."""
+    if recipe.weight is None:
+        return {}
+    chosen = {}
+    for name, lin in linears.items():
+        sq = stats[name].sqmean if stats is not None and name in stats else None
+        new, r = clip_weight(lin.weight.data, recipe.weight, cfg.weight_ratios, sq, recipe.ragged)
+        lin.weight.data.copy_(new)
+        chosen[name] = round(r, 4)
+    log.info("clip: weights of %d linears, mean ratio %.3f", len(chosen),
+             sum(chosen.values()) / max(len(chosen), 1))
+    return chosen
+
+
+@torch.no_grad()
+def activation_ratio(st: InputStats, weight: torch.Tensor, recipe, ratios, floor: float = 0.0,
+                     preserved: bool = False) -> float:
+    """The static activation clip ratio with the least output error on the sample rows, never cutting below
+    `floor` (the systematic outliers this linear must still represent)."""
+    if recipe.act is None or recipe.act.dynamic:
+        return 1.0
+    amax = float((st.absmax_kept if preserved else st.absmax).max())
+    keep = st.sample_preserved if preserved else None
+    x, w = st.sample, weight.float()
+    ref = x @ w.t()
+    best, best_err = 1.0, None
+    for r in ratios:
+        if r * amax < floor:
+            continue
+        xq = fake_act(x, recipe.act, r * amax, keep)
+        err = (xq @ w.t() - ref).pow(2).sum().item()
+        if best_err is None or err < best_err:
+            best, best_err = float(r), err
+    return best
