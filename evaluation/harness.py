@@ -14,6 +14,7 @@ untouched plus a `sysq` section (recipe, plan, bits, outlier summary, settings).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -143,14 +144,17 @@ def _task_config(name: str, data_file: Path) -> dict:
     return cfg
 
 
-def write_tasks(directory: str | os.PathLike, tasks=LOCAL_TASKS) -> Path:
-    """Write task YAMLs and their jsonl data into `directory`; pass it to lm-eval as --include_path."""
+def write_tasks(directory: str | os.PathLike, tasks=LOCAL_TASKS, overwrite: bool = True) -> Path:
+    """Write task YAMLs and their jsonl data into `directory`; pass it to lm-eval as --include_path.
+    overwrite=False keeps tasks already written there (the grid reuses one folder for every row)."""
     out = Path(directory).resolve()
     out.mkdir(parents=True, exist_ok=True)
     root = data_root()
     for name in tasks:
         if name not in _DOCS:
             raise SysqError(f"unknown local task {name!r}; local tasks are {', '.join(LOCAL_TASKS)}")
+        if not overwrite and (out / f"{name}.yaml").is_file() and (out / f"{name}.jsonl").is_file():
+            continue
         docs = _DOCS[name](root)
         data_file = out / f"{name}.jsonl"
         atomic_write_text(data_file, "".join(json.dumps(d) + "\n" for d in docs))
@@ -159,15 +163,14 @@ def write_tasks(directory: str | os.PathLike, tasks=LOCAL_TASKS) -> Path:
     return out
 
 
-def task_manager(tasks, task_dir: str | os.PathLike | None = None):
-    """A TaskManager that knows the local tasks; lm-eval's built-in index is loaded only for other names."""
+def task_manager(tasks, task_dir: str | os.PathLike):
+    """A TaskManager that knows the local tasks (written to task_dir); lm-eval's built-in index is loaded
+    only for other names, which pass straight through to lm-eval (they need the hub)."""
     from lm_eval.tasks import TaskManager
 
     local = [t for t in tasks if t in LOCAL_TASKS]
     other = [t for t in tasks if t not in LOCAL_TASKS]
-    if task_dir is None:
-        task_dir = tempfile.mkdtemp(prefix="sysq-tasks-")
-    write_tasks(task_dir, local)
+    write_tasks(task_dir, local, overwrite=False)
     # The built-in index costs ~7 s and reads hub datasets: only when a non-local task asks for it.
     return TaskManager(include_path=str(task_dir), include_defaults=bool(other))
 
@@ -216,11 +219,11 @@ def evaluate(model, tokenizer, tasks=DEFAULT_TASKS, limit: int | float | None = 
     tasks = _task_list(tasks)
     bos = default_bos(tokenizer) if bos is None else bos
     lm = make_lm(model, tokenizer, batch_size=batch_size, bos=bos, max_length=max_length)
-    tm = task_manager(tasks, task_dir)
     t0 = time.perf_counter()
     # no_grad, not inference_mode: optimum-quanto 4-bit kernels fail under inference_mode (DESIGN.md §5).
-    with torch.no_grad():
-        results = simple_evaluate(model=lm, tasks=tasks, limit=limit, num_fewshot=num_fewshot, task_manager=tm,
+    with (contextlib.nullcontext(task_dir) if task_dir else tempfile.TemporaryDirectory(prefix="sysq-tasks-")) as d, \
+            torch.no_grad():
+        results = simple_evaluate(model=lm, tasks=tasks, limit=limit, num_fewshot=num_fewshot, task_manager=task_manager(tasks, d),
                                   log_samples=log_samples, verbosity="ERROR" if quiet else None,
                                   **lm_eval_kwargs)
     if results is None:  # non-zero rank in a distributed run

@@ -1,0 +1,421 @@
+"""The comparison grid: one model under several configurations, measured the same way, one row each.
+
+    rows = run_grid(["fp", "w8a8-static", "w8a8-static@auto", "bnb-int8", "quanto-w8a8"], out="out/grid")
+
+A configuration is a name:
+  fp                       the float model
+  RECIPE                   a sysq recipe (w8a8, w8a8-static, w4a16-g128, w8a8+kv4, bnb-int8, bnb-nf4, a YAML)
+  RECIPE@PLAN              a mitigation plan first (auto, smooth, smooth+preserve-tokens, ...), then RECIPE
+  quanto-w8a8 | quanto-w4  optimum-quanto (evaluation/baselines.py)
+Handlers are a small registry (`HANDLERS`, `register`), so a new peer library is one function.
+
+Each row: perplexity (and its ratio to the FP row of the same run), acc / acc_norm with stderr per task,
+weight bytes, linear module classes, seconds. Rows are cached in OUT/rows/<key>.json, the key a hash of the
+configuration and every setting, so a rerun with the same settings recomputes nothing. A failing row becomes
+an error row and the grid goes on; every output is rewritten atomically after each row.
+"""
+from __future__ import annotations
+
+import csv
+import gc
+import hashlib
+import io
+import json
+import logging
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from sysq.errors import SysqError
+from sysq.io import atomic_write_bytes, atomic_write_text
+
+from . import baselines, harness
+
+log = logging.getLogger(__name__)
+
+
+# ---- configurations and their handlers ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    recipe: str
+    plan: str = "none"
+
+
+def parse_config(name: str) -> Config:
+    name = name.strip()
+    if not name:
+        raise SysqError("empty configuration name in the grid; separate configurations with commas")
+    recipe, _, plan = name.partition("@")
+    return Config(name, recipe, plan or "none")
+
+
+HANDLERS: dict[str, Callable] = {}
+
+
+def register(name: str):
+    """Register a handler(model, tokenizer, config, ctx) -> info dict for configurations named `name`."""
+    def wrap(fn):
+        HANDLERS[name] = fn
+        return fn
+    return wrap
+
+
+@dataclass
+class GridContext:
+    """What handlers share within one run: calibration windows and the outlier report, made once, on demand."""
+
+    calib_n: int = 32
+    calib_seqlen: int = 512
+    calib_seed: int = 0
+    detect_windows: int = 4
+    quiet: bool = False
+    task_dir: Path | None = None
+    _calib: object = None
+    _report: object = None
+
+    def calib(self, tokenizer):
+        if self._calib is None:
+            from sysq.data import calibration
+            self._calib = calibration(tokenizer, n=self.calib_n, seqlen=self.calib_seqlen, seed=self.calib_seed)
+        return self._calib
+
+    def report(self, model, tokenizer):
+        """The outlier report of the float model (detect runs before any transform touches `model`)."""
+        if self._report is None:
+            from sysq.detect import detect
+            ids = self.calib(tokenizer).ids[: self.detect_windows]
+            self._report = detect(model, ids, tokenizer=tokenizer, quiet=self.quiet)
+        return self._report
+
+
+@register("fp")
+def _fp(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
+    return {"bits": {"weight": 32, "act": 32}}
+
+
+def _quanto(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
+    info = baselines.quanto_quantize(model, cfg.recipe, ctx.calib(tokenizer), quiet=ctx.quiet)
+    bits = {"qint8": 8, "qint4": 4, None: 32}
+    return {**info, "bits": {"weight": bits[info["weights"]], "act": bits[info["activations"]]}}
+
+
+for _name in baselines.QUANTO:
+    register(_name)(_quanto)
+
+
+def _recipe_bits(r) -> dict:
+    bits = {"weight": r.weight.bits if r.weight else 32, "act": r.act.bits if r.act else 32}
+    if r.backend == "bnb-int8":
+        bits = {"weight": 8, "act": "8 (LLM.int8: outliers > %g in float)" % r.bnb_threshold}
+    elif r.backend in ("bnb-nf4", "bnb-fp4"):
+        bits = {"weight": 4, "act": 32}
+    if r.weight is not None and r.weight.group_size:
+        bits["group_size"] = r.weight.group_size
+    if r.kv is not None:
+        bits["kv"] = r.kv.bits
+    return bits
+
+
+def _sysq_recipe(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
+    """A sysq recipe, after a mitigation plan when the configuration names one."""
+    from sysq.quant import get_recipe, quantize
+
+    r = get_recipe(cfg.recipe)      # unknown names fail here, before any work
+    calib = ctx.calib(tokenizer)
+    info = {"description": r.describe(), "bits": _recipe_bits(r)}
+    if cfg.plan == "none":
+        info["quant"] = quantize(model, r, calib, quiet=ctx.quiet).to_dict()
+        return info
+    try:
+        from sysq.mitigate.api import mitigate, plan, quantize_planned
+    except ImportError as e:
+        raise SysqError(f"configuration {cfg.name!r} names plan {cfg.plan!r} but sysq.mitigate is unavailable "
+                        f"({e}); drop '@{cfg.plan}' or install the mitigation module") from e
+    report = ctx.report(model, tokenizer) if cfg.plan == "auto" else None
+    p = plan(report, cfg.recipe, method=cfg.plan)
+    planned = mitigate(model, p, calib, quiet=ctx.quiet, report=report)
+    quantize_planned(model, p, calib, quiet=ctx.quiet, recipe=planned)
+    info["plan"] = p.to_dict() if hasattr(p, "to_dict") else str(p)
+    if report is not None:
+        info["outliers"] = report.summary
+    return info
+
+
+def handler_for(cfg: Config) -> Callable:
+    return HANDLERS.get(cfg.recipe, _sysq_recipe)
+
+
+# ---- settings, keys and rows --------------------------------------------------------------------------------
+
+@dataclass
+class GridSettings:
+    model: str = "smollm2-135m"
+    dtype: str = "float32"
+    data: str = "wikitext2"
+    seqlen: int = 512
+    windows: int | None = 40          # first N perplexity windows; None = all
+    bos: bool = True
+    tasks: tuple = harness.DEFAULT_TASKS
+    limit: int | None = None          # documents per task; None = all
+    batch_size: int = 4               # lm-eval batch (<= 4: memory)
+    calib_n: int = 32
+    calib_seqlen: int = 512
+    calib_seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks)
+        return d
+
+
+def row_key(cfg: Config, settings: GridSettings) -> str:
+    blob = json.dumps({"config": cfg.name, **settings.to_dict()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Row:
+    config: str
+    recipe: str
+    plan: str
+    key: str
+    status: str = "ok"                 # ok | error
+    ppl: float | None = None
+    ppl_ratio: float | None = None     # ppl / ppl of the FP row with the same settings
+    tasks: dict = field(default_factory=dict)   # task -> {acc, acc_stderr, acc_norm, acc_norm_stderr, n}
+    weight_bytes: int | None = None
+    modules: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    perplexity: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)  # quantize, perplexity, tasks, total
+    error: str | None = None
+    settings: dict = field(default_factory=dict)
+    reused: bool = False               # True when read back from OUT/rows instead of computed
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _row_path(out: Path, key: str) -> Path:
+    return out / "rows" / f"{key}.json"
+
+
+def _cached(out: Path, key: str) -> Row | None:
+    path = _row_path(out, key)
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    if d.get("status") != "ok":
+        return None                    # failed rows are retried
+    d["reused"] = True
+    return Row(**d)
+
+
+def compute_row(cfg: Config, settings: GridSettings, ctx: GridContext, loader: Callable, windows) -> Row:
+    """Load a fresh model, apply the configuration, measure perplexity and tasks."""
+    from evaluation.perplexity import perplexity
+
+    row = Row(cfg.name, cfg.recipe, cfg.plan, row_key(cfg, settings), settings=settings.to_dict())
+    t0 = time.perf_counter()
+    model, tok = loader()
+    handler = handler_for(cfg)
+    row.info = handler(model, tok, cfg, ctx) or {}
+    row.seconds["quantize"] = round(time.perf_counter() - t0, 2)
+    row.weight_bytes = baselines.weight_bytes(model)
+    row.modules = baselines.linear_modules(model)
+    ppl = perplexity(model, windows, quiet=ctx.quiet, model_name=settings.model, recipe=cfg.name)
+    row.ppl, row.perplexity, row.seconds["perplexity"] = ppl.ppl, ppl.to_dict(), round(ppl.seconds, 2)
+    if settings.tasks:
+        t1 = time.perf_counter()
+        res = harness.evaluate(model, tok, list(settings.tasks), limit=settings.limit,
+                               batch_size=settings.batch_size, bos=settings.bos, quiet=ctx.quiet,
+                               task_dir=ctx.task_dir)
+        row.tasks = harness.summarize(res)
+        row.seconds["tasks"] = round(time.perf_counter() - t1, 2)
+    row.seconds["total"] = round(time.perf_counter() - t0, 2)
+    del model
+    gc.collect()
+    return row
+
+
+def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "out/grid",
+             loader: Callable | None = None, quiet: bool = False, fail_fast: bool = False) -> list[Row]:
+    """Run every configuration (FP first, added when missing), writing outputs after each row.
+
+    loader() -> (model, tokenizer) gives a fresh float model per row; by default sysq.load(settings.model).
+    A row that fails is kept as an error row (fail_fast=True raises instead, after writing the outputs).
+    """
+    settings = settings or GridSettings()
+    cfgs = [parse_config(c) if isinstance(c, str) else c for c in configs]
+    if not any(c.recipe == "fp" and c.plan == "none" for c in cfgs):
+        cfgs.insert(0, Config("fp", "fp"))
+    names = [c.name for c in cfgs]
+    if len(set(names)) != len(names):
+        raise SysqError(f"configuration names repeat in {names}; list each once")
+    out = Path(out)
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    if loader is None:
+        from sysq.models import load
+
+        def loader():
+            return load(settings.model, dtype=settings.dtype)
+
+    ctx = GridContext(settings.calib_n, settings.calib_seqlen, settings.calib_seed, quiet=quiet)
+    ctx.task_dir = harness.write_tasks(out / "tasks", [t for t in settings.tasks if t in harness.LOCAL_TASKS])
+    rows: list[Row] = []
+    windows = None
+    fp_key = row_key(Config("fp", "fp"), settings)
+    for cfg in cfgs:
+        key = row_key(cfg, settings)
+        row = _cached(out, key)
+        if row is not None:
+            log.info("grid: %s reused from %s", cfg.name, _row_path(out, key))
+        else:
+            if windows is None:
+                from sysq.data import windows as make_windows
+                _, tok = loader()
+                windows = make_windows(settings.data, tok, n=settings.windows, seqlen=settings.seqlen,
+                                       bos=settings.bos)
+                del _
+            log.info("grid: computing %s", cfg.name)
+            try:
+                row = compute_row(cfg, settings, ctx, loader, windows)
+            except Exception as e:  # keep the rows already written; say what broke and how
+                log.error("grid: %s failed: %s", cfg.name, e)
+                row = Row(cfg.name, cfg.recipe, cfg.plan, key, status="error", settings=settings.to_dict(),
+                          error=f"{type(e).__name__}: {e}")
+                row.info["traceback"] = traceback.format_exc(limit=6)
+                if fail_fast:
+                    rows.append(row)
+                    _save_row(out, row)
+                    write_outputs(out, rows, settings, fp_key)
+                    raise
+            _save_row(out, row)
+        rows.append(row)
+        write_outputs(out, rows, settings, fp_key)
+    return rows
+
+
+def _save_row(out: Path, row: Row) -> None:
+    atomic_write_text(_row_path(out, row.key), json.dumps(row.to_dict(), indent=1, default=str) + "\n")
+
+
+# ---- outputs --------------------------------------------------------------------------------------------------
+
+def _with_ratios(rows: list[Row], fp_key: str) -> list[Row]:
+    fp = next((r for r in rows if r.key == fp_key and r.status == "ok"), None)
+    for r in rows:
+        r.ppl_ratio = r.ppl / fp.ppl if fp is not None and r.ppl is not None else None
+    return rows
+
+
+def _fmt(v, digits=4) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def _task_cells(r: Row, task: str) -> list[str]:
+    t = r.tasks.get(task, {})
+    cells = []
+    for m in ("acc", "acc_norm"):
+        v, se = t.get(m), t.get(f"{m}_stderr")
+        cells.append("" if v is None else f"{v:.4f} ± {se:.4f}" if se is not None else f"{v:.4f}")
+    return cells
+
+
+def markdown_table(rows: list[Row], settings: GridSettings) -> str:
+    tasks = list(settings.tasks)
+    head = ["config", "ppl", "× FP"] + [f"{t} {m}" for t in tasks for m in ("acc", "acc_norm")] + \
+        ["weights MiB", "linears", "time s", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.config, _fmt(r.ppl), _fmt(r.ppl_ratio, 3)]
+        for t in tasks:
+            cells += _task_cells(r, t)
+        cells += [_fmt(r.weight_bytes / 2**20, 1) if r.weight_bytes else "",
+                  ", ".join(f"{n}×{k}" for k, n in r.modules.items()),
+                  _fmt(r.seconds.get("total"), 0), r.status if r.status == "ok" else f"error: {r.error}"]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    s = settings
+    n_docs = {t: next((r.tasks[t].get("n") for r in rows if t in r.tasks), None) for t in tasks}
+    lines.append("")
+    lines.append(f"Model {s.model} ({s.dtype}). Perplexity: {s.data}, seqlen {s.seqlen}, "
+                 f"{'all' if s.windows is None else f'first {s.windows}'} windows, BOS {'on' if s.bos else 'off'}. "
+                 f"Tasks (lm-eval, 0-shot): " + ", ".join(f"{t} n={n_docs[t]}" for t in tasks) +
+                 f". Calibration: {s.calib_n} x {s.calib_seqlen} tokens of wikitext2-valid, seed {s.calib_seed}.")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[Row], settings: GridSettings) -> str:
+    tasks = list(settings.tasks)
+    cols = ["config", "recipe", "plan", "status", "ppl", "ppl_ratio"] + \
+        [f"{t}_{m}" for t in tasks for m in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n")] + \
+        ["weight_bytes", "seconds", "key", "error"]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([r.config, r.recipe, r.plan, r.status, r.ppl, r.ppl_ratio] +
+                   [r.tasks.get(t, {}).get(m) for t in tasks
+                    for m in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n")] +
+                   [r.weight_bytes, r.seconds.get("total"), r.key, r.error])
+    return buf.getvalue()
+
+
+def chart_png(rows: list[Row], settings: GridSettings) -> bytes:
+    """Two panels: perplexity ratio to FP, and accuracy delta to FP (points) per task."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.status == "ok"]
+    fp = next((r for r in ok if r.recipe == "fp" and r.plan == "none"), None)
+    names = [r.config for r in ok]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(ok) + 4), 4.2))
+    ax = axes[0]
+    ax.bar(names, [r.ppl_ratio or 0 for r in ok], color="tab:blue")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_ylabel("perplexity / FP perplexity")
+    ax.set_title(f"{settings.data}, seqlen {settings.seqlen}")
+    ax = axes[1]
+    tasks = list(settings.tasks)
+    width = 0.8 / max(1, len(tasks))
+    for i, t in enumerate(tasks):
+        metric = "acc_norm" if any("acc_norm" in r.tasks.get(t, {}) for r in ok) else "acc"
+        base = (fp.tasks.get(t, {}).get(metric) if fp else None)
+        vals = [100 * (r.tasks.get(t, {}).get(metric, 0) - base) if base is not None and metric in r.tasks.get(t, {})
+                else 0 for r in ok]
+        ax.bar([j + (i - (len(tasks) - 1) / 2) * width for j in range(len(ok))], vals, width, label=f"{t} {metric}")
+    ax.set_xticks(range(len(ok)), names)
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_ylabel("accuracy − FP accuracy (points)")
+    if tasks:
+        ax.legend(fontsize=8)
+    for a in axes:
+        a.tick_params(axis="x", rotation=35, labelsize=8)
+        for lab in a.get_xticklabels():
+            lab.set_horizontalalignment("right")
+    fig.suptitle(f"{settings.model}: configurations against FP")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_outputs(out: Path, rows: list[Row], settings: GridSettings, fp_key: str) -> None:
+    """results.json / results.csv / results.md / results.png, each replaced atomically."""
+    rows = _with_ratios(rows, fp_key)
+    from importlib.metadata import version
+    meta = {"settings": settings.to_dict(),
+            "versions": {p: version(p) for p in ("torch", "transformers", "lm_eval", "bitsandbytes",
+                                                 "optimum-quanto")},
+            "rows": [r.to_dict() for r in rows]}
+    atomic_write_text(out / "results.json", json.dumps(meta, indent=1, default=str) + "\n")
+    atomic_write_text(out / "results.csv", csv_text(rows, settings))
+    atomic_write_text(out / "results.md", markdown_table(rows, settings))
+    if any(r.status == "ok" for r in rows):
+        atomic_write_bytes(out / "results.png", chart_png(rows, settings))
