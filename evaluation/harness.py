@@ -208,6 +208,28 @@ def make_lm(model, tokenizer, batch_size: int = 4, bos: bool | None = None, max_
                 add_bos_token=bos, max_length=max_length)
 
 
+def _register_sysq_model():
+    """`--model sysq` for lm-eval's own CLI: loads any sysq spec (alias, float folder, sysq-quantized folder,
+    .gguf) through sysq.load, then runs as HFLM on that object. See evaluation/lm_eval_main.py."""
+    from lm_eval.api.registry import register_model
+    from lm_eval.models.huggingface import HFLM
+
+    class SysqLM(HFLM):
+        def __init__(self, pretrained: str = "smollm2-135m", dtype: str = "float32", device: str | None = "cpu",
+                     batch_size=1, add_bos_token: bool | None = None, max_length: int | None = None, **kwargs):
+            from sysq.models import load
+
+            model, tok = load(str(pretrained), dtype=dtype, device=device)
+            bos = default_bos(tok) if add_bos_token is None else bool(add_bos_token)
+            super().__init__(pretrained=model, tokenizer=_bos_tokenizer(tok, bos), batch_size=int(batch_size),
+                             add_bos_token=bos, max_length=max_length, **kwargs)
+
+    try:
+        register_model("sysq")(SysqLM)
+    except (AssertionError, ValueError):  # already registered (module imported twice)
+        pass
+
+
 def evaluate(model, tokenizer, tasks=DEFAULT_TASKS, limit: int | float | None = None, batch_size: int = 4,
              num_fewshot: int | None = None, bos: bool | None = None, max_length: int | None = None,
              sysq_info: dict | None = None, task_dir: str | os.PathLike | None = None, log_samples: bool = False,
@@ -276,3 +298,6 @@ def save_results(results: dict, out_dir: str | os.PathLike, name: str = "results
     atomic_write_text(path, json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False))
     atomic_write_text(out / f"{name}.md", make_table(results) + "\n")
     return path
+
+
+_register_sysq_model()

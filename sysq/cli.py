@@ -65,6 +65,11 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+def cmd_eval(args) -> int:
+    from evaluation import command
+    return command.run_eval(args)
+
+
 def _with_parents(add_parser, common):
     def add(name, **kw):
         return add_parser(name, parents=[common], **kw)
@@ -89,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: 2048 // seqlen)")
     p.add_argument("--json", help="also write the result with its settings to this file")
     p.set_defaults(func=cmd_ppl)
+
+    p = sub.add_parser("eval", help="lm-eval accuracy (local PIQA / ARC-Easy / WikiText-2 tasks) of a model or folder")
+    from evaluation.command import add_eval_arguments
+    add_eval_arguments(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("run", help="the main job: detect -> quantize -> mitigate -> before/after on the default")
     _add_model(p)

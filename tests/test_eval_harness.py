@@ -120,3 +120,53 @@ def test_save_results_keeps_lm_evals_json_and_adds_sysq(tiny_tokenizer, task_dir
     assert {"configs", "versions", "n-samples"} <= saved.keys()
     assert saved["sysq"]["recipe"] == "w8a8"
     assert "arc_easy_local" in (tmp_path / "results.md").read_text()
+
+
+@pytest.fixture
+def tiny_folders(tiny_tokenizer, tmp_path):
+    """A float HF folder and a folder saved by sysq after w8a8, both of the same tiny llama."""
+    import sysq
+
+    model = tiny_model("llama")
+    fp = tmp_path / "fp"
+    model.save_pretrained(fp)
+    tiny_tokenizer.save_pretrained(fp)
+    sysq.quantize(model, "w8a8")
+    q = sysq.save(model, tmp_path / "w8a8", tokenizer=tiny_tokenizer)
+    return fp, q
+
+
+def test_sysq_eval_command_on_float_and_quantized_folders(tiny_folders, tmp_path, capsys):
+    from sysq.cli import main
+
+    fp, q = tiny_folders
+    for folder, recipe in ((fp, "fp"), (q, "w8a8")):
+        out = tmp_path / f"eval-{recipe}"
+        rc = main(["eval", "--model", str(folder), "--tasks", "piqa_local", "--limit", "3", "--out", str(out),
+                   "--quiet", "--num_fewshot", "0"])
+        assert rc == 0
+        saved = json.loads((out / "results.json").read_text())
+        assert saved["sysq"]["recipe"] == recipe and saved["sysq"]["limit"] == 3
+        assert saved["sysq"]["num_fewshot"] == 0 and saved["n-shot"]["piqa_local"] == 0
+        assert saved["n-samples"]["piqa_local"]["effective"] == 3
+        assert "piqa_local" in capsys.readouterr().out
+    assert json.loads((tmp_path / "eval-w8a8/results.json").read_text())["sysq"]["bits"]["act"] == 8
+
+
+def test_sysq_eval_write_tasks_and_bad_input(tmp_path):
+    from sysq.cli import main
+
+    assert main(["eval", "--write-tasks", str(tmp_path / "t")]) == 0
+    assert sorted(p.name for p in (tmp_path / "t").glob("*.yaml")) == sorted(f"{t}.yaml" for t in harness.LOCAL_TASKS)
+    assert main(["eval", "--model", str(tmp_path / "missing"), "--tasks", "piqa_local"]) == 2
+    assert main(["eval", "--model", str(tmp_path / "missing"), "--lm-eval", "oops"]) == 2
+
+
+def test_lm_eval_model_type_sysq_loads_any_sysq_folder(tiny_folders):
+    from lm_eval.api.registry import get_model
+
+    fp, q = tiny_folders
+    lm = get_model("sysq").create_from_arg_string(f"pretrained={q},add_bos_token=True", {"batch_size": 2})
+    assert type(lm._model.model.layers[0].mlp.down_proj).__name__ == "QuantLinear"
+    bos = lm.tokenizer.bos_token_id
+    assert lm.tok_encode("The tower")[0] == bos and lm.batch_size == 2
