@@ -50,19 +50,35 @@ def cmd_ppl(args) -> int:
 
 
 def cmd_run(args) -> int:
-    """The main job on the default model and data. Today: FP perplexity at the quick setting."""
-    from evaluation.perplexity import perplexity
+    """The main job on the default model and data: detect -> quantize -> mitigate -> before/after."""
+    from evaluation.run import RunSettings, run
 
-    from . import data, models
-
-    print(f"sysq run: model={args.model} data={args.data} seqlen={args.seqlen} limit={args.limit} dtype={args.dtype}")
-    model, tok = models.load(args.model, dtype=args.dtype)
-    w = data.windows(args.data, tok, n=args.limit or None, seqlen=args.seqlen, bos=not args.no_bos)
-    res = perplexity(model, w, quiet=args.quiet, model_name=args.model)
-    print(f"FP {res}")
-    if args.out:
-        write_json(f"{args.out}/run.json", {"fp": res.to_dict()})
+    run(RunSettings(model=args.model, dtype=args.dtype, data=args.data, seqlen=args.seqlen, limit=args.limit,
+                    calib_n=args.calib_n, seed=args.seed, recipe=args.recipe, tasks=args.tasks,
+                    task_limit=args.task_limit, bos=not args.no_bos, out=args.out, quiet=args.quiet))
     return EXIT_OK
+
+
+def cmd_detect(args) -> int:
+    """Systematic outliers of a model on calibration windows: report.json, report.md, plots."""
+    from . import data, models
+    from .detect import detect, parse_thresholds
+
+    th = parse_thresholds(args.threshold)
+    model, tok = models.load(args.model, dtype=args.dtype)
+    w = data.windows(args.data, tok, n=args.n, seqlen=args.seqlen, seed=args.seed, bos=not args.no_bos)
+    report = detect(model, w, tokenizer=tok, thresholds=th, quiet=args.quiet, batch_size=args.batch_size,
+                    attention=not args.no_attention)
+    report.model["name"] = args.model
+    out = report.save(args.out, plots=not args.no_plots)
+    print(report.headline())
+    print(f"wrote {out}/report.json, report.md" + ("" if args.no_plots else ", plots/"))
+    return EXIT_OK
+
+
+def cmd_quantize(args) -> int:
+    from .quant import command
+    return command.run(args)
 
 
 def cmd_eval(args) -> int:
@@ -95,6 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the result with its settings to this file")
     p.set_defaults(func=cmd_ppl)
 
+    p = sub.add_parser("detect", help="find systematic outliers (activation, weight, attention), their lifecycle")
+    _add_model(p)
+    p.add_argument("--data", default="wikitext2-valid", help="named set or text/jsonl path (default: %(default)s)")
+    p.add_argument("--n", type=int, default=32, help="windows (default: %(default)s)")
+    p.add_argument("--seqlen", type=int, default=512, help="tokens per window, BOS excluded (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="window sampling seed (default: %(default)s)")
+    p.add_argument("--no-bos", action="store_true", help="do not prepend the model's BOS to each window")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: %(default)s)")
+    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a threshold, e.g. massive_abs=50 (repeatable; names in report.md)")
+    p.add_argument("--no-attention", action="store_true", help="skip attention statistics (keeps the fast kernel)")
+    p.add_argument("--no-plots", action="store_true", help="write report.json and report.md only")
+    p.add_argument("--out", default="out/detect", help="output folder (default: %(default)s)")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("quantize", help="quantize a model with a recipe; perplexity before/after; optional save")
+    from .quant.command import add_arguments as _quantize_arguments
+    _quantize_arguments(p)
+    p.set_defaults(func=cmd_quantize)
+
     p = sub.add_parser("eval", help="lm-eval accuracy (local PIQA / ARC-Easy / WikiText-2 tasks) of a model or folder")
     from evaluation.command import add_eval_arguments
     add_eval_arguments(p)
@@ -103,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the main job: detect -> quantize -> mitigate -> before/after on the default")
     _add_model(p)
     _add_eval_windows(p, seqlen=512, limit=40)
+    p.add_argument("--recipe", default="w8a8-static", help="recipe to quantize with (default: %(default)s)")
+    p.add_argument("--calib-n", type=int, default=8, help="calibration windows from wikitext2-valid (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="calibration sample seed (default: %(default)s)")
+    p.add_argument("--tasks", default="piqa_local,arc_easy_local", help="lm-eval tasks (default: %(default)s)")
+    p.add_argument("--task-limit", type=int, default=50, help="items per task; 0 skips accuracy (default: %(default)s)")
     p.add_argument("--out", default="out", help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_run)
     return parser

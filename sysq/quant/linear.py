@@ -43,6 +43,10 @@ def effective_group_size(spec: QuantSpec | None, in_features: int, ragged: str =
 
 
 class QuantLinear(nn.Module):
+    # Simulation speed: keep the dequantized float weight next to the codes after the first forward.
+    # Set QuantLinear.cache_weights = False to hold only codes + scales in memory (dequantize per call).
+    cache_weights = True
+
     def __init__(self, linear: nn.Linear | None, weight_spec: QuantSpec | None, act_spec: QuantSpec | None,
                  name: str = "", ragged: str = "error", preserve_channels=None, preserve_channels_bits: int | None = None,
                  in_features: int | None = None, out_features: int | None = None, bias: bool | None = None):
@@ -70,6 +74,7 @@ class QuantLinear(nn.Module):
         for b in ("qweight", "w_scale", "w_zero", "w_keep", "w_keep_scale"):
             self.register_buffer(b, None)
         self.packed = False
+        self._wcache = None          # dequantized weight, kept for speed when cache_weights (not saved)
         self.calibrating = False
         self.observer: RangeObserver | None = None
 
@@ -114,6 +119,7 @@ class QuantLinear(nn.Module):
         self.w_scale = scale.float()
         self.w_zero = None if s.symmetric else zero.to(torch.int8)
         self.weight = None
+        self._wcache = None
 
     def codes(self) -> torch.Tensor:
         return unpack_int4(self.qweight) if self.packed else self.qweight
@@ -185,8 +191,15 @@ class QuantLinear(nn.Module):
             keep = token_keep_mask(x, s.preserve_threshold, s.preserve_positions) if s is not None else None
             self.observer.update(x, keep, self.preserve_channels)
             return F.linear(x, self.float_weight().to(x.dtype), self.bias)
-        w = self.weight if self.weight is not None else self.dequantized_weight(x.dtype)
-        return F.linear(self.quantize_input(x), w.to(x.dtype), self.bias)
+        if self.weight is not None:
+            w = self.weight.to(x.dtype)
+        elif self.cache_weights:
+            w = self._wcache if self._wcache is not None and self._wcache.dtype == x.dtype else None
+            if w is None:
+                w = self._wcache = self.dequantized_weight(x.dtype)
+        else:
+            w = self.dequantized_weight(x.dtype)
+        return F.linear(self.quantize_input(x), w, self.bias)
 
     def extra_repr(self) -> str:
         def fmt(s, g):

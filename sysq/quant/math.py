@@ -103,10 +103,9 @@ def dequantize_tensor(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, 
     """Inverse of quantize_tensor: scale/zero [..., n_groups] expand over groups of the last dim."""
     if scale.numel() == 1:
         return dequantize(q, scale.reshape(()), zero.reshape(())).to(dtype)
-    g = q.shape[-1] // scale.shape[-1]
-    s = scale.repeat_interleave(g, dim=-1)
-    z = zero.repeat_interleave(g, dim=-1)
-    return dequantize(q, s, z).to(dtype)
+    n = scale.shape[-1]
+    qg = q.reshape(*q.shape[:-1], n, q.shape[-1] // n)     # [..., groups, group_size]
+    return dequantize(qg, scale.unsqueeze(-1), zero.unsqueeze(-1)).reshape(q.shape).to(dtype)
 
 
 def fake_quantize_tensor(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "token",

@@ -1,0 +1,88 @@
+"""Recipes: presets, modifiers, YAML, and clear errors for unknown or contradictory fields."""
+import pytest
+
+from sysq.errors import SysqError
+from sysq.quant.recipes import PRESETS, Recipe, get_recipe
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_builds_and_round_trips_through_yaml(name, tmp_path):
+    r = get_recipe(name)
+    assert r.name == name
+    f = tmp_path / "r.yaml"
+    f.write_text(r.to_yaml())
+    again = get_recipe(str(f))
+    assert (again.weight, again.act, again.kv, again.method, again.backend) == (r.weight, r.act, r.kv, r.method,
+                                                                               r.backend)
+
+
+def test_the_required_presets_mean_what_they_say():
+    assert get_recipe("w8a16").act is None and get_recipe("w8a16").weight.bits == 8
+    w4 = get_recipe("w4a16")
+    assert (w4.weight.bits, w4.weight.granularity, w4.weight.group_size) == (4, "group", 128)
+    assert get_recipe("w4a16-pc").weight.granularity == "channel"
+    a = get_recipe("w8a8").act
+    assert (a.bits, a.granularity, a.dynamic) == (8, "token", True)
+    s = get_recipe("w8a8-static").act
+    assert (s.granularity, s.dynamic) == ("tensor", False)
+    assert get_recipe("w4a8").act.bits == 8 and get_recipe("w4a8").weight.bits == 4
+    assert get_recipe("w4a4").act.bits == 4
+
+
+def test_modifiers_compose():
+    r = get_recipe("w8a8+kv4")
+    assert r.kv.bits == 4 and r.act.dynamic
+    assert get_recipe("w8a8-static+kv8").kv.bits == 8
+    assert get_recipe("w4a16+gptq").method == "gptq"
+    assert get_recipe("w4a16+mse").weight.mse
+
+
+def test_unknown_names_list_what_is_allowed():
+    with pytest.raises(SysqError, match="unknown recipe 'w5a5'.*w8a8-static"):
+        get_recipe("w5a5")
+    with pytest.raises(SysqError, match=r"unknown recipe modifier '\+kv3'.*\+kv8"):
+        get_recipe("w8a8+kv3")
+
+
+def test_unknown_field_is_named_with_the_allowed_fields():
+    with pytest.raises(SysqError, match="unknown recipe field 'wieght'.*allowed fields: .*weight"):
+        get_recipe({"wieght": {"bits": 4}})
+    with pytest.raises(SysqError, match="unknown field act.bit; allowed fields: bits"):
+        get_recipe({"base": "w8a8", "act": {"bit": 4}})
+
+
+def test_bad_values_are_named_with_the_allowed_values():
+    with pytest.raises(SysqError, match="weight.bits=5 .*allowed values: 2, 3, 4, 8"):
+        get_recipe({"base": "w8a16", "weight": {"bits": 5}})
+    with pytest.raises(SysqError, match="method='awq'.*rtn, gptq"):
+        get_recipe({"base": "w4a16", "method": "awq"})
+    with pytest.raises(SysqError, match="act.granularity='channel'.*tensor, token, group"):
+        get_recipe({"base": "w8a8", "act": {"granularity": "channel"}})
+
+
+@pytest.mark.parametrize("fields, needle", [
+    ({"base": "w8a8", "act": {"dynamic": False}}, "act.granularity='token' with act.dynamic=False"),
+    ({"base": "w8a16", "weight": {"group_size": 64}}, "group_size=64 contradicts"),
+    ({"base": "bnb-nf4", "weight": {"bits": 4}}, "bitsandbytes' own scheme"),
+    ({"base": "w4a8", "backend": "int8"}, "backend 'int8'"),
+    ({"method": "gptq"}, "method='gptq' needs a weight quantizer"),
+    ({"base": "w8a8", "act": {"clip_ratio": 1.5}}, r"act.clip_ratio=1.5 must lie in \(0, 1\]"),
+])
+def test_contradictions_are_errors(fields, needle):
+    with pytest.raises(SysqError, match=needle):
+        get_recipe(fields)
+
+
+def test_yaml_file_with_base_and_overrides(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("base: w8a8-static\nact: {clip_ratio: 0.8, preserve_positions: [0]}\nkv: {bits: 4}\n")
+    r = get_recipe(f)
+    assert r.name == "mine" and r.act.clip_ratio == 0.8 and r.act.preserve_positions == (0,)
+    assert r.act.bits == 8 and not r.act.dynamic and r.kv.bits == 4
+    with pytest.raises(SysqError, match="not found"):
+        get_recipe(tmp_path / "missing.yaml")
+
+
+def test_dataclass_form_validates_too():
+    with pytest.raises(SysqError, match="backend='gpu'"):
+        Recipe(backend="gpu")
