@@ -1,0 +1,215 @@
+"""The mitigation table: perplexity per (recipe row) x (mitigation column), plus FP, bitsandbytes and a
+plain SmoothQuant baseline, all in one run, written as Markdown + JSON.
+
+    flock /tmp/sysq-cpu.lock .venv/bin/python scripts/mitigation_table.py --out results/mitigation
+
+Resumable: cells already in OUT/table.json with the same settings are skipped, so a killed run continues.
+Settings: WikiText-2 raw test, seqlen 512, the first 40 windows (BOS prepended); calibration = seeded
+windows of WikiText-2 valid (the mitigation searches, the detect report and the static scales).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sysq  # noqa: E402
+from evaluation.perplexity import perplexity  # noqa: E402
+from sysq.detect import OutlierReport, detect  # noqa: E402
+from sysq.mitigate.api import mitigate, plan, quantize_planned  # noqa: E402
+from sysq.quant.api import quantize  # noqa: E402
+
+ROWS = ["w8a8-static", "w8a8", "w4a16", "w4a8", "w4a4+kv4"]
+COLS = ["none", "smoothquant", "smooth", "preserve-tokens", "smooth+preserve-tokens", "rotate",
+        "rotate+preserve-tokens", "auto"]
+EXTRA = ["fp", "bnb-int8", "bnb-nf4"]
+GOALS = {"w8a8-static": 1.015, "w8a8": 1.005, "w4a16": 1.06, "w4a8": 1.10}
+log = logging.getLogger("mitigation_table")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def same_as(row: str, col: str) -> str | None:
+    """Cells that are the same computation as another cell (no activation quantizer: nothing to preserve)."""
+    if row == "w4a16" and "preserve-tokens" in col:
+        base = col.replace("+preserve-tokens", "").replace("preserve-tokens", "none")
+        return f"{row}|{base}"
+    return None
+
+
+def markdown(res: dict, settings: dict) -> str:
+    cells = res["cells"]
+    fp = cells.get("fp", {}).get("ppl")
+
+    def fmt(key):
+        c = cells.get(key)
+        if c is None:
+            return "–"
+        if "error" in c:
+            return "error"
+        s = f"{c['ppl']:.3f}"
+        return s + (f" ({c['ppl'] / fp:.3f})" if fp else "")
+
+    lines = ["# Mitigation table: SmolLM2-135M perplexity (ratio to FP)", "",
+             f"Settings: {json.dumps(settings)}", ""]
+    lines.append(f"FP: {fmt('fp')} · bitsandbytes int8 (threshold 6.0): {fmt('bnb-int8')} · "
+                 f"bitsandbytes nf4: {fmt('bnb-nf4')}")
+    lines += ["", "| recipe | " + " | ".join(COLS) + " |", "|---" * (len(COLS) + 1) + "|"]
+    for r in ROWS:
+        lines.append(f"| {r} | " + " | ".join(fmt(f"{r}|{c}") for c in COLS) + " |")
+    lines += ["", "smoothquant = plain SmoothQuant baseline (alpha 0.5, norm->q,k,v and norm->gate,up only).",
+              "w4a16 + preserve-tokens = the same cell without it (no activation quantizer).", "", "## Goals", ""]
+    for r, g in GOALS.items():
+        c = cells.get(f"{r}|auto")
+        if c and "ppl" in c and fp:
+            ratio = c["ppl"] / fp
+            lines.append(f"- {r} auto: {ratio:.4f} vs goal <= {g}: {'met' if ratio <= g else 'missed'}")
+    c4, cr = cells.get("w4a4+kv4|auto"), cells.get("w4a4+kv4|rotate")
+    if c4 and cr and "ppl" in c4 and "ppl" in cr:
+        lines.append(f"- w4a4+kv4 auto {c4['ppl']:.3f} vs rotate alone {cr['ppl']:.3f}: "
+                     f"{'beats' if c4['ppl'] < cr['ppl'] else 'does not beat'} rotation")
+    cn, cb, cw = cells.get("w4a16|auto"), cells.get("bnb-nf4"), cells.get("w4a16|none")
+    if cn and cb and cw and all("ppl" in c for c in (cn, cb, cw)):
+        lines.append(f"- w4a16 auto {cn['ppl']:.3f} vs RTN {cw['ppl']:.3f} and nf4 {cb['ppl']:.3f}")
+    sens = {k: v for k, v in cells.items() if k.startswith("sensitivity")}
+    if sens:
+        lines += ["", "## Calibration sensitivity (auto plan)", "", "| cell | calibration | ppl |", "|---|---|---|"]
+        for k, v in sens.items():
+            lines.append(f"| {k} | {v.get('calib')} | {fmt(k)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--out", default="results/mitigation")
+    ap.add_argument("--windows", type=int, default=40)
+    ap.add_argument("--seqlen", type=int, default=512)
+    ap.add_argument("--calib-n", type=int, default=16)
+    ap.add_argument("--calib-seed", type=int, default=0)
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--cols", default=",".join(COLS))
+    ap.add_argument("--extra", default=",".join(EXTRA))
+    ap.add_argument("--sensitivity", default="piqa-goals", help="second calibration source for the auto plan "
+                    "(w8a8-static and w4a16 rows); '' to skip")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.manual_seed(0)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"model": args.model, "dataset": "wikitext2", "seqlen": args.seqlen, "windows": args.windows,
+                "calib": "wikitext2-valid", "calib_n": args.calib_n, "calib_seed": args.calib_seed}
+    jpath = out / "table.json"
+    res = json.loads(jpath.read_text()) if jpath.exists() else {}
+    if res.get("settings") != settings:
+        res = {"settings": settings, "cells": {}}
+
+    def save():
+        write_atomic(jpath, json.dumps(res, indent=1))
+        write_atomic(out / "table.md", markdown(res, settings))
+
+    base, tok = sysq.load(args.model)
+    evalw = sysq.windows("wikitext2", tok, n=args.windows, seqlen=args.seqlen)
+    calib = sysq.calibration(tok, n=args.calib_n, seqlen=args.seqlen, seed=args.calib_seed)
+
+    rpath = out / "detect_calib" / "report.json"
+    if rpath.exists():
+        report = OutlierReport.load(rpath)
+    else:
+        t = time.perf_counter()
+        report = detect(base, calib, tokenizer=tok, attention=False, quiet=args.quiet)
+        report.save(rpath.parent, plots=False)
+        log.info("detect on calibration: %.0fs", time.perf_counter() - t)
+
+    def run(key: str, fn, **meta):
+        if key in res["cells"] and "error" not in res["cells"][key]:
+            log.info("skip %s (done)", key)
+            return
+        t = time.perf_counter()
+        try:
+            model, info = fn()
+            r = perplexity(model, evalw, quiet=args.quiet, model_name=args.model, recipe=key)
+            cell = {"ppl": r.ppl, "nll": r.nll, "tokens": r.tokens, "seconds_eval": r.seconds,
+                    "seconds_total": time.perf_counter() - t, **info, **meta}
+            del model
+        except Exception as e:   # one broken cell must not lose the others
+            traceback.print_exc()
+            cell = {"error": f"{type(e).__name__}: {e}"}
+        res["cells"][key] = cell
+        fp = res["cells"].get("fp", {}).get("ppl")
+        log.info("%s: %s", key, f"ppl {cell['ppl']:.4f}" + (f" ratio {cell['ppl'] / fp:.4f}" if fp else "")
+                 if "ppl" in cell else cell["error"])
+        save()
+
+    def mitigated(row, col, cal=calib):
+        def fn():
+            m = copy.deepcopy(base)
+            p = plan(report, row, col)
+            mitigate(m, p, cal, quiet=args.quiet, report=report)
+            quantize_planned(m, p, cal, quiet=args.quiet)
+            info = {"plan": str(p)}
+            if p.smooth:
+                info["smoothed_mappings"] = len(p.smooth.chosen)
+            return m, info
+        return fn
+
+    def plain(recipe):
+        def fn():
+            m = copy.deepcopy(base)
+            if recipe != "fp":
+                quantize(m, recipe, calib, quiet=args.quiet)
+            return m, {}
+        return fn
+
+    rows, cols = [r for r in args.rows.split(",") if r], [c for c in args.cols.split(",") if c]
+    extra = [e for e in args.extra.split(",") if e]
+    if "fp" in extra:
+        run("fp", plain("fp"))
+    # the goal cells first, then the baselines, then the other columns
+    order = [c for c in ("none", "auto") if c in cols] + [c for c in cols if c not in ("none", "auto")]
+    for i, col in enumerate(order):
+        for row in rows:
+            key = f"{row}|{col}"
+            twin = same_as(row, col)
+            if twin is not None:
+                if twin in res["cells"] and "ppl" in res["cells"][twin]:
+                    res["cells"][key] = dict(res["cells"][twin], same_as=twin)
+                    save()
+                continue
+            run(key, mitigated(row, col))
+        if i == 1:
+            for e in extra:
+                if e != "fp":
+                    run(e, plain(e))
+    if args.sensitivity:
+        scal = sysq.windows(args.sensitivity, tok, n=args.calib_n, seqlen=args.seqlen, seed=args.calib_seed)
+        for row in ("w8a8-static", "w4a16"):
+            run(f"sensitivity|{row}|auto|{args.sensitivity}", mitigated(row, "auto", scal), calib=args.sensitivity)
+            if f"{row}|auto" in res["cells"]:
+                res["cells"][f"sensitivity|{row}|auto|wikitext2-valid"] = dict(res["cells"][f"{row}|auto"],
+                                                                               calib="wikitext2-valid")
+        save()
+    print((out / "table.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""MitigationPlan: YAML round trip, hand edits, clear errors; plan() presets."""
+import pytest
+
+from sysq.errors import SysqError
+from sysq.mitigate.api import plan
+from sysq.mitigate.plan import Clip, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Smooth
+
+
+def full_plan() -> MitigationPlan:
+    return MitigationPlan(
+        recipe="w4a4+kv4", method="custom",
+        smooth=Smooth(alpha=None, mappings="all", layers=[0, 3], chosen={"layers.0.attn_norm->q,k,v": 0.45}),
+        clip=Clip(weights=True, activations=True, floor={"model.layers.3.mlp.down_proj": 3064.8},
+                  chosen={"model.layers.0.mlp.up_proj.weight": 0.93}),
+        preserve_channels=PreserveChannels(channels={"model.layers.3.mlp.down_proj": [7, 11]}, bits=8),
+        preserve_tokens=PreserveTokens(threshold=100.0, positions=[0], prefix=1, tokens=["<|im_start|>", "."]),
+        rotate=Rotate(residual=True, down=False, heads=True, seed=3),
+        notes=["why: the report flags BOS"],
+    )
+
+
+def test_yaml_round_trip(tmp_path):
+    p = full_plan()
+    assert MitigationPlan.from_yaml(p.to_yaml()) == p
+    path = p.save(tmp_path)
+    assert path.name == "mitigation.yaml"
+    assert MitigationPlan.load(tmp_path) == p
+    empty = MitigationPlan()
+    assert MitigationPlan.from_yaml(empty.to_yaml()) == empty
+
+
+def test_hand_edit_is_read_back():
+    text = full_plan().to_yaml().replace("threshold: 100.0", "threshold: 250.0").replace("seed: 3", "seed: 5")
+    p = MitigationPlan.from_yaml(text)
+    assert p.preserve_tokens.threshold == 250.0 and p.rotate.seed == 5
+
+
+@pytest.mark.parametrize("text, word", [("smooth: {alfa: 0.5}\n", "alfa"), ("colour: red\n", "colour"),
+                                        ("smooth: 3\n", "smooth"), ("version: 99\n", "newer")])
+def test_bad_plans_fail_clearly(text, word):
+    with pytest.raises(SysqError, match=word):
+        MitigationPlan.from_yaml(text)
+
+
+def test_presets():
+    p = plan(None, "w8a8-static", "smoothquant")
+    assert p.smooth.alpha == 0.5 and p.smooth.mappings == "norm" and p.rotate is None
+    p = plan(None, "w8a8-static", "rotate+preserve-tokens")
+    assert p.rotate is not None and p.preserve_tokens.positions == [0] and p.smooth is None
+    assert plan(None, "w8a8", "none").smooth is None
+    auto = plan(None, "w4a4+kv4", "auto")
+    assert auto.rotate is not None and auto.preserve_tokens is not None and auto.notes
+    assert plan(None, "w4a16", "auto").preserve_tokens is None        # no activation quantizer
+    with pytest.raises(SysqError, match="unknown mitigation"):
+        plan(None, "w8a8", "smooth+magic")
