@@ -9,6 +9,8 @@ from .data import calibration, windows
 from .errors import SysqError
 from .models import DEFAULT_MODEL, load
 from .quant import Recipe, get_recipe, quantize, save
+from .mitigate.api import mitigate, plan
+from .mitigate.plan import MitigationPlan
 
 __all__ = ["load", "DEFAULT_MODEL", "windows", "calibration", "get_adapter", "SysqError",
-           "quantize", "save", "Recipe", "get_recipe"]
+           "quantize", "save", "Recipe", "get_recipe", "plan", "mitigate", "MitigationPlan"]
