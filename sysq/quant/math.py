@@ -73,7 +73,10 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torc
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
     """quantize then dequantize, in x's dtype (what a simulated INT kernel sees)."""
     qmin, qmax = qrange(bits)
-    return ((torch.clamp(torch.round(x / scale) + zero, qmin, qmax) - zero) * scale).to(x.dtype)
+    q = torch.round(x / scale)          # in-place steps below: same numbers, fewer passes over memory
+    if isinstance(zero, torch.Tensor) and bool(zero.any()):
+        return q.add_(zero).clamp_(qmin, qmax).sub_(zero).mul_(scale).to(x.dtype)
+    return q.clamp_(qmin, qmax).mul_(scale).to(x.dtype)
 
 
 def qparams(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "channel",
@@ -83,8 +86,10 @@ def qparams(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str
     r = rows(x, granularity, group_size).float()
     if mse:
         return mse_qparams(r, bits, symmetric)
-    xmin, xmax = r.amin(dim=1, keepdim=True), r.amax(dim=1, keepdim=True)
-    return qparams_from_range(xmin * clip_ratio, xmax * clip_ratio, bits, symmetric)
+    xmin, xmax = torch.aminmax(r, dim=1, keepdim=True)
+    if clip_ratio != 1.0:
+        xmin, xmax = xmin * clip_ratio, xmax * clip_ratio
+    return qparams_from_range(xmin, xmax, bits, symmetric)
 
 
 def quantize_tensor(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "channel",

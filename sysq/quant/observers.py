@@ -98,11 +98,10 @@ class RangeObserver:
             self.preserved_tokens += int(keep3.sum())
             x3 = x3.masked_fill(keep3.unsqueeze(-1), 0)
         self.tokens += x3.shape[0] * x3.shape[1]
-        self.min = min(self.min, float(x3.min()))
-        self.max = max(self.max, float(x3.max()))
-        val, where = absmax_where(x3, self.rows_seen)
-        if val > self.absmax:
-            self.absmax, self.where = val, where
+        lo, hi = (float(v) for v in torch.aminmax(x3))
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        if max(-lo, hi) > self.absmax:     # locate the new maximum only when there is one
+            self.absmax, self.where = absmax_where(x3, self.rows_seen)
         self.rows_seen += x3.shape[0]
 
 
