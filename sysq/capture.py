@@ -84,7 +84,7 @@ class SiteStats:
         self.hits = {"massive": TokenHits(), "token_mean_ratio": TokenHits(), "token_ratio": TokenHits()}
 
     def update(self, x: torch.Tensor, ids: torch.Tensor, window0: int, where: str):
-        """Fold one batch [B, T, C] in. Returns (|x|, massive threshold per window [B], massive-token flags [B, T])."""
+        """Fold one batch [B, T, C] in. Returns (massive-token flags [B, T], token max |x| [B, T])."""
         x = x.detach().float()
         B, T, C = x.shape
         a = x.abs()
@@ -117,7 +117,6 @@ class SiteStats:
         if self.site == "resid":
             self.top3_sum += a.view(B, -1).topk(3, dim=-1).values.sum(0).double()
 
-        thr = torch.clamp(self.th.massive_rel * med, min=self.abs_floor)   # massive: > floor and >= rel x median
         massive_tok = (tok_max > self.abs_floor) & (tok_max >= self.th.massive_rel * med[:, None])
         if massive_tok.any():
             mask = (a > self.abs_floor) & (a >= (self.th.massive_rel * med)[:, None, None])
@@ -133,7 +132,7 @@ class SiteStats:
         v, flat = tok_max.view(-1).topk(k)
         pairs = [(i // T, i % T) for i in flat.tolist()]
         self.top.push(v.tolist(), _records(pairs, x, tok_arg, ids, window0))
-        return a, thr, massive_tok
+        return massive_tok, tok_max
 
 
 def _records(pairs, x, tok_arg, ids, window0) -> list[dict]:
@@ -163,7 +162,7 @@ class AttentionStats:
 
 @dataclass
 class LayerLife:
-    """Sparse lifecycle records of one layer, keyed by residual channel."""
+    """Sparse lifecycle records of one layer, keyed by (residual channel, "initial" | "other" token)."""
 
     # channel -> [count, sum h_in, sum attn contribution, sum mlp contribution, sum h_out,
     #             count of mlp contribution opposite in sign to h_in, count vanishing]
@@ -198,7 +197,7 @@ class Recorder:
         self._cur: dict = {}
         self._ids = None
         self._window0 = 0
-        self._flags_in = self._thr_in = None
+        self._flags_in = self._tokmax_in = None
 
     # ---- running ------------------------------------------------------------------------------
     def attach(self) -> "Recorder":
@@ -242,7 +241,7 @@ class Recorder:
             base(input_ids=ids, use_cache=False)
         finally:
             self._cur = {}
-            self._flags_in = self._thr_in = None
+            self._flags_in = self._tokmax_in = None
         self.windows += ids.shape[0]
 
     # ---- hooks --------------------------------------------------------------------------------
@@ -262,9 +261,9 @@ class Recorder:
                 a = h.detach().float().abs()
                 B = a.shape[0]
                 med = a[:, :: self.th.median_stride].reshape(B, -1).median(-1).values
-                self._thr_in = torch.clamp(self.th.massive_rel * med, min=self.th.massive_abs)
                 tm = a.amax(-1)
                 self._flags_in = (tm > self.th.massive_abs) & (tm >= self.th.massive_rel * med[:, None])
+                self._tokmax_in = tm
         return hook
 
     def _site(self, i: int, site: str):
@@ -330,11 +329,11 @@ class Recorder:
     def _layer_out(self, i: int):
         def hook(mod, args, out):
             h_out = out[0] if isinstance(out, tuple) else out
-            a_out, thr_out, flags_out = self._stats(i, "resid", h_out)
+            flags_out, tokmax_out = self._stats(i, "resid", h_out)
             cur = self._cur
-            self._lifecycle(i, cur, h_out, a_out, thr_out, flags_out)
+            self._lifecycle(i, cur, h_out, tokmax_out)
             self._consistency(i, cur)
-            self._flags_in, self._thr_in = flags_out, thr_out
+            self._flags_in, self._tokmax_in = flags_out, tokmax_out
             self._cur = {}
         return hook
 
@@ -354,16 +353,18 @@ class Recorder:
             q[2] += n[~act].sum(0).double()
             q[3] += int((~act).sum())
 
-    def _lifecycle(self, i: int, cur: dict, h_out, a_out, thr_out, flags_out) -> None:
-        """At the positions where the residual is massive before or after layer i: how the layer changed it."""
-        rows = (self._flags_in | flags_out).nonzero()
+    def _lifecycle(self, i: int, cur: dict, h_out, tokmax_out) -> None:
+        """Where the residual is large (|h| > massive_abs, the absolute half of the massive test, so an outlier
+        is followed from birth to death even while the median keeps it under 1000x) before or after layer i:
+        how the layer changed it."""
+        floor = self.th.massive_abs
+        rows = ((self._tokmax_in > floor) | (tokmax_out > floor)).nonzero()
         if rows.numel() == 0 or "h_mid" not in cur:
             return
         b, t = rows[:, 0], rows[:, 1]
         h_in, h_mid = cur["h_in"].detach().float()[b, t], cur["h_mid"].detach().float()[b, t]
         out = h_out.detach().float()[b, t]
-        thr_in, thr_o = self._thr_in[b][:, None], thr_out[b][:, None]
-        m_in, m_out = h_in.abs() >= thr_in, out.abs() >= thr_o
+        m_in, m_out = h_in.abs() > floor, out.abs() > floor
         hits = (m_in | m_out).nonzero()
         if hits.shape[0] > MAX_TRACKED:
             keep = torch.maximum(h_in.abs(), out.abs())[hits[:, 0], hits[:, 1]].topk(MAX_TRACKED).indices
@@ -373,7 +374,8 @@ class Recorder:
         for r, c in hits.tolist():
             vin, vmid, vout = float(h_in[r, c]), float(h_mid[r, c]), float(out[r, c])
             vatt, vmlp = vmid - vin, vout - vmid
-            tr = life.track[c]
+            key = (c, "initial" if int(t[r]) == 0 else "other")   # the first token and the rest age differently
+            tr = life.track[key]
             tr[0] += 1
             tr[1] += vin
             tr[2] += vatt
@@ -384,14 +386,14 @@ class Recorder:
             life.tokens[int(self._ids[b[r], t[r]])] += 1
             born = bool(m_out[r, c]) and (not bool(m_in[r, c]) or abs(vout) >= GROWTH * abs(vin))
             if born and "down_in" in cur:
-                self._emergence(life, c, int(b[r]), int(t[r]), vatt, vmlp, cur, w_down)
+                self._emergence(life, key, int(b[r]), int(t[r]), vatt, vmlp, cur, w_down)
 
-    def _emergence(self, life: LayerLife, c: int, b: int, t: int, vatt: float, vmlp: float, cur: dict, w_down):
-        """Split the MLP's write into channel c at (b, t) into x_k * W_down[c, k] and keep the largest terms."""
+    def _emergence(self, life: LayerLife, key, b: int, t: int, vatt: float, vmlp: float, cur: dict, w_down):
+        """Split the MLP's write into channel c = key[0] at (b, t) into x_k * W_down[c, k]; keep the largest terms."""
         x = cur["down_in"].detach().float()[b, t]
-        contrib = x * w_down[c].detach().float()
+        contrib = x * w_down[key[0]].detach().float()
         gate, up = _gate_up(cur, b, t)
-        e = life.emerge.setdefault(c, {"count": 0, "attn": 0.0, "mlp": 0.0, "parts": {}})
+        e = life.emerge.setdefault(key, {"count": 0, "attn": 0.0, "mlp": 0.0, "parts": {}})
         e["count"] += 1
         e["attn"] += vatt
         e["mlp"] += vmlp

@@ -126,23 +126,29 @@ def _attention(arr, report, title, folder, names):
 
 def _lifecycle(report, title, folder, names):
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    for life in report.lifecycle:
-        layers = [r["layer"] for r in life["layers"]]
-        ax.plot(layers, [r["resid_absmax"] for r in life["layers"]], "-o", ms=3,
-                label=f"ch {life['channel']}: max |h| after layer")
+    seen = set()
+    for life in report.lifecycle:                         # max |h| per layer, once per channel
+        if life["channel"] in seen:
+            continue
+        seen.add(life["channel"])
+        ax.plot([r["layer"] for r in life["layers"]], [r["resid_absmax"] for r in life["layers"]], "-o", ms=3,
+                label=f"ch {life['channel']}: max |h| after layer (all tokens)")
+    dom = report.lifecycle[0]["channel"]
+    for life in [x for x in report.lifecycle if x["channel"] == dom]:   # signed writes at the tracked positions
+        rows = [r for r in life["layers"] if "mlp" in r]
+        who = f"ch {dom}, {life['tokens']} tokens"
+        ax.plot([r["layer"] for r in rows], [r["h_out"] for r in rows], "s-", ms=3, alpha=0.7, label=f"{who}: h after layer")
+        ax.plot([r["layer"] for r in rows], [r["mlp"] for r in rows], "x:", label=f"{who}: MLP write")
+        ax.plot([r["layer"] for r in rows], [r["attn"] for r in rows], "+:", label=f"{who}: attention write")
     life = report.lifecycle[0]
-    rows = [r for r in life["layers"] if "mlp" in r]
-    if rows:
-        ax.plot([r["layer"] for r in rows], [r["mlp"] for r in rows], "x:", label=f"ch {life['channel']}: MLP write (signed)")
-        ax.plot([r["layer"] for r in rows], [r["attn"] for r in rows], "+:", label=f"ch {life['channel']}: attention write (signed)")
     for e in [life["emergence"]] + life["amplifications"]:
         if e:
             ax.axvline(e["layer"], color="g", alpha=0.3)
     for v in life["vanishing"]:
         ax.axvline(v["layer"], color="r", alpha=0.3)
     ax.set_yscale("symlog", linthresh=1.0)
-    ax.set_xlabel("layer (green: emergence/amplification, red: vanishing)")
-    ax.set_ylabel("value at the outlier positions")
+    ax.set_xlabel(f"layer (lines: green = birth/amplification, red = vanishing, {life['tokens']} token)")
+    ax.set_ylabel("value (signed, symlog)")
     ax.set_title(f"{title}: lifecycle of the dominant channels")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

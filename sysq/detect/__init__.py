@@ -20,15 +20,15 @@ from ..errors import SysqError
 from .activation import residual_channels, site_summary
 from .attention import attention_maps, attention_summary, eager_attention
 from .consistency import feature_consistency, sequence_consistency
-from .lifecycle import MAX_CHANNELS, channel_lifecycle
+from .lifecycle import MAX_CHANNELS, channel_lifecycle, groups_of
 from .report import SCHEMA, OutlierReport
-from .thresholds import Thresholds
+from .thresholds import Thresholds, parse_thresholds
 from .tokens import Namer, taxonomy
 from .weight import analyze_weights
 
 log = logging.getLogger(__name__)
 
-__all__ = ["detect", "OutlierReport", "Thresholds", "SCHEMA"]
+__all__ = ["detect", "OutlierReport", "Thresholds", "parse_thresholds", "SCHEMA"]
 
 
 def _as_ids(windows) -> tuple[torch.Tensor, dict]:
@@ -80,9 +80,9 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     down_cols = [set(weights[down_names[i]]["outlier_columns"]) for i in range(ad.num_layers)]
     down_act = [{m["channel"] for m in sites[(i, "down_in")]["massive_channels"]} for i in range(ad.num_layers)]
     resid_absmax = [s["channel_absmax"] for s in resid]
-    lifecycle = [channel_lifecycle(d["channel"], rec.life, resid_absmax, d["layers"],
-                                   [ad.down(i).weight.detach() for i in range(ad.num_layers)], down_cols, down_act)
-                 for d in channels[:MAX_CHANNELS]]
+    downs = [ad.down(i).weight.detach() for i in range(ad.num_layers)]
+    lifecycle = [channel_lifecycle(d["channel"], g, rec.life, resid_absmax, d["layers"], downs, down_cols, down_act)
+                 for d in channels[:MAX_CHANNELS] for g in groups_of(d["channel"], rec.life)]
 
     consistency = {"feature": feature_consistency(sites, weights)}
     attn = attention_summary(rec, namer, th) if attention else {"layers": [], "sink_eps": None}
@@ -151,6 +151,10 @@ def _summary(r: OutlierReport) -> dict:
         "emergence_layer": life["emergence_layer"] if life else None,
         "emergence_columns": [t["column"] for t in (life["emergence"] or {}).get("terms", [])] if life else [],
         "amplification_layers": [a["layer"] for a in life["amplifications"]] if life else [],
+        "amplification_columns": [{"layer": a["layer"], "columns": [t["column"] for t in a["terms"]
+                                                                     if t["weight_outlier_column"] or t["activation_outlier_channel"]]}
+                                  for a in life["amplifications"]] if life else [],
+        "massive_layers": life["massive_layers"] if life else [],
         "vanishing_layers": [v["layer"] for v in life["vanishing"]] if life else [],
         "feature_consistency": feat["act_to_weight"], "feature_consistency_reverse": feat["weight_to_act"],
         "sequence_consistency": seq["act_to_attn"] if seq else None,

@@ -1,6 +1,8 @@
-"""Lifecycle of the dominant residual outlier channels: where each is born (or amplified), what builds
+"""Lifecycle of the dominant residual outlier channels: where each is born (first > massive_abs) and
+amplified (at least doubles), what builds
 it there (attention vs MLP, gate, up, act(gate)*up and the top terms x_k * W_down[c, k]), and where it
-vanishes (the MLP writes the opposite sign: cancellation ratio = -mlp / h_in, 1 = fully cancelled)."""
+vanishes (the MLP writes the opposite sign: cancellation ratio = -mlp / h_in, 1 = fully cancelled).
+Followed separately at the initial token ("initial") and at the other positions ("other": delimiters...)."""
 from __future__ import annotations
 
 from ..capture import LayerLife
@@ -12,11 +14,11 @@ def _mean(total: float, n: int):
     return total / n if n else None
 
 
-def channel_lifecycle(c: int, life: list[LayerLife], resid_absmax: list[list[float]], massive_layers: list[int],
+def channel_lifecycle(c: int, group: str, life: list[LayerLife], resid_absmax: list[list[float]], massive_layers: list[int],
                       down_weights: list, down_outlier_cols: list[set], down_act_channels: list[set]) -> dict:
     per_layer, births, vanish = [], [], []
     for i, ll in enumerate(life):
-        tr = ll.track.get(c)
+        tr = ll.track.get((c, group))
         row = {"layer": i, "resid_absmax": resid_absmax[i][c]}
         if tr and tr[0]:
             n = tr[0]
@@ -28,7 +30,7 @@ def channel_lifecycle(c: int, life: list[LayerLife], resid_absmax: list[list[flo
                                "attn": tr[2] / n, "mlp": tr[3] / n, "mlp_opposite_share": tr[5] / n,
                                "cancellation_ratio": -(tr[3] / n) / h_in if h_in else None})
         per_layer.append(row)
-        e = ll.emerge.get(c)
+        e = ll.emerge.get((c, group))
         if e:
             parts = sorted(e["parts"].items(), key=lambda kv: -abs(kv[1][1] / kv[1][0]))
             births.append({
@@ -39,8 +41,13 @@ def channel_lifecycle(c: int, life: list[LayerLife], resid_absmax: list[list[flo
                            "weight_outlier_column": k in down_outlier_cols[i],
                            "activation_outlier_channel": k in down_act_channels[i]} for k, p in parts[:4]],
             })
-    first = min(massive_layers) if massive_layers else None
-    emergence = next((b for b in births if b["layer"] == first), births[0] if births else None)
-    return {"channel": c, "emergence_layer": first, "emergence": emergence,
-            "amplifications": [b for b in births if emergence is None or b["layer"] != emergence["layer"]],
-            "vanishing": vanish, "layers": per_layer}
+    # born: the first layer that makes it large (|h| > massive_abs); Sun et al.'s massive test may pass later,
+    # once the value also reaches 1000x the median (massive_layers)
+    emergence = births[0] if births else None
+    return {"channel": c, "tokens": group, "emergence_layer": emergence["layer"] if emergence else None, "emergence": emergence,
+            "amplifications": births[1:], "massive_layers": massive_layers, "vanishing": vanish, "layers": per_layer}
+
+
+def groups_of(c: int, life: list[LayerLife]) -> list[str]:
+    """The token groups ("initial", "other") where channel c was ever tracked."""
+    return [g for g in ("initial", "other") if any((c, g) in ll.track for ll in life)]

@@ -44,30 +44,8 @@ def render(r, plots: list[str]) -> str:
     add("Thresholds: " + ", ".join(f"{k}={v}" for k, v in r.thresholds.items()) + "\n")
 
     add("## Headline\n")
-    chans = r.activation["residual_channels"]
-    if not chans:
-        add("No massive residual-stream activation (|x| > massive_abs and >= massive_rel x median) in any layer.\n")
-    for c in chans[:3]:
-        add(f"- Residual channel **{c['channel']}**: max |x| = {_f(c['absmax'])} (signed {_f(c['value'])}) at layer "
-            f"{c['at_layer']} on token {_tok(c['token'])} (position {c['pos']}); massive in layers "
-            f"{_layers(c['layers'])} ({len(c['layers'])} of {m['layers']}){', persistent' if c['persistent'] else ''}.")
-    add("")
-    add(f"- Emergence layer {_f(s['emergence_layer'])}, built by down_proj columns {s['emergence_columns']}; "
-        f"amplified in layers {_layers(s['amplification_layers'])}; vanishing in layers {_layers(s['vanishing_layers'])}.")
-    add(f"- Feature-dimension consistency (down_proj input outlier channels that are weight-outlier columns): "
-        f"{_pct(s['feature_consistency'])}, reverse {_pct(s['feature_consistency_reverse'])} "
-        f"[unit: {r.consistency['feature']['unit']}].")
-    if "sequence" in r.consistency:
-        add(f"- Sequence-dimension consistency (activation-outlier tokens that are attention-outlier keys): "
-            f"{_pct(s['sequence_consistency'])}, reverse {_pct(s['sequence_consistency_reverse'])} "
-            f"[unit: {r.consistency['sequence']['unit']}].")
-    add(f"- Sink_eps (eps={r.thresholds['sink_eps']}): {_pct(s['sink_eps'])} of heads.")
-    tx = (r.tokens.get("taxonomy") or {})
-    if tx:
-        add("- Outlier tokens by type (" + r.tokens["unit"] + "): " +
-            ", ".join(f"{k} {_pct(v)}" for k, v in tx["share"].items()) + ".")
-    add("")
-
+    add(headline(r))
+    tx = r.tokens.get("taxonomy") or {}
     add("## Activation outliers: residual stream per layer\n")
     add("| layer | max abs | channel | token (pos) | median abs | top-1/2/3 (mean over windows) | massive channels | massive tokens |")
     add("|---|---|---|---|---|---|---|---|")
@@ -123,7 +101,7 @@ def render(r, plots: list[str]) -> str:
 
     add("## Lifecycle\n")
     for life in r.lifecycle:
-        add(f"### Channel {life['channel']}\n")
+        add(f"### Channel {life['channel']}, {life['tokens']} token{'' if life['tokens'] == 'initial' else 's'}\n")
         e = life["emergence"]
         if e:
             add(f"Born in layer {e['layer']} ({e['positions']} position(s)): attention wrote {_f(e['attn'])}, the MLP "
@@ -166,3 +144,38 @@ def _terms(add, terms: list[dict]) -> None:
         add(f"| {t['column']} | {_f(t['x'])} | {_f(t['gate'])} | {_f(t['up'])} | {_f(t['w_down'])} | "
             f"{_f(t['contribution'])} | {t['weight_outlier_column']} | {t['activation_outlier_channel']} |")
     add("")
+
+
+def headline(r) -> str:
+    """The headline findings, a few lines (printed by `sysq detect`, first section of report.md)."""
+    s, m = r.summary, r.model
+    L = []
+    add = L.append
+    chans = r.activation["residual_channels"]
+    if not chans:
+        add("No massive residual-stream activation (|x| > massive_abs and >= massive_rel x median) in any layer.\n")
+    for c in chans[:3]:
+        add(f"- Residual channel **{c['channel']}**: max |x| = {_f(c['absmax'])} (signed {_f(c['value'])}) at layer "
+            f"{c['at_layer']} on token {_tok(c['token'])} (position {c['pos']}); massive in layers "
+            f"{_layers(c['layers'])} ({len(c['layers'])} of {m['layers']}){', persistent' if c['persistent'] else ''}.")
+    add("")
+    amp = "; ".join(f"layer {a['layer']} (outlier columns {a['columns']})" for a in s["amplification_columns"]) or "none"
+    add(f"- Dominant channel born (first |h| > {r.thresholds['massive_abs']}) in layer {_f(s['emergence_layer'])}, "
+        f"built by down_proj columns {s['emergence_columns']}; amplified (x2 or more) in {amp}; "
+        f"massive (Sun et al.) in layers {_layers(s['massive_layers'])}; vanishing in layers "
+        f"{_layers(s['vanishing_layers'])}.")
+    add(f"- Feature-dimension consistency (down_proj input outlier channels that are weight-outlier columns): "
+        f"{_pct(s['feature_consistency'])}, reverse {_pct(s['feature_consistency_reverse'])} "
+        f"[unit: {r.consistency['feature']['unit']}].")
+    if "sequence" in r.consistency:
+        add(f"- Sequence-dimension consistency (activation-outlier tokens that are attention-outlier keys): "
+            f"{_pct(s['sequence_consistency'])}, reverse {_pct(s['sequence_consistency_reverse'])} "
+            f"[unit: {r.consistency['sequence']['unit']}].")
+    add(f"- Sink_eps (eps={r.thresholds['sink_eps']}): {_pct(s['sink_eps'])} of heads.")
+    tx = (r.tokens.get("taxonomy") or {})
+    if tx:
+        add("- Outlier tokens by type (" + r.tokens["unit"] + "): " +
+            ", ".join(f"{k} {_pct(v)}" for k, v in tx["share"].items()) + ".")
+    add("")
+
+    return "\n".join(L)

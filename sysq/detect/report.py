@@ -67,6 +67,10 @@ class OutlierReport:
             return self.linear_input_stats(name)["suggested_token_max_threshold"]
         return min(s["suggested_token_max_threshold"] for s in self.linear_inputs.values())
 
+    def headline(self) -> str:
+        from .markdown import headline
+        return headline(self)
+
     # ---- serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"schema": self.schema, "model": self.model, "data": self.data, "thresholds": self.thresholds,

@@ -36,3 +36,18 @@ class Thresholds:
         if bad:
             raise SysqError(f"unknown threshold(s) {bad}; known: {sorted(known)}")
         return cls(**d)
+
+
+def parse_thresholds(items: list[str] | None) -> Thresholds:
+    """["massive_abs=50", "top_k=8"] -> Thresholds (CLI --threshold NAME=VALUE)."""
+    over = {}
+    types = {f.name: f.type for f in fields(Thresholds)}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or name not in types:
+            raise SysqError(f"bad --threshold {item!r}: use NAME=VALUE with NAME one of {sorted(types)}")
+        try:
+            over[name] = int(value) if types[name] in ("int", int) else float(value)
+        except ValueError:
+            raise SysqError(f"bad --threshold {item!r}: {value!r} is not a number") from None
+    return Thresholds(**over)
