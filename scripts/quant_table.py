@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sysq  # noqa: E402
 from evaluation.perplexity import perplexity  # noqa: E402
-from sysq.quant import QuantLinear, calibrate, get_recipe, model_bytes, prepare, quantize, save  # noqa: E402
+from sysq.quant import get_recipe, model_bytes, quantize, save  # noqa: E402
 
 ROWS = [  # (label, recipe)
     ("FP", "fp"),
@@ -52,11 +52,8 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def static_scale_diagnostic(model, calib, tok, quiet: bool, top: int = 12) -> dict:
-    """Calibrate w8a8-static on a copy and report which linear inputs and tokens set the per-tensor scales."""
-    m = copy.deepcopy(model)
-    prepare(m, "w8a8-static")
-    calibrate(m, calib, quiet=quiet)
+def static_scale_diagnostic(m, calib, tok, top: int = 12) -> dict:
+    """Which linear inputs and which calibration tokens set the per-tensor scales of a static-quantized model."""
     rows = []
     for ref in sysq.get_adapter(m).linear_refs():
         q = ref.module
@@ -122,6 +119,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", message=".*inputs will be cast from.*")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)   # "inputs will be cast to float16", per call
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +130,7 @@ def main(argv=None) -> int:
                     torch=torch.__version__, threads=torch.get_num_threads())
     print("settings:", json.dumps(settings))
     rows = ROWS if not args.rows else [(r, r) for r in args.rows.split(",")]
-    results, fp_ppl = [], None
+    results, fp_ppl, diag = [], None, None
     for label, rec in rows:
         r = get_recipe(rec)
         m = copy.deepcopy(model) if rec != "fp" else model
@@ -149,17 +147,19 @@ def main(argv=None) -> int:
         vs = f"{row['vs_fp']:+.1%}" if row["vs_fp"] is not None else ""
         print(f"{label:36s} ppl {res.ppl:10.3f} {vs:>9s}  (quantize {tq:.0f}s, ppl {res.seconds:.0f}s)  "
               f"{r.describe()}", flush=True)
+        if rec == "w8a8-static" and not args.no_extras:
+            diag = static_scale_diagnostic(m, calib, tok)
         if m is not model:
             del m
             gc.collect()
 
-    diag = sz = None
-    if not args.no_extras:
-        diag = static_scale_diagnostic(model, calib, tok, args.quiet)
+    sz = None
+    if diag is not None:
         print("w8a8-static: scales set at", diag["scale_set_at"], "by tokens", diag["tokens"])
         for d in diag["top"][:6]:
             print(f"  {d['linear']:40s} absmax {d['absmax']:9.2f} at window {d['window']} pos {d['position']} "
                   f"token {d['token']!r} channel {d['channel']}")
+    if not args.no_extras:
         sz = sizes(model, tok)
         for s in sz:
             print(f"  size {s['model']:26s} memory {s['memory_bytes'] / 2**20:7.1f} MiB  decoder linears "
