@@ -80,6 +80,8 @@ class Recipe:
             if s is None:
                 return f"{kind}16"
             g = f"g{s.group_size}" if s.granularity == "group" else s.granularity
+            if s.granularity == "group" and self.ragged == "halve":
+                g += " (halved where it does not divide)"
             how = "" if kind == "w" else (" dynamic" if s.dynamic else " static")
             return f"{kind}{s.bits} {'sym' if s.symmetric else 'asym'} {g}{how}"
         parts = [spec(self.weight, "w"), spec(self.act, "a")]
