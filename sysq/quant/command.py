@@ -26,6 +26,9 @@ def add_arguments(p) -> None:
     p.add_argument("--ppl-windows", type=int, default=8, help="quick perplexity windows; 0 skips it (default: %(default)s)")
     p.add_argument("--ppl-seqlen", type=int, default=512, help="quick perplexity window length (default: %(default)s)")
     p.add_argument("--out", default=None, help="save the quantized model to this folder (sysq.load reads it back)")
+    p.add_argument("--format", default="sysq", choices=("sysq", "compressed-tensors"),
+                   help="--out format: sysq (any recipe; sysq.load) or compressed-tensors (W8A8 only; read by "
+                        "transformers with the compressed-tensors package, and vLLM) (default: %(default)s)")
     if not any(a.dest == "quiet" for a in p._actions):
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -40,7 +43,7 @@ def run(args) -> int:
     from ..data import windows
     from ..models import load
     from .api import quantize
-    from .io import save
+    from .io import export_compressed_tensors, save
     from .recipes import get_recipe
 
     quiet = getattr(args, "quiet", False)
@@ -68,8 +71,13 @@ def run(args) -> int:
               f"{len(ev)} windows x {ev.seqlen}")
         result.update(ppl_before=before.to_dict(), ppl_after=after.to_dict())
     if args.out:
-        out = save(model, args.out, tok)
-        print(f"saved to {out} ({_dir_bytes(out) / 2**20:.1f} MiB on disk); reload with sysq.load({str(out)!r})")
+        if getattr(args, "format", "sysq") == "compressed-tensors":
+            out = export_compressed_tensors(model, args.out, tok)
+            how = f"AutoModelForCausalLM.from_pretrained({str(out)!r}) (needs compressed-tensors) or vLLM"
+        else:
+            out = save(model, args.out, tok)
+            how = f"sysq.load({str(out)!r})"
+        print(f"saved to {out} ({_dir_bytes(out) / 2**20:.1f} MiB on disk); reload with {how}")
         tmp = out / ".quantize.json.tmp"
         tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
         os.replace(tmp, out / "quantize.json")

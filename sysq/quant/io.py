@@ -174,3 +174,73 @@ def load_quantized(path, dtype=torch.float32):
     model.eval()
     tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
     return model, tok
+
+
+# ---- compressed-tensors export (int8 W8A8: what vLLM and transformers read) ---------------------------
+
+def _ct_args(spec, strategy: str, dynamic: bool) -> dict:
+    return {"num_bits": spec.bits, "type": "int", "symmetric": True, "strategy": strategy, "dynamic": dynamic}
+
+
+def export_compressed_tensors(model, path, tokenizer=None) -> Path:
+    """Write a W8A8 model (int8 symmetric per-channel weights; int8 symmetric activations, per-token dynamic or
+    per-tensor static) in compressed-tensors' "int-quantized" format: `weight` int8, `weight_scale` [out, 1],
+    `input_scale` for static activations. transformers (with the compressed-tensors package) and vLLM load it.
+    Static activations reload with identical logits; dynamic ones use compressed-tensors' own per-token scale
+    convention (amax / 127.5 instead of amax / 127), so logits differ slightly."""
+    path = Path(path)
+    qls = {ref.name: ref.module for ref in _modules(model) if isinstance(ref.module, QuantLinear)}
+    if not qls:
+        raise SysqError("nothing to export: quantize the model first (e.g. sysq.quantize(model, 'w8a8-static', calib))")
+    if kv_spec(model) is not None:
+        raise SysqError("compressed-tensors export does not carry sysq's KV-cache fake quantization; use sysq.save")
+    specs = set()
+    for name, q in qls.items():
+        w, a = q.weight_spec, q.act_spec
+        ok = (w is not None and w.bits == 8 and w.symmetric and w.granularity == "channel" and a is not None
+              and a.bits == 8 and a.symmetric and a.granularity in ("token", "tensor") and a.clip_ratio == 1.0
+              and q.preserve_channels is None and a.preserve_threshold is None and not a.preserve_positions)
+        if not ok or not q.quantized:
+            raise SysqError(f"{name}: compressed-tensors export covers W8A8 (int8 symmetric per-channel weights, int8 "
+                            "symmetric per-token dynamic or per-tensor static activations, no preservation); "
+                            "use sysq.save for other recipes")
+        specs.add((a.granularity, a.dynamic))
+    if len(specs) != 1:
+        raise SysqError("compressed-tensors export needs one activation scheme for every linear")
+    gran, dynamic = specs.pop()
+    tensors = {}
+    for name, q in qls.items():
+        tensors[f"{name}.weight"] = q.qweight.contiguous()
+        tensors[f"{name}.weight_scale"] = q.w_scale.float().contiguous()
+        if not dynamic:
+            tensors[f"{name}.input_scale"] = q.act_scale.reshape(1).float()
+    state = model.state_dict()
+    for k, v in state.items():
+        if not any(k.startswith(n + ".") for n in qls) or k.endswith(".bias"):
+            tensors.setdefault(k, v.detach().contiguous().cpu())
+    if getattr(model.config, "tie_word_embeddings", False):
+        tensors.pop(get_adapter(model).family.lm_head + ".weight", None)   # tied: transformers re-ties it
+    head = get_adapter(model).family.lm_head
+    config = model.config.to_dict()
+    config.pop("_attn_implementation_autoset", None)
+    config["quantization_config"] = {
+        "quant_method": "compressed-tensors", "format": "int-quantized", "quantization_status": "compressed",
+        "config_groups": {"group_0": {"targets": ["Linear"],
+                                      "weights": _ct_args(next(iter(qls.values())).weight_spec, "channel", False),
+                                      "input_activations": _ct_args(next(iter(qls.values())).act_spec, gran,
+                                                                    dynamic)}},
+        "ignore": [head] + [ref.name for ref in _modules(model) if ref.name not in qls and ref.name != head]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
