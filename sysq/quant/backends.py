@@ -3,8 +3,8 @@
 - Int8Linear: W8A8 through torch._int_mm (int8 x int8 -> int32), then dequantize with the activation
   scale (per token, dynamic; or per tensor, static) times the weight scale (per output channel). Built from
   a quantized QuantLinear, so its codes are the simulated path's codes: the two agree up to float rounding
-  of the final rescale. CPU has no shape constraints; CUDA needs rows > 16 and in/out features multiples
-  of 8, so we pad there.
+  of the final rescale. CPU has no shape constraints; CUDA (checked on an H200, torch 2.11) needs rows > 16
+  and in/out features multiples of 8, so int_mm zero-pads there and slices the result.
 - bitsandbytes Linear8bitLt (LLM.int8 with an outlier threshold) and Linear4bit (nf4 / fp4), converted
   module by module on an already loaded float model (transformers refuses BitsAndBytesConfig with GGUF).
   On CPU, Linear8bitLt runs the int8 + float-outlier path only in eval() mode: we set eval().
