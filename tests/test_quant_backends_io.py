@@ -155,3 +155,22 @@ def test_compressed_tensors_export_loads_in_plain_transformers(recipe, tmp_path)
         m4 = tiny_model("llama")
         quantize(m4, "w4a16", quiet=True)
         export_compressed_tensors(m4, tmp_path / "bad")
+
+
+def test_save_reload_keeps_mitigations_online_rotation(tmp_path):
+    from sysq.mitigate.rotate import rotate
+    model = tiny_model("llama", tie_word_embeddings=True)
+    ids = torch.randint(3, VOCAB, (2, 16))
+    rotate(model)                      # residual + heads + online Hadamard on down_proj's input
+    quantize(model, "w4a4", quiet=True)
+    with torch.no_grad():
+        ref = model(ids).logits
+    save(model, tmp_path / "q")
+    again, _ = sysq.load(str(tmp_path / "q"))
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, ref)
+    # without the hook the reloaded model would compute something else: the hook is load-bearing
+    down = get_adapter(again).down(0)
+    down._sysq_online_handle.remove()
+    with torch.no_grad():
+        assert not torch.allclose(again(ids).logits, ref, atol=1e-3)

@@ -66,6 +66,23 @@ def _modules(model):
     return adapter.linear_refs() + [adapter.lm_head_ref()]
 
 
+def _online_transforms(model, tensors: dict) -> dict:
+    """Input transforms hooked on a linear (mitigation's online Hadamard rotation) are part of the function:
+    store their matrices so load can re-hook them; refuse any other kind rather than save a wrong model."""
+    found = {}
+    for ref in _modules(model):
+        for hook in getattr(ref.module, "_forward_pre_hooks", {}).values():
+            if not getattr(hook, "carry_over", False):
+                continue
+            if type(hook).__name__ != "OnlineRotation" or ref.name in found:
+                raise SysqError(f"{ref.name} carries an input transform ({type(hook).__name__}) that sysq.save cannot "
+                                "store; save before adding it, or extend sysq/quant/io.py")
+            for i, a in enumerate(hook.mats):
+                tensors[f"{ref.name}.online_rotation.{i}"] = a.detach().float().contiguous().cpu()
+            found[ref.name] = len(hook.mats)
+    return found
+
+
 def save(model, path, tokenizer=None) -> Path:
     """Write a quantized (or float) model to `path` atomically; returns the folder."""
     path = Path(path)
@@ -88,6 +105,7 @@ def save(model, path, tokenizer=None) -> Path:
                                  packed=m.packed, preserve_channels_bits=m.preserve_channels_bits,
                                  in_features=m.in_features, out_features=m.out_features, bias=m.bias is not None)
         quantized.add(ref.name)
+    online = _online_transforms(model, tensors)
     state = model.state_dict()
     seen, aliases = {}, {}
     for k, t in state.items():
@@ -98,7 +116,7 @@ def save(model, path, tokenizer=None) -> Path:
         seen[key] = k
         tensors[k] = t.detach().contiguous().cpu()
     kv = kv_spec(model)
-    meta = dict(format=FORMAT, modules=modules, aliases=aliases, kv=asdict(kv) if kv else None,
+    meta = dict(format=FORMAT, modules=modules, aliases=aliases, online_rotations=online, kv=asdict(kv) if kv else None,
                 attn_implementation=getattr(model, "_sysq_prev_attn", model.config._attn_implementation),
                 recipe=recipe.to_dict() if recipe is not None else None)
 
@@ -159,6 +177,14 @@ def load_quantized(path, dtype=torch.float32):
                 setattr(q, b, t)
         q.packed = info["packed"]
         ref.replace(q)
+    online = meta.get("online_rotations") or {}
+    if online:
+        from ..mitigate.rotate import OnlineRotation
+        for ref in _modules(model):
+            if ref.name in online:
+                mats = [tensors.pop(f"{ref.name}.online_rotation.{i}") for i in range(online[ref.name])]
+                h = ref.module.register_forward_pre_hook(OnlineRotation(mats))
+                object.__setattr__(ref.module, "_sysq_online_handle", h)
     for k, src in meta["aliases"].items():
         tensors[k] = tensors[src]
     missing, unexpected = model.load_state_dict(tensors, strict=False)
