@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-n", type=int, default=8, help="calibration windows from wikitext2-valid (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="calibration sample seed (default: %(default)s)")
     p.add_argument("--tasks", default="piqa_local,arc_easy_local", help="lm-eval tasks (default: %(default)s)")
-    p.add_argument("--task-limit", type=int, default=50, help="items per task; 0 skips accuracy (default: %(default)s)")
+    p.add_argument("--task-limit", type=int, default=20, help="items per task; 0 skips accuracy (default: %(default)s)")
     p.add_argument("--out", default="out", help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_run)
     return parser
