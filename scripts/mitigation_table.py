@@ -109,6 +109,7 @@ def main() -> int:
     ap.add_argument("--sensitivity", default="piqa-goals", help="second calibration source for the auto plan "
                     "(w8a8-static and w4a16 rows); '' to skip")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (default: %(default)s)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.manual_seed(0)
@@ -116,7 +117,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"model": args.model, "dataset": "wikitext2", "seqlen": args.seqlen, "windows": args.windows,
-                "calib": "wikitext2-valid", "calib_n": args.calib_n, "calib_seed": args.calib_seed}
+                "calib": "wikitext2-valid", "calib_n": args.calib_n, "calib_seed": args.calib_seed, "device": args.device}
     jpath = out / "table.json"
     res = json.loads(jpath.read_text()) if jpath.exists() else {}
     if res.get("settings") != settings:
@@ -126,7 +127,7 @@ def main() -> int:
         write_atomic(jpath, json.dumps(res, indent=1))
         write_atomic(out / "table.md", markdown(res, settings))
 
-    base, tok = sysq.load(args.model)
+    base, tok = sysq.load(args.model, device=args.device)
     evalw = sysq.windows("wikitext2", tok, n=args.windows, seqlen=args.seqlen)
     calib = sysq.calibration(tok, n=args.calib_n, seqlen=args.seqlen, seed=args.calib_seed)
 
@@ -136,7 +137,8 @@ def main() -> int:
     else:
         t = time.perf_counter()
         report = detect(base, calib, tokenizer=tok, attention=False, quiet=args.quiet)
-        report.save(rpath.parent, plots=False)
+        rpath.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(rpath, report.to_json())
         log.info("detect on calibration: %.0fs", time.perf_counter() - t)
 
     def run(key: str, fn, **meta):

@@ -116,6 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-extras", action="store_true", help="skip the static-scale diagnostic and the sizes")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (default: %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", message=".*inputs will be cast from.*")
@@ -123,11 +124,11 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, tok = sysq.load(args.model)
+    model, tok = sysq.load(args.model, device=args.device)
     ev = sysq.windows("wikitext2", tok, n=args.windows, seqlen=args.seqlen)
     calib = sysq.calibration(tok, n=args.calib_n, seqlen=args.calib_seqlen, seed=args.seed)
     settings = dict(model=args.model, dtype="float32", eval=ev.settings(), calibration=calib.settings(),
-                    torch=torch.__version__, threads=torch.get_num_threads())
+                    torch=torch.__version__, threads=torch.get_num_threads(), device=args.device)
     print("settings:", json.dumps(settings))
     rows = ROWS if not args.rows else [(r, r) for r in args.rows.split(",")]
     results, fp_ppl, diag = [], None, None
