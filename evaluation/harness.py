@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_TASKS = ("piqa_local", "arc_easy_local", "wikitext2_local")
 DEFAULT_TASKS = ("piqa_local", "arc_easy_local")
+ROLLING_MAX_LENGTH = 2048
 
 # Source files under the data root (see shared/data/README.md).
 _SOURCES = {
@@ -240,6 +241,10 @@ def evaluate(model, tokenizer, tasks=DEFAULT_TASKS, limit: int | float | None = 
 
     tasks = _task_list(tasks)
     bos = default_bos(tokenizer) if bos is None else bos
+    if max_length is None and "wikitext2_local" in tasks:
+        # Rolling windows at the model's full context (8192 for SmolLM2) need GBs of logits per batch on CPU;
+        # 2048 is the perplexity protocol's window (DESIGN.md §3).
+        max_length = min(ROLLING_MAX_LENGTH, getattr(model.config, "max_position_embeddings", ROLLING_MAX_LENGTH))
     lm = make_lm(model, tokenizer, batch_size=batch_size, bos=bos, max_length=max_length)
     t0 = time.perf_counter()
     # no_grad, not inference_mode: optimum-quanto 4-bit kernels fail under inference_mode (DESIGN.md §5).
@@ -257,6 +262,7 @@ def evaluate(model, tokenizer, tasks=DEFAULT_TASKS, limit: int | float | None = 
         "batch_size": batch_size,
         "bos": bos,
         "num_fewshot": num_fewshot,
+        "max_length": max_length,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     return results

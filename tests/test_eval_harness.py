@@ -106,6 +106,7 @@ def test_wikitext_rolling_task_scores_whole_articles(tiny_tokenizer, task_dir):
                            quiet=True)
     s = harness.summarize(res)["wikitext2_local"]
     assert s["n"] == 1
+    assert res["sysq"]["max_length"] == 256   # the tiny model's context, below the 2048 cap
     # A random model over a 300-token vocabulary: per-byte perplexity above 1, bits_per_byte = log2 of it.
     assert s["byte_perplexity"] > 1
     assert s["bits_per_byte"] == pytest.approx(math.log2(s["byte_perplexity"]), rel=1e-6)
