@@ -120,18 +120,18 @@ def test_saving_what_cannot_be_reloaded_is_refused(tmp_path):
 @pytest.mark.slow
 def test_real_smollm2_static_per_tensor_scales_break_where_per_token_ones_hold(smollm2):
     model, tok = smollm2
-    ids = sysq.windows("wikitext2", tok, n=1, seqlen=64).ids
-    calib = sysq.calibration(tok, n=2, seqlen=64)
+    ids = sysq.windows("wikitext2", tok, n=1, seqlen=48).ids
+    calib = sysq.calibration(tok, n=1, seqlen=48)
     with torch.no_grad():
         ref = model(ids).logits
     err = {}
-    for name in ("w8a16", "w8a8", "w8a8-static"):
+    for name in ("w8a8", "w8a8-static"):
         m = copy.deepcopy(model)
         quantize(m, name, calib=calib, quiet=True)
         with torch.no_grad():
             err[name] = float((m(ids).logits - ref).norm() / ref.norm())
         del m
-    assert err["w8a16"] < 0.05 and err["w8a16"] < err["w8a8"] < err["w8a8-static"]
+    assert err["w8a8"] < err["w8a8-static"], err
 
 
 @pytest.mark.parametrize("recipe", ["w8a8-static", "w8a8"])
