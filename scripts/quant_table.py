@@ -136,9 +136,16 @@ def main(argv=None) -> int:
         r = get_recipe(rec)
         m = copy.deepcopy(model) if rec != "fp" else model
         t0 = time.perf_counter()
-        summary = quantize(m, r, calib, quiet=args.quiet) if rec != "fp" else None
-        tq = time.perf_counter() - t0
-        res = perplexity(m, ev, quiet=args.quiet, model_name=args.model, recipe=rec)
+        try:
+            summary = quantize(m, r, calib, quiet=args.quiet) if rec != "fp" else None
+            tq = time.perf_counter() - t0
+            res = perplexity(m, ev, quiet=args.quiet, model_name=args.model, recipe=rec)
+        except Exception as e:   # one broken row must not lose the others
+            print(f"{label:36s} FAILED: {type(e).__name__}: {e}", flush=True)
+            results.append(dict(row=label, recipe=rec, description=r.describe(), error=f"{type(e).__name__}: {e}"))
+            del m
+            gc.collect()
+            continue
         fp_ppl = res.ppl if rec == "fp" else fp_ppl
         row = dict(row=label, recipe=rec, description=r.describe(), ppl=res.ppl,
                    vs_fp=(res.ppl / fp_ppl - 1) if fp_ppl else None, quantize_s=tq, ppl_s=res.seconds,
@@ -153,6 +160,8 @@ def main(argv=None) -> int:
         if m is not model:
             del m
             gc.collect()
+        partial = dict(settings=settings, rows=results, static_scale_diagnostic=diag, sizes=None, partial=True)
+        atomic_write(out / "table.json", json.dumps(partial, indent=2, default=str) + "\n")
 
     sz = None
     if diag is not None:
@@ -182,6 +191,9 @@ def markdown(rep: dict) -> str:
              f"torch {s['torch']}, {s['threads']} threads.", "",
              "| row | recipe | perplexity | vs FP | params+buffers MiB | quantize s |", "|---|---|---:|---:|---:|---:|"]
     for r in rep["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['row']} | {r['description']} | failed: {r['error']} | | | |")
+            continue
         vs = f"{r['vs_fp']:+.1%}" if r["vs_fp"] is not None else ""
         lines.append(f"| {r['row']} | {r['description']} | {r['ppl']:.3f} | {vs} | {r['memory_bytes'] / 2**20:.1f} "
                      f"| {r['quantize_s']:.0f} |")
