@@ -224,7 +224,8 @@ def export_compressed_tensors(model, path, tokenizer=None) -> Path:
     for name, q in qls.items():
         w, a = q.weight_spec, q.act_spec
         ok = (w is not None and w.bits == 8 and w.symmetric and w.granularity == "channel" and a is not None
-              and a.bits == 8 and a.symmetric and a.granularity in ("token", "tensor") and a.clip_ratio == 1.0
+              and a.bits == 8 and a.symmetric and a.granularity in ("token", "tensor")
+              and (a.clip_ratio == 1.0 or not a.dynamic)   # static: the ratio is already in act_scale
               and q.preserve_channels is None and a.preserve_threshold is None and not a.preserve_positions)
         if not ok or not q.quantized:
             raise SysqError(f"{name}: compressed-tensors export covers W8A8 (int8 symmetric per-channel weights, int8 "
