@@ -142,6 +142,7 @@ def _sysq_recipe(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
     info["plan"] = p.to_dict() if hasattr(p, "to_dict") else str(p)
     if report is not None:
         info["outliers"] = report.summary
+        info["detect_windows"] = ctx.detect_windows
     return info
 
 
@@ -212,7 +213,8 @@ def _cached(out: Path, key: str) -> Row | None:
     if d.get("status") != "ok":
         return None                    # failed rows are retried
     d["reused"] = True
-    return Row(**d)
+    known = Row.__dataclass_fields__
+    return Row(**{k: v for k, v in d.items() if k in known})
 
 
 def compute_row(cfg: Config, settings: GridSettings, ctx: GridContext, loader: Callable, windows) -> Row:
