@@ -108,6 +108,8 @@ def main() -> int:
     ap.add_argument("--extra", default=",".join(EXTRA))
     ap.add_argument("--sensitivity", default="piqa-goals", help="second calibration source for the auto plan "
                     "(w8a8-static and w4a16 rows); '' to skip")
+    ap.add_argument("--report", default=None, help="an existing detect report.json to plan from (else detect runs "
+                    "on the calibration windows)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (default: %(default)s)")
     args = ap.parse_args()
@@ -131,15 +133,21 @@ def main() -> int:
     evalw = sysq.windows("wikitext2", tok, n=args.windows, seqlen=args.seqlen)
     calib = sysq.calibration(tok, n=args.calib_n, seqlen=args.seqlen, seed=args.calib_seed)
 
-    rpath = out / "detect_calib" / "report.json"
+    rpath = Path(args.report) if args.report else out / "detect_calib" / "report.json"
     if rpath.exists():
         report = OutlierReport.load(rpath)
     else:
         t = time.perf_counter()
-        report = detect(base, calib, tokenizer=tok, attention=False, quiet=args.quiet)
-        rpath.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(rpath, report.to_json())
-        log.info("detect on calibration: %.0fs", time.perf_counter() - t)
+        try:
+            report = detect(base, calib, tokenizer=tok, attention=False, quiet=args.quiet)
+            rpath.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(rpath, report.to_json())
+            log.info("detect on calibration: %.0fs", time.perf_counter() - t)
+        except Exception as e:   # plan without a report (BOS as the outlier token) rather than lose the table
+            traceback.print_exc()
+            log.warning("detect failed (%s); planning without a report", e)
+            report = None
+    res["report"] = str(rpath) if report is not None else None
 
     def run(key: str, fn, **meta):
         if key in res["cells"] and "error" not in res["cells"][key]:

@@ -56,7 +56,7 @@ def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: To
                 x = x.unsqueeze(0)
             a = acc[name]
             ax = x.abs()
-            mask = rule.mask(x) if rule is not None else torch.zeros(x.shape[:2], dtype=torch.bool)
+            mask = rule.mask(x) if rule is not None else torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
             am, kept = ax.amax((0, 1)), ax.masked_fill(mask.unsqueeze(-1), 0).amax((0, 1))
             a["absmax"] = am if a["absmax"] is None else torch.maximum(a["absmax"], am)
             a["kept"] = kept if a["kept"] is None else torch.maximum(a["kept"], kept)
@@ -68,10 +68,11 @@ def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: To
                 a["pres"].append(mask[:take].flatten())
         return fn
 
+    device = next(model.parameters()).device
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
     try:
         for batch in tqdm(list(_batches(ids, batch_size)), desc="mitigate: input stats", disable=quiet):
-            model(input_ids=batch, use_cache=False)
+            model(input_ids=batch.to(device), use_cache=False)
             state["seen"] += batch.shape[0]
     finally:
         for h in handles:

@@ -38,8 +38,8 @@ def clip_weight(w: torch.Tensor, spec, ratios, x_sqmean: torch.Tensor | None = N
     r0 = rows(wf, gran, g)                                   # [R, n]
     imp = torch.ones_like(wf) if x_sqmean is None else x_sqmean.float().expand_as(wf)
     imp = rows(imp.contiguous(), gran, g)
-    best_err = torch.full((r0.shape[0],), float("inf"))
-    best_r = torch.ones(r0.shape[0])
+    best_err = torch.full((r0.shape[0],), float("inf"), device=w.device)
+    best_r = torch.ones(r0.shape[0], device=w.device)
     for r in ratios:
         q = fake_quantize_tensor(r0, spec.bits, spec.symmetric, "channel", None, float(r))
         err = ((q - r0).pow(2) * imp).sum(1)

@@ -188,11 +188,13 @@ def untie_lm_head(model) -> None:
 
 
 def _right(lin: nn.Linear, q: torch.Tensor) -> None:
+    q = q.to(lin.weight.device)
     lin.weight.copy_((lin.weight.double() @ q).to(lin.weight.dtype))
 
 
 def _left(lin: nn.Linear, q: torch.Tensor) -> None:
     """Output side: W -> Q^T W, b -> b Q (rows of W are output channels)."""
+    q = q.to(lin.weight.device)
     lin.weight.copy_((q.t() @ lin.weight.double()).to(lin.weight.dtype))
     if lin.bias is not None:
         lin.bias.copy_((lin.bias.double() @ q).to(lin.bias.dtype))
@@ -210,7 +212,7 @@ def rotate(model, cfg: Rotate | None = None) -> dict:
         n = ad.hidden_size
         q = rotation(n, cfg.seed)
         for emb in ad.embeddings():
-            emb.weight.copy_((emb.weight.double() @ q).to(emb.weight.dtype))
+            emb.weight.copy_((emb.weight.double() @ q.to(emb.weight.device)).to(emb.weight.dtype))
         for i in range(ad.num_layers):
             for _, lin in ad.attn_inputs(i) + ad.mlp_inputs(i):
                 _right(lin, q)
@@ -222,7 +224,7 @@ def rotate(model, cfg: Rotate | None = None) -> dict:
         lin0 = ad.linears(0)
         if "v" in lin0:
             hd = ad.head_dim
-            h = rotation(hd, cfg.seed)
+            h = rotation(hd, cfg.seed).to(ad.lm_head().weight.device)
             for i in range(ad.num_layers):
                 lin = ad.linears(i)
                 v, o = lin["v"], lin["o"]
