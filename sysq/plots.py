@@ -13,6 +13,8 @@ from matplotlib.colors import LogNorm  # noqa: E402
 
 def _label(s: str, width: int = 12) -> str:
     s = s.replace("\n", "\\n")
+    if s.strip() == "":
+        s = s.replace(" ", "␣") or "∅"
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
@@ -78,12 +80,14 @@ def _snapshot(arr, report, title, folder, names):
     h = h.numpy()
     toks = [_label(t) for t in arr["map_tokens"][: h.shape[0]]]
     fig, ax = plt.subplots(figsize=(10, 6))
-    im = ax.imshow(np.maximum(h, 1e-3), aspect="auto", norm=LogNorm(), cmap="viridis", interpolation="nearest")
+    im = ax.imshow(h, aspect="auto", cmap="viridis", interpolation="nearest")   # linear: the spike stands alone
     ax.set_yticks(range(len(toks)))
     ax.set_yticklabels(toks, fontsize=7)
     ax.set_xlabel("channel")
     ax.set_ylabel("token (window 0)")
-    ax.set_title(f"{title}: |h| after layer {layer} (emergence layer), tokens x channels")
+    r, c = np.unravel_index(h.argmax(), h.shape)
+    ax.set_title(f"{title}: |h| after layer {layer} (first massive layer), tokens x channels; "
+                 f"max {h.max():.4g} at {toks[r]!r}, channel {c}", fontsize=9)
     fig.colorbar(im, ax=ax, label="|h|")
     _save(fig, folder, "emergence_heatmap.png", names)
 

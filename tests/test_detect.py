@@ -204,7 +204,7 @@ def test_deterministic_and_saved_atomically(tmp_path):
     assert json.loads((out / "report.json").read_text())["schema"] == "sysq.outliers/1"
     assert (out / "plots" / "lifecycle.png").stat().st_size > 0
     assert "Thresholds: massive_abs=100.0" in (out / "report.md").read_text()
-    a.save(tmp_path / "det")                                   # overwrite in place, no leftovers
+    a.save(tmp_path / "det", plots=False)                      # overwrite in place, no leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == ["det"]
     again = OutlierReport.load(out)
     assert again.outlier_channels(site="down_in") == a.outlier_channels(site="down_in")

@@ -175,12 +175,12 @@ def _arrays(rec: Recorder, resid: list[dict], namer: Namer, ad, report: OutlierR
         "map_tokens": [namer.text(int(t)) for t in (rec.window0_ids if rec.window0_ids is not None else [])],
     }
     life = report.lifecycle[0] if report.lifecycle else None
-    if snapshot and life and life["emergence_layer"] is not None:
+    if snapshot and life and life["massive_layers"]:
+        arrays["snapshot"] = (life["massive_layers"][0], _layer_output(ad, ids[:1], life["massive_layers"][0]))
+    if life and life["emergence"] and life["emergence"]["terms"]:
         layer = life["emergence_layer"]
-        arrays["snapshot"] = (layer, _layer_output(ad, ids[:1], layer))
-        if life["emergence"] and life["emergence"]["terms"]:
-            arrays["down_column"] = (layer, life["channel"], life["emergence"]["terms"][0]["column"],
-                                     ad.down(layer).weight.detach().float().clone())
+        arrays["down_column"] = (layer, life["channel"], life["emergence"]["terms"][0]["column"],
+                                 ad.down(layer).weight.detach().float().clone())
     return arrays
 
 

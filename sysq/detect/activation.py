@@ -44,7 +44,8 @@ def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds)
         out["top3_mean"] = (s.top3_sum / w).tolist()
         out["large_channels"] = (s.absmax > s.abs_floor).nonzero().flatten().tolist()   # |h| > massive_abs only
     else:
-        out["int8_channels"] = [{"channel": j, "share": int(s.int8_count[j]) / max(s.tokens, 1)} for j in int8]
+        out["int8_channels"] = int8                         # channels with any |x| >= int8, most frequent first
+        out["int8_share"] = [int(s.int8_count[j]) / max(s.tokens, 1) for j in int8]   # share of tokens, same order
     return out
 
 
