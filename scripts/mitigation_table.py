@@ -87,6 +87,16 @@ def markdown(res: dict, settings: dict) -> str:
     cn, cb, cw = cells.get("w4a16|auto"), cells.get("bnb-nf4"), cells.get("w4a16|none")
     if cn and cb and cw and all("ppl" in c for c in (cn, cb, cw)):
         lines.append(f"- w4a16 auto {cn['ppl']:.3f} vs RTN {cw['ppl']:.3f} and nf4 {cb['ppl']:.3f}")
+    rng = [(k, c) for k, c in cells.items() if k.startswith("w8a8-static|") and c.get("static_absmax_top")]
+    if rng:
+        lines += ["", "## What sets the per-tensor static scales (w8a8-static)", "",
+                  "| cell | median linear range | largest range: linear, |x|, token position (window) | preserved tokens |",
+                  "|---|---|---|---|"]
+        for k, c in rng:
+            t = c["static_absmax_top"][0]
+            w = t.get("where", {})
+            lines.append(f"| {k.split('|', 1)[1]} | {c['static_absmax_median']:.2f} | {t['linear']}: {t['absmax']:.1f} "
+                         f"at position {w.get('position')} (window {w.get('window')}) | {t['preserved_tokens']} |")
     sens = {k: v for k, v in cells.items() if k.startswith("sensitivity")}
     if sens:
         lines += ["", "## Calibration sensitivity (auto plan)", "", "| cell | calibration | ppl |", "|---|---|---|"]
@@ -169,13 +179,25 @@ def main() -> int:
                  if "ppl" in cell else cell["error"])
         save()
 
+    def static_ranges(m) -> dict:
+        """The per-tensor static ranges the quantizers now see: the 5 largest, with the token that set them."""
+        from sysq.quant.api import quant_linears
+        obs = [(q.name, q.observer) for q in quant_linears(m) if q.observer is not None and q.observer.tokens]
+        if not obs:
+            return {}
+        obs.sort(key=lambda t: -t[1].absmax)
+        med = sorted(o.absmax for _, o in obs)[len(obs) // 2]
+        return {"static_absmax_median": med, "static_absmax_top": [
+            {"linear": n, "absmax": o.absmax, "where": o.where, "preserved_tokens": o.preserved_tokens}
+            for n, o in obs[:5]]}
+
     def mitigated(row, col, cal=calib):
         def fn():
             m = copy.deepcopy(base)
             p = plan(report, row, col)
             mitigate(m, p, cal, quiet=args.quiet, report=report)
             quantize_planned(m, p, cal, quiet=args.quiet)
-            info = {"plan": str(p)}
+            info = {"plan": str(p), **static_ranges(m)}
             if p.smooth:
                 info["smoothed_mappings"] = len(p.smooth.chosen)
             return m, info

@@ -78,3 +78,11 @@ def test_rotate_spreads_a_massive_channel():
 def test_rotate_refuses_clearly():
     with pytest.raises(SysqError, match="LayerNorm"):
         rotate(tiny("opt"))
+
+
+def test_rotate_refuses_sandwich_norms():
+    from transformers import AutoConfig, AutoModelForCausalLM
+    cfg = AutoConfig.for_model("gemma2", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                               num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+    with pytest.raises(SysqError, match="post"):
+        rotate(AutoModelForCausalLM.from_config(cfg))
