@@ -76,14 +76,14 @@ def fold(m: Mapping, s: torch.Tensor, adapter) -> None:
 
 
 def output_error(m: Mapping, x: torch.Tensor, st: torch.Tensor | None, recipe, static_max,
-                 keep: torch.Tensor | None) -> float:
-    """Sum over targets of ||Q(x/s) Q(W*s)^T - x W^T||^2 on the sample rows (st None: no scaling)."""
+                 keep: torch.Tensor | None, refs: list[torch.Tensor]) -> float:
+    """Sum over targets of ||Q(x/s) Q(W*s)^T - x W^T||^2 on the sample rows (st None: no scaling);
+    refs[k] = x W_k^T, computed once per mapping."""
     xs = x if st is None else x / st
     xq = fake_act(xs, recipe.act, static_max, keep)
     err = 0.0
-    for t in m.targets:
+    for t, ref in zip(m.targets, refs):
         w = t.weight.detach().float()
-        ref = x @ w.t()
         wq = fake_weight(w if st is None else w * st, recipe.weight, recipe.ragged)
         err += (xq @ wq.t() - ref).pow(2).sum().item()
     return err
@@ -92,17 +92,18 @@ def output_error(m: Mapping, x: torch.Tensor, st: torch.Tensor | None, recipe, s
 def choose_alpha(m: Mapping, st: InputStats, recipe, cfg: Smooth, head_dim: int,
                  use_kept: bool) -> float | None:
     """The alpha with the least output error (None = leave unscaled), or cfg.alpha when fixed."""
+    if cfg.alpha is not None:
+        return cfg.alpha
     amax_cols = st.absmax_kept if use_kept else st.absmax
     x_amax = reduce_groups(amax_cols, m, head_dim)
     w_amax = reduce_groups(weight_absmax(m), m, head_dim)
-    if cfg.alpha is not None:
-        return cfg.alpha
     keep = st.sample_preserved if use_kept else None
     x = st.sample
-    best, best_err = None, output_error(m, x, None, recipe, amax_cols.max(), keep)
+    refs = [x @ t.weight.detach().float().t() for t in m.targets]
+    best, best_err = None, output_error(m, x, None, recipe, amax_cols.max(), keep, refs)
     for a in cfg.alphas:
         s_cols = expand_groups(smoothing_scale(x_amax, w_amax, a), m, head_dim)
-        err = output_error(m, x, s_cols, recipe, (amax_cols / s_cols).max(), keep)
+        err = output_error(m, x, s_cols, recipe, (amax_cols / s_cols).max(), keep, refs)
         if err < best_err:
             best, best_err = a, err
     return best
