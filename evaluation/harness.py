@@ -173,7 +173,20 @@ def task_manager(tasks, task_dir: str | os.PathLike):
     other = [t for t in tasks if t not in LOCAL_TASKS]
     write_tasks(task_dir, local, overwrite=False)
     # The built-in index costs ~7 s and reads hub datasets: only when a non-local task asks for it.
-    return TaskManager(include_path=str(task_dir), include_defaults=bool(other))
+    tm = TaskManager(include_path=str(task_dir), include_defaults=bool(other))
+    if other:
+        from lm_eval.tasks import get_task_dict
+
+        unknown = [t for t in other if t not in tm.all_tasks]
+        if unknown:
+            raise SysqError(f"unknown task(s) {unknown}; local tasks are {', '.join(LOCAL_TASKS)}, other names come "
+                            "from lm-eval's index (`lm_eval ls tasks`)")
+        try:  # lm-eval's own tasks download their data from the hub: fail here with the fix, not mid-run
+            get_task_dict(other, tm)
+        except Exception as e:
+            raise SysqError(f"lm-eval task(s) {other} could not load their data ({type(e).__name__}: {e}); the hub "
+                            f"may be unreachable: use the local tasks ({', '.join(LOCAL_TASKS)})") from e
+    return tm
 
 
 def default_bos(tokenizer) -> bool:
