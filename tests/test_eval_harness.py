@@ -171,3 +171,12 @@ def test_lm_eval_model_type_sysq_loads_any_sysq_folder(tiny_folders):
     assert type(lm._model.model.layers[0].mlp.down_proj).__name__ == "QuantLinear"
     bos = lm.tokenizer.bos_token_id
     assert lm.tok_encode("The tower")[0] == bos and lm.batch_size == 2
+
+
+@pytest.mark.slow
+def test_smollm2_prompts_start_with_bos_and_score(smollm2, task_dir):
+    model, tok = smollm2
+    assert tok.encode("Question:")[0] != tok.bos_token_id          # its tokenizer adds no BOS by itself
+    assert harness.make_lm(model, tok).tok_encode("Question:")[0] == tok.bos_token_id
+    res = harness.evaluate(model, tok, "piqa_local", limit=4, task_dir=task_dir, quiet=True)
+    assert harness.summarize(res)["piqa_local"]["n"] == 4 and res["sysq"]["bos"] is True
