@@ -43,7 +43,8 @@ class InputStats:
 
 @torch.no_grad()
 def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: TokenRule | None = None,
-                sample_windows: int = 2, batch_size: int = 4, quiet: bool = False) -> dict[str, InputStats]:
+                sample_windows: int = 2, batch_size: int = 4, quiet: bool = False,
+                max_rows: int = 384) -> dict[str, InputStats]:
     """Statistics of the inputs of `modules` (name -> module) over the calibration windows, in one pass."""
     ids = calib.ids if hasattr(calib, "ids") else calib
     acc: dict[str, dict] = {n: {"absmax": None, "kept": None, "sq": 0.0, "n": 0, "sample": [], "pres": []} for n in modules}
@@ -77,8 +78,24 @@ def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: To
     finally:
         for h in handles:
             h.remove()
-    return {n: InputStats(a["absmax"], a["kept"], a["sq"] / max(a["n"], 1), torch.cat(a["sample"]), torch.cat(a["pres"]))
-            for n, a in acc.items()}
+    out = {}
+    for n, a in acc.items():
+        sample, pres = _thin(torch.cat(a["sample"]), torch.cat(a["pres"]), max_rows, seqlen=ids.shape[1])
+        out[n] = InputStats(a["absmax"], a["kept"], a["sq"] / max(a["n"], 1), sample, pres)
+    return out
+
+
+def _thin(sample: torch.Tensor, pres: torch.Tensor, max_rows: int, seqlen: int):
+    """At most `max_rows` evenly spaced rows, always keeping each window's first token and every preserved
+    row (the outlier tokens decide static scales and errors, so the search must see them)."""
+    n = sample.shape[0]
+    if n <= max_rows:
+        return sample, pres
+    keep = torch.zeros(n, dtype=torch.bool, device=sample.device)
+    keep[torch.linspace(0, n - 1, max_rows, device=sample.device).long()] = True
+    keep[::seqlen] = True
+    keep |= pres
+    return sample[keep], pres[keep]
 
 
 def _batches(ids: torch.Tensor, batch_size: int):
