@@ -29,6 +29,7 @@ class PerplexityResult:
     dtype: str
     model: str | None = None
     recipe: str | None = None
+    device: str = "cpu"
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -37,7 +38,7 @@ class PerplexityResult:
     def __str__(self) -> str:
         return (f"perplexity {self.ppl:.4f}  (model={self.model}, dataset={self.dataset}, seqlen={self.seqlen}, "
                 f"bos={self.bos}, windows={self.windows}, tokens={self.tokens}, dtype={self.dtype}, "
-                f"recipe={self.recipe}, {self.seconds:.1f}s)")
+                f"recipe={self.recipe}, device={self.device}, {self.seconds:.1f}s)")
 
 
 def default_batch_size(seqlen: int) -> int:
@@ -70,4 +71,4 @@ def perplexity(model, windows: Windows, batch_size: int | None = None, quiet: bo
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     return PerplexityResult(ppl=math.exp(mean), nll=mean, tokens=count, windows=len(windows), seqlen=windows.seqlen,
                             bos=windows.bos, dataset=windows.source, dtype=dtype, model=model_name, recipe=recipe,
-                            seconds=time.perf_counter() - start)
+                            device=device.type, seconds=time.perf_counter() - start)

@@ -40,7 +40,7 @@ def cmd_ppl(args) -> int:
 
     from . import data, models
 
-    model, tok = models.load(args.model, dtype=args.dtype)
+    model, tok = models.load(args.model, dtype=args.dtype, device=args.device)
     w = data.windows(args.data, tok, n=args.limit or None, seqlen=args.seqlen, bos=not args.no_bos)
     res = perplexity(model, w, batch_size=args.batch_size, quiet=args.quiet, model_name=args.model)
     print(res)
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     _add_eval_windows(p, seqlen=2048, limit=0)
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: 2048 // seqlen)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: where the model loads, the CPU)")
     p.add_argument("--json", help="also write the result with its settings to this file")
     p.set_defaults(func=cmd_ppl)
 
