@@ -65,10 +65,16 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationP
     return p
 
 
+DEFAULT_THRESHOLD = 100.0   # Sun et al.'s massive-activation magnitude (DESIGN.md section 2), without a report
+
+
 def _preserve_tokens(report) -> PreserveTokens:
+    """BOS by position, every other token by the run-time rule: max |x| above the report's massive threshold
+    (on SmolLM2 the first text token after BOS sometimes reaches |x| ~ 900 at down_proj: a position-0 rule
+    alone misses it)."""
     if report is None:
-        return PreserveTokens(threshold=None, positions=[0])
-    th = report.thresholds.get("massive_abs", 100.0)
+        return PreserveTokens(threshold=DEFAULT_THRESHOLD, positions=[0])
+    th = report.thresholds.get("massive_abs", DEFAULT_THRESHOLD)
     pos = report.tokens.get("positions", [])
     positions = [0] if not pos or pos[0]["pos"] == 0 else []
     toks = [t["token"] for t in report.outlier_tokens()[:8]]
@@ -86,25 +92,30 @@ def _floors(report) -> dict[str, float]:
 
 
 def _auto(r, report, p: MitigationPlan) -> list[str]:
-    """The paper's findings as rules: outliers sit on a few tokens (BOS/delimiters) -> preserve tokens
-    whenever activations are quantized; channel-wise migration (searched, so it can decline) for every
-    scheme; MSE weight clipping at 4-bit weights; rotation when activations go to 4 bits."""
+    """The paper's findings as rules, checked against the SmolLM2 table (docs/MITIGATION.md):
+    outliers sit on a few tokens (BOS, some first/delimiter tokens) -> preserve tokens whenever activations
+    are quantized; channel outliers -> rotate when activations are quantized and weights stay at 8 bits, or
+    when activations go to 4 bits (there rotation is the only thing that keeps them usable), but not for
+    4-bit weights at 8/16-bit activations (rotation made RTN INT4 weights worse: w4a16 1.31 -> 1.78 x FP);
+    channel-wise migration searched per mapping (it can decline) always; MSE weight clipping at 4-bit weights."""
     parts = []
     acts = r is not None and r.act is not None
+    w4 = r is not None and r.weight is not None and r.weight.bits < 8
     n_tok = len(report.outlier_tokens()) if report is not None else 1
-    if acts and r.act.bits <= 4:
+    if acts and (r.act.bits <= 4 or not w4):
         parts.append("rotate")
-        p.notes.append("rotate: 4-bit activations need the channel outliers spread (QuaRot)")
+        p.notes.append("rotate: activations are quantized and the report's outlier channels would set the scales "
+                       "(QuaRot)" + ("; 4-bit activations" if r.act.bits <= 4 else ""))
     parts.append("smooth")
     p.notes.append("smooth: per-mapping strength searched on calibration output error (identity allowed)")
-    if r is not None and r.weight is not None and r.weight.bits < 8:
+    if w4:
         parts.append("clip")
         p.notes.append("clip: 4-bit weights, MSE range search per group weighted by E[x^2]")
     if acts and n_tok:
         parts.append("preserve-tokens")
         p.notes.append(f"preserve-tokens: the report flags {n_tok} outlier token(s)"
                        + (f" (top: {report.outlier_tokens()[0]['token']!r})" if report is not None and n_tok else
-                          " (no report: BOS assumed)"))
+                          " (no report: BOS assumed, threshold 100)"))
     return parts
 
 
