@@ -9,6 +9,7 @@ Sites (per decoder layer):  attn_in (q/k/v input)  o_in  mlp_in (gate/up input) 
 """
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -88,57 +89,77 @@ class SiteStats:
         x = x.detach().float()
         B, T, C = x.shape
         a = x.abs()
-        cmax, cidx = a.view(B * T, C).max(0)
+        # few full passes over [B, T, C]: everything else is derived from these small reductions
+        # (amax, not max: the positions are looked up afterwards for the few entries that need them)
+        wmax = a.amax(1)                            # [B, C] per-window channel max
+        tok_max = a.amax(-1)                        # [B, T] per-token max
+        wsum = a.sum(1)                             # [B, C]
+        cmax, cwin = wmax.max(0)                    # [C] and the window holding it
         if not torch.isfinite(cmax).all():
             bad = int((~torch.isfinite(cmax)).sum())
             raise NonFiniteError(f"non-finite activations in {bad} channel(s) at layer {self.layer} {self.site} "
                                  f"({where}); check the model weights and dtype (try float32)")
         better = cmax > self.absmax
         if better.any():
-            b, t = cidx // T, cidx % T
+            ch = better.nonzero().flatten()
+            t = torch.zeros(C, dtype=torch.long)
+            t[ch] = a[cwin[ch], :, ch].argmax(-1)   # the token holding each new channel max
             self.absmax = torch.where(better, cmax, self.absmax)
-            self.absmax_value = torch.where(better, x.view(B * T, C).gather(0, cidx[None])[0], self.absmax_value)
-            self.absmax_window = torch.where(better, b + window0, self.absmax_window)
+            self.absmax_value = torch.where(better, x[cwin, t, torch.arange(C)], self.absmax_value)
+            self.absmax_window = torch.where(better, cwin + window0, self.absmax_window)
             self.absmax_pos = torch.where(better, t, self.absmax_pos)
-            self.absmax_token = torch.where(better, ids[b, t], self.absmax_token)
-        self.abssum += a.sum((0, 1), dtype=torch.float64)
+            self.absmax_token = torch.where(better, ids[cwin, t], self.absmax_token)
+        self.abssum += wsum.sum(0).double()
         if self.site != "resid":
-            self.int8_count += (a >= self.th.int8).sum((0, 1))
+            big = tok_max >= self.th.int8                 # only these tokens can hold an |x| >= int8
+            if big.any():
+                self.int8_count += (a[big] >= self.th.int8).sum(0)
         self.tokens += B * T
         self.windows += B
 
-        tok_max, tok_arg = a.max(-1)                                        # [B, T]
-        med = a[:, :: self.th.median_stride].reshape(B, -1).median(-1).values  # [B] estimated median |h|
-        mean = a.mean((1, 2))
+        med = _median_estimate(a, self.th.median_samples)                  # [B] median |h| of each window
+        mean = wsum.sum(-1) / (T * C)
         tok_med = tok_max.median(-1).values
         self.median_sum += float(med.sum())
         self.mean_sum += float(mean.sum())
         self.tokmax_median_sum += float(tok_med.sum())
-        if self.site == "resid":
-            self.top3_sum += a.view(B, -1).topk(3, dim=-1).values.sum(0).double()
+        if self.site == "resid":                   # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
+            self.top3_sum += wmax.topk(min(3, C), dim=-1).values.sum(0).double()
 
         massive_tok = (tok_max > self.abs_floor) & (tok_max >= self.th.massive_rel * med[:, None])
         if massive_tok.any():
-            mask = (a > self.abs_floor) & (a >= (self.th.massive_rel * med)[:, None, None])
-            self.massive_count += mask.sum((0, 1))
+            rows = massive_tok.nonzero()
+            sub = a[rows[:, 0], rows[:, 1]]                                   # [n, C]
+            mask = (sub > self.abs_floor) & (sub >= self.th.massive_rel * med[rows[:, 0]][:, None])
+            self.massive_count += mask.sum(0)
         flags = {"massive": massive_tok,
                  "token_mean_ratio": tok_max > self.th.token_mean_ratio * mean[:, None],
                  "token_ratio": tok_max > self.th.token_ratio * tok_med[:, None]}
         for name, f in flags.items():
             if f.any():
-                self.hits[name].add(_records(f.nonzero().tolist(), x, tok_arg, ids, window0))
+                self.hits[name].add(_records(f.nonzero().tolist(), x, a, ids, window0))
 
         k = min(self.th.top_k, B * T)
         v, flat = tok_max.view(-1).topk(k)
         pairs = [(i // T, i % T) for i in flat.tolist()]
-        self.top.push(v.tolist(), _records(pairs, x, tok_arg, ids, window0))
+        self.top.push(v.tolist(), _records(pairs, x, a, ids, window0))
         return massive_tok, tok_max
 
 
-def _records(pairs, x, tok_arg, ids, window0) -> list[dict]:
+def _median_estimate(a: torch.Tensor, samples: int) -> torch.Tensor:
+    """Median of each window's |h| [B, T, C] from an evenly strided sample of about `samples` values
+    (an exact median sorts the whole tensor; a 1000x-median test does not need that precision)."""
+    flat = a.reshape(a.shape[0], -1)
+    stride = max(1, flat.shape[1] // samples)
+    while math.gcd(stride, a.shape[-1]) != 1:     # walk across channels, not down a fixed subset of them
+        stride += 1
+    return flat[:, ::stride].median(-1).values
+
+
+def _records(pairs, x, a, ids, window0) -> list[dict]:
     out = []
     for b, t in pairs:
-        c = int(tok_arg[b, t])
+        c = int(a[b, t].argmax())
         out.append({"window": window0 + b, "pos": t, "token_id": int(ids[b, t]), "channel": c,
                     "value": float(x[b, t, c])})
     return out
@@ -198,6 +219,7 @@ class Recorder:
         self._ids = None
         self._window0 = 0
         self._flags_in = self._tokmax_in = None
+        self._attention_now = attention
 
     # ---- running ------------------------------------------------------------------------------
     def attach(self) -> "Recorder":
@@ -232,8 +254,11 @@ class Recorder:
         self._cur = {}
 
     @torch.no_grad()
-    def run(self, ids: torch.Tensor, window0: int) -> None:
+    def run(self, ids: torch.Tensor, window0: int, attention: bool = True) -> None:
+        """One batch of windows. attention=False: the model runs its own kernel (no probabilities), so the
+        attention statistics and Q/K/V norms skip this batch."""
         self._ids, self._window0 = ids, window0
+        self._attention_now = attention and self.attention
         if self.window0_ids is None:
             self.window0_ids = ids[0, :ATTN_MAP_TOKENS].clone()
         try:
@@ -260,7 +285,7 @@ class Recorder:
             if i == 0:   # the embeddings: thresholds of the first layer's input, not kept as a site
                 a = h.detach().float().abs()
                 B = a.shape[0]
-                med = a[:, :: self.th.median_stride].reshape(B, -1).median(-1).values
+                med = _median_estimate(a, self.th.median_samples)
                 tm = a.amax(-1)
                 self._flags_in = (tm > self.th.massive_abs) & (tm >= self.th.massive_rel * med[:, None])
                 self._tokmax_in = tm
@@ -288,6 +313,8 @@ class Recorder:
         ad = self.ad
 
         def hook(mod, args, out):
+            if not self._attention_now:
+                return
             B, T, _ = out.shape
             hd = ad.head_dim
             if role == "qkv":
@@ -371,10 +398,13 @@ class Recorder:
             hits = hits[keep]
         life = self.life[i]
         w_down = self.ad.down(i).weight
-        for r, c in hits.tolist():
-            vin, vmid, vout = float(h_in[r, c]), float(h_mid[r, c]), float(out[r, c])
+        r, c = hits[:, 0], hits[:, 1]
+        cols = zip(r.tolist(), c.tolist(), h_in[r, c].tolist(), h_mid[r, c].tolist(), out[r, c].tolist(),
+                   b[r].tolist(), t[r].tolist(), self._ids[b[r], t[r]].tolist())   # one conversion, not per item
+        for _, ch, vin, vmid, vout, bb, tt, tid in cols:
             vatt, vmlp = vmid - vin, vout - vmid
-            key = (c, "initial" if int(t[r]) == 0 else "other")   # the first token and the rest age differently
+            big_in, big_out = abs(vin) > floor, abs(vout) > floor
+            key = (ch, "initial" if tt == 0 else "other")   # the first token and the rest age differently
             tr = life.track[key]
             tr[0] += 1
             tr[1] += vin
@@ -382,11 +412,11 @@ class Recorder:
             tr[3] += vmlp
             tr[4] += vout
             tr[5] += int(vin * vmlp < 0)
-            tr[6] += int(bool(m_in[r, c]) and abs(vout) <= self.th.vanish_ratio * abs(vin))
-            life.tokens[int(self._ids[b[r], t[r]])] += 1
-            born = bool(m_out[r, c]) and (not bool(m_in[r, c]) or abs(vout) >= GROWTH * abs(vin))
+            tr[6] += int(big_in and abs(vout) <= self.th.vanish_ratio * abs(vin))
+            life.tokens[tid] += 1
+            born = big_out and (not big_in or abs(vout) >= GROWTH * abs(vin))
             if born and "down_in" in cur:
-                self._emergence(life, key, int(b[r]), int(t[r]), vatt, vmlp, cur, w_down)
+                self._emergence(life, key, bb, tt, vatt, vmlp, cur, w_down)
 
     def _emergence(self, life: LayerLife, key, b: int, t: int, vatt: float, vmlp: float, cur: dict, w_down):
         """Split the MLP's write into channel c = key[0] at (b, t) into x_k * W_down[c, k]; keep the largest terms."""

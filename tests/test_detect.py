@@ -215,3 +215,11 @@ def test_bad_thresholds_and_inputs():
         Thresholds.from_dict({"massive": 3})
     with pytest.raises(SysqError):
         detect(planted(), [1, 2, 3], quiet=True)
+
+
+def test_attention_statistics_on_the_first_windows_only():
+    r = detect(planted(), ids(n=6), quiet=True, attention_windows=2, snapshot=False)
+    assert r.attention["windows"] == 2
+    assert all(s["windows"] == 6 for s in r.sites("resid"))
+    seq = r.consistency["sequence"]["layers"][BORN + 1]
+    assert seq["activation"] == 2                      # the BOS of the 2 attention windows, not of all 6

@@ -45,11 +45,12 @@ def _as_ids(windows) -> tuple[torch.Tensor, dict]:
 
 
 def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False, batch_size: int = 4,
-           attention: bool = True, snapshot: bool = True) -> OutlierReport:
+           attention: bool = True, attention_windows: int | None = 8, snapshot: bool = True) -> OutlierReport:
     """Stream the windows through the model and report its systematic outliers.
 
     thresholds: a Thresholds or a dict of overrides. attention=False skips the eager-attention statistics
     (attention outliers, sequence consistency, Q/K/V norms) and runs the model's own attention kernel.
+    attention_windows: how many windows (the first ones) the attention statistics use (None: all).
     snapshot=True runs one extra window to keep a tokens x channels picture of the emergence layer for plots.
     """
     th = Thresholds.from_dict(thresholds)
@@ -59,15 +60,24 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     weights = analyze_weights(ad, th)
     t_weights = time.perf_counter() - t0
 
+    # Attention probabilities need eager attention, the slow kernel: only the first `attention_windows`
+    # windows pay for it; every window feeds the activation statistics.
+    n_att = 0 if not attention else len(ids) if attention_windows is None else min(attention_windows, len(ids))
     rec = Recorder(model, th, attention=attention)
     t0 = time.perf_counter()
-    with (eager_attention(model) if attention else contextlib.nullcontext()):
-        rec.attach()
-        try:
-            for start in tqdm(range(0, len(ids), batch_size), disable=quiet, desc="detect", unit="batch"):
-                rec.run(ids[start:start + batch_size], start)
-        finally:
-            rec.detach()
+    bar = tqdm(total=len(ids), disable=quiet, desc="detect", unit="window")
+    rec.attach()
+    try:
+        with (eager_attention(model) if n_att else contextlib.nullcontext()):
+            for start in range(0, n_att, batch_size):
+                rec.run(ids[start:min(start + batch_size, n_att)], start, attention=True)
+                bar.update(min(batch_size, n_att - start))
+        for start in range(n_att, len(ids), batch_size):
+            rec.run(ids[start:start + batch_size], start, attention=False)
+            bar.update(min(batch_size, len(ids) - start))
+    finally:
+        rec.detach()
+        bar.close()
     t_pass = time.perf_counter() - t0
 
     namer = Namer(tokenizer)
@@ -85,8 +95,9 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
                  for d in channels[:MAX_CHANNELS] for g in groups_of(d["channel"], rec.life)]
 
     consistency = {"feature": feature_consistency(sites, weights)}
-    attn = attention_summary(rec, namer, th) if attention else {"layers": [], "sink_eps": None}
-    if attention:
+    attn = attention_summary(rec, namer, th) if n_att else {"layers": [], "sink_eps": None}
+    attn["windows"] = n_att
+    if n_att:
         consistency["sequence"] = sequence_consistency(rec.seq)
     tokens = _outlier_tokens(rec, namer)
 
@@ -99,7 +110,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
         activation={"sites": list(sites.values()), "residual_channels": channels},
         linear_inputs=linear_inputs, weights=weights, attention=attn, consistency=consistency,
         lifecycle=lifecycle, tokens=tokens,
-        cost={"weights_s": t_weights, "pass_s": t_pass, "batch_size": batch_size, "eager_attention": attention},
+        cost={"weights_s": t_weights, "pass_s": t_pass, "batch_size": batch_size, "attention_windows": n_att},
     )
     report.summary = _summary(report)
     report.arrays = _arrays(rec, resid, namer, ad, report, ids, snapshot)

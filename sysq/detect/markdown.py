@@ -80,6 +80,7 @@ def render(r, plots: list[str]) -> str:
 
     if r.attention.get("layers"):
         add("## Attention outliers\n")
+        add(f"From the first {r.attention.get('windows')} windows (eager attention).\n")
         add("| layer | outlier keys | top positions | top tokens | sink heads (share > eps) | mass to position 0 / T | "
             "Q/K/V norm ratio at outlier tokens |")
         add("|---|---|---|---|---|---|---|")
@@ -132,8 +133,8 @@ def render(r, plots: list[str]) -> str:
         add("")
     c = r.cost
     if c:
-        add(f"Cost: detection pass {_f(c.get('pass_s'))} s (batch {c.get('batch_size')}, eager attention "
-            f"{c.get('eager_attention')}), weight statistics {_f(c.get('weights_s'))} s.\n")
+        add(f"Cost: detection pass {_f(c.get('pass_s'))} s (batch {c.get('batch_size')}, eager attention on the first "
+            f"{c.get('attention_windows')} windows), weight statistics {_f(c.get('weights_s'))} s.\n")
     return "\n".join(L)
 
 

@@ -20,7 +20,7 @@ class Thresholds:
     weight_ratio: float = 10.0        # weight outlier column: max/mean >= 10 x the linear's median column ratio
     vanish_ratio: float = 0.5         # vanishing layer: |h_out| <= 0.5 |h_in| at a tracked outlier
     top_k: int = 16                   # top values kept per site
-    median_stride: int = 8            # median |h| estimated on every 8th token (all channels): exact enough for 1000x
+    median_samples: int = 8192        # median |h| per window estimated from ~8192 evenly strided values
 
     def to_dict(self) -> dict:
         return asdict(self)
