@@ -68,7 +68,7 @@ def cmd_detect(args) -> int:
     model, tok = models.load(args.model, dtype=args.dtype)
     w = data.windows(args.data, tok, n=args.n, seqlen=args.seqlen, seed=args.seed, bos=not args.no_bos)
     report = detect(model, w, tokenizer=tok, thresholds=th, quiet=args.quiet, batch_size=args.batch_size,
-                    attention=not args.no_attention)
+                    attention=not args.no_attention, attention_windows=args.attention_windows or None)
     report.model["name"] = args.model
     out = report.save(args.out, plots=not args.no_plots)
     print(report.headline())
@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
                    help="override a threshold, e.g. massive_abs=50 (repeatable; names in report.md)")
     p.add_argument("--no-attention", action="store_true", help="skip attention statistics (keeps the fast kernel)")
+    p.add_argument("--attention-windows", type=int, default=8,
+                   help="windows (the first ones) run with eager attention for attention statistics; 0 = all "
+                        "(default: %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="write report.json and report.md only")
     p.add_argument("--out", default="out/detect", help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_detect)
