@@ -73,7 +73,7 @@ class SiteStats:
         self.absmax_pos = torch.zeros(channels, dtype=torch.long)
         self.absmax_token = torch.zeros(channels, dtype=torch.long)
         self.abssum = torch.zeros(channels, dtype=torch.float64)
-        self.int8_count = torch.zeros(channels, dtype=torch.long)
+        self.int8_count = torch.zeros(channels, dtype=torch.long)     # windows with |x| >= int8 in the channel
         self.massive_count = torch.zeros(channels, dtype=torch.long)
         self.tokens = 0
         self.windows = 0
@@ -110,10 +110,8 @@ class SiteStats:
             self.absmax_pos = torch.where(better, t, self.absmax_pos)
             self.absmax_token = torch.where(better, ids[cwin, t], self.absmax_token)
         self.abssum += wsum.sum(0).double()
-        if self.site != "resid":
-            big = tok_max >= self.th.int8                 # only these tokens can hold an |x| >= int8
-            if big.any():
-                self.int8_count += (a[big] >= self.th.int8).sum(0)
+        if self.site != "resid":                    # windows where the channel reaches the LLM.int8 magnitude
+            self.int8_count += (wmax >= self.th.int8).sum(0)
         self.tokens += B * T
         self.windows += B
 

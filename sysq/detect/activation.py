@@ -45,7 +45,7 @@ def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds)
         out["large_channels"] = (s.absmax > s.abs_floor).nonzero().flatten().tolist()   # |h| > massive_abs only
     else:
         out["int8_channels"] = int8                         # channels with any |x| >= int8, most frequent first
-        out["int8_share"] = [int(s.int8_count[j]) / max(s.tokens, 1) for j in int8]   # share of tokens, same order
+        out["int8_share"] = [int(s.int8_count[j]) / w for j in int8]   # share of windows where it happens, same order
     return out
 
 
