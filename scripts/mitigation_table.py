@@ -32,7 +32,7 @@ from sysq.quant.api import quantize  # noqa: E402
 
 ROWS = ["w8a8-static", "w8a8", "w4a16", "w4a8", "w4a4+kv4"]
 COLS = ["none", "smoothquant", "smooth", "preserve-tokens", "smooth+preserve-tokens", "rotate",
-        "rotate+preserve-tokens", "auto"]
+        "rotate+preserve-tokens", "rotate+smooth+preserve-tokens", "smooth+clip+preserve-channels", "auto"]
 EXTRA = ["fp", "bnb-int8", "bnb-nf4"]
 GOALS = {"w8a8-static": 1.015, "w8a8": 1.005, "w4a16": 1.06, "w4a8": 1.10}
 log = logging.getLogger("mitigation_table")

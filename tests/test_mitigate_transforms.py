@@ -86,3 +86,14 @@ def test_rotate_refuses_sandwich_norms():
                                num_attention_heads=2, num_key_value_heads=1, head_dim=16)
     with pytest.raises(SysqError, match="post"):
         rotate(AutoModelForCausalLM.from_config(cfg))
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "phi3"])
+def test_rotate_then_smooth_preserves_logits(family):
+    # smoothing must not fold into down_proj once rotate's online Hadamard sits on its input
+    model, ids = tiny(family), tokens()
+    ref = logits(model, ids)
+    rotate(model, Rotate())
+    chosen = smooth(model, ids, Smooth(alpha=0.5), quiet=True)
+    assert chosen and not any("down" in name for name in chosen)
+    assert rel_err(logits(model, ids), ref) < 1e-4

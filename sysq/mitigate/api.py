@@ -97,7 +97,8 @@ def _auto(r, report, p: MitigationPlan) -> list[str]:
     are quantized; channel outliers -> rotate when activations are quantized and weights stay at 8 bits, or
     when activations go to 4 bits (there rotation is the only thing that keeps them usable), but not for
     4-bit weights at 8/16-bit activations (rotation made RTN INT4 weights worse: w4a16 1.31 -> 1.78 x FP);
-    channel-wise migration searched per mapping (it can decline) always; MSE weight clipping at 4-bit weights."""
+    channel-wise migration searched per mapping (it can decline) where no rotation, or at 4-bit activations;
+    MSE weight clipping at 4-bit weights."""
     parts = []
     acts = r is not None and r.act is not None
     w4 = r is not None and r.weight is not None and r.weight.bits < 8
@@ -106,8 +107,11 @@ def _auto(r, report, p: MitigationPlan) -> list[str]:
         parts.append("rotate")
         p.notes.append("rotate: activations are quantized and the report's outlier channels would set the scales "
                        "(QuaRot)" + ("; 4-bit activations" if r.act.bits <= 4 else ""))
-    parts.append("smooth")
-    p.notes.append("smooth: per-mapping strength searched on calibration output error (identity allowed)")
+    if "rotate" not in parts or r.act.bits <= 4:
+        parts.append("smooth")
+        p.notes.append("smooth: per-mapping strength searched on calibration output error (identity allowed)")
+    else:
+        p.notes.append("no smooth: after rotation the 8-bit scales are set by tokens, not channels")
     if w4:
         parts.append("clip")
         p.notes.append("clip: 4-bit weights, MSE range search per group weighted by E[x^2]")

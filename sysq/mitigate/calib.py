@@ -44,7 +44,7 @@ class InputStats:
 @torch.no_grad()
 def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: TokenRule | None = None,
                 sample_windows: int = 2, batch_size: int = 4, quiet: bool = False,
-                max_rows: int = 384) -> dict[str, InputStats]:
+                max_rows: int = 1024) -> dict[str, InputStats]:
     """Statistics of the inputs of `modules` (name -> module) over the calibration windows, in one pass."""
     ids = calib.ids if hasattr(calib, "ids") else calib
     acc: dict[str, dict] = {n: {"absmax": None, "kept": None, "sq": 0.0, "n": 0, "sample": [], "pres": []} for n in modules}

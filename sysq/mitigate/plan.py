@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 PLAN_VERSION = 1
 METHODS = ("smooth", "smoothquant", "clip", "preserve-tokens", "preserve-channels", "rotate")
-ALPHA_GRID = [round(0.1 * i, 1) for i in range(1, 10)]           # 0.1 .. 0.9 (plus the identity)
+ALPHA_GRID = [round(0.05 * i, 2) for i in range(1, 20)]          # 0.05 .. 0.95 (plus the identity)
 
 
 @dataclass

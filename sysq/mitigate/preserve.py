@@ -59,8 +59,9 @@ def channels_from_report(report, model, per_linear: int = 8) -> dict[str, list[i
             s = report.linear_input_stats(ref.name)
         except SysqError:
             continue
-        picked = [m["channel"] for m in s.get("massive_channels", [])]
-        picked += [c for c in s.get("int8_channels", []) if c not in picked]
+        picked = [int(m["channel"]) for m in s.get("massive_channels", [])]
+        int8 = [int(c["channel"]) if isinstance(c, dict) else int(c) for c in s.get("int8_channels", [])]
+        picked += [c for c in int8 if c not in picked]
         if picked:
             out[ref.name] = [int(c) for c in picked[:per_linear]]
     return out

@@ -109,10 +109,17 @@ def choose_alpha(m: Mapping, st: InputStats, recipe, cfg: Smooth, head_dim: int,
     return best
 
 
+def _online(module) -> bool:
+    return any(getattr(h, "carry_over", False) for h in module._forward_pre_hooks.values())
+
+
 def select_mappings(model, cfg: Smooth) -> list[Mapping]:
     ad = get_adapter(model)
     layers = cfg.layers if cfg.layers is not None else range(ad.num_layers)
     maps = [m for i in layers for m in ad.mappings(i)]
+    # a target whose input is transformed on the fly (rotate's online Hadamard on down_proj) does not see
+    # x/s but (x/s)H: folding there would change the function, so those mappings are left alone
+    maps = [m for m in maps if not any(_online(t) for t in m.targets)]
     if cfg.mappings == "norm":
         maps = [m for m in maps if m.source_kind == "norm"]
     return maps
