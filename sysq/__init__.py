@@ -6,6 +6,7 @@
 """
 from .arch import get_adapter
 from .data import calibration, windows
+from .detect import OutlierReport, Thresholds, detect  # noqa: F401  (sysq.detect is the function)
 from .errors import SysqError
 from .models import DEFAULT_MODEL, load
 from .quant import Recipe, get_recipe, quantize, save
@@ -13,4 +14,5 @@ from .mitigate.api import mitigate, plan
 from .mitigate.plan import MitigationPlan
 
 __all__ = ["load", "DEFAULT_MODEL", "windows", "calibration", "get_adapter", "SysqError",
-           "quantize", "save", "Recipe", "get_recipe", "plan", "mitigate", "MitigationPlan"]
+           "quantize", "save", "Recipe", "get_recipe", "plan", "mitigate", "MitigationPlan",
+           "detect", "OutlierReport", "Thresholds"]
