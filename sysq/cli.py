@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT = 0, 1, 2
@@ -159,6 +160,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
+        # tqdm reads TQDM_DISABLE, which also silences the bars inside lm-eval and datasets
+        os.environ["TQDM_DISABLE"] = "1"
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
     from .errors import SysqError
