@@ -18,16 +18,16 @@ from sysq.errors import NonFiniteError, SysqError
 BOS, C_IN, D, K, K2, BORN, DIES, LAYERS = 1, 3, 7, 10, 20, 1, 3, 5
 
 
-def tiny(seed=0, layers=LAYERS):
+def tiny(seed=0, layers=LAYERS, vocab=64):
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=layers,
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=64, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, bos_token_id=BOS,
                       attn_implementation="sdpa")
     return LlamaForCausalLM(cfg).eval()
 
 
-def planted(seed=0):
-    model = tiny(seed)
+def planted(seed=0, vocab=64):
+    model = tiny(seed, vocab=vocab)
     m = model.model
     with torch.no_grad():
         m.embed_tokens.weight[:, [C_IN, D]] = 0
@@ -223,3 +223,19 @@ def test_attention_statistics_on_the_first_windows_only():
     assert all(s["windows"] == 6 for s in r.sites("resid"))
     seq = r.consistency["sequence"]["layers"][BORN + 1]
     assert seq["activation"] == 2                      # the BOS of the 2 attention windows, not of all 6
+
+
+def test_cli_detect_on_a_tiny_folder(tmp_path, tiny_tokenizer, capsys):
+    from sysq.cli import main
+    folder, text = tmp_path / "tiny", tmp_path / "text.txt"
+    model = planted(vocab=len(tiny_tokenizer))
+    model.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    text.write_text("The tower is 324 metres tall , about the same height as an 81 storey building .\n" * 20)
+    ids_in_vocab = tiny_tokenizer(text.read_text())["input_ids"]
+    assert max(ids_in_vocab) < len(tiny_tokenizer) and tiny_tokenizer.bos_token_id == BOS
+    out = tmp_path / "det"
+    rc = main(["detect", "--model", str(folder), "--data", str(text), "--n", "2", "--seqlen", "16", "--out", str(out),
+               "--quiet", "--no-plots"])
+    assert rc == 0 and (out / "report.json").exists() and "Residual channel" in capsys.readouterr().out
+    assert main(["detect", "--model", str(folder), "--data", str(text), "--threshold", "nope=1", "--quiet"]) == 2
