@@ -45,8 +45,9 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int |
     gran = spec.granularity
     g = group_size if gran == "group" else in_f
     n_groups = in_f // g
-    scales = torch.zeros(out_f, n_groups)
-    zeros = torch.zeros(out_f, n_groups)
+    dev = W.device
+    scales = torch.zeros(out_f, n_groups, device=dev)
+    zeros = torch.zeros(out_f, n_groups, device=dev)
     if gran == "tensor":
         s, z = qparams(W, spec.bits, spec.symmetric, "tensor", None, spec.clip_ratio, spec.mse)
         scales[:], zeros[:] = s.reshape(()), z.reshape(())
@@ -55,17 +56,17 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int |
             scales[:, j:j + 1], zeros[:, j:j + 1] = _group_params(W[:, j * g:(j + 1) * g], spec, g)
     fixed = gran != "group" or act_order
 
-    perm = torch.arange(in_f)
+    perm = torch.arange(in_f, device=dev)
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H = W[:, perm], H[perm][:, perm]
     invperm = torch.argsort(perm)
 
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(in_f)
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(in_f, device=dev)
     L = torch.linalg.cholesky(H)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
 
-    Q = torch.zeros(out_f, in_f, dtype=torch.int8)
+    Q = torch.zeros(out_f, in_f, dtype=torch.int8, device=dev)
     for i1 in range(0, in_f, block_size):
         i2 = min(i1 + block_size, in_f)
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
@@ -127,7 +128,7 @@ def gptq_model(model: nn.Module, calib, block_size: int = 128, damp: float = 0.0
     for i, layer in enumerate(tqdm(layers, desc="gptq", disable=quiet, leave=False)):
         qls = [r.module for r in refs if r.layer == i and isinstance(r.module, QuantLinear)
                and r.module.weight_spec is not None and not r.module.quantized]
-        hess = {id(q): [torch.zeros(q.in_features, q.in_features), 0] for q in qls}
+        hess = {id(q): [torch.zeros(q.in_features, q.in_features, device=q.weight.device), 0] for q in qls}
 
         def add(mod, args):
             x = args[0].detach().reshape(-1, mod.in_features).float()
