@@ -160,11 +160,10 @@ def _summary(r: OutlierReport) -> dict:
         "dominant_channel": dom["channel"] if dom else None,
         "magnitude": dom["absmax"] if dom else None,
         "emergence_layer": life["emergence_layer"] if life else None,
-        "emergence_columns": [t["column"] for t in (life["emergence"] or {}).get("terms", [])] if life else [],
+        "emergence_columns": _builders(life["emergence"]) if life else [],
         "amplification_layers": [a["layer"] for a in life["amplifications"]] if life else [],
-        "amplification_columns": [{"layer": a["layer"], "columns": [t["column"] for t in a["terms"]
-                                                                     if t["weight_outlier_column"] or t["activation_outlier_channel"]]}
-                                  for a in life["amplifications"]] if life else [],
+        "amplification_columns": [{"layer": a["layer"], "columns": _builders(a)} for a in life["amplifications"]]
+        if life else [],
         "massive_layers": life["massive_layers"] if life else [],
         "vanishing_layers": [v["layer"] for v in life["vanishing"]] if life else [],
         "feature_consistency": feat["act_to_weight"], "feature_consistency_reverse": feat["weight_to_act"],
@@ -174,6 +173,13 @@ def _summary(r: OutlierReport) -> dict:
         "token_taxonomy": (r.tokens.get("taxonomy") or {}).get("share"),
         "nonfinite": False,
     }
+
+
+def _builders(birth: dict | None, share: float = 0.1) -> list[int]:
+    """The down_proj columns whose term x_k * W_down[c, k] is at least `share` of the MLP's write."""
+    if not birth:
+        return []
+    return [t["column"] for t in birth["terms"] if abs(t["contribution"]) >= share * abs(birth["mlp"])]
 
 
 def _arrays(rec: Recorder, resid: list[dict], namer: Namer, ad, report: OutlierReport, ids, snapshot: bool) -> dict:

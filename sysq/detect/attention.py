@@ -51,8 +51,10 @@ def attention_summary(rec: Recorder, namer: Namer, th: Thresholds) -> dict:
             "layer": i,
             "outlier_keys": hits.count,
             "outlier_positions": [{"pos": p, "count": n} for p, n in hits.positions.most_common(8)],
-            "outlier_tokens": [{"token": namer.text(t), "token_id": t, "count": n, "type": namer.type(t, 1)}
-                               for t, n in hits.ids.most_common(8)],
+            "outlier_tokens": [{"token": namer.text(t), "token_id": t, "count": n, "type": "initial"}
+                               for t, n in hits.initial_ids.most_common(2)]
+                              + [{"token": namer.text(t), "token_id": t, "count": n, "type": namer.type(t, 1)}
+                                 for t, n in hits.ids.most_common(8)],
             "sink_share": share,
             "sink_heads": heads,
             "mass_to_first": st.recv0_sum / st.windows,

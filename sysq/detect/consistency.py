@@ -3,8 +3,9 @@
 Feature dimension, per layer: A = down_proj-input activation-outlier channels (massive at down_in),
 W = down_proj weight-outlier columns. act->weight = |A & W| / |A|, weight->act = |A & W| / |W|.
 Counting unit: (layer, channel) pairs. The alignment also checks that the row where each of those
-columns is largest is a residual-stream outlier channel of the same layer's output (massive, or above
-massive_abs: the early layers build the outlier before it reaches 1000x the median).
+columns is largest is a residual-stream outlier channel of the layer's input or output (massive, or above
+massive_abs: the early layers build the outlier before it reaches 1000x the median; a vanishing layer's
+column cancels the input's outlier).
 
 Sequence dimension, per layer i: A = activation-outlier tokens of layer i's input residual (massive),
 B = attention-outlier keys of layer i. act->attn = |A & B| / |A|, attn->act = |A & B| / |B|.
@@ -27,8 +28,9 @@ def feature_consistency(sites: dict, weights: dict) -> dict:
         w = weights[lin]
         wcols = set(w["outlier_columns"])
         rows = dict(zip(w["outlier_columns"], w["outlier_rows"]))
-        r = sites.get((layer, "resid"), {})
-        resid = {m["channel"] for m in r.get("massive_channels", [])} | set(r.get("large_channels", []))
+        resid = set()       # the layer's input (a cancelling column) or output (a building column)
+        for r in (sites.get((layer - 1, "resid"), {}), sites.get((layer, "resid"), {})):
+            resid |= {m["channel"] for m in r.get("massive_channels", [])} | set(r.get("large_channels", []))
         both = act & wcols
         row_hits = [rows[j] for j in sorted(both)]
         per_layer.append({"layer": layer, "linear": lin, "activation_channels": sorted(act),
