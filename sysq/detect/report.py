@@ -1,7 +1,43 @@
 """OutlierReport: everything detect() found, as JSON (schema "sysq.outliers/1"), Markdown and plots.
 
 Mitigation reads it through a small API: outlier_channels(), outlier_tokens(), linear_input_stats(),
-down_outlier_columns(), token_max_threshold()."""
+down_outlier_columns(), token_max_threshold().
+
+report.json keys (schema "sysq.outliers/1"; layers and channels are 0-based ints):
+  schema, model {name, family, model_type, layers, hidden_size, heads, kv_heads, dtype},
+  data {dataset, seqlen, bos, windows, seed, tokens}, thresholds {Thresholds fields}, cost {...}
+  summary      dominant_channels[], dominant_channel, magnitude, emergence_layer, emergence_columns[],
+               amplification_layers[], amplification_columns[{layer, columns}], massive_layers[],
+               vanishing_layers[], feature_consistency(+_reverse), sequence_consistency(+_reverse),
+               sink_eps, token_taxonomy {type: share}
+  activation   sites[]: one per (layer, site), site in attn_in | o_in | mlp_in | down_in | resid:
+                 layer, site, linears[] (names fed by this input), channels, windows, tokens,
+                 absmax, absmax_at {window, pos, token_id, token, type, channel, value},
+                 median_abs, mean_abs, token_max_median, massive_floor, top[] (largest token maxima),
+                 hits {massive, token_mean_ratio, token_ratio}, outlier_tokens {criterion: {count,
+                 positions[], ids[], initial_ids[], taxonomy}}, massive_channels[{channel, tokens, absmax,
+                 value, pos, token}], suggested_token_max_threshold, channel_absmax[C], channel_absmean[C],
+                 resid only: top3_mean[3], large_channels[]; linear inputs only: int8_channels[], int8_share[]
+               residual_channels[]: {channel, layers[], absmax, value, at_layer, pos, token, persistent,
+                 layer_range}
+  linear_inputs {linear name: the site dict above for its input}   (q/k/v share one, gate/up share one)
+  weights      {linear name: layer, role, median_ratio, max_ratio, top_columns[{column, ratio, rows[],
+               row_values[]}], outlier_columns[], outlier_rows[] (largest row of each outlier column)}
+  attention    windows, sink_eps, sink_heads, heads, unit, layers[{layer, outlier_keys,
+               outlier_positions[], outlier_tokens[], sink_share[H], sink_heads[], mass_to_first,
+               qkv_norms {outlier_tokens{q,k,v}, other_tokens{q,k,v}, ratio{q,k,v}}, map_head}]
+  consistency  feature {unit, layers[{layer, linear, activation_channels, weight_columns, both,
+               act_to_weight, weight_to_act, largest_rows, rows_in_residual_outliers}], activation,
+               weight, both, act_to_weight, weight_to_act}; sequence {unit, layers[{layer, activation,
+               attention, both, act_to_attn, attn_to_act}], totals and shares}
+  lifecycle[]  per (dominant channel, tokens "initial" | "other"): channel, tokens, emergence_layer,
+               emergence {layer, positions, attn, mlp, builder, terms[{column, contribution, x, gate, up,
+               w_down, weight_outlier_column, activation_outlier_channel}]}, amplifications[same],
+               massive_layers[], vanishing[{layer, h_in, h_out, attn, mlp, mlp_opposite_share,
+               cancellation_ratio}], layers[{layer, resid_absmax, h_in, attn, mlp, h_out, ...}]
+  tokens       criterion, unit, tokens[{token_id, token, type, count, layers[], sites[]}],
+               positions[{pos, count}], taxonomy {total, counts, share, examples, excluding_initial}
+"""
 from __future__ import annotations
 
 import json
