@@ -28,21 +28,21 @@ import sysq  # noqa: E402
 from evaluation.perplexity import perplexity  # noqa: E402
 from sysq.quant import get_recipe, model_bytes, quantize, save  # noqa: E402
 
-ROWS = [  # (label, recipe)
+ROWS = [  # (label, recipe); the hardest case and its diagnostic first, so a partial run still says the most
     ("FP", "fp"),
+    ("w8a8-static (per-tensor)", "w8a8-static"),
+    ("w8a8 (dynamic per-token)", "w8a8"),
     ("w8a16", "w8a16"),
     ("w4a16 g128 RTN", "w4a16"),
     ("w4a16 g128 GPTQ", "w4a16+gptq"),
     ("w4a16 per-channel", "w4a16-pc"),
-    ("w8a8 (dynamic per-token)", "w8a8"),
-    ("w8a8-static (per-tensor)", "w8a8-static"),
     ("w4a8", "w4a8"),
     ("w4a4", "w4a4"),
     ("w8a8 + kv8", "w8a8+kv8"),
     ("w8a8 + kv4", "w8a8+kv4"),
+    ("torch._int_mm real W8A8", "w8a8-int"),
     ("bitsandbytes int8 (threshold 6.0)", "bnb-int8"),
     ("bitsandbytes nf4", "bnb-nf4"),
-    ("torch._int_mm real W8A8", "w8a8-int"),
 ]
 
 
