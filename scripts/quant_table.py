@@ -162,6 +162,7 @@ def main(argv=None) -> int:
             gc.collect()
         partial = dict(settings=settings, rows=results, static_scale_diagnostic=diag, sizes=None, partial=True)
         atomic_write(out / "table.json", json.dumps(partial, indent=2, default=str) + "\n")
+        atomic_write(out / "table.md", markdown(partial))
 
     sz = None
     if diag is not None:
