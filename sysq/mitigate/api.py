@@ -93,12 +93,13 @@ def _floors(report) -> dict[str, float]:
 
 def _auto(r, report, p: MitigationPlan) -> list[str]:
     """The paper's findings as rules, checked against the SmolLM2 table (docs/MITIGATION.md):
-    outliers sit on a few tokens (BOS, some first/delimiter tokens) -> preserve tokens whenever activations
-    are quantized; channel outliers -> rotate when activations are quantized and weights stay at 8 bits, or
-    when activations go to 4 bits (there rotation is the only thing that keeps them usable), but not for
-    4-bit weights at 8/16-bit activations (rotation made RTN INT4 weights worse: w4a16 1.31 -> 1.78 x FP);
-    channel-wise migration searched per mapping (it can decline) where no rotation, or at 4-bit activations;
-    MSE weight clipping at 4-bit weights."""
+    * outliers sit on a few tokens (BOS, some first/delimiter tokens) -> preserve tokens whenever
+      activations are quantized;
+    * channel outliers -> rotate when activations are quantized with 8-bit weights, or when activations go
+      to 4 bits; not for INT4 weights at 8/16-bit activations (rotation made RTN INT4 weights worse on
+      SmolLM2: w4a16 1.31 -> 1.78 x FP, w4a8 1.81 -> 3.47);
+    * smoothing searched per mapping (identity allowed) always; after rotation it folds into norms and v->o;
+    * INT4 weights: MSE clipping, and without rotation the report's outlier input channels kept in INT8."""
     parts = []
     acts = r is not None and r.act is not None
     w4 = r is not None and r.weight is not None and r.weight.bits < 8
@@ -107,14 +108,14 @@ def _auto(r, report, p: MitigationPlan) -> list[str]:
         parts.append("rotate")
         p.notes.append("rotate: activations are quantized and the report's outlier channels would set the scales "
                        "(QuaRot)" + ("; 4-bit activations" if r.act.bits <= 4 else ""))
-    if "rotate" not in parts or r.act.bits <= 4:
-        parts.append("smooth")
-        p.notes.append("smooth: per-mapping strength searched on calibration output error (identity allowed)")
-    else:
-        p.notes.append("no smooth: after rotation the 8-bit scales are set by tokens, not channels")
+    parts.append("smooth")
+    p.notes.append("smooth: per-mapping strength searched on calibration output error (identity allowed)")
     if w4:
         parts.append("clip")
         p.notes.append("clip: 4-bit weights, MSE range search per group weighted by E[x^2]")
+        if "rotate" not in parts:
+            parts.append("preserve-channels")
+            p.notes.append("preserve-channels: the report's massive / LLM.int8 input channels stay INT8 in INT4 layers")
     if acts and n_tok:
         parts.append("preserve-tokens")
         p.notes.append(f"preserve-tokens: the report flags {n_tok} outlier token(s)"
