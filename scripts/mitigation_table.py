@@ -49,7 +49,7 @@ def same_as(row: str, col: str) -> str | None:
     """Cells that are the same computation as another cell (no activation quantizer: nothing to preserve)."""
     if row == "w4a16" and "preserve-tokens" in col:
         base = col.replace("+preserve-tokens", "").replace("preserve-tokens", "none")
-        return f"{row}|{base}"
+        return f"{row}|{base}" if base in COLS else None
     return None
 
 
