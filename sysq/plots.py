@@ -68,8 +68,9 @@ def _layer_channel(arr, report, title, folder, names):
     ax.set_xlabel("residual channel")
     ax.set_ylabel("layer")
     top = [c["channel"] for c in report.activation["residual_channels"][:3]]
-    if top:
-        ax.set_xticks(sorted(set(top) | set(range(0, m.shape[1], 128))))
+    if top:   # the outlier channels, plus regular ticks that do not collide with them
+        regular = [t for t in range(0, m.shape[1], 128) if all(abs(t - c) > m.shape[1] // 25 for c in top)]
+        ax.set_xticks(sorted(set(top) | set(regular)))
     ax.set_title(f"{title}: max |h| per layer x channel (outlier channels {top})")
     fig.colorbar(im, ax=ax, label="max |h| over windows")
     _save(fig, folder, "layer_channel.png", names)
