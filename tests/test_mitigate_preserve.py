@@ -89,3 +89,16 @@ def test_prefix_form_beats_none():
     assert e_prefix < e_none / 4, (e_prefix, e_none)
     # and in float the prefix model is the model itself
     assert torch.allclose(logits(PrefixModel(model, copy.deepcopy(model), 1), ids), ref, atol=1e-4)
+
+
+def test_before_after_panel_sees_the_planted_outlier_and_rotation_spreading_it():
+    from sysq.mitigate.compare import magnitudes, panel
+    from sysq.mitigate.rotate import rotate
+    model, ids = planted(), batch()
+    before = magnitudes(model, ids)
+    assert before[0]["down_in"] > 100 * 1.0 and before[0]["resid_pos"] == 0
+    rotated = copy.deepcopy(model)
+    rotate(rotated)
+    after = magnitudes(rotated, ids)
+    assert after[0]["down_in"] < before[0]["down_in"] / 4           # the online Hadamard spreads the channel
+    assert "| 0 |" in panel(before, after)
