@@ -32,7 +32,8 @@ from sysq.quant.api import quantize  # noqa: E402
 
 ROWS = ["w8a8-static", "w8a8", "w4a16", "w4a8", "w4a4+kv4"]
 COLS = ["none", "smoothquant", "smooth", "preserve-tokens", "smooth+preserve-tokens", "rotate",
-        "rotate+preserve-tokens", "rotate+smooth+preserve-tokens", "smooth+clip+preserve-channels", "auto"]
+        "rotate+preserve-tokens", "rotate+smooth+preserve-tokens", "smooth+clip+preserve-channels", "auto",
+        "auto+gptq"]
 EXTRA = ["fp", "bnb-int8", "bnb-nf4"]
 GOALS = {"w8a8-static": 1.015, "w8a8": 1.005, "w4a16": 1.06, "w4a8": 1.10}
 log = logging.getLogger("mitigation_table")
@@ -80,6 +81,11 @@ def markdown(res: dict, settings: dict) -> str:
         if c and "ppl" in c and fp:
             ratio = c["ppl"] / fp
             lines.append(f"- {r} auto: {ratio:.4f} vs goal <= {g}: {'met' if ratio <= g else 'missed'}")
+    for r, g in GOALS.items():
+        c = cells.get(f"{r}|auto+gptq")
+        if c and "ppl" in c and fp:
+            ratio = c["ppl"] / fp
+            lines.append(f"- {r} auto+gptq: {ratio:.4f} vs goal <= {g}: {'met' if ratio <= g else 'missed'}")
     c4, cr = cells.get("w4a4+kv4|auto"), cells.get("w4a4+kv4|rotate")
     if c4 and cr and "ppl" in c4 and "ppl" in cr:
         lines.append(f"- w4a4+kv4 auto {c4['ppl']:.3f} vs rotate alone {cr['ppl']:.3f}: "

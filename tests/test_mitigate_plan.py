@@ -53,3 +53,12 @@ def test_presets():
     assert plan(None, "w4a16", "auto").preserve_tokens is None        # no activation quantizer
     with pytest.raises(SysqError, match="unknown mitigation"):
         plan(None, "w8a8", "smooth+magic")
+
+
+def test_auto_plus_gptq_sets_the_rounding_and_survives_yaml():
+    from sysq.mitigate.preserve import apply_to_recipe
+    p = plan(None, "w4a16", "auto+gptq")
+    assert p.rounding == "gptq" and p.clip is not None
+    assert apply_to_recipe("w4a16", p).method == "gptq"
+    assert MitigationPlan.from_yaml(p.to_yaml()) == p
+    assert apply_to_recipe("w4a16", plan(None, "w4a16", "auto")).method == "rtn"

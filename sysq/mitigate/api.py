@@ -41,7 +41,9 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationP
     p = MitigationPlan(recipe=name, method=method)
     if method == "none":
         return p
-    parts = _auto(r, report, p) if method == "auto" else method.split("+")
+    parts = method.split("+")
+    if "auto" in parts:
+        parts = _auto(r, report, p) + [m for m in parts if m != "auto"]
     bad = [m for m in parts if m not in METHODS]
     if bad:
         raise SysqError(f"unknown mitigation method(s) {bad}; use auto, none or a '+'-join of {', '.join(METHODS)}")
@@ -58,6 +60,9 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationP
                       floor=_floors(report) if report is not None else {})
     if "preserve-tokens" in parts:
         p.preserve_tokens = _preserve_tokens(report)
+    if "gptq" in parts and r is not None and r.weight is not None:
+        p.rounding = "gptq"
+        p.notes.append("gptq: error-compensating weight rounding (Frantar et al. 2022) on the mitigated weights")
     if "preserve-channels" in parts:
         # channels are named per linear: mitigate() fills them from the report (or calibration stats)
         p.preserve_channels = PreserveChannels(bits=8 if r is not None and r.weight is not None

@@ -5,8 +5,8 @@ unchanged, so a user can read what sysq did and edit it. ``plan(report, recipe)`
 :class:`OutlierReport` (the detector's findings) and the target recipe; ``plan(report, recipe, "auto")``
 chooses the methods, the other presets name one method or a '+'-joined combination:
 
-    none | smooth | smoothquant | clip | preserve-tokens | preserve-channels | rotate | auto
-    e.g. "smooth+preserve-tokens", "rotate+preserve-tokens"
+    none | smooth | smoothquant | clip | preserve-tokens | preserve-channels | rotate | gptq | auto
+    e.g. "smooth+preserve-tokens", "rotate+preserve-tokens", "auto+gptq"
 
 Each choice records *why* in ``plan.notes`` (which report finding drove it).
 Order of application in :func:`sysq.mitigate`: rotate -> smooth -> clip -> preserve.
@@ -26,7 +26,7 @@ from ..errors import SysqError
 log = logging.getLogger(__name__)
 
 PLAN_VERSION = 1
-METHODS = ("smooth", "smoothquant", "clip", "preserve-tokens", "preserve-channels", "rotate")
+METHODS = ("smooth", "smoothquant", "clip", "preserve-tokens", "preserve-channels", "rotate", "gptq")
 ALPHA_GRID = [round(0.05 * i, 2) for i in range(1, 20)]          # 0.05 .. 0.95 (plus the identity)
 
 
@@ -100,6 +100,7 @@ class MitigationPlan:
     preserve_channels: PreserveChannels | None = None
     preserve_tokens: PreserveTokens | None = None
     rotate: Rotate | None = None
+    rounding: str | None = None              # "gptq": the recipe's weights use error-compensating rounding
     notes: list[str] = field(default_factory=list)
     version: int = PLAN_VERSION
 
@@ -115,6 +116,8 @@ class MitigationPlan:
         if self.preserve_channels:
             n = sum(len(v) for v in self.preserve_channels.channels.values())
             parts.append(f"  preserve channels: {n} over {len(self.preserve_channels.channels)} linears")
+        if self.rounding:
+            parts.append(f"  weight rounding: {self.rounding}")
         if self.preserve_tokens:
             p = self.preserve_tokens
             parts.append(f"  preserve tokens: threshold={p.threshold} positions={p.positions} prefix={p.prefix}")

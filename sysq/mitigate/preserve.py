@@ -36,14 +36,16 @@ def token_rule(p: PreserveTokens | None) -> TokenRule | None:
 
 
 def apply_to_recipe(recipe, plan: MitigationPlan):
-    """The recipe with the plan's quantizer-side settings: preserved tokens (activation spec) and
-    preserved channels. Pass the result to sysq.quantize."""
+    """The recipe with the plan's quantizer-side settings: preserved tokens (activation spec), preserved
+    channels and the weight rounding (gptq). Pass the result to sysq.quantize."""
     from ..quant.recipes import get_recipe
     r = get_recipe(recipe)
     p = plan.preserve_tokens
     if p is not None and r.act is not None and p.prefix == 0:
         r = dataclasses.replace(r, act=dataclasses.replace(r.act, preserve_threshold=p.threshold,
                                                            preserve_positions=tuple(p.positions)))
+    if plan.rounding == "gptq" and r.weight is not None:
+        r = dataclasses.replace(r, method="gptq")
     c = plan.preserve_channels
     if c is not None and c.channels:
         r = dataclasses.replace(r, preserve_channels={k: list(v) for k, v in c.channels.items()},
