@@ -268,6 +268,10 @@ class Recorder:
         self.windows += ids.shape[0]
 
     # ---- hooks --------------------------------------------------------------------------------
+    def _btc(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, T, C] view of a hidden tensor (OPT flattens tokens to [B*T, C] inside its layers)."""
+        return t if t.dim() == 3 else t.view(*self._ids.shape, -1)
+
     def _stats(self, i: int, site: str, x: torch.Tensor):
         key = (i, site)
         if key not in self.sites:
@@ -278,7 +282,7 @@ class Recorder:
 
     def _layer_in(self, i: int):
         def hook(mod, args, kwargs):
-            h = args[0] if args else kwargs["hidden_states"]
+            h = self._btc(args[0] if args else kwargs["hidden_states"])
             self._cur = {"h_in": h}
             if i == 0:   # the embeddings: thresholds of the first layer's input, not kept as a site
                 a = h.detach().float().abs()
@@ -291,7 +295,7 @@ class Recorder:
 
     def _site(self, i: int, site: str):
         def hook(mod, args):
-            x = args[0]
+            x = self._btc(args[0])
             self._stats(i, site, x)
             if site == "down_in":
                 self._cur["down_in"] = x
@@ -299,12 +303,12 @@ class Recorder:
 
     def _stash_input(self, name: str):
         def hook(mod, args):
-            self._cur[name] = args[0]
+            self._cur[name] = self._btc(args[0])
         return hook
 
     def _stash_output(self, name: str):
         def hook(mod, args, out):
-            self._cur[name] = out
+            self._cur[name] = self._btc(out)
         return hook
 
     def _qkv_norm(self, role: str):

@@ -239,3 +239,17 @@ def test_cli_detect_on_a_tiny_folder(tmp_path, tiny_tokenizer, capsys):
                "--quiet", "--no-plots"])
     assert rc == 0 and (out / "report.json").exists() and "Residual channel" in capsys.readouterr().out
     assert main(["detect", "--model", str(folder), "--data", str(text), "--threshold", "nope=1", "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "opt", "phi3", "qwen3", "gemma2"])
+def test_every_family_streams(model_type):
+    """Fused qkv / gate_up, fc1-fc2 MLPs and sandwich norms: every site and the attention hook report."""
+    from tiny_models import tiny_model
+    model = tiny_model(model_type, layers=2)
+    x = torch.randint(3, 300, (2, 12))
+    x[:, 0] = 1
+    r = detect(model, x, quiet=True, snapshot=False)
+    assert {(s["layer"], s["site"]) for s in r.activation["sites"]} == \
+        {(i, site) for i in range(2) for site in ("attn_in", "o_in", "mlp_in", "down_in", "resid")}
+    assert len(r.linear_inputs) == sum(len(s["linears"]) for s in r.activation["sites"])
+    assert len(r.attention["layers"]) == 2 and all(len(a["sink_share"]) == 4 for a in r.attention["layers"])
