@@ -189,6 +189,7 @@ class LayerLife:
     # channel -> {"count", "attn", "mlp", "parts": {k: [count, sum contrib, sum x_k, sum gate_k, sum up_k]}}
     # (positions where the value becomes massive, or at least doubles, in this layer)
     emerge: dict = field(default_factory=dict)
+    cancel: dict = field(default_factory=dict)            # the same split where the outlier vanishes
     tokens: Counter = field(default_factory=Counter)    # token ids at the tracked positions
 
 
@@ -414,18 +415,19 @@ class Recorder:
             tr[3] += vmlp
             tr[4] += vout
             tr[5] += int(vin * vmlp < 0)
-            tr[6] += int(big_in and abs(vout) <= self.th.vanish_ratio * abs(vin))
+            vanish = big_in and abs(vout) <= self.th.vanish_ratio * abs(vin)
+            tr[6] += int(vanish)
             life.tokens[tid] += 1
             born = big_out and (not big_in or abs(vout) >= GROWTH * abs(vin))
-            if born and "down_in" in cur:
-                self._emergence(life, key, bb, tt, vatt, vmlp, cur, w_down)
+            if (born or vanish) and "down_in" in cur:
+                self._decompose(life.emerge if born else life.cancel, key, bb, tt, vatt, vmlp, cur, w_down)
 
-    def _emergence(self, life: LayerLife, key, b: int, t: int, vatt: float, vmlp: float, cur: dict, w_down):
+    def _decompose(self, into: dict, key, b: int, t: int, vatt: float, vmlp: float, cur: dict, w_down):
         """Split the MLP's write into channel c = key[0] at (b, t) into x_k * W_down[c, k]; keep the largest terms."""
         x = cur["down_in"].detach().float()[b, t]
         contrib = x * w_down[key[0]].detach().float()
         gate, up = _gate_up(cur, b, t)
-        e = life.emerge.setdefault(key, {"count": 0, "attn": 0.0, "mlp": 0.0, "parts": {}})
+        e = into.setdefault(key, {"count": 0, "attn": 0.0, "mlp": 0.0, "parts": {}})
         e["count"] += 1
         e["attn"] += vatt
         e["mlp"] += vmlp

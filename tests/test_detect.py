@@ -104,6 +104,7 @@ def test_planted_lifecycle(report):
     v = life["vanishing"][0]
     assert v["mlp_opposite_share"] == 1.0
     assert v["cancellation_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert v["terms"][0]["column"] == K2 and v["terms"][0]["weight_outlier_column"]
     assert report.summary["vanishing_layers"] == [DIES]
 
 

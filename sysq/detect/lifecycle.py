@@ -32,15 +32,13 @@ def channel_lifecycle(c: int, group: str, life: list[LayerLife], resid_absmax: l
         per_layer.append(row)
         e = ll.emerge.get((c, group))
         if e:
-            parts = sorted(e["parts"].items(), key=lambda kv: -abs(kv[1][1] / kv[1][0]))
-            births.append({
-                "layer": i, "positions": e["count"], "attn": e["attn"] / e["count"], "mlp": e["mlp"] / e["count"],
-                "builder": "mlp" if abs(e["mlp"]) >= abs(e["attn"]) else "attention",
-                "terms": [{"column": k, "times_top": p[0], "contribution": p[1] / p[0], "x": p[2] / p[0],
-                           "gate": p[3] / p[0], "up": p[4] / p[0], "w_down": float(down_weights[i][c, k]),
-                           "weight_outlier_column": k in down_outlier_cols[i],
-                           "activation_outlier_channel": k in down_act_channels[i]} for k, p in parts[:4]],
-            })
+            births.append({"layer": i, "positions": e["count"], "attn": e["attn"] / e["count"],
+                           "mlp": e["mlp"] / e["count"],
+                           "builder": "mlp" if abs(e["mlp"]) >= abs(e["attn"]) else "attention",
+                           "terms": _terms(e, c, down_weights[i], down_outlier_cols[i], down_act_channels[i])})
+        k = ll.cancel.get((c, group))
+        if k and vanish and vanish[-1]["layer"] == i:
+            vanish[-1]["terms"] = _terms(k, c, down_weights[i], down_outlier_cols[i], down_act_channels[i])
     # born: the first layer that makes it large (|h| > massive_abs); Sun et al.'s massive test may pass later,
     # once the value also reaches 1000x the median (massive_layers)
     emergence = births[0] if births else None
@@ -51,3 +49,11 @@ def channel_lifecycle(c: int, group: str, life: list[LayerLife], resid_absmax: l
 def groups_of(c: int, life: list[LayerLife]) -> list[str]:
     """The token groups ("initial", "other") where channel c was ever tracked."""
     return [g for g in ("initial", "other") if any((c, g) in ll.track for ll in life)]
+
+
+def _terms(e: dict, c: int, w_down, outlier_cols: set, act_channels: set) -> list[dict]:
+    """The largest terms x_k * W_down[c, k] (means over the positions where k was among the largest)."""
+    parts = sorted(e["parts"].items(), key=lambda kv: -abs(kv[1][1] / kv[1][0]))
+    return [{"column": k, "times_top": p[0], "contribution": p[1] / p[0], "x": p[2] / p[0], "gate": p[3] / p[0],
+             "up": p[4] / p[0], "w_down": float(w_down[c, k]), "weight_outlier_column": k in outlier_cols,
+             "activation_outlier_channel": k in act_channels} for k, p in parts[:4]]

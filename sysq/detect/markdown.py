@@ -114,7 +114,9 @@ def render(r, plots: list[str]) -> str:
         for v in life["vanishing"]:
             add(f"Vanishes in layer {v['layer']}: h_in {_f(v['h_in'])} -> h_out {_f(v['h_out'])}; MLP wrote {_f(v['mlp'])} "
                 f"(opposite sign at {_pct(v['mlp_opposite_share'])} of positions, cancellation ratio "
-                f"{_f(v['cancellation_ratio'])}), attention {_f(v['attn'])}.")
+                f"{_f(v['cancellation_ratio'])}), attention {_f(v['attn'])}.\n")
+            if v.get("terms"):
+                _terms(add, v["terms"])
         add("")
 
     if tx:
