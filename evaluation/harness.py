@@ -222,7 +222,7 @@ def make_lm(model, tokenizer, batch_size: int = 4, bos: bool | None = None, max_
                 add_bos_token=bos, max_length=max_length)
 
 
-def _register_sysq_model():
+def register_sysq_model():
     """`--model sysq` for lm-eval's own CLI: loads any sysq spec (alias, float folder, sysq-quantized folder,
     .gguf) through sysq.load, then runs as HFLM on that object. See evaluation/lm_eval_main.py."""
     from lm_eval.api.registry import register_model
@@ -317,6 +317,3 @@ def save_results(results: dict, out_dir: str | os.PathLike, name: str = "results
     atomic_write_text(path, json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False))
     atomic_write_text(out / f"{name}.md", make_table(results) + "\n")
     return path
-
-
-_register_sysq_model()

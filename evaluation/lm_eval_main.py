@@ -9,7 +9,8 @@ TASK_DIR comes from `sysq eval --write-tasks TASK_DIR`.
 """
 from lm_eval.__main__ import cli_evaluate
 
-from evaluation import harness  # noqa: F401  (registers --model sysq)
+from evaluation import harness
 
 if __name__ == "__main__":
+    harness.register_sysq_model()   # here, not at import: every `sysq` command would pay for lm-eval's import
     cli_evaluate()

@@ -166,6 +166,7 @@ def test_sysq_eval_write_tasks_and_bad_input(tmp_path):
 def test_lm_eval_model_type_sysq_loads_any_sysq_folder(tiny_folders):
     from lm_eval.api.registry import get_model
 
+    harness.register_sysq_model()   # what evaluation/lm_eval_main.py does before lm-eval's CLI
     fp, q = tiny_folders
     lm = get_model("sysq").create_from_arg_string(f"pretrained={q},add_bos_token=True", {"batch_size": 2})
     assert type(lm._model.model.layers[0].mlp.down_proj).__name__ == "QuantLinear"
