@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from ..arch import get_adapter
 from ..errors import SysqError
+from ..io import atomic_dir
 from .backends import Int8Linear
 from .kv import add_kv_quant, kv_spec
 from .linear import QuantLinear
@@ -120,9 +118,7 @@ def save(model, path, tokenizer=None) -> Path:
                 attn_implementation=getattr(model, "_sysq_prev_attn", model.config._attn_implementation),
                 recipe=recipe.to_dict() if recipe is not None else None)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         config = model.config.to_dict()
         config["quantization_config"] = {"quant_method": "sysq", "format": FORMAT,
                                          "recipe": recipe.name if recipe else None,
@@ -135,16 +131,6 @@ def save(model, path, tokenizer=None) -> Path:
             (tmp / "recipe.yaml").write_text(recipe.to_yaml())
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("saved %d quantized modules to %s", len(quantized), path)
     return path
 
@@ -257,17 +243,9 @@ def export_compressed_tensors(model, path, tokenizer=None) -> Path:
                                       "input_activations": _ct_args(next(iter(qls.values())).act_spec, gran,
                                                                     dynamic)}},
         "ignore": [head] + [ref.name for ref in _modules(model) if ref.name not in qls and ref.name != head]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
