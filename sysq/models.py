@@ -66,6 +66,7 @@ def load(spec: str = DEFAULT_MODEL, dtype="float32", device: str | None = None):
     spec = str(spec)
     if spec in ALIASES:
         model, tok = _load_folder(_cached_alias(spec), dtype)
+        model.config.name_or_path = spec  # reports and plots name the alias, not the cache folder
     else:
         path = Path(spec).expanduser()
         if path.is_dir():

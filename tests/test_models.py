@@ -82,6 +82,7 @@ def test_default_alias_converts_once_then_loads_fast(tmp_path, monkeypatch):
     second = time.perf_counter() - t0
     assert second < first / 3
     assert m2.config.num_hidden_layers == 30 and m2.config.hidden_size == 576
+    assert m2.config.name_or_path == "smollm2-135m"
     for (n, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
         assert torch.equal(a, b), n
     assert tok.bos_token_id is not None
