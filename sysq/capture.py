@@ -256,13 +256,14 @@ class Recorder:
     def run(self, ids: torch.Tensor, window0: int, attention: bool = True) -> None:
         """One batch of windows. attention=False: the model runs its own kernel (no probabilities), so the
         attention statistics and Q/K/V norms skip this batch."""
-        self._ids, self._window0 = ids, window0
+        # statistics live on the CPU whatever the model's device: hooks move what they keep (_host)
+        self._ids, self._window0 = ids.cpu(), window0
         self._attention_now = attention and self.attention
         if self.window0_ids is None:
-            self.window0_ids = ids[0, :ATTN_MAP_TOKENS].clone()
+            self.window0_ids = self._ids[0, :ATTN_MAP_TOKENS].clone()
         try:
             base = getattr(self.model, "base_model", self.model)   # the logits are not needed
-            base(input_ids=ids, use_cache=False)
+            base(input_ids=ids.to(self.model.device), use_cache=False)
         finally:
             self._cur = {}
             self._flags_in = self._tokmax_in = None
@@ -270,8 +271,9 @@ class Recorder:
 
     # ---- hooks --------------------------------------------------------------------------------
     def _btc(self, t: torch.Tensor) -> torch.Tensor:
-        """[B, T, C] view of a hidden tensor (OPT flattens tokens to [B*T, C] inside its layers)."""
-        return t if t.dim() == 3 else t.view(*self._ids.shape, -1)
+        """[B, T, C] float32 CPU copy of a hidden tensor (OPT flattens tokens to [B*T, C] inside its layers)."""
+        t = t if t.dim() == 3 else t.view(*self._ids.shape, -1)
+        return _host(t)
 
     def _stats(self, i: int, site: str, x: torch.Tensor):
         key = (i, site)
@@ -326,7 +328,7 @@ class Recorder:
             else:
                 parts = {role: out}
             for r, t in parts.items():  # RoPE rotates pairs: per-head norms before RoPE equal those after
-                self._cur["n" + r] = t.detach().float().view(B, T, -1, hd).norm(dim=-1).mean(-1)
+                self._cur["n" + r] = _host(t.detach().float().view(B, T, -1, hd).norm(dim=-1).mean(-1))
         return hook
 
     def _attn(self, i: int):
@@ -338,7 +340,7 @@ class Recorder:
                 return
             w = w.detach().float()
             B, H, Tq, T = w.shape
-            recv = w.sum(2)                                   # [B, H, T] mass each key receives
+            recv = _host(w.sum(2))                            # [B, H, T] mass each key receives
             sink = recv[..., 0] / Tq                          # [B, H] mean attention to position 0
             st.windows += B
             st.sink_sum += sink.sum(0).double()
@@ -353,12 +355,12 @@ class Recorder:
             if st.attn_map is None:
                 h = int(sink[0].argmax())
                 n = min(ATTN_MAP_TOKENS, T)
-                st.attn_map, st.attn_map_head = w[0, h, :n, :n].clone(), h
+                st.attn_map, st.attn_map_head = _host(w[0, h, :n, :n]).clone(), h
         return hook
 
     def _layer_out(self, i: int):
         def hook(mod, args, out):
-            h_out = out[0] if isinstance(out, tuple) else out
+            h_out = self._btc(out[0] if isinstance(out, tuple) else out)
             flags_out, tokmax_out = self._stats(i, "resid", h_out)
             cur = self._cur
             self._lifecycle(i, cur, h_out, tokmax_out)
@@ -425,7 +427,7 @@ class Recorder:
     def _decompose(self, into: dict, key, b: int, t: int, vatt: float, vmlp: float, cur: dict, w_down):
         """Split the MLP's write into channel c = key[0] at (b, t) into x_k * W_down[c, k]; keep the largest terms."""
         x = cur["down_in"].detach().float()[b, t]
-        contrib = x * w_down[key[0]].detach().float()
+        contrib = x * _host(w_down[key[0]])
         gate, up = _gate_up(cur, b, t)
         e = into.setdefault(key, {"count": 0, "attn": 0.0, "mlp": 0.0, "parts": {}})
         e["count"] += 1
@@ -438,6 +440,11 @@ class Recorder:
             p[2] += float(x[k])
             p[3] += float(gate[k]) if gate is not None else float("nan")
             p[4] += float(up[k]) if up is not None else float("nan")
+
+
+def _host(t: torch.Tensor) -> torch.Tensor:
+    """float32 on the CPU, where the running statistics live (a no-op for a float32 CPU model)."""
+    return t.detach().float().cpu()
 
 
 def _gate_up(cur: dict, b: int, t: int):

@@ -197,7 +197,7 @@ def _arrays(rec: Recorder, resid: list[dict], namer: Namer, ad, report: OutlierR
     if life and life["emergence"] and life["emergence"]["terms"]:
         layer = life["emergence_layer"]
         arrays["down_column"] = (layer, life["channel"], life["emergence"]["terms"][0]["column"],
-                                 ad.down(layer).weight.detach().float().clone())
+                                 ad.down(layer).weight.detach().float().cpu().clone())
     return arrays
 
 
@@ -207,12 +207,12 @@ def _layer_output(ad, ids: torch.Tensor, layer: int, tokens: int = 32) -> torch.
     box = {}
 
     def hook(mod, args, out):
-        box["h"] = (out[0] if isinstance(out, tuple) else out)[0, :tokens].detach().float().abs().clone()
+        box["h"] = (out[0] if isinstance(out, tuple) else out)[0, :tokens].detach().float().abs().cpu()
 
     h = ad.layers()[layer].register_forward_hook(hook)
     try:
         base = getattr(ad.model, "base_model", ad.model)
-        base(input_ids=ids[:, : tokens], use_cache=False)
+        base(input_ids=ids[:, : tokens].to(ad.model.device), use_cache=False)
     finally:
         h.remove()
     return box["h"]
