@@ -66,15 +66,47 @@ def cmd_detect(args) -> int:
     from .detect import detect, parse_thresholds
 
     th = parse_thresholds(args.threshold)
-    model, tok = models.load(args.model, dtype=args.dtype)
+    model, tok = models.load(args.model, dtype=args.dtype, device=args.device)
     w = data.windows(args.data, tok, n=args.n, seqlen=args.seqlen, seed=args.seed, bos=not args.no_bos)
-    report = detect(model, w, tokenizer=tok, thresholds=th, quiet=args.quiet, batch_size=args.batch_size,
-                    attention=not args.no_attention, attention_windows=args.attention_windows or None)
+    kw = dict(thresholds=th, batch_size=args.batch_size, attention=not args.no_attention,
+              attention_windows=args.attention_windows or None)
+    report = detect(model, w, tokenizer=tok, quiet=args.quiet, **kw)
     report.model["name"] = args.model
+    after = plan_ = None
+    if args.mitigate:
+        after, plan_ = _detect_after(args, model, tok, report, w, kw)
     out = report.save(args.out, plots=not args.no_plots)
     print(report.headline())
-    print(f"wrote {out}/report.json, report.md" + ("" if args.no_plots else ", plots/"))
+    written = ["report.json", "report.md"] + ([] if args.no_plots else ["plots/"])
+    if after is not None:
+        after.save(f"{args.out}/after", plots=not args.no_plots)
+        plan_.save(f"{args.out}/plan.yaml")
+        b, a = report.mitigation["summary"]["before"], report.mitigation["summary"]["after"]
+        print(f"after plan {plan_.method!r} ({plan_.recipe}): residual max {b['resid_max']:.1f} -> {a['resid_max']:.1f}; "
+              f"largest static scale {b['largest']:.4g} ({b['largest_linear']}) -> {a['largest']:.4g} "
+              f"({a['largest_linear']}); median {b['median']:.4g} -> {a['median']:.4g}")
+        print(after.headline())
+        written += ["after/", "plan.yaml"]
+    print(f"wrote {out}/: " + ", ".join(written))
     return EXIT_OK
+
+
+def _detect_after(args, model, tok, report, windows, detect_kw):
+    """`sysq detect --mitigate PLAN`: mitigate the model with the plan (a method like auto, or a plan YAML),
+    detect again on the same windows; the first --calib-n windows feed the plan's searches."""
+    from pathlib import Path
+
+    from .mitigate.api import plan
+    from .mitigate.compare import before_after
+    from .mitigate.plan import MitigationPlan
+
+    if Path(args.mitigate).suffix in (".yaml", ".yml") or Path(args.mitigate).is_file():
+        p = MitigationPlan.load(args.mitigate)
+    else:
+        p = plan(report, args.recipe, args.mitigate)
+    calib = windows.ids[: args.calib_n]
+    after, _ = before_after(model, report, p, windows, calib, tokenizer=tok, quiet=args.quiet, **detect_kw)
+    return after, p
 
 
 def cmd_quantize(args) -> int:
@@ -128,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windows (the first ones) run with eager attention for attention statistics; 0 = all "
                         "(default: %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="write report.json and report.md only")
+    p.add_argument("--mitigate", metavar="PLAN", default=None,
+                   help="also apply a mitigation plan (auto, smooth+preserve-tokens, ... or a plan YAML), detect "
+                        "again and add a before/after panel to the report (after-report in OUT/after)")
+    p.add_argument("--recipe", default="w8a8-static", help="recipe the plan targets (default: %(default)s)")
+    p.add_argument("--calib-n", type=int, default=8,
+                   help="with --mitigate: the first N windows feed the plan's searches (default: %(default)s)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: where the model loads, the CPU)")
     p.add_argument("--out", default="out/detect", help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_detect)
 

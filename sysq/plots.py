@@ -42,7 +42,35 @@ def make_plots(report, folder) -> list[str]:
         _attention(arr, report, title, folder, names)
     if report.lifecycle:
         _lifecycle(report, title, folder, names)
+    if report.mitigation:
+        _before_after(report.mitigation, title, folder, names)
     return names
+
+
+def _before_after(mg, title, folder, names):
+    layers = [l["layer"] for l in mg["layers"]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    ax1.plot(layers, [l["resid_before"] for l in mg["layers"]], "-o", ms=3, label="residual, before")
+    ax1.plot(layers, [l["resid_after"] for l in mg["layers"]], "-o", ms=3, label="residual, after")
+    ax1.plot(layers, [l["down_in_before"] for l in mg["layers"]], "--s", ms=3, label="down_proj input, before")
+    ax1.plot(layers, [l["down_in_after"] for l in mg["layers"]], "--s", ms=3, label="down_proj input, after")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("layer")
+    ax1.set_ylabel("max |activation|")
+    ax1.set_title("largest magnitudes per layer")
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    sc = list(mg["scales"].values())
+    ax2.plot([s["before"] for s in sc], ".", ms=4, label="before")
+    ax2.plot([s["after"] for s in sc], ".", ms=4, label="after (preserved tokens left out)")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("decoder linear (in model order)")
+    ax2.set_ylabel(f"static INT{mg['bits']} per-tensor scale")
+    ax2.set_title("static activation scales")
+    ax2.legend(fontsize=8)
+    ax2.grid(alpha=0.3)
+    fig.suptitle(f"{title}: before / after plan {mg['plan']['method']} ({mg['recipe']})")
+    _save(fig, folder, "before_after.png", names)
 
 
 def _magnitudes(arr, title, folder, names):

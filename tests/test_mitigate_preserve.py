@@ -91,14 +91,25 @@ def test_prefix_form_beats_none():
     assert torch.allclose(logits(PrefixModel(model, copy.deepcopy(model), 1), ids), ref, atol=1e-4)
 
 
-def test_before_after_panel_sees_the_planted_outlier_and_rotation_spreading_it():
-    from sysq.mitigate.compare import magnitudes, panel
-    from sysq.mitigate.rotate import rotate
+def test_before_after_panel_sees_the_planted_outlier_and_its_mitigation(tmp_path):
+    from sysq.detect import OutlierReport, detect
+    from sysq.mitigate.compare import before_after
     model, ids = planted(), batch()
-    before = magnitudes(model, ids)
-    assert before[0]["down_in"] > 100 * 1.0 and before[0]["resid_pos"] == 0
-    rotated = copy.deepcopy(model)
-    rotate(rotated)
-    after = magnitudes(rotated, ids)
-    assert after[0]["down_in"] < before[0]["down_in"] / 4           # the online Hadamard spreads the channel
-    assert "| 0 |" in panel(before, after)
+    down0 = get_adapter(model).linear_refs()[[r.role for r in get_adapter(model).linear_refs()].index("down")].name
+    report = detect(model, ids, quiet=True)
+    p = plan(report, "w8a8-static", "rotate+preserve-tokens")
+    ref = logits(model, ids)
+    after, panel = before_after(model, report, p, ids, ids, quiet=True)
+    assert torch.allclose(logits(model, ids), ref, atol=1e-3)      # the float transforms kept the function
+    l0 = panel["layers"][0]
+    assert l0["down_in_before"] > 100 and l0["resid_pos_before"] == 0
+    assert l0["down_in_after"] < l0["down_in_before"] / 4           # the online Hadamard spreads the channel
+    s = panel["scales"][down0]
+    assert abs(s["before"] * 127 - l0["down_in_before"]) < 1e-3 * l0["down_in_before"]   # same windows, same max
+    assert s["channel_before"] == J
+    assert s["after"] < s["before"] / 20                            # BOS no longer sets the static scale
+    assert panel["summary"]["after"]["largest"] < panel["summary"]["before"]["largest"]
+    out = report.save(tmp_path / "r")
+    assert "Before / after mitigation" in (out / "report.md").read_text()
+    assert (out / "plots" / "before_after.png").is_file()
+    assert OutlierReport.load(out).mitigation["scales"][down0] == s

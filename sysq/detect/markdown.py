@@ -1,6 +1,8 @@
 """report.md: a human summary of an OutlierReport (a few tables, one paragraph per finding)."""
 from __future__ import annotations
 
+import yaml
+
 
 def _f(v, digits: int = 3) -> str:
     if v is None:
@@ -128,6 +130,9 @@ def render(r, plots: list[str]) -> str:
             add(f"| {t} | {n} | {_pct(tx['share'][t])} | {ex} |")
         add("\nWithout the initial token: " + ", ".join(f"{k} {v}" for k, v in tx["excluding_initial"].items()) + ".\n")
 
+    if r.mitigation:
+        _mitigation(add, r.mitigation)
+
     if plots:
         add("## Plots\n")
         for p in plots:
@@ -138,6 +143,49 @@ def render(r, plots: list[str]) -> str:
         add(f"Cost: detection pass {_f(c.get('pass_s'))} s (batch {c.get('batch_size')}, eager attention on the first "
             f"{c.get('attention_windows')} windows), weight statistics {_f(c.get('weights_s'))} s.\n")
     return "\n".join(L)
+
+
+def _mitigation(add, mg: dict) -> None:
+    """The before/after panel of `sysq detect --mitigate`."""
+    b, a = mg["summary"]["before"], mg["summary"]["after"]
+    add(f"## Before / after mitigation: plan `{mg['plan']['method']}` for `{mg['recipe']}`\n")
+    add("The same windows through the float model and the mitigated one (float, not quantized). Static scale = "
+        f"the per-tensor INT{mg['bits']} scale a quantizer calibrates on these windows (absmax / "
+        f"{2 ** (mg['bits'] - 1) - 1}); after mitigation the tokens the plan preserves are left out of it.\n")
+    add("| | before | after |")
+    add("|---|---|---|")
+    add(f"| residual max abs | {_f(b['resid_max'])} | {_f(a['resid_max'])} |")
+    add(f"| largest static scale (linear) | {_f(b['largest'])} ({b['largest_linear']}) | "
+        f"{_f(a['largest'])} ({a['largest_linear']}) |")
+    add(f"| median static scale | {_f(b['median'])} | {_f(a['median'])} |")
+    add(f"| largest / median | {_f(b['largest_over_median'])} | {_f(a['largest_over_median'])} |")
+    add("")
+    add("| layer | resid max before (ch, pos) | after (ch, pos) | down_proj in max before | after |")
+    add("|---:|---|---|---:|---:|")
+    for l in mg["layers"]:
+        add(f"| {l['layer']} | {_f(l['resid_before'])} ({l['resid_channel_before']}, {l['resid_pos_before']}) | "
+            f"{_f(l['resid_after'])} ({l['resid_channel_after']}, {l['resid_pos_after']}) | "
+            f"{_f(l['down_in_before'])} | {_f(l['down_in_after'])} |")
+    add("")
+    top = sorted(mg["scales"].items(), key=lambda kv: -kv[1]["before"])[:10]
+    add("Linears with the largest static scales before mitigation:\n")
+    add("| linear | scale before (channel) | after (channel) |")
+    add("|---|---:|---:|")
+    for n, s in top:
+        add(f"| {n} | {_f(s['before'])} ({s['channel_before']}) | {_f(s['after'])} ({s['channel_after']}) |")
+    add("\nThe plan (also in plan.yaml beside this report):\n")
+    add("```yaml")
+    add(yaml.safe_dump(_short(mg["plan"]), sort_keys=False, default_flow_style=None, width=110).rstrip())
+    add("```\n")
+
+
+def _short(d):
+    """The plan with its long per-linear mappings (chosen ratios, channels, floors) replaced by their size."""
+    if isinstance(d, dict):
+        if len(d) > 8 and all(isinstance(k, str) and "." in k for k in d):
+            return f"<{len(d)} entries, see plan.yaml>"
+        return {k: _short(v) for k, v in d.items()}
+    return d
 
 
 def _terms(add, terms: list[dict]) -> None:

@@ -37,6 +37,10 @@ report.json keys (schema "sysq.outliers/1"; layers and channels are 0-based ints
                cancellation_ratio}], layers[{layer, resid_absmax, h_in, attn, mlp, h_out, ...}]
   tokens       criterion, unit, tokens[{token_id, token, type, count, layers[], sites[]}],
                positions[{pos, count}], taxonomy {total, counts, share, examples, excluding_initial}
+  mitigation   (only with `sysq detect --mitigate PLAN`; sysq/mitigate/compare.py) plan, recipe, bits,
+               summary {before, after: largest, largest_linear, median, largest_over_median, resid_max},
+               layers[{layer, resid_before/after, resid_channel_before/after, resid_pos_before/after,
+               down_in_before/after}], scales {linear: {layer, role, before, after, channel_before/after}}
 """
 from __future__ import annotations
 
@@ -66,6 +70,7 @@ class OutlierReport:
     lifecycle: list
     tokens: dict
     cost: dict = field(default_factory=dict)
+    mitigation: dict | None = None   # before/after panel (sysq detect --mitigate)
     schema: str = SCHEMA
     arrays: dict = field(default_factory=dict, repr=False)   # plot data only, not in report.json
 
@@ -112,7 +117,8 @@ class OutlierReport:
         return {"schema": self.schema, "model": self.model, "data": self.data, "thresholds": self.thresholds,
                 "summary": self.summary, "activation": self.activation, "linear_inputs": self.linear_inputs,
                 "weights": self.weights, "attention": self.attention, "consistency": self.consistency,
-                "lifecycle": self.lifecycle, "tokens": self.tokens, "cost": self.cost}
+                "lifecycle": self.lifecycle, "tokens": self.tokens, "cost": self.cost,
+                **({"mitigation": self.mitigation} if self.mitigation else {})}
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
@@ -126,7 +132,8 @@ class OutlierReport:
             raise SysqError(f"report schema {schema!r} is not {SCHEMA!r}; rerun `sysq detect` with this sysq")
         keys = ("model", "data", "thresholds", "summary", "activation", "linear_inputs", "weights", "attention",
                 "consistency", "lifecycle", "tokens")
-        return cls(**{k: d[k] for k in keys}, cost=d.get("cost", {}), schema=schema)
+        return cls(**{k: d[k] for k in keys}, cost=d.get("cost", {}), mitigation=d.get("mitigation"),
+                   schema=schema)
 
     @classmethod
     def load(cls, path) -> "OutlierReport":

@@ -80,7 +80,10 @@ def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: To
             h.remove()
     out = {}
     for n, a in acc.items():
-        sample, pres = _thin(torch.cat(a["sample"]), torch.cat(a["pres"]), max_rows, seqlen=ids.shape[1])
+        if a["sample"]:
+            sample, pres = _thin(torch.cat(a["sample"]), torch.cat(a["pres"]), max_rows, seqlen=ids.shape[1])
+        else:                                   # sample_windows=0: ranges only
+            sample, pres = a["absmax"].new_zeros(0, a["absmax"].numel()), torch.zeros(0, dtype=torch.bool)
         out[n] = InputStats(a["absmax"], a["kept"], a["sq"] / max(a["n"], 1), sample, pres)
     return out
 
