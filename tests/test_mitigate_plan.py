@@ -55,10 +55,11 @@ def test_presets():
         plan(None, "w8a8", "smooth+magic")
 
 
-def test_auto_plus_gptq_sets_the_rounding_and_survives_yaml():
+def test_auto_rounds_int4_weights_with_gptq_and_survives_yaml():
     from sysq.mitigate.preserve import apply_to_recipe
-    p = plan(None, "w4a16", "auto+gptq")
+    p = plan(None, "w4a16", "auto")
     assert p.rounding == "gptq" and p.clip is not None
     assert apply_to_recipe("w4a16", p).method == "gptq"
     assert MitigationPlan.from_yaml(p.to_yaml()) == p
-    assert apply_to_recipe("w4a16", plan(None, "w4a16", "auto")).method == "rtn"
+    assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto")).method == "rtn"     # 8-bit weights: RTN is enough
+    assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto+gptq")).method == "gptq"
