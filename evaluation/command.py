@@ -134,6 +134,9 @@ def add_grid_arguments(p) -> None:
     p.add_argument("--calib-n", type=int, default=32, help="calibration windows (default: %(default)s)")
     p.add_argument("--calib-seqlen", type=int, default=512, help="calibration window (default: %(default)s)")
     p.add_argument("--calib-seed", type=int, default=0)
+    p.add_argument("--detect-n", type=int, default=8,
+                   help="calibration windows the `auto` plans' outlier report uses (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device for every row (default: %(default)s)")
     p.add_argument("--out", default="out/grid", help="output folder; rows there are reused (default: %(default)s)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing configuration")
     p.add_argument("--quiet", action="store_true", default=False, help="no progress bars")
@@ -146,7 +149,8 @@ def run_grid_command(args) -> int:
     settings = GridSettings(model=args.model, dtype=args.dtype, data=args.data, seqlen=args.seqlen,
                             windows=args.windows or None, bos=not args.no_bos, tasks=tasks,
                             limit=args.limit or None, batch_size=args.batch_size, calib_n=args.calib_n,
-                            calib_seqlen=args.calib_seqlen, calib_seed=args.calib_seed)
+                            calib_seqlen=args.calib_seqlen, calib_seed=args.calib_seed, detect_n=args.detect_n,
+                            device=args.device)
     print("grid settings: " + json.dumps(settings.to_dict()))
     rows = run_grid(args.configs.split(","), settings, out=args.out, quiet=args.quiet, fail_fast=args.fail_fast)
     print((Path(args.out) / "results.md").read_text())

@@ -162,10 +162,12 @@ class GridSettings:
     bos: bool = True
     tasks: tuple = harness.DEFAULT_TASKS
     limit: int | None = None          # documents per task; None = all
-    batch_size: int = 4               # lm-eval batch (<= 4: memory)
+    batch_size: int = 4               # lm-eval batch (<= 4 on CPU: memory)
     calib_n: int = 32
     calib_seqlen: int = 512
     calib_seed: int = 0
+    detect_n: int = 8                 # calibration windows the `auto` plan's outlier report is detected on
+    device: str = "cpu"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -264,9 +266,9 @@ def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "o
         from sysq.models import load
 
         def loader():
-            return load(settings.model, dtype=settings.dtype)
+            return load(settings.model, dtype=settings.dtype, device=settings.device)
 
-    ctx = GridContext(settings.calib_n, settings.calib_seqlen, settings.calib_seed, quiet=quiet)
+    ctx = GridContext(settings.calib_n, settings.calib_seqlen, settings.calib_seed, settings.detect_n, quiet=quiet)
     ctx.task_dir = harness.write_tasks(out / "tasks", [t for t in settings.tasks if t in harness.LOCAL_TASKS])
     rows: list[Row] = []
     windows = None
@@ -347,7 +349,8 @@ def markdown_table(rows: list[Row], settings: GridSettings) -> str:
     lines.append(f"Model {s.model} ({s.dtype}). Perplexity: {s.data}, seqlen {s.seqlen}, "
                  f"{'all' if s.windows is None else f'first {s.windows}'} windows, BOS {'on' if s.bos else 'off'}. "
                  f"Tasks (lm-eval, 0-shot): " + ", ".join(f"{t} n={n_docs[t]}" for t in tasks) +
-                 f". Calibration: {s.calib_n} x {s.calib_seqlen} tokens of wikitext2-valid, seed {s.calib_seed}.")
+                 f". Calibration: {s.calib_n} x {s.calib_seqlen} tokens of wikitext2-valid, seed {s.calib_seed}; "
+                 f"`auto` plans from an outlier report on the first {s.detect_n} of them. Device {s.device}.")
     return "\n".join(lines) + "\n"
 
 

@@ -215,7 +215,7 @@ def make_lm(model, tokenizer, batch_size: int = 4, bos: bool | None = None, max_
     """lm-eval's HFLM around a model object (no reload, no device move: quantized modules stay as they are)."""
     from lm_eval.models.huggingface import HFLM
 
-    if batch_size > 4:
+    if batch_size > 4 and model.device.type == "cpu":
         log.warning("batch_size %d > 4: rolling loglikelihood can take >10 GB of RAM on CPU", batch_size)
     bos = default_bos(tokenizer) if bos is None else bos
     return HFLM(pretrained=model, tokenizer=_bos_tokenizer(tokenizer, bos), batch_size=batch_size,
