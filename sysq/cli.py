@@ -66,6 +66,9 @@ def cmd_detect(args) -> int:
     from .detect import detect, parse_thresholds
 
     th = parse_thresholds(args.threshold)
+    if args.mitigate and not _is_plan_file(args.mitigate):
+        from .mitigate.api import plan
+        plan(None, args.recipe, args.mitigate)        # a bad method or recipe fails before any work
     model, tok = models.load(args.model, dtype=args.dtype, device=args.device)
     w = data.windows(args.data, tok, n=args.n, seqlen=args.seqlen, seed=args.seed, bos=not args.no_bos)
     kw = dict(thresholds=th, batch_size=args.batch_size, attention=not args.no_attention,
@@ -91,16 +94,19 @@ def cmd_detect(args) -> int:
     return EXIT_OK
 
 
+def _is_plan_file(spec: str) -> bool:
+    from pathlib import Path
+    return Path(spec).suffix in (".yaml", ".yml") or Path(spec).is_file()
+
+
 def _detect_after(args, model, tok, report, windows, detect_kw):
     """`sysq detect --mitigate PLAN`: mitigate the model with the plan (a method like auto, or a plan YAML),
     detect again on the same windows; the first --calib-n windows feed the plan's searches."""
-    from pathlib import Path
-
     from .mitigate.api import plan
     from .mitigate.compare import before_after
     from .mitigate.plan import MitigationPlan
 
-    if Path(args.mitigate).suffix in (".yaml", ".yml") or Path(args.mitigate).is_file():
+    if _is_plan_file(args.mitigate):
         p = MitigationPlan.load(args.mitigate)
     else:
         p = plan(report, args.recipe, args.mitigate)

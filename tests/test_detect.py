@@ -241,6 +241,22 @@ def test_cli_detect_on_a_tiny_folder(tmp_path, tiny_tokenizer, capsys):
     assert rc == 0 and (out / "report.json").exists() and "Residual channel" in capsys.readouterr().out
     assert main(["detect", "--model", str(folder), "--data", str(text), "--threshold", "nope=1", "--quiet"]) == 2
 
+    # --mitigate: the plan applied, detect again, the before/after panel in the report, OUT/after and plan.yaml
+    out2 = tmp_path / "det2"
+    rc = main(["detect", "--model", str(folder), "--data", str(text), "--n", "2", "--seqlen", "16", "--out", str(out2),
+               "--quiet", "--no-plots", "--mitigate", "smooth+preserve-tokens", "--calib-n", "2"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "after plan 'smooth+preserve-tokens' (w8a8-static)" in printed
+    assert "Before / after mitigation" in (out2 / "report.md").read_text()
+    assert (out2 / "after" / "report.json").exists()
+    from sysq.mitigate.plan import MitigationPlan
+    p = MitigationPlan.load(out2 / "plan.yaml")
+    assert p.smooth.chosen and p.preserve_tokens is not None          # what the searches chose is recorded
+    rc = main(["detect", "--model", str(folder), "--data", str(text), "--n", "2", "--seqlen", "16", "--quiet",
+               "--out", str(tmp_path / "det3"), "--mitigate", "smooth+magic"])
+    assert rc == 2 and "unknown mitigation method" in capsys.readouterr().err
+    assert not (tmp_path / "det3").exists()                          # nothing half-written
+
 
 @pytest.mark.parametrize("model_type", ["gpt2", "opt", "phi3", "qwen3", "gemma2"])
 def test_every_family_streams(model_type):
