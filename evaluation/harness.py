@@ -259,6 +259,9 @@ def evaluate(model, tokenizer, tasks=DEFAULT_TASKS, limit: int | float | None = 
         # 2048 is the perplexity protocol's window (DESIGN.md §3).
         max_length = min(ROLLING_MAX_LENGTH, getattr(model.config, "max_position_embeddings", ROLLING_MAX_LENGTH))
     lm = make_lm(model, tokenizer, batch_size=batch_size, bos=bos, max_length=max_length)
+    if quiet:   # datasets' bars; lm-eval's own request bars pass disable=False explicitly and stay
+        import datasets
+        datasets.disable_progress_bars()
     t0 = time.perf_counter()
     # no_grad, not inference_mode: optimum-quanto 4-bit kernels fail under inference_mode (DESIGN.md §5).
     with (contextlib.nullcontext(task_dir) if task_dir else tempfile.TemporaryDirectory(prefix="sysq-tasks-")) as d, \

@@ -10,7 +10,6 @@ Exit code 2 when a configuration failed (its error is in the table; the other ro
 """
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -24,8 +23,6 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_grid_arguments(p)
     args = p.parse_args(argv)
-    if args.quiet:
-        os.environ["TQDM_DISABLE"] = "1"     # also lm-eval's and datasets' bars
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
-        # tqdm reads TQDM_DISABLE, which also silences the bars inside lm-eval and datasets
+        # tqdm bars created without an explicit `disable` read TQDM_DISABLE (lm-eval's request bars do not)
         os.environ["TQDM_DISABLE"] = "1"
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
