@@ -5,7 +5,8 @@ import copy
 import torch
 
 from sysq.arch import get_adapter
-from sysq.mitigate.api import mitigate, plan, quantize_planned
+import sysq
+from sysq.mitigate.api import mitigate, plan
 from sysq.mitigate.plan import PreserveTokens
 from sysq.mitigate.preserve import PrefixModel
 from sysq.quant.api import calibrate, prepare, quantize_weights
@@ -49,8 +50,7 @@ def quantized(model, method, ids, **pt):
     p = plan(None, "w8a8-static", method)
     if pt and p.preserve_tokens is not None:
         p.preserve_tokens = PreserveTokens(**pt)
-    mitigate(m, p, ids, quiet=True)
-    quantize_planned(m, p, ids, quiet=True)
+    sysq.quantize(m, mitigate(m, p, ids, quiet=True), ids, quiet=True)
     return m
 
 
