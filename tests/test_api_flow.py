@@ -9,10 +9,7 @@ from evaluation.compare import GridContext, parse_config, _sysq_recipe
 from evaluation.perplexity import perplexity
 from evaluation.run import RunSettings, run
 from sysq import data
-from sysq.arch import get_adapter
-from tiny_models import tiny_model
-
-BOS, CH, J = 1, 5, 7
+from tiny_models import plant_bos_outlier, tiny_model
 
 
 def _text(tmp_path):
@@ -42,20 +39,7 @@ def test_readme_flow_on_a_tiny_llama(tmp_path, tiny_tokenizer):
 
 
 def planted_llama():
-    """The tiny llama with a BOS-only residual channel that gate/up row J turns into a large down_proj input."""
-    model = tiny_model("llama")
-    ad = get_adapter(model)
-    with torch.no_grad():
-        emb = ad.embeddings()[0].weight
-        emb[:, CH] = 0.0
-        emb[BOS, CH] = 50.0
-        lin = ad.linears(0)
-        lin["gate"].weight[J].zero_()
-        lin["up"].weight[J].zero_()
-        lin["gate"].weight[J, CH] = 10.0
-        lin["up"].weight[J, CH] = 10.0
-        lin["down"].weight[:, J] *= 1e-3
-    return model
+    return plant_bos_outlier(tiny_model("llama"))
 
 
 @torch.no_grad()
