@@ -3,9 +3,10 @@
 A plan is data, not code: it serialises to YAML (saved next to a quantized model) and loads back
 unchanged, so a user can read what sysq did and edit it. ``plan(report, recipe)`` builds one from an
 :class:`OutlierReport` (the detector's findings) and the target recipe; ``plan(report, recipe, "auto")``
-chooses the methods, the other presets name one method or a '+'-joined combination:
+chooses the methods by measuring candidate plans when ``sysq.mitigate`` runs (``Search``), "auto-fast" by
+rules; the other presets name one method or a '+'-joined combination:
 
-    none | smooth | smoothquant | clip | preserve-tokens | preserve-channels | rotate | gptq | auto
+    none | smooth | smoothquant | clip | preserve-tokens | preserve-channels | rotate | gptq | auto | auto-fast
     e.g. "smooth+preserve-tokens", "rotate+preserve-tokens", "auto+gptq"
 
 Each choice records *why* in ``plan.notes`` (which report finding drove it).
@@ -92,6 +93,23 @@ class Rotate:
 
 
 @dataclass
+class Search:
+    """auto's measured choice: candidate plans (method strings), each applied to a copy of the model on the first
+    `fit_windows` calibration windows and quantized, scored by the KL divergence of its output distribution from
+    the float model's on `score_windows` other calibration windows (nats per token); the lowest wins."""
+
+    candidates: list[str] = field(default_factory=list)
+    fit_windows: int = 4
+    score_windows: int = 2
+    proxy: str = "kl"
+    scores: dict[str, float] = field(default_factory=dict)     # candidate -> mean KL (filled by mitigate)
+    seconds: dict[str, float] = field(default_factory=dict)    # candidate -> seconds to mitigate, quantize, score
+    chosen: str | None = None                                  # None: not measured yet
+    rules: str | None = None                                   # the candidate auto-fast would take
+    total_seconds: float = 0.0
+
+
+@dataclass
 class MitigationPlan:
     recipe: str | None = None
     method: str = "none"
@@ -102,6 +120,7 @@ class MitigationPlan:
     rotate: Rotate | None = None
     rounding: str | None = None              # "gptq": the recipe's weights use error-compensating rounding
     target: str = "sysq"                     # "engine": only what a compressed-tensors export carries
+    search: Search | None = None             # auto: the candidates measured and the choice
     notes: list[str] = field(default_factory=list)
     version: int = PLAN_VERSION
 
@@ -133,6 +152,14 @@ class MitigationPlan:
                          f"linears kept in {bits}")
         if self.rounding:
             parts.append(f"  weight rounding: {self.rounding}")
+        if self.search:
+            sc = self.search
+            if sc.chosen is None:
+                parts.append(f"  auto: {len(sc.candidates)} candidates to measure when mitigating: "
+                             + ", ".join(sc.candidates))
+            else:
+                parts.append(f"  auto: chose {sc.chosen!r} of {len(sc.candidates)} candidates by {sc.proxy} on "
+                             f"{sc.score_windows} calibration windows ({sc.total_seconds:.1f}s)")
         if self.preserve_tokens:
             p = self.preserve_tokens
             parts.append(f"  preserve tokens: positions {p.positions}, threshold {p.threshold}, prefix {p.prefix}"
@@ -194,7 +221,7 @@ class MitigationPlan:
 
 
 _SECTIONS = {"smooth": Smooth, "clip": Clip, "preserve_channels": PreserveChannels,
-             "preserve_tokens": PreserveTokens, "rotate": Rotate}
+             "preserve_tokens": PreserveTokens, "rotate": Rotate, "search": Search}
 
 
 def _check_keys(cls, d: dict, where: str) -> None:
