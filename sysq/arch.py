@@ -52,6 +52,7 @@ class Family:
     residual_extras: tuple[str, ...] = ()   # optional linears on the residual path (OPT's project_in): when
                                             # present, the residual rotation would have to pass through them
     task: str = "causal-lm"              # "causal-lm" (next token) | "masked-lm" (encoders)
+    positions_after_pad: bool = False    # position ids start at pad_token_id + 1 (RoBERTa)
 
 
 _LLAMA_ATTN = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj"}
@@ -79,7 +80,7 @@ def _bert_like(name: str, prefix: str, head: str) -> Family:
         mlp_linears={"fc1": "intermediate.dense", "fc2": "output.dense"},
         attn_norm="output.LayerNorm", mlp_norm="attention.output.LayerNorm", act="intermediate.intermediate_act_fn",
         gated=False, lm_head=f"{head}.decoder", norm="layernorm", post_ln=True,
-        embed_norm=f"{prefix}.embeddings.LayerNorm", task="masked-lm",
+        embed_norm=f"{prefix}.embeddings.LayerNorm", task="masked-lm", positions_after_pad=name == "roberta",
     )
 
 
@@ -242,6 +243,15 @@ class Adapter:
     @property
     def causal(self) -> bool:
         return self.family.task == "causal-lm"
+
+    @property
+    def max_length(self) -> int | None:
+        """The longest input the position embeddings cover (RoBERTa numbers positions from pad_token_id + 1)."""
+        c = self.config
+        n = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
+        if n is not None and self.family.positions_after_pad:
+            n -= (getattr(c, "pad_token_id", None) or 0) + 1
+        return n
 
     # ---- heads -------------------------------------------------------------------------------
     @property

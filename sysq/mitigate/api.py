@@ -65,6 +65,11 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto", target: str = 
     return p
 
 
+def fast_method(method: str) -> str:
+    """`method` with measured auto replaced by its rules (the CLI's --fast)."""
+    return "+".join("auto-fast" if m == "auto" else m for m in method.split("+"))
+
+
 def restrict_to_engine(p: MitigationPlan) -> MitigationPlan:
     """Drop what no inference engine runs from a plan, in place, saying so in its notes: the run-time
     preserved-token rule and the FP prefix (engines quantize every token), preserved channels (mixed precision
@@ -194,7 +199,8 @@ def _rules(r, report, p: MitigationPlan, rotate: bool | None = None) -> list[str
 # Candidate plans measured auto chooses among, one line each: (plan, when). "rules" is auto-fast's plan,
 # "rules~rotate" the same rules with the rotation decision reversed; anything else is a '+'-join of METHODS
 # (a new method is one line, e.g. ("smooth+clip+awq", "w4")). when: "always", "w4" (weights below 8 bits),
-# "act" (activations quantized). Each costs one mitigate + quantize on Search.fit_windows windows.
+# "act" (activations quantized). Each costs one mitigate + quantize on Search.fit_windows windows. The rules'
+# weight rounding (GPTQ for INT4 weights) joins every candidate, "none" included.
 AUTO_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("rules", "always"),
     ("rules~rotate", "always"),
@@ -205,7 +211,7 @@ _WHEN = {"always": lambda r: True, "w4": _weights4, "act": lambda r: r is not No
 
 def candidates(r, report, extra: list[str] | None = None) -> list[str]:
     """The method strings measured auto tries for recipe `r` (AUTO_CANDIDATES; `extra` methods added to each)."""
-    extra = extra or []
+    extra = list(extra or []) + (["gptq"] if _weights4(r) else [])
     out = []
     for spec, when in AUTO_CANDIDATES:
         if not _WHEN[when](r):
@@ -264,11 +270,6 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
 
 
 # ---- measured auto ---------------------------------------------------------------------------------
-# The candidates' own searches run on coarse grids (the winner is then applied with the full ones): the search
-# ranks plans, it need not tune them.
-SEARCH_ALPHAS = [0.25, 0.5, 0.75]
-SEARCH_CLIP_RATIOS = [1.0, 0.9, 0.8, 0.7]
-
 def _key(p: MitigationPlan) -> str:
     d = p.to_dict()
     for k in ("method", "notes", "search"):
@@ -293,12 +294,23 @@ def kl_to(model, ids: torch.Tensor, ref: list[torch.Tensor]) -> float:
     return total / max(n, 1)
 
 
+def _candidate(report, p: MitigationPlan, method: str, model) -> MitigationPlan:
+    cp = plan(report, p.recipe, method, target=p.target)
+    if cp.rotate:
+        cp.rotate, notes = fit_rotation(cp.rotate, model)
+        cp.notes += notes
+    return cp
+
+
 def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) -> MitigationPlan:
     """Measured auto, in place on `p`: each candidate plan (narrowed to the family's exact transforms and to the
     target, duplicates dropped) is applied to a copy of `model` on the first fit_windows calibration windows and
     quantized; the one with the least KL from the float model on score_windows other windows wins, and its
-    sections replace p's. The cost (candidates x one mitigate + quantize on fit_windows windows, plus one float
-    pass) is bounded by the candidate list and is logged and written into the plan."""
+    sections replace p's, to be applied with every calibration window. Each candidate is measured as it will be
+    applied (the same grids for smoothing strength and clip ratios, the same rounding): on a model with massive
+    activations small changes there can move the quantized output a lot, so a shortcut in the search would rank
+    a different plan from the one applied. The cost (candidates x one mitigate + quantize on fit_windows windows,
+    plus one float pass) is bounded by the candidate list; it is logged and written into the plan."""
     from ..quant.api import quantize
     sc = p.search
     start = time.perf_counter()
@@ -308,15 +320,7 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
     score = ids[k:k + sc.score_windows] if len(ids) >= k + sc.score_windows else ids[-sc.score_windows:]
     cands, seen = {}, {}
     for method in sc.candidates:
-        cp = plan(report, p.recipe, method, target=p.target)
-        if cp.smooth is not None and cp.smooth.alpha is None:
-            cp.smooth.alphas = list(SEARCH_ALPHAS)
-        if cp.clip is not None:
-            cp.clip.weight_ratios = list(SEARCH_CLIP_RATIOS)
-            cp.clip.activation_ratios = list(SEARCH_CLIP_RATIOS)
-        if cp.rotate:
-            cp.rotate, notes = fit_rotation(cp.rotate, model)
-            cp.notes += notes
+        cp = _candidate(report, p, method, model)
         key = _key(cp)
         if key in seen:
             log.info("auto: %r is %r on %s", method, seen[key], get_adapter(model).name)
@@ -337,13 +341,13 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
         del m
         log.info("auto: %s  KL %.5f  (%.1fs)", method, sc.scores[method], sc.seconds[method])
     best = min(sc.scores, key=sc.scores.get)
-    win = cands[best]
+    win = _candidate(report, p, best, model)          # afresh: its sections fill in as mitigate applies them
     for f in ("smooth", "clip", "preserve_channels", "preserve_tokens", "rotate", "rounding"):
         setattr(p, f, getattr(win, f))
     sc.chosen, sc.total_seconds = best, round(time.perf_counter() - start, 2)
     table = "; ".join(f"{m}{' (the rules)' if m == sc.rules else ''} {v:.5f}" for m, v in sc.scores.items())
     p.notes = win.notes + [f"auto: chose {best!r} by KL to the float model (nats/token, {len(score)} calibration "
-                           f"windows, candidates mitigated and quantized on {len(fit)}): {table}; search "
-                           f"{sc.total_seconds:.1f}s"]
+                           f"windows; candidates mitigated and quantized on {len(fit)}): {table}; "
+                           f"search {sc.total_seconds:.1f}s"]
     log.info("auto: chose %s (search %.1fs)", best, sc.total_seconds)
     return p
