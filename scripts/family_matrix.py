@@ -55,7 +55,10 @@ def main() -> int:
                 c = method_cell(fam, m)
                 ok = c["finite"] and (m not in FUNCTION_PRESERVING or c["float_err"] < 1e-3)
                 txt = ("ok" if ok else "FAIL") + (f" ({'+'.join(c['rotated'])})" if m == "rotate" else "")
-                if m in FUNCTION_PRESERVING:
+                if c["smoothed"] == 0:
+                    txt = "no-op: no norm -> linear fold is exact here (post-LN)" if m == "smoothquant" else \
+                        txt + " (no mapping helped)"
+                elif m in FUNCTION_PRESERVING:
                     txt += f", float {c['float_err']:.0e}"
             except Exception as e:   # a cell that raises is a cell, not the end of the matrix
                 txt = f"error: {type(e).__name__}: {e}"

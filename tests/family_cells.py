@@ -84,6 +84,7 @@ def method_cell(family: str, method: str) -> dict:
     q = logits(model)
     return {"float_err": float_err, "finite": bool(torch.isfinite(q).all()), "quant_err": rel(q, ref),
             "rotated": sorted(k for k in ("residual", "heads", "down") if p.rotate and getattr(p.rotate, k)),
+            "smoothed": len(p.smooth.chosen) if p.smooth else None,
             "notes": p.notes}
 
 
