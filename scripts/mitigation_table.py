@@ -225,7 +225,7 @@ def main() -> int:
                     **static_ranges(m)}
             if p.search is not None:
                 info["search"] = {k: getattr(p.search, k) for k in ("candidates", "scores", "seconds", "chosen", "rules",
-                                                                     "total_seconds", "fit_windows", "score_windows")}
+                                                                     "total_seconds", "quant_windows", "score_windows")}
             if p.smooth:
                 info["smoothed_mappings"] = len(p.smooth.chosen)
             return m, info

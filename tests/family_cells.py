@@ -67,7 +67,7 @@ def auto_cell(family: str, recipe: str, folder) -> dict:
     loaded, _ = sysq.load(str(out))
     q = logits(model)
     return {"chosen": p.search.chosen, "candidates": p.search.candidates, "float_err": float_err,
-            "identical": torch.equal(q, logits(loaded)), "quant_err": rel(q, ref)}
+            "identical": torch.equal(q, logits(loaded)), "quant_err": rel(q, ref), "finite": bool(torch.isfinite(q).all())}
 
 
 def method_cell(family: str, method: str) -> dict:

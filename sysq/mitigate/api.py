@@ -199,8 +199,8 @@ def _rules(r, report, p: MitigationPlan, rotate: bool | None = None) -> list[str
 # Candidate plans measured auto chooses among, one line each: (plan, when). "rules" is auto-fast's plan,
 # "rules~rotate" the same rules with the rotation decision reversed; anything else is a '+'-join of METHODS
 # (a new method is one line, e.g. ("smooth+clip+awq", "w4")). when: "always", "w4" (weights below 8 bits),
-# "act" (activations quantized). Each costs one mitigate + quantize on Search.fit_windows windows. The rules'
-# weight rounding (GPTQ for INT4 weights) joins every candidate, "none" included.
+# "act" (activations quantized). Each costs one mitigate and one quantize (choose). The rules' weight rounding
+# (GPTQ for INT4 weights) joins every candidate, "none" included.
 AUTO_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("rules", "always"),
     ("rules~rotate", "always"),
@@ -240,8 +240,10 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
     if (p.smooth or p.clip or p.search) and calib is None:
         raise SysqError("this plan searches on calibration data (auto / smooth / clip): pass calib, e.g. "
                         "sysq.calibration(tokenizer, n=32)")
-    if p.search is not None and p.search.chosen is None:
+    if p.search is not None and p.search.chosen is None:    # measured auto: the winner is applied as measured
         choose(model, p, calib, report if report is not None else getattr(p, "_report", None), quiet)
+        object.__setattr__(model, "_sysq_plan", p)
+        return apply_to_recipe(r, p) if r is not None else None
     rule = token_rule(p.preserve_tokens) if r is not None and r.act is not None else None
     if p.rotate:
         p.rotate, notes = fit_rotation(p.rotate, model)
@@ -302,22 +304,29 @@ def _candidate(report, p: MitigationPlan, method: str, model) -> MitigationPlan:
     return cp
 
 
+def _adopt(model, donor, cp: MitigationPlan) -> None:
+    """Make `model` the candidate's mitigated copy: the rotation's structure first (untied head, online hooks,
+    config), then every weight."""
+    if cp.rotate:
+        rotate(model, cp.rotate)
+    model.load_state_dict(donor.state_dict())
+
+
 def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) -> MitigationPlan:
-    """Measured auto, in place on `p`: each candidate plan (narrowed to the family's exact transforms and to the
-    target, duplicates dropped) is applied to a copy of `model` on the first fit_windows calibration windows and
-    quantized; the one with the least KL from the float model on score_windows other windows wins, and its
-    sections replace p's, to be applied with every calibration window. Each candidate is measured as it will be
-    applied (the same grids for smoothing strength and clip ratios, the same rounding): on a model with massive
-    activations small changes there can move the quantized output a lot, so a shortcut in the search would rank
-    a different plan from the one applied. The cost (candidates x one mitigate + quantize on fit_windows windows,
-    plus one float pass) is bounded by the candidate list; it is logged and written into the plan."""
+    """Measured auto, in place on `p` and `model`. Each candidate plan (narrowed to the family's exact transforms
+    and to the target, duplicates dropped) is applied to a copy of `model` exactly as sysq.mitigate applies it,
+    with every calibration window; a second copy is quantized with the first quant_windows windows and scored by
+    the KL of its output distribution from the float model's on the last score_windows windows (which its static
+    ranges and GPTQ did not see). The least KL wins and its mitigated copy becomes `model`, so auto gives exactly
+    what planning the winning candidate by name gives. Cost: per candidate one mitigate, one quantize on
+    quant_windows windows and a quantized pass on score_windows (one float pass on them in all); bounded by the
+    candidate list, logged, and written into the plan."""
     from ..quant.api import quantize
     sc = p.search
     start = time.perf_counter()
     ids = calib.ids if hasattr(calib, "ids") else calib
-    k = min(sc.fit_windows, len(ids))
-    fit = ids[:k]
-    score = ids[k:k + sc.score_windows] if len(ids) >= k + sc.score_windows else ids[-sc.score_windows:]
+    qwin = ids[:max(1, min(sc.quant_windows, len(ids) - sc.score_windows))]
+    score = ids[-sc.score_windows:]
     cands, seen = {}, {}
     for method in sc.candidates:
         cp = _candidate(report, p, method, model)
@@ -327,27 +336,32 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
             continue
         seen[key] = method
         cands[method] = cp
-    log.info("auto: measuring %d candidate plans (each: mitigate + quantize on %d calibration windows, KL to the "
-             "float model on %d): %s", len(cands), len(fit), len(score), ", ".join(cands))
+    log.info("auto: measuring %d candidate plans (each: mitigate with the %d calibration windows, quantize with %d, "
+             "KL to the float model on %d): %s", len(cands), len(ids), len(qwin), len(score), ", ".join(cands))
     ref = _logprobs(model, score)
     sc.scores, sc.seconds = {}, {}
+    best, kept = None, None
     for method, cp in tqdm(cands.items(), desc="auto: candidates", disable=quiet):
         t = time.perf_counter()
         m = copy.deepcopy(model)
-        recipe = mitigate(m, cp, fit, quiet=True, report=report)
-        quantize(m, recipe if recipe is not None else p.recipe, fit, quiet=True)
-        sc.scores[method] = kl_to(m, score, ref)
+        recipe = mitigate(m, cp, calib, quiet=True, report=report)
+        q = copy.deepcopy(m)
+        quantize(q, recipe if recipe is not None else p.recipe, qwin, quiet=True)
+        sc.scores[method] = kl_to(q, score, ref)
         sc.seconds[method] = round(time.perf_counter() - t, 2)
+        del q
+        if best is None or sc.scores[method] < sc.scores[best]:
+            best, kept = method, m
         del m
         log.info("auto: %s  KL %.5f  (%.1fs)", method, sc.scores[method], sc.seconds[method])
-    best = min(sc.scores, key=sc.scores.get)
-    win = _candidate(report, p, best, model)          # afresh: its sections fill in as mitigate applies them
+    win = cands[best]
+    _adopt(model, kept, win)
     for f in ("smooth", "clip", "preserve_channels", "preserve_tokens", "rotate", "rounding"):
         setattr(p, f, getattr(win, f))
     sc.chosen, sc.total_seconds = best, round(time.perf_counter() - start, 2)
     table = "; ".join(f"{m}{' (the rules)' if m == sc.rules else ''} {v:.5f}" for m, v in sc.scores.items())
-    p.notes = win.notes + [f"auto: chose {best!r} by KL to the float model (nats/token, {len(score)} calibration "
-                           f"windows; candidates mitigated and quantized on {len(fit)}): {table}; "
+    p.notes = win.notes + [f"auto: chose {best!r} by KL to the float model (nats/token on the last {len(score)} "
+                           f"calibration windows; each candidate quantized with the first {len(qwin)}): {table}; "
                            f"search {sc.total_seconds:.1f}s"]
     log.info("auto: chose %s (search %.1fs)", best, sc.total_seconds)
     return p

@@ -94,12 +94,12 @@ class Rotate:
 
 @dataclass
 class Search:
-    """auto's measured choice: candidate plans (method strings), each applied to a copy of the model on the first
-    `fit_windows` calibration windows and quantized, scored by the KL divergence of its output distribution from
-    the float model's on `score_windows` other calibration windows (nats per token); the lowest wins."""
+    """auto's measured choice: candidate plans (method strings), each applied to a copy of the model with the
+    calibration windows, quantized with the first `quant_windows` of them, and scored by the KL divergence of its
+    output distribution from the float model's on the last `score_windows` (nats per token); the lowest wins."""
 
     candidates: list[str] = field(default_factory=list)
-    fit_windows: int = 4
+    quant_windows: int = 4
     score_windows: int = 2
     proxy: str = "kl"
     scores: dict[str, float] = field(default_factory=dict)     # candidate -> mean KL (filled by mitigate)
