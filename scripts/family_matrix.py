@@ -67,8 +67,9 @@ def main() -> int:
     lines += ["", "### auto (measured) per recipe: the plan chosen, float function kept, save/reload, export", "",
               "Each cell: chosen plan (sm smooth, rot rotate, pt preserve-tokens, pc preserve-channels, cl clip); "
               "sysq save -> load identical logits; compressed-tensors export of the engine-target auto plan reloaded by "
-              "plain transformers: max logit difference relative to sysq's (dynamic w8a8: compressed-tensors divides "
-              "amax by 127.5, sysq by 127), or the reason it is refused.", "",
+              "plain transformers: max logit difference relative to sysq's (dynamic scales, w8a8 and the "
+              "token-scales of w8a8-static's engine plan: compressed-tensors divides amax by 127.5, sysq by 127), "
+              "or the reason it is refused.", "",
               "| family | " + " | ".join(RECIPES) + " |", "|---|" + "---|" * len(RECIPES)]
     for fam in FAMILIES:
         row = [fam]
