@@ -111,7 +111,7 @@ def markdown(res: dict, settings: dict) -> str:
         for r in both:
             f, a = cells[f"{r}|auto-fast"], cells[f"{r}|auto"]
             sc = a.get("search") or {}
-            kl = "; ".join(f"{m} {v:.4f}" for m, v in (sc.get("scores") or {}).items())
+            kl = "; ".join(f"{m} {v:.3g}" for m, v in (sc.get("scores") or {}).items())
             tf, ta = f.get("seconds_mitigate"), a.get("seconds_mitigate")
             times = f"{tf:.0f} / {ta:.0f} (x{ta / tf:.2f})" if tf and ta else "–"
             bar = AUTO_BAR.get(r)
