@@ -7,7 +7,7 @@ import torch
 
 import sysq
 from sysq.errors import SysqError
-from tiny_models import ENCODERS, FAMILY_CONFIGS, VOCAB, plant_bos_outlier, tiny_model
+from tiny_models import FAMILY_CONFIGS, VOCAB, plant_bos_outlier, tiny_model
 
 FAMILIES = list(FAMILY_CONFIGS)
 RECIPES = ["w8a8-static", "w8a8", "w4a16", "w4a8"]
@@ -101,7 +101,3 @@ def export_cell(family: str, recipe: str, folder) -> dict:
         return {"refused": str(e).split("\n  - ", 1)[-1]}
     again = load_with_transformers(out, quiet=True)
     return {"err": rel(logits(again), logits(model)), "chosen": p.search.chosen}
-
-
-def is_encoder(family: str) -> bool:
-    return family in ENCODERS
