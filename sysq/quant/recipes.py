@@ -1,7 +1,7 @@
 """Recipes: what to quantize and how, as validated dataclasses, named presets and YAML.
 
     get_recipe("w8a8")            a preset
-    get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +mse)
+    get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +mse, +fz)
     get_recipe("my.yaml")         a YAML file: {base: w4a16, weight: {group_size: 64}, method: gptq}
     get_recipe({...}) / Recipe(...)
 
@@ -26,6 +26,7 @@ RAGGED = ("error", "halve")
 WEIGHT_GRANULARITIES = ("tensor", "channel", "group")
 ACT_GRANULARITIES = ("tensor", "token", "group")
 KV_GRANULARITIES = ("token", "channel")
+ZERO_POINTS = ("int", "float")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class QuantSpec:
     dynamic: bool = False               # activations: scales computed per forward pass (else calibrated)
     clip_ratio: float = 1.0             # range shrink: weights' per-row range, static activations' calibrated range
     mse: bool = False                   # weights: MSE-optimal range shrink per row (GPTQ's search)
+    # asymmetric weights: "int" an integer zero point (range includes 0); "float" a float offset per group, the
+    # value of code 0 (GGUF Q4_1, HQQ, torchao's tinygemm int4 layout): x_hat = q * scale + zero (sysq.quant.math)
+    zero_point: str = "int"
     # activations only: tokens kept in float and left out of the static range
     preserve_threshold: float | None = None     # a token whose max |x| over channels exceeds this
     preserve_positions: tuple[int, ...] = ()    # sequence positions (e.g. (0,) the first token / BOS)
@@ -83,7 +87,8 @@ class Recipe:
             if s.granularity == "group" and self.ragged == "halve":
                 g += " (halved where it does not divide)"
             how = "" if kind == "w" else (" dynamic" if s.dynamic else " static")
-            return f"{kind}{s.bits} {'sym' if s.symmetric else 'asym'} {g}{how}"
+            fz = " float-zero" if s.zero_point == "float" else ""
+            return f"{kind}{s.bits} {'sym' if s.symmetric else 'asym'}{fz} {g}{how}"
         parts = [spec(self.weight, "w"), spec(self.act, "a")]
         if self.kv:
             parts.append(f"kv{self.kv.bits} {self.kv.granularity}")
@@ -122,6 +127,10 @@ def _validate_spec(s: QuantSpec, where: str, granularities) -> None:
                         "set granularity 'group' or drop group_size")
     if not 0 < s.clip_ratio <= 1:
         raise SysqError(f"{where}.clip_ratio={s.clip_ratio} must lie in (0, 1]")
+    _one_of(f"{where}.zero_point", s.zero_point, ZERO_POINTS)
+    if s.zero_point == "float" and s.symmetric:
+        raise SysqError(f"{where}.zero_point='float' needs {where}.symmetric=false (a symmetric quantizer has no zero "
+                        "point); set symmetric: false or drop zero_point")
 
 
 def validate(r: Recipe) -> None:
@@ -142,6 +151,9 @@ def validate(r: Recipe) -> None:
                             "static activation scales are per tensor; use granularity 'tensor' or dynamic: true")
         if r.act.mse:
             raise SysqError("act.mse is not supported (MSE search is a weight option); drop it or use act.clip_ratio")
+        if r.act.zero_point != "int":
+            raise SysqError("act.zero_point='float' is not supported (a float zero point is a weight format option); "
+                            "drop it from act")
     if r.kv is not None:
         _one_of("kv.bits", r.kv.bits, BITS)
         _one_of("kv.granularity", r.kv.granularity, KV_GRANULARITIES)
@@ -178,6 +190,7 @@ PRESETS: dict[str, dict] = {
     "w8a16": dict(weight=W8),
     "w4a16": dict(weight=W4G128, ragged="halve"),
     "w4a16-g128": dict(weight=W4G128, ragged="halve"),
+    "w4a16-g64": dict(weight=replace(W4G128, group_size=64)),
     "w4a16-g32": dict(weight=replace(W4G128, group_size=32)),
     "w4a16-pc": dict(weight=W4C),
     "w8a8": dict(weight=W8, act=A8_TOKEN),
@@ -195,6 +208,7 @@ MODIFIERS = {
     "kv4": dict(kv=KVSpec(bits=4)),
     "gptq": dict(method="gptq"),
     "mse": None,   # weight.mse = True
+    "fz": None,    # weight.zero_point = "float" (asymmetric weights)
 }
 
 
@@ -206,6 +220,12 @@ def _apply_modifier(fields_: dict, mod: str, name: str) -> None:
         if fields_.get("weight") is None:
             raise SysqError(f"'+mse' in {name!r} needs a weight quantizer")
         fields_["weight"] = replace(fields_["weight"], mse=True)
+    elif mod == "fz":
+        w = fields_.get("weight")
+        if w is None or w.symmetric:
+            raise SysqError(f"'+fz' (float zero point) in {name!r} needs an asymmetric weight quantizer, "
+                            "e.g. w4a16-g64+fz")
+        fields_["weight"] = replace(w, zero_point="float")
     else:
         fields_.update(MODIFIERS[mod])
 
