@@ -131,14 +131,13 @@ def _sysq_recipe(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
         info["quant"] = quantize(model, r, calib, quiet=ctx.quiet).to_dict()
         return info
     try:
-        from sysq.mitigate.api import mitigate, plan, quantize_planned
+        from sysq.mitigate.api import mitigate, plan
     except ImportError as e:
         raise SysqError(f"configuration {cfg.name!r} names plan {cfg.plan!r} but sysq.mitigate is unavailable "
                         f"({e}); drop '@{cfg.plan}' or install the mitigation module") from e
     report = ctx.report(model, tokenizer) if cfg.plan == "auto" else None
     p = plan(report, cfg.recipe, method=cfg.plan)
-    planned = mitigate(model, p, calib, quiet=ctx.quiet, report=report)
-    quantize_planned(model, p, calib, quiet=ctx.quiet, recipe=planned)
+    quantize(model, mitigate(model, p, calib, quiet=ctx.quiet, report=report), calib, quiet=ctx.quiet)
     info["plan"] = p.to_dict() if hasattr(p, "to_dict") else str(p)
     if report is not None:
         info["outliers"] = report.summary

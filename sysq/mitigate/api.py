@@ -3,14 +3,14 @@
     report = sysq.detect(model, calib, tokenizer=tok)
     plan = sysq.plan(report, "w8a8-static")          # "auto", or "smooth+preserve-tokens", ...
     recipe = sysq.mitigate(model, plan, calib)        # in place; returns the recipe carrying the plan's
-    sysq.quantize(model, recipe, calib)               # quantizer-side settings (preserved tokens/channels)
+    sysq.quantize(model, recipe, calib)               # quantizer-side settings (preserved tokens/channels,
+                                                      # per-linear activation clip ratios, GPTQ rounding)
 
-`quantize_planned(model, plan, calib)` does the last two steps and also applies the per-linear activation
-clip ratios the plan chose (the quant engine's recipe has one global ratio).
+The mitigated model also carries its plan, and sysq.quantize applies the plan's settings to whatever recipe
+it is given: there is one quantize path, whichever recipe object the caller passes.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -167,23 +167,3 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
             p.preserve_channels.channels = chans
     object.__setattr__(model, "_sysq_plan", p)
     return apply_to_recipe(r, p) if r is not None else None
-
-
-def quantize_planned(model, plan_: MitigationPlan, calib=None, quiet: bool = False, recipe=None):
-    """sysq.quantize for a mitigated model, with the plan's per-linear activation clip ratios applied
-    between wrapping and calibration. `recipe` defaults to the one mitigate() returns for the plan."""
-    from ..quant.api import calibrate, prepare, quantize, quantize_weights
-    from ..quant.kv import add_kv_quant
-    r = recipe if recipe is not None else apply_to_recipe(plan_.recipe, plan_)
-    ratios = {k[:-4]: v for k, v in (plan_.clip.chosen if plan_.clip else {}).items() if k.endswith(".act")}
-    if r.backend != "fake" or not ratios:
-        return quantize(model, r, calib, quiet=quiet)
-    for ql in prepare(model, r):
-        if ql.name in ratios and ql.act_spec is not None:
-            ql.act_spec = dataclasses.replace(ql.act_spec, clip_ratio=ratios[ql.name])
-    calibrate(model, calib, quiet=quiet)
-    quantize_weights(model, r, calib, quiet=quiet)
-    if r.kv is not None:
-        add_kv_quant(model, r.kv)
-    object.__setattr__(model, "_sysq_recipe", r)
-    return r
