@@ -93,14 +93,10 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int |
 
 
 @torch.no_grad()
-def gptq_model(model: nn.Module, calib, block_size: int = 128, damp: float = 0.01, act_order: bool = False,
-               quiet: bool = False) -> int:
-    """Quantize the weights of every QuantLinear of `model` with GPTQ, layer by layer. Returns the count."""
-    adapter = get_adapter(model)
-    layers = adapter.layers()
-    refs = adapter.linear_refs()
-
-    # inputs of layer 0 (and the keyword arguments the model passes to every layer)
+def layer_inputs(model: nn.Module, calib) -> tuple[list[torch.Tensor], dict]:
+    """The inputs of decoder layer 0, one [1, T, hidden] tensor per calibration window, and the keyword
+    arguments the model passes to every layer (position embeddings, mask): what layer-by-layer passes carry."""
+    layers = get_adapter(model).layers()
     inps, kw = [], {}
 
     class _Stop(Exception):
@@ -121,10 +117,26 @@ def gptq_model(model: nn.Module, calib, block_size: int = 128, damp: float = 0.0
                 pass
     finally:
         h.remove()
+    return inps, kw
+
+
+def run_layer(layer: nn.Module, x: torch.Tensor, kw: dict) -> torch.Tensor:
+    """One decoder layer's hidden-state output for input x and the captured keyword arguments."""
+    out = layer(x, **kw)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@torch.no_grad()
+def gptq_model(model: nn.Module, calib, block_size: int = 128, damp: float = 0.01, act_order: bool = False,
+               quiet: bool = False) -> int:
+    """Quantize the weights of every QuantLinear of `model` with GPTQ, layer by layer. Returns the count."""
+    adapter = get_adapter(model)
+    layers = adapter.layers()
+    refs = adapter.linear_refs()
+    inps, kw = layer_inputs(model, calib)
 
     def run(layer, x):
-        out = layer(x, **kw)
-        return out[0] if isinstance(out, tuple) else out
+        return run_layer(layer, x, kw)
 
     done = 0
     for i, layer in enumerate(tqdm(layers, desc="gptq", disable=quiet, leave=False)):

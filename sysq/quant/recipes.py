@@ -1,7 +1,7 @@
 """Recipes: what to quantize and how, as validated dataclasses, named presets and YAML.
 
     get_recipe("w8a8")            a preset
-    get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +mse, +fz)
+    get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +learned, +mse, +fz)
     get_recipe("my.yaml")         a YAML file: {base: w4a16, weight: {group_size: 64}, method: gptq}
     get_recipe({...}) / Recipe(...)
 
@@ -21,7 +21,7 @@ import yaml
 from ..errors import SysqError
 from .math import BITS
 
-METHODS = ("rtn", "gptq")
+METHODS = ("rtn", "gptq", "learned")
 BACKENDS = ("fake", "int8", "bnb-int8", "bnb-nf4", "bnb-fp4")
 RAGGED = ("error", "halve")
 WEIGHT_GRANULARITIES = ("tensor", "channel", "group")
@@ -65,12 +65,16 @@ class Recipe:
     weight: QuantSpec | None = None
     act: QuantSpec | None = None
     kv: KVSpec | None = None
-    method: str = "rtn"                 # rtn | gptq (weights)
+    method: str = "rtn"                 # rtn | gptq | learned (weights; learned: sysq/quant/learn.py)
     backend: str = "fake"               # fake (simulated) | int8 (torch._int_mm) | bnb-int8 | bnb-nf4 | bnb-fp4
     ragged: str = "error"               # group_size not dividing in_features: error | halve it until it divides
     gptq_block_size: int = 128
     gptq_damp: float = 0.01
     gptq_act_order: bool = False
+    learn_steps: int = 50               # learned rounding: SignSGD steps per decoder layer
+    learn_lr: float | None = None       # None: 1 / learn_steps
+    learn_batch_size: int = 1           # calibration windows per step
+    learn_seed: int = 0
     bnb_threshold: float = 6.0          # LLM.int8 outlier threshold (bnb-int8)
     quantize_lm_head: bool = False      # lm_head and embeddings stay float by default
     skip: tuple[str, ...] = ()          # roles ("down") or dotted linear names left in float
@@ -94,7 +98,9 @@ class Recipe:
         parts = [spec(self.weight, "w"), spec(self.act, "a")]
         if self.kv:
             parts.append(f"kv{self.kv.bits} {self.kv.granularity}")
-        if self.method != "rtn":
+        if self.method == "learned":
+            parts.append(f"learned rounding ({self.learn_steps} steps/layer, seed {self.learn_seed})")
+        elif self.method != "rtn":
             parts.append(self.method + (" act-order" if self.gptq_act_order else ""))
         if self.backend != "fake":
             parts.append(f"backend {self.backend}")
@@ -162,8 +168,11 @@ def validate(r: Recipe) -> None:
         _one_of("kv.granularity", r.kv.granularity, KV_GRANULARITIES)
         if r.kv.group_size is not None and r.kv.granularity != "token":
             raise SysqError("kv.group_size applies to kv.granularity 'token' only")
-    if r.method == "gptq" and r.weight is None:
-        raise SysqError("method='gptq' needs a weight quantizer: set weight (e.g. base: w4a16)")
+    if r.method in ("gptq", "learned") and r.weight is None:
+        raise SysqError(f"method={r.method!r} needs a weight quantizer: set weight (e.g. base: w4a16)")
+    if r.learn_steps < 0 or r.learn_batch_size < 1 or (r.learn_lr is not None and r.learn_lr <= 0):
+        raise SysqError(f"learn_steps={r.learn_steps}, learn_batch_size={r.learn_batch_size}, learn_lr={r.learn_lr}: "
+                        "steps must be >= 0, the batch >= 1 window and lr > 0 (or null for 1 / steps)")
     bad = {k: v for k, v in r.act_clip_ratios.items() if not 0 < float(v) <= 1}
     if bad:
         raise SysqError(f"act_clip_ratios must lie in (0, 1]; got {dict(list(bad.items())[:3])}")
@@ -215,6 +224,7 @@ MODIFIERS = {
     "kv8": dict(kv=KVSpec(bits=8)),
     "kv4": dict(kv=KVSpec(bits=4)),
     "gptq": dict(method="gptq"),
+    "learned": dict(method="learned"),
     "mse": None,   # weight.mse = True
     "fz": None,    # weight.zero_point = "float" (asymmetric weights)
 }
