@@ -63,3 +63,13 @@ def test_auto_rounds_int4_weights_with_gptq_and_survives_yaml():
     assert MitigationPlan.from_yaml(p.to_yaml()) == p
     assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto")).method == "rtn"     # 8-bit weights: RTN is enough
     assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto+gptq")).method == "gptq"
+
+
+def test_learned_and_awq_are_plan_methods():
+    from sysq.mitigate.preserve import apply_to_recipe
+    p = plan(None, "w4a16", "auto+learned")             # learned replaces auto's gptq rounding
+    assert p.rounding == "learned" and apply_to_recipe("w4a16", p).method == "learned"
+    assert MitigationPlan.from_yaml(p.to_yaml()) == p
+    a = plan(None, "w4a16-g64+fz", "awq")
+    assert a.smooth.statistic == "mean" and a.clip.weights and a.rounding is None
+    assert apply_to_recipe("w4a16-g64+fz", plan(None, "w4a16-g64+fz", "awq+learned")).method == "learned"

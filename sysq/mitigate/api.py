@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationPlan:
     """A MitigationPlan for `recipe` from an OutlierReport (or None: defaults, BOS as the outlier token).
 
-    method: "auto", "none", or methods joined by '+': smooth, smoothquant, clip, preserve-tokens,
-    preserve-channels, rotate.
+    method: "auto", "none", or methods joined by '+': smooth, smoothquant, awq, clip, preserve-tokens,
+    preserve-channels, rotate, gptq, learned ("learned" replaces auto's gptq rounding: "auto+learned").
     """
     r = recipe_of(recipe)
     name = recipe if isinstance(recipe, str) else getattr(r, "name", "custom")
@@ -52,6 +52,12 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationP
     if "smoothquant" in parts:
         p.smooth = Smooth(alpha=0.5, mappings="norm")
         p.notes.append("smoothquant: SmoothQuant's fixed alpha 0.5 on norm->q,k,v and norm->gate,up only")
+    elif "awq" in parts:
+        p.smooth = Smooth(statistic="mean")
+        p.notes.append("awq: activation-aware per-channel scales mean|X|^a (AWQ), strength searched per mapping on "
+                       "the recipe's output error (identity allowed), with weight clipping")
+        if "clip" not in parts:
+            parts.append("clip")
     elif "smooth" in parts:
         p.smooth = Smooth()
     if "clip" in parts:
@@ -60,7 +66,11 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationP
                       floor=_floors(report) if report is not None else {})
     if "preserve-tokens" in parts:
         p.preserve_tokens = _preserve_tokens(report)
-    if "gptq" in parts and r is not None and r.weight is not None:
+    if "learned" in parts and r is not None and r.weight is not None:
+        p.rounding = "learned"
+        p.notes.append("learned: rounding and clipping learned per decoder layer against its float output on the "
+                       "calibration windows (AutoRound's SignSGD)" + (", instead of gptq" if "gptq" in parts else ""))
+    elif "gptq" in parts and r is not None and r.weight is not None:
         p.rounding = "gptq"
         p.notes.append("gptq: error-compensating weight rounding (Frantar et al. 2022) on the mitigated weights")
     if "preserve-channels" in parts:

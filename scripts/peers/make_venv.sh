@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Build a peer library's own virtual environment (peers pin their own dependencies; the shared .venv stays
+# untouched). Usage: scripts/peers/make_venv.sh NAME   ->   $SYSQ_PEER_VENVS/NAME (default .venv-peers/NAME)
+#   autoround       auto-round 0.16.1 (Intel AutoRound)
+#   llmcompressor   llm-compressor 0.14 (vLLM's)
+# torch goes in FIRST so pip keeps the CPU wheel (override with TORCH=...); then the library with its pins.
+# evaluation/peers.py runs the grid's peer jobs with this environment's python.
+set -euo pipefail
+name="${1:?usage: scripts/peers/make_venv.sh NAME (autoround | llmcompressor)}"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+venvs="${SYSQ_PEER_VENVS:-$root/.venv-peers}"
+TORCH="${TORCH:-torch==2.13.0}"
+case "$name" in
+  autoround) pkgs=("auto-round==0.16.1") ;;
+  llmcompressor) pkgs=("llmcompressor==0.14.*") ;;
+  *) echo "make_venv.sh: unknown peer '$name'; known: autoround, llmcompressor" >&2; exit 2 ;;
+esac
+venv="$venvs/$name"
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q "$TORCH"
+"$venv/bin/python" -m pip install -q "${pkgs[@]}"
+"$venv/bin/python" - <<'PY'
+import importlib.metadata as md
+for d in ("torch", "transformers", "auto-round", "llmcompressor", "compressed-tensors"):
+    try:
+        print(f"  {d} {md.version(d)}")
+    except md.PackageNotFoundError:
+        pass
+PY
+echo "built $venv"
