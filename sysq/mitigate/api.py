@@ -30,17 +30,53 @@ log = logging.getLogger(__name__)
 
 
 # ---- planning ------------------------------------------------------------------------------------
-def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationPlan:
+TARGETS = ("sysq", "engine")
+
+
+def plan(report=None, recipe="w8a8-static", method: str = "auto", target: str = "sysq") -> MitigationPlan:
     """A MitigationPlan for `recipe` from an OutlierReport (or None: defaults, BOS as the outlier token).
 
     method: "auto", "none", or methods joined by '+': smooth, smoothquant, awq, clip, preserve-tokens,
     preserve-channels, rotate, gptq, learned ("learned" replaces auto's gptq rounding: "auto+learned").
+    target: "sysq" (anything sysq simulates and saves) or "engine" (only what a compressed-tensors export
+    carries, so vLLM and plain transformers run it: see restrict_to_engine).
     """
+    if target not in TARGETS:
+        raise SysqError(f"target={target!r} is not known; use one of {', '.join(TARGETS)}")
     r = recipe_of(recipe)
     name = recipe if isinstance(recipe, str) else getattr(r, "name", "custom")
-    p = MitigationPlan(recipe=name, method=method)
+    p = MitigationPlan(recipe=name, method=method, target=target)
     if method == "none":
         return p
+    _build(p, r, report, method)
+    if target == "engine":
+        restrict_to_engine(p)
+    return p
+
+
+def restrict_to_engine(p: MitigationPlan) -> MitigationPlan:
+    """Drop what no inference engine runs from a plan, in place, saying so in its notes: the run-time
+    preserved-token rule and the FP prefix (engines quantize every token), preserved channels (mixed precision
+    inside one linear). Transforms that fold into weights (residual and per-head rotation, smoothing, weight and
+    static-activation clipping, GPTQ) stay."""
+    from ..quant.export import engine_online_rotation
+    dropped = []
+    if p.preserve_tokens is not None:
+        p.preserve_tokens = None
+        dropped.append("preserve-tokens (engines quantize every token)")
+    if p.preserve_channels is not None:
+        p.preserve_channels = None
+        dropped.append("preserve-channels (mixed precision inside a linear)")
+    if p.rotate is not None and p.rotate.down and not engine_online_rotation():
+        p.rotate.down = False
+        dropped.append("the online down_proj Hadamard (this compressed-tensors has no online transform)")
+    p.target = "engine"
+    if dropped:
+        p.notes.append("target engine: dropped " + "; ".join(dropped))
+    return p
+
+
+def _build(p: MitigationPlan, r, report, method: str) -> None:
     parts = method.split("+")
     if "auto" in parts:
         parts = _auto(r, report, p) + [m for m in parts if m != "auto"]
@@ -77,7 +113,6 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationP
         # channels are named per linear: mitigate() fills them from the report (or calibration stats)
         p.preserve_channels = PreserveChannels(bits=8 if r is not None and r.weight is not None
                                                and r.weight.bits < 8 else None)
-    return p
 
 
 DEFAULT_THRESHOLD = 100.0   # Sun et al.'s massive-activation magnitude (DESIGN.md section 2), without a report
