@@ -7,7 +7,10 @@ A configuration is a name:
   RECIPE                   a sysq recipe (w8a8, w8a8-static, w4a16-g128, w8a8+kv4, bnb-int8, bnb-nf4, a YAML)
   RECIPE@PLAN              a mitigation plan first (auto, smooth, smooth+preserve-tokens, ...), then RECIPE
   quanto-w8a8 | quanto-w4  optimum-quanto (evaluation/baselines.py)
-Handlers are a small registry (`HANDLERS`, `register`), so a new peer library is one function.
+  autoround-w4a16-g64 ...  a peer library in its own environment (evaluation/peers.py: the checkpoint it writes
+                           from the grid's calibration windows is loaded and measured here)
+Handlers are a small registry (`HANDLERS`, `register`), so a new peer library is one function; a handler may
+return (model, info) when it builds its own model instead of changing the one it was given.
 
 Each row: perplexity (and its ratio to the FP row of the same run), acc / acc_norm with stderr per task,
 weight bytes, linear module classes, seconds. Rows are cached in OUT/rows/<key>.json, the key a hash of the
@@ -31,7 +34,7 @@ from typing import Callable
 from sysq.errors import SysqError
 from sysq.io import atomic_write_bytes, atomic_write_text
 
-from . import baselines, harness
+from . import baselines, harness, peers
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,11 @@ class GridContext:
     detect_windows: int = 4
     quiet: bool = False
     task_dir: Path | None = None
+    model: str = "smollm2-135m"
+    dtype: str = "float32"
+    device: str = "cpu"
+    peer_dir: Path | None = None      # peer checkpoints (OUT/peers), reused across evaluation settings
+    model_dir: Path | None = None     # quantized sysq models (OUT/models) when kept: --keep-models
     _calib: object = None
     _report: object = None
 
@@ -145,7 +153,17 @@ def _sysq_recipe(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
     return info
 
 
+def _peer(model, tokenizer, cfg: Config, ctx: GridContext):
+    """A peer library's checkpoint from the grid's calibration windows, replacing the float model."""
+    del model
+    new, info = peers.quantize_with_peer(cfg.recipe, ctx.model, ctx.calib(tokenizer), ctx.peer_dir or Path("out/peers"),
+                                         ctx.dtype, ctx.device, quiet=ctx.quiet)
+    return new, info
+
+
 def handler_for(cfg: Config) -> Callable:
+    if cfg.recipe in peers.PEERS and cfg.plan == "none":
+        return _peer
     return HANDLERS.get(cfg.recipe, _sysq_recipe)
 
 
@@ -158,6 +176,7 @@ class GridSettings:
     data: str = "wikitext2"
     seqlen: int = 512
     windows: int | None = 40          # first N perplexity windows; None = all
+    window_offset: int = 0            # skip this many windows first (40: a second, disjoint set, windows 40-79)
     bos: bool = True
     tasks: tuple = harness.DEFAULT_TASKS
     limit: int | None = None          # documents per task; None = all
@@ -175,8 +194,45 @@ class GridSettings:
 
 
 def row_key(cfg: Config, settings: GridSettings) -> str:
-    blob = json.dumps({"config": cfg.name, **settings.to_dict()}, sort_keys=True)
+    d = settings.to_dict()
+    if not d["window_offset"]:
+        del d["window_offset"]        # rows measured before the option existed keep their keys
+    blob = json.dumps({"config": cfg.name, **d}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+QUANT_SETTINGS = ("model", "dtype", "calib_n", "calib_seqlen", "calib_seed", "detect_n", "device")
+
+
+def model_key(cfg: Config, settings: GridSettings) -> str:
+    """What a quantized model depends on (not the evaluation windows or tasks): OUT/models/<key>."""
+    d = settings.to_dict()
+    blob = json.dumps({"config": cfg.name, **{k: d[k] for k in QUANT_SETTINGS}}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _cached_model(ctx: GridContext, key: str):
+    """(model, info) of a sysq row quantized before with the same settings (ctx.keep_models), else None."""
+    folder = ctx.model_dir / key if ctx.model_dir is not None else None
+    if folder is None or not (folder / "grid_info.json").is_file():
+        return None
+    from sysq.models import load
+    model, _ = load(str(folder), dtype=ctx.dtype, device=ctx.device)
+    log.info("grid: quantized model reused from %s", folder)
+    return model, {**json.loads((folder / "grid_info.json").read_text()), "model_reused_from": str(folder)}
+
+
+def _keep_model(ctx: GridContext, key: str, model, info: dict) -> None:
+    """Save a sysq row's quantized model so other evaluation settings reuse it (sysq.save reloads it exactly)."""
+    if ctx.model_dir is None:
+        return
+    from sysq.quant.io import save
+    try:
+        folder = save(model, ctx.model_dir / key)
+    except SysqError as e:                       # e.g. bitsandbytes modules: not a sysq folder
+        log.info("grid: model not kept (%s)", e)
+        return
+    atomic_write_text(folder / "grid_info.json", json.dumps(info, default=str))
 
 
 @dataclass
@@ -224,9 +280,20 @@ def compute_row(cfg: Config, settings: GridSettings, ctx: GridContext, loader: C
 
     row = Row(cfg.name, cfg.recipe, cfg.plan, row_key(cfg, settings), settings=settings.to_dict())
     t0 = time.perf_counter()
-    model, tok = loader()
     handler = handler_for(cfg)
-    row.info = handler(model, tok, cfg, ctx) or {}
+    mkey = model_key(cfg, settings)
+    cached = _cached_model(ctx, mkey) if handler is _sysq_recipe else None
+    if cached is not None:
+        _, tok = loader()
+        model, info = cached
+    else:
+        model, tok = loader()
+        info = handler(model, tok, cfg, ctx)
+        if isinstance(info, tuple):        # the handler built its own model (a peer's checkpoint)
+            model, info = info
+        elif handler is _sysq_recipe and cfg.recipe != "fp":
+            _keep_model(ctx, mkey, model, info or {})
+    row.info = info or {}
     row.seconds["quantize"] = round(time.perf_counter() - t0, 2)
     row.weight_bytes = baselines.weight_bytes(model)
     row.modules = baselines.linear_modules(model)
@@ -246,8 +313,12 @@ def compute_row(cfg: Config, settings: GridSettings, ctx: GridContext, loader: C
 
 
 def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "out/grid",
-             loader: Callable | None = None, quiet: bool = False, fail_fast: bool = False) -> list[Row]:
+             loader: Callable | None = None, quiet: bool = False, fail_fast: bool = False,
+             keep_models: bool = False) -> list[Row]:
     """Run every configuration (FP first, added when missing), writing outputs after each row.
+
+    keep_models=True saves each sysq row's quantized model under OUT/models (sysq.save; about the size of the
+    quantized weights) and reuses it when only the evaluation settings differ (another window offset).
 
     loader() -> (model, tokenizer) gives a fresh float model per row; by default sysq.load(settings.model).
     A row that fails is kept as an error row (fail_fast=True raises instead, after writing the outputs).
@@ -267,7 +338,9 @@ def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "o
         def loader():
             return load(settings.model, dtype=settings.dtype, device=settings.device)
 
-    ctx = GridContext(settings.calib_n, settings.calib_seqlen, settings.calib_seed, settings.detect_n, quiet=quiet)
+    ctx = GridContext(settings.calib_n, settings.calib_seqlen, settings.calib_seed, settings.detect_n, quiet=quiet,
+                      model=settings.model, dtype=settings.dtype, device=settings.device, peer_dir=out / "peers",
+                      model_dir=out / "models" if keep_models else None)
     ctx.task_dir = harness.write_tasks(out / "tasks", [t for t in settings.tasks if t in harness.LOCAL_TASKS])
     rows: list[Row] = []
     windows = None
@@ -282,7 +355,7 @@ def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "o
                 from sysq.data import windows as make_windows
                 _, tok = loader()
                 windows = make_windows(settings.data, tok, n=settings.windows, seqlen=settings.seqlen,
-                                       bos=settings.bos)
+                                       bos=settings.bos, offset=settings.window_offset)
                 del _
             log.info("grid: computing %s", cfg.name)
             try:
@@ -329,6 +402,13 @@ def _task_cells(r: Row, task: str) -> list[str]:
     return cells
 
 
+def _window_text(s: GridSettings) -> str:
+    if s.window_offset:
+        last = f"{s.window_offset + s.windows - 1}" if s.windows is not None else "the end"
+        return f"windows {s.window_offset}-{last}"
+    return f"{'all' if s.windows is None else f'first {s.windows}'} windows"
+
+
 def markdown_table(rows: list[Row], settings: GridSettings) -> str:
     tasks = list(settings.tasks)
     head = ["config", "ppl", "× FP"] + [f"{t} {m}" for t in tasks for m in ("acc", "acc_norm")] + \
@@ -346,7 +426,7 @@ def markdown_table(rows: list[Row], settings: GridSettings) -> str:
     n_docs = {t: next((r.tasks[t].get("n") for r in rows if t in r.tasks), None) for t in tasks}
     lines.append("")
     lines.append(f"Model {s.model} ({s.dtype}). Perplexity: {s.data}, seqlen {s.seqlen}, "
-                 f"{'all' if s.windows is None else f'first {s.windows}'} windows, BOS {'on' if s.bos else 'off'}. "
+                 f"{_window_text(s)}, BOS {'on' if s.bos else 'off'}. "
                  f"Tasks (lm-eval, 0-shot): " + ", ".join(f"{t} n={n_docs[t]}" for t in tasks) +
                  f". Calibration: {s.calib_n} x {s.calib_seqlen} tokens of wikitext2-valid, seed {s.calib_seed}; "
                  f"`auto` plans from an outlier report on the first {s.detect_n} of them. Device {s.device}.")

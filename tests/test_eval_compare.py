@@ -132,3 +132,72 @@ def test_configuration_names():
         compare.parse_config(" ")
     with pytest.raises(SysqError, match="repeat"):
         compare.run_grid(["w8a8", "w8a8"], out="/nonexistent-never-written")
+
+
+FAKE_JOB = '''
+import argparse, json, pathlib, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+ap = argparse.ArgumentParser()
+for a in ("--model", "--calib", "--out", "--settings"):
+    ap.add_argument(a)
+a = ap.parse_args()
+ids = json.loads(pathlib.Path(a.calib).read_text())["input_ids"]
+m = AutoModelForCausalLM.from_pretrained(a.model)
+with torch.no_grad():
+    for n, p in m.named_parameters():
+        if n.endswith("proj.weight"):
+            p.copy_((p * 8).round() / 8)               # a crude "quantizer": the grid must measure what it wrote
+m.save_pretrained(a.out)
+AutoTokenizer.from_pretrained(a.model).save_pretrained(a.out)
+pathlib.Path(a.out, "peer.json").write_text(json.dumps({"library": "fake 1.0", "calib": [len(ids), len(ids[0])],
+                                                         "settings": json.loads(a.settings)}))
+with open(pathlib.Path(a.model) / "runs.txt", "a") as f:
+    f.write("1")
+'''
+
+
+def test_peer_rows_run_a_job_in_its_own_environment_on_the_grid_calibration(settings, tmp_path, tiny_tokenizer,
+                                                                            monkeypatch):
+    """The generic peer mechanism: a job run by another environment's python (here: a wrapper around this one) on
+    the grid's calibration windows writes a checkpoint; the grid measures it, and a second window set reuses it."""
+    import sys
+
+    from evaluation import peers
+    folder = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    venvs = tmp_path / "venvs"
+    (venvs / "fake" / "bin").mkdir(parents=True)
+    py = venvs / "fake" / "bin" / "python"
+    py.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    py.chmod(0o755)
+    monkeypatch.setenv("SYSQ_PEER_VENVS", str(venvs))
+    job = tmp_path / "job.py"
+    job.write_text(FAKE_JOB)
+    monkeypatch.setitem(peers.PEERS, "fake-w3", peers.Peer("fake-w3", "fake", str(job), {"k": 1}, {"weight": 3}))
+    settings.model = str(folder)
+    rows = compare.run_grid(["fake-w3"], settings, out=tmp_path / "g", quiet=True)
+    fp, peer = rows
+    assert peer.status == "ok", peer.error
+    assert peer.info["library"] == "fake 1.0" and peer.info["calib"] == [2, 33]     # the grid's 2 x (BOS + 32)
+    assert peer.ppl != fp.ppl and peer.modules == {"Linear": 14}
+    settings.window_offset = 3
+    again = compare.run_grid(["fake-w3"], settings, out=tmp_path / "g", quiet=True)[1]
+    assert again.status == "ok" and again.key != peer.key and again.ppl != peer.ppl
+    assert (folder / "runs.txt").read_text() == "1"                                  # quantized once
+    monkeypatch.setenv("SYSQ_PEER_VENVS", str(tmp_path / "none"))
+    settings.window_offset = 0
+    missing = compare.run_grid(["fake-w3"], settings, out=tmp_path / "g2", quiet=True)[1]
+    assert missing.status == "error" and "make_venv.sh fake" in missing.error
+
+
+def test_window_offset_measures_a_disjoint_set_and_kept_models_are_reused(settings, loader, tmp_path):
+    a = compare.run_grid(["w4a16-g128"], settings, out=tmp_path, loader=loader, quiet=True, keep_models=True)[1]
+    n_loads = len(loader.calls)
+    settings.window_offset = 3
+    b = compare.run_grid(["w4a16-g128"], settings, out=tmp_path, loader=loader, quiet=True, keep_models=True)[1]
+    assert a.perplexity["windows"] == b.perplexity["windows"] == 3 and a.ppl != b.ppl
+    assert b.info["model_reused_from"].startswith(str(tmp_path / "models"))
+    assert b.info["description"] == a.info["description"]
+    assert len(loader.calls) == n_loads + 3        # FP row, the windows' tokenizer, the reused row's tokenizer
+    assert "windows 3-5" in (tmp_path / "results.md").read_text()
