@@ -1,8 +1,10 @@
 """auto-round (Intel AutoRound) as a peer job: SignSGD rounding + min/max tuning, weight-only INT4.
 
 Runs in the auto-round environment (scripts/peers/make_venv.sh autoround), never imports sysq; the contract is
-in evaluation/peers.py. It writes auto-round's "fake" format (the quantize-dequantized float weights), which
-plain transformers loads, so the grid measures exactly the weights auto-round chose.
+in evaluation/peers.py. It writes auto-round's "llm_compressor" export (compressed-tensors pack-quantized: INT4
+codes, fp16 scales, integer zero points), which plain transformers loads, so the grid measures the checkpoint
+auto-round ships. (Its "fake" format is no use here: with an fp32 model, 0.16.1 saves the original fp32
+weights back over the quantized ones.)
 """
 import argparse
 import json
@@ -33,12 +35,14 @@ def main() -> int:
     ar = AutoRound(model, tok, bits=s.get("bits", 4), group_size=s.get("group_size", 128), sym=s.get("sym", False),
                    dataset=[ids[i:i + 1] for i in range(ids.shape[0])], nsamples=ids.shape[0], seqlen=ids.shape[1],
                    batch_size=min(s.get("batch_size", 8), ids.shape[0]), iters=s.get("iters", 200),
-                   seed=s.get("seed", 0), device_map="cpu" if not torch.cuda.is_available() else 0, **kw)
-    ar.quantize_and_save(a.out, format="fake")
+                   seed=s.get("seed", 0), device_map="cpu" if not torch.cuda.is_available() else 0,
+                   enable_torch_compile=False, **kw)
+    ar.quantize()
+    ar.save_quantized(a.out, format="llm_compressor", inplace=True)
     seconds = time.perf_counter() - t0
     out = Path(a.out)
     info = {"library": f"auto-round {version('auto-round')}", "torch": torch.__version__,
-            "transformers": version("transformers"), "format": "auto-round fake (dequantized float weights)",
+            "transformers": version("transformers"), "format": "compressed-tensors pack-quantized (auto-round llm_compressor export)",
             "seconds": round(seconds, 1), "settings": s, "calibration": list(ids.shape)}
     (out / "peer.json").write_text(json.dumps(info, indent=1))
     print(f"auto-round: {json.dumps(info)}")

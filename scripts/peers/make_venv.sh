@@ -11,7 +11,7 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 venvs="${SYSQ_PEER_VENVS:-$root/.venv-peers}"
 TORCH="${TORCH:-torch==2.13.0}"
 case "$name" in
-  autoround) pkgs=("auto-round==0.16.1") ;;
+  autoround) pkgs=("auto-round==0.16.1" "compressed-tensors==0.20.1") ;;   # + its llm_compressor export
   llmcompressor) pkgs=("llmcompressor==0.14.*") ;;
   *) echo "make_venv.sh: unknown peer '$name'; known: autoround, llmcompressor" >&2; exit 2 ;;
 esac
