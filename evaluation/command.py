@@ -131,8 +131,11 @@ def add_grid_arguments(p) -> None:
                    help="skip this many perplexity windows first: 40 with --windows 40 measures windows 40-79, a "
                         "second set disjoint from the first (default: %(default)s)")
     p.add_argument("--keep-models", action="store_true",
-                   help="save each sysq row's quantized model under OUT/models and reuse it when only the "
-                        "evaluation settings change (e.g. another --window-offset); peer checkpoints are always kept")
+                   help="save each sysq row's quantized model under CACHE/models and reuse it when only the "
+                        "evaluation settings change (e.g. another --window-offset); peer checkpoints are always kept, "
+                        "under CACHE/peers")
+    p.add_argument("--cache", default=None, help="folder for kept models and peer checkpoints (default: OUT), so "
+                                                 "two OUT folders (two window sets) share them")
     p.add_argument("--tasks", default=",".join(harness.DEFAULT_TASKS),
                    help="comma-separated lm-eval tasks; empty for perplexity only (default: %(default)s)")
     p.add_argument("--limit", type=int, default=0, help="documents per task; 0 = all (default: %(default)s)")
@@ -161,7 +164,7 @@ def run_grid_command(args) -> int:
                             device=args.device)
     print("grid settings: " + json.dumps(settings.to_dict()))
     rows = run_grid(args.configs.split(","), settings, out=args.out, quiet=args.quiet, fail_fast=args.fail_fast,
-                    keep_models=args.keep_models)
+                    keep_models=args.keep_models, cache=args.cache)
     print((Path(args.out) / "results.md").read_text())
     failed = [r for r in rows if r.status != "ok"]
     for r in failed:

@@ -314,11 +314,12 @@ def compute_row(cfg: Config, settings: GridSettings, ctx: GridContext, loader: C
 
 def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "out/grid",
              loader: Callable | None = None, quiet: bool = False, fail_fast: bool = False,
-             keep_models: bool = False) -> list[Row]:
+             keep_models: bool = False, cache: str | Path | None = None) -> list[Row]:
     """Run every configuration (FP first, added when missing), writing outputs after each row.
 
-    keep_models=True saves each sysq row's quantized model under OUT/models (sysq.save; about the size of the
-    quantized weights) and reuses it when only the evaluation settings differ (another window offset).
+    Peer checkpoints go to CACHE/peers (CACHE defaults to OUT); keep_models=True also saves each sysq row's
+    quantized model under CACHE/models (sysq.save; about the size of the quantized weights). Both are reused
+    when only the evaluation settings differ (another window offset, written to another OUT with one CACHE).
 
     loader() -> (model, tokenizer) gives a fresh float model per row; by default sysq.load(settings.model).
     A row that fails is kept as an error row (fail_fast=True raises instead, after writing the outputs).
@@ -339,8 +340,9 @@ def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "o
             return load(settings.model, dtype=settings.dtype, device=settings.device)
 
     ctx = GridContext(settings.calib_n, settings.calib_seqlen, settings.calib_seed, settings.detect_n, quiet=quiet,
-                      model=settings.model, dtype=settings.dtype, device=settings.device, peer_dir=out / "peers",
-                      model_dir=out / "models" if keep_models else None)
+                      model=settings.model, dtype=settings.dtype, device=settings.device)
+    cache = Path(cache) if cache is not None else out
+    ctx.peer_dir, ctx.model_dir = cache / "peers", cache / "models" if keep_models else None
     ctx.task_dir = harness.write_tasks(out / "tasks", [t for t in settings.tasks if t in harness.LOCAL_TASKS])
     rows: list[Row] = []
     windows = None

@@ -155,7 +155,7 @@ def quantize_weights(model: nn.Module, recipe, calib=None, quiet: bool = False) 
     if r.method == "gptq":
         gptq_model(model, calib, r.gptq_block_size, r.gptq_damp, r.gptq_act_order, quiet=quiet)
     elif r.method == "learned":
-        cfg = LearnConfig(r.learn_steps, r.learn_lr, r.learn_batch_size, r.learn_seed)
+        cfg = LearnConfig(r.learn_steps, r.learn_lr, r.learn_batch_size, r.learn_seed, loss=r.learn_loss)
         info = learn_model(model, calib, cfg, quiet=quiet).to_dict()
     for q in quant_linears(model):      # RTN (and any linear GPTQ or learning did not reach, e.g. lm_head)
         q.quantize_weight()

@@ -35,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..arch import get_adapter
+from ..errors import SysqError
 from .gptq import layer_inputs, run_layer
 from .linear import QuantLinear
 from .math import MIN_SCALE, fake_quantize_tensor, qrange, rows
@@ -49,11 +50,15 @@ class LearnConfig:
     batch_size: int = 1          # calibration windows per step
     seed: int = 0
     clip_min: float = 0.5        # clip factors a, b live in [clip_min, 1]
+    # "mse": mean squared error over every output element (AutoRound); "token": each token's squared error
+    # relative to its own squared norm, averaged over tokens, so the few tokens that carry the systematic
+    # outliers (BOS at |h| ~ 25,000 on SmolLM2) weigh as much as any other token instead of all of the loss
+    loss: str = "mse"
 
 
 @dataclass
 class BlockResult:
-    """One layer: output error (mean squared, over all calibration windows) of RTN and of the learned weights."""
+    """One layer: output error (LearnConfig.loss over all calibration windows) of RTN and of the learned weights."""
 
     layer: int
     rtn: float
@@ -77,18 +82,30 @@ class LearnSummary:
 
     def to_dict(self) -> dict:
         kept = [r for r in self.layers if r.kept]
-        return {"method": "learned", "steps_per_layer": self.config.steps, "lr": self.config.lr,
-                "batch_size": self.config.batch_size, "seed": self.config.seed, "layers": len(self.layers),
-                "layers_kept": len(kept), "windows": self.windows, "seqlen": self.seqlen,
-                "seconds": round(self.seconds, 1),
+        c = self.config
+        return {"method": "learned", "loss": c.loss, "steps_per_layer": c.steps, "lr": c.lr, "batch_size": c.batch_size,
+                "seed": c.seed, "layers": len(self.layers), "layers_kept": len(kept), "windows": self.windows,
+                "seqlen": self.seqlen, "seconds": round(self.seconds, 1),
                 "error_vs_rtn": [round(r.ratio, 4) for r in self.layers]}
 
     def __str__(self) -> str:
         kept = sum(r.kept for r in self.layers)
         mean = sum(r.ratio for r in self.layers) / max(len(self.layers), 1)
-        return (f"learned rounding: {len(self.layers)} layers x {self.config.steps} steps (batch {self.config.batch_size}"
-                f" of {self.windows} windows x {self.seqlen} tokens), {self.seconds:.1f} s; learned kept in {kept} "
-                f"layers, layer output error {mean:.3f}x RTN on average")
+        c = self.config
+        return (f"learned rounding: {len(self.layers)} layers x {c.steps} steps (batch {c.batch_size} of "
+                f"{self.windows} windows x {self.seqlen} tokens, loss {c.loss}), {self.seconds:.1f} s; learned kept in "
+                f"{kept} layers, layer output error {mean:.3f}x RTN on average")
+
+
+LOSSES = ("mse", "token")
+
+
+def output_loss(out: torch.Tensor, target: torch.Tensor, kind: str = "mse", reduction: str = "mean") -> torch.Tensor:
+    """The layer-output objective (LearnConfig.loss): summed or averaged over elements ("mse") or tokens ("token")."""
+    if kind == "mse":
+        return F.mse_loss(out, target, reduction=reduction)
+    per_token = (out - target).pow(2).sum(-1) / target.pow(2).sum(-1).clamp_min(1e-12)
+    return per_token.sum() if reduction == "sum" else per_token.mean()
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -206,10 +223,10 @@ def _mode(learners: list[_Learner], mode: str):
 
 
 @torch.no_grad()
-def _error(layer, learners, inputs, targets, run) -> float:
+def _error(layer, learners, inputs, targets, run, kind: str) -> float:
     with _mode(learners, "learned"):
-        total = sum(float(F.mse_loss(run(layer, x), y, reduction="sum")) for x, y in zip(inputs, targets))
-    return total / sum(y.numel() for y in targets)
+        total = sum(float(output_loss(run(layer, x), y, kind, "sum")) for x, y in zip(inputs, targets))
+    return total / sum(y.numel() if kind == "mse" else y[..., 0].numel() for y in targets)
 
 
 def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torch.Tensor], run,
@@ -232,7 +249,9 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
         with torch.no_grad(), _mode(learners, "float"):
             targets = [run(layer, x) for x in (float_inputs if float_inputs is not None else inputs)]
     rtn_state = [lrn.state() for lrn in learners]
-    rtn = _error(layer, learners, inputs, targets, run)
+    if cfg.loss not in LOSSES:
+        raise SysqError(f"LearnConfig.loss={cfg.loss!r}; allowed: {', '.join(LOSSES)}")
+    rtn = _error(layer, learners, inputs, targets, run, cfg.loss)
     frozen = [p for p in layer.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
@@ -247,13 +266,13 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
                 idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
                 x = torch.cat([inputs[i] for i in idx])
                 y = torch.cat([targets[i] for i in idx])
-                F.mse_loss(run(layer, x), y).backward()
+                output_loss(run(layer, x), y, cfg.loss).backward()
                 for lrn in learners:
                     lrn.step(lr * (1 - step / cfg.steps))
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    learned = _error(layer, learners, inputs, targets, run)
+    learned = _error(layer, learners, inputs, targets, run, cfg.loss)
     kept = learned < rtn
     if not kept:
         for lrn, st in zip(learners, rtn_state):

@@ -75,6 +75,7 @@ class Recipe:
     learn_lr: float | None = None       # None: 1 / learn_steps
     learn_batch_size: int = 1           # calibration windows per step
     learn_seed: int = 0
+    learn_loss: str = "mse"             # mse (every output element) | token (each token relative to its norm)
     bnb_threshold: float = 6.0          # LLM.int8 outlier threshold (bnb-int8)
     quantize_lm_head: bool = False      # lm_head and embeddings stay float by default
     skip: tuple[str, ...] = ()          # roles ("down") or dotted linear names left in float
@@ -170,6 +171,7 @@ def validate(r: Recipe) -> None:
             raise SysqError("kv.group_size applies to kv.granularity 'token' only")
     if r.method in ("gptq", "learned") and r.weight is None:
         raise SysqError(f"method={r.method!r} needs a weight quantizer: set weight (e.g. base: w4a16)")
+    _one_of("learn_loss", r.learn_loss, ("mse", "token"))
     if r.learn_steps < 0 or r.learn_batch_size < 1 or (r.learn_lr is not None and r.learn_lr <= 0):
         raise SysqError(f"learn_steps={r.learn_steps}, learn_batch_size={r.learn_batch_size}, learn_lr={r.learn_lr}: "
                         "steps must be >= 0, the batch >= 1 window and lr > 0 (or null for 1 / steps)")
