@@ -143,9 +143,10 @@ def _sysq_recipe(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
     except ImportError as e:
         raise SysqError(f"configuration {cfg.name!r} names plan {cfg.plan!r} but sysq.mitigate is unavailable "
                         f"({e}); drop '@{cfg.plan}' or install the mitigation module") from e
-    report = ctx.report(model, tokenizer) if cfg.plan == "auto" else None
+    report = ctx.report(model, tokenizer) if "auto" in cfg.plan.split("+") else None
     p = plan(report, cfg.recipe, method=cfg.plan)
-    quantize(model, mitigate(model, p, calib, quiet=ctx.quiet, report=report), calib, quiet=ctx.quiet)
+    info["quant"] = quantize(model, mitigate(model, p, calib, quiet=ctx.quiet, report=report), calib,
+                             quiet=ctx.quiet).to_dict()
     info["plan"] = p.to_dict() if hasattr(p, "to_dict") else str(p)
     if report is not None:
         info["outliers"] = report.summary
@@ -156,9 +157,8 @@ def _sysq_recipe(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
 def _peer(model, tokenizer, cfg: Config, ctx: GridContext):
     """A peer library's checkpoint from the grid's calibration windows, replacing the float model."""
     del model
-    new, info = peers.quantize_with_peer(cfg.recipe, ctx.model, ctx.calib(tokenizer), ctx.peer_dir or Path("out/peers"),
-                                         ctx.dtype, ctx.device, quiet=ctx.quiet)
-    return new, info
+    return peers.quantize_with_peer(cfg.recipe, ctx.model, ctx.calib(tokenizer), ctx.peer_dir or Path("out/peers"),
+                                    ctx.dtype, ctx.device, quiet=ctx.quiet)
 
 
 def handler_for(cfg: Config) -> Callable:
