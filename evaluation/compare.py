@@ -7,10 +7,8 @@ A configuration is a name:
   RECIPE                   a sysq recipe (w8a8, w8a8-static, w4a16-g128, w8a8+kv4, bnb-int8, bnb-nf4, a YAML)
   RECIPE@PLAN              a mitigation plan first (auto, smooth, smooth+preserve-tokens, ...), then RECIPE
   quanto-w8a8 | quanto-w4  optimum-quanto (evaluation/baselines.py)
-  autoround-w4a16-g64 ...  a peer library in its own environment (evaluation/peers.py: the checkpoint it writes
-                           from the grid's calibration windows is loaded and measured here)
-Handlers are a small registry (`HANDLERS`, `register`), so a new peer library is one function; a handler may
-return (model, info) when it builds its own model instead of changing the one it was given.
+  autoround-*              auto-round in its own venv (evaluation/peers.py; AUTOROUND lists them)
+Handlers are a small registry (`HANDLERS`, `register`), so a new peer library is one function.
 
 Each row: perplexity (and its ratio to the FP row of the same run), acc / acc_norm with stderr per task,
 weight bytes, linear module classes, seconds. Rows are cached in OUT/rows/<key>.json, the key a hash of the
@@ -34,7 +32,7 @@ from typing import Callable
 from sysq.errors import SysqError
 from sysq.io import atomic_write_bytes, atomic_write_text
 
-from . import baselines, harness, peers
+from . import baselines, harness
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +75,11 @@ class GridContext:
     detect_windows: int = 4
     quiet: bool = False
     task_dir: Path | None = None
-    model: str = "smollm2-135m"
+    out: Path | None = None           # the grid's output folder (peer checkpoints go under OUT/peers/)
     dtype: str = "float32"
     device: str = "cpu"
-    peer_dir: Path | None = None      # peer checkpoints (OUT/peers), reused across evaluation settings
-    model_dir: Path | None = None     # quantized sysq models (OUT/models) when kept: --keep-models
+    peer_dir: Path | None = None      # peer checkpoints (CACHE/peers), reused across evaluation settings
+    model_dir: Path | None = None     # quantized sysq models (CACHE/models) when kept: --keep-models
     _calib: object = None
     _report: object = None
 
@@ -154,16 +152,56 @@ def _sysq_recipe(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
     return info
 
 
-def _peer(model, tokenizer, cfg: Config, ctx: GridContext):
-    """A peer library's checkpoint from the grid's calibration windows, replacing the float model."""
-    del model
-    return peers.quantize_with_peer(cfg.recipe, ctx.model, ctx.calib(tokenizer), ctx.peer_dir or Path("out/peers"),
-                                    ctx.dtype, ctx.device, quiet=ctx.quiet)
+_AR = {"bits": 4, "sym": False, "iters": 200, "batch_size": 8, "seed": 0}      # auto-round's defaults, asymmetric
+AUTOROUND = {
+    # grid name: evaluation/peer_scripts/autoround_quantize.py settings
+    "autoround-w4a16-g64": {**_AR, "group_size": 64},
+    "autoround-w4a16-g128": {**_AR, "group_size": 128},
+    # what this 2-core CPU allows: 50 SignSGD steps per block on batches of 2 windows
+    "autoround-w4a16-g64-cpu": {**_AR, "group_size": 64, "iters": 50, "batch_size": 2},
+    "autoround-w4a16-g128-cpu": {**_AR, "group_size": 128, "iters": 50, "batch_size": 2},
+}
+
+
+def _peer_checkpoint(venv: str, script: str, spec: dict, calib, folder: Path, quiet: bool) -> dict:
+    """Run the peer once per (settings, calibration windows): the folder name carries their hash, so another
+    evaluation set (another OUT with the same --cache) reuses the checkpoint."""
+    from .peers import run_peer
+    ids = getattr(calib, "ids", calib)
+    key = hashlib.sha256(json.dumps({"spec": spec, "calib": ids.tolist()}, sort_keys=True).encode()).hexdigest()[:12]
+    out = folder.with_name(f"{folder.name}-{key}")
+    if (out / "peer.json").is_file():
+        log.info("grid: peer checkpoint reused from %s", out)
+        return {**json.loads((out / "peer.json").read_text()), "checkpoint": str(out), "reused": True}
+    return {**run_peer(venv, script, spec, ids, out, quiet), "checkpoint": str(out)}
+
+
+def _autoround(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
+    """auto-round's own quantizer (its venv), on this grid's calibration windows; the compressed-tensors folder it
+    writes is loaded back with plain transformers and replaces the row's model."""
+    from sysq.quant.export import load_with_transformers
+
+    from .peers import local_folder
+    settings = AUTOROUND[cfg.recipe]
+    spec = {"model": str(local_folder(model)), **settings}
+    info = _peer_checkpoint("autoround", "autoround_quantize.py", spec, ctx.calib(tokenizer),
+                            (ctx.peer_dir or Path(ctx.out or "out/grid") / "peers") / cfg.name, ctx.quiet)
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    bits = {"weight": settings["bits"], "act": 32, "group_size": settings["group_size"]}
+    folder = Path(info["checkpoint"])
+    if "quantization_config" in json.loads((folder / "config.json").read_text()):
+        new = load_with_transformers(folder, dtype=dtype, device=device, quiet=ctx.quiet)
+    else:                                           # a float folder (quantize-dequantized weights)
+        from transformers import AutoModelForCausalLM
+        new = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    return {**info, "bits": bits, "model": new}
+
+
+for _name in AUTOROUND:
+    register(_name)(_autoround)
 
 
 def handler_for(cfg: Config) -> Callable:
-    if cfg.recipe in peers.PEERS and cfg.plan == "none":
-        return _peer
     return HANDLERS.get(cfg.recipe, _sysq_recipe)
 
 
@@ -288,12 +326,12 @@ def compute_row(cfg: Config, settings: GridSettings, ctx: GridContext, loader: C
         model, info = cached
     else:
         model, tok = loader()
-        info = handler(model, tok, cfg, ctx)
-        if isinstance(info, tuple):        # the handler built its own model (a peer's checkpoint)
-            model, info = info
-        elif handler is _sysq_recipe and cfg.recipe != "fp":
-            _keep_model(ctx, mkey, model, info or {})
-    row.info = info or {}
+        info = handler(model, tok, cfg, ctx) or {}
+        if "model" in info:                # a peer that wrote its own checkpoint: measure what it loaded
+            model = info.pop("model")
+        elif handler is _sysq_recipe:
+            _keep_model(ctx, mkey, model, info)
+    row.info = info
     row.seconds["quantize"] = round(time.perf_counter() - t0, 2)
     row.weight_bytes = baselines.weight_bytes(model)
     row.modules = baselines.linear_modules(model)
@@ -340,7 +378,7 @@ def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "o
             return load(settings.model, dtype=settings.dtype, device=settings.device)
 
     ctx = GridContext(settings.calib_n, settings.calib_seqlen, settings.calib_seed, settings.detect_n, quiet=quiet,
-                      model=settings.model, dtype=settings.dtype, device=settings.device)
+                      out=out, dtype=settings.dtype, device=settings.device)
     cache = Path(cache) if cache is not None else out
     ctx.peer_dir, ctx.model_dir = cache / "peers", cache / "models" if keep_models else None
     ctx.task_dir = harness.write_tasks(out / "tasks", [t for t in settings.tasks if t in harness.LOCAL_TASKS])

@@ -134,61 +134,53 @@ def test_configuration_names():
         compare.run_grid(["w8a8", "w8a8"], out="/nonexistent-never-written")
 
 
-FAKE_JOB = '''
-import argparse, json, pathlib, torch
+FAKE_PEER = '''
+import json, pathlib, sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-ap = argparse.ArgumentParser()
-for a in ("--model", "--calib", "--out", "--settings"):
-    ap.add_argument(a)
-a = ap.parse_args()
-ids = json.loads(pathlib.Path(a.calib).read_text())["input_ids"]
-m = AutoModelForCausalLM.from_pretrained(a.model)
+spec = json.loads(pathlib.Path(sys.argv[1]).read_text())
+ids = torch.load(spec["windows"])
+m = AutoModelForCausalLM.from_pretrained(spec["model"])
 with torch.no_grad():
     for n, p in m.named_parameters():
         if n.endswith("proj.weight"):
             p.copy_((p * 8).round() / 8)               # a crude "quantizer": the grid must measure what it wrote
-m.save_pretrained(a.out)
-AutoTokenizer.from_pretrained(a.model).save_pretrained(a.out)
-pathlib.Path(a.out, "peer.json").write_text(json.dumps({"library": "fake 1.0", "calib": [len(ids), len(ids[0])],
-                                                         "settings": json.loads(a.settings)}))
-with open(pathlib.Path(a.model) / "runs.txt", "a") as f:
+m.save_pretrained(spec["out"])
+pathlib.Path(spec["out"], "peer.json").write_text(json.dumps({"library": "fake 1.0", "calib": list(ids.shape)}))
+with open(pathlib.Path(spec["model"]) / "runs.txt", "a") as f:
     f.write("1")
 '''
 
 
-def test_peer_rows_run_a_job_in_its_own_environment_on_the_grid_calibration(settings, tmp_path, tiny_tokenizer,
-                                                                            monkeypatch):
-    """The generic peer mechanism: a job run by another environment's python (here: a wrapper around this one) on
-    the grid's calibration windows writes a checkpoint; the grid measures it, and a second window set reuses it."""
+def test_peer_checkpoints_are_made_once_per_calibration_and_reused_across_window_sets(settings, tmp_path,
+                                                                                     tiny_tokenizer, monkeypatch):
+    """A peer row runs its script in its own environment's python (here: a wrapper around this one) on the grid's
+    calibration windows; the grid measures the checkpoint, and a second window set sharing --cache reuses it."""
     import sys
 
     from evaluation import peers
     folder = tmp_path / "tiny"
     tiny_model("llama").save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
-    venvs = tmp_path / "venvs"
-    (venvs / "fake" / "bin").mkdir(parents=True)
-    py = venvs / "fake" / "bin" / "python"
-    py.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    py.chmod(0o755)
-    monkeypatch.setenv("SYSQ_PEER_VENVS", str(venvs))
-    job = tmp_path / "job.py"
-    job.write_text(FAKE_JOB)
-    monkeypatch.setitem(peers.PEERS, "fake-w3", peers.Peer("fake-w3", "fake", str(job), {"k": 1}, {"weight": 3}))
+    venv = tmp_path / "venvs" / "autoround"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (venv / "bin" / "python").chmod(0o755)
+    (venv / ".complete").touch()
+    monkeypatch.setenv("SYSQ_PEER_VENVS", str(tmp_path / "venvs"))
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "autoround_quantize.py").write_text(FAKE_PEER)
+    monkeypatch.setattr(peers, "SCRIPTS", tmp_path / "scripts")
     settings.model = str(folder)
-    rows = compare.run_grid(["fake-w3"], settings, out=tmp_path / "g", quiet=True)
-    fp, peer = rows
+    fp, peer = compare.run_grid(["autoround-w4a16-g64-cpu"], settings, out=tmp_path / "w0", quiet=True,
+                                cache=tmp_path / "cache")
     assert peer.status == "ok", peer.error
-    assert peer.info["library"] == "fake 1.0" and peer.info["calib"] == [2, 33]     # the grid's 2 x (BOS + 32)
+    assert peer.info["library"] == "fake 1.0" and peer.info["calib"] == [2, 33]   # the grid's 2 x (BOS + 32)
     assert peer.ppl != fp.ppl and peer.modules == {"Linear": 14}
     settings.window_offset = 3
-    again = compare.run_grid(["fake-w3"], settings, out=tmp_path / "g", quiet=True)[1]
-    assert again.status == "ok" and again.key != peer.key and again.ppl != peer.ppl
-    assert (folder / "runs.txt").read_text() == "1"                                  # quantized once
-    monkeypatch.setenv("SYSQ_PEER_VENVS", str(tmp_path / "none"))
-    settings.window_offset = 0
-    missing = compare.run_grid(["fake-w3"], settings, out=tmp_path / "g2", quiet=True)[1]
-    assert missing.status == "error" and "make_venv.sh fake" in missing.error
+    again = compare.run_grid(["autoround-w4a16-g64-cpu"], settings, out=tmp_path / "w3", quiet=True,
+                             cache=tmp_path / "cache")[1]
+    assert again.status == "ok" and again.info["reused"] and again.ppl != peer.ppl
+    assert (folder / "runs.txt").read_text() == "1"                                 # quantized once
 
 
 def test_window_offset_measures_a_disjoint_set_and_kept_models_are_reused(settings, loader, tmp_path):
