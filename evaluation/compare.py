@@ -7,6 +7,7 @@ A configuration is a name:
   RECIPE                   a sysq recipe (w8a8, w8a8-static, w4a16-g128, w8a8+kv4, bnb-int8, bnb-nf4, a YAML)
   RECIPE@PLAN              a mitigation plan first (auto, smooth, smooth+preserve-tokens, ...), then RECIPE
   quanto-w8a8 | quanto-w4  optimum-quanto (evaluation/baselines.py)
+  llmc-*                   llm-compressor in its own venv (evaluation/peers.py; LLMCOMPRESSOR lists them)
   autoround-*              auto-round in its own venv (evaluation/peers.py; AUTOROUND lists them)
 Handlers are a small registry (`HANDLERS`, `register`), so a new peer library is one function.
 
@@ -111,6 +112,38 @@ def _quanto(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
 
 for _name in baselines.QUANTO:
     register(_name)(_quanto)
+
+
+LLMCOMPRESSOR = {
+    # grid name: (llm-compressor scheme in evaluation/peer_scripts/llmcompressor_quantize.py, group size)
+    "llmc-sq-gptq-w8a8-static": ("sq-gptq-w8a8-static", None),
+    "llmc-sq-gptq-w8a8": ("sq-gptq-w8a8", None),
+    "llmc-gptq-w8a8-static": ("gptq-w8a8-static", None),
+    "llmc-gptq-w4a16-g64": ("gptq-w4a16", 64),
+    "llmc-awq-w4a16-g64": ("awq-w4a16", 64),
+}
+
+
+def _llmcompressor(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
+    """llm-compressor's own quantizer (its venv), on this grid's calibration windows; the compressed-tensors folder
+    it writes is loaded back with plain transformers and replaces the row's model."""
+    from sysq.quant.export import load_with_transformers
+
+    from .peers import local_folder, run_peer
+
+    scheme, group = LLMCOMPRESSOR[cfg.recipe]
+    out = Path(ctx.out or "out/grid") / "peers" / cfg.name
+    spec = {"model": str(local_folder(model)), "scheme": scheme, "group_size": group}
+    info = run_peer("llmcompressor", "llmcompressor_quantize.py", spec, ctx.calib(tokenizer).ids, out, ctx.quiet)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    bits = {"weight": 4 if "w4" in scheme else 8, "act": 32 if "a16" in scheme else 8}
+    return {**info, "bits": bits, "checkpoint": str(out),
+            "model": load_with_transformers(out, dtype=dtype, device=device, quiet=ctx.quiet)}
+
+
+for _name in LLMCOMPRESSOR:
+    register(_name)(_llmcompressor)
 
 
 def _recipe_bits(r) -> dict:

@@ -54,7 +54,8 @@ def test_default_is_auto_and_the_folder_holds_plan_report_and_reloads(setup, tmp
     assert {"plan.yaml", "outliers.md", "quantize.json", "sysq_model.safetensors"} <= {p.name for p in out.iterdir()}
     plan = yaml.safe_load((out / "plan.yaml").read_text())
     assert plan["method"] == "auto" and plan["rotate"] and plan["preserve_tokens"]["positions"] == [0]
-    assert json.loads((out / "quantize.json").read_text())["mitigate"] == "auto"
+    q = json.loads((out / "quantize.json").read_text())
+    assert q["mitigate"] == "auto" and q["verify"]["logits_max_abs_diff"] == 0 and q["verify"]["ratio_to_sysq"] == 1
     assert "dominant" in (out / "outliers.md").read_text().lower() or (out / "outliers.md").read_text().strip()
 
 
@@ -119,7 +120,9 @@ def test_compressed_tensors_output_defaults_to_the_engine_plan_and_reports_its_c
     assert rc == 0 and "target=engine" in printed
     assert "target engine: dropped preserve-tokens" in printed
     assert "the full plan (target sysq, not exportable) gives" in printed
-    assert "reloaded with plain transformers (compressed-tensors): perplexity" in printed
+    assert "reloaded (transformers (compressed-tensors)): perplexity" in printed
+    verify = json.loads((out / "quantize.json").read_text())["verify"]
+    assert abs(verify["ratio_to_sysq"] - 1) < 0.005    # per-token scales round slightly differently there
     config = json.loads((out / "config.json").read_text())
     assert config["quantization_config"]["format"] == "int-quantized"
     # a sysq-target plan cannot be exported: refused by name, nothing written

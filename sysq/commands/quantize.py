@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..errors import SysqError
+from ..io import atomic_write_text
 
 
 def add_arguments(p) -> None:
@@ -180,8 +181,10 @@ def run(args) -> int:
         if report is not None:
             extra["outliers.md"] = report.headline() + "\n"
         out = save(model, args.out, tok, format=args.format, extra=extra)
-        print(f"saved to {out} ({_dir_bytes(out) / 2**20:.1f} MiB on disk, format {args.format})")
-        _verify(out, args, model, ev, after, quiet)
+        result["bytes_on_disk"] = _dir_bytes(out)
+        print(f"saved to {out} ({result['bytes_on_disk'] / 2**20:.1f} MiB on disk, format {args.format})")
+        result["verify"] = _verify(out, args, model, ev, after, quiet)
+        atomic_write_text(out / "quantize.json", json.dumps(result, indent=2, default=str) + "\n")
     return 0
 
 
@@ -201,10 +204,11 @@ def _full_plan_ppl(model, recipe, report, args, calib, ppl, quiet) -> dict:
     return {"ppl": res.ppl, "plan": p.to_dict()}
 
 
-def _verify(out: Path, args, model, ev, after, quiet) -> None:
-    """Reload what was written and check it: identical logits (sysq), or the same perplexity through plain
-    transformers (compressed-tensors; dynamic activations round per token slightly differently there)."""
+def _verify(out: Path, args, model, ev, after, quiet) -> dict:
+    """Reload what was written and check it: identical logits and perplexity (sysq format), or perplexity through
+    plain transformers (compressed-tensors; dynamic activations round per token slightly differently there)."""
     import torch
+    from evaluation.perplexity import perplexity
 
     if args.format == "sysq":
         from ..models import load
@@ -213,13 +217,14 @@ def _verify(out: Path, args, model, ev, after, quiet) -> None:
         with torch.no_grad():
             diff = (again(input_ids=ids).logits - model(input_ids=ids).logits).abs().max().item()
         print(f"reloaded with sysq.load: logits max |diff| {diff:.3g} on one window")
-        return
-    if ev is None:
-        return
-    from evaluation.perplexity import perplexity
-
-    from ..quant.export import load_with_transformers
-    again = load_with_transformers(out, dtype=args.dtype, device=args.device, quiet=quiet)
-    res = perplexity(again, ev, quiet=quiet, model_name=str(out), recipe="compressed-tensors")
-    print(f"reloaded with plain transformers (compressed-tensors): perplexity {res.ppl:.3f} "
-          f"({res.ppl / after.ppl - 1:+.3%} against sysq's {after.ppl:.3f})")
+        res = {"loader": "sysq.load", "logits_max_abs_diff": diff}
+    else:
+        from ..quant.export import load_with_transformers
+        again = load_with_transformers(out, dtype=args.dtype, device=args.device, quiet=quiet)
+        res = {"loader": "transformers (compressed-tensors)"}
+    if ev is not None:
+        ppl = perplexity(again, ev, quiet=quiet, model_name=str(out), recipe=args.format).ppl
+        res.update(ppl=ppl, ratio_to_sysq=ppl / after.ppl)
+        print(f"reloaded ({res['loader']}): perplexity {ppl:.3f} ({ppl / after.ppl - 1:+.3%} against sysq's "
+              f"{after.ppl:.3f})")
+    return res

@@ -209,7 +209,7 @@ def export_compressed_tensors(model, path, tokenizer=None, extra: dict[str, str]
     config["quantization_config"] = {
         "quant_method": "compressed-tensors", "format": fmt, "quantization_status": "compressed",
         "config_groups": {f"group_{i}": g for i, g in enumerate(groups.values())}, "ignore": ignore,
-        "producer": "sysq"}
+        "producer": {"name": "sysq", "version": _version()}}
     _validate(config["quantization_config"])
     plan = getattr(model, "_sysq_plan", None)
     with atomic_dir(path) as tmp:
@@ -222,6 +222,14 @@ def export_compressed_tensors(model, path, tokenizer=None, extra: dict[str, str]
         write_extra(tmp, extra)
     log.info("export: %d linears as compressed-tensors %s (%d scheme(s)) to %s", len(qls), fmt, len(groups), path)
     return path
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("sysq")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _validate(qconfig: dict) -> None:
