@@ -36,8 +36,8 @@ TARGETS = ("sysq", "engine")
 def plan(report=None, recipe="w8a8-static", method: str = "auto", target: str = "sysq") -> MitigationPlan:
     """A MitigationPlan for `recipe` from an OutlierReport (or None: defaults, BOS as the outlier token).
 
-    method: "auto", "none", or methods joined by '+': smooth, smoothquant, clip, preserve-tokens,
-    preserve-channels, rotate.
+    method: "auto", "none", or methods joined by '+': smooth, smoothquant, awq, clip, preserve-tokens,
+    preserve-channels, rotate, gptq, learned ("learned" replaces auto's gptq rounding: "auto+learned").
     target: "sysq" (anything sysq simulates and saves) or "engine" (only what a compressed-tensors export
     carries, so vLLM and plain transformers run it: see restrict_to_engine).
     """
@@ -93,6 +93,12 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
     if "smoothquant" in parts:
         p.smooth = Smooth(alpha=0.5, mappings="norm")
         p.notes.append("smoothquant: SmoothQuant's fixed alpha 0.5 on norm->q,k,v and norm->gate,up only")
+    elif "awq" in parts:
+        p.smooth = Smooth(statistic="mean")
+        p.notes.append("awq: activation-aware per-channel scales mean|X|^a (AWQ), strength searched per mapping on "
+                       "the recipe's output error (identity allowed), with weight clipping")
+        if "clip" not in parts:
+            parts.append("clip")
     elif "smooth" in parts:
         p.smooth = Smooth()
     if "clip" in parts:
@@ -103,9 +109,13 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
         p.preserve_tokens = _preserve_tokens(report)
     if "token-scales" in parts and r is not None and r.act is not None and not r.act.dynamic:
         p.token_scales = TokenScales()
-    if "gptq" in parts and r is not None and r.weight is not None:
-        p.rounding = "gptq"
-        p.notes.append("gptq: error-compensating weight rounding (Frantar et al. 2022) on the mitigated weights")
+    rounding = [m for m in parts if m in ("gptq", "learned")]
+    if rounding and r is not None and r.weight is not None:
+        p.rounding = rounding[-1]             # the last named wins: "auto+gptq", "auto+learned" override auto's
+        p.notes.append("gptq: error-compensating weight rounding (Frantar et al. 2022) on the mitigated weights"
+                       if p.rounding == "gptq" else
+                       "learned: rounding and clipping learned per decoder layer against its float output on the "
+                       "calibration windows (AutoRound's SignSGD)")
     if "preserve-channels" in parts:
         # channels are named per linear: mitigate() fills them from the report (or calibration stats)
         p.preserve_channels = PreserveChannels(bits=8 if r is not None and r.weight is not None
@@ -147,8 +157,8 @@ def _auto(r, report, p: MitigationPlan) -> list[str]:
       SmolLM2: w4a16 1.31 -> 1.78 x FP, w4a8 1.81 -> 3.47);
     * smoothing searched per mapping (identity allowed) always; after rotation it folds into norms and v->o;
     * INT4 weights: MSE clipping, without rotation the report's outlier input channels kept in INT8, and
-      GPTQ rounding: at 4 bits the loss is weight rounding more than outliers (SmolLM2 w4a16 RTN 1.31 x FP with
-      no activation quantizer at all), and error-compensating rounding recovers part of it."""
+      learned rounding (before: GPTQ): at 4 bits the loss is weight rounding more than outliers (SmolLM2 w4a16
+      RTN 1.31 x FP with no activation quantizer at all); "auto+gptq" keeps GPTQ instead."""
     parts = []
     acts = r is not None and r.act is not None
     w4 = r is not None and r.weight is not None and r.weight.bits < 8
@@ -165,7 +175,7 @@ def _auto(r, report, p: MitigationPlan) -> list[str]:
         if "rotate" not in parts:
             parts.append("preserve-channels")
             p.notes.append("preserve-channels: the report's massive / LLM.int8 input channels stay INT8 in INT4 layers")
-        parts.append("gptq")
+        parts.append("learned")
     if acts and n_tok:
         parts.append("preserve-tokens")
         p.notes.append(f"preserve-tokens: the report flags {n_tok} outlier token(s)"
