@@ -55,12 +55,11 @@ def test_presets():
         plan(None, "w8a8", "smooth+magic")
 
 
-def test_auto_rounds_int4_weights_with_learned_rounding_and_survives_yaml():
+def test_auto_rounds_int4_weights_with_gptq_and_survives_yaml():
     from sysq.mitigate.preserve import apply_to_recipe
     p = plan(None, "w4a16", "auto")
-    assert p.rounding == "learned" and p.clip is not None
-    assert apply_to_recipe("w4a16", p).method == "learned"
-    assert plan(None, "w4a16", "auto+gptq").rounding == "gptq"           # a named rounding overrides auto's
+    assert p.rounding == "gptq" and p.clip is not None
+    assert apply_to_recipe("w4a16", p).method == "gptq"
     assert MitigationPlan.from_yaml(p.to_yaml()) == p
     assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto")).method == "rtn"     # 8-bit weights: RTN is enough
     assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto+gptq")).method == "gptq"
@@ -68,7 +67,7 @@ def test_auto_rounds_int4_weights_with_learned_rounding_and_survives_yaml():
 
 def test_learned_and_awq_are_plan_methods():
     from sysq.mitigate.preserve import apply_to_recipe
-    p = plan(None, "w4a16", "smooth+clip+gptq+learned")    # the last named rounding wins
+    p = plan(None, "w4a16", "auto+learned")             # learned replaces auto's gptq rounding
     assert p.rounding == "learned" and apply_to_recipe("w4a16", p).method == "learned"
     assert MitigationPlan.from_yaml(p.to_yaml()) == p
     a = plan(None, "w4a16-g64+fz", "awq")

@@ -109,13 +109,13 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
         p.preserve_tokens = _preserve_tokens(report)
     if "token-scales" in parts and r is not None and r.act is not None and not r.act.dynamic:
         p.token_scales = TokenScales()
-    rounding = [m for m in parts if m in ("gptq", "learned")]
-    if rounding and r is not None and r.weight is not None:
-        p.rounding = rounding[-1]             # the last named wins: "auto+gptq", "auto+learned" override auto's
-        p.notes.append("gptq: error-compensating weight rounding (Frantar et al. 2022) on the mitigated weights"
-                       if p.rounding == "gptq" else
-                       "learned: rounding and clipping learned per decoder layer against its float output on the "
-                       "calibration windows (AutoRound's SignSGD)")
+    if "learned" in parts and r is not None and r.weight is not None:
+        p.rounding = "learned"
+        p.notes.append("learned: rounding and clipping learned per decoder layer against its float output on the "
+                       "calibration windows (AutoRound's SignSGD)" + (", instead of gptq" if "gptq" in parts else ""))
+    elif "gptq" in parts and r is not None and r.weight is not None:
+        p.rounding = "gptq"
+        p.notes.append("gptq: error-compensating weight rounding (Frantar et al. 2022) on the mitigated weights")
     if "preserve-channels" in parts:
         # channels are named per linear: mitigate() fills them from the report (or calibration stats)
         p.preserve_channels = PreserveChannels(bits=8 if r is not None and r.weight is not None
@@ -157,8 +157,8 @@ def _auto(r, report, p: MitigationPlan) -> list[str]:
       SmolLM2: w4a16 1.31 -> 1.78 x FP, w4a8 1.81 -> 3.47);
     * smoothing searched per mapping (identity allowed) always; after rotation it folds into norms and v->o;
     * INT4 weights: MSE clipping, without rotation the report's outlier input channels kept in INT8, and
-      learned rounding (before: GPTQ): at 4 bits the loss is weight rounding more than outliers (SmolLM2 w4a16
-      RTN 1.31 x FP with no activation quantizer at all); "auto+gptq" keeps GPTQ instead."""
+      GPTQ rounding: at 4 bits the loss is weight rounding more than outliers (SmolLM2 w4a16 RTN 1.31 x FP with
+      no activation quantizer at all), and error-compensating rounding recovers part of it."""
     parts = []
     acts = r is not None and r.act is not None
     w4 = r is not None and r.weight is not None and r.weight.bits < 8
@@ -175,7 +175,7 @@ def _auto(r, report, p: MitigationPlan) -> list[str]:
         if "rotate" not in parts:
             parts.append("preserve-channels")
             p.notes.append("preserve-channels: the report's massive / LLM.int8 input channels stay INT8 in INT4 layers")
-        parts.append("learned")
+        parts.append("gptq")
     if acts and n_tok:
         parts.append("preserve-tokens")
         p.notes.append(f"preserve-tokens: the report flags {n_tok} outlier token(s)"
