@@ -85,3 +85,13 @@ def test_a_new_candidate_is_one_line(monkeypatch):
     monkeypatch.setattr(api, "AUTO_CANDIDATES", api.AUTO_CANDIDATES + (("smoothquant+preserve-tokens", "act"),))
     assert "smoothquant+preserve-tokens" in plan(None, "w8a8", "auto").search.candidates
     assert "smoothquant+preserve-tokens" not in plan(None, "w4a16", "auto").search.candidates
+
+
+def test_learned_and_awq_are_plan_methods():
+    from sysq.mitigate.preserve import apply_to_recipe
+    p = plan(None, "w4a16", "auto+learned")             # learned replaces auto's gptq rounding
+    assert p.rounding == "learned" and apply_to_recipe("w4a16", p).method == "learned"
+    assert MitigationPlan.from_yaml(p.to_yaml()) == p
+    a = plan(None, "w4a16-g64+fz", "awq")
+    assert a.smooth.statistic == "mean" and a.clip.weights and a.rounding is None
+    assert apply_to_recipe("w4a16-g64+fz", plan(None, "w4a16-g64+fz", "awq+learned")).method == "learned"

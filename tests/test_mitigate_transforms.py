@@ -125,3 +125,27 @@ def test_rotate_then_smooth_preserves_logits(family):
     chosen = smooth(model, ids, Smooth(alpha=0.5), quiet=True)
     assert chosen and not any("down" in name for name in chosen)
     assert rel_err(logits(model, ids), ref) < 1e-4
+
+
+def test_awq_scales_preserve_logits_and_never_raise_the_int4_output_error():
+    """AWQ's mean|X|^a search (Smooth.statistic 'mean') on a weight-only INT4 recipe: the float function is kept,
+    and the chosen scales lower (or, identity allowed, keep) the simulated output error on the calibration rows."""
+    from sysq.mitigate.calib import input_stats
+    from sysq.mitigate.qsim import fake_weight
+    from sysq.quant import get_recipe
+    model, ids = tiny("llama"), tokens()
+    with torch.no_grad():                                # a salient input channel, as AWQ assumes
+        get_adapter(model).attn_norm(0).weight[7] *= 20
+    r = get_recipe({"base": "w4a16-g32+fz", "weight": {"group_size": 16}})
+    ad = get_adapter(model)
+
+    def err():
+        q = ad.linears(0)["q"]
+        st = input_stats(model, ids, {"q": q}, quiet=True)["q"]
+        w = q.weight.float()
+        return float((st.sample @ fake_weight(w, r.weight).t() - st.sample @ w.t()).pow(2).sum())
+
+    ref, before = logits(model, ids), err()
+    chosen = smooth(model, ids, Smooth(statistic="mean"), r, quiet=True)
+    assert rel_err(logits(model, ids), ref) < 1e-4
+    assert "layers.0.attn_norm->q,k,v" in chosen and err() < before

@@ -48,7 +48,8 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto", target: str = 
     """A MitigationPlan for `recipe` from an OutlierReport (or None: defaults, BOS as the outlier token).
 
     method: "auto" (chosen by measurement when sysq.mitigate runs: see Search), "auto-fast" (the rules alone),
-    "none", or methods joined by '+': smooth, smoothquant, clip, preserve-tokens, preserve-channels, rotate, gptq.
+    "none", or methods joined by '+': smooth, smoothquant, awq, clip, preserve-tokens, preserve-channels, rotate,
+    gptq, learned ("learned" replaces auto's gptq rounding: "auto+learned").
     target: "sysq" (anything sysq simulates and saves) or "engine" (only what a compressed-tensors export
     carries, so vLLM and plain transformers run it: see restrict_to_engine).
     """
@@ -118,6 +119,12 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
     if "smoothquant" in parts:
         p.smooth = Smooth(alpha=0.5, mappings="norm")
         p.notes.append("smoothquant: SmoothQuant's fixed alpha 0.5 on norm->q,k,v and norm->gate,up only")
+    elif "awq" in parts:
+        p.smooth = Smooth(statistic="mean")
+        p.notes.append("awq: activation-aware per-channel scales mean|X|^a (AWQ), strength searched per mapping on "
+                       "the recipe's output error (identity allowed), with weight clipping")
+        if "clip" not in parts:
+            parts.append("clip")
     elif "smooth" in parts:
         p.smooth = Smooth()
     if "clip" in parts:
@@ -128,7 +135,11 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
         p.preserve_tokens = _preserve_tokens(report)
     if "token-scales" in parts and r is not None and r.act is not None and not r.act.dynamic:
         p.token_scales = TokenScales()
-    if "gptq" in parts and r is not None and r.weight is not None:
+    if "learned" in parts and r is not None and r.weight is not None:
+        p.rounding = "learned"
+        p.notes.append("learned: rounding and clipping learned per decoder layer against its float output on the "
+                       "calibration windows (AutoRound's SignSGD)" + (", instead of gptq" if "gptq" in parts else ""))
+    elif "gptq" in parts and r is not None and r.weight is not None:
         p.rounding = "gptq"
         p.notes.append("gptq: error-compensating weight rounding (Frantar et al. 2022) on the mitigated weights")
     if "preserve-channels" in parts:
@@ -219,7 +230,7 @@ _WHEN = {"always": lambda r: True, "w4": _weights4, "act": lambda r: r is not No
 
 def candidates(r, report, extra: list[str] | None = None) -> list[str]:
     """The method strings measured auto tries for recipe `r` (AUTO_CANDIDATES; `extra` methods added to each)."""
-    extra = list(extra or []) + (["gptq"] if _weights4(r) else [])
+    extra = list(extra or []) + (["gptq"] if _weights4(r) and "learned" not in (extra or []) else [])
     out = []
     for spec, when in AUTO_CANDIDATES:
         if not _WHEN[when](r):

@@ -6,8 +6,9 @@ unchanged, so a user can read what sysq did and edit it. ``plan(report, recipe)`
 chooses the methods by measuring candidate plans when ``sysq.mitigate`` runs (``Search``), "auto-fast" by
 rules; the other presets name one method or a '+'-joined combination:
 
-    none | smooth | smoothquant | clip | preserve-tokens | preserve-channels | rotate | gptq | auto | auto-fast
-    e.g. "smooth+preserve-tokens", "rotate+preserve-tokens", "auto+gptq"
+    none | smooth | smoothquant | awq | clip | preserve-tokens | preserve-channels | rotate | gptq | learned | auto
+    | auto-fast
+    e.g. "smooth+preserve-tokens", "rotate+preserve-tokens", "auto+gptq", "awq+learned", "auto+learned"
 
 Each choice records *why* in ``plan.notes`` (which report finding drove it).
 Order of application in :func:`sysq.mitigate`: rotate -> smooth -> clip -> preserve.
@@ -27,15 +28,18 @@ from ..errors import SysqError
 log = logging.getLogger(__name__)
 
 PLAN_VERSION = 1
-METHODS = ("smooth", "smoothquant", "clip", "preserve-tokens", "preserve-channels", "rotate", "gptq", "token-scales")
+METHODS = ("smooth", "smoothquant", "awq", "clip", "preserve-tokens", "preserve-channels", "rotate", "gptq",
+           "learned", "token-scales")
 ALPHA_GRID = [round(0.05 * i, 2) for i in range(1, 20)]          # 0.05 .. 0.95 (plus the identity)
 
 
 @dataclass
 class Smooth:
-    """SmoothQuant-style migration s = max|X|^a / max|W|^(1-a), folded into the source of each mapping."""
+    """Per-channel scales folded into the source of each mapping: statistic "max", SmoothQuant's migration
+    s = max|X|^a / max|W|^(1-a); statistic "mean", AWQ's activation-aware s = mean|X|^a (Lin et al. 2023)."""
 
     alpha: float | None = None               # fixed strength; None: search per mapping by output error
+    statistic: str = "max"                   # "max" (SmoothQuant) | "mean" (AWQ)
     alphas: list[float] = field(default_factory=lambda: list(ALPHA_GRID))   # search grid
     mappings: str = "all"                    # "norm": norm->qkv/gate/up only (SmoothQuant); "all": + v->o, up->down
     layers: list[int] | None = None          # None: every layer
@@ -128,7 +132,8 @@ class MitigationPlan:
     preserve_tokens: PreserveTokens | None = None
     rotate: Rotate | None = None
     token_scales: TokenScales | None = None
-    rounding: str | None = None              # "gptq": the recipe's weights use error-compensating rounding
+    rounding: str | None = None              # the recipe's weight rounding: "gptq" (error-compensating) or
+                                             # "learned" (sysq/quant/learn.py); None: the recipe's own
     target: str = "sysq"                     # "engine": only what a compressed-tensors export carries
     search: Search | None = None             # auto: the candidates measured and the choice
     notes: list[str] = field(default_factory=list)
