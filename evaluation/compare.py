@@ -174,7 +174,7 @@ def _sysq_recipe(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
     except ImportError as e:
         raise SysqError(f"configuration {cfg.name!r} names plan {cfg.plan!r} but sysq.mitigate is unavailable "
                         f"({e}); drop '@{cfg.plan}' or install the mitigation module") from e
-    report = ctx.report(model, tokenizer) if "auto" in cfg.plan.split("+") else None
+    report = ctx.report(model, tokenizer) if {"auto", "auto-fast"} & set(cfg.plan.split("+")) else None
     p = plan(report, cfg.recipe, method=cfg.plan)
     info["quant"] = quantize(model, mitigate(model, p, calib, quiet=ctx.quiet, report=report), calib,
                              quiet=ctx.quiet).to_dict()

@@ -110,8 +110,9 @@ def _hub_text(name: str, named: NamedSet) -> str:
 
 
 def bos_id(tokenizer) -> int | None:
-    """The BOS id to prepend, or None when the model has none."""
-    return getattr(tokenizer, "bos_token_id", None)
+    """The BOS id to prepend (an encoder's [CLS] when it has no BOS), or None when the model has neither."""
+    bid = getattr(tokenizer, "bos_token_id", None)
+    return bid if bid is not None else getattr(tokenizer, "cls_token_id", None)
 
 
 @dataclass
