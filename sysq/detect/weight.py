@@ -37,7 +37,7 @@ def linear_weight_stats(weight: torch.Tensor, th: Thresholds) -> dict:
             "outlier_rows": [int(w[:, j].abs().argmax()) for j in outliers]}
 
 
-def analyze_weights(ad: Adapter, th: Thresholds) -> dict:
-    """Weight statistics of every decoder linear, keyed by its dotted name."""
+def analyze_weights(ad: Adapter, th: Thresholds, layers=None) -> dict:
+    """Weight statistics of every decoder linear (or those of `layers`), keyed by its dotted name."""
     return {ref.name: {"layer": ref.layer, "role": ref.role, **linear_weight_stats(ref.module.weight, th)}
-            for ref in ad.linear_refs()}
+            for ref in ad.linear_refs() if layers is None or ref.layer in layers}
