@@ -58,7 +58,7 @@ def first_difference(a, b, path="") -> str | None:
 
 def reference(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        tar = subprocess.run(["git", "-C", str(ROOT), "archive", args.ref, "sysq"], capture_output=True, check=True)
+        tar = subprocess.run(["git", "-C", args.repo, "archive", args.ref, "sysq"], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", tmp], input=tar.stdout, check=True)
         out = Path(tmp) / "report.json"
         code = RUN.format(model=args.model, data=args.data, n=args.n, seqlen=args.seqlen, seed=args.seed,
@@ -77,6 +77,7 @@ def main() -> int:
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--repo", default=str(ROOT), help="git checkout holding --ref (default: this one)")
     p.add_argument("--device", default="cpu", help="device of the sequential run (default: %(default)s)")
     args = p.parse_args()
 
