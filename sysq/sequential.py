@@ -164,7 +164,9 @@ def _tensor_slots(module: nn.Module) -> list[tuple]:
 
 
 def to_device(obj, device):
-    """Tensors inside tuples, lists and dicts moved to `device` (anything else as is)."""
+    """Tensors inside tuples, lists and dicts moved to `device` (anything else as is; device None: nothing moves)."""
+    if device is None:
+        return obj
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
     if isinstance(obj, tuple):
@@ -211,8 +213,9 @@ class _Stop(Exception):
 
 @torch.no_grad()
 def capture(model: nn.Module, batches: list[torch.Tensor], device, context: Callable = no_context):
-    """Inputs of the first decoder layer for each batch of token ids, on `device`: (hidden states, positional
-    arguments, keyword arguments) lists. The embeddings run where they are; nothing after layer 0 runs."""
+    """Inputs of the first decoder layer for each batch of token ids, on `device` (None: where the embeddings put
+    them): (hidden states, positional arguments, keyword arguments) lists. The embeddings run where they are;
+    nothing after layer 0 runs."""
     ad = get_adapter(model)
     box = {}
 
@@ -235,7 +238,7 @@ def capture(model: nn.Module, batches: list[torch.Tensor], device, context: Call
                     base(input_ids=ids.to(emb_device), use_cache=False)
                 except _Stop:
                     pass
-            hidden.append(box["h"].to(device))
+            hidden.append(to_device(box["h"], device))
             args.append(to_device(box["args"], device))
             kwargs.append(to_device(box["kwargs"], device))
     finally:
@@ -256,13 +259,16 @@ def run_layers(model: nn.Module, batches: list[torch.Tensor], steps: list[Callab
                context: Callable = no_context, read_only: bool = False, quiet: bool = False,
                desc: str = "layers") -> list[torch.Tensor]:
     """Apply `steps` to each decoder layer in turn, on `device`, carrying the calibration activations from layer
-    to layer. read_only: the steps change no weight, so nothing is copied back. Returns the last layer's outputs."""
-    device = _device(device)
+    to layer. device None: every layer stays where it is (a model in memory, or split by accelerate, whose hooks
+    move the activations). read_only: the steps change no weight, so nothing is copied back. Returns the last
+    layer's outputs."""
+    device = None if device is None else _device(device)
     ad = get_adapter(model)
     hidden, args, kwargs = capture(model, batches, device, context)
     layers = ad.layers()
     for i in tqdm(range(len(layers)), desc=desc, disable=quiet, leave=False):
-        with on_device(layers[i], device, write_back=not read_only):
+        place = contextlib.nullcontext() if device is None else on_device(layers[i], device, not read_only)
+        with place:
             block = Block(i, layers[i], hidden, args, kwargs, context)
             for step in steps:
                 step(block)

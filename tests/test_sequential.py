@@ -74,3 +74,72 @@ def test_choose_path():
     model.hf_device_map = {"model.embed_tokens": "cpu", "model.layers.0": 0}
     with pytest.raises(SysqError, match="accelerate"):
         choose(model, "sequential", "cpu")
+
+
+# ---- the quant engine: static scales and GPTQ, layer by layer ----------------------------------------------
+def _quantized(model_type: str, recipe: str, pipeline: str, x):
+    from sysq.quant import quantize
+    from tiny_models import tiny_model
+    model = tiny_model(model_type, layers=3)
+    quantize(model, recipe, x, quiet=True, pipeline=pipeline, device="cpu")
+    return model
+
+
+@pytest.mark.parametrize("model_type,recipe", [("llama", "w8a8-static"), ("llama", "w4a16+gptq"),
+                                               ("qwen2", "w8a8-static+gptq"), ("gpt2", "w4a8+gptq"),
+                                               ("opt", "w4a16")])
+def test_sequential_quantize_equals_in_memory(model_type, recipe):
+    """Static activation scales (from the float model), GPTQ codes (from the quantized prefix), RTN codes."""
+    from sysq.quant.api import quant_linears
+    x = torch.randint(3, 300, (3, 16))
+    x[:, 0] = 1
+    mem, seq = (_quantized(model_type, recipe, p, x) for p in ("memory", "sequential"))
+    qm, qs = quant_linears(mem), quant_linears(seq)
+    assert qm and len(qm) == len(qs)
+    for a, b in zip(qm, qs):
+        assert a.name == b.name and a.quantized and b.weight is None
+        assert torch.equal(a.qweight, b.qweight) and torch.equal(a.w_scale, b.w_scale)
+        if "static" in recipe:
+            assert a.act_scale is not None and torch.equal(a.act_scale, b.act_scale)
+    with torch.no_grad():
+        assert torch.equal(mem(x).logits, seq(x).logits)
+
+
+def test_sequential_gptq_is_not_rtn():
+    """The GPTQ step really ran: its codes differ from round-to-nearest on the same weights."""
+    from sysq.quant.api import quant_linears
+    x = torch.randint(3, 300, (3, 16))
+    gptq, rtn = _quantized("llama", "w4a16+gptq", "sequential", x), _quantized("llama", "w4a16", "sequential", x)
+    assert any(not torch.equal(a.qweight, b.qweight) for a, b in zip(quant_linears(gptq), quant_linears(rtn)))
+
+
+# ---- mitigation: rotation, smoothing and clipping searches, layer by layer --------------------------------
+@pytest.mark.parametrize("family,recipe,method,with_report", [
+    ("llama", "w8a8-static", "rotate+smooth+clip+preserve-tokens", True),
+    ("qwen3", "w4a16", "auto", True),
+    ("phi3", "w4a8", "smooth+clip+preserve-channels", False),
+    ("opt", "w8a8-static", "smooth+clip", False),
+])
+def test_sequential_mitigate_equals_in_memory(family, recipe, method, with_report):
+    """Same alphas, clip ratios, preserved channels and weights as the in-memory path, to the last bit."""
+    import copy
+    from mitigate_tiny import logits, tiny, tokens
+    from sysq.mitigate.api import mitigate, plan
+    model, calib = tiny(family), tokens(n=6, seqlen=16)
+    report = detect(model, calib, quiet=True, snapshot=False) if with_report else None
+    runs = {}
+    for pipeline in ("memory", "sequential"):
+        m, p = copy.deepcopy(model), plan(report, recipe, method)
+        r = mitigate(m, p, calib, quiet=True, report=report, pipeline=pipeline, device="cpu")
+        runs[pipeline] = (m, p, r)
+    (mm, pm, rm), (ms, ps, rs) = runs["memory"], runs["sequential"]
+    assert pm.smooth.chosen and pm.smooth.chosen == ps.smooth.chosen
+    if pm.clip:
+        assert pm.clip.chosen and pm.clip.chosen == ps.clip.chosen
+    if pm.preserve_channels:
+        assert pm.preserve_channels.channels == ps.preserve_channels.channels
+    assert rm == rs
+    sd_m, sd_s = mm.state_dict(), ms.state_dict()
+    assert sd_m.keys() == sd_s.keys() and all(torch.equal(sd_m[k], sd_s[k]) for k in sd_m)
+    x = tokens(n=2, seqlen=12, seed=5)
+    assert torch.equal(logits(mm, x), logits(ms, x))

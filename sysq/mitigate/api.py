@@ -18,6 +18,7 @@ import torch
 
 from ..arch import get_adapter
 from ..errors import SysqError
+from ..sequential import choose
 from .calib import input_stats
 from .clip import activation_ratio, clip_weights
 from .plan import METHODS, Clip, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Smooth
@@ -134,11 +135,13 @@ def _auto(r, report, p: MitigationPlan) -> list[str]:
 
 # ---- applying ------------------------------------------------------------------------------------
 @torch.no_grad()
-def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool = False, report=None):
+def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool = False, report=None,
+             pipeline: str = "auto", device=None):
     """Apply the plan to `model` in place: rotate -> smooth -> clip -> choose preserved channels.
 
     Returns the plan's recipe with its quantizer-side settings (or None when the plan names no recipe);
     the plan object records what was chosen (alphas, ratios, channels) for saving next to the model.
+    pipeline: "auto" | "memory" | "sequential" (sysq.sequential: one decoder layer at a time on `device`).
     """
     p = plan_ if isinstance(plan_, MitigationPlan) else MitigationPlan.load(plan_)
     r = recipe_of(p.recipe)
@@ -146,6 +149,13 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
         raise SysqError("this plan searches on calibration data (smooth / clip): pass calib, e.g. "
                         "sysq.calibration(tokenizer, n=32)")
     rule = token_rule(p.preserve_tokens) if r is not None and r.act is not None else None
+    path = choose(model, pipeline, device)
+    log.info("mitigate: %s", path)
+    if path.sequential:
+        from .layerwise import mitigate_layers
+        mitigate_layers(model, p, r, calib, rule, path.device, quiet=quiet, report=report)
+        object.__setattr__(model, "_sysq_plan", p)
+        return apply_to_recipe(r, p) if r is not None else None
     if p.rotate:
         rotate(model, p.rotate)
     if p.smooth:

@@ -162,15 +162,18 @@ def check_rotatable(model) -> None:
 
 
 @torch.no_grad()
-def fuse_norms(model) -> None:
-    """Fold every residual-path norm weight into the linears after it; the norms become plain RMSNorm."""
+def fuse_norms(model, layers=None, outside: bool = True) -> None:
+    """Fold every residual-path norm weight into the linears after it; the norms become plain RMSNorm.
+    layers: only those decoder layers; outside: also the final norm into the (untied) lm_head."""
     ad = get_adapter(model)
-    for i in range(ad.num_layers):
+    for i in range(ad.num_layers) if layers is None else layers:
         for norm, targets in ((ad.attn_norm(i), ad.attn_inputs(i)), (ad.mlp_norm(i), ad.mlp_inputs(i))):
             w = ad.norm_weight(norm).double()
             for _, lin in targets:
                 lin.weight.copy_((lin.weight.double() * w).to(lin.weight.dtype))
             ad.set_norm_weight(norm, torch.ones_like(norm.weight))
+    if not outside:
+        return
     untie_lm_head(model)
     head, norm = ad.lm_head(), ad.final_norm()
     head.weight.copy_((head.weight.double() * ad.norm_weight(norm).double()).to(head.weight.dtype))
@@ -204,49 +207,74 @@ def _left(lin: nn.Linear, q: torch.Tensor) -> None:
 def rotate(model, cfg: Rotate | None = None) -> dict:
     """Rotate `model` in place (full-precision output unchanged up to float error). Returns a summary."""
     cfg = cfg or Rotate()
+    summary = rotate_outside(model, cfg)
+    cache: dict = {}
+    for i in range(get_adapter(model).num_layers):
+        rotate_layer(model, i, cfg, cache)
+    log.info("rotate: %s", summary)
+    return summary
+
+
+@torch.no_grad()
+def rotate_outside(model, cfg: Rotate) -> dict:
+    """The part of rotate() outside the decoder layers: final norm, embeddings, lm_head, the online down_proj
+    transform. rotate_layer(model, i, cfg) does layer i (sysq.sequential runs it with the layer on the device)."""
     check_rotatable(model)
     ad = get_adapter(model)
     summary = {}
     if cfg.residual:
-        fuse_norms(model)
+        fuse_norms(model, layers=[])
         n = ad.hidden_size
         q = rotation(n, cfg.seed)
         for emb in ad.embeddings():
             emb.weight.copy_((emb.weight.double() @ q.to(emb.weight.device)).to(emb.weight.dtype))
-        for i in range(ad.num_layers):
-            for _, lin in ad.attn_inputs(i) + ad.mlp_inputs(i):
-                _right(lin, q)
-            _left(ad.output_linear(i, "attn"), q)
-            _left(ad.down(i), q)
         _right(ad.lm_head(), q)
         summary["residual"] = [a.shape[0] for a in factors(n, cfg.seed)]
     if cfg.heads:
-        lin0 = ad.linears(0)
-        if "v" in lin0:
-            hd = ad.head_dim
-            h = rotation(hd, cfg.seed).to(ad.lm_head().weight.device)
-            for i in range(ad.num_layers):
-                lin = ad.linears(i)
-                v, o = lin["v"], lin["o"]
-                w = v.weight.double().view(-1, hd, v.in_features)
-                v.weight.copy_(torch.einsum("dk,hdi->hki", h, w).reshape(v.weight.shape).to(v.weight.dtype))
-                if v.bias is not None:
-                    v.bias.copy_((v.bias.double().view(-1, hd) @ h).flatten().to(v.bias.dtype))
-                wo = o.weight.double().view(o.out_features, -1, hd)
-                o.weight.copy_((wo @ h).reshape(o.weight.shape).to(o.weight.dtype))
-            summary["heads"] = [hd]
+        if "v" in ad.linears(0):
+            summary["heads"] = [ad.head_dim]
         else:
             log.info("rotate: %s has fused qkv; per-head v->o rotation skipped", ad.name)
     if cfg.down:
-        n = ad.down(0).in_features
-        mats = factors(n, cfg.seed)
-        q = kron_all(mats)
-        for i in range(ad.num_layers):
-            _right(ad.down(i), q)
+        mats = factors(ad.down(0).in_features, cfg.seed)
         install_online(model, mats)
         summary["down"] = [a.shape[0] for a in mats]
-    log.info("rotate: %s", summary)
     return summary
+
+
+@torch.no_grad()
+def rotate_layer(model, i: int, cfg: Rotate, cache: dict | None = None) -> None:
+    """Decoder layer i's part of rotate(): its norms fused, its residual readers and writers rotated, v -> o per
+    head, the offline half of the down_proj rotation. `cache` keeps the dense rotations between layers."""
+    ad = get_adapter(model)
+    lin = ad.linears(i)
+    dev = lin["o"].weight.device
+    cache = {} if cache is None else cache
+
+    def dense(n: int) -> torch.Tensor:
+        if (n, dev) not in cache:
+            cache[(n, dev)] = rotation(n, cfg.seed).to(dev)
+        return cache[(n, dev)]
+
+    if cfg.residual:
+        fuse_norms(model, layers=[i], outside=False)
+        q = dense(ad.hidden_size)
+        for _, m in ad.attn_inputs(i) + ad.mlp_inputs(i):
+            _right(m, q)
+        _left(ad.output_linear(i, "attn"), q)
+        _left(ad.down(i), q)
+    if cfg.heads and "v" in lin:
+        hd = ad.head_dim
+        v, o = lin["v"], lin["o"]
+        h = dense(hd)
+        w = v.weight.double().view(-1, hd, v.in_features)
+        v.weight.copy_(torch.einsum("dk,hdi->hki", h, w).reshape(v.weight.shape).to(v.weight.dtype))
+        if v.bias is not None:
+            v.bias.copy_((v.bias.double().view(-1, hd) @ h).flatten().to(v.bias.dtype))
+        wo = o.weight.double().view(o.out_features, -1, hd)
+        o.weight.copy_((wo @ h).reshape(o.weight.shape).to(o.weight.dtype))
+    if cfg.down:
+        _right(ad.down(i), dense(ad.down(i).in_features))
 
 
 def install_online(model, mats=None) -> None:

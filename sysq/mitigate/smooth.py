@@ -139,16 +139,24 @@ def smooth(model, calib, cfg: Smooth | None = None, recipe="w8a8-static", rule: 
     maps = select_mappings(model, cfg)
     if stats is None:
         stats = input_stats(model, calib, {m.name: mapping_input(m) for m in maps}, rule, quiet=quiet)
-    chosen = {}
-    for m in maps:
-        st = stats[m.name]
-        a = choose_alpha(m, st, recipe, cfg, ad.head_dim, use_kept=rule is not None)
-        if a is None:
-            continue
-        x_amax = reduce_groups(st.absmax_kept if rule is not None else st.absmax, m, ad.head_dim)
-        fold(m, smoothing_scale(x_amax, reduce_groups(weight_absmax(m), m, ad.head_dim), a), ad)
-        chosen[m.name] = a
-        log.debug("smooth %s alpha=%s", m.name, a)
+    chosen = smooth_mappings(maps, stats, recipe, cfg, ad, rule)
     log.info("smooth: scaled %d of %d mappings", len(chosen), len(maps))
     cfg.chosen = dict(chosen)
+    return chosen
+
+
+@torch.no_grad()
+def smooth_mappings(maps: list[Mapping], stats: dict[str, InputStats], recipe, cfg: Smooth, ad,
+                    rule: TokenRule | None = None) -> dict[str, float]:
+    """Search and fold each mapping from its input statistics; mapping name -> alpha applied."""
+    chosen, head_dim = {}, ad.head_dim
+    for m in maps:
+        st = stats[m.name]
+        a = choose_alpha(m, st, recipe, cfg, head_dim, use_kept=rule is not None)
+        if a is None:
+            continue
+        x_amax = reduce_groups(st.absmax_kept if rule is not None else st.absmax, m, head_dim)
+        fold(m, smoothing_scale(x_amax, reduce_groups(weight_absmax(m), m, head_dim), a), ad)
+        chosen[m.name] = a
+        log.debug("smooth %s alpha=%s", m.name, a)
     return chosen
