@@ -1,7 +1,9 @@
 """The device-resident capture and the layer-sequential pipeline give what the in-memory host path gives.
 
 * detect: the device-resident Recorder against the host-only v1 Recorder (tests/capture_v1.py), and the
-  sequential pipeline against the in-memory one: identical report.json, to the last digit.
+  sequential pipeline against the in-memory one: identical report.json, to the last digit;
+* quantize: static scales, GPTQ and RTN codes identical; mitigate: alphas, clip ratios, channels, weights identical;
+* memory: the sequential path's working memory does not grow with depth (2 vs 8 layers).
 """
 import importlib
 import json
@@ -34,12 +36,11 @@ def planted_model():
 
 
 def test_device_capture_equals_the_host_only_v1(monkeypatch, planted_model):
-    x = ids(n=6, T=24)
-    for kw in ({}, {"attention_windows": 2, "batch_size": 4}):
-        new = detect(planted_model, x, quiet=True, pipeline="memory", **kw)
-        old = _detect_v1(monkeypatch, planted_model, x, **kw)
-        assert new.lifecycle and new.attention["layers"]          # the comparison covers every part
-        assert _report(new) == _report(old)
+    x, kw = ids(n=6, T=24), {"attention_windows": 2, "batch_size": 4}    # batches with and without attention
+    new = detect(planted_model, x, quiet=True, pipeline="memory", **kw)
+    old = _detect_v1(monkeypatch, planted_model, x, **kw)
+    assert new.lifecycle and new.attention["layers"]          # the comparison covers every part
+    assert _report(new) == _report(old)
 
 
 def test_sequential_detect_equals_in_memory(planted_model):
@@ -143,3 +144,52 @@ def test_sequential_mitigate_equals_in_memory(family, recipe, method, with_repor
     assert sd_m.keys() == sd_s.keys() and all(torch.equal(sd_m[k], sd_s[k]) for k in sd_m)
     x = tokens(n=2, seqlen=12, seed=5)
     assert torch.equal(logits(mm, x), logits(ms, x))
+
+
+# ---- memory: the sequential path holds one layer's working state, whatever the depth ------------------------
+def _allocations(fn) -> tuple[int, int]:
+    """(peak, still allocated at the end) of the CPU allocator's bytes allocated inside fn, from torch.profiler's
+    memory events (blocks that existed before are not counted, nor are their frees)."""
+    import itertools
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+                    for e in prof.events())
+    total = list(itertools.accumulate(m for _, m in events)) or [0]
+    return max(total), total[-1]
+
+
+@pytest.mark.parametrize("step", ["detect", "mitigate", "static", "gptq"])
+def test_sequential_peak_memory_does_not_grow_with_depth(step):
+    """Working memory (peak minus what the step keeps: codes, the plan) of 8 layers is that of 2 layers up to half
+    of one layer's weights (detect's per-layer statistics): no layer's activations (about one layer's worth for
+    six layers here), Hessians or caches pile up."""
+    from sysq.mitigate.api import mitigate, plan
+    from sysq.quant import quantize
+    from sysq.sequential import tensor_bytes
+    from tiny_models import tiny_model
+    x = torch.randint(3, 300, (8, 64))
+    x[:, 0] = 1
+    seq = dict(quiet=True, pipeline="sequential", device="cpu")
+    run = {"detect": lambda m: detect(m, x, **seq),
+           "mitigate": lambda m: mitigate(m, plan(None, "w8a8-static", "rotate+smooth+clip"), x, **seq),
+           "static": lambda m: quantize(m, "w8a8-static", x, **seq),
+           "gptq": lambda m: quantize(m, "w4a16+gptq", x, **seq)}[step]
+    # detect: wide enough that a layer's weights dwarf its statistics; the others keep no per-layer statistics
+    # and run narrower (GPTQ loops over columns)
+    width = {"detect": 256, "static": 128, "mitigate": 64, "gptq": 32}[step]
+
+    def model(layers):
+        return tiny_model("llama", layers=layers, hidden_size=width, intermediate_size=2 * width,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=width // 4)
+
+    run(model(1))                                        # warm the caches (rotation matrices, kernels)
+    work = {}
+    for layers in (2, 8):
+        m = model(layers)
+        peak, kept = _allocations(lambda: run(m))
+        work[layers] = peak - kept
+    layer = tensor_bytes(model(1).model.layers[0])
+    assert work[2] > 0
+    assert work[8] <= work[2] + layer / 2, (work, layer)
