@@ -73,10 +73,24 @@ class TokenHits:
         self.examples.extend(records[: MAX_EXAMPLES - len(self.examples)])
 
 
+def to_host(tensors: list) -> list:
+    """The tensors on the CPU, copied together: one concatenation and one copy per device and dtype (a copy per
+    tensor would wait on the device once per tensor). None entries and CPU tensors pass through."""
+    groups: dict[tuple, list[torch.Tensor]] = defaultdict(list)
+    for t in tensors:
+        if t is not None and t.device.type != "cpu":
+            groups[(t.device, t.dtype)].append(t)
+    host: dict[int, torch.Tensor] = {}
+    for ts in groups.values():
+        flat = torch.cat([t.reshape(-1) for t in ts]).cpu()
+        for t, h in zip(ts, flat.split([t.numel() for t in ts])):
+            host[id(t)] = h.view(t.shape)
+    return [None if t is None else host.get(id(t), t) for t in tensors]
+
+
 class Pending:
     """Host work waiting on small device tensors: (callback, tensors) in hook order. flush() copies every
-    tensor to the host at once (one concatenation and one copy per device and dtype), then runs the callbacks
-    in order with the host tensors (None entries pass through)."""
+    tensor to the host at once (to_host), then runs the callbacks in order with the host tensors."""
 
     def __init__(self):
         self.items: list[tuple] = []
@@ -86,18 +100,9 @@ class Pending:
 
     def flush(self) -> None:
         items, self.items = self.items, []
-        groups: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-        for _, ts in items:
-            for t in ts:
-                if t is not None and t.device.type != "cpu":
-                    groups[(t.device, t.dtype)].append(t)
-        host: dict[int, torch.Tensor] = {}
-        for ts in groups.values():
-            flat = torch.cat([t.reshape(-1) for t in ts]).cpu()
-            for t, h in zip(ts, flat.split([t.numel() for t in ts])):
-                host[id(t)] = h.view(t.shape)
+        host = iter(to_host([t for _, ts in items for t in ts]))
         for fn, ts in items:
-            fn(*[None if t is None else host.get(id(t), t) for t in ts])
+            fn(*[next(host) for _ in ts])
 
 
 class Batch:
@@ -214,10 +219,8 @@ class SiteStats:
         if self.site == "resid":
             batch.flags_out = massive_tok
 
-    def to_host(self) -> None:
-        for name, v in list(vars(self).items()):
-            if isinstance(v, torch.Tensor):
-                setattr(self, name, v.cpu())
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {name: v for name, v in vars(self).items() if isinstance(v, torch.Tensor)}
 
 
 def _median_estimate(a: torch.Tensor, samples: int) -> torch.Tensor:
@@ -364,9 +367,10 @@ class Recorder:
         self.pending.flush()
 
     def to_host(self) -> None:
-        """The running statistics to the CPU, for the report."""
-        for s in self.sites.values():
-            s.to_host()
+        """The running statistics to the CPU (one copy per device and dtype), for the report."""
+        named = [(s, name, t) for s in self.sites.values() for name, t in s.tensors().items()]
+        for (s, name, _), h in zip(named, to_host([t for _, _, t in named])):
+            setattr(s, name, h)
 
     # ---- hooks --------------------------------------------------------------------------------
     def _btc(self, t: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -266,11 +267,21 @@ def run_layers(model: nn.Module, batches: list[torch.Tensor], steps: list[Callab
     ad = get_adapter(model)
     hidden, args, kwargs = capture(model, batches, device, context)
     layers = ad.layers()
+    timed = log.isEnabledFor(logging.DEBUG)
     for i in tqdm(range(len(layers)), desc=desc, disable=quiet, leave=False):
+        t = time.perf_counter()
         place = contextlib.nullcontext() if device is None else on_device(layers[i], device, not read_only)
         with place:
             block = Block(i, layers[i], hidden, args, kwargs, context)
             for step in steps:
                 step(block)
             hidden = block.outputs if block.outputs is not None else block.forward()
+        if timed:                               # waits for the device: only when someone reads the log
+            _synchronize(device)
+            log.debug("layer %d: %.4f s (%s)", i, time.perf_counter() - t, desc)
     return hidden
+
+
+def _synchronize(device) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
