@@ -14,6 +14,7 @@ rounds the weights. quantize() = the three plus the KV cache.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -95,14 +96,18 @@ def prepare(model: nn.Module, recipe) -> list[QuantLinear]:
     r = get_recipe(recipe)
     out = []
     names = {ref.name for ref in _targets(model, r)}
-    unknown = set(r.preserve_channels) - names
-    if unknown:
-        raise SysqError(f"preserve_channels names linears that are not quantized: {sorted(unknown)[:4]}; "
-                        f"use dotted names such as {next(iter(names))}")
+    for field_ in ("preserve_channels", "act_clip_ratios"):
+        unknown = set(getattr(r, field_)) - names
+        if unknown:
+            raise SysqError(f"{field_} names linears that are not quantized: {sorted(unknown)[:4]}; "
+                            f"use dotted names such as {next(iter(names))}")
     for ref in _targets(model, r):
         if isinstance(ref.module, QuantLinear):
             raise SysqError(f"{ref.name} is already quantized; load the float model again to re-quantize")
-        ql = QuantLinear(ref.module, r.weight, r.act, ref.name, r.ragged, r.preserve_channels.get(ref.name),
+        act = r.act
+        if act is not None and ref.name in r.act_clip_ratios:
+            act = dataclasses.replace(act, clip_ratio=float(r.act_clip_ratios[ref.name]))
+        ql = QuantLinear(ref.module, r.weight, act, ref.name, r.ragged, r.preserve_channels.get(ref.name),
                          r.preserve_channels_bits)
         ref.replace(ql)
         out.append(ql)
@@ -159,6 +164,14 @@ def quantize_weights(model: nn.Module, recipe, calib=None, quiet: bool = False) 
         q.quantize_weight()
 
 
+def with_plan(r: Recipe, plan) -> Recipe:
+    """`r` with a mitigation plan's quantizer-side settings (idempotent; None: `r` unchanged)."""
+    if plan is None:
+        return r
+    from ..mitigate.preserve import apply_to_recipe
+    return apply_to_recipe(r, plan)
+
+
 # ---- handlers, one per backend ---------------------------------------------------------------------
 
 def _fake(model, r: Recipe, calib, quiet: bool, path=None) -> dict | None:
@@ -199,9 +212,13 @@ def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False, pipeline
              device=None) -> QuantSummary:
     """Quantize `model` in place with `recipe` (preset name, YAML path, mapping or Recipe).
 
+    A model that `sysq.mitigate` transformed carries its plan: the plan's quantizer-side settings (preserved
+    tokens and channels, per-linear activation clip ratios, GPTQ rounding) are applied to `recipe` here, so
+    `quantize(model, "w8a8-static", calib)` and `quantize(model, mitigate(...), calib)` build the same model.
     pipeline: "auto" | "memory" | "sequential" (sysq.sequential: one decoder layer at a time on `device`, for a
-    model whose weights stay on the CPU); "auto" picks by where the weights are and says why in the log."""
-    r = get_recipe(recipe)
+    model whose weights stay on the CPU); "auto" picks by where the weights are and says why in the log.
+    """
+    r = with_plan(get_recipe(recipe), getattr(model, "_sysq_plan", None))
     path = None
     if r.backend in ("fake", "int8"):
         path = choose(model, pipeline, device)
