@@ -90,13 +90,16 @@ def to_host(tensors: list) -> list:
 
 class Pending:
     """Host work waiting on small device tensors: (callback, tensors) in hook order. flush() copies every
-    tensor to the host at once (to_host), then runs the callbacks in order with the host tensors."""
+    tensor to the host at once (to_host), then runs the callbacks in order with the host tensors. add() returns
+    the tensor list, which device work done before the flush (merge_sites) may extend."""
 
     def __init__(self):
         self.items: list[tuple] = []
 
-    def add(self, fn, *tensors) -> None:
-        self.items.append((fn, tensors))
+    def add(self, fn, *tensors) -> list:
+        slot = list(tensors)
+        self.items.append((fn, slot))
+        return slot
 
     def flush(self) -> None:
         items, self.items = self.items, []
@@ -126,23 +129,22 @@ class Batch:
 
 
 class SiteStats:
-    """Running statistics of one activation tensor (one site of one layer) over all windows, on its device."""
+    """Running statistics of one activation tensor (one site of one layer) over all windows, on its device.
+
+    A batch is folded in in two parts: reduce() in the hook (the few passes over the [B, T, C] tensor), then
+    merge_sites() at the flush, which folds the [B, C] reductions of every site of the batch into the running
+    statistics with one set of kernels per (channel count, device) instead of one per site."""
+
+    STATE = {"absmax": torch.float32, "absmax_value": torch.float32, "absmax_window": torch.long,
+             "absmax_pos": torch.long, "absmax_token": torch.long, "abssum": torch.float64,
+             "int8_count": torch.long, "massive_count": torch.long}
 
     def __init__(self, layer: int, site: str, channels: int, abs_floor: float, th: Thresholds,
                  device: torch.device | str = "cpu"):
         self.layer, self.site, self.channels, self.abs_floor, self.th = layer, site, channels, abs_floor, th
-
-        def zeros(dtype=torch.float32):
-            return torch.zeros(channels, dtype=dtype, device=device)
-
-        self.absmax = zeros()
-        self.absmax_value = zeros()                   # the signed value that set absmax
-        self.absmax_window = zeros(torch.long)
-        self.absmax_pos = zeros(torch.long)
-        self.absmax_token = zeros(torch.long)
-        self.abssum = zeros(torch.float64)
-        self.int8_count = zeros(torch.long)           # windows with |x| >= int8 in the channel
-        self.massive_count = zeros(torch.long)
+        for name, dtype in self.STATE.items():
+            # absmax_value: the signed value that set absmax; int8_count: windows with |x| >= int8 in the channel
+            setattr(self, name, torch.zeros(channels, dtype=dtype, device=device))
         self.tokens = 0
         self.windows = 0
         # sums over windows of per-window median |h|, mean |h|, median token max (float64, as Python floats add)
@@ -163,45 +165,30 @@ class SiteStats:
     def tokmax_median_sum(self) -> float:
         return float(self.window_sums[2])
 
-    def update(self, x: torch.Tensor, batch: Batch, pending: Pending, where: str) -> None:
-        """Fold one batch [B, T, C] in on x's device; the records it flags are made at the next flush."""
+    def reduce(self, x: torch.Tensor, batch: Batch, pending: Pending, where: str) -> "Reduced":
+        """Hook part of a batch [B, T, C]: the passes over x, on its device. Maxima are exact in any dtype, so a
+        bf16 tensor is never copied to float32 whole; sums accumulate in float32."""
         B, T, C = x.shape
         a = x.abs()
-        # few full passes over [B, T, C]: everything else is derived from these small reductions. Maxima
-        # are exact in any dtype, so a bf16 tensor is never copied to float32 whole; sums accumulate in float32.
-        wmax = a.amax(1).float()                    # [B, C] per-window channel max
+        wmax, warg = a.max(1)                       # [B, C] per-window channel max and the token holding it
+        wval = x.gather(1, warg.unsqueeze(1)).squeeze(1)
         tok_max, tok_arg = a.max(-1)                # [B, T] per-token max and the channel holding it
-        tok_max = tok_max.float()
         tok_val = x.gather(-1, tok_arg.unsqueeze(-1)).squeeze(-1).float()
         wsum = a.sum(1, dtype=torch.float32)        # [B, C]
-        cmax, cwin = wmax.max(0)                    # [C] and the window holding it
-        bad = (~torch.isfinite(cmax)).sum()
-        better = cmax > self.absmax
-        ch = torch.arange(C, device=x.device)
-        t = a[cwin, :, ch].argmax(-1)               # [C] the token holding each channel's batch max
-        self.absmax = torch.where(better, cmax, self.absmax)
-        self.absmax_value = torch.where(better, x[cwin, t, ch].float(), self.absmax_value)
-        self.absmax_window = torch.where(better, cwin + batch.window0, self.absmax_window)
-        self.absmax_pos = torch.where(better, t, self.absmax_pos)
-        self.absmax_token = torch.where(better, batch.ids_on(x.device)[cwin, t], self.absmax_token)
-        self.abssum += wsum.sum(0).double()
-        if self.site != "resid":                    # windows where the channel reaches the LLM.int8 magnitude
-            self.int8_count += (wmax >= self.th.int8).sum(0)
+        med = _median_estimate(a, self.th.median_samples).float()          # [B] median |h| of each window
+        # massive entries: |x| > floor and |x| >= massive_rel x the window's median (then their token is massive
+        # too); ">= r" is "> the float below r", so one comparison
+        r = self.th.massive_rel * med
+        thr = torch.nextafter(r, torch.full_like(r, -math.inf)).clamp_min(self.abs_floor)
+        massive = (a > thr[:, None, None]).sum(1)   # [B, C]
         self.tokens += B * T
         self.windows += B
-
-        med = _median_estimate(a, self.th.median_samples).float()          # [B] median |h| of each window
-        mean = wsum.sum(-1) / (T * C)
-        tok_med = tok_max.median(-1).values
-        self.window_sums += torch.stack([med.sum(), mean.sum(), tok_med.sum()]).double()
-        if self.site == "resid":                   # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
-            self.top3_sum += wmax.topk(min(3, C), dim=-1).values.sum(0).double()
-        # massive entries (|x| > floor and >= massive_rel x the window's median): their token is massive too
-        self.massive_count += ((a > self.abs_floor) & (a >= (self.th.massive_rel * med)[:, None, None])).sum((0, 1))
-        pending.add(partial(self._flag_tokens, batch, where), tok_max, tok_arg, tok_val, med, mean, tok_med, bad)
+        tok_max = tok_max.float()
+        slot = pending.add(partial(self._flag_tokens, batch, where), tok_max, tok_arg, tok_val, med)
+        return Reduced(self, batch, slot, wmax.float(), warg, wval.float(), wsum, massive, med, tok_max)
 
     def _flag_tokens(self, batch: Batch, where: str, tok_max, tok_arg, tok_val, med, mean, tok_med, bad) -> None:
-        """Host part of update(): token records under each criterion and the top token maxima."""
+        """Host part of a batch: token records under each criterion and the top token maxima."""
         if int(bad):
             raise NonFiniteError(f"non-finite activations in {int(bad)} channel(s) at layer {self.layer} {self.site} "
                                  f"({where}); check the model weights and dtype (try float32)")
@@ -221,6 +208,66 @@ class SiteStats:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {name: v for name, v in vars(self).items() if isinstance(v, torch.Tensor)}
+
+
+@dataclass
+class Reduced:
+    """One site's reductions of one batch, waiting for merge_sites()."""
+
+    site: SiteStats
+    batch: Batch
+    slot: list                    # its host work's tensors; merge_sites adds mean, median token max, non-finite count
+    wmax: torch.Tensor            # [B, C]
+    warg: torch.Tensor            # [B, C] token of wmax
+    wval: torch.Tensor            # [B, C] signed value there
+    wsum: torch.Tensor            # [B, C]
+    massive: torch.Tensor         # [B, C] massive entries per channel
+    med: torch.Tensor             # [B]
+    tok_max: torch.Tensor         # [B, T]
+
+
+def merge_sites(items: list[Reduced]) -> None:
+    """Fold one batch's reductions into the running statistics of sites that share a channel count, a device and
+    a kind (residual or linear input), all at once: each statistic is the per-site one, stacked."""
+    sites, batch = [it.site for it in items], items[0].batch
+    resid = sites[0].site == "resid"
+
+    def stacked(name):
+        return torch.stack([getattr(it, name) for it in items])
+
+    wmax, wsum, tok_max = stacked("wmax"), stacked("wsum"), stacked("tok_max")   # [S, B, C], [S, B, T]
+    S, B, C = wmax.shape
+    T = tok_max.shape[-1]
+    cmax, cwin = wmax.max(1)                       # [S, C] and the window holding it
+    bad = (~torch.isfinite(cmax)).sum(1)
+    t = stacked("warg").gather(1, cwin.unsqueeze(1)).squeeze(1)
+    val = stacked("wval").gather(1, cwin.unsqueeze(1)).squeeze(1)
+    st = {name: torch.stack([getattr(s, name) for s in sites]) for name in SiteStats.STATE}
+    better = cmax > st["absmax"]
+    st["absmax"] = torch.where(better, cmax, st["absmax"])
+    st["absmax_value"] = torch.where(better, val, st["absmax_value"])
+    st["absmax_window"] = torch.where(better, cwin + batch.window0, st["absmax_window"])
+    st["absmax_pos"] = torch.where(better, t, st["absmax_pos"])
+    st["absmax_token"] = torch.where(better, batch.ids_on(cwin.device)[cwin, t], st["absmax_token"])
+    st["abssum"] += wsum.sum(1).double()
+    if not resid:                                  # windows where the channel reaches the LLM.int8 magnitude
+        st["int8_count"] += (wmax >= sites[0].th.int8).sum(1)
+    st["massive_count"] += stacked("massive").sum(1)
+    med = stacked("med")
+    mean = wsum.sum(-1) / (T * C)                  # [S, B]
+    tok_med = tok_max.median(-1).values
+    sums = torch.stack([s.window_sums for s in sites]) + torch.stack([med.sum(1), mean.sum(1), tok_med.sum(1)],
+                                                                     1).double()
+    top3 = None
+    if resid:                                      # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
+        top3 = torch.stack([s.top3_sum for s in sites]) + wmax.topk(min(3, C), dim=-1).values.sum(1).double()
+    for k, (s, it) in enumerate(zip(sites, items)):
+        for name in SiteStats.STATE:
+            setattr(s, name, st[name][k])
+        s.window_sums = sums[k]
+        if top3 is not None:
+            s.top3_sum = top3[k]
+        it.slot.extend([mean[k], tok_med[k], bad[k]])
 
 
 def _median_estimate(a: torch.Tensor, samples: int) -> torch.Tensor:
@@ -300,6 +347,7 @@ class Recorder:
         self.window0_ids: torch.Tensor | None = None
         self.windows = 0
         self.pending = Pending()
+        self._reduced: list[Reduced] = []
         self._handles = []
         self._cur: dict = {}
         self.batch: Batch | None = None
@@ -363,7 +411,15 @@ class Recorder:
         self.flush()
 
     def flush(self) -> None:
-        """Move what the hooks left on the device to the host and make the records (see Pending)."""
+        """Fold the batches' reductions into the running statistics (merge_sites), then move what the hooks left
+        on the device to the host and make the records (Pending)."""
+        groups: dict[tuple, list[Reduced]] = {}
+        for it in self._reduced:          # hook order: a site's earlier batches merge first
+            key = (id(it.batch), it.site.channels, it.wmax.device, it.site.site == "resid")
+            groups.setdefault(key, []).append(it)
+        self._reduced = []
+        for items in groups.values():
+            merge_sites(items)
         self.pending.flush()
 
     def to_host(self) -> None:
@@ -383,7 +439,7 @@ class Recorder:
             floor = self.th.massive_abs if site == "resid" else self.th.input_abs
             self.sites[key] = SiteStats(i, site, x.shape[-1], floor, self.th, x.device)
         where = ", ".join(self.site_linears.get(key, [])) or f"output of decoder layer {i}"
-        self.sites[key].update(x, self.batch, self.pending, where)
+        self._reduced.append(self.sites[key].reduce(x, self.batch, self.pending, where))
 
     def _layer_in(self, i: int):
         def hook(mod, args, kwargs):
@@ -514,7 +570,8 @@ class Recorder:
         if "h_mid" not in cur:
             return none
         floor = self.th.massive_abs
-        h_in, h_mid = cur["h_in"], cur["h_mid"]
+        # the layer's input arrives where the previous layer ran (accelerate moves it inside the layer)
+        h_in, h_mid = cur["h_in"].to(h_out.device), cur["h_mid"]
         hits = ((h_in.abs() > floor) | (h_out.abs() > floor)).nonzero()   # the one wait per layer: how many
         if hits.shape[0] == 0:
             return none

@@ -3,6 +3,9 @@ criterion (Sun et al. massive, An et al. 1000x mean, PrefixQuant 64x median toke
 channels, and the residual channels that persist across layers."""
 from __future__ import annotations
 
+import numpy as np
+import torch
+
 from ..capture import SiteStats
 from .thresholds import Thresholds
 from .tokens import Namer, taxonomy
@@ -15,15 +18,47 @@ def _record(r: dict, namer: Namer) -> dict:
     return {**r, "token": namer.text(r["token_id"]), "type": namer.type(r["token_id"], r["pos"])}
 
 
+_POW10 = np.array([float(10 ** i) for i in range(23)])    # exact doubles
+
+
+def round5(values: torch.Tensor) -> list[float]:
+    """[float(f"{v:.5g}") for v in values], vectorized and exact: x * 10^p with an exact power of ten is one
+    rounding away from the true scaled value, so rint() rounds to 5 significant digits correctly wherever the scaled
+    value is not within 1e-6 of a rounding midpoint or of 10^4 / 10^5; the result n / 10^p (or n * 10^-p, exact)
+    is then the double nearest n * 10^-p, which is what float() of the printed digits gives. The few values near a
+    midpoint, and zeros, non-finite or extreme values, take Python's formatting."""
+    x = values.detach().double().cpu().numpy().ravel()
+    a = np.abs(x)
+    ok = np.isfinite(a) & (a >= 1e-15) & (a < 1e15)
+    safe = np.where(ok, a, 1.0)
+    p = (4 - np.floor(np.log10(safe))).astype(np.int64)
+
+    def scaled(p):
+        return np.where(p >= 0, safe * _POW10[np.clip(p, 0, 22)], safe / _POW10[np.clip(-p, 0, 22)])
+
+    y = scaled(p)
+    p = p + (y < 1e4) - (y >= 1e5)             # log10 can miss by one next to a power of ten
+    y = scaled(p)
+    frac = y - np.floor(y)
+    ok &= (y >= 1e4 + 1e-6) & (y < 1e5 - 1e-6) & (np.abs(frac - 0.5) > 1e-6) & (np.abs(p) <= 22)
+    n = np.rint(y)
+    out = np.copysign(np.where(p >= 0, n / _POW10[np.clip(p, 0, 22)], n * _POW10[np.clip(-p, 0, 22)]), x)
+    res = out.tolist()
+    for i in np.flatnonzero(~ok).tolist():
+        res[i] = float(f"{x[i]:.5g}")
+    return res
+
+
 def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds) -> dict:
     w = max(s.windows, 1)
     c = int(s.absmax.argmax())
     absmax_at = {"window": int(s.absmax_window[c]), "pos": int(s.absmax_pos[c]), "token_id": int(s.absmax_token[c]),
                  "channel": c, "value": float(s.absmax_value[c])}
+    absmax, int8_count = s.absmax.tolist(), s.int8_count.tolist()
     massive = s.massive_count.nonzero().flatten().tolist()
-    massive = sorted(massive, key=lambda j: -float(s.absmax[j]))
+    massive = sorted(massive, key=lambda j: -absmax[j])
     int8 = s.int8_count.nonzero().flatten().tolist()
-    int8 = sorted(int8, key=lambda j: -int(s.int8_count[j]))[:MAX_INT8_CHANNELS]
+    int8 = sorted(int8, key=lambda j: -int8_count[j])[:MAX_INT8_CHANNELS]
     tok_med = s.tokmax_median_sum / w
     out = {
         "layer": s.layer, "site": s.site, "linears": linears, "channels": s.channels, "windows": s.windows,
@@ -37,15 +72,15 @@ def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds)
                               "value": float(s.absmax_value[j]), "pos": int(s.absmax_pos[j]),
                               "token": namer.text(int(s.absmax_token[j]))} for j in massive],
         "suggested_token_max_threshold": th.token_ratio * tok_med,
-        "channel_absmax": [float(f"{v:.5g}") for v in s.absmax.tolist()],
-        "channel_absmean": [float(f"{v:.5g}") for v in (s.abssum / max(s.tokens, 1)).tolist()],
+        "channel_absmax": round5(s.absmax),
+        "channel_absmean": round5(s.abssum / max(s.tokens, 1)),
     }
     if s.site == "resid":
         out["top3_mean"] = (s.top3_sum / w).tolist()
         out["large_channels"] = (s.absmax > s.abs_floor).nonzero().flatten().tolist()   # |h| > massive_abs only
     else:
         out["int8_channels"] = int8                         # channels with any |x| >= int8, most frequent first
-        out["int8_share"] = [int(s.int8_count[j]) / w for j in int8]   # share of windows where it happens, same order
+        out["int8_share"] = [int8_count[j] / w for j in int8]   # share of windows where it happens, same order
     return out
 
 

@@ -18,12 +18,13 @@ TOP_ROWS = 3
 
 def _on_device(weight: torch.Tensor) -> list[torch.Tensor]:
     """What the statistics need, reduced where the weight is: column ratios, the top columns (whole), the row
-    holding each column's largest |W|."""
-    w = weight.detach().float()
+    holding each column's largest |W|. A bf16 weight is not copied to float32 whole (maxima are exact in bf16, the
+    mean accumulates in float32)."""
+    w = weight.detach()
     a = w.abs()
-    ratio = a.amax(0) / a.mean(0).clamp_min(1e-12)
+    ratio = a.amax(0).float() / a.mean(0, dtype=torch.float32).clamp_min(1e-12)
     top = ratio.topk(min(TOP_COLUMNS, ratio.numel()))
-    return [ratio, top.values, top.indices, w[:, top.indices], a.argmax(0)]
+    return [ratio, top.values, top.indices, w[:, top.indices].float(), a.argmax(0)]
 
 
 def _stats_on_host(th: Thresholds, ratio, top_values, top_indices, top_cols, col_argmax) -> dict:
