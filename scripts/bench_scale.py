@@ -3,7 +3,7 @@
     python scripts/bench_scale.py --config tiny --device cpu                       # any machine, seconds
     python scripts/bench_scale.py --config 8b                                      # one GPU: the default steps
     python scripts/bench_scale.py --config 70b --layers 4 --steps seq-detect,mitigate,static,gptq
-    python scripts/bench_scale.py --config 8b --gpus 2 --steps split-detect,split-gptq,split-ppl
+    python scripts/bench_scale.py --config 8b --gpus 2 --steps split-detect,split-mitigate,split-static,split-gptq,split-ppl
     python scripts/bench_scale.py --config 8b --steps profile --windows 4          # where detect's time goes
 
 Models: Llama-3 shapes (1b, 8b, 70b; tiny for tests), bf16 on a GPU (float32 on the CPU), random weights
@@ -21,8 +21,9 @@ Steps (in this order; --steps picks some):
   mitigate      plan(report, w8a8-static, auto) + mitigate, sequential
   static        quantize with the plan's recipe (w8a8-static: static activation scales), sequential
   gptq          quantize w4a16+gptq, sequential, on the float weights (not the mitigated ones)
-  split-detect, split-gptq, split-ppl   the model split over --gpus GPUs by accelerate (device_map), in memory:
-                detect, w4a16+gptq, perplexity of the windows
+  split-*       the model split over --gpus GPUs by accelerate (device_map), in memory: detect, mitigate (auto,
+                w8a8-static), static (its recipe), perplexity of the windows (split-ppl), then w4a16+gptq on a
+                fresh float model (split-gptq)
 Each step: seconds, per-layer seconds (sequential steps: median layer), peak GPU memory
 (torch.cuda.max_memory_allocated, the largest over the GPUs), peak host RSS (VmHWM, reset before the step).
 The table goes to stdout and, after every step, to $OUT/scale-<config>.md and .json (default out/).
@@ -57,6 +58,7 @@ CONFIGS = {
                 num_key_value_heads=8, head_dim=128),
 }
 DEFAULT_STEPS = "forward,detect,profile,seq-detect,mitigate,static,gptq"
+SPLIT_STEPS = ("split-detect", "split-mitigate", "split-static", "split-ppl", "split-gptq")
 C_IN, D, K, BORN = 3, 7, 10, 1          # the planted outlier (as tests/test_detect.py plants it)
 
 
@@ -274,7 +276,7 @@ def main() -> None:
     args = p.parse_args()
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     steps = args.steps.split(",")
-    bad = set(steps) - set(DEFAULT_STEPS.split(",")) - {"split-detect", "split-gptq", "split-ppl"}
+    bad = set(steps) - set(DEFAULT_STEPS.split(",")) - set(SPLIT_STEPS)
     if bad:
         p.error(f"unknown steps {sorted(bad)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -356,23 +358,36 @@ def main() -> None:
             _empty()
             model = build(args.config, args.layers, args.device, dtype)
         model = split(model, args.gpus, args.device)
-        where = sorted({str(d) for d in model.hf_device_map.values()})
+        where = "memory, split over " + ", ".join(sorted({str(d) for d in model.hf_device_map.values()}))
+        recipe = "w8a8-static"
         if "split-detect" in steps:
             with Meter() as m:
                 report = sysq.detect(model, ids, quiet=True, batch_size=args.batch_size)
-            table.add("detect", m, f"memory, split over {', '.join(where)}",
-                      note=f"channel {report.summary['dominant_channel']} (planted {D})")
-        if "split-gptq" in steps:
+            table.add("detect", m, where, note=f"channel {report.summary['dominant_channel']} (planted {D})")
+        if "split-mitigate" in steps:
             with Meter() as m:
-                sysq.quantize(model, "w4a16+gptq", ids, quiet=True)
-            table.add("gptq", m, f"memory, split over {', '.join(where)}", note="w4a16 g128 GPTQ")
+                recipe = sysq.mitigate(model, sysq.plan(report, "w8a8-static", "auto"), ids, report=report,
+                                       quiet=True)
+            table.add("mitigate", m, where, note="auto for w8a8-static")
+        if "split-static" in steps:
+            with Meter() as m:
+                sysq.quantize(model, recipe, ids, quiet=True)
+            table.add("static", m, where, note=getattr(recipe, "name", recipe))
         if "split-ppl" in steps:
             from evaluation.perplexity import perplexity
             from sysq.data import Windows
             w = Windows(ids=ids, source="random tokens", seqlen=args.seqlen, bos=None, seed=0, total_windows=len(ids))
             with Meter() as m:
                 res = perplexity(model, w, batch_size=args.batch_size, quiet=True)
-            table.add("perplexity", m, f"memory, split over {', '.join(where)}", note=f"ppl {res.ppl:.1f}")
+            table.add("perplexity", m, where, note=f"ppl {res.ppl:.1f} ({'quantized' if 'split-static' in steps else 'float'})")
+        if "split-gptq" in steps:
+            if {"split-mitigate", "split-static"} & set(steps):
+                del model
+                _empty()
+                model = split(build(args.config, args.layers, args.device, dtype), args.gpus, args.device)
+            with Meter() as m:
+                sysq.quantize(model, "w4a16+gptq", ids, quiet=True)
+            table.add("gptq", m, where, note="w4a16 g128 GPTQ")
     print(f"wrote {out}/scale-*.md, .json")
 
 

@@ -30,6 +30,21 @@ def _detect_v1(monkeypatch, model, x, **kw):
         return detect(model, x, quiet=True, pipeline="memory", **kw)
 
 
+def test_round5_is_pythons_formatting():
+    """The report's per-channel lists: vectorized rounding gives exactly float(f"{v:.5g}"), midpoints included."""
+    from sysq.detect.activation import round5
+    g = torch.Generator().manual_seed(0)
+    values = [torch.rand(20000, generator=g, dtype=torch.float64) * 10.0 ** e for e in range(-12, 14, 3)]
+    values += [(torch.rand(20000, generator=g) * 10.0 ** e) for e in range(-9, 9, 3)]
+    values.append(torch.randint(0, 2**20, (20000,), generator=g).double() / 2.0 ** torch.randint(0, 30, (20000,),
+                                                                                                  generator=g))
+    values.append(torch.tensor([12345.5, 99999.5, 9999.95, 1e4, 1e5, 0.0, -0.0, 1e-20, 1e20, 1234.55, -2.5,
+                                float("inf"), float("nan")], dtype=torch.float64))
+    for v in values:
+        got, want = round5(v), [float(f"{x:.5g}") for x in v.tolist()]
+        assert json.dumps(got) == json.dumps(want)
+
+
 @pytest.fixture(scope="module")
 def planted_model():
     return planted()
