@@ -41,7 +41,7 @@ def mitigate_layers(model, p, r, calib, rule, device, quiet: bool = False, repor
     chans_from_stats = need_channels and report is None
     clip_stats = p.clip is not None or chans_from_stats
     if p.rotate:
-        rotate_outside(model, p.rotate)
+        rotate_outside(model, p.rotate, device)
     if not p.smooth and not clip_stats:          # rotation alone reads no activations
         cache = {}
         for i, layer in enumerate(tqdm(ad.layers(), desc="mitigate", disable=quiet, leave=False)):

@@ -141,11 +141,13 @@ class OnlineRotation:
 
     def __init__(self, mats):
         self.mats = [a.float() for a in mats]
+        self._on: dict = {}            # the factors on each device seen (a host-to-device copy per call would wait)
 
     def __call__(self, _module, args):
         x = args[0]
-        mats = [a.to(x.device) for a in self.mats]
-        return (apply_kron(x, mats).to(x.dtype),) + tuple(args[1:])
+        if x.device not in self._on:
+            self._on[x.device] = [a.to(x.device) for a in self.mats]
+        return (apply_kron(x, self._on[x.device]).to(x.dtype),) + tuple(args[1:])
 
 
 # ---- the transform ------------------------------------------------------------------------------
@@ -190,9 +192,10 @@ def untie_lm_head(model) -> None:
             model.config.get_text_config().tie_word_embeddings = False
 
 
-def _right(lin: nn.Linear, q: torch.Tensor) -> None:
-    q = q.to(lin.weight.device)
-    lin.weight.copy_((lin.weight.double() @ q).to(lin.weight.dtype))
+def _right(lin: nn.Linear, q: torch.Tensor, device=None) -> None:
+    """Input side: W -> W Q, computed on `device` (default: where W is)."""
+    dev = lin.weight.device if device is None else device
+    lin.weight.copy_((lin.weight.to(dev).double() @ q.to(dev)).to(lin.weight.dtype))
 
 
 def _left(lin: nn.Linear, q: torch.Tensor) -> None:
@@ -216,9 +219,10 @@ def rotate(model, cfg: Rotate | None = None) -> dict:
 
 
 @torch.no_grad()
-def rotate_outside(model, cfg: Rotate) -> dict:
+def rotate_outside(model, cfg: Rotate, device=None) -> dict:
     """The part of rotate() outside the decoder layers: final norm, embeddings, lm_head, the online down_proj
-    transform. rotate_layer(model, i, cfg) does layer i (sysq.sequential runs it with the layer on the device)."""
+    transform, computed on `device` (default: where each weight is). rotate_layer(model, i, cfg) does layer i
+    (sysq.sequential runs it with the layer on the device)."""
     check_rotatable(model)
     ad = get_adapter(model)
     summary = {}
@@ -227,8 +231,8 @@ def rotate_outside(model, cfg: Rotate) -> dict:
         n = ad.hidden_size
         q = rotation(n, cfg.seed)
         for emb in ad.embeddings():
-            emb.weight.copy_((emb.weight.double() @ q.to(emb.weight.device)).to(emb.weight.dtype))
-        _right(ad.lm_head(), q)
+            _right(emb, q, device)          # an embedding table is [tokens, hidden]: rows rotate like inputs
+        _right(ad.lm_head(), q, device)
         summary["residual"] = [a.shape[0] for a in factors(n, cfg.seed)]
     if cfg.heads:
         if "v" in ad.linears(0):
