@@ -229,7 +229,7 @@ def profile_detect(model, ids, out: Path, args) -> str:
         sysq.detect(model, ids, quiet=True, batch_size=args.batch_size)
     _sync()
     avg = prof.key_averages()
-    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
     table = avg.table(sort_by=key, row_limit=30)
     counts = {k: sum(e.count for e in avg if e.key == k) for k in
               ("aten::item", "aten::_local_scalar_dense", "aten::to", "aten::_to_copy", "aten::copy_",
