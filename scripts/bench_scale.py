@@ -29,6 +29,7 @@ Each step: seconds, per-layer seconds (sequential steps: median layer), peak GPU
 The table goes to stdout and, after every step, to $OUT/scale-<config>.md and .json (default out/).
 """
 import argparse
+import gc
 import json
 import logging
 import os
@@ -392,6 +393,8 @@ def main() -> None:
 
 
 def _empty() -> None:
+    """Free a dropped model now (its adapter refers back to it: a cycle that only the collector frees)."""
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
