@@ -346,6 +346,7 @@ def main() -> None:
         if "gptq" in steps:
             if "mitigate" in steps or "static" in steps:      # the same float weights again (same seed)
                 del model
+                _empty()
                 model = build(args.config, args.layers, args.device, dtype).to("cpu")
                 _empty()
             with Meter() as m:
