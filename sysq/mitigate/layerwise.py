@@ -33,9 +33,11 @@ def observe(block: Block, modules: dict, rule, inputs, seqlen: int):
     return col.result(seqlen), outs
 
 
-def mitigate_layers(model, p, r, calib, rule, device, quiet: bool = False, report=None, batch_size: int = 4) -> None:
-    """Rotate, smooth and clip `model` per plan `p` (recipe `r`), one decoder layer at a time on `device`; fills
-    the plan's chosen alphas, clip ratios and preserved channels as mitigate() does."""
+def mitigate_layers(model, p, r, sim, calib, rule, device, quiet: bool = False, report=None,
+                    batch_size: int = 4) -> None:
+    """Rotate, smooth and clip `model` per plan `p` (recipe `r`; `sim`: the recipe with the plan's settings, which
+    the smoothing search simulates), one decoder layer at a time on `device`; fills the plan's chosen alphas, clip
+    ratios and preserved channels as mitigate() does."""
     ad = get_adapter(model)
     need_channels = p.preserve_channels is not None and not p.preserve_channels.channels
     chans_from_stats = need_channels and report is None
@@ -52,7 +54,7 @@ def mitigate_layers(model, p, r, calib, rule, device, quiet: bool = False, repor
             p.preserve_channels.channels = channels_from_report(report, model, p.preserve_channels.per_linear)
         return
     ids = getattr(calib, "ids", calib)
-    search = recipe_of(r if r is not None else "w8a8-static")
+    search = recipe_of(sim if sim is not None else "w8a8-static")
     maps = select_mappings(model, p.smooth) if p.smooth else []
     refs = ad.linear_refs()
     chosen_alpha, channels, rot_cache = {}, {}, {}

@@ -14,6 +14,7 @@ only into norms, sysq
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -149,14 +150,17 @@ def smooth(model, calib, cfg: Smooth | None = None, recipe="w8a8-static", rule: 
 def smooth_mappings(maps: list[Mapping], stats: dict[str, InputStats], recipe, cfg: Smooth, ad,
                     rule: TokenRule | None = None) -> dict[str, float]:
     """Search and fold each mapping from its input statistics; mapping name -> alpha applied."""
-    chosen, head_dim = {}, ad.head_dim
+    names = {id(ref.module): (ref.name, ref.role) for ref in ad.linear_refs()}
+    chosen = {}
     for m in maps:
         st = stats[m.name]
-        a = choose_alpha(m, st, recipe, cfg, head_dim, use_kept=rule is not None)
+        # the search simulates what this mapping's linears will run (per-token scales where the plan says so)
+        sim = dataclasses.replace(recipe, act=recipe.act_for(*names.get(id(mapping_input(m)), ("", ""))), dynamic_act=())
+        a = choose_alpha(m, st, sim, cfg, ad.head_dim, use_kept=rule is not None)
         if a is None:
             continue
-        x_amax = reduce_groups(st.absmax_kept if rule is not None else st.absmax, m, head_dim)
-        fold(m, smoothing_scale(x_amax, reduce_groups(weight_absmax(m), m, head_dim), a), ad)
+        x_amax = reduce_groups(st.absmax_kept if rule is not None else st.absmax, m, ad.head_dim)
+        fold(m, smoothing_scale(x_amax, reduce_groups(weight_absmax(m), m, ad.head_dim), a), ad)
         chosen[m.name] = a
         log.debug("smooth %s alpha=%s", m.name, a)
     return chosen
