@@ -135,6 +135,7 @@ def test_sequential_gptq_is_not_rtn():
     ("qwen3", "w4a16", "auto", True),
     ("phi3", "w4a8", "smooth+clip+preserve-channels", False),
     ("opt", "w8a8-static", "smooth+clip", False),
+    ("qwen2", "w8a8-static", "smooth+token-scales", True),
 ])
 def test_sequential_mitigate_equals_in_memory(family, recipe, method, with_report):
     """Same alphas, clip ratios, preserved channels and weights as the in-memory path, to the last bit."""
