@@ -91,18 +91,20 @@ def build(name: str, layers: int | None, device: str, dtype: torch.dtype, seed: 
 @torch.no_grad()
 def plant(model) -> None:
     """BOS alone carries C_IN; in layer BORN unit K reads only C_IN and its down_proj column writes only D."""
-    m, bos = model.model, model.config.bos_token_id
-    m.embed_tokens.weight[:, [C_IN, D]] = 0
-    m.embed_tokens.weight[bos, C_IN] = 30.0
-    for layer in m.layers:                      # nothing else writes C_IN or D
-        for lin in (layer.self_attn.o_proj, layer.mlp.down_proj):
+    ad, bos = sysq.get_adapter(model), model.config.bos_token_id
+    emb = ad.embeddings()[0].weight
+    emb[:, [C_IN, D]] = 0
+    emb[bos, C_IN] = 30.0
+    for i in range(ad.num_layers):                # nothing else writes C_IN or D
+        for lin in (ad.output_linear(i, "attn"), ad.down(i)):
             lin.weight[[C_IN, D]] = 0
-    mlp = m.layers[min(BORN, len(m.layers) - 1)].mlp
-    for lin in (mlp.gate_proj, mlp.up_proj):
+    born = min(BORN, ad.num_layers - 1)
+    for _, lin in ad.mlp_inputs(born):            # gate and up
         lin.weight[K] = 0
         lin.weight[K, C_IN] = 4.0
-    mlp.down_proj.weight[:, K] = 0
-    mlp.down_proj.weight[D, K] = 1.0
+    down = ad.down(born)
+    down.weight[:, K] = 0
+    down.weight[D, K] = 1.0
 
 
 def windows(cfg, n: int, seqlen: int, seed: int = 0) -> torch.Tensor:
@@ -247,14 +249,26 @@ def profile_detect(model, ids, out: Path, args) -> str:
 
 
 def split(model, gpus: int, device: str):
-    """The model dispatched over `gpus` devices by accelerate (one device on the CPU: hooks all the same)."""
+    """The model dispatched over `gpus` GPUs by accelerate, decoder layers kept whole (on the CPU: every module on
+    the CPU, with accelerate's hooks all the same)."""
     from accelerate import dispatch_model, infer_auto_device_map
     from accelerate.utils import get_balanced_memory
-    keep = ["LlamaDecoderLayer"]
-    if device == "cpu":
-        names = ["model.embed_tokens", "model.rotary_emb", "model.norm", "lm_head"] + \
-                [f"model.layers.{i}" for i in range(model.config.num_hidden_layers)]
-        return dispatch_model(model, {n: "cpu" for n in names}, force_hooks=True)
+    ad = sysq.get_adapter(model)
+    keep = [type(ad.layers()[0]).__name__]
+    if device == "cpu":                           # each decoder layer its own entry, as on several GPUs
+        layers = {f"{ad.family.layers}.{i}" for i in range(ad.num_layers)}
+        dmap = {}
+
+        def walk(prefix, module):
+            for n, child in module.named_children():
+                name = f"{prefix}.{n}" if prefix else n
+                if name in layers or not any(x.startswith(name + ".") for x in layers):
+                    dmap[name] = "cpu"
+                else:
+                    walk(name, child)
+
+        walk("", model)
+        return dispatch_model(model, dmap, force_hooks=True)
     mem = get_balanced_memory(model, max_memory={i: torch.cuda.mem_get_info(i)[0] for i in range(gpus)},
                               no_split_module_classes=keep)
     return dispatch_model(model, infer_auto_device_map(model, max_memory=mem, no_split_module_classes=keep))
