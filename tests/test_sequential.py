@@ -209,3 +209,25 @@ def test_sequential_peak_memory_does_not_grow_with_depth(step):
     layer = tensor_bytes(model(1).model.layers[0])
     assert work[2] > 0
     assert work[8] <= work[2] + layer / 2, (work, layer)
+
+
+# ---- a model placed by accelerate (device_map): hooks move the activations; results unchanged -----------------
+def test_accelerate_dispatched_model_gives_the_same_results():
+    """Every decoder layer behind its own accelerate hook (as on several GPUs, here all on the CPU): detect and
+    GPTQ run unchanged and give what the plain model gives."""
+    import copy
+    from accelerate import dispatch_model
+    from sysq.quant import quantize
+    from sysq.quant.api import quant_linears
+    from tiny_models import tiny_model
+    plain = tiny_model("llama", layers=2)
+    x = torch.randint(3, 300, (3, 16))
+    x[:, 0] = 1
+    names = ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.norm", "model.rotary_emb", "lm_head"]
+    split = dispatch_model(copy.deepcopy(plain), {n: "cpu" for n in names}, force_hooks=True)
+    assert hasattr(split.model.layers[1], "_hf_hook")
+    assert choose(split, "auto", "cpu").kind == "memory"
+    assert _report(detect(split, x, quiet=True, batch_size=2)) == _report(detect(plain, x, quiet=True, batch_size=2))
+    for m in (plain, split):
+        quantize(m, "w4a16+gptq", x, quiet=True)
+    assert all(torch.equal(a.qweight, b.qweight) for a, b in zip(quant_linears(plain), quant_linears(split)))
