@@ -89,17 +89,19 @@ def to_host(tensors: list) -> list:
 
 
 class Pending:
-    """Host work waiting on small device tensors: (callback, tensors) in hook order. flush() copies every
-    tensor to the host at once (to_host), then runs the callbacks in order with the host tensors. add() returns
-    the tensor list, which device work done before the flush (merge_sites) may extend."""
+    """Host work on small tensors, in hook order: (callback, tensors). Work whose tensors are all on the CPU runs at
+    once (there is no device to wait for); work on a device tensor waits for flush(), which copies every waiting
+    tensor to the host at once (to_host) and runs the callbacks in order. Once one item waits, the later ones wait
+    too, so the order holds."""
 
     def __init__(self):
         self.items: list[tuple] = []
 
-    def add(self, fn, *tensors) -> list:
-        slot = list(tensors)
-        self.items.append((fn, slot))
-        return slot
+    def add(self, fn, *tensors) -> None:
+        if not self.items and all(t is None or t.device.type == "cpu" for t in tensors):
+            fn(*tensors)
+        else:
+            self.items.append((fn, tensors))
 
     def flush(self) -> None:
         items, self.items = self.items, []
@@ -167,42 +169,77 @@ class SiteStats:
 
     def reduce(self, x: torch.Tensor, batch: Batch, pending: Pending, where: str) -> "Reduced":
         """Hook part of a batch [B, T, C]: the passes over x, on its device. Maxima are exact in any dtype, so a
-        bf16 tensor is never copied to float32 whole; sums accumulate in float32."""
+        bf16 tensor is never copied to float32 whole; sums accumulate in float32. On an accelerator every step is
+        a whole-tensor kernel (nothing waits for the device); on the CPU, where reading a value costs nothing, the
+        positions of maxima and the massive counts are computed only where they can be nonzero."""
         B, T, C = x.shape
+        dense = x.device.type != "cpu"
         a = x.abs()
-        wmax, warg = a.max(1)                       # [B, C] per-window channel max and the token holding it
-        wval = x.gather(1, warg.unsqueeze(1)).squeeze(1)
-        tok_max, tok_arg = a.max(-1)                # [B, T] per-token max and the channel holding it
-        tok_val = x.gather(-1, tok_arg.unsqueeze(-1)).squeeze(-1).float()
-        wsum = a.sum(1, dtype=torch.float32)        # [B, C]
+        wmax = a.amax(1)                            # [B, C] per-window channel max
+        cmax, cwin = wmax.max(0)                    # [C] the batch's channel max and the window holding it
+        bad = (~torch.isfinite(cmax)).sum()
+        ch = torch.arange(C, device=x.device)
+        if dense:
+            t = a[cwin, :, ch].argmax(-1)           # [C] the token holding it
+        else:                                       # only where the running max may move (merge_sites decides)
+            t = torch.zeros(C, dtype=torch.long)
+            new = (cmax > self.absmax).nonzero().flatten()
+            if new.numel():
+                t[new] = a[cwin[new], :, new].argmax(-1)
+        if dense:
+            tok_max, tok_arg = a.max(-1)            # [B, T] per-token max and the channel holding it
+            tok_val = x.gather(-1, tok_arg.unsqueeze(-1)).squeeze(-1).float()
+            lookup = None
+        else:                                       # the channel of a token's max: for the recorded tokens only
+            tok_max, tok_arg, tok_val = a.amax(-1), None, None
+
+            def lookup(b, tt):
+                c = a[b, tt].argmax(-1)
+                return c.tolist(), x[b, tt, c].tolist()
+        tok_max = tok_max.float()
+        wsum = a.sum(1) if a.dtype == torch.float32 else a.sum(1, dtype=torch.float32)    # [B, C]
         med = _median_estimate(a, self.th.median_samples).float()          # [B] median |h| of each window
+        mean = wsum.sum(-1) / (T * C)
+        tok_med = tok_max.median(-1).values
         # massive entries: |x| > floor and |x| >= massive_rel x the window's median (then their token is massive
         # too); ">= r" is "> the float below r", so one comparison
         r = self.th.massive_rel * med
         thr = torch.nextafter(r, torch.full_like(r, -math.inf)).clamp_min(self.abs_floor)
-        massive = (a > thr[:, None, None]).sum(1)   # [B, C]
+        if dense:
+            massive = (a > thr[:, None, None]).sum(1, dtype=torch.int32)   # [B, C]
+        else:
+            massive = torch.zeros(B, C, dtype=torch.int32)
+            cols = (wmax > thr[:, None]).any(0).nonzero().flatten()
+            if cols.numel():
+                massive[:, cols] = (a[:, :, cols] > thr[:, None, None]).sum(1, dtype=torch.int32)
         self.tokens += B * T
         self.windows += B
-        tok_max = tok_max.float()
-        slot = pending.add(partial(self._flag_tokens, batch, where), tok_max, tok_arg, tok_val, med)
-        return Reduced(self, batch, slot, wmax.float(), warg, wval.float(), wsum, massive, med, tok_max)
+        pending.add(partial(self._flag_tokens, batch, where, lookup), tok_max, med, mean, tok_med, bad,
+                    tok_arg, tok_val)
+        return Reduced(self, batch, wmax.float(), cmax.float(), cwin, t, x[cwin, t, ch].float(), wsum, massive,
+                       med, mean, tok_med)
 
-    def _flag_tokens(self, batch: Batch, where: str, tok_max, tok_arg, tok_val, med, mean, tok_med, bad) -> None:
-        """Host part of a batch: token records under each criterion and the top token maxima."""
+    def _flag_tokens(self, batch: Batch, where: str, lookup, tok_max, med, mean, tok_med, bad, tok_arg=None,
+                     tok_val=None) -> None:
+        """Host part of a batch: token records under each criterion and the top token maxima. lookup(b, t): the
+        channels of those tokens' max |x| and the values there (else read from tok_arg / tok_val)."""
         if int(bad):
             raise NonFiniteError(f"non-finite activations in {int(bad)} channel(s) at layer {self.layer} {self.site} "
                                  f"({where}); check the model weights and dtype (try float32)")
+        if lookup is None:
+            def lookup(b, t):
+                return tok_arg[b, t].tolist(), tok_val[b, t].tolist()
         massive_tok = (tok_max > self.abs_floor) & (tok_max >= self.th.massive_rel * med[:, None])
         flags = {"massive": massive_tok,
                  "token_mean_ratio": tok_max > self.th.token_mean_ratio * mean[:, None],
                  "token_ratio": tok_max > self.th.token_ratio * tok_med[:, None]}
         for name, f in flags.items():
             if f.any():
-                self.hits[name].add(_records(f.nonzero().tolist(), tok_arg, tok_val, batch))
+                self.hits[name].add(_records(f.nonzero().tolist(), lookup, batch))
         B, T = tok_max.shape
         k = min(self.th.top_k, B * T)
         v, flat = tok_max.view(-1).topk(k)
-        self.top.push(v.tolist(), _records([(i // T, i % T) for i in flat.tolist()], tok_arg, tok_val, batch))
+        self.top.push(v.tolist(), _records([(i // T, i % T) for i in flat.tolist()], lookup, batch))
         if self.site == "resid":
             batch.flags_out = massive_tok
 
@@ -216,14 +253,16 @@ class Reduced:
 
     site: SiteStats
     batch: Batch
-    slot: list                    # its host work's tensors; merge_sites adds mean, median token max, non-finite count
-    wmax: torch.Tensor            # [B, C]
-    warg: torch.Tensor            # [B, C] token of wmax
-    wval: torch.Tensor            # [B, C] signed value there
+    wmax: torch.Tensor            # [B, C] per-window channel max
+    cmax: torch.Tensor            # [C] over the batch
+    cwin: torch.Tensor            # [C] its window
+    pos: torch.Tensor             # [C] its token
+    value: torch.Tensor           # [C] the signed value there
     wsum: torch.Tensor            # [B, C]
     massive: torch.Tensor         # [B, C] massive entries per channel
-    med: torch.Tensor             # [B]
-    tok_max: torch.Tensor         # [B, T]
+    med: torch.Tensor             # [B] median |x| per window
+    mean: torch.Tensor            # [B] mean |x| per window
+    tok_med: torch.Tensor         # [B] median token max per window
 
 
 def merge_sites(items: list[Reduced]) -> None:
@@ -235,39 +274,31 @@ def merge_sites(items: list[Reduced]) -> None:
     def stacked(name):
         return torch.stack([getattr(it, name) for it in items])
 
-    wmax, wsum, tok_max = stacked("wmax"), stacked("wsum"), stacked("tok_max")   # [S, B, C], [S, B, T]
-    S, B, C = wmax.shape
-    T = tok_max.shape[-1]
-    cmax, cwin = wmax.max(1)                       # [S, C] and the window holding it
-    bad = (~torch.isfinite(cmax)).sum(1)
-    t = stacked("warg").gather(1, cwin.unsqueeze(1)).squeeze(1)
-    val = stacked("wval").gather(1, cwin.unsqueeze(1)).squeeze(1)
+    wmax = stacked("wmax")                         # [S, B, C]
+    C = wmax.shape[-1]
+    cmax, cwin, t = stacked("cmax"), stacked("cwin"), stacked("pos")   # [S, C]
     st = {name: torch.stack([getattr(s, name) for s in sites]) for name in SiteStats.STATE}
     better = cmax > st["absmax"]
     st["absmax"] = torch.where(better, cmax, st["absmax"])
-    st["absmax_value"] = torch.where(better, val, st["absmax_value"])
+    st["absmax_value"] = torch.where(better, stacked("value"), st["absmax_value"])
     st["absmax_window"] = torch.where(better, cwin + batch.window0, st["absmax_window"])
     st["absmax_pos"] = torch.where(better, t, st["absmax_pos"])
     st["absmax_token"] = torch.where(better, batch.ids_on(cwin.device)[cwin, t], st["absmax_token"])
-    st["abssum"] += wsum.sum(1).double()
+    st["abssum"] += stacked("wsum").sum(1).double()
     if not resid:                                  # windows where the channel reaches the LLM.int8 magnitude
         st["int8_count"] += (wmax >= sites[0].th.int8).sum(1)
     st["massive_count"] += stacked("massive").sum(1)
-    med = stacked("med")
-    mean = wsum.sum(-1) / (T * C)                  # [S, B]
-    tok_med = tok_max.median(-1).values
-    sums = torch.stack([s.window_sums for s in sites]) + torch.stack([med.sum(1), mean.sum(1), tok_med.sum(1)],
-                                                                     1).double()
+    sums = torch.stack([s.window_sums for s in sites]) + torch.stack(
+        [stacked("med").sum(1), stacked("mean").sum(1), stacked("tok_med").sum(1)], 1).double()
     top3 = None
     if resid:                                      # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
         top3 = torch.stack([s.top3_sum for s in sites]) + wmax.topk(min(3, C), dim=-1).values.sum(1).double()
-    for k, (s, it) in enumerate(zip(sites, items)):
+    for k, s in enumerate(sites):
         for name in SiteStats.STATE:
             setattr(s, name, st[name][k])
         s.window_sums = sums[k]
         if top3 is not None:
             s.top3_sum = top3[k]
-        it.slot.extend([mean[k], tok_med[k], bad[k]])
 
 
 def _median_estimate(a: torch.Tensor, samples: int) -> torch.Tensor:
@@ -280,14 +311,14 @@ def _median_estimate(a: torch.Tensor, samples: int) -> torch.Tensor:
     return flat[:, ::stride].median(-1).values
 
 
-def _records(pairs, tok_arg: torch.Tensor, tok_val: torch.Tensor, batch: Batch) -> list[dict]:
+def _records(pairs, lookup, batch: Batch) -> list[dict]:
     """One record per (window in batch, position): its token, the channel of its max |x| and that value."""
     if not pairs:
         return []
-    b, t = zip(*pairs)
-    ids, chans, vals = batch.ids[b, t].tolist(), tok_arg[b, t].tolist(), tok_val[b, t].tolist()
+    b, t = (list(v) for v in zip(*pairs))
+    chans, vals = lookup(b, t)
     return [{"window": batch.window0 + bb, "pos": tt, "token_id": tid, "channel": c, "value": v}
-            for bb, tt, tid, c, v in zip(b, t, ids, chans, vals)]
+            for bb, tt, tid, c, v in zip(b, t, batch.ids[b, t].tolist(), chans, vals)]
 
 
 @dataclass
