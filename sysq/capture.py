@@ -154,6 +154,8 @@ class SiteStats:
         self.top3_sum = torch.zeros(3, dtype=torch.float64, device=device)  # per-window top-1/2/3 |h| (Sun et al.)
         self.top = TopK(th.top_k)                              # largest token maxima
         self.hits = {"massive": TokenHits(), "token_mean_ratio": TokenHits(), "token_ratio": TokenHits()}
+        self._ch = torch.arange(channels, device=device)       # constants of the hook, made once
+        self._below = torch.tensor(-math.inf, device=device)
 
     @property
     def median_sum(self) -> float:
@@ -167,18 +169,17 @@ class SiteStats:
     def tokmax_median_sum(self) -> float:
         return float(self.window_sums[2])
 
-    def reduce(self, x: torch.Tensor, batch: Batch, pending: Pending, where: str) -> "Reduced":
+    def reduce(self, x: torch.Tensor, batch: Batch, pending: Pending, where: str, dense: bool) -> "Reduced":
         """Hook part of a batch [B, T, C]: the passes over x, on its device. Maxima are exact in any dtype, so a
         bf16 tensor is never copied to float32 whole; sums accumulate in float32. On an accelerator every step is
         a whole-tensor kernel (nothing waits for the device); on the CPU, where reading a value costs nothing, the
         positions of maxima and the massive counts are computed only where they can be nonzero."""
         B, T, C = x.shape
-        dense = x.device.type != "cpu"
         a = x.abs()
         wmax = a.amax(1)                            # [B, C] per-window channel max
         cmax, cwin = wmax.max(0)                    # [C] the batch's channel max and the window holding it
         bad = (~torch.isfinite(cmax)).sum()
-        ch = torch.arange(C, device=x.device)
+        ch = self._ch
         if dense:
             t = a[cwin, :, ch].argmax(-1)           # [C] the token holding it
         else:                                       # only where the running max may move (merge_sites decides)
@@ -188,7 +189,7 @@ class SiteStats:
                 t[new] = a[cwin[new], :, new].argmax(-1)
         if dense:
             tok_max, tok_arg = a.max(-1)            # [B, T] per-token max and the channel holding it
-            tok_val = x.gather(-1, tok_arg.unsqueeze(-1)).squeeze(-1).float()
+            tok_val = x.gather(-1, tok_arg.unsqueeze(-1)).squeeze(-1)
             lookup = None
         else:                                       # the channel of a token's max: for the recorded tokens only
             tok_max, tok_arg, tok_val = a.amax(-1), None, None
@@ -196,7 +197,6 @@ class SiteStats:
             def lookup(b, tt):
                 c = a[b, tt].argmax(-1)
                 return c.tolist(), x[b, tt, c].tolist()
-        tok_max = tok_max.float()
         wsum = a.sum(1) if a.dtype == torch.float32 else a.sum(1, dtype=torch.float32)    # [B, C]
         med = _median_estimate(a, self.th.median_samples).float()          # [B] median |h| of each window
         mean = wsum.sum(-1) / (T * C)
@@ -204,7 +204,7 @@ class SiteStats:
         # massive entries: |x| > floor and |x| >= massive_rel x the window's median (then their token is massive
         # too); ">= r" is "> the float below r", so one comparison
         r = self.th.massive_rel * med
-        thr = torch.nextafter(r, torch.full_like(r, -math.inf)).clamp_min(self.abs_floor)
+        thr = torch.nextafter(r, self._below).clamp_min(self.abs_floor)
         if dense:
             massive = (a > thr[:, None, None]).sum(1, dtype=torch.int32)   # [B, C]
         else:
@@ -216,8 +216,8 @@ class SiteStats:
         self.windows += B
         pending.add(partial(self._flag_tokens, batch, where, lookup), tok_max, med, mean, tok_med, bad,
                     tok_arg, tok_val)
-        return Reduced(self, batch, wmax.float(), cmax.float(), cwin, t, x[cwin, t, ch].float(), wsum, massive,
-                       med, mean, tok_med)
+        # maxima stay in x's dtype (bf16: half the bytes); the merge and the host turn them into float32
+        return Reduced(self, batch, wmax, cmax, cwin, t, x[cwin, t, ch], wsum, massive, med, mean, tok_med)
 
     def _flag_tokens(self, batch: Batch, where: str, lookup, tok_max, med, mean, tok_med, bad, tok_arg=None,
                      tok_val=None) -> None:
@@ -228,7 +228,8 @@ class SiteStats:
                                  f"({where}); check the model weights and dtype (try float32)")
         if lookup is None:
             def lookup(b, t):
-                return tok_arg[b, t].tolist(), tok_val[b, t].tolist()
+                return tok_arg[b, t].tolist(), tok_val[b, t].float().tolist()
+        tok_max, tok_med = tok_max.float(), tok_med.float()
         massive_tok = (tok_max > self.abs_floor) & (tok_max >= self.th.massive_rel * med[:, None])
         flags = {"massive": massive_tok,
                  "token_mean_ratio": tok_max > self.th.token_mean_ratio * mean[:, None],
@@ -274,13 +275,13 @@ def merge_sites(items: list[Reduced]) -> None:
     def stacked(name):
         return torch.stack([getattr(it, name) for it in items])
 
-    wmax = stacked("wmax")                         # [S, B, C]
+    wmax = stacked("wmax").float()                 # [S, B, C]
     C = wmax.shape[-1]
-    cmax, cwin, t = stacked("cmax"), stacked("cwin"), stacked("pos")   # [S, C]
+    cmax, cwin, t = stacked("cmax").float(), stacked("cwin"), stacked("pos")   # [S, C]
     st = {name: torch.stack([getattr(s, name) for s in sites]) for name in SiteStats.STATE}
     better = cmax > st["absmax"]
     st["absmax"] = torch.where(better, cmax, st["absmax"])
-    st["absmax_value"] = torch.where(better, stacked("value"), st["absmax_value"])
+    st["absmax_value"] = torch.where(better, stacked("value").float(), st["absmax_value"])
     st["absmax_window"] = torch.where(better, cwin + batch.window0, st["absmax_window"])
     st["absmax_pos"] = torch.where(better, t, st["absmax_pos"])
     st["absmax_token"] = torch.where(better, batch.ids_on(cwin.device)[cwin, t], st["absmax_token"])
@@ -289,7 +290,7 @@ def merge_sites(items: list[Reduced]) -> None:
         st["int8_count"] += (wmax >= sites[0].th.int8).sum(1)
     st["massive_count"] += stacked("massive").sum(1)
     sums = torch.stack([s.window_sums for s in sites]) + torch.stack(
-        [stacked("med").sum(1), stacked("mean").sum(1), stacked("tok_med").sum(1)], 1).double()
+        [stacked("med").sum(1), stacked("mean").sum(1), stacked("tok_med").float().sum(1)], 1).double()
     top3 = None
     if resid:                                      # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
         top3 = torch.stack([s.top3_sum for s in sites]) + wmax.topk(min(3, C), dim=-1).values.sum(1).double()
@@ -358,6 +359,9 @@ class Recorder:
     In memory: attach(), run(ids, window0) per batch (each ends with a flush), detach().
     Layer by layer (sysq.sequential): begin() every batch first, then per layer attach([i]), use(batch) before
     each batch's pass through layer i, detach(), flush()."""
+
+    # whole-tensor kernels (True) or the CPU's sparse forms (False); None: by the device of each tensor
+    dense: bool | None = None
 
     def __init__(self, model: nn.Module, th: Thresholds, attention: bool = True, snapshot: bool = False):
         self.model, self.th, self.attention, self.snapshot = model, th, attention, snapshot
@@ -470,7 +474,8 @@ class Recorder:
             floor = self.th.massive_abs if site == "resid" else self.th.input_abs
             self.sites[key] = SiteStats(i, site, x.shape[-1], floor, self.th, x.device)
         where = ", ".join(self.site_linears.get(key, [])) or f"output of decoder layer {i}"
-        self._reduced.append(self.sites[key].reduce(x, self.batch, self.pending, where))
+        dense = x.device.type != "cpu" if self.dense is None else self.dense
+        self._reduced.append(self.sites[key].reduce(x, self.batch, self.pending, where, dense))
 
     def _layer_in(self, i: int):
         def hook(mod, args, kwargs):

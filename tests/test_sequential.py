@@ -50,10 +50,14 @@ def planted_model():
     return planted()
 
 
-def test_device_capture_equals_the_host_only_v1(monkeypatch, planted_model):
+@pytest.mark.parametrize("dense", [False, True])
+def test_device_capture_equals_the_host_only_v1(monkeypatch, planted_model, dense):
+    """dense=True runs the accelerator's whole-tensor kernels (here on the CPU), False the CPU's sparse forms."""
+    from sysq.capture import Recorder
     x, kw = ids(n=6, T=24), {"attention_windows": 2, "batch_size": 4}    # batches with and without attention
-    new = detect(planted_model, x, quiet=True, pipeline="memory", **kw)
     old = _detect_v1(monkeypatch, planted_model, x, **kw)
+    monkeypatch.setattr(Recorder, "dense", dense)
+    new = detect(planted_model, x, quiet=True, pipeline="memory", **kw)
     assert new.lifecycle and new.attention["layers"]          # the comparison covers every part
     assert _report(new) == _report(old)
 
