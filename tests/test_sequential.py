@@ -41,7 +41,7 @@ def test_round5_is_pythons_formatting():
     values.append(torch.tensor([12345.5, 99999.5, 9999.95, 1e4, 1e5, 0.0, -0.0, 1e-20, 1e20, 1234.55, -2.5,
                                 float("inf"), float("nan")], dtype=torch.float64))
     for v in values:
-        got, want = round5(v), [float(f"{x:.5g}") for x in v.tolist()]
+        got, want = round5(v).tolist(), [float(f"{x:.5g}") for x in v.tolist()]
         assert json.dumps(got) == json.dumps(want)
 
 

@@ -11,6 +11,7 @@ import logging
 import time
 from collections import Counter
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -18,7 +19,7 @@ from ..arch import get_adapter
 from ..capture import Recorder
 from ..errors import SysqError
 from ..sequential import choose, run_layers
-from .activation import residual_channels, site_summary
+from .activation import residual_channels, round_channels, site_summary
 from .attention import attention_maps, attention_summary, eager_attention
 from .consistency import feature_consistency, sequence_consistency
 from .lifecycle import MAX_CHANNELS, channel_lifecycle, groups_of
@@ -87,6 +88,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
         finally:
             rec.detach()
             bar.close()
+    round_channels(list(rec.sites.values()))
     rec.to_host()
     t_pass = time.perf_counter() - t0
 
@@ -222,7 +224,7 @@ def _builders(birth: dict | None, share: float = 0.1) -> list[int]:
 def _arrays(rec: Recorder, resid: list[dict], namer: Namer, ad, report: OutlierReport) -> dict:
     """Small arrays for the plots (never in report.json)."""
     arrays = {
-        "resid_absmax": torch.tensor([s["channel_absmax"] for s in resid]),
+        "resid_absmax": torch.from_numpy(np.stack([s["channel_absmax"] for s in resid])).float(),
         "resid_top3": torch.tensor([s["top3_mean"] for s in resid]),
         "resid_median": torch.tensor([s["median_abs"] for s in resid]),
         "attn_maps": attention_maps(rec),
