@@ -349,9 +349,9 @@ def main() -> None:
             table.add("detect", m, "sequential", note=f"channel {report.summary['dominant_channel']} (planted {D})")
         if "mitigate" in steps:
             with Meter() as m:
-                plan = sysq.plan(report, "w8a8-static", "auto")
+                plan = sysq.plan(report, "w8a8-static", "auto-fast")
                 recipe = sysq.mitigate(model, plan, ids, report=report, **kw)
-            table.add("mitigate", m, "sequential", note="auto for w8a8-static: " + "+".join(
+            table.add("mitigate", m, "sequential", note="auto-fast for w8a8-static: " + "+".join(
                 k for k in ("rotate", "smooth", "clip", "preserve_tokens") if getattr(plan, k)))
         if "static" in steps:
             with Meter() as m:
@@ -382,9 +382,9 @@ def main() -> None:
             table.add("detect", m, where, note=f"channel {report.summary['dominant_channel']} (planted {D})")
         if "split-mitigate" in steps:
             with Meter() as m:
-                recipe = sysq.mitigate(model, sysq.plan(report, "w8a8-static", "auto"), ids, report=report,
+                recipe = sysq.mitigate(model, sysq.plan(report, "w8a8-static", "auto-fast"), ids, report=report,
                                        quiet=True)
-            table.add("mitigate", m, where, note="auto for w8a8-static")
+            table.add("mitigate", m, where, note="auto-fast for w8a8-static")
         if "split-static" in steps:
             with Meter() as m:
                 sysq.quantize(model, recipe, ids, quiet=True)

@@ -9,7 +9,7 @@ moves back. The next layer therefore sees what the already mitigated / quantized
 GPTQ intends), and the device holds one layer, the calibration activations and a step's working state,
 whatever the depth.
 
-    path = choose(model, "auto")                  # Path: memory | sequential, the device, and why
+    path = choose_pipeline(model, "auto")                  # Path: memory | sequential, the device, and why
     run_layers(model, batches, [step], path.device)
 
 A step is a callable `step(block)` given a Block: the layer on the device, its inputs (one tensor per batch),
@@ -19,7 +19,7 @@ observes) puts them in `block.outputs`, so the runner does not run the layer aga
 (learned rounding, clipping by block output error) plug in the same way: they read block.inputs, change
 block.module and leave block.outputs for the next layer.
 
-Choosing the path (`choose`): a model whose weights are already on the compute device, or that accelerate
+Choosing the path (`choose_pipeline`): a model whose weights are already on the compute device, or that accelerate
 split over several devices (hf_device_map), runs in memory (whole-model forwards, statistics per batch); a
 model on the CPU computed on an accelerator runs sequentially. sysq.load(..., device="cuda") keeps a model
 on the CPU when it does not fit in the device's free memory, so such a model takes the sequential path.
@@ -93,7 +93,7 @@ def free_bytes(device: torch.device) -> int | None:
     return None
 
 
-def choose(model: nn.Module, pipeline: str = "auto", device=None) -> Path:
+def choose_pipeline(model: nn.Module, pipeline: str = "auto", device=None) -> Path:
     """Which calibration path runs, where, and why (logged by the steps that use it)."""
     if pipeline not in PIPELINES:
         raise SysqError(f"unknown pipeline {pipeline!r}; use one of {', '.join(PIPELINES)}")

@@ -14,7 +14,7 @@ import torch
 from capture_v1 import V1Recorder
 from sysq.detect import detect
 from sysq.errors import SysqError
-from sysq.sequential import choose
+from sysq.sequential import choose_pipeline
 from test_detect import ids, planted
 
 
@@ -87,13 +87,13 @@ def test_sequential_detect_every_family(model_type):
 
 def test_choose_path():
     model = planted()
-    assert choose(model, "auto", "cpu").kind == "memory"
-    assert choose(model, "sequential", "cpu").sequential
+    assert choose_pipeline(model, "auto", "cpu").kind == "memory"
+    assert choose_pipeline(model, "sequential", "cpu").sequential
     with pytest.raises(SysqError, match="unknown pipeline"):
-        choose(model, "layerwise")
+        choose_pipeline(model, "layerwise")
     model.hf_device_map = {"model.embed_tokens": "cpu", "model.layers.0": 0}
     with pytest.raises(SysqError, match="accelerate"):
-        choose(model, "sequential", "cpu")
+        choose_pipeline(model, "sequential", "cpu")
 
 
 # ---- the quant engine: static scales and GPTQ, layer by layer ----------------------------------------------
@@ -136,7 +136,8 @@ def test_sequential_gptq_is_not_rtn():
 # ---- mitigation: rotation, smoothing and clipping searches, layer by layer --------------------------------
 @pytest.mark.parametrize("family,recipe,method,with_report", [
     ("llama", "w8a8-static", "rotate+smooth+clip+preserve-tokens", True),
-    ("qwen3", "w4a16", "auto", True),
+    ("qwen3", "w4a16", "auto-fast", True),
+    ("opt", "w8a8-static", "rotate+smooth+clip", False),      # LayerNorm: writers centered, mean-preserving Q
     ("phi3", "w4a8", "smooth+clip+preserve-channels", False),
     ("opt", "w8a8-static", "smooth+clip", False),
     ("qwen2", "w8a8-static", "smooth+token-scales", True),
@@ -164,6 +165,15 @@ def test_sequential_mitigate_equals_in_memory(family, recipe, method, with_repor
     assert sd_m.keys() == sd_s.keys() and all(torch.equal(sd_m[k], sd_s[k]) for k in sd_m)
     x = tokens(n=2, seqlen=12, seed=5)
     assert torch.equal(logits(mm, x), logits(ms, x))
+
+
+def test_sequential_refuses_measured_auto():
+    """Measured auto copies the whole model per candidate: the sequential path names the fix instead."""
+    from mitigate_tiny import tiny, tokens
+    from sysq.mitigate.api import mitigate, plan
+    model, calib = tiny("llama"), tokens(n=4, seqlen=16)
+    with pytest.raises(SysqError, match="auto-fast"):
+        mitigate(model, plan(None, "w8a8-static", "auto"), calib, quiet=True, pipeline="sequential", device="cpu")
 
 
 # ---- memory: the sequential path holds one layer's working state, whatever the depth ------------------------
@@ -230,7 +240,7 @@ def test_accelerate_dispatched_model_gives_the_same_results():
     names = ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.norm", "model.rotary_emb", "lm_head"]
     split = dispatch_model(copy.deepcopy(plain), {n: "cpu" for n in names}, force_hooks=True)
     assert hasattr(split.model.layers[1], "_hf_hook")
-    assert choose(split, "auto", "cpu").kind == "memory"
+    assert choose_pipeline(split, "auto", "cpu").kind == "memory"
     assert _report(detect(split, x, quiet=True, batch_size=2)) == _report(detect(plain, x, quiet=True, batch_size=2))
     for m in (plain, split):
         quantize(m, "w4a16+gptq", x, quiet=True)

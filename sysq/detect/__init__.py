@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..arch import get_adapter
 from ..capture import Recorder
 from ..errors import SysqError
-from ..sequential import choose, run_layers
+from ..sequential import choose_pipeline, run_layers
 from .activation import residual_channels, round_channels, site_summary
 from .attention import attention_maps, attention_summary, eager_attention
 from .consistency import feature_consistency, sequence_consistency
@@ -61,7 +61,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     th = Thresholds.from_dict(thresholds)
     ad = get_adapter(model)
     ids, settings = _as_ids(windows)
-    path = choose(model, pipeline, device)
+    path = choose_pipeline(model, pipeline, device)
     log.info("detect: %s", path)
 
     # Attention probabilities need eager attention, the slow kernel: only the first `attention_windows`

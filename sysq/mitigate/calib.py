@@ -39,6 +39,7 @@ class InputStats:
     sqmean: torch.Tensor                       # [ch] mean x^2 over all tokens (diagonal input covariance)
     sample: torch.Tensor                       # [n, ch] rows of the first windows
     sample_preserved: torch.Tensor             # [n] bool: rows the rule preserves
+    absmean_kept: torch.Tensor | None = None   # [ch] mean |x| over tokens the rule does not preserve (AWQ)
 
 
 class InputStatsCollector:
@@ -49,8 +50,8 @@ class InputStatsCollector:
     def __init__(self, modules: dict[str, nn.Module], rule: TokenRule | None = None, sample_windows: int = 2,
                  max_rows: int = 1024):
         self.modules, self.rule, self.sample_windows, self.max_rows = modules, rule, sample_windows, max_rows
-        self.acc = {n: {"absmax": None, "kept": None, "sq": 0.0, "n": 0, "seen": 0, "sample": [], "pres": []}
-                    for n in modules}
+        self.acc = {n: {"absmax": None, "kept": None, "sq": 0.0, "n": 0, "abs_kept": 0.0, "n_kept": 0, "seen": 0,
+                        "sample": [], "pres": []} for n in modules}
         self._handles = []
 
     def _hook(self, name):
@@ -67,6 +68,8 @@ class InputStatsCollector:
             a["kept"] = kept if a["kept"] is None else torch.maximum(a["kept"], kept)
             a["sq"] = a["sq"] + x.pow(2).sum((0, 1))
             a["n"] += x.shape[0] * x.shape[1]
+            a["abs_kept"] = a["abs_kept"] + ax.masked_fill(mask.unsqueeze(-1), 0).sum((0, 1))
+            a["n_kept"] += int((~mask).sum())
             if a["seen"] < self.sample_windows:
                 take = min(x.shape[0], self.sample_windows - a["seen"])
                 a["sample"].append(x[:take].reshape(-1, x.shape[-1]).clone())
@@ -90,7 +93,8 @@ class InputStatsCollector:
                 sample, pres = _thin(torch.cat(a["sample"]), torch.cat(a["pres"]), self.max_rows, seqlen=seqlen)
             else:                                   # sample_windows=0: ranges only
                 sample, pres = a["absmax"].new_zeros(0, a["absmax"].numel()), torch.zeros(0, dtype=torch.bool)
-            out[n] = InputStats(a["absmax"], a["kept"], a["sq"] / max(a["n"], 1), sample, pres)
+            out[n] = InputStats(a["absmax"], a["kept"], a["sq"] / max(a["n"], 1), sample, pres,
+                                a["abs_kept"] / max(a["n_kept"], 1))
         return out
 
 

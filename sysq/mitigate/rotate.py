@@ -21,8 +21,17 @@ Only when no Paley combination fits the odd part m (e.g. m = 7 with too few fact
 fall back to a seeded random orthogonal m x m block (QR of a Gaussian): still exactly orthogonal, so
 still function-preserving, but with weaker incoherence (SpinQuant shows random rotations vary).
 
-Refused where ``adapter.rotatable`` is False (Gemma2/3 sandwich post-norms have no linear to fold
-into) and for LayerNorm families (mean subtraction and norm bias; not implemented).
+Norm layouts (``Adapter.rotations`` says which parts keep each family's function):
+  * RMSNorm (Llama, Qwen, Gemma, Phi-3): every part.
+  * LayerNorm with mean subtraction and bias (OPT, GPT-2): QuaRot's step first. Every write into the residual
+    stream is made mean-free (embedding rows, output-linear columns and biases; only LayerNorms read the
+    stream and they subtract the mean anyway), the norms' weights and biases fold into the linears after them
+    (a bias the head cannot take stays in the final norm as b / w), and the rotation is made to fix the
+    all-ones direction (``mean_preserving``: Q 1 = 1), so the rotated stream stays mean-free and each
+    nn.LayerNorm computes exactly what an RMSNorm would: the modules, the checkpoint layout and the
+    compressed-tensors export stay standard.
+  * Sandwich post-norms (Gemma 2/3) and post-LN encoders (BERT, RoBERTa): the residual rotation would change
+    the function, so only the per-head v -> o and the online down_proj rotations apply (``fit_rotation``).
 """
 from __future__ import annotations
 
@@ -151,35 +160,85 @@ class OnlineRotation:
 
 
 # ---- the transform ------------------------------------------------------------------------------
-def check_rotatable(model) -> None:
+PARTS = ("residual", "heads", "down")
+
+
+def check_rotatable(model, cfg: Rotate | None = None) -> None:
+    """Raise, naming the reason, when a part `cfg` asks for would change this model's function."""
+    cfg = cfg or Rotate()
     ad = get_adapter(model)
-    if not ad.rotatable:
-        raise SysqError(f"rotation is not function-preserving for {ad.name}: its post-sub-block norms "
-                        f"({', '.join(ad.family.post_norms)}) have no linear to fold into. Use smooth or "
-                        "preserve-tokens instead")
-    norms = [ad.final_norm()] + [n for i in range(ad.num_layers) for n in (ad.attn_norm(i), ad.mlp_norm(i))]
-    if any(getattr(n, "bias", None) is not None for n in norms):
-        raise SysqError(f"rotation of LayerNorm models ({ad.name}: mean subtraction and norm bias) is not "
-                        "implemented; use smooth or preserve-tokens instead")
+    for part, why in ad.rotations().items():
+        if getattr(cfg, part) and why is not None:
+            raise SysqError(f"the {part} rotation is not function-preserving for {ad.name}: {why}. Rotate the parts "
+                            f"that are (Rotate({part}=False)), or use smooth / preserve-tokens")
+
+
+def fit_rotation(cfg: Rotate, model) -> tuple[Rotate | None, list[str]]:
+    """`cfg` narrowed to the parts this model's family keeps exact (None when no part is left), with a note
+    per dropped part: `rotate` in a plan then means "every rotation that keeps this model's function"."""
+    caps = get_adapter(model).rotations()
+    dropped = [p for p in PARTS if getattr(cfg, p) and caps[p] is not None]
+    notes = [f"rotate: no {p} rotation for {get_adapter(model).name} ({caps[p]})" for p in dropped]
+    for p in dropped:
+        setattr(cfg, p, False)
+    return (cfg if any(getattr(cfg, p) for p in PARTS) else None), notes
+
+
+def _residual_norms(ad, layers=None, outside: bool = True):
+    """(norm, the linears it feeds) for every norm on the residual path of `layers` (default: all), and with
+    `outside` the final norm with the head, last."""
+    pairs = [(norm, [m for _, m in lins]) for i in (range(ad.num_layers) if layers is None else layers)
+             for norm, lins in ((ad.attn_norm(i), ad.attn_inputs(i)), (ad.mlp_norm(i), ad.mlp_inputs(i)))]
+    return pairs + ([(ad.final_norm(), [ad.lm_head()])] if outside else [])
 
 
 @torch.no_grad()
-def fuse_norms(model, layers=None, outside: bool = True) -> None:
-    """Fold every residual-path norm weight into the linears after it; the norms become plain RMSNorm.
-    layers: only those decoder layers; outside: also the final norm into the (untied) lm_head."""
+def center_writers(model, layers=None, outside: bool = True) -> None:
+    """Make every write into the residual stream mean-free over channels (embeddings' rows, the output linears'
+    columns and biases). Only LayerNorms read the stream and each subtracts the mean anyway, so the function is
+    unchanged, and from then on the norms' mean subtraction is a no-op (QuaRot's LayerNorm -> RMSNorm step).
+    layers: only those decoder layers' writers; outside: also the embeddings."""
     ad = get_adapter(model)
+    if outside:
+        untie_lm_head(model)                 # the head reads the final norm's output, not the stream
+        for emb in ad.embeddings():
+            emb.weight.sub_(emb.weight.mean(1, keepdim=True))
     for i in range(ad.num_layers) if layers is None else layers:
-        for norm, targets in ((ad.attn_norm(i), ad.attn_inputs(i)), (ad.mlp_norm(i), ad.mlp_inputs(i))):
-            w = ad.norm_weight(norm).double()
-            for _, lin in targets:
-                lin.weight.copy_((lin.weight.double() * w).to(lin.weight.dtype))
-            ad.set_norm_weight(norm, torch.ones_like(norm.weight))
-    if not outside:
-        return
-    untie_lm_head(model)
-    head, norm = ad.lm_head(), ad.final_norm()
-    head.weight.copy_((head.weight.double() * ad.norm_weight(norm).double()).to(head.weight.dtype))
-    ad.set_norm_weight(norm, torch.ones_like(norm.weight))
+        for lin in (ad.output_linear(i, "attn"), ad.down(i)):
+            lin.weight.sub_(lin.weight.mean(0, keepdim=True))
+            if lin.bias is not None:
+                lin.bias.sub_(lin.bias.mean())
+
+
+@torch.no_grad()
+def fuse_norms(model, layers=None, outside: bool = True) -> list[nn.Module]:
+    """Fold every residual-path norm's weight (and LayerNorm's bias) into the linears after it; the norms become
+    plain RMSNorm (LayerNorm: plain x / std once `center_writers` ran). A bias the linears cannot take (a head
+    without bias) stays in the norm as b / w. Returns the norms that keep a bias (it lives in the residual basis).
+    layers: only those decoder layers' norms; outside: also the final norm into the (untied) lm_head."""
+    ad = get_adapter(model)
+    if outside:
+        untie_lm_head(model)
+    kept = []
+    for norm, lins in _residual_norms(ad, layers, outside):
+        w = ad.norm_weight(norm).double()
+        b = getattr(norm, "bias", None)
+        fold_bias = b is not None and all(lin.bias is not None for lin in lins)
+        for lin in lins:
+            if fold_bias:
+                lin.bias.add_((lin.weight.double() @ b.double()).to(lin.bias.dtype))
+            lin.weight.copy_((lin.weight.double() * w).to(lin.weight.dtype))
+        if b is not None:
+            if fold_bias:
+                b.zero_()
+            else:
+                if bool((w.abs() < 1e-8).any()):
+                    raise SysqError(f"a LayerNorm of {ad.name} has a zero weight and a bias its linears cannot take; "
+                                    "rotation cannot fold it. Use smooth or preserve-tokens")
+                b.copy_((b.double() / w).to(b.dtype))
+                kept.append(norm)
+        ad.set_norm_weight(norm, torch.ones_like(norm.weight))
+    return kept
 
 
 def untie_lm_head(model) -> None:
@@ -190,6 +249,29 @@ def untie_lm_head(model) -> None:
         model.config.tie_word_embeddings = False
         if hasattr(model.config, "get_text_config"):
             model.config.get_text_config().tie_word_embeddings = False
+
+
+def mean_preserving(q: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """An orthogonal Q' with Q' 1 = 1 (a mean-free row x stays mean-free as xQ', so a LayerNorm's mean subtraction
+    stays a no-op), as close to the Hadamard Q as that allows: Q with seeded random column signs D, then the
+    Householder reflection that maps QD's image of the all-ones direction back onto it. The signs matter: a
+    Hadamard maps 1 onto one coordinate, and the reflection alone would leave one channel unrotated; with them
+    every entry stays within a few times 1/sqrt(n) (the spreading is kept)."""
+    n = q.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    q = q * (torch.randint(0, 2, (n,), generator=g).to(q.dtype) * 2 - 1)
+    v = torch.full((n,), n ** -0.5, dtype=q.dtype)
+    u = q @ v - v
+    if float(u.norm()) < 1e-12:
+        return q
+    u = u / u.norm()
+    return q - 2 * torch.outer(u, u @ q)
+
+
+def residual_rotation(ad, seed: int = 0) -> torch.Tensor:
+    """The residual stream's Q (float64, CPU): the Hadamard rotation, mean-preserving for LayerNorm families."""
+    q = rotation(ad.hidden_size, seed)
+    return mean_preserving(q, seed) if ad.family.norm == "layernorm" else q
 
 
 def _right(lin: nn.Linear, q: torch.Tensor, device=None) -> None:
@@ -206,39 +288,47 @@ def _left(lin: nn.Linear, q: torch.Tensor) -> None:
         lin.bias.copy_((lin.bias.double() @ q).to(lin.bias.dtype))
 
 
+def _rotate_bias(norm: nn.Module, q: torch.Tensor) -> None:
+    """A norm bias kept by fuse_norms lives in the residual basis: b -> b Q."""
+    norm.bias.copy_((norm.bias.double() @ q.to(norm.bias.device)).to(norm.bias.dtype))
+
+
 @torch.no_grad()
 def rotate(model, cfg: Rotate | None = None) -> dict:
-    """Rotate `model` in place (full-precision output unchanged up to float error). Returns a summary."""
+    """Rotate `model` in place (full-precision output unchanged up to float error). Returns a summary.
+    Raises SysqError for a part this family cannot take (see Adapter.rotations; `fit_rotation` narrows a plan)."""
     cfg = cfg or Rotate()
     summary = rotate_outside(model, cfg)
     cache: dict = {}
     for i in range(get_adapter(model).num_layers):
         rotate_layer(model, i, cfg, cache)
-    log.info("rotate: %s", summary)
+    log.info("rotate %s: %s", get_adapter(model).name, summary)
     return summary
 
 
 @torch.no_grad()
 def rotate_outside(model, cfg: Rotate, device=None) -> dict:
-    """The part of rotate() outside the decoder layers: final norm, embeddings, lm_head, the online down_proj
-    transform, computed on `device` (default: where each weight is). rotate_layer(model, i, cfg) does layer i
-    (sysq.sequential runs it with the layer on the device)."""
-    check_rotatable(model)
+    """The part of rotate() outside the decoder layers: embeddings (centered for LayerNorm families), final norm,
+    lm_head, the online down_proj transform, computed on `device` (default: where each weight is).
+    rotate_layer(model, i, cfg) does layer i (sysq.sequential runs it with the layer on the device)."""
+    check_rotatable(model, cfg)
     ad = get_adapter(model)
     summary = {}
     if cfg.residual:
-        fuse_norms(model, layers=[])
-        n = ad.hidden_size
-        q = rotation(n, cfg.seed)
+        layernorm = ad.family.norm == "layernorm"
+        if layernorm:
+            center_writers(model, layers=[])
+        kept = fuse_norms(model, layers=[])
+        q = residual_rotation(ad, cfg.seed)
         for emb in ad.embeddings():
             _right(emb, q, device)          # an embedding table is [tokens, hidden]: rows rotate like inputs
         _right(ad.lm_head(), q, device)
-        summary["residual"] = [a.shape[0] for a in factors(n, cfg.seed)]
+        for norm in kept:
+            _rotate_bias(norm, q)
+        summary["residual"] = [a.shape[0] for a in factors(ad.hidden_size, cfg.seed)] + \
+            (["mean-preserving"] if layernorm else [])
     if cfg.heads:
-        if "v" in ad.linears(0):
-            summary["heads"] = [ad.head_dim]
-        else:
-            log.info("rotate: %s has fused qkv; per-head v->o rotation skipped", ad.name)
+        summary["heads"] = [ad.head_dim]
     if cfg.down:
         mats = factors(ad.down(0).in_features, cfg.seed)
         install_online(model, mats)
@@ -248,37 +338,43 @@ def rotate_outside(model, cfg: Rotate, device=None) -> dict:
 
 @torch.no_grad()
 def rotate_layer(model, i: int, cfg: Rotate, cache: dict | None = None) -> None:
-    """Decoder layer i's part of rotate(): its norms fused, its residual readers and writers rotated, v -> o per
-    head, the offline half of the down_proj rotation. `cache` keeps the dense rotations between layers."""
+    """Decoder layer i's part of rotate(): its writers centered (LayerNorm families), its norms fused, its residual
+    readers and writers rotated, v -> o per head, the offline half of the down_proj rotation. `cache` keeps the
+    dense rotations between layers."""
     ad = get_adapter(model)
-    lin = ad.linears(i)
-    dev = lin["o"].weight.device
+    o = ad.output_linear(i, "attn")
+    dev = o.weight.device
     cache = {} if cache is None else cache
 
-    def dense(n: int) -> torch.Tensor:
-        if (n, dev) not in cache:
-            cache[(n, dev)] = rotation(n, cfg.seed).to(dev)
-        return cache[(n, dev)]
+    def dense(key, make) -> torch.Tensor:
+        if (key, dev) not in cache:
+            cache[(key, dev)] = make().to(dev)
+        return cache[(key, dev)]
 
     if cfg.residual:
-        fuse_norms(model, layers=[i], outside=False)
-        q = dense(ad.hidden_size)
+        if ad.family.norm == "layernorm":
+            center_writers(model, layers=[i], outside=False)
+        kept = fuse_norms(model, layers=[i], outside=False)
+        q = dense("residual", lambda: residual_rotation(ad, cfg.seed))
         for _, m in ad.attn_inputs(i) + ad.mlp_inputs(i):
             _right(m, q)
-        _left(ad.output_linear(i, "attn"), q)
+        _left(o, q)
         _left(ad.down(i), q)
-    if cfg.heads and "v" in lin:
+        for norm in kept:
+            _rotate_bias(norm, q)
+    if cfg.heads:
         hd = ad.head_dim
-        v, o = lin["v"], lin["o"]
-        h = dense(hd)
-        w = v.weight.double().view(-1, hd, v.in_features)
-        v.weight.copy_(torch.einsum("dk,hdi->hki", h, w).reshape(v.weight.shape).to(v.weight.dtype))
+        h = dense(("heads", hd), lambda: rotation(hd, cfg.seed))
+        v, rows = ad.v_rows(i)
+        w = v.weight[rows].double().view(-1, hd, v.in_features)
+        v.weight[rows] = torch.einsum("dk,hdi->hki", h, w).reshape(-1, v.in_features).to(v.weight.dtype)
         if v.bias is not None:
-            v.bias.copy_((v.bias.double().view(-1, hd) @ h).flatten().to(v.bias.dtype))
+            v.bias[rows] = (v.bias[rows].double().view(-1, hd) @ h).flatten().to(v.bias.dtype)
         wo = o.weight.double().view(o.out_features, -1, hd)
         o.weight.copy_((wo @ h).reshape(o.weight.shape).to(o.weight.dtype))
     if cfg.down:
-        _right(ad.down(i), dense(ad.down(i).in_features))
+        n = ad.down(i).in_features
+        _right(ad.down(i), dense(("down", n), lambda: rotation(n, cfg.seed)))
 
 
 def install_online(model, mats=None) -> None:

@@ -24,10 +24,11 @@ from torch import nn
 
 from ..arch import get_adapter
 from ..errors import SysqError
-from ..sequential import choose
+from ..sequential import choose_pipeline
 from .backends import Int8Linear, bnb_linear
 from .gptq import gptq_model
 from .kv import add_kv_quant
+from .learn import LearnConfig, learn_model
 from .linear import QuantLinear
 from .observers import run_model
 from .recipes import Recipe, get_recipe
@@ -150,14 +151,20 @@ def _calib_settings(calib) -> dict:
     return {"windows": ids.shape[0], "seqlen": ids.shape[1]}
 
 
-def quantize_weights(model: nn.Module, recipe, calib=None, quiet: bool = False) -> None:
+def quantize_weights(model: nn.Module, recipe, calib=None, quiet: bool = False) -> dict | None:
+    """Round the weights (RTN, GPTQ or learned rounding); returns what learned rounding measured, else None."""
     r = get_recipe(recipe)
+    info = None
+    if r.method in ("gptq", "learned") and calib is None:
+        raise SysqError(f"method {r.method} needs calibration windows: pass calib")
     if r.method == "gptq":
-        if calib is None:
-            raise SysqError("method gptq needs calibration windows: pass calib")
         gptq_model(model, calib, r.gptq_block_size, r.gptq_damp, r.gptq_act_order, quiet=quiet)
-    for q in quant_linears(model):      # RTN (and any linear GPTQ did not reach, e.g. lm_head)
+    elif r.method == "learned":
+        cfg = LearnConfig(r.learn_steps, r.learn_lr, r.learn_batch_size, r.learn_seed, loss=r.learn_loss)
+        info = learn_model(model, calib, cfg, quiet=quiet).to_dict()
+    for q in quant_linears(model):      # RTN (and any linear GPTQ or learning did not reach, e.g. lm_head)
         q.quantize_weight()
+    return info
 
 
 def with_plan(r: Recipe, plan) -> Recipe:
@@ -178,9 +185,11 @@ def _fake(model, r: Recipe, calib, quiet: bool, path=None) -> dict | None:
         static = any(q.act_spec is not None and not q.act_spec.dynamic for q in quant_linears(model))
         return _calib_settings(calib) if static or r.method == "gptq" else None
     settings = calibrate(model, calib, quiet)
-    quantize_weights(model, r, calib, quiet)
-    if r.method == "gptq":
+    learned = quantize_weights(model, r, calib, quiet)
+    if r.method in ("gptq", "learned"):
         settings = settings or _calib_settings(calib)
+    if learned is not None:
+        settings = {**settings, "learned": learned}
     return settings
 
 
@@ -217,7 +226,7 @@ def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False, pipeline
     r = with_plan(get_recipe(recipe), getattr(model, "_sysq_plan", None))
     path = None
     if r.backend in ("fake", "int8"):
-        path = choose(model, pipeline, device)
+        path = choose_pipeline(model, pipeline, device)
         log.info("quantize: %s", path)
     start, before = time.perf_counter(), model_bytes(model)
     with torch.no_grad():

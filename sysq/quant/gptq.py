@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 def _group_params(w: torch.Tensor, spec, group_size):
     """Per-row (scale, zero) [out, 1] for a slice of columns."""
-    return qparams(w, spec.bits, spec.symmetric, "channel", None, spec.clip_ratio, spec.mse)
+    fz = spec.zero_point == "float"
+    return qparams(w, spec.bits, spec.symmetric, "channel", None, spec.clip_ratio, spec.mse, fz)
 
 
 @torch.no_grad()
@@ -41,13 +42,14 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int |
     W[:, dead] = 0
 
     gran = spec.granularity
+    fz = spec.zero_point == "float"
     g = group_size if gran == "group" else in_f
     n_groups = in_f // g
     dev = W.device
     scales = torch.zeros(out_f, n_groups, device=dev)
     zeros = torch.zeros(out_f, n_groups, device=dev)
     if gran == "tensor":
-        s, z = qparams(W, spec.bits, spec.symmetric, "tensor", None, spec.clip_ratio, spec.mse)
+        s, z = qparams(W, spec.bits, spec.symmetric, "tensor", None, spec.clip_ratio, spec.mse, fz)
         scales[:], zeros[:] = s.reshape(()), z.reshape(())
     elif gran == "channel" or act_order:     # fixed qparams: per row, or static groups from the original W
         for j in range(n_groups):
@@ -80,9 +82,9 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int |
                 scales[:, grp:grp + 1], zeros[:, grp:grp + 1] = _group_params(sl, spec, g)
             s, z = scales[:, grp:grp + 1], zeros[:, grp:grp + 1]
             w = W1[:, i:i + 1]
-            q = quantize(w, s, z, spec.bits)
+            q = quantize(w, s, z, spec.bits, fz)
             Q[:, col] = q[:, 0]
-            err = (w - dequantize(q, s, z)) / Hinv1[i, i]
+            err = (w - dequantize(q, s, z, fz)) / Hinv1[i, i]
             W1[:, i:] -= err @ Hinv1[i:i + 1, i:]
             Err1[:, i:i + 1] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
@@ -116,6 +118,21 @@ def gptq_block(qls: list[QuantLinear], run_batches, block_size: int = 128, damp:
                                     block_size, damp, act_order)
         q.set_quantized_weight(codes, s, z)
     return len(qls)
+
+
+@torch.no_grad()
+def layer_inputs(model: nn.Module, calib) -> tuple[list[torch.Tensor], dict]:
+    """The inputs of decoder layer 0, one [1, T, hidden] tensor per calibration window, and the keyword
+    arguments the model passes to every layer (position embeddings, mask): what layer-by-layer passes carry."""
+    from ..sequential import batches_of, capture
+    hidden, _args, kwargs = capture(model, batches_of(calib, 1), None)
+    return hidden, kwargs[0]
+
+
+def run_layer(layer: nn.Module, x: torch.Tensor, kw: dict) -> torch.Tensor:
+    """One decoder layer's hidden-state output for input x and the captured keyword arguments."""
+    out = layer(x, **kw)
+    return out[0] if isinstance(out, tuple) else out
 
 
 @torch.no_grad()

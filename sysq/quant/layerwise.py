@@ -41,6 +41,9 @@ def calibrate_block(block: Block, qls: list[QuantLinear], inputs: list[torch.Ten
 def quantize_layers(model, recipe, calib, device, quiet: bool = False, batch_size: int = 1) -> None:
     """Static scales and weight rounding of every QuantLinear (after prepare()), layer by layer on `device`."""
     r = get_recipe(recipe)
+    if r.method == "learned":
+        raise SysqError("learned rounding runs on the model in memory (its layer-by-layer search is not on the "
+                        "sequential pipeline yet): use pipeline='memory' on a device that holds the model, or gptq")
     ad = get_adapter(model)
     by_layer: dict[int, list[QuantLinear]] = defaultdict(list)
     for ref in ad.linear_refs():
