@@ -107,6 +107,16 @@ def plant(model) -> None:
     down.weight[D, K] = 1.0
 
 
+def weights(model, full_layers: int) -> dict:
+    """GiB of the weights as built, of one decoder layer, of everything outside the layers, and at full depth."""
+    from sysq.sequential import tensor_bytes
+    ad = sysq.get_adapter(model)
+    total, layer = tensor_bytes(model), tensor_bytes(ad.layers()[0])
+    outside = total - layer * ad.num_layers
+    return {"weights_gib": total / 2**30, "layer_gib": layer / 2**30, "outside_gib": outside / 2**30,
+            "full_weights_gib": (outside + layer * full_layers) / 2**30}
+
+
 def windows(cfg, n: int, seqlen: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, cfg.vocab_size, (n, seqlen), generator=g)
@@ -308,6 +318,11 @@ def main() -> None:
     with Meter() as m:
         model = build(args.config, args.layers, args.device, dtype)
     table.add("build", m, "-", note=f"{sum(t.numel() for t in model.parameters()) / 1e9:.2f}B parameters")
+    table.settings.update(weights(model, table.settings["full_layers"]))
+    print(f"weights: {table.settings['weights_gib']:.2f} GiB built; at full depth "
+          f"{table.settings['full_weights_gib']:.2f} GiB (the sequential path's host need), of which one decoder "
+          f"layer {table.settings['layer_gib']:.2f} GiB and the rest (embeddings, head, norm) "
+          f"{table.settings['outside_gib']:.2f} GiB (the host need with the layers offloaded to disk)", flush=True)
     ids = windows(model.config, args.windows, args.seqlen)
     report = None
 

@@ -50,13 +50,16 @@ def planted_model():
     return planted()
 
 
-@pytest.mark.parametrize("dense", [False, True])
-def test_device_capture_equals_the_host_only_v1(monkeypatch, planted_model, dense):
-    """dense=True runs the accelerator's whole-tensor kernels (here on the CPU), False the CPU's sparse forms."""
-    from sysq.capture import Recorder
+@pytest.mark.parametrize("dense,deferred", [(False, False), (True, False), (True, True)])
+def test_device_capture_equals_the_host_only_v1(monkeypatch, planted_model, dense, deferred):
+    """dense=True runs the accelerator's whole-tensor kernels (here on the CPU), False the CPU's sparse forms;
+    deferred: the host work waits for the flush and its one copy, as it does for tensors on a GPU."""
+    from sysq.capture import Pending, Recorder
     x, kw = ids(n=6, T=24), {"attention_windows": 2, "batch_size": 4}    # batches with and without attention
     old = _detect_v1(monkeypatch, planted_model, x, **kw)
     monkeypatch.setattr(Recorder, "dense", dense)
+    if deferred:
+        monkeypatch.setattr(Pending, "add", lambda self, fn, *tensors: self.items.append((fn, tensors)))
     new = detect(planted_model, x, quiet=True, pipeline="memory", **kw)
     assert new.lifecycle and new.attention["layers"]          # the comparison covers every part
     assert _report(new) == _report(old)
