@@ -55,6 +55,7 @@ def main() -> int:
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--calib-n", type=int, default=8, help="calibration windows of wikitext2-valid")
     p.add_argument("--device", default="cpu", help="where the sequential path computes (default: %(default)s)")
+    p.add_argument("--rows", default=",".join(r for r, _ in ROWS), help="recipes to compare (default: %(default)s)")
     p.add_argument("--tiny", action="store_true", help="a tiny random Llama instead of --model")
     p.add_argument("--out", default=os.environ.get("OUT", "out"))
     args = p.parse_args()
@@ -76,7 +77,7 @@ def main() -> int:
     print("| recipe | plan | ppl memory | ppl sequential | rel diff | s memory | s sequential | detect same |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
     rows = []
-    for recipe, method in ROWS:
+    for recipe, method in [row for row in ROWS if row[0] in args.rows.split(",")]:
         res = {}
         for pipeline in ("memory", "sequential"):
             model, tok = load()
