@@ -13,6 +13,7 @@ rounds the weights. quantize() = the three plus the KV cache.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from torch import nn
 
 from ..arch import get_adapter
 from ..errors import SysqError
+from ..sequential import choose_pipeline
 from .backends import Int8Linear, bnb_linear
 from .gptq import gptq_model
 from .kv import add_kv_quant
@@ -122,17 +124,24 @@ def calibrate(model: nn.Module, calib, quiet: bool = False) -> dict | None:
     if calib is None:
         raise SysqError("this recipe has static activation scales: pass calibration windows, e.g. "
                         "sysq.quantize(model, recipe, sysq.calibration(tokenizer, n=32))")
+    with observing(qls):
+        run_model(model, calib, quiet=quiet, desc="calibrating")
+    return _calib_settings(calib)
+
+
+@contextlib.contextmanager
+def observing(qls: list[QuantLinear]):
+    """The QuantLinears record their static activation ranges during the block (float forward), then fix them."""
     for q in qls:
         q.start_calibration()
     try:
-        run_model(model, calib, quiet=quiet, desc="calibrating")
+        yield
     except BaseException:
         for q in qls:
             q.calibrating = False
         raise
     for q in qls:
         q.finish_calibration()
-    return _calib_settings(calib)
 
 
 def _calib_settings(calib) -> dict:
@@ -168,8 +177,13 @@ def with_plan(r: Recipe, plan) -> Recipe:
 
 # ---- handlers, one per backend ---------------------------------------------------------------------
 
-def _fake(model, r: Recipe, calib, quiet: bool) -> dict | None:
+def _fake(model, r: Recipe, calib, quiet: bool, path=None) -> dict | None:
     prepare(model, r)
+    if path is not None and path.sequential:        # one decoder layer at a time on path.device
+        from .layerwise import quantize_layers
+        quantize_layers(model, r, calib, path.device, quiet)
+        static = any(q.act_spec is not None and not q.act_spec.dynamic for q in quant_linears(model))
+        return _calib_settings(calib) if static or r.method == "gptq" else None
     settings = calibrate(model, calib, quiet)
     learned = quantize_weights(model, r, calib, quiet)
     if r.method in ("gptq", "learned"):
@@ -179,15 +193,15 @@ def _fake(model, r: Recipe, calib, quiet: bool) -> dict | None:
     return settings
 
 
-def _int8(model, r: Recipe, calib, quiet: bool) -> dict | None:
-    settings = _fake(model, r, calib, quiet)
+def _int8(model, r: Recipe, calib, quiet: bool, path=None) -> dict | None:
+    settings = _fake(model, r, calib, quiet, path)
     for ref in _targets(model, r):
         ref.replace(Int8Linear(ref.module))
     return settings
 
 
 def _bnb(kind: str):
-    def handler(model, r: Recipe, calib, quiet: bool):
+    def handler(model, r: Recipe, calib, quiet: bool, path=None):
         for ref in _targets(model, r):
             if not isinstance(ref.module, nn.Linear):
                 raise SysqError(f"{ref.name} is already quantized; load the float model again")
@@ -199,17 +213,24 @@ def _bnb(kind: str):
 HANDLERS = {"fake": _fake, "int8": _int8, "bnb-int8": _bnb("int8"), "bnb-nf4": _bnb("nf4"), "bnb-fp4": _bnb("fp4")}
 
 
-def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False) -> QuantSummary:
+def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False, pipeline: str = "auto",
+             device=None) -> QuantSummary:
     """Quantize `model` in place with `recipe` (preset name, YAML path, mapping or Recipe).
 
     A model that `sysq.mitigate` transformed carries its plan: the plan's quantizer-side settings (preserved
     tokens and channels, per-linear activation clip ratios, GPTQ rounding) are applied to `recipe` here, so
     `quantize(model, "w8a8-static", calib)` and `quantize(model, mitigate(...), calib)` build the same model.
+    pipeline: "auto" | "memory" | "sequential" (sysq.sequential: one decoder layer at a time on `device`, for a
+    model whose weights stay on the CPU); "auto" picks by where the weights are and says why in the log.
     """
     r = with_plan(get_recipe(recipe), getattr(model, "_sysq_plan", None))
+    path = None
+    if r.backend in ("fake", "int8"):
+        path = choose_pipeline(model, pipeline, device)
+        log.info("quantize: %s", path)
     start, before = time.perf_counter(), model_bytes(model)
     with torch.no_grad():
-        settings = HANDLERS[r.backend](model, r, calib, quiet)
+        settings = HANDLERS[r.backend](model, r, calib, quiet, path)
     if r.kv is not None:
         add_kv_quant(model, r.kv)
     object.__setattr__(model, "_sysq_recipe", r)

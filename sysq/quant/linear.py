@@ -80,6 +80,10 @@ class QuantLinear(nn.Module):
         self.calibrating = False
         self.observer: RangeObserver | None = None
 
+    def _apply(self, fn, recurse=True):
+        self._wcache = None       # a speed copy, rebuilt on the next forward wherever the module now lives
+        return super()._apply(fn, recurse)
+
     # ---- weights ---------------------------------------------------------------------------------
     @property
     def float_zero(self) -> bool:
