@@ -7,6 +7,12 @@ scale = (max - min) / (2^b - 1) and an integer zero point in the same signed ran
 
     q = clamp(round(x / scale) + zero, qmin, qmax)        x_hat = (q - zero) * scale
 
+FP8 (type "float", compressed-tensors' naming): codes are torch.float8_e4m3fn values, symmetric only,
+scale = amax / 448 (e4m3's largest finite value), zero = 0. The cast rounds to nearest even; magnitudes
+below 2^-6 land in e4m3's subnormals (steps of 2^-9) and below 2^-10 flush to zero.
+
+    q = fp8(clamp(x / scale, -448, 448))                   x_hat = float(q) * scale
+
 Granularity says which elements share one (scale, zero), always over the last dimension:
   tensor  one pair for the whole tensor
   channel one pair per row (a weight [out, in]: per output channel)
@@ -20,8 +26,20 @@ import torch
 from ..errors import SysqError
 
 BITS = (2, 3, 4, 8)
+TYPES = ("int", "float")            # integer grid, or FP8 e4m3 (8 bits, symmetric)
 GRANULARITIES = ("tensor", "channel", "token", "group")
 MIN_SCALE = 1e-10   # an all-zero row gets this scale: its codes are 0 and it dequantizes to exactly 0
+FP8 = torch.float8_e4m3fn
+FP8_MAX = float(torch.finfo(FP8).max)           # 448
+FP8_MIN_NORMAL = float(torch.finfo(FP8).tiny)   # 2^-6: below it e4m3 is subnormal (absolute steps of 2^-9)
+
+
+def check_type(bits: int, symmetric: bool, type: str) -> None:
+    if type not in TYPES:
+        raise SysqError(f"type={type!r} is not supported; allowed: {', '.join(TYPES)}")
+    if type == "float" and (bits != 8 or not symmetric):
+        raise SysqError(f"type 'float' is FP8 e4m3: it needs bits=8 and symmetric=True (got bits={bits}, "
+                        f"symmetric={symmetric})")
 
 
 def qrange(bits: int) -> tuple[int, int]:
@@ -47,8 +65,12 @@ def rows(x: torch.Tensor, granularity: str, group_size: int | None = None) -> to
     raise SysqError(f"unknown granularity {granularity!r}; allowed: {', '.join(GRANULARITIES)}")
 
 
-def qparams_from_range(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, symmetric: bool):
+def qparams_from_range(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, symmetric: bool, type: str = "int"):
     """(scale, zero) from a range. Shapes broadcast; zero is a float tensor holding integers."""
+    if type == "float":
+        check_type(bits, symmetric, type)
+        scale = (torch.maximum(xmin.abs(), xmax.abs()) / FP8_MAX).clamp_min(MIN_SCALE)
+        return scale, torch.zeros_like(scale)
     qmin, qmax = qrange(bits)
     if symmetric:
         amax = torch.maximum(xmin.abs(), xmax.abs())
@@ -60,8 +82,15 @@ def qparams_from_range(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, symmet
     return scale, zero
 
 
-def quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
-    """Integer codes as int8 (shapes of x and scale/zero must broadcast)."""
+def quantize_fp8(x: torch.Tensor, scale) -> torch.Tensor:
+    """FP8 e4m3 codes of x / scale (saturating at +-448: the plain cast would turn larger values into NaN)."""
+    return (x / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, type: str = "int") -> torch.Tensor:
+    """Integer codes as int8, or FP8 codes as float8_e4m3fn (shapes of x and scale/zero must broadcast)."""
+    if type == "float":
+        return quantize_fp8(x, scale)
     qmin, qmax = qrange(bits)
     return torch.clamp(torch.round(x / scale) + zero, qmin, qmax).to(torch.int8)
 
@@ -70,8 +99,10 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torc
     return (q.to(scale.dtype) - zero) * scale
 
 
-def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
-    """quantize then dequantize, in x's dtype (what a simulated INT kernel sees)."""
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, type: str = "int") -> torch.Tensor:
+    """quantize then dequantize, in x's dtype (what a simulated INT or FP8 kernel sees)."""
+    if type == "float":
+        return quantize_fp8(x, scale).float().mul_(scale).to(x.dtype)
     qmin, qmax = qrange(bits)
     q = torch.round(x / scale)          # in-place steps below: same numbers, fewer passes over memory
     if isinstance(zero, torch.Tensor) and bool(zero.any()):
@@ -80,24 +111,25 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits
 
 
 def qparams(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "channel",
-            group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False):
+            group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False, type: str = "int"):
     """(scale, zero) of shape [R, 1] for `rows(x, granularity, group_size)`; round-to-nearest ranges,
     shrunk by clip_ratio, or the MSE-optimal shrink per row when mse=True."""
     r = rows(x, granularity, group_size).float()
     if mse:
-        return mse_qparams(r, bits, symmetric)
+        return mse_qparams(r, bits, symmetric, type=type)
     xmin, xmax = torch.aminmax(r, dim=1, keepdim=True)
     if clip_ratio != 1.0:
         xmin, xmax = xmin * clip_ratio, xmax * clip_ratio
-    return qparams_from_range(xmin, xmax, bits, symmetric)
+    return qparams_from_range(xmin, xmax, bits, symmetric, type)
 
 
 def quantize_tensor(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "channel",
-                    group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False):
-    """Codes with x's shape (int8), scale and zero of shape [*x.shape[:-1], n_groups] (or [1, 1] per tensor)."""
-    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse)
+                    group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False, type: str = "int"):
+    """Codes with x's shape (int8, or float8_e4m3fn for type 'float'), scale and zero of shape
+    [*x.shape[:-1], n_groups] (or [1, 1] per tensor)."""
+    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse, type)
     r = rows(x, granularity, group_size)
-    q = quantize(r.float(), scale, zero, bits).reshape(x.shape)
+    q = quantize(r.float(), scale, zero, bits, type).reshape(x.shape)
     if granularity == "tensor":
         return q, scale, zero
     shape = (*x.shape[:-1], -1)
@@ -114,24 +146,25 @@ def dequantize_tensor(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, 
 
 
 def fake_quantize_tensor(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "token",
-                         group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False) -> torch.Tensor:
+                         group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False,
+                         type: str = "int") -> torch.Tensor:
     """Dynamic fake quantization: scales from x itself, result with x's shape and dtype."""
-    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse)
+    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse, type)
     r = rows(x, granularity, group_size)
-    return fake_quantize(r.float(), scale, zero, bits).reshape(x.shape).to(x.dtype)
+    return fake_quantize(r.float(), scale, zero, bits, type).reshape(x.shape).to(x.dtype)
 
 
 def mse_qparams(r: torch.Tensor, bits: int, symmetric: bool, grid: int = 80, max_shrink: float = 0.8,
-                norm: float = 2.4):
+                norm: float = 2.4, type: str = "int"):
     """Per row of r [R, n], the range shrink factor in (1 - max_shrink, 1] minimising sum |x - x_hat|^norm
     (the search of GPTQ's reference quantizer)."""
     xmin, xmax = r.amin(dim=1, keepdim=True), r.amax(dim=1, keepdim=True)
     best_err = torch.full_like(xmin, float("inf"))
-    best_scale, best_zero = qparams_from_range(xmin, xmax, bits, symmetric)
+    best_scale, best_zero = qparams_from_range(xmin, xmax, bits, symmetric, type)
     for i in range(int(max_shrink * grid)):
         p = 1 - i / grid
-        scale, zero = qparams_from_range(xmin * p, xmax * p, bits, symmetric)
-        err = (fake_quantize(r, scale, zero, bits) - r).abs().pow(norm).sum(dim=1, keepdim=True)
+        scale, zero = qparams_from_range(xmin * p, xmax * p, bits, symmetric, type)
+        err = (fake_quantize(r, scale, zero, bits, type) - r).abs().pow(norm).sum(dim=1, keepdim=True)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_scale = torch.where(better, scale, best_scale)
