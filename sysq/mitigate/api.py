@@ -3,14 +3,14 @@
     report = sysq.detect(model, calib, tokenizer=tok)
     plan = sysq.plan(report, "w8a8-static")          # "auto", or "smooth+preserve-tokens", ...
     recipe = sysq.mitigate(model, plan, calib)        # in place; returns the recipe carrying the plan's
-    sysq.quantize(model, recipe, calib)               # quantizer-side settings (preserved tokens/channels)
+    sysq.quantize(model, recipe, calib)               # quantizer-side settings (preserved tokens/channels,
+                                                      # per-linear activation clip ratios, GPTQ rounding)
 
-`quantize_planned(model, plan, calib)` does the last two steps and also applies the per-linear activation
-clip ratios the plan chose (the quant engine's recipe has one global ratio).
+The mitigated model also carries its plan, and sysq.quantize applies the plan's settings to whatever recipe
+it is given: there is one quantize path, whichever recipe object the caller passes.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -30,17 +30,53 @@ log = logging.getLogger(__name__)
 
 
 # ---- planning ------------------------------------------------------------------------------------
-def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationPlan:
+TARGETS = ("sysq", "engine")
+
+
+def plan(report=None, recipe="w8a8-static", method: str = "auto", target: str = "sysq") -> MitigationPlan:
     """A MitigationPlan for `recipe` from an OutlierReport (or None: defaults, BOS as the outlier token).
 
     method: "auto", "none", or methods joined by '+': smooth, smoothquant, clip, preserve-tokens,
     preserve-channels, rotate.
+    target: "sysq" (anything sysq simulates and saves) or "engine" (only what a compressed-tensors export
+    carries, so vLLM and plain transformers run it: see restrict_to_engine).
     """
+    if target not in TARGETS:
+        raise SysqError(f"target={target!r} is not known; use one of {', '.join(TARGETS)}")
     r = recipe_of(recipe)
     name = recipe if isinstance(recipe, str) else getattr(r, "name", "custom")
-    p = MitigationPlan(recipe=name, method=method)
+    p = MitigationPlan(recipe=name, method=method, target=target)
     if method == "none":
         return p
+    _build(p, r, report, method)
+    if target == "engine":
+        restrict_to_engine(p)
+    return p
+
+
+def restrict_to_engine(p: MitigationPlan) -> MitigationPlan:
+    """Drop what no inference engine runs from a plan, in place, saying so in its notes: the run-time
+    preserved-token rule and the FP prefix (engines quantize every token), preserved channels (mixed precision
+    inside one linear). Transforms that fold into weights (residual and per-head rotation, smoothing, weight and
+    static-activation clipping, GPTQ) stay."""
+    from ..quant.export import engine_online_rotation
+    dropped = []
+    if p.preserve_tokens is not None:
+        p.preserve_tokens = None
+        dropped.append("preserve-tokens (engines quantize every token)")
+    if p.preserve_channels is not None:
+        p.preserve_channels = None
+        dropped.append("preserve-channels (mixed precision inside a linear)")
+    if p.rotate is not None and p.rotate.down and not engine_online_rotation():
+        p.rotate.down = False
+        dropped.append("the online down_proj Hadamard (this compressed-tensors has no online transform)")
+    p.target = "engine"
+    if dropped:
+        p.notes.append("target engine: dropped " + "; ".join(dropped))
+    return p
+
+
+def _build(p: MitigationPlan, r, report, method: str) -> None:
     parts = method.split("+")
     if "auto" in parts:
         parts = _auto(r, report, p) + [m for m in parts if m != "auto"]
@@ -67,7 +103,6 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationP
         # channels are named per linear: mitigate() fills them from the report (or calibration stats)
         p.preserve_channels = PreserveChannels(bits=8 if r is not None and r.weight is not None
                                                and r.weight.bits < 8 else None)
-    return p
 
 
 DEFAULT_THRESHOLD = 100.0   # Sun et al.'s massive-activation magnitude (DESIGN.md section 2), without a report
@@ -167,23 +202,3 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
             p.preserve_channels.channels = chans
     object.__setattr__(model, "_sysq_plan", p)
     return apply_to_recipe(r, p) if r is not None else None
-
-
-def quantize_planned(model, plan_: MitigationPlan, calib=None, quiet: bool = False, recipe=None):
-    """sysq.quantize for a mitigated model, with the plan's per-linear activation clip ratios applied
-    between wrapping and calibration. `recipe` defaults to the one mitigate() returns for the plan."""
-    from ..quant.api import calibrate, prepare, quantize, quantize_weights
-    from ..quant.kv import add_kv_quant
-    r = recipe if recipe is not None else apply_to_recipe(plan_.recipe, plan_)
-    ratios = {k[:-4]: v for k, v in (plan_.clip.chosen if plan_.clip else {}).items() if k.endswith(".act")}
-    if r.backend != "fake" or not ratios:
-        return quantize(model, r, calib, quiet=quiet)
-    for ql in prepare(model, r):
-        if ql.name in ratios and ql.act_spec is not None:
-            ql.act_spec = dataclasses.replace(ql.act_spec, clip_ratio=ratios[ql.name])
-    calibrate(model, calib, quiet=quiet)
-    quantize_weights(model, r, calib, quiet=quiet)
-    if r.kv is not None:
-        add_kv_quant(model, r.kv)
-    object.__setattr__(model, "_sysq_recipe", r)
-    return r

@@ -6,9 +6,10 @@
     get_recipe("my.yaml")         a YAML file: {base: w4a16, weight: {group_size: 64}, method: gptq}
     get_recipe({...}) / Recipe(...)
 
-Fields that mitigation sets (see sysq/mitigate): QuantSpec.clip_ratio (weights and static activation scales),
-QuantSpec.preserve_threshold / preserve_positions (tokens kept in float, left out of static scales) and
-Recipe.preserve_channels (input channels per linear kept in float or INT8).
+Fields that mitigation sets (see sysq/mitigate; `sysq.mitigate` returns the recipe with them filled in):
+QuantSpec.clip_ratio (weights and static activation scales), Recipe.act_clip_ratios (per linear, overrides
+act.clip_ratio), QuantSpec.preserve_threshold / preserve_positions (tokens kept in float, left out of static
+scales), Recipe.preserve_channels (input channels per linear kept in float or INT8) and method (gptq).
 """
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ class Recipe:
     skip: tuple[str, ...] = ()          # roles ("down") or dotted linear names left in float
     preserve_channels: dict = field(default_factory=dict)   # linear name -> input channel indices kept precise
     preserve_channels_bits: int | None = None               # None: float; 8: INT8 (inside an INT4 layer)
+    act_clip_ratios: dict = field(default_factory=dict)     # linear name -> activation clip ratio (overrides act's)
 
     def __post_init__(self):
         validate(self)
@@ -108,6 +110,7 @@ class Recipe:
                 d[k]["preserve_positions"] = list(d[k]["preserve_positions"])
         d["skip"] = list(self.skip)
         d["preserve_channels"] = {k: [int(i) for i in v] for k, v in self.preserve_channels.items()}
+        d["act_clip_ratios"] = {k: float(v) for k, v in self.act_clip_ratios.items()}
         return d
 
     def to_yaml(self) -> str:
@@ -161,6 +164,11 @@ def validate(r: Recipe) -> None:
             raise SysqError("kv.group_size applies to kv.granularity 'token' only")
     if r.method == "gptq" and r.weight is None:
         raise SysqError("method='gptq' needs a weight quantizer: set weight (e.g. base: w4a16)")
+    bad = {k: v for k, v in r.act_clip_ratios.items() if not 0 < float(v) <= 1}
+    if bad:
+        raise SysqError(f"act_clip_ratios must lie in (0, 1]; got {dict(list(bad.items())[:3])}")
+    if r.act_clip_ratios and r.act is None:
+        raise SysqError("act_clip_ratios needs an activation quantizer (act); drop them or set act")
     if r.preserve_channels_bits not in (None, 8):
         raise SysqError(f"preserve_channels_bits={r.preserve_channels_bits!r}; allowed: null (float), 8")
     if r.backend in REAL_BACKENDS:
@@ -304,6 +312,8 @@ def from_dict(d: dict) -> Recipe:
         kw["skip"] = tuple(d.pop("skip") or ())
     if "preserve_channels" in d:
         kw["preserve_channels"] = {k: [int(i) for i in v] for k, v in (d.pop("preserve_channels") or {}).items()}
+    if "act_clip_ratios" in d:
+        kw["act_clip_ratios"] = {k: float(v) for k, v in (d.pop("act_clip_ratios") or {}).items()}
     kw.update(d)
     kw.setdefault("name", base.name if base.name != "custom" else "custom")
     return replace(base, **kw)
