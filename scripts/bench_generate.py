@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sysq  # noqa: E402
 from sysq import get_adapter  # noqa: E402
 from sysq.quant import model_bytes, quantize  # noqa: E402
+from sysq.quant.api import own_memory  # noqa: E402
 
 CONFIGS = {   # transformers configs of the shapes we bench (random weights)
     "llama3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -263,6 +264,7 @@ def run_row(args, recipe: str, mode: str) -> dict:
         schemes = summary.schemes
     else:
         schemes = {"float": len(get_adapter(model).linear_refs())}
+        own_memory(model)     # as convert() does for the quantized rows: the weights in the process's own memory
     release_memory(device)
     row = dict(recipe=recipe, mode=mode, schemes=schemes, weights_mib=model_bytes(model) / 2**20,
                setup_s=time.perf_counter() - t0)

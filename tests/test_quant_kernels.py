@@ -187,3 +187,15 @@ def test_convert_a_model_loaded_from_a_sysq_folder(tmp_path, tiny_tokenizer):
         save(loaded, tmp_path / "r")
     with pytest.raises(SysqError, match="no quantized linears"):
         convert(tiny_model("llama"))
+
+
+@pytest.mark.parametrize("recipe", ["w8a8-fp8-static", "w8a8-fp8"])
+def test_the_mitigation_searches_simulate_fp8_as_the_engine_runs_it(recipe):
+    from sysq.mitigate.qsim import fake_act, fake_weight
+    r = get_recipe(recipe)
+    x = _x().reshape(-1, 128)
+    ql, _ = twin(recipe, x)
+    w = ql.dequantized_weight()
+    torch.testing.assert_close(fake_weight(w, r.weight), w, rtol=0, atol=0)     # FP8 codes are a fixed point
+    amax = float(x.abs().max())
+    torch.testing.assert_close(fake_act(x, r.act, amax), ql.quantize_input(x), rtol=0, atol=0)

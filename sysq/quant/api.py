@@ -196,11 +196,36 @@ def convert(model: nn.Module, backend: str | None = None) -> int:
     if n == 0:
         raise SysqError("convert found no quantized linears: quantize the model first, e.g. "
                         "sysq.quantize(model, 'w4a16', calib) or load a sysq folder")
+    own_memory(model)
     r = getattr(model, "_sysq_recipe", None)
     if r is not None and r.backend == "fake" and r.weight is not None:
         object.__setattr__(model, "_sysq_recipe", dataclasses.replace(r, backend=backend or real_backend(r.weight,
                                                                                                          r.act)))
     return n
+
+
+@torch.no_grad()
+def own_memory(model: nn.Module) -> None:
+    """Copy the float tensors left outside the real modules (embeddings, norms, lm_head) into memory of their own.
+    transformers loads safetensors checkpoints as views of the memory-mapped file; while one view lives, the
+    whole mapping stays, with every float weight page quantization read resident. After this the process holds
+    what model_bytes reports plus its working memory (tied tensors stay tied)."""
+    copies = {}
+    for m in model.modules():
+        if isinstance(m, RealLinear):
+            continue
+        for store in (m._parameters, m._buffers):
+            for k, t in store.items():
+                if t is None or not t.is_floating_point() or t.device.type != "cpu":
+                    continue
+                key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+                if key not in copies:
+                    copies[key] = t.data.clone()
+                if isinstance(t, nn.Parameter):
+                    if t.data.data_ptr() != copies[key].data_ptr():
+                        t.data = copies[key]
+                else:
+                    store[k] = copies[key]
 
 
 def _real(model, r: Recipe, calib, quiet: bool) -> dict | None:
