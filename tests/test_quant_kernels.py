@@ -199,3 +199,18 @@ def test_the_mitigation_searches_simulate_fp8_as_the_engine_runs_it(recipe):
     torch.testing.assert_close(fake_weight(w, r.weight), w, rtol=0, atol=0)     # FP8 codes are a fixed point
     amax = float(x.abs().max())
     torch.testing.assert_close(fake_act(x, r.act, amax), ql.quantize_input(x), rtol=0, atol=0)
+
+
+def test_sysq_bench_runs_fp_and_a_real_kernel_and_names_the_kernels(tmp_path):
+    from sysq.cli import main
+    rc = main(["bench", "--model", "config:tiny", "--rows", "fp,w4a16", "--modes", "eager", "--phases",
+               "prefill,decode1", "--prefill", "1x32", "--prompt", "8", "--new", "2", "--reps", "1", "--warmup", "1",
+               "--isolate", "no", "--out", str(tmp_path)])
+    assert rc == 0
+    import json
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [r["recipe"] for r in rows] == ["fp", "w4a16"]
+    assert all(r[ph]["tokens_per_s"] > 0 for r in rows for ph in ("prefill", "decode1"))
+    assert rows[1]["weights_mib"] < rows[0]["weights_mib"]
+    assert any("int4pack" in k["name"] for k in rows[1]["decode1"]["kernels"])
+    assert "decode1 x fp" in (tmp_path / "bench.md").read_text()
