@@ -252,6 +252,37 @@ def kernels(fn, device: str, top: int) -> list[dict]:
     return [dict(name=e.key[:90], ms=self_us(e) / 1e3, share=self_us(e) / total, calls=e.count) for e in evs]
 
 
+# ---- each kernel against its simulated twin, on this device -------------------------------------------
+
+@torch.no_grad()
+def kernel_checks(device: str, dtype: torch.dtype, recipes) -> list[dict]:
+    """Every real module against its simulated twin on random inputs, here: ||real - twin|| / ||twin||, with the
+    twin in float32 on the same input (the bound a test would assert: fp32 rounding for the exact paths, bf16
+    roundings where the kernel runs in bf16)."""
+    from sysq.quant import QuantLinear
+    from sysq.quant.kernels import MODULES
+    from sysq.quant.recipes import real_backend
+    out = []
+    g = torch.Generator().manual_seed(0)
+    for name in [r for r in recipes if r != "fp"]:
+        r = sysq.get_recipe(name)
+        try:
+            lin = torch.nn.Linear(512, 256, bias=False).to(device)
+            x = (torch.randn(4, 16, 512, generator=g) * torch.linspace(0.1, 8, 512)).to(device)
+            ql = QuantLinear(lin, r.weight, r.act, "check", r.ragged)
+            ql.start_calibration()
+            ql(x)
+            ql.finish_calibration()
+            ql.quantize_weight()
+            real = MODULES[real_backend(r.weight, r.act)](ql)
+            xd = x.to(dtype)
+            twin, got = ql(xd.float()), real(xd).float()
+            out.append(dict(recipe=name, kernel=real.kernel, rel_err=float((got - twin).norm() / twin.norm())))
+        except Exception as e:
+            out.append(dict(recipe=name, error=f"{type(e).__name__}: {str(e)[:200]}"))
+    return out
+
+
 # ---- one row ---------------------------------------------------------------------------------------
 
 def run_row(args, recipe: str, mode: str) -> dict:
@@ -343,7 +374,12 @@ def table(rows, settings, device) -> str:
             cells += [f"{r.get('rss_setup_mib', float('nan')):.0f}", f"{r.get('rss_after_mib', float('nan')):.0f}",
                       f"{r.get('rss_peak_mib', float('nan')):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    out = ["# sysq bench", "", "Settings: " + json.dumps(settings), ""] + lines + ["", "## Goals", ""]
+    checks = settings.get("kernel_checks", [])
+    out = ["# sysq bench", "", "Settings: " + json.dumps({k: v for k, v in settings.items() if k != "kernel_checks"}),
+           "", "Each real module against its simulated twin on this device (random 512 -> 256 linear, "
+           "||real - twin|| / ||twin||): " + "; ".join(
+               f"{c['recipe']} {c['rel_err']:.1e}" if "error" not in c else f"{c['recipe']} ERROR" for c in checks),
+           ""] + lines + ["", "## Goals", ""]
     for phase, mode, recipe, goal in GOALS.get(device, []):
         x = ratio(rows, phase, mode, recipe)
         if x is not None:
@@ -442,6 +478,11 @@ def run(args) -> int:
                     threads=torch.get_num_threads(), torch=torch.__version__, transformers=transformers.__version__,
                     gpu=torch.cuda.get_device_name() if args.device == "cuda" else None, cpu=platform.processor())
     print("settings:", json.dumps(settings), flush=True)
+    checks = kernel_checks(args.device, getattr(torch, args.dtype), args.rows.split(","))
+    for c in checks:
+        print(f"kernel check {c['recipe']:16s} " + (f"{c['kernel']}: |real - twin| / |twin| = {c['rel_err']:.2e}"
+                                                    if "error" not in c else f"ERROR {c['error']}"), flush=True)
+    settings["kernel_checks"] = checks
     if not isolate:
         args._base = build(args.model, args.device, getattr(torch, args.dtype))
     rows, start = [], time.perf_counter()
