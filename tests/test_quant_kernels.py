@@ -106,14 +106,15 @@ def test_int4_tinygemm_layout_round_trips(symmetric, zero):
     q = torch.randint(-8, 8, (n, k), generator=g).to(torch.int8)
     s = torch.rand(n, k // gs, generator=g) + 0.1
     z = None if zero is None else torch.randint(-8, 8, (n, k // gs), generator=g).float()
-    if zero == "float":
-        z = z + torch.rand(n, k // gs, generator=g)
-    packed, sz = kernels.tinygemm_pack(q, s, z, gs, dtype=torch.float32)
+    if zero == "float":      # a float offset per group: w = q * s + m (GGUF Q4_1 / HQQ)
+        z = torch.randn(n, k // gs, generator=g)
+    packed, sz = kernels.tinygemm_pack(q, s, z, gs, dtype=torch.float32, float_zero=zero == "float")
     assert packed.dtype == torch.uint8 and packed.numel() == n * k // 2        # two codes per byte
     codes, s2, zf = kernels.tinygemm_unpack(packed, sz, gs, k)
     assert torch.equal(codes, q)
     torch.testing.assert_close(s2, s)
-    w = (q.float().reshape(n, -1, gs) - (0 if z is None else z.unsqueeze(-1))) * s.unsqueeze(-1)
+    qg, sg = q.float().reshape(n, -1, gs), s.unsqueeze(-1)
+    w = qg * sg + z.unsqueeze(-1) if zero == "float" else (qg - (0 if z is None else z.unsqueeze(-1))) * sg
     torch.testing.assert_close(kernels.tinygemm_dequantize(packed, sz, gs, k), w.reshape(n, k), rtol=0, atol=1e-5)
 
 

@@ -122,18 +122,22 @@ def inner_k_tiles(in_features: int) -> int:
 
 
 def tinygemm_pack(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, group_size: int,
-                  dtype=torch.bfloat16):
+                  dtype=torch.bfloat16, float_zero: bool = False):
     """sysq INT4 codes -> (packed weight, scales_and_zeros [groups, out, 2]) for the int4 pack kernels.
 
-    sysq dequantizes w = (q - z) * s with signed q in [-8, 7] and a zero z per group (0 when symmetric;
-    an integer, or a float for float-zero formats). The kernels compute w = (u - 8) * s + zf with u in
-    [0, 15]: u = q + 8 and zf = -z * s. Packed on codes' device, in that device's layout."""
+    sysq's codes q are signed, in [-8, 7], per group: w = (q - z) * s with an integer zero point z (0 when
+    symmetric), or w = q * s + m with a float offset m (float_zero: GGUF Q4_1 / HQQ style). The kernels compute
+    w = (u - 8) * s + zf with u in [0, 15]: u = q + 8, and zf = -z * s, or zf = m. Packed on codes' device, in
+    that device's layout."""
     if codes.shape[0] % 16:
         raise SysqError(f"the int4 pack kernels need out_features divisible by 16 (got {codes.shape[0]})")
     if group_size not in INT4_GROUPS:
         raise SysqError(f"the int4 pack kernels take group sizes {INT4_GROUPS} (this linear has {group_size})")
     u = codes.to(torch.int32) + 8
-    zf = torch.zeros_like(scale) if zero is None else -(zero.float() * scale.float())
+    if zero is None:
+        zf = torch.zeros_like(scale, dtype=torch.float32)
+    else:
+        zf = zero.float() if float_zero else -(zero.float() * scale.float())
     sz = torch.stack([scale.float().t(), zf.t()], dim=-1).to(dtype).contiguous()
     return _pack_for(codes.device, u, inner_k_tiles(codes.shape[1])), sz
 
@@ -358,7 +362,8 @@ class Int4WOLinear(RealLinear):
         self.group_size = ql.group_size
         # the kernels take activations and scales in one dtype: bf16 (CUDA needs it; on the CPU it is the
         # vectorised path). Re-packed for another dtype on first use (e.g. an fp16 model on CUDA).
-        packed, sz = tinygemm_pack(ql.codes(), ql.w_scale, ql.w_zero, self.group_size, torch.bfloat16)
+        packed, sz = tinygemm_pack(ql.codes(), ql.w_scale, ql.w_zero, self.group_size, torch.bfloat16,
+                                   float_zero=getattr(ql, "float_zero", False))   # issue 15's zero_point "float"
         self.register_buffer("qweight", packed)
         self.register_buffer("scales_zeros", sz)
 
