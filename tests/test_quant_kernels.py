@@ -215,3 +215,22 @@ def test_sysq_bench_runs_fp_and_a_real_kernel_and_names_the_kernels(tmp_path):
     assert rows[1]["weights_mib"] < rows[0]["weights_mib"]
     assert any("int4pack" in k["name"] for k in rows[1]["decode1"]["kernels"])
     assert "decode1 x fp" in (tmp_path / "bench.md").read_text()
+
+
+def test_a_mitigated_model_runs_on_real_fp8_kernels_with_its_online_rotation_and_preserved_tokens():
+    import dataclasses
+    base = tiny_model("llama")
+    calib = torch.randint(3, VOCAB, (4, 16))
+    ids = torch.randint(3, VOCAB, (2, 16))
+    p = sysq.plan(None, "w8a8-fp8-static", "rotate+preserve-tokens")
+    sim, real = copy.deepcopy(base), copy.deepcopy(base)
+    r = sysq.mitigate(sim, p, calib, quiet=True)
+    sysq.mitigate(real, p, calib, quiet=True)
+    sysq.quantize(sim, r, calib, quiet=True)
+    sysq.quantize(real, dataclasses.replace(r, backend="fp8"), calib, quiet=True)
+    down = get_adapter(real).layers()[0].mlp.down_proj
+    assert isinstance(down, kernels.Fp8Linear) and down.rule is not None
+    assert any(getattr(h, "carry_over", False) for h in down._forward_pre_hooks.values())   # the online Hadamard
+    with torch.no_grad():
+        a, b = sim(ids).logits, real(ids).logits
+    assert float((b - a).norm()) / float(a.norm()) < 1e-4
