@@ -122,7 +122,7 @@ def test_compressed_tensors_output_defaults_to_the_engine_plan_and_reports_its_c
     assert "the full plan (target sysq, not exportable) gives" in printed
     assert "reloaded (transformers (compressed-tensors)): perplexity" in printed
     verify = json.loads((out / "quantize.json").read_text())["verify"]
-    assert abs(verify["ratio_to_sysq"] - 1) < 1e-6                # static W8A8: the same numbers
+    assert abs(verify["ratio_to_sysq"] - 1) < 0.005    # per-token scales round slightly differently there
     config = json.loads((out / "config.json").read_text())
     assert config["quantization_config"]["format"] == "int-quantized"
     # a sysq-target plan cannot be exported: refused by name, nothing written

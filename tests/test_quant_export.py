@@ -55,16 +55,22 @@ def test_ragged_group_sizes_are_written_at_the_smallest_one_exactly(tmp_path):
 
 
 def test_an_engine_plan_travels_in_the_weights(tmp_path):
-    """auto restricted to the engine (residual and head rotations, smoothing) on a model with a planted outlier:
-    the export reloads in plain transformers with sysq's logits, and the plan is written beside it."""
+    """auto restricted to the engine (residual and head rotations, smoothing, per-token scales where the outlier
+    token lands) on a model with a planted outlier: the export reloads in plain transformers with sysq's logits
+    (up to compressed-tensors' per-token rounding), with one config group per activation scheme."""
     model = plant_bos_outlier(tiny_model("llama"))
     report = sysq.detect(model, IDS, quiet=True)
     plan = sysq.plan(report, "w8a8-static", target="engine")
     assert plan.rotate is not None and not plan.rotate.down and plan.preserve_tokens is None
     sysq.quantize(model, sysq.mitigate(model, plan, IDS, report=report, quiet=True), IDS, quiet=True)
+    assert plan.token_scales.linears == ["model.layers.0.mlp.down_proj"]     # where the planted outlier lands
     out = sysq.save(model, tmp_path / "ct", format="compressed-tensors")
     assert (out / "plan.yaml").is_file()
-    assert torch.equal(_logits(model), _logits(load_with_transformers(out, quiet=True)))
+    groups = sysq.quant.export.json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]
+    acts = sorted((g["input_activations"]["strategy"], len(g["targets"])) for g in groups.values())
+    assert acts == [("tensor", 13), ("token", 1)]
+    ref, got = _logits(model), _logits(load_with_transformers(out, quiet=True))
+    assert float((got - ref).abs().max() / ref.abs().max()) < 0.02
 
 
 def _refusal(model, tmp_path) -> str:

@@ -20,7 +20,7 @@ from ..arch import get_adapter
 from ..errors import SysqError
 from .calib import input_stats
 from .clip import activation_ratio, clip_weights
-from .plan import METHODS, Clip, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Smooth
+from .plan import METHODS, Clip, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Smooth, TokenScales
 from .preserve import apply_to_recipe, channels_from_report, channels_from_stats, token_rule
 from .qsim import recipe_of
 from .rotate import rotate
@@ -64,6 +64,11 @@ def restrict_to_engine(p: MitigationPlan) -> MitigationPlan:
     if p.preserve_tokens is not None:
         p.preserve_tokens = None
         dropped.append("preserve-tokens (engines quantize every token)")
+        r = recipe_of(p.recipe)
+        if r is not None and r.act is not None and not r.act.dynamic and p.token_scales is None:
+            p.token_scales = TokenScales()
+            p.notes.append("token-scales: instead of preserving the outlier tokens, the linears they reach get "
+                           "per-token dynamic scales (an engine runs both kinds); the rest stay static per tensor")
     if p.preserve_channels is not None:
         p.preserve_channels = None
         dropped.append("preserve-channels (mixed precision inside a linear)")
@@ -96,6 +101,8 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
                       floor=_floors(report) if report is not None else {})
     if "preserve-tokens" in parts:
         p.preserve_tokens = _preserve_tokens(report)
+    if "token-scales" in parts and r is not None and r.act is not None and not r.act.dynamic:
+        p.token_scales = TokenScales()
     if "gptq" in parts and r is not None and r.weight is not None:
         p.rounding = "gptq"
         p.notes.append("gptq: error-compensating weight rounding (Frantar et al. 2022) on the mitigated weights")
@@ -181,10 +188,13 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
         raise SysqError("this plan searches on calibration data (smooth / clip): pass calib, e.g. "
                         "sysq.calibration(tokenizer, n=32)")
     rule = token_rule(p.preserve_tokens) if r is not None and r.act is not None else None
+    if p.token_scales is not None and not p.token_scales.linears:
+        p.token_scales.linears = token_scale_linears(report, model)
+    sim = apply_to_recipe(r, p) if r is not None else None       # what the searches simulate
     if p.rotate:
         rotate(model, p.rotate)
     if p.smooth:
-        smooth(model, calib, p.smooth, r if r is not None else "w8a8-static", rule, quiet=quiet)
+        smooth(model, calib, p.smooth, sim if sim is not None else "w8a8-static", rule, quiet=quiet)
     refs = get_adapter(model).linear_refs()
     if p.clip or (p.preserve_channels is not None and not p.preserve_channels.channels):
         stats = input_stats(model, calib, {ref.name: ref.module for ref in refs}, rule, quiet=quiet)
@@ -202,3 +212,20 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
             p.preserve_channels.channels = chans
     object.__setattr__(model, "_sysq_plan", p)
     return apply_to_recipe(r, p) if r is not None else None
+
+
+def token_scale_linears(report, model) -> list[str]:
+    """The decoder linears whose inputs carry the report's outlier tokens (massive, or token max over 64x the median
+    token max: Sun et al., PrefixQuant); without a report, the MLP output linears, where the paper finds them."""
+    refs = get_adapter(model).linear_refs()
+    if report is None:
+        return [ref.name for ref in refs if ref.role in ("down", "fc2")]
+    out = []
+    for ref in refs:
+        try:
+            s = report.linear_input_stats(ref.name)
+        except SysqError:
+            continue
+        if s.get("outlier_tokens") or s.get("massive_channels"):
+            out.append(ref.name)
+    return out

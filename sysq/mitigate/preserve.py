@@ -51,8 +51,11 @@ def apply_to_recipe(recipe, plan: MitigationPlan):
     if c is not None and c.channels:
         r = dataclasses.replace(r, preserve_channels={k: list(v) for k, v in c.channels.items()},
                                 preserve_channels_bits=c.bits)
+    t = plan.token_scales
+    if t is not None and t.linears and r.act is not None and not r.act.dynamic:
+        r = dataclasses.replace(r, dynamic_act=tuple(t.linears))
     ratios = {k[: -len(".act")]: float(v) for k, v in (plan.clip.chosen if plan.clip else {}).items()
-              if k.endswith(".act")}
+              if k.endswith(".act") and k[: -len(".act")] not in r.dynamic_act}
     if ratios and r.act is not None:
         r = dataclasses.replace(r, act_clip_ratios=ratios)
     return r

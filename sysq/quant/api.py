@@ -15,7 +15,6 @@ rounds the weights. quantize() = the three plus the KV cache. convert(model) tur
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections import Counter
@@ -105,10 +104,7 @@ def prepare(model: nn.Module, recipe) -> list[QuantLinear]:
     for ref in _targets(model, r):
         if isinstance(ref.module, QuantLinear):
             raise SysqError(f"{ref.name} is already quantized; load the float model again to re-quantize")
-        act = r.act
-        if act is not None and ref.name in r.act_clip_ratios:
-            act = dataclasses.replace(act, clip_ratio=float(r.act_clip_ratios[ref.name]))
-        ql = QuantLinear(ref.module, r.weight, act, ref.name, r.ragged, r.preserve_channels.get(ref.name),
+        ql = QuantLinear(ref.module, r.weight, r.act_for(ref.name, ref.role), ref.name, r.ragged, r.preserve_channels.get(ref.name),
                          r.preserve_channels_bits)
         ref.replace(ql)
         out.append(ql)
