@@ -15,6 +15,7 @@ rounds the weights. quantize() = the three plus the KV cache. convert(model) tur
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
