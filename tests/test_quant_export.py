@@ -21,6 +21,9 @@ FORMATS = {
     "w4a16-pc": ("pack-quantized", 0.0),
     "w4a16-sym": ("pack-quantized", 0.0),
     "w8a16": ("pack-quantized", 0.0),
+    # FP8 e4m3 (QuantSpec type 'float'): per-channel weight scales, amax / 448 activation scales as sysq computes
+    "w8a8-fp8-static": ("float-quantized", 0.0),
+    "w8a8-fp8": ("float-quantized", 0.0),
 }
 RECIPES = {"w4a16-sym": {"base": "w4a16", "weight": {"symmetric": True, "group_size": 32}, "name": "w4a16-sym"}}
 
@@ -63,12 +66,12 @@ def test_an_engine_plan_travels_in_the_weights(tmp_path):
     plan = sysq.plan(report, "w8a8-static", target="engine")
     assert plan.rotate is not None and not plan.rotate.down and plan.preserve_tokens is None
     sysq.quantize(model, sysq.mitigate(model, plan, IDS, report=report, quiet=True), IDS, quiet=True)
-    assert plan.token_scales.linears == ["model.layers.0.mlp.down_proj"]     # where the planted outlier lands
+    assert plan.token_scales.linears == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
     out = sysq.save(model, tmp_path / "ct", format="compressed-tensors")
     assert (out / "plan.yaml").is_file()
     groups = sysq.quant.export.json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]
     acts = sorted((g["input_activations"]["strategy"], len(g["targets"])) for g in groups.values())
-    assert acts == [("tensor", 13), ("token", 1)]
+    assert acts == [("tensor", 12), ("token", 2)]
     ref, got = _logits(model), _logits(load_with_transformers(out, quiet=True))
     assert float((got - ref).abs().max() / ref.abs().max()) < 0.02
 

@@ -24,7 +24,8 @@ def fake_weight(w: torch.Tensor, spec: QuantSpec | None, ragged: str = "halve") 
     if spec is None:
         return w
     g = effective_group_size(spec, w.shape[1], ragged)
-    return fake_quantize_tensor(w, spec.bits, spec.symmetric, spec.granularity, g, spec.clip_ratio, type=spec.type)
+    return fake_quantize_tensor(w, spec.bits, spec.symmetric, spec.granularity, g, spec.clip_ratio,
+                                float_zero=spec.zero_point == "float", type=spec.type)
 
 
 def fake_act(x: torch.Tensor, spec: QuantSpec | None, static_absmax=None, keep: torch.Tensor | None = None):
@@ -40,8 +41,8 @@ def fake_act(x: torch.Tensor, spec: QuantSpec | None, static_absmax=None, keep: 
             xq = fake_quantize_tensor(x, spec.bits, spec.symmetric, spec.granularity, spec.group_size, type=spec.type)
     else:
         hi = torch.as_tensor(static_absmax, dtype=torch.float32) * spec.clip_ratio
-        scale, zero = qparams_from_range(-hi, hi, spec.bits, spec.symmetric, spec.type)
-        xq = fake_quantize(x, scale, zero, spec.bits, spec.type)
+        scale, zero = qparams_from_range(-hi, hi, spec.bits, spec.symmetric, type=spec.type)
+        xq = fake_quantize(x, scale, zero, spec.bits, type=spec.type)
     if keep is not None:
         xq = torch.where(keep.unsqueeze(-1), x, xq)
     return xq

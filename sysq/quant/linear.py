@@ -7,7 +7,9 @@ Life cycle (driven by sysq.quant.api):
   3. quantize_weight() (round to nearest) or set_quantized_weight(q, scale, zero) (GPTQ): integer codes
      replace the float weight; INT4 codes are stored packed two per byte (also in memory). FP8 specs
      (type 'float') store float8_e4m3fn codes with a per-channel scale, and a per-tensor act_scale when
-     static: the state an FP8 checkpoint holds (weight, weight_scale, input_scale).
+     static: the state an FP8 checkpoint holds (weight, weight_scale, input_scale). w_zero is int8
+     (integer zero points), float32 for weight_spec.zero_point "float" (x_hat = q * scale + zero), absent
+     when symmetric.
 
 Mitigation fields (set them before calibration):
   act_spec.preserve_threshold / preserve_positions   tokens kept in float (and out of static ranges)
@@ -82,6 +84,10 @@ class QuantLinear(nn.Module):
 
     # ---- weights ---------------------------------------------------------------------------------
     @property
+    def float_zero(self) -> bool:
+        return self.weight_spec is not None and self.weight_spec.zero_point == "float"
+
+    @property
     def quantized(self) -> bool:
         return self.qweight is not None or self.weight_spec is None
 
@@ -102,7 +108,7 @@ class QuantLinear(nn.Module):
         if s is None or self.qweight is not None:
             return
         q, scale, zero = quantize_tensor(self._masked(self.weight.data.float()), s.bits, s.symmetric, s.granularity,
-                                         self.group_size, s.clip_ratio, s.mse, s.type)
+                                         self.group_size, s.clip_ratio, s.mse, self.float_zero, s.type)
         self.set_quantized_weight(q, scale, zero)
 
     def set_quantized_weight(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> None:
@@ -119,7 +125,7 @@ class QuantLinear(nn.Module):
         self.packed = s.bits == 4 and self.in_features % 2 == 0
         self.qweight = pack_int4(q) if self.packed else q.to(FP8 if s.type == "float" else torch.int8)
         self.w_scale = scale.float()
-        self.w_zero = None if s.symmetric else zero.to(torch.int8)
+        self.w_zero = None if s.symmetric else zero.float() if self.float_zero else zero.to(torch.int8)
         self.weight = None
         self._wcache = None
 
@@ -128,7 +134,7 @@ class QuantLinear(nn.Module):
 
     def dequantized_weight(self, dtype=torch.float32) -> torch.Tensor:
         zero = self.w_zero.float() if self.w_zero is not None else torch.zeros_like(self.w_scale)
-        w = dequantize_tensor(self.codes(), self.w_scale, zero)
+        w = dequantize_tensor(self.codes(), self.w_scale, zero, float_zero=self.float_zero)
         if self.preserve_channels is not None:
             keep = self.w_keep.float()
             if self.w_keep_scale is not None:
@@ -156,13 +162,13 @@ class QuantLinear(nn.Module):
         xs = self._range_input(x, keep)
         if s.dynamic:
             scale, zero = qparams(xs, s.bits, s.symmetric, s.granularity, self.act_group_size, s.clip_ratio, type=s.type)
-            xq = fake_quantize(rows(x, s.granularity, self.act_group_size).float(), scale, zero, s.bits, s.type)
+            xq = fake_quantize(rows(x, s.granularity, self.act_group_size).float(), scale, zero, s.bits, type=s.type)
             xq = xq.reshape(x.shape).to(x.dtype)
         else:
             if self.act_scale is None:
                 raise SysqError(f"{self.name}: the static activation scale is not calibrated; pass calibration "
                                 "windows to sysq.quantize(model, recipe, calib)")
-            xq = fake_quantize(x.float(), self.act_scale, self.act_zero, s.bits, s.type).to(x.dtype)
+            xq = fake_quantize(x.float(), self.act_scale, self.act_zero, s.bits, type=s.type).to(x.dtype)
         if self.preserve_channels is not None:
             xp = x[..., self.preserve_channels]
             if self.preserve_channels_bits == 8:
@@ -204,7 +210,7 @@ class QuantLinear(nn.Module):
             raise SysqError(f"{self.name}: no calibration tokens reached this linear")
         lo = torch.tensor(o.min if o.min != float("inf") else 0.0) * s.clip_ratio
         hi = torch.tensor(o.max if o.max != float("-inf") else 0.0) * s.clip_ratio
-        self.act_scale, self.act_zero = qparams_from_range(lo, hi, s.bits, s.symmetric, s.type)
+        self.act_scale, self.act_zero = qparams_from_range(lo, hi, s.bits, s.symmetric, type=s.type)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:
@@ -229,7 +235,8 @@ class QuantLinear(nn.Module):
             gran = f"g{g}" if s.granularity == "group" else s.granularity
             if s.type == "float":
                 return f"fp8 e4m3 {gran}"
-            return f"int{s.bits} {'sym' if s.symmetric else 'asym'} {gran}"
+            fz = " float-zero" if s.zero_point == "float" else ""
+            return f"int{s.bits} {'sym' if s.symmetric else 'asym'}{fz} {gran}"
         extra = f", preserve_channels={len(self.preserve_channels)}" if self.preserve_channels is not None else ""
         a = fmt(self.act_spec, self.act_group_size)
         if self.act_spec is not None:
