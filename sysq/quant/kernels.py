@@ -59,14 +59,29 @@ def _probe_int8pack(dev):
                               torch.ones(32, dtype=CPU_WO_DTYPE, device=dev))
 
 
+def _probe_scaled_mm_rowwise(dev):
+    """Fp8Linear's CUDA bf16 call: per-row / per-column fp32 scales inside the matmul, fast accumulation."""
+    a = torch.ones(32, 32, device=dev).to(torch.float8_e4m3fn)
+    y = torch._scaled_mm(a, a.t(), scale_a=torch.full((32, 1), 2.0, device=dev),
+                         scale_b=torch.full((1, 32), 0.5, device=dev), out_dtype=torch.bfloat16, use_fast_accum=True)
+    if not torch.equal(y.float(), torch.full_like(y.float(), 32.0)):
+        raise RuntimeError("rowwise scales were not applied as [M, 1] x [1, N]")
+
+
 def _probe_int4pack(dev):
-    u = torch.full((32, 64), 8, dtype=torch.int32, device=dev)
-    sz = torch.ones(2, 32, 2, device=dev, dtype=torch.bfloat16)
-    packed = _pack_for(dev, u, 2)
-    _int4_mm(torch.ones(1, 64, dtype=torch.bfloat16, device=dev), packed, 32, sz)
+    """Packs known codes and reads them back through the kernel: a torch whose int4 layout differs from the one
+    tinygemm_pack writes (the nibble order changed across versions) is refused here, not run with wrong weights."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.randint(0, 16, (32, 64), generator=g, dtype=torch.int32).to(dev)
+    sz = torch.stack([torch.ones(2, 32), torch.zeros(2, 32)], dim=-1).to(dev, torch.bfloat16)
+    w = _int4_mm(torch.eye(64, dtype=torch.bfloat16, device=dev), _pack_for(dev, u, 2), 32, sz).t()
+    if not torch.equal(w.float(), (u - 8).float()):
+        raise RuntimeError(f"the int4 pack layout of torch {torch.__version__} on {dev} is not the one sysq writes "
+                           "(codes read back differ)")
 
 
-PROBES = {"torch._scaled_mm": _probe_scaled_mm, "torch._int_mm": _probe_int_mm,
+PROBES = {"torch._scaled_mm": _probe_scaled_mm, "torch._scaled_mm rowwise": _probe_scaled_mm_rowwise,
+          "torch._int_mm": _probe_int_mm,
           "torch._weight_int8pack_mm": _probe_int8pack, "int4 pack (tinygemm)": _probe_int4pack}
 FIXES = {
     "torch._scaled_mm": "FP8 matmuls need a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper) or a "
@@ -287,6 +302,10 @@ class Fp8Linear(RealLinear):
                "Fp8Linear needs FP8 per-token (dynamic) or per-tensor activations")
         dev = ql.w_scale.device
         require("torch._scaled_mm", dev)
+        # rowwise scaling (CUTLASS, sm89+/sm90) is what makes FP8 fast; without it the exact path runs
+        self.rowwise = dev.type == "cuda" and _probe("torch._scaled_mm rowwise", str(dev)) is None
+        if dev.type == "cuda" and not self.rowwise:
+            self.kernel += " (no rowwise scaling here: fp32 out, rescaled after)"
         # CUDA: K and N multiples of 16; zero-padded once here (none of the bench's shapes needs it)
         m = 16 if dev.type == "cuda" else 1
         self.k_pad = -(-self.in_features // m) * m
@@ -301,7 +320,7 @@ class Fp8Linear(RealLinear):
         q = quantize_fp8(x2.float(), s)
         if self.k_pad != self.in_features:
             q = _pad_to(q.view(torch.uint8), 1, self.k_pad).view(torch.float8_e4m3fn)
-        if q.is_cuda and x2.dtype == torch.bfloat16:      # rowwise scales inside the matmul, bf16 out
+        if self.rowwise and x2.dtype == torch.bfloat16:   # rowwise scales inside the matmul, bf16 out
             sa = s if s.shape[0] == q.shape[0] else s.expand(q.shape[0], 1).contiguous()
             y = torch._scaled_mm(q, self.qweight.t(), scale_a=sa, scale_b=self.w_scale, out_dtype=torch.bfloat16,
                                  use_fast_accum=self.fast_accum)
