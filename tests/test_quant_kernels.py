@@ -132,6 +132,19 @@ def test_int4_layout_refuses_shapes_the_kernels_cannot_take():
         get_recipe("w4a8+real")
 
 
+def test_an_int4_layout_other_than_the_one_sysq_writes_is_refused_before_it_runs(monkeypatch):
+    """The probe reads packed codes back through the kernel: a torch that packs another way (here: codes
+    mirrored, as a swapped nibble order would read) is refused by name instead of running wrong weights."""
+    real_pack = kernels._pack_for
+    monkeypatch.setattr(kernels, "_pack_for", lambda dev, u, t: real_pack(dev, 15 - u, t))
+    kernels._probe.cache_clear()
+    try:
+        with pytest.raises(SysqError, match="int4 pack layout .* is not the one sysq writes"):
+            quantize(tiny_model("llama"), "w4a16-g32+real", torch.randint(3, VOCAB, (2, 16)), quiet=True)
+    finally:
+        kernels._probe.cache_clear()
+
+
 @pytest.fixture
 def no_scaled_mm(monkeypatch):
     kernels._probe.cache_clear()
