@@ -1,17 +1,21 @@
 """Every real kernel's perplexity against its simulated recipe's, same model, same windows, one run.
 
     flock /tmp/sysq-cpu.lock python scripts/real_ppl.py --out results/kernels/ppl-cpu
-    python scripts/real_ppl.py --device cuda --dtype bfloat16 --out $OUT/ppl      # the GPU kernels
+    flock /tmp/sysq-cpu.lock python scripts/real_ppl.py --method auto --recipes w8a8-static,w8a8-fp8-static ...
+    python scripts/real_ppl.py --device cuda --out $OUT/ppl      # the GPU kernels
 
 For each recipe: the simulated model (backend fake) and RECIPE+real (sysq/quant/kernels.py), both quantized
 from the same float model with the same calibration windows (so the same codes and scales), perplexity on
 WikiText-2 raw test (first --windows windows of --seqlen tokens, BOS prepended); the goal is
-|real / simulated - 1| <= 0.5%. Writes OUT/real_ppl.json and OUT/real_ppl.md.
+|real / simulated - 1| <= 0.5%. --method PLAN first mitigates the float model for each recipe (sysq.plan from
+a detect report on the calibration windows, sysq.mitigate), as a deployment would. Writes OUT/real_ppl.json
+and OUT/real_ppl.md.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import sys
 import time
@@ -25,6 +29,7 @@ import sysq  # noqa: E402
 from evaluation.perplexity import perplexity  # noqa: E402
 from sysq.io import atomic_write_text  # noqa: E402
 from sysq.quant import quantize  # noqa: E402
+from sysq.quant.recipes import real_backend  # noqa: E402
 
 RECIPES = ["w8a16", "w4a16", "w8a8", "w8a8-static", "w8a8-fp8", "w8a8-fp8-static"]
 GOAL = 0.005
@@ -39,6 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--windows", type=int, default=40)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--calib-n", type=int, default=16)
+    p.add_argument("--method", default="none", help="mitigation plan applied before quantizing (auto, ...)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="out/real-ppl")
     p.add_argument("--quiet", action="store_true")
@@ -51,10 +57,10 @@ def main(argv=None) -> int:
     evalw = sysq.windows("wikitext2", tok, n=args.windows, seqlen=args.seqlen)
     calib = sysq.calibration(tok, n=args.calib_n, seqlen=args.seqlen, seed=0)
     settings = dict(model=args.model, device=args.device, dtype=args.dtype, dataset="wikitext2", seqlen=args.seqlen,
-                    windows=args.windows, calib="wikitext2-valid", calib_n=args.calib_n, calib_seed=0,
+                    windows=args.windows, calib="wikitext2-valid", calib_n=args.calib_n, calib_seed=0, method=args.method,
                     threads=torch.get_num_threads(), torch=torch.__version__)
     print("settings:", json.dumps(settings), flush=True)
-    rows = []
+    rows, report = [], None
 
     def ppl(model, label):
         t = time.perf_counter()
@@ -67,9 +73,18 @@ def main(argv=None) -> int:
     for name in [r for r in args.recipes.split(",") if r]:
         row = dict(recipe=name)
         try:
-            sim, real = copy.deepcopy(base), copy.deepcopy(base)
-            quantize(sim, name, calib, quiet=True)
-            s = quantize(real, name + "+real", calib, quiet=True)
+            model, recipe = base, name
+            if args.method != "none":
+                if report is None:
+                    report = sysq.detect(base, calib, tokenizer=tok, attention=False, quiet=True)
+                model = copy.deepcopy(base)
+                plan = sysq.plan(report, name, args.method)
+                recipe = sysq.mitigate(model, plan, calib, quiet=True, report=report)
+                row["plan"] = str(plan)        # what auto chose, as applied
+            sim, real = copy.deepcopy(model), copy.deepcopy(model)
+            quantize(sim, recipe, calib, quiet=True)
+            s = quantize(real, dataclasses.replace(recipe, backend=real_backend(recipe.weight, recipe.act))
+                         if args.method != "none" else name + "+real", calib, quiet=True)
             row["kernels"] = sorted(s.schemes)
             row["sim"], row["sim_s"] = ppl(sim, name)
             del sim
