@@ -3,17 +3,20 @@
     summary = sysq.quantize(model, "w8a8-static", calib)   # in place; returns what was done
     print(summary)
 
-Handlers: "fake" (simulated QuantLinear: RTN or GPTQ weights, static or dynamic activations),
-"int8" (the simulated model turned into torch._int_mm Int8Linear modules), "bnb-int8" / "bnb-nf4" /
-"bnb-fp4" (bitsandbytes modules). KV-cache quantization (recipe.kv) is added after any of them.
+Handlers: "fake" (simulated QuantLinear: RTN or GPTQ weights, static or dynamic activations), the real
+kernels "int8" / "fp8" / "int8-wo" / "int4-wo" (the simulated model, then convert(): each QuantLinear becomes
+the module of sysq/quant/kernels.py that runs its codes), "bnb-int8" / "bnb-nf4" / "bnb-fp4" (bitsandbytes
+modules). KV-cache quantization (recipe.kv) is added after any of them.
 
 For mitigation, the steps are also public: prepare(model, recipe) wraps the linears (set
 QuantLinear fields now), calibrate(model, calib) fixes static activation scales, quantize_weights(...)
-rounds the weights. quantize() = the three plus the KV cache.
+rounds the weights. quantize() = the three plus the KV cache. convert(model) turns a simulated model
+(e.g. one loaded from a sysq folder) into real-kernel modules that hold only the deployed weights.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -25,13 +28,14 @@ from torch import nn
 from ..arch import get_adapter
 from ..errors import SysqError
 from ..sequential import choose_pipeline
-from .backends import Int8Linear, bnb_linear
+from .backends import bnb_linear
 from .gptq import gptq_model
+from .kernels import MODULES, RealLinear
 from .kv import add_kv_quant
 from .learn import LearnConfig, learn_model
 from .linear import QuantLinear
 from .observers import run_model
-from .recipes import Recipe, get_recipe
+from .recipes import REAL_BACKENDS, Recipe, get_recipe, real_backend
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +90,8 @@ def _targets(model, r: Recipe):
 def scheme_of(module: nn.Module) -> str:
     if isinstance(module, QuantLinear):
         return module.extra_repr().split(" ", 1)[1].split(", ", 2)[2]
-    if isinstance(module, Int8Linear):
-        return module.extra_repr().split(", ", 2)[2]
+    if isinstance(module, RealLinear):
+        return module.scheme()
     return type(module).__name__
 
 
@@ -193,10 +197,60 @@ def _fake(model, r: Recipe, calib, quiet: bool, path=None) -> dict | None:
     return settings
 
 
-def _int8(model, r: Recipe, calib, quiet: bool, path=None) -> dict | None:
+def convert(model: nn.Module, backend: str | None = None) -> int:
+    """Replace every quantized QuantLinear by the real-kernel module that runs its codes (sysq/quant/kernels.py),
+    built on the device the model is on; returns how many. backend: one of REAL_BACKENDS, or None for the
+    kernel that fits each linear's quantizers. The float copy (the simulation's cache) goes with the twin."""
+    if backend is not None and backend not in REAL_BACKENDS:
+        raise SysqError(f"backend {backend!r} is not a real kernel; allowed: {', '.join(REAL_BACKENDS)}")
+    adapter = get_adapter(model)
+    n = 0
+    for ref in adapter.linear_refs() + [adapter.lm_head_ref()]:
+        q = ref.module
+        if not isinstance(q, QuantLinear):
+            continue
+        if not q.quantized:
+            raise SysqError(f"{ref.name} is wrapped but not quantized; finish sysq.quantize before convert")
+        ref.replace(MODULES[backend or real_backend(q.weight_spec, q.act_spec)](q))
+        n += 1
+    if n == 0:
+        raise SysqError("convert found no quantized linears: quantize the model first, e.g. "
+                        "sysq.quantize(model, 'w4a16', calib) or load a sysq folder")
+    own_memory(model)
+    r = getattr(model, "_sysq_recipe", None)
+    if r is not None and r.backend == "fake" and r.weight is not None:
+        object.__setattr__(model, "_sysq_recipe", dataclasses.replace(r, backend=backend or real_backend(r.weight,
+                                                                                                         r.act)))
+    return n
+
+
+@torch.no_grad()
+def own_memory(model: nn.Module) -> None:
+    """Copy the float tensors left outside the real modules (embeddings, norms, lm_head) into memory of their own.
+    transformers loads safetensors checkpoints as views of the memory-mapped file; while one view lives, the
+    whole mapping stays, with every float weight page quantization read resident. After this the process holds
+    what model_bytes reports plus its working memory (tied tensors stay tied)."""
+    copies = {}
+    for m in model.modules():
+        if isinstance(m, RealLinear):
+            continue
+        for store in (m._parameters, m._buffers):
+            for k, t in store.items():
+                if t is None or not t.is_floating_point() or t.device.type != "cpu":
+                    continue
+                key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+                if key not in copies:
+                    copies[key] = t.data.clone()
+                if isinstance(t, nn.Parameter):
+                    if t.data.data_ptr() != copies[key].data_ptr():
+                        t.data = copies[key]
+                else:
+                    store[k] = copies[key]
+
+
+def _real(model, r: Recipe, calib, quiet: bool, path=None) -> dict | None:
     settings = _fake(model, r, calib, quiet, path)
-    for ref in _targets(model, r):
-        ref.replace(Int8Linear(ref.module))
+    convert(model, r.backend)
     return settings
 
 
@@ -210,7 +264,8 @@ def _bnb(kind: str):
     return handler
 
 
-HANDLERS = {"fake": _fake, "int8": _int8, "bnb-int8": _bnb("int8"), "bnb-nf4": _bnb("nf4"), "bnb-fp4": _bnb("fp4")}
+HANDLERS = {"fake": _fake, **{b: _real for b in REAL_BACKENDS},
+            "bnb-int8": _bnb("int8"), "bnb-nf4": _bnb("nf4"), "bnb-fp4": _bnb("fp4")}
 
 
 def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False, pipeline: str = "auto",

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..arch import get_adapter
 from .linear import QuantLinear
-from .math import dequantize, qparams, quantize
+from .math import FP8, dequantize, qparams, quantize
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,14 @@ log = logging.getLogger(__name__)
 def _group_params(w: torch.Tensor, spec, group_size):
     """Per-row (scale, zero) [out, 1] for a slice of columns."""
     fz = spec.zero_point == "float"
-    return qparams(w, spec.bits, spec.symmetric, "channel", None, spec.clip_ratio, spec.mse, fz)
+    return qparams(w, spec.bits, spec.symmetric, "channel", None, spec.clip_ratio, spec.mse, fz, spec.type)
 
 
 @torch.no_grad()
 def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int | None = None,
                   block_size: int = 128, damp: float = 0.01, act_order: bool = False):
-    """Codes [out, in] int8, scale and zero [out, groups] of `weight` [out, in] given Hessian H [in, in]."""
+    """Codes [out, in] (int8, or float8_e4m3fn for FP8 specs), scale and zero [out, groups] of `weight` [out, in]
+    given Hessian H [in, in]."""
     W = weight.detach().clone().float()
     H = H.clone().float()
     out_f, in_f = W.shape
@@ -49,7 +50,7 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int |
     scales = torch.zeros(out_f, n_groups, device=dev)
     zeros = torch.zeros(out_f, n_groups, device=dev)
     if gran == "tensor":
-        s, z = qparams(W, spec.bits, spec.symmetric, "tensor", None, spec.clip_ratio, spec.mse, fz)
+        s, z = qparams(W, spec.bits, spec.symmetric, "tensor", None, spec.clip_ratio, spec.mse, fz, spec.type)
         scales[:], zeros[:] = s.reshape(()), z.reshape(())
     elif gran == "channel" or act_order:     # fixed qparams: per row, or static groups from the original W
         for j in range(n_groups):
@@ -66,7 +67,7 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int |
     L = torch.linalg.cholesky(H)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
 
-    Q = torch.zeros(out_f, in_f, dtype=torch.int8, device=dev)
+    Q = torch.zeros(out_f, in_f, dtype=FP8 if spec.type == "float" else torch.int8, device=dev)
     order = perm.tolist()                     # on the host: reading perm[col] on a GPU would wait per column
     for i1 in range(0, in_f, block_size):
         i2 = min(i1 + block_size, in_f)
@@ -82,7 +83,7 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int |
                 scales[:, grp:grp + 1], zeros[:, grp:grp + 1] = _group_params(sl, spec, g)
             s, z = scales[:, grp:grp + 1], zeros[:, grp:grp + 1]
             w = W1[:, i:i + 1]
-            q = quantize(w, s, z, spec.bits, fz)
+            q = quantize(w, s, z, spec.bits, fz, spec.type)
             Q[:, col] = q[:, 0]
             err = (w - dequantize(q, s, z, fz)) / Hinv1[i, i]
             W1[:, i:] -= err @ Hinv1[i:i + 1, i:]
