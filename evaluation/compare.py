@@ -566,10 +566,16 @@ def chart_png(rows: list[Row], settings: GridSettings) -> bytes:
 def write_outputs(out: Path, rows: list[Row], settings: GridSettings, fp_key: str) -> None:
     """results.json / results.csv / results.md / results.png, each replaced atomically."""
     rows = _with_ratios(rows, fp_key)
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(p):                  # a machine without one (a bare GPU box) still gets its results written
+        try:
+            return version(p)
+        except PackageNotFoundError:
+            return None
     meta = {"settings": settings.to_dict(),
-            "versions": {p: version(p) for p in ("torch", "transformers", "lm_eval", "bitsandbytes",
-                                                 "optimum-quanto")},
+            "versions": {p: installed(p) for p in ("torch", "transformers", "lm_eval", "bitsandbytes",
+                                                   "optimum-quanto")},
             "rows": [r.to_dict() for r in rows]}
     atomic_write_text(out / "results.json", json.dumps(meta, indent=1, default=str) + "\n")
     atomic_write_text(out / "results.csv", csv_text(rows, settings))
