@@ -10,6 +10,7 @@ import torch
 from sysq.arch import get_adapter
 from sysq.detect import detect
 from sysq.explain import AnchorBias, ExplainReport, explain
+from sysq.explain.bias import quantize_under_bias
 from sysq.explain.ablate import ablated
 from sysq.explain.trace import Trace
 from sysq.detect.thresholds import Thresholds
@@ -39,6 +40,8 @@ def test_ablating_the_planted_column_kills_the_channel_and_the_control_does_not(
         assert rows[i]["massive_control"] == 4
     assert a["removed"] and a["control_keeps"]
     assert "the massive activation is gone and the control keeps it" in ex.headline[0]
+    b = ex.ablation["ablate-anchors"]                 # the columns removed at the outlier token only: the same
+    assert b["removed"] and b["control_keeps"] and b["control_columns"] == a["control_columns"]
     # the unmodified model's outlier token is BOS alone; the anchor bias removes the massive activation
     assert ex.anchors["tokens"] == 4
     assert ex.bias["massive_tokens"] == {"base": 4 * (DIES - BORN), "bias": 0}
@@ -69,6 +72,23 @@ def test_bias_injection_reproduces_the_prefix_model_exactly():
     assert (bias - ref).abs().max() < 1e-5
     with pytest.raises(Exception, match="start with its anchor token"):
         AnchorBias(model, [BOS])(x[:, 1:])
+
+
+def test_static_int8_under_the_bias_beats_plain_static_int8():
+    """The planted outlier sets the down_proj input's static scale; under the bias the quantizer never sees it."""
+    import copy
+    from sysq.quant.api import quantize
+    model, calib, x = planted(), ids(n=4, T=24, seed=1), ids(n=4, T=24, seed=2)
+    with torch.no_grad():
+        ref = model(input_ids=x).logits
+        plain = copy.deepcopy(model)
+        quantize(plain, "w8a8-static", calib, quiet=True)
+        e_plain = (plain(input_ids=x).logits - ref).pow(2).mean()
+        e_bias = (quantize_under_bias(copy.deepcopy(model), "w8a8-static", calib, [BOS], model, quiet=True)(x).logits - ref
+                  ).pow(2).mean()
+    assert e_bias < e_plain / 4, (float(e_bias), float(e_plain))
+    with pytest.raises(Exception, match="KV cache"):
+        quantize_under_bias(copy.deepcopy(model), "w4a4+kv4", calib, [BOS], model)
 
 
 def test_explain_runs_on_every_family_and_says_no_dominant_outlier(tmp_path):
@@ -102,7 +122,7 @@ def test_cli_explain_on_a_tiny_folder(tmp_path, tiny_tokenizer, capsys):
     rc = main(["explain", "--model", str(folder), "--data", str(text), "--n", "2", "--seqlen", "16", "--out", str(out),
                "--quiet", "--no-plots"])
     printed = capsys.readouterr().out
-    assert rc == 0 and "Weight -> activation (ablate)" in printed and (out / "report.md").exists()
+    assert rc == 0 and "Weight -> activation (ablate: zero down_proj columns [10]" in printed and (out / "report.md").exists()
     assert json.loads((out / "report.json").read_text())["targets"]["massive_columns"] == [K]
     rc = main(["explain", "--model", str(folder), "--data", str(text), "--report", str(tmp_path / "none"),
                "--out", str(tmp_path / "ex2"), "--quiet"])

@@ -25,7 +25,7 @@ from ..detect import _as_ids, detect
 from ..detect.attention import eager_attention
 from ..detect.thresholds import Thresholds
 from ..errors import SysqError
-from .ablate import MODES, ablated, ablation_summary
+from .ablate import MODES, ablated, ablated_at, ablation_summary
 from .bias import AnchorBias, bias_summary
 from .influence import influence_summary, masked_keys, random_keys
 from .report import ExplainReport
@@ -36,7 +36,7 @@ from .updates import update_summary
 
 log = logging.getLogger(__name__)
 
-UPDATE_RUNS = ("baseline", "ablate", "clamp", "bias")     # runs whose minimal-update statistics are kept
+UPDATE_RUNS = ("baseline", "ablate", "ablate-anchors", "clamp", "bias")     # runs whose minimal-update statistics are kept
 
 __all__ = ["explain", "ExplainReport", "AnchorBias", "Targets", "choose_targets"]
 
@@ -102,6 +102,11 @@ def _interventions(ad, t: Targets, mode: str, seed: int) -> dict:
                          f"channel {t.channel} first becomes massive)")
         out["ablate-control"] = (lambda a: ablated(ad, t.massive_layer, t.controls["ablate"], mode),
                                  f"{mode} random down_proj columns {t.controls['ablate']} of layer {t.massive_layer}")
+        out["ablate-anchors"] = (lambda a: ablated_at(ad, t.massive_layer, t.massive_columns, a),
+                                 f"zero the inputs of those columns at the outlier tokens only (layer {t.massive_layer})")
+        out["ablate-anchors-control"] = (lambda a: ablated_at(ad, t.massive_layer, t.controls["ablate"], a),
+                                         f"zero the inputs of the random columns {t.controls['ablate']} at the "
+                                         "outlier tokens only")
     if "ablate-born" in t.controls:
         out["ablate-born"] = (lambda a: ablated(ad, t.born_layer, t.born_columns, mode),
                               f"{mode} down_proj columns {t.born_columns} of layer {t.born_layer} (builders where "
@@ -167,11 +172,12 @@ def _report(model, report, settings, th, t, mode, runs, interventions, bias_mode
             seconds) -> ExplainReport:
     ad = get_adapter(model)
     ablation = {}
-    for name, layer, cols in (("ablate", t.massive_layer, t.massive_columns), ("ablate-born", t.born_layer, t.born_columns)):
+    for name, layer, cols, ctl in (("ablate", t.massive_layer, t.massive_columns, "ablate"),
+                                   ("ablate-anchors", t.massive_layer, t.massive_columns, "ablate"),
+                                   ("ablate-born", t.born_layer, t.born_columns, "ablate-born")):
         if name in interventions:
-            ablation[name] = ablation_summary(runs, layer, cols, t.controls[name], 0, name=name)
-    sink_runs = ["baseline"] + [n for n in ("ablate", "ablate-control", "ablate-born", "ablate-born-control", "clamp",
-                                             "clamp-control") if n in runs]
+            ablation[name] = ablation_summary(runs, layer, cols, t.controls[ctl], 0, name=name)
+    sink_runs = ["baseline"] + [n for n in interventions if not n.startswith("mask-keys")]
     names = list(interventions) + (["bias"] if "bias" in runs else [])
     ex = ExplainReport(
         model=report.model | {"name": report.model.get("name")}, data=settings, thresholds=th.to_dict(),

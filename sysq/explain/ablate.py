@@ -1,5 +1,7 @@
 """Weight -> activation: remove the down_proj weight outliers that build the dominant channel and follow the
 channel through every later layer, against the same number of random columns of the same layer (the control).
+Removed from every token (the weights), or only at the outlier tokens (the columns' inputs there), which keeps
+the columns' ordinary work and so isolates what flows from the outlier tokens to the others.
 
 Modes: "zero" zeroes the columns; "shrink" clips each column to the layer's typical column size (the median over
 its columns of max |W[:, k]|), which leaves ordinary entries alone and cuts only the outlier weights."""
@@ -30,6 +32,25 @@ def ablated(ad, layer: int, columns: list[int], mode: str = "zero"):
         yield
     finally:
         w[:, columns] = old
+
+
+@contextlib.contextmanager
+def ablated_at(ad, layer: int, columns: list[int], anchors: torch.Tensor):
+    """The columns' inputs zeroed at the anchor tokens [B, T] only: the massive write goes where it is made, every
+    other token keeps the columns (so what changes elsewhere arrives through attention to the anchors)."""
+    cols = torch.tensor(columns)
+
+    def hook(mod, args):
+        x = args[0]
+        a = anchors.to(x.device).reshape(x.shape[:-1])          # OPT feeds [B*T, C]
+        x = x.clone()
+        x[..., cols] = x[..., cols].masked_fill(a[..., None], 0)
+        return (x, *args[1:])
+    handle = ad.down(layer).register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def ablation_summary(runs: dict, layer: int, columns: list[int], control: list[int], channel_index: int = 0,

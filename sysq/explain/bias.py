@@ -66,3 +66,21 @@ def bias_summary(runs: dict, max_logit_diff: float, logit_scale: float, prefix: 
                         "massive_base": int(b.massive[i]), "massive_bias": int(r.massive[i]),
                         "threshold_base": float(b.thresh[i] / max(b.windows, 1)),
                         "threshold_bias": float(r.thresh[i] / max(r.windows, 1))} for i in range(b.L)]}
+
+
+def quantize_under_bias(model: nn.Module, recipe, calib, prefix_ids, float_model: nn.Module,
+                        quiet: bool = False) -> AnchorBias:
+    """sysq.quantize's steps on `model` (in place) with the calibration run through the anchor bias, so the static
+    activation ranges never see the anchor token; the prefix keys/values come from `float_model` (the same model
+    unquantized, after any mitigation). Returns the AnchorBias wrapper to evaluate or run."""
+    from ..quant.api import calibrate, prepare, quantize_weights
+    from ..quant.recipes import get_recipe
+    r = get_recipe(recipe)
+    if r.kv is not None:
+        raise SysqError(f"recipe {r.name!r} quantizes the KV cache; the anchor bias keeps its prefix keys/values in "
+                        "float and is not built for KV-cache recipes: use a recipe without kv")
+    prepare(model, r)
+    wrapped = AnchorBias(model, prefix_ids, float_model=float_model)
+    calibrate(wrapped, calib, quiet=quiet)
+    quantize_weights(model, r, calib, quiet=quiet)
+    return wrapped

@@ -53,7 +53,7 @@ def _ablation(ex, title, folder, names):
             ax.plot(x, [max(r[f"channel_{key}"], 1e-3) for r in rows], style, ms=3, label=label)
         ax.plot(x, [r["threshold_base"] for r in rows], ":", color="k", label="massive threshold (mean)")
         ax.axvline(a["layer"], color="grey", lw=0.8)
-        _axes(ax, f"max |h[{ex.targets['channel']}]|", log=True, title=f"{name}: {ex.mode} columns of layer {a['layer']}")
+        _axes(ax, f"max |h[{ex.targets['channel']}]|", log=True, title=f"{name}: layer {a['layer']}")
     fig.suptitle(f"{title}: weight -> activation")
     _save(fig, folder, "ablation.png", names)
 

@@ -89,12 +89,12 @@ class ExplainReport:
             verdict = ("the massive activation is gone and the control keeps it" if a["removed"] and a["control_keeps"]
                        else "the massive activation is gone, but so it is under the control" if a["removed"]
                        else "the massive activation survives")
-            out.append(f"Weight -> activation ({name}): {self.mode} columns {a['columns']} of layer {a['layer']}'s "
-                       f"down_proj: massive tokens after layer {a['layer']} {m['base']} -> {m['ablated']} (channel "
+            out.append(f"Weight -> activation ({name}: {self.runs[name]}): massive tokens after layer {a['layer']} "
+                       f"{m['base']} -> {m['ablated']} (channel "
                        f"{t['channel']} max {c['base']:.4g} -> {c['ablated']:.4g}); random columns "
                        f"{a['control_columns']}: {m['control']} ({c['control']:.4g}): {verdict}.")
         runs = self.sinks["runs"]
-        for name in ("ablate", "clamp"):
+        for name in ("ablate", "ablate-anchors", "clamp"):
             if name in runs:
                 b, r, ctl = runs["baseline"], runs[name], runs.get(f"{name}-control")
                 out.append(f"Activation -> attention ({name}): attention mass on the outlier tokens {b['mean_mass']:.3f}"
