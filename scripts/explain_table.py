@@ -14,7 +14,7 @@ Rows (w8a8-static: INT8 weights per channel, INT8 activations per tensor with st
                         quantized model never sees BOS; nothing else changes
   auto                  sysq.plan(report, 'w8a8-static') -> sysq.mitigate -> sysq.quantize (rotate + smooth +
                         preserve-tokens)
-  auto, bias for tokens the same rotate + smooth, with the run-time token rule replaced by the anchor bias
+  auto-bias             the same rotate + smooth, with the run-time token rule replaced by the anchor bias
 
 Fair comparison: every row is evaluated on the same windows (WikiText-2 raw test, first N x seqlen, BOS prepended)
 by evaluation/perplexity.py, over the same predicted tokens. The bias rows take the full windows too: the wrapper
@@ -50,7 +50,7 @@ from sysq.io import atomic_write_text  # noqa: E402
 from sysq.quant.api import quant_linears  # noqa: E402
 
 RECIPE = "w8a8-static"
-ROWS = ["fp", "fp+bias", "none", "preserve-tokens", "bias", "auto", "auto, bias for tokens"]
+ROWS = ["fp", "fp+bias", "none", "preserve-tokens", "bias", "auto", "auto-bias"]
 log = logging.getLogger("explain_table")
 
 
@@ -124,7 +124,7 @@ def main() -> int:
         res = {"cells": {}}
     res["settings"] = settings | {"commit": commit}
     res["rows"] = {"fp+bias": "BOS as fixed float prefix keys/values", "bias": "static INT8 calibrated and run "
-                   "through the anchor bias", "auto, bias for tokens": "auto's rotate + smooth, BOS by the anchor "
+                   "through the anchor bias", "auto-bias": "auto's rotate + smooth, BOS by the anchor "
                    "bias instead of the run-time token rule"}
 
     base, tok = sysq.load(args.model, device=args.device)
@@ -139,7 +139,7 @@ def main() -> int:
     mitigated = {}
 
     def auto_float():
-        """The auto plan's float transforms, applied once (rows auto and 'auto, bias for tokens' share them)."""
+        """The auto plan's float transforms, applied once (rows auto and auto-bias share them)."""
         if not mitigated:
             m = copy.deepcopy(base)
             p = sysq.plan(report, RECIPE)
