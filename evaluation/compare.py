@@ -7,6 +7,7 @@ A configuration is a name:
   RECIPE                   a sysq recipe (w8a8, w8a8-static, w4a16-g128, w8a8+kv4, bnb-int8, bnb-nf4, a YAML)
   RECIPE@PLAN              a mitigation plan first (auto, smooth, smooth+preserve-tokens, ...), then RECIPE
   quanto-w8a8 | quanto-w4  optimum-quanto (evaluation/baselines.py)
+  llmc-*                   llm-compressor in its own venv (evaluation/peers.py; LLMCOMPRESSOR lists them)
 Handlers are a small registry (`HANDLERS`, `register`), so a new peer library is one function.
 
 Each row: perplexity (and its ratio to the FP row of the same run), acc / acc_norm with stderr per task,
@@ -74,6 +75,7 @@ class GridContext:
     detect_windows: int = 4
     quiet: bool = False
     task_dir: Path | None = None
+    out: Path | None = None              # the grid's output folder (peer checkpoints go under OUT/peers/)
     _calib: object = None
     _report: object = None
 
@@ -107,6 +109,38 @@ for _name in baselines.QUANTO:
     register(_name)(_quanto)
 
 
+LLMCOMPRESSOR = {
+    # grid name: (llm-compressor scheme in evaluation/peer_scripts/llmcompressor_quantize.py, group size)
+    "llmc-sq-gptq-w8a8-static": ("sq-gptq-w8a8-static", None),
+    "llmc-sq-gptq-w8a8": ("sq-gptq-w8a8", None),
+    "llmc-gptq-w8a8-static": ("gptq-w8a8-static", None),
+    "llmc-gptq-w4a16-g64": ("gptq-w4a16", 64),
+    "llmc-awq-w4a16-g64": ("awq-w4a16", 64),
+}
+
+
+def _llmcompressor(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
+    """llm-compressor's own quantizer (its venv), on this grid's calibration windows; the compressed-tensors folder
+    it writes is loaded back with plain transformers and replaces the row's model."""
+    from sysq.quant.export import load_with_transformers
+
+    from .peers import local_folder, run_peer
+
+    scheme, group = LLMCOMPRESSOR[cfg.recipe]
+    out = Path(ctx.out or "out/grid") / "peers" / cfg.name
+    spec = {"model": str(local_folder(model)), "scheme": scheme, "group_size": group}
+    info = run_peer("llmcompressor", "llmcompressor_quantize.py", spec, ctx.calib(tokenizer).ids, out, ctx.quiet)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    bits = {"weight": 4 if "w4" in scheme else 8, "act": 32 if "a16" in scheme else 8}
+    return {**info, "bits": bits, "checkpoint": str(out),
+            "model": load_with_transformers(out, dtype=dtype, device=device, quiet=ctx.quiet)}
+
+
+for _name in LLMCOMPRESSOR:
+    register(_name)(_llmcompressor)
+
+
 def _recipe_bits(r) -> dict:
     bits = {"weight": r.weight.bits if r.weight else 32, "act": r.act.bits if r.act else 32}
     if r.backend == "bnb-int8":
@@ -131,14 +165,13 @@ def _sysq_recipe(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
         info["quant"] = quantize(model, r, calib, quiet=ctx.quiet).to_dict()
         return info
     try:
-        from sysq.mitigate.api import mitigate, plan, quantize_planned
+        from sysq.mitigate.api import mitigate, plan
     except ImportError as e:
         raise SysqError(f"configuration {cfg.name!r} names plan {cfg.plan!r} but sysq.mitigate is unavailable "
                         f"({e}); drop '@{cfg.plan}' or install the mitigation module") from e
     report = ctx.report(model, tokenizer) if cfg.plan == "auto" else None
     p = plan(report, cfg.recipe, method=cfg.plan)
-    planned = mitigate(model, p, calib, quiet=ctx.quiet, report=report)
-    quantize_planned(model, p, calib, quiet=ctx.quiet, recipe=planned)
+    quantize(model, mitigate(model, p, calib, quiet=ctx.quiet, report=report), calib, quiet=ctx.quiet)
     info["plan"] = p.to_dict() if hasattr(p, "to_dict") else str(p)
     if report is not None:
         info["outliers"] = report.summary
@@ -228,6 +261,8 @@ def compute_row(cfg: Config, settings: GridSettings, ctx: GridContext, loader: C
     model, tok = loader()
     handler = handler_for(cfg)
     row.info = handler(model, tok, cfg, ctx) or {}
+    if "model" in row.info:                 # a peer that wrote its own checkpoint: measure what it loaded
+        model = row.info.pop("model")
     row.seconds["quantize"] = round(time.perf_counter() - t0, 2)
     row.weight_bytes = baselines.weight_bytes(model)
     row.modules = baselines.linear_modules(model)
@@ -269,6 +304,7 @@ def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "o
             return load(settings.model, dtype=settings.dtype, device=settings.device)
 
     ctx = GridContext(settings.calib_n, settings.calib_seqlen, settings.calib_seed, settings.detect_n, quiet=quiet)
+    ctx.out = out
     ctx.task_dir = harness.write_tasks(out / "tasks", [t for t in settings.tasks if t in harness.LOCAL_TASKS])
     rows: list[Row] = []
     windows = None

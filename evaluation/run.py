@@ -55,7 +55,7 @@ def run(s: RunSettings) -> dict:
     import sysq
     from sysq import data
     from sysq.detect import detect
-    from sysq.mitigate.api import mitigate, plan, quantize_planned
+    from sysq.mitigate.api import mitigate, plan
 
     t_start = time.perf_counter()
     out = Path(s.out)
@@ -93,8 +93,7 @@ def run(s: RunSettings) -> dict:
     print(f"\n== 4. {s.recipe}, auto plan from the report")
     auto = model  # the FP model is no longer needed
     p = plan(report, s.recipe, "auto")
-    mitigate(auto, p, calib, quiet=s.quiet, report=report)
-    quantize_planned(auto, p, calib, quiet=s.quiet)
+    sysq.quantize(auto, mitigate(auto, p, calib, quiet=s.quiet, report=report), calib, quiet=s.quiet)
     print(p)
     evaluate(f"{s.recipe} auto", auto, s.recipe)
     p.save(out / "plan.yaml")

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sysq  # noqa: E402
 from evaluation.perplexity import perplexity  # noqa: E402
 from sysq.detect import OutlierReport, detect  # noqa: E402
-from sysq.mitigate.api import mitigate, plan, quantize_planned  # noqa: E402
+from sysq.mitigate.api import mitigate, plan  # noqa: E402
 from sysq.quant.api import quantize  # noqa: E402
 
 # w4a16-pc (per-channel INT4 weights, no activation quantizer) is w4a8's weight half: evidence for where w4a8 loses
@@ -197,8 +197,7 @@ def main() -> int:
         def fn():
             m = copy.deepcopy(base)
             p = plan(report, row, col)
-            mitigate(m, p, cal, quiet=args.quiet, report=report)
-            quantize_planned(m, p, cal, quiet=args.quiet)
+            sysq.quantize(m, mitigate(m, p, cal, quiet=args.quiet, report=report), cal, quiet=args.quiet)
             info = {"plan": str(p), **static_ranges(m)}
             if p.smooth:
                 info["smoothed_mappings"] = len(p.smooth.chosen)

@@ -1,29 +1,19 @@
-"""Quantize a model with a sysq recipe (same arguments as `sysq quantize`).
+"""Quantize a model around its outliers (same arguments and behaviour as `sysq quantize`: it is that command).
 
-    python scripts/quantize.py --model smollm2-135m --recipe w8a8-static --calib wikitext2-valid --n 32 \
-        --seqlen 512 --out out/w8a8-static
+    python scripts/quantize.py --model smollm2-135m --recipe w8a8-static --out out/w8a8-static
+    python scripts/quantize.py --recipe w8a8-static --mitigate none --out out/naive
+    python scripts/quantize.py --recipe w4a16 --format compressed-tensors --out out/w4a16-ct
 """
-import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sysq.errors import SysqError  # noqa: E402
-from sysq.quant import command  # noqa: E402
+from sysq.cli import main as cli_main  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    command.add_arguments(p)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return command.run(args)
-    except SysqError as e:
-        print(f"quantize: error: {e}", file=sys.stderr)
-        return 2
+    return cli_main(["quantize", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -146,8 +146,8 @@ def cmd_explain(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from .quant import command
-    return command.run(args)
+    from .commands import quantize
+    return quantize.run(args)
 
 
 def cmd_eval(args) -> int:
@@ -217,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/explain", help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("quantize", help="quantize a model with a recipe; perplexity before/after; optional save")
-    from .quant.command import add_arguments as _quantize_arguments
+    p = sub.add_parser("quantize", help="detect -> plan -> mitigate -> quantize (or --mitigate none); perplexity "
+                                        "before/after; save as sysq or compressed-tensors")
+    from .commands.quantize import add_arguments as _quantize_arguments
     _quantize_arguments(p)
     p.set_defaults(func=cmd_quantize)
 

@@ -64,13 +64,16 @@ def load(spec: str = DEFAULT_MODEL, dtype="float32", device: str | None = None):
     """
     dtype = parse_dtype(dtype)
     spec = str(spec)
+    source = None                         # the local float folder behind the model (peer tools load it)
     if spec in ALIASES:
-        model, tok = _load_folder(_cached_alias(spec), dtype)
+        source = _cached_alias(spec)
+        model, tok = _load_folder(source, dtype)
         model.config.name_or_path = spec  # reports and plots name the alias, not the cache folder
     else:
         path = Path(spec).expanduser()
         if path.is_dir():
             model, tok = _load_folder(path, dtype)
+            source = path
         elif path.is_file() and path.suffix == ".gguf":
             model, tok = _load_gguf(path, dtype)
         elif path.exists():
@@ -81,6 +84,7 @@ def load(spec: str = DEFAULT_MODEL, dtype="float32", device: str | None = None):
                                 f"an alias ({', '.join(ALIASES)}) or a hub id like 'org/name'")
         else:
             model, tok = _load_hub(spec, dtype)
+    object.__setattr__(model, "_sysq_source", str(source) if source is not None else None)
     get_adapter(model)  # fail early, with the list of known families, for architectures sysq can't handle
     if device:
         model.to(device)

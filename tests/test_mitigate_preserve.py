@@ -5,12 +5,14 @@ import copy
 import torch
 
 from sysq.arch import get_adapter
-from sysq.mitigate.api import mitigate, plan, quantize_planned
+import sysq
+from sysq.mitigate.api import mitigate, plan
 from sysq.mitigate.plan import PreserveTokens
 from sysq.mitigate.preserve import PrefixModel
 from sysq.quant.api import calibrate, prepare, quantize_weights
 
 from mitigate_tiny import logits, tiny, tokens
+from tiny_models import plant_bos_outlier
 
 BOS, CH, J = 1, 5, 7
 
@@ -18,20 +20,7 @@ BOS, CH, J = 1, 5, 7
 def planted():
     """Token 0 (BOS) gets a residual direction no other token has; gate/up row J reads it, so the down_proj
     input of layer 0 has a value ~1e3-1e4 at (token 0, channel J); W_down[:, J] is tiny so it stays benign."""
-    model = tiny("llama")
-    ad = get_adapter(model)
-    with torch.no_grad():
-        emb = ad.embeddings()[0].weight
-        emb[:, CH] = 0.0
-        emb[BOS, CH] = 50.0
-        lin = ad.linears(0)
-        lin["o"].weight[CH].zero_()            # attention does not write the planted direction either
-        lin["gate"].weight[J].zero_()
-        lin["up"].weight[J].zero_()
-        lin["gate"].weight[J, CH] = 10.0
-        lin["up"].weight[J, CH] = 10.0
-        lin["down"].weight[:, J] *= 1e-3
-    return model
+    return plant_bos_outlier(tiny("llama"), BOS, CH, J, quiet_attention=True)
 
 
 def batch():
@@ -49,8 +38,7 @@ def quantized(model, method, ids, **pt):
     p = plan(None, "w8a8-static", method)
     if pt and p.preserve_tokens is not None:
         p.preserve_tokens = PreserveTokens(**pt)
-    mitigate(m, p, ids, quiet=True)
-    quantize_planned(m, p, ids, quiet=True)
+    sysq.quantize(m, mitigate(m, p, ids, quiet=True), ids, quiet=True)
     return m
 
 

@@ -134,29 +134,6 @@ def test_real_smollm2_static_per_tensor_scales_break_where_per_token_ones_hold(s
     assert err["w8a8"] < err["w8a8-static"], err
 
 
-@pytest.mark.parametrize("recipe", ["w8a8-static", "w8a8"])
-def test_compressed_tensors_export_loads_in_plain_transformers(recipe, tmp_path):
-    pytest.importorskip("compressed_tensors")
-    from transformers import AutoModelForCausalLM
-
-    from sysq.quant.io import export_compressed_tensors
-    model = tiny_model("llama", tie_word_embeddings=recipe == "w8a8-static")
-    ids = torch.randint(3, VOCAB, (2, 16))
-    quantize(model, recipe, calib=ids, quiet=True)
-    export_compressed_tensors(model, tmp_path / "ct")
-    again = AutoModelForCausalLM.from_pretrained(tmp_path / "ct")
-    with torch.no_grad():
-        ref, out = model(ids).logits, again(ids).logits
-    if recipe == "w8a8-static":
-        assert torch.equal(out, ref)           # same codes, same scales, same static input scale
-    else:                                      # their per-token scale is amax / 127.5
-        assert float((out - ref).norm() / ref.norm()) < 0.01
-    with pytest.raises(SysqError, match="W8A8"):
-        m4 = tiny_model("llama")
-        quantize(m4, "w4a16", quiet=True)
-        export_compressed_tensors(m4, tmp_path / "bad")
-
-
 def test_save_reload_keeps_mitigations_online_rotation(tmp_path):
     from sysq.mitigate.rotate import rotate
     model = tiny_model("llama", tie_word_embeddings=True)

@@ -27,3 +27,24 @@ def tiny_model(model_type: str, layers: int = 2, seed: int = 0, **overrides):
         kw.update(num_hidden_layers=layers, max_position_embeddings=256)
     cfg = AutoConfig.for_model(model_type, vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0, **kw)
     return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def plant_bos_outlier(model, bos: int = 1, channel: int = 5, column: int = 7, quiet_attention: bool = False):
+    """SmolLM2's systematic outlier in miniature: token `bos` gets a residual direction no other token has; gate/up
+    row `column` of layer 0 read it, so down_proj's input is ~1e3-1e4 at (bos, column); W_down[:, column] is tiny
+    so the output stays benign. quiet_attention: o_proj does not write the planted direction either."""
+    from sysq.arch import get_adapter
+
+    ad = get_adapter(model)
+    with torch.no_grad():
+        emb = ad.embeddings()[0].weight
+        emb[:, channel] = 0.0
+        emb[bos, channel] = 50.0
+        lin = ad.linears(0)
+        if quiet_attention:
+            lin["o"].weight[channel].zero_()
+        for role in ("gate", "up"):
+            lin[role].weight[column].zero_()
+            lin[role].weight[column, channel] = 10.0
+        lin["down"].weight[:, column] *= 1e-3
+    return model

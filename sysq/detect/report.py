@@ -142,7 +142,11 @@ class OutlierReport:
             p = p / "report.json"
         if not p.exists():
             raise SysqError(f"no outlier report at {p}; run `sysq detect --out {p.parent}` first")
-        return cls.from_dict(json.loads(p.read_text()))
+        try:
+            d = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SysqError(f"{p} is not a JSON outlier report ({e}); pass the report.json `sysq detect` wrote") from e
+        return cls.from_dict(d)
 
     def save(self, out_dir, plots: bool = True) -> Path:
         """Write report.json, report.md and plots/*.png into out_dir, atomically (temp dir, then rename)."""

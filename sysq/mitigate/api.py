@@ -3,14 +3,14 @@
     report = sysq.detect(model, calib, tokenizer=tok)
     plan = sysq.plan(report, "w8a8-static")          # "auto", or "smooth+preserve-tokens", ...
     recipe = sysq.mitigate(model, plan, calib)        # in place; returns the recipe carrying the plan's
-    sysq.quantize(model, recipe, calib)               # quantizer-side settings (preserved tokens/channels)
+    sysq.quantize(model, recipe, calib)               # quantizer-side settings (preserved tokens/channels,
+                                                      # per-linear activation clip ratios, GPTQ rounding)
 
-`quantize_planned(model, plan, calib)` does the last two steps and also applies the per-linear activation
-clip ratios the plan chose (the quant engine's recipe has one global ratio).
+The mitigated model also carries its plan, and sysq.quantize applies the plan's settings to whatever recipe
+it is given: there is one quantize path, whichever recipe object the caller passes.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from ..arch import get_adapter
 from ..errors import SysqError
 from .calib import input_stats
 from .clip import activation_ratio, clip_weights
-from .plan import METHODS, Clip, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Smooth
+from .plan import METHODS, Clip, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Smooth, TokenScales
 from .preserve import apply_to_recipe, channels_from_report, channels_from_stats, token_rule
 from .qsim import recipe_of
 from .rotate import rotate
@@ -30,17 +30,58 @@ log = logging.getLogger(__name__)
 
 
 # ---- planning ------------------------------------------------------------------------------------
-def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationPlan:
+TARGETS = ("sysq", "engine")
+
+
+def plan(report=None, recipe="w8a8-static", method: str = "auto", target: str = "sysq") -> MitigationPlan:
     """A MitigationPlan for `recipe` from an OutlierReport (or None: defaults, BOS as the outlier token).
 
     method: "auto", "none", or methods joined by '+': smooth, smoothquant, clip, preserve-tokens,
     preserve-channels, rotate.
+    target: "sysq" (anything sysq simulates and saves) or "engine" (only what a compressed-tensors export
+    carries, so vLLM and plain transformers run it: see restrict_to_engine).
     """
+    if target not in TARGETS:
+        raise SysqError(f"target={target!r} is not known; use one of {', '.join(TARGETS)}")
     r = recipe_of(recipe)
     name = recipe if isinstance(recipe, str) else getattr(r, "name", "custom")
-    p = MitigationPlan(recipe=name, method=method)
+    p = MitigationPlan(recipe=name, method=method, target=target)
     if method == "none":
         return p
+    _build(p, r, report, method)
+    if target == "engine":
+        restrict_to_engine(p)
+    return p
+
+
+def restrict_to_engine(p: MitigationPlan) -> MitigationPlan:
+    """Drop what no inference engine runs from a plan, in place, saying so in its notes: the run-time
+    preserved-token rule and the FP prefix (engines quantize every token), preserved channels (mixed precision
+    inside one linear). Transforms that fold into weights (residual and per-head rotation, smoothing, weight and
+    static-activation clipping, GPTQ) stay."""
+    from ..quant.export import engine_online_rotation
+    dropped = []
+    if p.preserve_tokens is not None:
+        p.preserve_tokens = None
+        dropped.append("preserve-tokens (engines quantize every token)")
+        r = recipe_of(p.recipe)
+        if r is not None and r.act is not None and not r.act.dynamic and p.token_scales is None:
+            p.token_scales = TokenScales()
+            p.notes.append("token-scales: instead of preserving the outlier tokens, the linears they reach get "
+                           "per-token dynamic scales (an engine runs both kinds); the rest stay static per tensor")
+    if p.preserve_channels is not None:
+        p.preserve_channels = None
+        dropped.append("preserve-channels (mixed precision inside a linear)")
+    if p.rotate is not None and p.rotate.down and not engine_online_rotation():
+        p.rotate.down = False
+        dropped.append("the online down_proj Hadamard (this compressed-tensors has no online transform)")
+    p.target = "engine"
+    if dropped:
+        p.notes.append("target engine: dropped " + "; ".join(dropped))
+    return p
+
+
+def _build(p: MitigationPlan, r, report, method: str) -> None:
     parts = method.split("+")
     if "auto" in parts:
         parts = _auto(r, report, p) + [m for m in parts if m != "auto"]
@@ -60,6 +101,8 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationP
                       floor=_floors(report) if report is not None else {})
     if "preserve-tokens" in parts:
         p.preserve_tokens = _preserve_tokens(report)
+    if "token-scales" in parts and r is not None and r.act is not None and not r.act.dynamic:
+        p.token_scales = TokenScales()
     if "gptq" in parts and r is not None and r.weight is not None:
         p.rounding = "gptq"
         p.notes.append("gptq: error-compensating weight rounding (Frantar et al. 2022) on the mitigated weights")
@@ -67,7 +110,6 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto") -> MitigationP
         # channels are named per linear: mitigate() fills them from the report (or calibration stats)
         p.preserve_channels = PreserveChannels(bits=8 if r is not None and r.weight is not None
                                                and r.weight.bits < 8 else None)
-    return p
 
 
 DEFAULT_THRESHOLD = 100.0   # Sun et al.'s massive-activation magnitude (DESIGN.md section 2), without a report
@@ -146,10 +188,13 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
         raise SysqError("this plan searches on calibration data (smooth / clip): pass calib, e.g. "
                         "sysq.calibration(tokenizer, n=32)")
     rule = token_rule(p.preserve_tokens) if r is not None and r.act is not None else None
+    if p.token_scales is not None and not p.token_scales.linears:
+        p.token_scales.linears = token_scale_linears(report, model)
+    sim = apply_to_recipe(r, p) if r is not None else None       # what the searches simulate
     if p.rotate:
         rotate(model, p.rotate)
     if p.smooth:
-        smooth(model, calib, p.smooth, r if r is not None else "w8a8-static", rule, quiet=quiet)
+        smooth(model, calib, p.smooth, sim if sim is not None else "w8a8-static", rule, quiet=quiet)
     refs = get_adapter(model).linear_refs()
     if p.clip or (p.preserve_channels is not None and not p.preserve_channels.channels):
         stats = input_stats(model, calib, {ref.name: ref.module for ref in refs}, rule, quiet=quiet)
@@ -169,21 +214,18 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
     return apply_to_recipe(r, p) if r is not None else None
 
 
-def quantize_planned(model, plan_: MitigationPlan, calib=None, quiet: bool = False, recipe=None):
-    """sysq.quantize for a mitigated model, with the plan's per-linear activation clip ratios applied
-    between wrapping and calibration. `recipe` defaults to the one mitigate() returns for the plan."""
-    from ..quant.api import calibrate, prepare, quantize, quantize_weights
-    from ..quant.kv import add_kv_quant
-    r = recipe if recipe is not None else apply_to_recipe(plan_.recipe, plan_)
-    ratios = {k[:-4]: v for k, v in (plan_.clip.chosen if plan_.clip else {}).items() if k.endswith(".act")}
-    if r.backend != "fake" or not ratios:
-        return quantize(model, r, calib, quiet=quiet)
-    for ql in prepare(model, r):
-        if ql.name in ratios and ql.act_spec is not None:
-            ql.act_spec = dataclasses.replace(ql.act_spec, clip_ratio=ratios[ql.name])
-    calibrate(model, calib, quiet=quiet)
-    quantize_weights(model, r, calib, quiet=quiet)
-    if r.kv is not None:
-        add_kv_quant(model, r.kv)
-    object.__setattr__(model, "_sysq_recipe", r)
-    return r
+def token_scale_linears(report, model) -> list[str]:
+    """The decoder linears whose inputs carry the report's outlier tokens (massive, or token max over 64x the median
+    token max: Sun et al., PrefixQuant); without a report, the MLP output linears, where the paper finds them."""
+    refs = get_adapter(model).linear_refs()
+    if report is None:
+        return [ref.name for ref in refs if ref.role in ("down", "fc2")]
+    out = []
+    for ref in refs:
+        try:
+            s = report.linear_input_stats(ref.name)
+        except SysqError:
+            continue
+        if s.get("outlier_tokens") or s.get("massive_channels"):
+            out.append(ref.name)
+    return out

@@ -26,7 +26,7 @@ from ..errors import SysqError
 log = logging.getLogger(__name__)
 
 PLAN_VERSION = 1
-METHODS = ("smooth", "smoothquant", "clip", "preserve-tokens", "preserve-channels", "rotate", "gptq")
+METHODS = ("smooth", "smoothquant", "clip", "preserve-tokens", "preserve-channels", "rotate", "gptq", "token-scales")
 ALPHA_GRID = [round(0.05 * i, 2) for i in range(1, 20)]          # 0.05 .. 0.95 (plus the identity)
 
 
@@ -81,6 +81,15 @@ class PreserveTokens:
 
 
 @dataclass
+class TokenScales:
+    """Per-token dynamic activation scales on the linears whose inputs carry the report's outlier tokens, static
+    per-tensor scales everywhere else: the engine form of preserve-tokens (every engine runs per-token dynamic
+    int8; none keeps chosen tokens in float). The outlier token then sets only its own scale."""
+
+    linears: list[str] = field(default_factory=list)     # filled by mitigate() from the report
+
+
+@dataclass
 class Rotate:
     """QuaRot-style rotation: residual stream (Hadamard, Kronecker with a small block when needed),
     down_proj input (online Hadamard) and per-head v->o."""
@@ -100,27 +109,49 @@ class MitigationPlan:
     preserve_channels: PreserveChannels | None = None
     preserve_tokens: PreserveTokens | None = None
     rotate: Rotate | None = None
+    token_scales: TokenScales | None = None
     rounding: str | None = None              # "gptq": the recipe's weights use error-compensating rounding
+    target: str = "sysq"                     # "engine": only what a compressed-tensors export carries
     notes: list[str] = field(default_factory=list)
     version: int = PLAN_VERSION
 
     def __str__(self) -> str:
-        parts = [f"MitigationPlan({self.method}, recipe={self.recipe})"]
+        """What the plan does, and once sysq.mitigate ran, what it chose (alphas, ratios, channels)."""
+        parts = [f"MitigationPlan({self.method}, recipe={self.recipe}"
+                 + (f", target={self.target})" if self.target != "sysq" else ")")]
         if self.rotate:
-            parts.append(f"  rotate: residual={self.rotate.residual} down={self.rotate.down} heads={self.rotate.heads}")
+            r = self.rotate
+            parts.append(f"  rotate: residual={r.residual} heads={r.heads} down (online Hadamard)={r.down}")
         if self.smooth:
-            a = "search" if self.smooth.alpha is None else self.smooth.alpha
-            parts.append(f"  smooth: alpha={a} mappings={self.smooth.mappings}")
+            a = "searched per mapping" if self.smooth.alpha is None else self.smooth.alpha
+            c = list(self.smooth.chosen.values())
+            done = f"; {len(c)} mappings smoothed (alpha {min(c):.2f}..{max(c):.2f})" if c else ""
+            parts.append(f"  smooth: alpha {a}, mappings={self.smooth.mappings}{done}")
         if self.clip:
-            parts.append(f"  clip: weights={self.clip.weights} activations={self.clip.activations}")
+            w = {k: v for k, v in self.clip.chosen.items() if k.endswith(".weight")}
+            a = {k: v for k, v in self.clip.chosen.items() if k.endswith(".act")}
+            done = ""
+            if w:
+                done += f"; weights: mean ratio {sum(w.values()) / len(w):.3f} over {len(w)} linears"
+            if a:
+                done += f"; static activations: {sum(v < 1 for v in a.values())} of {len(a)} linears clipped"
+            parts.append(f"  clip: weights={self.clip.weights} activations={self.clip.activations}{done}")
         if self.preserve_channels:
             n = sum(len(v) for v in self.preserve_channels.channels.values())
-            parts.append(f"  preserve channels: {n} over {len(self.preserve_channels.channels)} linears")
+            bits = "float" if self.preserve_channels.bits is None else f"INT{self.preserve_channels.bits}"
+            parts.append(f"  preserve channels: {n} input channels over {len(self.preserve_channels.channels)} "
+                         f"linears kept in {bits}")
+        if self.token_scales:
+            n = self.token_scales.linears
+            parts.append("  token scales: dynamic per-token activations on " + (
+                f"{len(n)} linears ({', '.join(x.removeprefix('model.') for x in n[:3])}{', ...' if len(n) > 3 else ''})"
+                if n else "the linears the report's outlier tokens reach"))
         if self.rounding:
             parts.append(f"  weight rounding: {self.rounding}")
         if self.preserve_tokens:
             p = self.preserve_tokens
-            parts.append(f"  preserve tokens: threshold={p.threshold} positions={p.positions} prefix={p.prefix}")
+            parts.append(f"  preserve tokens: positions {p.positions}, threshold {p.threshold}, prefix {p.prefix}"
+                         + (f" (report's outlier tokens: {', '.join(map(repr, p.tokens[:4]))})" if p.tokens else ""))
         parts += [f"  - {n}" for n in self.notes]
         return "\n".join(parts)
 
@@ -178,7 +209,7 @@ class MitigationPlan:
 
 
 _SECTIONS = {"smooth": Smooth, "clip": Clip, "preserve_channels": PreserveChannels,
-             "preserve_tokens": PreserveTokens, "rotate": Rotate}
+             "preserve_tokens": PreserveTokens, "rotate": Rotate, "token_scales": TokenScales}
 
 
 def _check_keys(cls, d: dict, where: str) -> None:

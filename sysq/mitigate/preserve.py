@@ -37,7 +37,8 @@ def token_rule(p: PreserveTokens | None) -> TokenRule | None:
 
 def apply_to_recipe(recipe, plan: MitigationPlan):
     """The recipe with the plan's quantizer-side settings: preserved tokens (activation spec), preserved
-    channels and the weight rounding (gptq). Pass the result to sysq.quantize."""
+    channels, per-linear activation clip ratios and the weight rounding (gptq). Idempotent.
+    sysq.quantize applies it to a mitigated model's plan itself."""
     from ..quant.recipes import get_recipe
     r = get_recipe(recipe)
     p = plan.preserve_tokens
@@ -50,6 +51,13 @@ def apply_to_recipe(recipe, plan: MitigationPlan):
     if c is not None and c.channels:
         r = dataclasses.replace(r, preserve_channels={k: list(v) for k, v in c.channels.items()},
                                 preserve_channels_bits=c.bits)
+    t = plan.token_scales
+    if t is not None and t.linears and r.act is not None and not r.act.dynamic:
+        r = dataclasses.replace(r, dynamic_act=tuple(t.linears))
+    ratios = {k[: -len(".act")]: float(v) for k, v in (plan.clip.chosen if plan.clip else {}).items()
+              if k.endswith(".act") and k[: -len(".act")] not in r.dynamic_act}
+    if ratios and r.act is not None:
+        r = dataclasses.replace(r, act_clip_ratios=ratios)
     return r
 
 

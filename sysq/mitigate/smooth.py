@@ -14,6 +14,7 @@ only into norms, sysq
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -139,10 +140,13 @@ def smooth(model, calib, cfg: Smooth | None = None, recipe="w8a8-static", rule: 
     maps = select_mappings(model, cfg)
     if stats is None:
         stats = input_stats(model, calib, {m.name: mapping_input(m) for m in maps}, rule, quiet=quiet)
+    names = {id(ref.module): (ref.name, ref.role) for ref in ad.linear_refs()}
     chosen = {}
     for m in maps:
         st = stats[m.name]
-        a = choose_alpha(m, st, recipe, cfg, ad.head_dim, use_kept=rule is not None)
+        # the search simulates what this mapping's linears will run (per-token scales where the plan says so)
+        sim = dataclasses.replace(recipe, act=recipe.act_for(*names.get(id(mapping_input(m)), ("", ""))), dynamic_act=())
+        a = choose_alpha(m, st, sim, cfg, ad.head_dim, use_kept=rule is not None)
         if a is None:
             continue
         x_amax = reduce_groups(st.absmax_kept if rule is not None else st.absmax, m, ad.head_dim)

@@ -93,14 +93,15 @@ def prepare(model: nn.Module, recipe) -> list[QuantLinear]:
     r = get_recipe(recipe)
     out = []
     names = {ref.name for ref in _targets(model, r)}
-    unknown = set(r.preserve_channels) - names
-    if unknown:
-        raise SysqError(f"preserve_channels names linears that are not quantized: {sorted(unknown)[:4]}; "
-                        f"use dotted names such as {next(iter(names))}")
+    for field_ in ("preserve_channels", "act_clip_ratios"):
+        unknown = set(getattr(r, field_)) - names
+        if unknown:
+            raise SysqError(f"{field_} names linears that are not quantized: {sorted(unknown)[:4]}; "
+                            f"use dotted names such as {next(iter(names))}")
     for ref in _targets(model, r):
         if isinstance(ref.module, QuantLinear):
             raise SysqError(f"{ref.name} is already quantized; load the float model again to re-quantize")
-        ql = QuantLinear(ref.module, r.weight, r.act, ref.name, r.ragged, r.preserve_channels.get(ref.name),
+        ql = QuantLinear(ref.module, r.weight, r.act_for(ref.name, ref.role), ref.name, r.ragged, r.preserve_channels.get(ref.name),
                          r.preserve_channels_bits)
         ref.replace(ql)
         out.append(ql)
@@ -150,6 +151,14 @@ def quantize_weights(model: nn.Module, recipe, calib=None, quiet: bool = False) 
         q.quantize_weight()
 
 
+def with_plan(r: Recipe, plan) -> Recipe:
+    """`r` with a mitigation plan's quantizer-side settings (idempotent; None: `r` unchanged)."""
+    if plan is None:
+        return r
+    from ..mitigate.preserve import apply_to_recipe
+    return apply_to_recipe(r, plan)
+
+
 # ---- handlers, one per backend ---------------------------------------------------------------------
 
 def _fake(model, r: Recipe, calib, quiet: bool) -> dict | None:
@@ -182,8 +191,13 @@ HANDLERS = {"fake": _fake, "int8": _int8, "bnb-int8": _bnb("int8"), "bnb-nf4": _
 
 
 def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False) -> QuantSummary:
-    """Quantize `model` in place with `recipe` (preset name, YAML path, mapping or Recipe)."""
-    r = get_recipe(recipe)
+    """Quantize `model` in place with `recipe` (preset name, YAML path, mapping or Recipe).
+
+    A model that `sysq.mitigate` transformed carries its plan: the plan's quantizer-side settings (preserved
+    tokens and channels, per-linear activation clip ratios, GPTQ rounding) are applied to `recipe` here, so
+    `quantize(model, "w8a8-static", calib)` and `quantize(model, mitigate(...), calib)` build the same model.
+    """
+    r = with_plan(get_recipe(recipe), getattr(model, "_sysq_plan", None))
     start, before = time.perf_counter(), model_bytes(model)
     with torch.no_grad():
         settings = HANDLERS[r.backend](model, r, calib, quiet)

@@ -81,8 +81,20 @@ def _online_transforms(model, tensors: dict) -> dict:
     return found
 
 
-def save(model, path, tokenizer=None) -> Path:
-    """Write a quantized (or float) model to `path` atomically; returns the folder."""
+FORMATS = ("sysq", "compressed-tensors")
+
+
+def save(model, path, tokenizer=None, format: str = "sysq", extra: dict[str, str] | None = None) -> Path:
+    """Write a quantized (or float) model to `path` atomically; returns the folder.
+
+    format "sysq": anything sysq simulates, reloaded by sysq.load with identical logits (plan.yaml beside it when
+    the model was mitigated). "compressed-tensors": what vLLM and plain transformers load (sysq/quant/export.py);
+    refuses by name what that format cannot carry. `extra`: more text files (name -> content) for the folder."""
+    if format not in FORMATS:
+        raise SysqError(f"unknown save format {format!r}; use one of {', '.join(FORMATS)}")
+    if format == "compressed-tensors":
+        from .export import export_compressed_tensors
+        return export_compressed_tensors(model, path, tokenizer, extra)
     path = Path(path)
     recipe: Recipe | None = getattr(model, "_sysq_recipe", None)
     modules, tensors = {}, {}
@@ -129,10 +141,21 @@ def save(model, path, tokenizer=None) -> Path:
         (tmp / META).write_text(json.dumps(meta, indent=1))
         if recipe is not None:
             (tmp / "recipe.yaml").write_text(recipe.to_yaml())
+        plan = getattr(model, "_sysq_plan", None)
+        if plan is not None:
+            (tmp / "plan.yaml").write_text(plan.to_yaml())
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        write_extra(tmp, extra)
     log.info("saved %d quantized modules to %s", len(quantized), path)
     return path
+
+
+def write_extra(folder: Path, extra: dict[str, str] | None) -> None:
+    for name, text in (extra or {}).items():
+        if Path(name).name != name:
+            raise SysqError(f"extra file name {name!r} must be a plain file name")
+        (folder / name).write_text(text)
 
 
 def load_quantized(path, dtype=torch.float32):
@@ -186,66 +209,3 @@ def load_quantized(path, dtype=torch.float32):
     model.eval()
     tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
     return model, tok
-
-
-# ---- compressed-tensors export (int8 W8A8: what vLLM and transformers read) ---------------------------
-
-def _ct_args(spec, strategy: str, dynamic: bool) -> dict:
-    return {"num_bits": spec.bits, "type": "int", "symmetric": True, "strategy": strategy, "dynamic": dynamic}
-
-
-def export_compressed_tensors(model, path, tokenizer=None) -> Path:
-    """Write a W8A8 model (int8 symmetric per-channel weights; int8 symmetric activations, per-token dynamic or
-    per-tensor static) in compressed-tensors' "int-quantized" format: `weight` int8, `weight_scale` [out, 1],
-    `input_scale` for static activations. transformers (with the compressed-tensors package) and vLLM load it.
-    Static activations reload with identical logits; dynamic ones use compressed-tensors' own per-token scale
-    convention (amax / 127.5 instead of amax / 127), so logits differ slightly."""
-    path = Path(path)
-    qls = {ref.name: ref.module for ref in _modules(model) if isinstance(ref.module, QuantLinear)}
-    if not qls:
-        raise SysqError("nothing to export: quantize the model first (e.g. sysq.quantize(model, 'w8a8-static', calib))")
-    if kv_spec(model) is not None:
-        raise SysqError("compressed-tensors export does not carry sysq's KV-cache fake quantization; use sysq.save")
-    specs = set()
-    for name, q in qls.items():
-        w, a = q.weight_spec, q.act_spec
-        ok = (w is not None and w.bits == 8 and w.symmetric and w.granularity == "channel" and a is not None
-              and a.bits == 8 and a.symmetric and a.granularity in ("token", "tensor")
-              and (a.clip_ratio == 1.0 or not a.dynamic)   # static: the ratio is already in act_scale
-              and q.preserve_channels is None and a.preserve_threshold is None and not a.preserve_positions)
-        if not ok or not q.quantized:
-            raise SysqError(f"{name}: compressed-tensors export covers W8A8 (int8 symmetric per-channel weights, int8 "
-                            "symmetric per-token dynamic or per-tensor static activations, no preservation); "
-                            "use sysq.save for other recipes")
-        specs.add((a.granularity, a.dynamic))
-    if len(specs) != 1:
-        raise SysqError("compressed-tensors export needs one activation scheme for every linear")
-    gran, dynamic = specs.pop()
-    tensors = {}
-    for name, q in qls.items():
-        tensors[f"{name}.weight"] = q.qweight.contiguous()
-        tensors[f"{name}.weight_scale"] = q.w_scale.float().contiguous()
-        if not dynamic:
-            tensors[f"{name}.input_scale"] = q.act_scale.reshape(1).float()
-    state = model.state_dict()
-    for k, v in state.items():
-        if not any(k.startswith(n + ".") for n in qls) or k.endswith(".bias"):
-            tensors.setdefault(k, v.detach().contiguous().cpu())
-    if getattr(model.config, "tie_word_embeddings", False):
-        tensors.pop(get_adapter(model).family.lm_head + ".weight", None)   # tied: transformers re-ties it
-    head = get_adapter(model).family.lm_head
-    config = model.config.to_dict()
-    config.pop("_attn_implementation_autoset", None)
-    config["quantization_config"] = {
-        "quant_method": "compressed-tensors", "format": "int-quantized", "quantization_status": "compressed",
-        "config_groups": {"group_0": {"targets": ["Linear"],
-                                      "weights": _ct_args(next(iter(qls.values())).weight_spec, "channel", False),
-                                      "input_activations": _ct_args(next(iter(qls.values())).act_spec, gran,
-                                                                    dynamic)}},
-        "ignore": [head] + [ref.name for ref in _modules(model) if ref.name not in qls and ref.name != head]}
-    with atomic_dir(path) as tmp:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-    return path

@@ -5,9 +5,10 @@
     get_recipe("my.yaml")         a YAML file: {base: w4a16, weight: {group_size: 64}, method: gptq}
     get_recipe({...}) / Recipe(...)
 
-Fields that mitigation sets (see sysq/mitigate): QuantSpec.clip_ratio (weights and static activation scales),
-QuantSpec.preserve_threshold / preserve_positions (tokens kept in float, left out of static scales) and
-Recipe.preserve_channels (input channels per linear kept in float or INT8).
+Fields that mitigation sets (see sysq/mitigate; `sysq.mitigate` returns the recipe with them filled in):
+QuantSpec.clip_ratio (weights and static activation scales), Recipe.act_clip_ratios (per linear, overrides
+act.clip_ratio), QuantSpec.preserve_threshold / preserve_positions (tokens kept in float, left out of static
+scales), Recipe.preserve_channels (input channels per linear kept in float or INT8) and method (gptq).
 """
 from __future__ import annotations
 
@@ -71,9 +72,24 @@ class Recipe:
     skip: tuple[str, ...] = ()          # roles ("down") or dotted linear names left in float
     preserve_channels: dict = field(default_factory=dict)   # linear name -> input channel indices kept precise
     preserve_channels_bits: int | None = None               # None: float; 8: INT8 (inside an INT4 layer)
+    act_clip_ratios: dict = field(default_factory=dict)     # linear name -> activation clip ratio (overrides act's)
+    dynamic_act: tuple[str, ...] = ()   # roles or dotted linear names whose activations get dynamic per-token
+                                        # scales instead of the static act spec (where outlier tokens land)
 
     def __post_init__(self):
         validate(self)
+
+    def act_for(self, name: str, role: str = "") -> QuantSpec | None:
+        """The activation spec one linear gets: per-token dynamic where dynamic_act names it (or its role), else
+        act with that linear's clip ratio."""
+        a = self.act
+        if a is None:
+            return None
+        if name in self.dynamic_act or role in self.dynamic_act:
+            return replace(a, dynamic=True, granularity="token", clip_ratio=1.0)
+        if name in self.act_clip_ratios:
+            return replace(a, clip_ratio=float(self.act_clip_ratios[name]))
+        return a
 
     def describe(self) -> str:
         def spec(s, kind):
@@ -87,6 +103,8 @@ class Recipe:
         parts = [spec(self.weight, "w"), spec(self.act, "a")]
         if self.kv:
             parts.append(f"kv{self.kv.bits} {self.kv.granularity}")
+        if self.dynamic_act:
+            parts.append(f"dynamic per-token activations on {len(self.dynamic_act)} linears")
         if self.method != "rtn":
             parts.append(self.method + (" act-order" if self.gptq_act_order else ""))
         if self.backend != "fake":
@@ -100,6 +118,8 @@ class Recipe:
                 d[k]["preserve_positions"] = list(d[k]["preserve_positions"])
         d["skip"] = list(self.skip)
         d["preserve_channels"] = {k: [int(i) for i in v] for k, v in self.preserve_channels.items()}
+        d["act_clip_ratios"] = {k: float(v) for k, v in self.act_clip_ratios.items()}
+        d["dynamic_act"] = list(self.dynamic_act)
         return d
 
     def to_yaml(self) -> str:
@@ -149,6 +169,14 @@ def validate(r: Recipe) -> None:
             raise SysqError("kv.group_size applies to kv.granularity 'token' only")
     if r.method == "gptq" and r.weight is None:
         raise SysqError("method='gptq' needs a weight quantizer: set weight (e.g. base: w4a16)")
+    bad = {k: v for k, v in r.act_clip_ratios.items() if not 0 < float(v) <= 1}
+    if bad:
+        raise SysqError(f"act_clip_ratios must lie in (0, 1]; got {dict(list(bad.items())[:3])}")
+    if r.dynamic_act and (r.act is None or r.act.dynamic):
+        raise SysqError("dynamic_act lists linears that get per-token scales instead of static ones; it needs a static "
+                        "activation spec (act.dynamic: false)")
+    if r.act_clip_ratios and r.act is None:
+        raise SysqError("act_clip_ratios needs an activation quantizer (act); drop them or set act")
     if r.preserve_channels_bits not in (None, 8):
         raise SysqError(f"preserve_channels_bits={r.preserve_channels_bits!r}; allowed: null (float), 8")
     if r.backend == "int8":
@@ -249,10 +277,13 @@ def from_dict(d: dict) -> Recipe:
     for key, cls in (("weight", QuantSpec), ("act", QuantSpec), ("kv", KVSpec)):
         if key in d:
             kw[key] = _spec_from(d.pop(key), cls, key, getattr(base, key))
-    if "skip" in d:
-        kw["skip"] = tuple(d.pop("skip") or ())
+    for key in ("skip", "dynamic_act"):
+        if key in d:
+            kw[key] = tuple(d.pop(key) or ())
     if "preserve_channels" in d:
         kw["preserve_channels"] = {k: [int(i) for i in v] for k, v in (d.pop("preserve_channels") or {}).items()}
+    if "act_clip_ratios" in d:
+        kw["act_clip_ratios"] = {k: float(v) for k, v in (d.pop("act_clip_ratios") or {}).items()}
     kw.update(d)
     kw.setdefault("name", base.name if base.name != "custom" else "custom")
     return replace(base, **kw)
