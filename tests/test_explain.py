@@ -87,6 +87,14 @@ def test_static_int8_under_the_bias_beats_plain_static_int8():
         e_bias = (quantize_under_bias(copy.deepcopy(model), "w8a8-static", calib, [BOS], model, quiet=True)(x).logits - ref
                   ).pow(2).mean()
     assert e_bias < e_plain / 4, (float(e_bias), float(e_plain))
+    # a mitigated model's plan applies, but its preserved tokens give way to the bias
+    from sysq.mitigate.api import mitigate, plan
+    from sysq.quant.api import quant_linears
+    m = copy.deepcopy(model)
+    mitigate(m, plan(None, "w8a8-static", "preserve-tokens"), calib, quiet=True)
+    quantize_under_bias(m, "w8a8-static", calib, [BOS], model, quiet=True)
+    specs = [q.act_spec for q in quant_linears(m)]
+    assert specs and all(s.preserve_threshold is None and not s.preserve_positions for s in specs)
     with pytest.raises(Exception, match="KV cache"):
         quantize_under_bias(copy.deepcopy(model), "w4a4+kv4", calib, [BOS], model)
 

@@ -12,6 +12,7 @@ stripped, and the anchor position's logits are the stored full-precision ones.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 from torch import nn
@@ -72,10 +73,13 @@ def quantize_under_bias(model: nn.Module, recipe, calib, prefix_ids, float_model
                         quiet: bool = False) -> AnchorBias:
     """sysq.quantize's steps on `model` (in place) with the calibration run through the anchor bias, so the static
     activation ranges never see the anchor token; the prefix keys/values come from `float_model` (the same model
-    unquantized, after any mitigation). Returns the AnchorBias wrapper to evaluate or run."""
-    from ..quant.api import calibrate, prepare, quantize_weights
+    unquantized, after any mitigation). A mitigated model's plan applies as in sysq.quantize, except its preserved
+    tokens: the anchor bias takes their place. Returns the AnchorBias wrapper to evaluate or run."""
+    from ..quant.api import calibrate, prepare, quantize_weights, with_plan
     from ..quant.recipes import get_recipe
-    r = get_recipe(recipe)
+    r = with_plan(get_recipe(recipe), getattr(model, "_sysq_plan", None))
+    if r.act is not None and (r.act.preserve_threshold is not None or r.act.preserve_positions):
+        r = dataclasses.replace(r, act=dataclasses.replace(r.act, preserve_threshold=None, preserve_positions=()))
     if r.kv is not None:
         raise SysqError(f"recipe {r.name!r} quantizes the KV cache; the anchor bias keeps its prefix keys/values in "
                         "float and is not built for KV-cache recipes: use a recipe without kv")
