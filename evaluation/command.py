@@ -122,10 +122,20 @@ def add_grid_arguments(p) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--configs", default=DEFAULT_CONFIGS,
                    help="comma-separated configurations: fp, RECIPE, RECIPE@PLAN, bnb-int8, bnb-nf4, quanto-w8a8, "
-                        "quanto-w4 (default: %(default)s)")
+                        "quanto-w4, peer rows of evaluation/peers.py such as autoround-w4a16-g64 "
+                        "(default: %(default)s)")
     p.add_argument("--data", default="wikitext2", help="perplexity set (default: %(default)s)")
     p.add_argument("--seqlen", type=int, default=512, help="perplexity window (default: %(default)s)")
     p.add_argument("--windows", type=int, default=40, help="first N perplexity windows; 0 = all (default: %(default)s)")
+    p.add_argument("--window-offset", type=int, default=0,
+                   help="skip this many perplexity windows first: 40 with --windows 40 measures windows 40-79, a "
+                        "second set disjoint from the first (default: %(default)s)")
+    p.add_argument("--keep-models", action="store_true",
+                   help="save each sysq row's quantized model under CACHE/models and reuse it when only the "
+                        "evaluation settings change (e.g. another --window-offset); peer checkpoints are always kept, "
+                        "under CACHE/peers")
+    p.add_argument("--cache", default=None, help="folder for kept models and peer checkpoints (default: OUT), so "
+                                                 "two OUT folders (two window sets) share them")
     p.add_argument("--tasks", default=",".join(harness.DEFAULT_TASKS),
                    help="comma-separated lm-eval tasks; empty for perplexity only (default: %(default)s)")
     p.add_argument("--limit", type=int, default=0, help="documents per task; 0 = all (default: %(default)s)")
@@ -147,12 +157,14 @@ def run_grid_command(args) -> int:
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     settings = GridSettings(model=args.model, dtype=args.dtype, data=args.data, seqlen=args.seqlen,
-                            windows=args.windows or None, bos=not args.no_bos, tasks=tasks,
+                            windows=args.windows or None, window_offset=args.window_offset, bos=not args.no_bos,
+                            tasks=tasks,
                             limit=args.limit or None, batch_size=args.batch_size, calib_n=args.calib_n,
                             calib_seqlen=args.calib_seqlen, calib_seed=args.calib_seed, detect_n=args.detect_n,
                             device=args.device)
     print("grid settings: " + json.dumps(settings.to_dict()))
-    rows = run_grid(args.configs.split(","), settings, out=args.out, quiet=args.quiet, fail_fast=args.fail_fast)
+    rows = run_grid(args.configs.split(","), settings, out=args.out, quiet=args.quiet, fail_fast=args.fail_fast,
+                    keep_models=args.keep_models, cache=args.cache)
     print((Path(args.out) / "results.md").read_text())
     failed = [r for r in rows if r.status != "ok"]
     for r in failed:

@@ -8,6 +8,7 @@ A configuration is a name:
   RECIPE@PLAN              a mitigation plan first (auto, smooth, smooth+preserve-tokens, ...), then RECIPE
   quanto-w8a8 | quanto-w4  optimum-quanto (evaluation/baselines.py)
   llmc-*                   llm-compressor in its own venv (evaluation/peers.py; LLMCOMPRESSOR lists them)
+  autoround-*              auto-round in its own venv (evaluation/peers.py; AUTOROUND lists them)
 Handlers are a small registry (`HANDLERS`, `register`), so a new peer library is one function.
 
 Each row: perplexity (and its ratio to the FP row of the same run), acc / acc_norm with stderr per task,
@@ -75,7 +76,11 @@ class GridContext:
     detect_windows: int = 4
     quiet: bool = False
     task_dir: Path | None = None
-    out: Path | None = None              # the grid's output folder (peer checkpoints go under OUT/peers/)
+    out: Path | None = None           # the grid's output folder (peer checkpoints go under OUT/peers/)
+    dtype: str = "float32"
+    device: str = "cpu"
+    peer_dir: Path | None = None      # peer checkpoints (CACHE/peers), reused across evaluation settings
+    model_dir: Path | None = None     # quantized sysq models (CACHE/models) when kept: --keep-models
     _calib: object = None
     _report: object = None
 
@@ -169,14 +174,64 @@ def _sysq_recipe(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
     except ImportError as e:
         raise SysqError(f"configuration {cfg.name!r} names plan {cfg.plan!r} but sysq.mitigate is unavailable "
                         f"({e}); drop '@{cfg.plan}' or install the mitigation module") from e
-    report = ctx.report(model, tokenizer) if cfg.plan == "auto" else None
+    report = ctx.report(model, tokenizer) if {"auto", "auto-fast"} & set(cfg.plan.split("+")) else None
     p = plan(report, cfg.recipe, method=cfg.plan)
-    quantize(model, mitigate(model, p, calib, quiet=ctx.quiet, report=report), calib, quiet=ctx.quiet)
+    info["quant"] = quantize(model, mitigate(model, p, calib, quiet=ctx.quiet, report=report), calib,
+                             quiet=ctx.quiet).to_dict()
     info["plan"] = p.to_dict() if hasattr(p, "to_dict") else str(p)
     if report is not None:
         info["outliers"] = report.summary
         info["detect_windows"] = ctx.detect_windows
     return info
+
+
+_AR = {"bits": 4, "sym": False, "iters": 200, "batch_size": 8, "seed": 0}      # auto-round's defaults, asymmetric
+AUTOROUND = {
+    # grid name: evaluation/peer_scripts/autoround_quantize.py settings
+    "autoround-w4a16-g64": {**_AR, "group_size": 64},
+    "autoround-w4a16-g128": {**_AR, "group_size": 128},
+    # what this 2-core CPU allows: 50 SignSGD steps per block on batches of 2 windows
+    "autoround-w4a16-g64-cpu": {**_AR, "group_size": 64, "iters": 50, "batch_size": 2},
+    "autoround-w4a16-g128-cpu": {**_AR, "group_size": 128, "iters": 50, "batch_size": 2},
+}
+
+
+def _peer_checkpoint(venv: str, script: str, spec: dict, calib, folder: Path, quiet: bool) -> dict:
+    """Run the peer once per (settings, calibration windows): the folder name carries their hash, so another
+    evaluation set (another OUT with the same --cache) reuses the checkpoint."""
+    from .peers import run_peer
+    ids = getattr(calib, "ids", calib)
+    key = hashlib.sha256(json.dumps({"spec": spec, "calib": ids.tolist()}, sort_keys=True).encode()).hexdigest()[:12]
+    out = folder.with_name(f"{folder.name}-{key}")
+    if (out / "peer.json").is_file():
+        log.info("grid: peer checkpoint reused from %s", out)
+        return {**json.loads((out / "peer.json").read_text()), "checkpoint": str(out), "reused": True}
+    return {**run_peer(venv, script, spec, ids, out, quiet), "checkpoint": str(out)}
+
+
+def _autoround(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
+    """auto-round's own quantizer (its venv), on this grid's calibration windows; the compressed-tensors folder it
+    writes is loaded back with plain transformers and replaces the row's model."""
+    from sysq.quant.export import load_with_transformers
+
+    from .peers import local_folder
+    settings = AUTOROUND[cfg.recipe]
+    spec = {"model": str(local_folder(model)), **settings}
+    info = _peer_checkpoint("autoround", "autoround_quantize.py", spec, ctx.calib(tokenizer),
+                            (ctx.peer_dir or Path(ctx.out or "out/grid") / "peers") / cfg.name, ctx.quiet)
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    bits = {"weight": settings["bits"], "act": 32, "group_size": settings["group_size"]}
+    folder = Path(info["checkpoint"])
+    if "quantization_config" in json.loads((folder / "config.json").read_text()):
+        new = load_with_transformers(folder, dtype=dtype, device=device, quiet=ctx.quiet)
+    else:                                           # a float folder (quantize-dequantized weights)
+        from transformers import AutoModelForCausalLM
+        new = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    return {**info, "bits": bits, "model": new}
+
+
+for _name in AUTOROUND:
+    register(_name)(_autoround)
 
 
 def handler_for(cfg: Config) -> Callable:
@@ -192,6 +247,7 @@ class GridSettings:
     data: str = "wikitext2"
     seqlen: int = 512
     windows: int | None = 40          # first N perplexity windows; None = all
+    window_offset: int = 0            # skip this many windows first (40: a second, disjoint set, windows 40-79)
     bos: bool = True
     tasks: tuple = harness.DEFAULT_TASKS
     limit: int | None = None          # documents per task; None = all
@@ -209,8 +265,45 @@ class GridSettings:
 
 
 def row_key(cfg: Config, settings: GridSettings) -> str:
-    blob = json.dumps({"config": cfg.name, **settings.to_dict()}, sort_keys=True)
+    d = settings.to_dict()
+    if not d["window_offset"]:
+        del d["window_offset"]        # rows measured before the option existed keep their keys
+    blob = json.dumps({"config": cfg.name, **d}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+QUANT_SETTINGS = ("model", "dtype", "calib_n", "calib_seqlen", "calib_seed", "detect_n", "device")
+
+
+def model_key(cfg: Config, settings: GridSettings) -> str:
+    """What a quantized model depends on (not the evaluation windows or tasks): OUT/models/<key>."""
+    d = settings.to_dict()
+    blob = json.dumps({"config": cfg.name, **{k: d[k] for k in QUANT_SETTINGS}}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _cached_model(ctx: GridContext, key: str):
+    """(model, info) of a sysq row quantized before with the same settings (ctx.keep_models), else None."""
+    folder = ctx.model_dir / key if ctx.model_dir is not None else None
+    if folder is None or not (folder / "grid_info.json").is_file():
+        return None
+    from sysq.models import load
+    model, _ = load(str(folder), dtype=ctx.dtype, device=ctx.device)
+    log.info("grid: quantized model reused from %s", folder)
+    return model, {**json.loads((folder / "grid_info.json").read_text()), "model_reused_from": str(folder)}
+
+
+def _keep_model(ctx: GridContext, key: str, model, info: dict) -> None:
+    """Save a sysq row's quantized model so other evaluation settings reuse it (sysq.save reloads it exactly)."""
+    if ctx.model_dir is None:
+        return
+    from sysq.quant.io import save
+    try:
+        folder = save(model, ctx.model_dir / key)
+    except SysqError as e:                       # e.g. bitsandbytes modules: not a sysq folder
+        log.info("grid: model not kept (%s)", e)
+        return
+    atomic_write_text(folder / "grid_info.json", json.dumps(info, default=str))
 
 
 @dataclass
@@ -258,11 +351,20 @@ def compute_row(cfg: Config, settings: GridSettings, ctx: GridContext, loader: C
 
     row = Row(cfg.name, cfg.recipe, cfg.plan, row_key(cfg, settings), settings=settings.to_dict())
     t0 = time.perf_counter()
-    model, tok = loader()
     handler = handler_for(cfg)
-    row.info = handler(model, tok, cfg, ctx) or {}
-    if "model" in row.info:                 # a peer that wrote its own checkpoint: measure what it loaded
-        model = row.info.pop("model")
+    mkey = model_key(cfg, settings)
+    cached = _cached_model(ctx, mkey) if handler is _sysq_recipe else None
+    if cached is not None:
+        _, tok = loader()
+        model, info = cached
+    else:
+        model, tok = loader()
+        info = handler(model, tok, cfg, ctx) or {}
+        if "model" in info:                # a peer that wrote its own checkpoint: measure what it loaded
+            model = info.pop("model")
+        elif handler is _sysq_recipe:
+            _keep_model(ctx, mkey, model, info)
+    row.info = info
     row.seconds["quantize"] = round(time.perf_counter() - t0, 2)
     row.weight_bytes = baselines.weight_bytes(model)
     row.modules = baselines.linear_modules(model)
@@ -282,8 +384,13 @@ def compute_row(cfg: Config, settings: GridSettings, ctx: GridContext, loader: C
 
 
 def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "out/grid",
-             loader: Callable | None = None, quiet: bool = False, fail_fast: bool = False) -> list[Row]:
+             loader: Callable | None = None, quiet: bool = False, fail_fast: bool = False,
+             keep_models: bool = False, cache: str | Path | None = None) -> list[Row]:
     """Run every configuration (FP first, added when missing), writing outputs after each row.
+
+    Peer checkpoints go to CACHE/peers (CACHE defaults to OUT); keep_models=True also saves each sysq row's
+    quantized model under CACHE/models (sysq.save; about the size of the quantized weights). Both are reused
+    when only the evaluation settings differ (another window offset, written to another OUT with one CACHE).
 
     loader() -> (model, tokenizer) gives a fresh float model per row; by default sysq.load(settings.model).
     A row that fails is kept as an error row (fail_fast=True raises instead, after writing the outputs).
@@ -303,8 +410,10 @@ def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "o
         def loader():
             return load(settings.model, dtype=settings.dtype, device=settings.device)
 
-    ctx = GridContext(settings.calib_n, settings.calib_seqlen, settings.calib_seed, settings.detect_n, quiet=quiet)
-    ctx.out = out
+    ctx = GridContext(settings.calib_n, settings.calib_seqlen, settings.calib_seed, settings.detect_n, quiet=quiet,
+                      out=out, dtype=settings.dtype, device=settings.device)
+    cache = Path(cache) if cache is not None else out
+    ctx.peer_dir, ctx.model_dir = cache / "peers", cache / "models" if keep_models else None
     ctx.task_dir = harness.write_tasks(out / "tasks", [t for t in settings.tasks if t in harness.LOCAL_TASKS])
     rows: list[Row] = []
     windows = None
@@ -319,7 +428,7 @@ def run_grid(configs, settings: GridSettings | None = None, out: str | Path = "o
                 from sysq.data import windows as make_windows
                 _, tok = loader()
                 windows = make_windows(settings.data, tok, n=settings.windows, seqlen=settings.seqlen,
-                                       bos=settings.bos)
+                                       bos=settings.bos, offset=settings.window_offset)
                 del _
             log.info("grid: computing %s", cfg.name)
             try:
@@ -366,6 +475,13 @@ def _task_cells(r: Row, task: str) -> list[str]:
     return cells
 
 
+def _window_text(s: GridSettings) -> str:
+    if s.window_offset:
+        last = f"{s.window_offset + s.windows - 1}" if s.windows is not None else "the end"
+        return f"windows {s.window_offset}-{last}"
+    return f"{'all' if s.windows is None else f'first {s.windows}'} windows"
+
+
 def markdown_table(rows: list[Row], settings: GridSettings) -> str:
     tasks = list(settings.tasks)
     head = ["config", "ppl", "× FP"] + [f"{t} {m}" for t in tasks for m in ("acc", "acc_norm")] + \
@@ -383,7 +499,7 @@ def markdown_table(rows: list[Row], settings: GridSettings) -> str:
     n_docs = {t: next((r.tasks[t].get("n") for r in rows if t in r.tasks), None) for t in tasks}
     lines.append("")
     lines.append(f"Model {s.model} ({s.dtype}). Perplexity: {s.data}, seqlen {s.seqlen}, "
-                 f"{'all' if s.windows is None else f'first {s.windows}'} windows, BOS {'on' if s.bos else 'off'}. "
+                 f"{_window_text(s)}, BOS {'on' if s.bos else 'off'}. "
                  f"Tasks (lm-eval, 0-shot): " + ", ".join(f"{t} n={n_docs[t]}" for t in tasks) +
                  f". Calibration: {s.calib_n} x {s.calib_seqlen} tokens of wikitext2-valid, seed {s.calib_seed}; "
                  f"`auto` plans from an outlier report on the first {s.detect_n} of them. Device {s.device}.")

@@ -33,10 +33,13 @@ from sysq.quant.api import quantize  # noqa: E402
 # w4a16-pc (per-channel INT4 weights, no activation quantizer) is w4a8's weight half: evidence for where w4a8 loses
 ROWS = ["w8a8-static", "w8a8", "w4a16", "w4a8", "w4a4+kv4", "w4a16-pc"]
 COLS = ["none", "smoothquant", "smooth", "preserve-tokens", "smooth+preserve-tokens", "rotate",
-        "rotate+preserve-tokens", "rotate+smooth+preserve-tokens", "smooth+clip+preserve-channels", "gptq", "auto"]
+        "rotate+preserve-tokens", "rotate+smooth+preserve-tokens", "smooth+clip+preserve-channels", "gptq", "auto-fast",
+        "auto"]
 # w4a16-g32: RTN on the 32-blocks this GGUF's weights were stored in (Q4_1), the grid-mismatch reference
 EXTRA = ["fp", "bnb-int8", "bnb-nf4", "w4a16-g32"]
 GOALS = {"w8a8-static": 1.015, "w8a8": 1.005, "w4a16": 1.06, "w4a8": 1.10}
+# measured auto against the rules it replaced (issue 13): at most these ratios to FP, at most 3x the rules' time
+AUTO_BAR = {"w8a8-static": 1.008, "w8a8": 1.002, "w4a16": 1.144, "w4a8": 1.306, "w4a4+kv4": 2.92}
 log = logging.getLogger("mitigation_table")
 
 
@@ -99,6 +102,22 @@ def markdown(res: dict, settings: dict) -> str:
             w = t.get("where", {})
             lines.append(f"| {k.split('|', 1)[1]} | {c['static_absmax_median']:.2f} | {t['linear']}: {t['absmax']:.1f} "
                          f"at position {w.get('position')} (window {w.get('window')}) | {t['preserved_tokens']} |")
+    both = [r for r in ROWS if f"{r}|auto" in cells and f"{r}|auto-fast" in cells
+            and "ppl" in cells[f"{r}|auto"] and "ppl" in cells[f"{r}|auto-fast"]]
+    if both and fp:
+        lines += ["", "## Measured auto against the rules (auto-fast), same run", "",
+                  "| recipe | auto-fast (rules) | auto (measured) | bar | chosen | candidates: KL (nats/token) | "
+                  "plan+mitigate s: rules / measured (x) | of which search s |", "|---|---|---|---|---|---|---|---|"]
+        for r in both:
+            f, a = cells[f"{r}|auto-fast"], cells[f"{r}|auto"]
+            sc = a.get("search") or {}
+            kl = "; ".join(f"{m} {v:.3g}" for m, v in (sc.get("scores") or {}).items())
+            tf, ta = f.get("seconds_mitigate"), a.get("seconds_mitigate")
+            times = f"{tf:.0f} / {ta:.0f} (x{ta / tf:.2f})" if tf and ta else "–"
+            bar = AUTO_BAR.get(r)
+            ok = "" if bar is None else (" met" if a["ppl"] / fp <= bar + 5e-4 else " missed")
+            lines.append(f"| {r} | {f['ppl'] / fp:.4f} | {a['ppl'] / fp:.4f} | <= {bar}{ok} | {sc.get('chosen')} | {kl} | "
+                         f"{times} | {sc.get('total_seconds', 0):.0f} |")
     sens = {k: v for k, v in cells.items() if k.startswith("sensitivity")}
     if sens:
         lines += ["", "## Calibration sensitivity (auto plan)", "", "| cell | calibration | ppl |", "|---|---|---|"]
@@ -196,9 +215,17 @@ def main() -> int:
     def mitigated(row, col, cal=calib):
         def fn():
             m = copy.deepcopy(base)
+            t = time.perf_counter()
             p = plan(report, row, col)
-            sysq.quantize(m, mitigate(m, p, cal, quiet=args.quiet, report=report), cal, quiet=args.quiet)
-            info = {"plan": str(p), **static_ranges(m)}
+            recipe = mitigate(m, p, cal, quiet=args.quiet, report=report)
+            t_mit = time.perf_counter() - t
+            t = time.perf_counter()
+            sysq.quantize(m, recipe, cal, quiet=args.quiet)
+            info = {"plan": str(p), "seconds_mitigate": t_mit, "seconds_quantize": time.perf_counter() - t,
+                    **static_ranges(m)}
+            if p.search is not None:
+                info["search"] = {k: getattr(p.search, k) for k in ("candidates", "scores", "seconds", "chosen", "rules",
+                                                                     "total_seconds", "quant_windows", "score_windows")}
             if p.smooth:
                 info["smoothed_mappings"] = len(p.smooth.chosen)
             return m, info
@@ -217,7 +244,8 @@ def main() -> int:
     if "fp" in extra:
         run("fp", plain("fp"))
     # the goal cells first, then the baselines, then the other columns
-    order = [c for c in ("none", "auto") if c in cols] + [c for c in cols if c not in ("none", "auto")]
+    order = [c for c in ("none", "auto-fast", "auto") if c in cols] + [c for c in cols if c not in ("none", "auto-fast",
+                                                                                                  "auto")]
     for i, col in enumerate(order):
         for row in rows:
             key = f"{row}|{col}"
@@ -228,7 +256,7 @@ def main() -> int:
                     save()
                 continue
             run(key, mitigated(row, col))
-        if i == 1:
+        if i == 2:
             for e in extra:
                 if e != "fp":
                     run(e, plain(e))

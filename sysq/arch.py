@@ -8,6 +8,11 @@ A new family is one :class:`Family` entry in ``FAMILIES``.
 Roles are stable names the rest of sysq uses:
   attention inputs   q k v (or fused qkv)        attention output  o
   MLP inputs         gate up (or fused gate_up, or fc1)   MLP output  down (or fc2)
+
+Norm layouts (what decides which transforms keep the function, see ``Adapter.rotations``):
+  pre-norm RMSNorm (Llama, Qwen, Gemma, Phi-3), pre-norm LayerNorm with mean subtraction and bias (OPT, GPT-2),
+  pre-norm plus sandwich post-norms (Gemma 2/3), post-LN encoders (BERT, RoBERTa: the norm follows the residual
+  add, so the residual stream is a norm output).
 """
 from __future__ import annotations
 
@@ -40,6 +45,14 @@ class Family:
     qk_norm: bool = False                # per-head RMSNorm on q and k (Qwen3, Gemma3)
     act_positive_homogeneous: bool = False  # act(x/s) = act(x)/s for s > 0 (ReLU): fc1 -> fc2 scaling is exact
     lm_head: str = "lm_head"
+    norm: str = "rms"                    # "rms" (x / rms(x) * w) | "layernorm" (mean subtraction, weight and bias)
+    post_ln: bool = False                # norms after the residual add (BERT): `attn_norm` names the previous
+                                         # layer's output norm, `embed_norm` the one before layer 0
+    embed_norm: str | None = None
+    residual_extras: tuple[str, ...] = ()   # optional linears on the residual path (OPT's project_in): when
+                                            # present, the residual rotation would have to pass through them
+    task: str = "causal-lm"              # "causal-lm" (next token) | "masked-lm" (encoders)
+    positions_after_pad: bool = False    # position ids start at pad_token_id + 1 (RoBERTa)
 
 
 _LLAMA_ATTN = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj"}
@@ -54,6 +67,21 @@ def _llama_like(name: str, model_types: tuple[str, ...], **kw) -> Family:
     )
     base.update(kw)
     return Family(**base)
+
+
+def _bert_like(name: str, prefix: str, head: str) -> Family:
+    """Post-LN encoders: LayerNorm(x + attention(x)), then LayerNorm(h + MLP(h)); a masked-LM head."""
+    return Family(
+        name=name, model_types=(name,), layers=f"{prefix}.encoder.layer",
+        embeddings=tuple(f"{prefix}.embeddings.{e}_embeddings" for e in ("word", "position", "token_type")),
+        final_norm=f"{head}.{'transform.LayerNorm' if name == 'bert' else 'layer_norm'}", attn="attention.self",
+        attn_linears={"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+                      "o": "attention.output.dense"},
+        mlp_linears={"fc1": "intermediate.dense", "fc2": "output.dense"},
+        attn_norm="output.LayerNorm", mlp_norm="attention.output.LayerNorm", act="intermediate.intermediate_act_fn",
+        gated=False, lm_head=f"{head}.decoder", norm="layernorm", post_ln=True,
+        embed_norm=f"{prefix}.embeddings.LayerNorm", task="masked-lm", positions_after_pad=name == "roberta",
+    )
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -75,14 +103,17 @@ FAMILIES: tuple[Family, ...] = (
         attn_linears={"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
                       "o": "self_attn.out_proj"},
         mlp_linears={"fc1": "fc1", "fc2": "fc2"}, attn_norm="self_attn_layer_norm", mlp_norm="final_layer_norm",
-        act="activation_fn", gated=False, act_positive_homogeneous=True,
+        act="activation_fn", gated=False, act_positive_homogeneous=True, norm="layernorm",
+        residual_extras=("model.decoder.project_in", "model.decoder.project_out"),
     ),
     Family(
         name="gpt2", model_types=("gpt2",), layers="transformer.h", embeddings=("transformer.wte", "transformer.wpe"),
         final_norm="transformer.ln_f", attn="attn", attn_linears={"qkv": "attn.c_attn", "o": "attn.c_proj"},
         mlp_linears={"fc1": "mlp.c_fc", "fc2": "mlp.c_proj"}, attn_norm="ln_1", mlp_norm="ln_2", act="mlp.act",
-        gated=False,
+        gated=False, norm="layernorm",
     ),
+    *(_bert_like(name, prefix, head) for name, prefix, head in (
+        ("bert", "bert", "cls.predictions"), ("roberta", "roberta", "lm_head"))),
 )
 
 KNOWN_MODEL_TYPES: tuple[str, ...] = tuple(t for f in FAMILIES for t in f.model_types)
@@ -134,6 +165,13 @@ def _get(root: nn.Module, path: str) -> nn.Module:
     return mod
 
 
+def _maybe(root: nn.Module, path: str):
+    try:
+        return _get(root, path)
+    except AttributeError:
+        return None
+
+
 def _conv1d_to_linear(conv: nn.Module) -> nn.Linear:
     """HF GPT-2 Conv1D stores W as [in, out]; turn it into an equivalent nn.Linear."""
     w = conv.weight
@@ -179,6 +217,10 @@ class Adapter:
         return _get(self.layers()[i], self.family.attn)
 
     def attn_norm(self, i: int) -> nn.Module:
+        """The norm whose output feeds layer i's attention inputs (post-LN: the previous layer's output norm)."""
+        if self.family.post_ln:
+            return _get(self.model, self.family.embed_norm) if i == 0 else _get(self.layers()[i - 1],
+                                                                                self.family.attn_norm)
         return _get(self.layers()[i], self.family.attn_norm)
 
     def mlp_norm(self, i: int) -> nn.Module:
@@ -191,6 +233,25 @@ class Adapter:
         out = {"attn_norm": self.attn_norm(i), "mlp_norm": self.mlp_norm(i)}
         out.update({p: _get(self.layers()[i], p) for p in self.family.post_norms})
         return out
+
+    @property
+    def post_ln(self) -> bool:
+        """Norms after the residual add (BERT, and OPT configs with do_layer_norm_before=False): a norm's output is
+        the residual stream itself, so nothing can be folded into it without changing that stream."""
+        return self.family.post_ln or getattr(self.config, "do_layer_norm_before", True) is False
+
+    @property
+    def causal(self) -> bool:
+        return self.family.task == "causal-lm"
+
+    @property
+    def max_length(self) -> int | None:
+        """The longest input the position embeddings cover (RoBERTa numbers positions from pad_token_id + 1)."""
+        c = self.config
+        n = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
+        if n is not None and self.family.positions_after_pad:
+            n -= (getattr(c, "pad_token_id", None) or 0) + 1
+        return n
 
     # ---- heads -------------------------------------------------------------------------------
     @property
@@ -249,6 +310,14 @@ class Adapter:
         """The linear writing a sub-block's output into the residual ("attn" -> o, "mlp" -> down)."""
         return self.linears(i)["o"] if block == "attn" else self.down(i)
 
+    def v_rows(self, i: int) -> tuple[nn.Linear, slice]:
+        """The linear computing layer i's values and its rows that do (all of v, or the v block of a fused qkv)."""
+        lin = self.linears(i)
+        if "v" in lin:
+            return lin["v"], slice(0, lin["v"].out_features)
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        return lin["qkv"], slice(q + kv, q + 2 * kv)
+
     def attn_inputs(self, i: int) -> list[tuple[str, nn.Linear]]:
         return [(r, m) for r, m in self.linears(i).items() if r in ("q", "k", "v", "qkv")]
 
@@ -259,19 +328,22 @@ class Adapter:
     def mappings(self, i: int) -> list[Mapping]:
         """Every place in layer i where a per-channel scale can be folded exactly.
 
-        norm -> attention inputs, norm -> MLP inputs, v -> o (when v is a separate linear),
-        up -> down (gated MLPs; gate_up's up half when fused) and fc1 -> fc2 (ReLU MLPs only).
+        norm -> attention inputs, norm -> MLP inputs (pre-norm layouts only: a post-LN norm's output is also the
+        residual), v -> o (the v rows of a fused qkv too), up -> down (gated MLPs; gate_up's up half when fused)
+        and fc1 -> fc2 (ReLU MLPs only).
         """
         f, lin = self.family, self.linears(i)
         attn_in, mlp_in = self.attn_inputs(i), self.mlp_inputs(i)
-        maps = [
+        maps = [] if self.post_ln else [
             Mapping(f"layers.{i}.attn_norm->{','.join(r for r, _ in attn_in)}", i, self.attn_norm(i), "norm",
                     [m for _, m in attn_in], [r for r, _ in attn_in]),
             Mapping(f"layers.{i}.mlp_norm->{','.join(r for r, _ in mlp_in)}", i, self.mlp_norm(i), "norm",
                     [m for _, m in mlp_in], [r for r, _ in mlp_in]),
         ]
-        if "v" in lin:
-            maps.append(Mapping(f"layers.{i}.v->o", i, lin["v"], "linear", [lin["o"]], ["o"], groups=self.kv_groups))
+        v, rows = self.v_rows(i)
+        fused = rows.stop - rows.start != v.out_features
+        maps.append(Mapping(f"layers.{i}.{'qkv' if fused else 'v'}->o", i, v, "linear", [lin["o"]], ["o"],
+                            source_rows=rows if fused else None, groups=self.kv_groups))
         if "up" in lin:
             maps.append(Mapping(f"layers.{i}.up->down", i, lin["up"], "linear", [lin["down"]], ["down"]))
         elif "gate_up" in lin:
@@ -289,11 +361,30 @@ class Adapter:
     def set_norm_weight(self, norm: nn.Module, effective: torch.Tensor) -> None:
         norm.weight.data.copy_(effective - self.family.norm_offset)
 
+    def rotations(self) -> dict[str, str | None]:
+        """Which rotations keep this model's function: part ("residual", "heads", "down") -> None when it does,
+        else the reason it does not. heads (per-head v -> o) and down (online, on the MLP output linear's input)
+        are exact in every layout; the residual rotation needs every norm on the residual stream to commute
+        with it once its weight is folded into the linears after it: RMSNorm does, LayerNorm does once the
+        stream is kept mean-free (sysq.mitigate.rotate), a norm after the residual add or a sandwich post-norm
+        does not."""
+        f, why = self.family, None
+        if f.post_norms:
+            why = (f"its post-sub-block norms ({', '.join(f.post_norms)}) scale channels on the way into the residual "
+                   "stream with no linear to fold into")
+        elif self.post_ln:
+            why = ("its LayerNorms follow the residual add (post-LN), so the residual stream is a norm output and "
+                   "a rotation cannot pass through the norm")
+        else:
+            extra = [p for p in f.residual_extras if _maybe(self.model, p) is not None]
+            if extra:
+                why = f"linears between the embeddings or the head and the residual stream ({', '.join(extra)})"
+        return {"residual": why, "heads": None, "down": None}
+
     @property
     def rotatable(self) -> bool:
-        """Residual-stream rotation needs every norm on the residual path to be foldable:
-        sandwich post-norms (Gemma2/3) apply a per-channel weight with no linear after it."""
-        return not self.family.post_norms
+        """Whether the residual-stream rotation keeps the function (see rotations)."""
+        return self.rotations()["residual"] is None
 
     # ---- run-time tensors (hooks of sysq/explain) ----------------------------------------------
     @staticmethod
@@ -330,10 +421,13 @@ class Adapter:
 
     # ---- internals ---------------------------------------------------------------------------
     def _normalise_linears(self) -> None:
-        """Swap GPT-2's Conv1D for nn.Linear (same function) so every linear has the [out, in] layout."""
+        """Swap GPT-2's Conv1D for nn.Linear (same function) so every linear has the [out, in] layout. `converted`
+        records it: checkpoint formats read by transformers' own GPT-2 expect Conv1D."""
+        self.converted = False
         for ref in self.linear_refs():
             if not isinstance(ref.module, nn.Linear) and type(ref.module).__name__ == "Conv1D":
                 ref.replace(_conv1d_to_linear(ref.module))
+                self.converted = True
 
 
 def family_of(config) -> Family:
@@ -345,6 +439,14 @@ def family_of(config) -> Family:
         f"sysq has no adapter for model_type {model_type!r}. Known model types: {', '.join(KNOWN_MODEL_TYPES)}. "
         "Add a Family entry in sysq/arch.py to support it."
     )
+
+
+def model_class(config):
+    """The transformers auto class that builds this family's model with its output head (a causal LM for a model
+    type sysq does not know, so that get_adapter names the problem)."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+    task = next((f.task for f in FAMILIES if getattr(config, "model_type", None) in f.model_types), "causal-lm")
+    return AutoModelForMaskedLM if task == "masked-lm" else AutoModelForCausalLM
 
 
 def get_adapter(model: nn.Module) -> Adapter:

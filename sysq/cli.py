@@ -25,7 +25,8 @@ def _add_model(p, default="smollm2-135m"):
 
 def _add_eval_windows(p, seqlen=512, limit=40):
     p.add_argument("--data", default="wikitext2", help="named set or text/jsonl path (default: %(default)s)")
-    p.add_argument("--seqlen", type=int, default=seqlen, help="tokens per window, BOS excluded (default: %(default)s)")
+    p.add_argument("--seqlen", type=int, default=seqlen, help="tokens per window, BOS excluded (default: "
+                   + ("%(default)s)" if seqlen else "2048; encoders: their longest window, at most 510)"))
     p.add_argument("--limit", type=int, default=limit, help="first N windows; 0 = all (default: %(default)s)")
     p.add_argument("--no-bos", action="store_true", help="do not prepend the model's BOS to each window")
 
@@ -46,13 +47,23 @@ def write_json(path, obj) -> None:
 
 # ---- subcommands -------------------------------------------------------------------------------------
 def cmd_ppl(args) -> int:
+    """Perplexity of a decoder; masked-token perplexity of an encoder (evaluation/masked.py, protocol printed)."""
     from evaluation.perplexity import perplexity
 
     from . import data, models
+    from .arch import get_adapter
 
     model, tok = models.load(args.model, dtype=args.dtype, device=args.device)
-    w = data.windows(args.data, tok, n=args.limit or None, seqlen=args.seqlen, bos=not args.no_bos)
-    res = perplexity(model, w, batch_size=args.batch_size, quiet=args.quiet, model_name=args.model)
+    ad = get_adapter(model)
+    seqlen = args.seqlen or (2048 if ad.causal else min(510, (ad.max_length or 512) - 2))
+    bos = not args.no_bos or not ad.causal           # an encoder's windows always start with [CLS]
+    w = data.windows(args.data, tok, n=args.limit or None, seqlen=seqlen, bos=bos)
+    if ad.causal:
+        res = perplexity(model, w, batch_size=args.batch_size, quiet=args.quiet, model_name=args.model)
+    else:
+        from evaluation.masked import masked_perplexity
+        res = masked_perplexity(model, w, tok, seed=args.mask_seed, batch_size=args.batch_size or 4,
+                                quiet=args.quiet, model_name=args.model)
     print(res)
     if args.json:
         write_json(args.json, res.to_dict())
@@ -75,6 +86,9 @@ def cmd_detect(args) -> int:
     from .detect import detect, parse_thresholds
 
     th = parse_thresholds(args.threshold)
+    if args.mitigate and args.fast:
+        from .mitigate.api import fast_method
+        args.mitigate = fast_method(args.mitigate)
     if args.mitigate and not _is_plan_file(args.mitigate):
         from .mitigate.api import plan
         plan(None, args.recipe, args.mitigate)        # a bad method or recipe fails before any work
@@ -173,9 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logs")
     sub.add_parser = _with_parents(sub.add_parser, common)
 
-    p = sub.add_parser("ppl", help="perplexity of a model on WikiText-2 (DESIGN.md section 3)")
+    p = sub.add_parser("ppl", help="perplexity of a model on WikiText-2 (DESIGN.md section 3); encoders: masked-token "
+                                   "perplexity (evaluation/masked.py)")
     _add_model(p)
-    _add_eval_windows(p, seqlen=2048, limit=0)
+    _add_eval_windows(p, seqlen=None, limit=0)
+    p.add_argument("--mask-seed", type=int, default=0, help="encoders: seed of the masked positions (default: 0)")
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: 2048 // seqlen)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: where the model loads, the CPU)")
     p.add_argument("--json", help="also write the result with its settings to this file")
@@ -196,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also apply a mitigation plan (auto, smooth+preserve-tokens, ... or a plan YAML), detect "
                         "again and add a before/after panel to the report (after-report in OUT/after)")
     p.add_argument("--recipe", default="w8a8-static", help="recipe the plan targets (default: %(default)s)")
+    p.add_argument("--fast", action="store_true", help="with --mitigate auto: the rules (auto-fast), no measured search")
     p.add_argument("--calib-n", type=int, default=8,
                    help="with --mitigate: the first N windows feed the plan's searches (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: where the model loads, the CPU)")

@@ -110,8 +110,9 @@ def _hub_text(name: str, named: NamedSet) -> str:
 
 
 def bos_id(tokenizer) -> int | None:
-    """The BOS id to prepend, or None when the model has none."""
-    return getattr(tokenizer, "bos_token_id", None)
+    """The BOS id to prepend (an encoder's [CLS] when it has no BOS), or None when the model has neither."""
+    bid = getattr(tokenizer, "bos_token_id", None)
+    return bid if bid is not None else getattr(tokenizer, "cls_token_id", None)
 
 
 @dataclass
@@ -151,11 +152,15 @@ def tokenize(text: str, tokenizer) -> torch.Tensor:
 
 
 def windows(source: str, tokenizer, n: int | None = None, seqlen: int = 512, seed: int | None = None,
-            bos: bool = True, field: str | None = None) -> Windows:
+            bos: bool = True, field: str | None = None, offset: int = 0) -> Windows:
     """Non-overlapping windows of `seqlen` text tokens from `source`, BOS prepended when the model has one.
 
-    n=None takes every window; seed=None takes the first n (evaluation), an int seed samples n at random.
+    n=None takes every window; seed=None takes the first n (evaluation) after skipping `offset` windows (a
+    second, disjoint evaluation set: offset=40 takes windows 40..79), an int seed samples n at random.
     """
+    if offset < 0 or (offset and seed is not None):
+        raise SysqError(f"offset={offset}: a window offset is a count >= 0 and applies to the first-n selection "
+                        "(seed None), not to a random sample")
     if seqlen < 2:
         raise SysqError(f"seqlen must be >= 2, got {seqlen}")
     if n is not None and n < 1:
@@ -166,13 +171,16 @@ def windows(source: str, tokenizer, n: int | None = None, seqlen: int = 512, see
         raise SysqError(f"{source!r} has {ids.numel()} tokens, fewer than one window of {seqlen}; "
                         "use a smaller --seqlen or a longer text")
     chunks = ids[: total * seqlen].view(total, seqlen)
+    if offset >= total:
+        raise SysqError(f"{source!r} holds {total} windows of {seqlen} tokens; offset {offset} leaves none")
     if seed is None:
-        order = list(range(total if n is None else min(n, total)))
+        order = list(range(offset, total if n is None else min(offset + n, total)))
     else:
         g = torch.Generator().manual_seed(seed)
         order = sorted(torch.randperm(total, generator=g)[: total if n is None else min(n, total)].tolist())
-    if n is not None and n > total:
-        log.warning("%s holds %d windows of %d tokens; using all of them instead of %d", source, total, seqlen, n)
+    if n is not None and n > total - offset:
+        log.warning("%s holds %d windows of %d tokens after offset %d; using them instead of %d", source,
+                    total - offset, seqlen, offset, n)
     chunks = chunks[order]
     bid = bos_id(tokenizer) if bos else None
     if bid is not None:

@@ -132,7 +132,9 @@ def _save_plain(model, tok, folder: Path) -> None:
 
 
 def _load_folder(path: Path, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .arch import model_class
 
     try:
         from .quant import io as qio  # a folder written by sysq.save holds integer weights
@@ -144,7 +146,7 @@ def _load_folder(path: Path, dtype: torch.dtype):
         raise ModelNotFound(f"{path} has no config.json, so it is not a model folder. Pass a folder written by "
                             "save_pretrained or sysq.save, a .gguf file, or an alias")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = model_class(AutoConfig.from_pretrained(path)).from_pretrained(path, dtype=dtype)
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # safetensors, json and torch each raise their own types for damaged files
         raise SysqError(f"could not load the model folder {path}: {e}. The files may be corrupt or incomplete; "

@@ -27,10 +27,32 @@ def tiny_tokenizer():
     return make_tokenizer()
 
 
+def make_wordpiece_tokenizer():
+    """A BERT-style WordPiece tokenizer over TINY_TEXT's words: [PAD]=0, [UNK], [CLS]=2, [SEP], [MASK]."""
+    from transformers import BertTokenizerFast
+    words = sorted(set(TINY_TEXT.lower().split()) | set("0123456789"))
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)}
+    return BertTokenizerFast(vocab=vocab)
+
+
+@pytest.fixture(scope="session")
+def wordpiece_tokenizer():
+    return make_wordpiece_tokenizer()
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """(model, tokenizer) of the real SmolLM2-135M, loaded once per test session."""
     return sysq.load("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is faster than two that wait for each other (and for a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

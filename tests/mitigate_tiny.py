@@ -1,6 +1,8 @@
 """Tiny random models of several families for the mitigation tests (no hub, a second or less each)."""
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig
+
+from sysq.arch import model_class
 
 COMMON = dict(vocab_size=96, num_hidden_layers=2, max_position_embeddings=64)
 CONFIGS = {
@@ -15,15 +17,28 @@ CONFIGS = {
     "opt": dict(hidden_size=48, ffn_dim=96, num_attention_heads=4, word_embed_proj_dim=48,
                 do_layer_norm_before=True, pad_token_id=0),
     "gemma": dict(hidden_size=48, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=12),
+    "mistral": dict(hidden_size=48, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=12),
+    "gemma2": dict(hidden_size=48, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=12),
+    "gemma3_text": dict(hidden_size=48, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=12),
+    "gpt2": dict(n_embd=48, n_inner=96, n_head=4, n_positions=64),
+    "bert": dict(hidden_size=48, intermediate_size=96, num_attention_heads=4),
+    "roberta": dict(hidden_size=48, intermediate_size=96, num_attention_heads=4, max_position_embeddings=70,
+                    pad_token_id=1),
 }
+ALL = list(CONFIGS)
 
 
 def tiny(family: str, seed: int = 0) -> torch.nn.Module:
     """A random model whose norms and biases are not the identity, so folds are really exercised."""
     torch.manual_seed(seed)
-    cfg = AutoConfig.for_model(family, **COMMON, **CONFIGS[family])
+    kw = {**COMMON, **CONFIGS[family]}
+    if family == "gpt2":
+        kw["n_layer"] = kw.pop("num_hidden_layers")
+        kw.pop("max_position_embeddings")
+    cfg = AutoConfig.for_model(family, **kw)
     cfg._attn_implementation = "eager"
-    model = AutoModelForCausalLM.from_config(cfg).eval()
+    model = model_class(cfg).from_config(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name and name.endswith("weight"):

@@ -72,7 +72,10 @@ def test_mappings_fold_exactly(model_type):
     # Gemma norms compute in float32 internally, so allow float32 rounding
     assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
     names = [m.name for m in ad.mappings(0)]
-    assert names[0].startswith("layers.0.attn_norm->") and names[1].startswith("layers.0.mlp_norm->")
+    if ad.post_ln:        # BERT: a norm's output is the residual itself, so only v->o folds exactly
+        assert names == ["layers.0.v->o"]
+    else:
+        assert names[0].startswith("layers.0.attn_norm->") and names[1].startswith("layers.0.mlp_norm->")
 
 
 def test_gpt2_conv1d_becomes_linear_without_changing_logits():
@@ -86,9 +89,14 @@ def test_gpt2_conv1d_becomes_linear_without_changing_logits():
         assert torch.allclose(model(input_ids=ids).logits, ref_model(input_ids=ids).logits, atol=1e-5)
 
 
-def test_rotatable_flags_sandwich_norms():
-    assert get_adapter(tiny_model("llama")).rotatable
+def test_rotations_say_which_parts_keep_the_function():
+    for family in ("llama", "opt", "gpt2", "phi3"):
+        assert get_adapter(tiny_model(family)).rotations() == {"residual": None, "heads": None, "down": None}
+    caps = get_adapter(tiny_model("gemma2")).rotations()
+    assert "post_feedforward_layernorm" in caps["residual"] and caps["heads"] is None and caps["down"] is None
     assert not get_adapter(tiny_model("gemma2")).rotatable
+    assert "post-LN" in get_adapter(tiny_model("bert")).rotations()["residual"]
+    assert "project_in" in get_adapter(tiny_model("opt", word_embed_proj_dim=32)).rotations()["residual"]
 
 
 def test_unknown_architecture_lists_known_ones():

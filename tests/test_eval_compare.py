@@ -132,3 +132,64 @@ def test_configuration_names():
         compare.parse_config(" ")
     with pytest.raises(SysqError, match="repeat"):
         compare.run_grid(["w8a8", "w8a8"], out="/nonexistent-never-written")
+
+
+FAKE_PEER = '''
+import json, pathlib, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+spec = json.loads(pathlib.Path(sys.argv[1]).read_text())
+ids = torch.load(spec["windows"])
+m = AutoModelForCausalLM.from_pretrained(spec["model"])
+with torch.no_grad():
+    for n, p in m.named_parameters():
+        if n.endswith("proj.weight"):
+            p.copy_((p * 8).round() / 8)               # a crude "quantizer": the grid must measure what it wrote
+m.save_pretrained(spec["out"])
+pathlib.Path(spec["out"], "peer.json").write_text(json.dumps({"library": "fake 1.0", "calib": list(ids.shape)}))
+with open(pathlib.Path(spec["model"]) / "runs.txt", "a") as f:
+    f.write("1")
+'''
+
+
+def test_peer_checkpoints_are_made_once_per_calibration_and_reused_across_window_sets(settings, tmp_path,
+                                                                                     tiny_tokenizer, monkeypatch):
+    """A peer row runs its script in its own environment's python (here: a wrapper around this one) on the grid's
+    calibration windows; the grid measures the checkpoint, and a second window set sharing --cache reuses it."""
+    import sys
+
+    from evaluation import peers
+    folder = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    venv = tmp_path / "venvs" / "autoround"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (venv / "bin" / "python").chmod(0o755)
+    (venv / ".complete").touch()
+    monkeypatch.setenv("SYSQ_PEER_VENVS", str(tmp_path / "venvs"))
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "autoround_quantize.py").write_text(FAKE_PEER)
+    monkeypatch.setattr(peers, "SCRIPTS", tmp_path / "scripts")
+    settings.model = str(folder)
+    fp, peer = compare.run_grid(["autoround-w4a16-g64-cpu"], settings, out=tmp_path / "w0", quiet=True,
+                                cache=tmp_path / "cache")
+    assert peer.status == "ok", peer.error
+    assert peer.info["library"] == "fake 1.0" and peer.info["calib"] == [2, 33]   # the grid's 2 x (BOS + 32)
+    assert peer.ppl != fp.ppl and peer.modules == {"Linear": 14}
+    settings.window_offset = 3
+    again = compare.run_grid(["autoround-w4a16-g64-cpu"], settings, out=tmp_path / "w3", quiet=True,
+                             cache=tmp_path / "cache")[1]
+    assert again.status == "ok" and again.info["reused"] and again.ppl != peer.ppl
+    assert (folder / "runs.txt").read_text() == "1"                                 # quantized once
+
+
+def test_window_offset_measures_a_disjoint_set_and_kept_models_are_reused(settings, loader, tmp_path):
+    a = compare.run_grid(["w4a16-g128"], settings, out=tmp_path, loader=loader, quiet=True, keep_models=True)[1]
+    n_loads = len(loader.calls)
+    settings.window_offset = 3
+    b = compare.run_grid(["w4a16-g128"], settings, out=tmp_path, loader=loader, quiet=True, keep_models=True)[1]
+    assert a.perplexity["windows"] == b.perplexity["windows"] == 3 and a.ppl != b.ppl
+    assert b.info["model_reused_from"].startswith(str(tmp_path / "models"))
+    assert b.info["description"] == a.info["description"]
+    assert len(loader.calls) == n_loads + 3        # FP row, the windows' tokenizer, the reused row's tokenizer
+    assert "windows 3-5" in (tmp_path / "results.md").read_text()

@@ -63,3 +63,35 @@ def test_auto_rounds_int4_weights_with_gptq_and_survives_yaml():
     assert MitigationPlan.from_yaml(p.to_yaml()) == p
     assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto")).method == "rtn"     # 8-bit weights: RTN is enough
     assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto+gptq")).method == "gptq"
+
+
+def test_auto_candidates_and_the_fast_path():
+    from sysq.mitigate.api import fast_method
+    s = plan(None, "w8a8-static", "auto").search
+    assert s.candidates == ["rotate+smooth+preserve-tokens", "smooth+preserve-tokens", "none"]
+    assert s.rules == s.candidates[0] and s.chosen is None
+    # INT4 weights: the rules' GPTQ rounding joins every candidate, the unmitigated one too
+    assert plan(None, "w4a16", "auto").search.candidates == [
+        "smooth+clip+preserve-channels+gptq", "rotate+smooth+clip+gptq", "gptq"]
+    fast = plan(None, "w8a8-static", "auto-fast")
+    assert fast.search is None and fast.rotate is not None and fast.preserve_tokens is not None
+    assert fast_method("auto+gptq") == "auto-fast+gptq"
+    p = plan(None, "w4a8", "auto")
+    assert MitigationPlan.from_yaml(p.to_yaml()) == p
+
+
+def test_a_new_candidate_is_one_line(monkeypatch):
+    from sysq.mitigate import api
+    monkeypatch.setattr(api, "AUTO_CANDIDATES", api.AUTO_CANDIDATES + (("smoothquant+preserve-tokens", "act"),))
+    assert "smoothquant+preserve-tokens" in plan(None, "w8a8", "auto").search.candidates
+    assert "smoothquant+preserve-tokens" not in plan(None, "w4a16", "auto").search.candidates
+
+
+def test_learned_and_awq_are_plan_methods():
+    from sysq.mitigate.preserve import apply_to_recipe
+    p = plan(None, "w4a16", "auto+learned")             # learned replaces auto's gptq rounding
+    assert p.rounding == "learned" and apply_to_recipe("w4a16", p).method == "learned"
+    assert MitigationPlan.from_yaml(p.to_yaml()) == p
+    a = plan(None, "w4a16-g64+fz", "awq")
+    assert a.smooth.statistic == "mean" and a.clip.weights and a.rounding is None
+    assert apply_to_recipe("w4a16-g64+fz", plan(None, "w4a16-g64+fz", "awq+learned")).method == "learned"

@@ -71,7 +71,7 @@ def test_bitsandbytes_conversion_of_a_loaded_model(recipe, cls):
 
 
 @pytest.mark.parametrize("recipe", [
-    "w8a8-static+kv4", "w4a16", "w4a16+gptq",
+    "w8a8-static+kv4", "w4a16", "w4a16+gptq", "w4a16-g32+fz", "w4a16-pc+fz+gptq",
     {"base": "w4a4", "act": {"preserve_positions": [0], "preserve_threshold": 20.0},
      "preserve_channels": {"model.layers.1.mlp.down_proj": [2, 7]}, "preserve_channels_bits": 8},
 ])
@@ -87,6 +87,33 @@ def test_save_reload_gives_identical_logits(recipe, tmp_path, tiny_tokenizer):
     assert tok is not None and isinstance(again.get_submodule("model.layers.0.self_attn.q_proj"), QuantLinear)
     with torch.no_grad():
         assert torch.equal(again(ids).logits, ref)
+
+
+def test_float_zero_point_int4_round_trips_exactly(tmp_path):
+    """Codes, scales and float zero points come back bit for bit; a weight on the format's own grid is exact."""
+    from safetensors.torch import load_file
+    model = tiny_model("llama")
+    lin = model.get_submodule("model.layers.0.mlp.down_proj")
+    g = torch.Generator().manual_seed(0)
+    u = torch.randint(0, 16, lin.weight.shape, generator=g).float()      # a Q4_1-style grid: d * u + m per 32
+    d = torch.rand(lin.weight.shape[0], lin.weight.shape[1] // 32, 1, generator=g).half().float() / 64
+    m = -(torch.rand(d.shape, generator=g).half().float() / 8)
+    u.view(*d.shape[:2], 32)[..., 0], u.view(*d.shape[:2], 32)[..., 1] = 0, 15
+    on_grid = (u.view(*d.shape[:2], 32) * d + m).reshape(lin.weight.shape)
+    with torch.no_grad():
+        lin.weight.copy_(on_grid)
+    quantize(model, "w4a16-g32+fz", quiet=True)
+    q = model.get_submodule("model.layers.0.mlp.down_proj")
+    assert q.w_zero.dtype == torch.float32 and torch.equal(q.dequantized_weight(), on_grid)
+    save(model, tmp_path / "q")
+    t = load_file(str(tmp_path / "q" / "sysq_model.safetensors"))
+    assert t["model.layers.0.mlp.down_proj.qweight"].dtype == torch.uint8       # packed two per byte
+    again, _ = sysq.load(str(tmp_path / "q"))
+    for ref in get_adapter(model).linear_refs():
+        a, b = ref.module, again.get_submodule(ref.name)
+        assert b.weight_spec.zero_point == "float"
+        for name in ("qweight", "w_scale", "w_zero"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), (ref.name, name)
 
 
 def test_int4_is_stored_packed_on_disk(tmp_path):

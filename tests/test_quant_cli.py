@@ -47,13 +47,14 @@ def test_default_is_auto_and_the_folder_holds_plan_report_and_reloads(setup, tmp
     rc, printed, _ = _quantize([*common, "--recipe", "w8a8-static", "--out", str(out)], capsys)
     assert rc == 0
     assert "mitigate=auto" in printed and "== detect" in printed
-    assert "rotate: residual=True" in printed and "preserve tokens: positions [0]" in printed
+    assert "auto: chose" in printed and "preserve tokens: positions [0]" in printed   # measured auto
     assert "14 x w=int8 sym channel, a=int8 sym tensor static" in printed
     assert "perplexity " in printed and "x" in printed and "FP) on" in printed
     assert "logits max |diff| 0" in printed                        # the command's own reload check
     assert {"plan.yaml", "outliers.md", "quantize.json", "sysq_model.safetensors"} <= {p.name for p in out.iterdir()}
     plan = yaml.safe_load((out / "plan.yaml").read_text())
-    assert plan["method"] == "auto" and plan["rotate"] and plan["preserve_tokens"]["positions"] == [0]
+    assert plan["method"] == "auto" and plan["preserve_tokens"]["positions"] == [0]
+    assert plan["search"]["chosen"] in plan["search"]["candidates"]
     q = json.loads((out / "quantize.json").read_text())
     assert q["mitigate"] == "auto" and q["verify"]["logits_max_abs_diff"] == 0 and q["verify"]["ratio_to_sysq"] == 1
     assert "dominant" in (out / "outliers.md").read_text().lower() or (out / "outliers.md").read_text().strip()
@@ -127,7 +128,7 @@ def test_compressed_tensors_output_defaults_to_the_engine_plan_and_reports_its_c
     assert config["quantization_config"]["format"] == "int-quantized"
     # a sysq-target plan cannot be exported: refused by name, nothing written
     rc, _, err = _quantize([*common, "--recipe", "w8a8-static", "--format", "compressed-tensors", "--target", "sysq",
-                            "--out", str(tmp_path / "no")], capsys)
+                            "--mitigate", "rotate+smooth+preserve-tokens", "--out", str(tmp_path / "no")], capsys)
     assert rc == 2 and "run-time preserved-token rule" in err and "online down_proj Hadamard" in err
     assert not (tmp_path / "no").exists()
 

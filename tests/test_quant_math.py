@@ -70,6 +70,46 @@ def test_values_on_the_grid_survive_unchanged(bits, symmetric, r, c, k, seed):
 
 
 @FAST
+@given(x=matrices(), bits=st.sampled_from(BITS), data=st.data())
+def test_float_zero_point_error_within_half_a_step_and_range_ends_exact(x, bits, data):
+    gran, g = _granularity(data.draw, x.shape[1])
+    x = x + data.draw(st.sampled_from([0.0, 3.0, -7.0])) * x.abs().max()   # ranges that exclude 0 too
+    q, scale, zero = quantize_tensor(x, bits, False, gran, g, float_zero=True)
+    qmin, qmax = qrange(bits)
+    assert q.dtype == torch.int8 and int(q.min()) >= qmin and int(q.max()) <= qmax
+    xhat = dequantize_tensor(q, scale, zero, float_zero=True)
+    r, rh = rows(x, gran, g), rows(xhat, gran, g)
+    step = scale.reshape(-1, 1)
+    assert bool(((rh - r).abs() <= step / 2 * (1 + 1e-4) + 1e-6 * r.abs()).all())
+    # the group minimum is code qmin and lands on the float zero's grid (Q4_1's d * 0 + m)
+    lo = r.amin(1, keepdim=True)
+    assert torch.allclose(rh.gather(1, r.argmin(1, keepdim=True)), lo, rtol=1e-6, atol=1e-30)
+    assert torch.equal(fake_quantize_tensor(x, bits, False, gran, g, float_zero=True), xhat)
+
+
+@FAST
+@given(bits=st.sampled_from(BITS), r=st.integers(1, 5), c=st.integers(2, 40), k=st.integers(-6, 6),
+       seed=st.integers(0, 2**31 - 1))
+def test_a_q4_1_style_grid_with_a_float_minimum_survives_unchanged(bits, r, c, k, seed):
+    """d * u + m with u unsigned and m any float (the default model's GGUF blocks): exact, bit for bit."""
+    qmin, qmax = qrange(bits)
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randint(0, qmax - qmin + 1, (r, c), generator=g)
+    u[:, 0], u[:, 1] = 0, qmax - qmin                     # the row's range spans the grid
+    d = 2.0 ** k
+    m = (torch.randn(r, 1, generator=g) * 4 * d).half().float()   # an fp16 minimum, as GGUF stores it
+    x = u.float() * d + m
+    q, s, z = quantize_tensor(x, bits, False, "channel", float_zero=True)
+    assert torch.equal(dequantize_tensor(q, s, z, float_zero=True), x)
+    assert torch.equal(q.long() - qmin, u)
+
+
+def test_a_float_zero_point_needs_an_asymmetric_quantizer():
+    with pytest.raises(SysqError, match="asymmetric"):
+        quantize_tensor(torch.randn(2, 8), 4, True, "channel", float_zero=True)
+
+
+@FAST
 @given(x=matrices(), bits=st.sampled_from(BITS), symmetric=st.booleans(), seed=st.integers(0, 1000), data=st.data())
 def test_zero_stays_zero(x, bits, symmetric, seed, data):
     gran, g = _granularity(data.draw, x.shape[1])

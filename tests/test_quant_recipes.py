@@ -35,6 +35,11 @@ def test_modifiers_compose():
     assert get_recipe("w8a8-static+kv8").kv.bits == 8
     assert get_recipe("w4a16+gptq").method == "gptq"
     assert get_recipe("w4a16+mse").weight.mse
+    fz = get_recipe("w4a16-g64+fz")
+    assert (fz.weight.zero_point, fz.weight.group_size, fz.weight.symmetric) == ("float", 64, False)
+    assert "float-zero g64" in fz.describe()
+    with pytest.raises(SysqError, match=r"'\+fz'.*asymmetric"):
+        get_recipe("w8a16+fz")
 
 
 def test_unknown_names_list_what_is_allowed():
@@ -67,6 +72,9 @@ def test_bad_values_are_named_with_the_allowed_values():
     ({"base": "w4a8", "backend": "int8"}, "backend 'int8'"),
     ({"method": "gptq"}, "method='gptq' needs a weight quantizer"),
     ({"base": "w8a8", "act": {"clip_ratio": 1.5}}, r"act.clip_ratio=1.5 must lie in \(0, 1\]"),
+    ({"base": "w8a16", "weight": {"zero_point": "float"}}, "zero_point='float' needs weight.symmetric=false"),
+    ({"base": "w4a16", "weight": {"zero_point": "half"}}, "weight.zero_point='half'.*int, float"),
+    ({"base": "w8a8", "act": {"symmetric": False, "zero_point": "float"}}, "act.zero_point='float' is not supp"),
 ])
 def test_contradictions_are_errors(fields, needle):
     with pytest.raises(SysqError, match=needle):

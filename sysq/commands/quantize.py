@@ -30,8 +30,11 @@ def add_arguments(p) -> None:
                    help="preset (w8a16, w4a16, w4a16-pc, w8a8, w8a8-static, w4a8, w4a4, w8a8-int, bnb-int8, bnb-nf4,"
                         " ...) with +kv8/+kv4/+gptq/+mse, or a YAML file (default: %(default)s)")
     p.add_argument("--mitigate", default="auto", metavar="PLAN",
-                   help="auto (default), none, a '+'-join of methods (smooth, smoothquant, clip, preserve-tokens, "
-                        "preserve-channels, rotate, gptq), or a plan YAML (e.g. an edited plan.yaml)")
+                   help="auto (default: candidate plans measured on calibration windows), auto-fast (rules), none, "
+                        "a '+'-join of methods (smooth, smoothquant, clip, preserve-tokens, preserve-channels, rotate, "
+                        "gptq), or a plan YAML (e.g. an edited plan.yaml)")
+    p.add_argument("--fast", action="store_true",
+                   help="auto by rules (auto-fast) instead of measuring candidate plans on calibration windows")
     p.add_argument("--report", default=None, metavar="REPORT",
                    help="reuse this outlier report (report.json or its folder from `sysq detect`) instead of detecting")
     p.add_argument("--target", default=None, choices=("sysq", "engine"),
@@ -85,7 +88,7 @@ def resolve_plan(spec: str, recipe, report, target: str):
 def _needs_report(spec: str) -> bool:
     """Methods whose choices read the report (auto's rules, preserve-tokens' threshold, clip floors, channels)."""
     parts = set(spec.split("+"))
-    return bool(parts & {"auto", "preserve-tokens", "preserve-channels", "clip"})
+    return bool(parts & {"auto", "auto-fast", "preserve-tokens", "preserve-channels", "clip"})
 
 
 def _check_inputs(args, recipe) -> None:
@@ -121,6 +124,9 @@ def run(args) -> int:
 
     quiet = getattr(args, "quiet", False)
     recipe = get_recipe(args.recipe)
+    if getattr(args, "fast", False):
+        from ..mitigate.api import fast_method
+        args.mitigate = fast_method(args.mitigate)
     args.target = args.target or ("engine" if args.format == "compressed-tensors" else "sysq")
     _check_inputs(args, recipe)
     start = time.perf_counter()

@@ -1,29 +1,40 @@
 """sysq.plan and sysq.mitigate: from the outlier report to a mitigated model, ready for sysq.quantize.
 
     report = sysq.detect(model, calib, tokenizer=tok)
-    plan = sysq.plan(report, "w8a8-static")          # "auto", or "smooth+preserve-tokens", ...
+    plan = sysq.plan(report, "w8a8-static")          # "auto" (measured), "auto-fast" (rules), "smooth+clip", ...
     recipe = sysq.mitigate(model, plan, calib)        # in place; returns the recipe carrying the plan's
     sysq.quantize(model, recipe, calib)               # quantizer-side settings (preserved tokens/channels,
                                                       # per-linear activation clip ratios, GPTQ rounding)
 
 The mitigated model also carries its plan, and sysq.quantize applies the plan's settings to whatever recipe
 it is given: there is one quantize path, whichever recipe object the caller passes.
+
+`auto` chooses by measurement. plan() proposes candidate plans (AUTO_CANDIDATES: the rules' plan, the rules with
+the rotation decision reversed, no mitigation); mitigate() narrows each to what the model's family keeps exact
+(Adapter.rotations) and to the target, applies each to a copy of the model on a few calibration windows,
+quantizes it, and keeps the one whose next-token distribution is closest to the float model's (KL on other
+calibration windows); then it applies the winner with every calibration window. `auto-fast` is the rules alone.
 """
 from __future__ import annotations
 
+import copy
 import logging
+import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..arch import get_adapter
 from ..errors import SysqError
 from .calib import input_stats
 from .clip import activation_ratio, clip_weights
-from .plan import METHODS, Clip, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Smooth, TokenScales
+from .plan import (METHODS, Clip, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Search, Smooth,
+                   TokenScales)
 from .preserve import apply_to_recipe, channels_from_report, channels_from_stats, token_rule
 from .qsim import recipe_of
-from .rotate import rotate
+from .rotate import fit_rotation, rotate
 from .smooth import smooth
 
 log = logging.getLogger(__name__)
@@ -36,8 +47,9 @@ TARGETS = ("sysq", "engine")
 def plan(report=None, recipe="w8a8-static", method: str = "auto", target: str = "sysq") -> MitigationPlan:
     """A MitigationPlan for `recipe` from an OutlierReport (or None: defaults, BOS as the outlier token).
 
-    method: "auto", "none", or methods joined by '+': smooth, smoothquant, clip, preserve-tokens,
-    preserve-channels, rotate.
+    method: "auto" (chosen by measurement when sysq.mitigate runs: see Search), "auto-fast" (the rules alone),
+    "none", or methods joined by '+': smooth, smoothquant, awq, clip, preserve-tokens, preserve-channels, rotate,
+    gptq, learned ("learned" replaces auto's gptq rounding: "auto+learned").
     target: "sysq" (anything sysq simulates and saves) or "engine" (only what a compressed-tensors export
     carries, so vLLM and plain transformers run it: see restrict_to_engine).
     """
@@ -51,7 +63,13 @@ def plan(report=None, recipe="w8a8-static", method: str = "auto", target: str = 
     _build(p, r, report, method)
     if target == "engine":
         restrict_to_engine(p)
+    object.__setattr__(p, "_report", report)     # the candidates of a measured auto are planned from it too
     return p
+
+
+def fast_method(method: str) -> str:
+    """`method` with measured auto replaced by its rules (the CLI's --fast)."""
+    return "+".join("auto-fast" if m == "auto" else m for m in method.split("+"))
 
 
 def restrict_to_engine(p: MitigationPlan) -> MitigationPlan:
@@ -81,18 +99,32 @@ def restrict_to_engine(p: MitigationPlan) -> MitigationPlan:
     return p
 
 
+AUTO = ("auto", "auto-fast")
+
+
 def _build(p: MitigationPlan, r, report, method: str) -> None:
     parts = method.split("+")
-    if "auto" in parts:
-        parts = _auto(r, report, p) + [m for m in parts if m != "auto"]
+    extra = [m for m in parts if m not in AUTO]
+    if "auto" in parts or "auto-fast" in parts:
+        parts = _rules(r, report, p) + extra     # auto: the rules' plan until mitigate measures the candidates
+        if "auto" in method.split("+"):
+            rules = "+".join(_rules(r, report, MitigationPlan()) + extra)
+            p.search = Search(candidates=candidates(r, report, extra), rules=rules)
     bad = [m for m in parts if m not in METHODS]
     if bad:
-        raise SysqError(f"unknown mitigation method(s) {bad}; use auto, none or a '+'-join of {', '.join(METHODS)}")
+        raise SysqError(f"unknown mitigation method(s) {bad}; use auto, auto-fast, none or a '+'-join of "
+                        f"{', '.join(METHODS)}")
     if "rotate" in parts:
         p.rotate = Rotate()
     if "smoothquant" in parts:
         p.smooth = Smooth(alpha=0.5, mappings="norm")
         p.notes.append("smoothquant: SmoothQuant's fixed alpha 0.5 on norm->q,k,v and norm->gate,up only")
+    elif "awq" in parts:
+        p.smooth = Smooth(statistic="mean")
+        p.notes.append("awq: activation-aware per-channel scales mean|X|^a (AWQ), strength searched per mapping on "
+                       "the recipe's output error (identity allowed), with weight clipping")
+        if "clip" not in parts:
+            parts.append("clip")
     elif "smooth" in parts:
         p.smooth = Smooth()
     if "clip" in parts:
@@ -103,7 +135,11 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
         p.preserve_tokens = _preserve_tokens(report)
     if "token-scales" in parts and r is not None and r.act is not None and not r.act.dynamic:
         p.token_scales = TokenScales()
-    if "gptq" in parts and r is not None and r.weight is not None:
+    if "learned" in parts and r is not None and r.weight is not None:
+        p.rounding = "learned"
+        p.notes.append("learned: rounding and clipping learned per decoder layer against its float output on the "
+                       "calibration windows (AutoRound's SignSGD)" + (", instead of gptq" if "gptq" in parts else ""))
+    elif "gptq" in parts and r is not None and r.weight is not None:
         p.rounding = "gptq"
         p.notes.append("gptq: error-compensating weight rounding (Frantar et al. 2022) on the mitigated weights")
     if "preserve-channels" in parts:
@@ -138,31 +174,36 @@ def _floors(report) -> dict[str, float]:
     return out
 
 
-def _auto(r, report, p: MitigationPlan) -> list[str]:
-    """The paper's findings as rules, checked against the SmolLM2 table (docs/MITIGATION.md):
-    * outliers sit on a few tokens (BOS, some first/delimiter tokens) -> preserve tokens whenever
-      activations are quantized;
-    * channel outliers -> rotate when activations are quantized with 8-bit weights, or when activations go
-      to 4 bits; not for INT4 weights at 8/16-bit activations (rotation made RTN INT4 weights worse on
-      SmolLM2: w4a16 1.31 -> 1.78 x FP, w4a8 1.81 -> 3.47);
-    * smoothing searched per mapping (identity allowed) always; after rotation it folds into norms and v->o;
-    * INT4 weights: MSE clipping, without rotation the report's outlier input channels kept in INT8, and
-      GPTQ rounding: at 4 bits the loss is weight rounding more than outliers (SmolLM2 w4a16 RTN 1.31 x FP with
-      no activation quantizer at all), and error-compensating rounding recovers part of it."""
+def _weights4(r) -> bool:
+    return r is not None and r.weight is not None and r.weight.bits < 8
+
+
+def _rules(r, report, p: MitigationPlan, rotate: bool | None = None) -> list[str]:
+    """auto-fast: the report's findings as rules (`rotate` forces the rotation decision either way).
+    * the outliers sit on a few tokens (the report's outlier tokens: BOS, delimiters) -> preserve those tokens
+      whenever activations are quantized (they would set every static range, and they are functional);
+    * they sit in a few channels that the report traces to a few down_proj columns -> rotate (spread them over
+      every channel) when activations are quantized, unless the weights go to 4 bits while the activations stay
+      at 8 or 16: then the weight grid, not the activation range, is the loss, and spreading the outlier columns
+      over every input puts their magnitude into every INT4 group (on SmolLM2: w4a16 RTN 1.31 -> 1.78 x FP);
+    * the rest of each channel's range moves into the weights where that lowers the simulated output error
+      (smooth, searched per mapping, identity allowed);
+    * INT4 weights: MSE clipping, the report's outlier input channels kept in INT8 when not rotated, GPTQ rounding."""
     parts = []
     acts = r is not None and r.act is not None
-    w4 = r is not None and r.weight is not None and r.weight.bits < 8
+    w4 = _weights4(r)
     n_tok = len(report.outlier_tokens()) if report is not None else 1
-    if acts and (r.act.bits <= 4 or not w4):
+    rot = (acts and (r.act.bits <= 4 or not w4)) if rotate is None else rotate
+    if rot:
         parts.append("rotate")
-        p.notes.append("rotate: activations are quantized and the report's outlier channels would set the scales "
-                       "(QuaRot)" + ("; 4-bit activations" if r.act.bits <= 4 else ""))
+        p.notes.append("rotate: the report's outlier channels would set the activation scales; spread them (QuaRot)"
+                       + ("; 4-bit activations" if acts and r.act.bits <= 4 else ""))
     parts.append("smooth")
     p.notes.append("smooth: per-mapping strength searched on calibration output error (identity allowed)")
     if w4:
         parts.append("clip")
         p.notes.append("clip: 4-bit weights, MSE range search per group weighted by E[x^2]")
-        if "rotate" not in parts:
+        if not rot:
             parts.append("preserve-channels")
             p.notes.append("preserve-channels: the report's massive / LLM.int8 input channels stay INT8 in INT4 layers")
         parts.append("gptq")
@@ -172,6 +213,37 @@ def _auto(r, report, p: MitigationPlan) -> list[str]:
                        + (f" (top: {report.outlier_tokens()[0]['token']!r})" if report is not None and n_tok else
                           " (no report: BOS assumed, threshold 100)"))
     return parts
+
+
+# Candidate plans measured auto chooses among, one line each: (plan, when). "rules" is auto-fast's plan,
+# "rules~rotate" the same rules with the rotation decision reversed; anything else is a '+'-join of METHODS
+# (a new method is one line, e.g. ("smooth+clip+awq", "w4")). when: "always", "w4" (weights below 8 bits),
+# "act" (activations quantized). Each costs one mitigate and one quantize (choose). The rules' weight rounding
+# (GPTQ for INT4 weights) joins every candidate, "none" included.
+AUTO_CANDIDATES: tuple[tuple[str, str], ...] = (
+    ("rules", "always"),
+    ("rules~rotate", "always"),
+    ("none", "always"),
+)
+_WHEN = {"always": lambda r: True, "w4": _weights4, "act": lambda r: r is not None and r.act is not None}
+
+
+def candidates(r, report, extra: list[str] | None = None) -> list[str]:
+    """The method strings measured auto tries for recipe `r` (AUTO_CANDIDATES; `extra` methods added to each)."""
+    extra = list(extra or []) + (["gptq"] if _weights4(r) and "learned" not in (extra or []) else [])
+    out = []
+    for spec, when in AUTO_CANDIDATES:
+        if not _WHEN[when](r):
+            continue
+        if spec.startswith("rules"):
+            default = "rotate" in _rules(r, report, MitigationPlan())
+            parts = _rules(r, report, MitigationPlan(), rotate=(not default) if spec == "rules~rotate" else None)
+        else:
+            parts = [m for m in spec.split("+") if m != "none"]
+        method = "+".join(dict.fromkeys(parts + extra)) or "none"
+        if method not in out:
+            out.append(method)
+    return out
 
 
 # ---- applying ------------------------------------------------------------------------------------
@@ -184,13 +256,20 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
     """
     p = plan_ if isinstance(plan_, MitigationPlan) else MitigationPlan.load(plan_)
     r = recipe_of(p.recipe)
-    if (p.smooth or p.clip) and calib is None:
-        raise SysqError("this plan searches on calibration data (smooth / clip): pass calib, e.g. "
+    if (p.smooth or p.clip or p.search) and calib is None:
+        raise SysqError("this plan searches on calibration data (auto / smooth / clip): pass calib, e.g. "
                         "sysq.calibration(tokenizer, n=32)")
+    if p.search is not None and p.search.chosen is None:    # measured auto: the winner is applied as measured
+        choose(model, p, calib, report if report is not None else getattr(p, "_report", None), quiet)
+        object.__setattr__(model, "_sysq_plan", p)
+        return apply_to_recipe(r, p) if r is not None else None
     rule = token_rule(p.preserve_tokens) if r is not None and r.act is not None else None
     if p.token_scales is not None and not p.token_scales.linears:
         p.token_scales.linears = token_scale_linears(report, model)
     sim = apply_to_recipe(r, p) if r is not None else None       # what the searches simulate
+    if p.rotate:
+        p.rotate, notes = fit_rotation(p.rotate, model)
+        p.notes += [n for n in notes if n not in p.notes]
     if p.rotate:
         rotate(model, p.rotate)
     if p.smooth:
@@ -229,3 +308,99 @@ def token_scale_linears(report, model) -> list[str]:
         if s.get("outlier_tokens") or s.get("massive_channels"):
             out.append(ref.name)
     return out
+
+
+# ---- measured auto ---------------------------------------------------------------------------------
+def _key(p: MitigationPlan) -> str:
+    d = p.to_dict()
+    for k in ("method", "notes", "search"):
+        d.pop(k)
+    return repr(d)
+
+
+@torch.no_grad()
+def _logprobs(model, ids: torch.Tensor) -> list[torch.Tensor]:
+    device = next(model.parameters()).device
+    return [F.log_softmax(model(input_ids=w[None].to(device), use_cache=False).logits[0].float(), -1).cpu()
+            for w in ids]
+
+
+@torch.no_grad()
+def kl_to(model, ids: torch.Tensor, ref: list[torch.Tensor]) -> float:
+    """Mean KL(float || model) of the output distributions over every position of `ids` (nats per token)."""
+    total, n = 0.0, 0
+    for lp_ref, lp in zip(ref, _logprobs(model, ids)):
+        total += float((lp_ref.exp() * (lp_ref - lp)).sum())
+        n += lp.shape[0]
+    return total / max(n, 1)
+
+
+def _candidate(report, p: MitigationPlan, method: str, model) -> MitigationPlan:
+    cp = plan(report, p.recipe, method, target=p.target)
+    if cp.rotate:
+        cp.rotate, notes = fit_rotation(cp.rotate, model)
+        cp.notes += notes
+    return cp
+
+
+def _adopt(model, donor, cp: MitigationPlan) -> None:
+    """Make `model` the candidate's mitigated copy: the rotation's structure first (untied head, online hooks,
+    config), then every weight."""
+    if cp.rotate:
+        rotate(model, cp.rotate)
+    model.load_state_dict(donor.state_dict())
+
+
+def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) -> MitigationPlan:
+    """Measured auto, in place on `p` and `model`. Each candidate plan (narrowed to the family's exact transforms
+    and to the target, duplicates dropped) is applied to a copy of `model` exactly as sysq.mitigate applies it,
+    with every calibration window; a second copy is quantized with the first quant_windows windows and scored by
+    the KL of its output distribution from the float model's on the last score_windows windows (which its static
+    ranges and GPTQ did not see). The least KL wins and its mitigated copy becomes `model`, so auto gives exactly
+    what planning the winning candidate by name gives. Cost: per candidate one mitigate, one quantize on
+    quant_windows windows and a quantized pass on score_windows (one float pass on them in all); bounded by the
+    candidate list, logged, and written into the plan."""
+    from ..quant.api import quantize
+    sc = p.search
+    start = time.perf_counter()
+    ids = calib.ids if hasattr(calib, "ids") else calib
+    qwin = ids[:max(1, min(sc.quant_windows, len(ids) - sc.score_windows))]
+    score = ids[-sc.score_windows:]
+    cands, seen = {}, {}
+    for method in sc.candidates:
+        cp = _candidate(report, p, method, model)
+        key = _key(cp)
+        if key in seen:
+            log.info("auto: %r is %r on %s", method, seen[key], get_adapter(model).name)
+            continue
+        seen[key] = method
+        cands[method] = cp
+    log.info("auto: measuring %d candidate plans (each: mitigate with the %d calibration windows, quantize with %d, "
+             "KL to the float model on %d): %s", len(cands), len(ids), len(qwin), len(score), ", ".join(cands))
+    ref = _logprobs(model, score)
+    sc.scores, sc.seconds = {}, {}
+    best, kept = None, None
+    for method, cp in tqdm(cands.items(), desc="auto: candidates", disable=quiet):
+        t = time.perf_counter()
+        m = copy.deepcopy(model)
+        recipe = mitigate(m, cp, calib, quiet=True, report=report)
+        q = copy.deepcopy(m)
+        quantize(q, recipe if recipe is not None else p.recipe, qwin, quiet=True)
+        sc.scores[method] = kl_to(q, score, ref)
+        sc.seconds[method] = round(time.perf_counter() - t, 2)
+        del q
+        if best is None or sc.scores[method] < sc.scores[best]:
+            best, kept = method, m
+        del m
+        log.info("auto: %s  KL %.5f  (%.1fs)", method, sc.scores[method], sc.seconds[method])
+    win = cands[best]
+    _adopt(model, kept, win)
+    for f in ("smooth", "clip", "preserve_channels", "preserve_tokens", "token_scales", "rotate", "rounding"):
+        setattr(p, f, getattr(win, f))
+    sc.chosen, sc.total_seconds = best, round(time.perf_counter() - start, 2)
+    table = "; ".join(f"{m}{' (the rules)' if m == sc.rules else ''} {v:.5f}" for m, v in sc.scores.items())
+    p.notes = win.notes + [f"auto: chose {best!r} by KL to the float model (nats/token on the last {len(score)} "
+                           f"calibration windows; each candidate quantized with the first {len(qwin)}): {table}; "
+                           f"search {sc.total_seconds:.1f}s"]
+    log.info("auto: chose %s (search %.1fs)", best, sc.total_seconds)
+    return p

@@ -39,6 +39,7 @@ class InputStats:
     sqmean: torch.Tensor                       # [ch] mean x^2 over all tokens (diagonal input covariance)
     sample: torch.Tensor                       # [n, ch] rows of the first windows
     sample_preserved: torch.Tensor             # [n] bool: rows the rule preserves
+    absmean_kept: torch.Tensor | None = None   # [ch] mean |x| over tokens the rule does not preserve (AWQ)
 
 
 @torch.no_grad()
@@ -47,7 +48,8 @@ def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: To
                 max_rows: int = 1024) -> dict[str, InputStats]:
     """Statistics of the inputs of `modules` (name -> module) over the calibration windows, in one pass."""
     ids = calib.ids if hasattr(calib, "ids") else calib
-    acc: dict[str, dict] = {n: {"absmax": None, "kept": None, "sq": 0.0, "n": 0, "sample": [], "pres": []} for n in modules}
+    acc: dict[str, dict] = {n: {"absmax": None, "kept": None, "sq": 0.0, "n": 0, "abs_kept": 0.0, "n_kept": 0,
+                                "sample": [], "pres": []} for n in modules}
     state = {"seen": 0}
 
     def hook(name):
@@ -63,6 +65,8 @@ def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: To
             a["kept"] = kept if a["kept"] is None else torch.maximum(a["kept"], kept)
             a["sq"] = a["sq"] + x.pow(2).sum((0, 1))
             a["n"] += x.shape[0] * x.shape[1]
+            a["abs_kept"] = a["abs_kept"] + ax.masked_fill(mask.unsqueeze(-1), 0).sum((0, 1))
+            a["n_kept"] += int((~mask).sum())
             if state["seen"] < sample_windows:
                 take = min(x.shape[0], sample_windows - state["seen"])
                 a["sample"].append(x[:take].reshape(-1, x.shape[-1]).clone())
@@ -84,7 +88,8 @@ def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: To
             sample, pres = _thin(torch.cat(a["sample"]), torch.cat(a["pres"]), max_rows, seqlen=ids.shape[1])
         else:                                   # sample_windows=0: ranges only
             sample, pres = a["absmax"].new_zeros(0, a["absmax"].numel()), torch.zeros(0, dtype=torch.bool)
-        out[n] = InputStats(a["absmax"], a["kept"], a["sq"] / max(a["n"], 1), sample, pres)
+        out[n] = InputStats(a["absmax"], a["kept"], a["sq"] / max(a["n"], 1), sample, pres,
+                            a["abs_kept"] / max(a["n_kept"], 1))
     return out
 
 

@@ -34,6 +34,7 @@ def clip_weight(w: torch.Tensor, spec, ratios, x_sqmean: torch.Tensor | None = N
     """W clamped per (row, group) to the best ratio of its range; returns (new W, mean ratio chosen)."""
     g = effective_group_size(spec, w.shape[1], ragged)
     gran = spec.granularity
+    fz = spec.zero_point == "float"
     wf = w.float()
     r0 = rows(wf, gran, g)                                   # [R, n]
     imp = torch.ones_like(wf) if x_sqmean is None else x_sqmean.float().expand_as(wf)
@@ -41,13 +42,15 @@ def clip_weight(w: torch.Tensor, spec, ratios, x_sqmean: torch.Tensor | None = N
     best_err = torch.full((r0.shape[0],), float("inf"), device=w.device)
     best_r = torch.ones(r0.shape[0], device=w.device)
     for r in ratios:
-        q = fake_quantize_tensor(r0, spec.bits, spec.symmetric, "channel", None, float(r))
+        q = fake_quantize_tensor(r0, spec.bits, spec.symmetric, "channel", None, float(r), float_zero=fz)
         err = ((q - r0).pow(2) * imp).sum(1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_r = torch.where(better, torch.full_like(best_r, float(r)), best_r)
-    lo = r0.amin(1, keepdim=True).clamp(max=0) * best_r.unsqueeze(1)
-    hi = r0.amax(1, keepdim=True).clamp(min=0) * best_r.unsqueeze(1)
+    lo, hi = r0.amin(1, keepdim=True), r0.amax(1, keepdim=True)
+    if not fz:      # an integer zero point's range always includes 0; a float zero's is [min, max] as found
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    lo, hi = lo * best_r.unsqueeze(1), hi * best_r.unsqueeze(1)
     out = torch.maximum(torch.minimum(r0, hi), lo).reshape(w.shape).to(w.dtype)
     return out, float(best_r.mean())
 

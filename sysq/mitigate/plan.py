@@ -3,10 +3,12 @@
 A plan is data, not code: it serialises to YAML (saved next to a quantized model) and loads back
 unchanged, so a user can read what sysq did and edit it. ``plan(report, recipe)`` builds one from an
 :class:`OutlierReport` (the detector's findings) and the target recipe; ``plan(report, recipe, "auto")``
-chooses the methods, the other presets name one method or a '+'-joined combination:
+chooses the methods by measuring candidate plans when ``sysq.mitigate`` runs (``Search``), "auto-fast" by
+rules; the other presets name one method or a '+'-joined combination:
 
-    none | smooth | smoothquant | clip | preserve-tokens | preserve-channels | rotate | gptq | auto
-    e.g. "smooth+preserve-tokens", "rotate+preserve-tokens", "auto+gptq"
+    none | smooth | smoothquant | awq | clip | preserve-tokens | preserve-channels | rotate | gptq | learned | auto
+    | auto-fast
+    e.g. "smooth+preserve-tokens", "rotate+preserve-tokens", "auto+gptq", "awq+learned", "auto+learned"
 
 Each choice records *why* in ``plan.notes`` (which report finding drove it).
 Order of application in :func:`sysq.mitigate`: rotate -> smooth -> clip -> preserve.
@@ -26,15 +28,18 @@ from ..errors import SysqError
 log = logging.getLogger(__name__)
 
 PLAN_VERSION = 1
-METHODS = ("smooth", "smoothquant", "clip", "preserve-tokens", "preserve-channels", "rotate", "gptq", "token-scales")
+METHODS = ("smooth", "smoothquant", "awq", "clip", "preserve-tokens", "preserve-channels", "rotate", "gptq",
+           "learned", "token-scales")
 ALPHA_GRID = [round(0.05 * i, 2) for i in range(1, 20)]          # 0.05 .. 0.95 (plus the identity)
 
 
 @dataclass
 class Smooth:
-    """SmoothQuant-style migration s = max|X|^a / max|W|^(1-a), folded into the source of each mapping."""
+    """Per-channel scales folded into the source of each mapping: statistic "max", SmoothQuant's migration
+    s = max|X|^a / max|W|^(1-a); statistic "mean", AWQ's activation-aware s = mean|X|^a (Lin et al. 2023)."""
 
     alpha: float | None = None               # fixed strength; None: search per mapping by output error
+    statistic: str = "max"                   # "max" (SmoothQuant) | "mean" (AWQ)
     alphas: list[float] = field(default_factory=lambda: list(ALPHA_GRID))   # search grid
     mappings: str = "all"                    # "norm": norm->qkv/gate/up only (SmoothQuant); "all": + v->o, up->down
     layers: list[int] | None = None          # None: every layer
@@ -101,6 +106,23 @@ class Rotate:
 
 
 @dataclass
+class Search:
+    """auto's measured choice: candidate plans (method strings), each applied to a copy of the model with the
+    calibration windows, quantized with the first `quant_windows` of them, and scored by the KL divergence of its
+    output distribution from the float model's on the last `score_windows` (nats per token); the lowest wins."""
+
+    candidates: list[str] = field(default_factory=list)
+    quant_windows: int = 4
+    score_windows: int = 2
+    proxy: str = "kl"
+    scores: dict[str, float] = field(default_factory=dict)     # candidate -> mean KL (filled by mitigate)
+    seconds: dict[str, float] = field(default_factory=dict)    # candidate -> seconds to mitigate, quantize, score
+    chosen: str | None = None                                  # None: not measured yet
+    rules: str | None = None                                   # the candidate auto-fast would take
+    total_seconds: float = 0.0
+
+
+@dataclass
 class MitigationPlan:
     recipe: str | None = None
     method: str = "none"
@@ -110,8 +132,10 @@ class MitigationPlan:
     preserve_tokens: PreserveTokens | None = None
     rotate: Rotate | None = None
     token_scales: TokenScales | None = None
-    rounding: str | None = None              # "gptq": the recipe's weights use error-compensating rounding
+    rounding: str | None = None              # the recipe's weight rounding: "gptq" (error-compensating) or
+                                             # "learned" (sysq/quant/learn.py); None: the recipe's own
     target: str = "sysq"                     # "engine": only what a compressed-tensors export carries
+    search: Search | None = None             # auto: the candidates measured and the choice
     notes: list[str] = field(default_factory=list)
     version: int = PLAN_VERSION
 
@@ -148,6 +172,14 @@ class MitigationPlan:
                 if n else "the linears the report's outlier tokens reach"))
         if self.rounding:
             parts.append(f"  weight rounding: {self.rounding}")
+        if self.search:
+            sc = self.search
+            if sc.chosen is None:
+                parts.append(f"  auto: {len(sc.candidates)} candidates to measure when mitigating: "
+                             + ", ".join(sc.candidates))
+            else:
+                parts.append(f"  auto: chose {sc.chosen!r} of {len(sc.candidates)} candidates by {sc.proxy} on "
+                             f"{sc.score_windows} calibration windows ({sc.total_seconds:.1f}s)")
         if self.preserve_tokens:
             p = self.preserve_tokens
             parts.append(f"  preserve tokens: positions {p.positions}, threshold {p.threshold}, prefix {p.prefix}"
@@ -209,7 +241,7 @@ class MitigationPlan:
 
 
 _SECTIONS = {"smooth": Smooth, "clip": Clip, "preserve_channels": PreserveChannels,
-             "preserve_tokens": PreserveTokens, "rotate": Rotate, "token_scales": TokenScales}
+             "preserve_tokens": PreserveTokens, "rotate": Rotate, "token_scales": TokenScales, "search": Search}
 
 
 def _check_keys(cls, d: dict, where: str) -> None:

@@ -37,7 +37,7 @@ def token_rule(p: PreserveTokens | None) -> TokenRule | None:
 
 def apply_to_recipe(recipe, plan: MitigationPlan):
     """The recipe with the plan's quantizer-side settings: preserved tokens (activation spec), preserved
-    channels, per-linear activation clip ratios and the weight rounding (gptq). Idempotent.
+    channels, per-linear activation clip ratios and the weight rounding (gptq, learned). Idempotent.
     sysq.quantize applies it to a mitigated model's plan itself."""
     from ..quant.recipes import get_recipe
     r = get_recipe(recipe)
@@ -45,8 +45,8 @@ def apply_to_recipe(recipe, plan: MitigationPlan):
     if p is not None and r.act is not None and p.prefix == 0:
         r = dataclasses.replace(r, act=dataclasses.replace(r.act, preserve_threshold=p.threshold,
                                                            preserve_positions=tuple(p.positions)))
-    if plan.rounding == "gptq" and r.weight is not None:
-        r = dataclasses.replace(r, method="gptq")
+    if plan.rounding in ("gptq", "learned") and r.weight is not None:
+        r = dataclasses.replace(r, method=plan.rounding)
     c = plan.preserve_channels
     if c is not None and c.channels:
         r = dataclasses.replace(r, preserve_channels={k: list(v) for k, v in c.channels.items()},

@@ -23,7 +23,8 @@ def fake_weight(w: torch.Tensor, spec: QuantSpec | None, ragged: str = "halve") 
     if spec is None:
         return w
     g = effective_group_size(spec, w.shape[1], ragged)
-    return fake_quantize_tensor(w, spec.bits, spec.symmetric, spec.granularity, g, spec.clip_ratio)
+    return fake_quantize_tensor(w, spec.bits, spec.symmetric, spec.granularity, g, spec.clip_ratio,
+                                float_zero=spec.zero_point == "float")
 
 
 def fake_act(x: torch.Tensor, spec: QuantSpec | None, static_absmax=None, keep: torch.Tensor | None = None):

@@ -21,8 +21,17 @@ Only when no Paley combination fits the odd part m (e.g. m = 7 with too few fact
 fall back to a seeded random orthogonal m x m block (QR of a Gaussian): still exactly orthogonal, so
 still function-preserving, but with weaker incoherence (SpinQuant shows random rotations vary).
 
-Refused where ``adapter.rotatable`` is False (Gemma2/3 sandwich post-norms have no linear to fold
-into) and for LayerNorm families (mean subtraction and norm bias; not implemented).
+Norm layouts (``Adapter.rotations`` says which parts keep each family's function):
+  * RMSNorm (Llama, Qwen, Gemma, Phi-3): every part.
+  * LayerNorm with mean subtraction and bias (OPT, GPT-2): QuaRot's step first. Every write into the residual
+    stream is made mean-free (embedding rows, output-linear columns and biases; only LayerNorms read the
+    stream and they subtract the mean anyway), the norms' weights and biases fold into the linears after them
+    (a bias the head cannot take stays in the final norm as b / w), and the rotation is made to fix the
+    all-ones direction (``mean_preserving``: Q 1 = 1), so the rotated stream stays mean-free and each
+    nn.LayerNorm computes exactly what an RMSNorm would: the modules, the checkpoint layout and the
+    compressed-tensors export stay standard.
+  * Sandwich post-norms (Gemma 2/3) and post-LN encoders (BERT, RoBERTa): the residual rotation would change
+    the function, so only the per-head v -> o and the online down_proj rotations apply (``fit_rotation``).
 """
 from __future__ import annotations
 
@@ -149,32 +158,80 @@ class OnlineRotation:
 
 
 # ---- the transform ------------------------------------------------------------------------------
-def check_rotatable(model) -> None:
+PARTS = ("residual", "heads", "down")
+
+
+def check_rotatable(model, cfg: Rotate | None = None) -> None:
+    """Raise, naming the reason, when a part `cfg` asks for would change this model's function."""
+    cfg = cfg or Rotate()
     ad = get_adapter(model)
-    if not ad.rotatable:
-        raise SysqError(f"rotation is not function-preserving for {ad.name}: its post-sub-block norms "
-                        f"({', '.join(ad.family.post_norms)}) have no linear to fold into. Use smooth or "
-                        "preserve-tokens instead")
-    norms = [ad.final_norm()] + [n for i in range(ad.num_layers) for n in (ad.attn_norm(i), ad.mlp_norm(i))]
-    if any(getattr(n, "bias", None) is not None for n in norms):
-        raise SysqError(f"rotation of LayerNorm models ({ad.name}: mean subtraction and norm bias) is not "
-                        "implemented; use smooth or preserve-tokens instead")
+    for part, why in ad.rotations().items():
+        if getattr(cfg, part) and why is not None:
+            raise SysqError(f"the {part} rotation is not function-preserving for {ad.name}: {why}. Rotate the parts "
+                            f"that are (Rotate({part}=False)), or use smooth / preserve-tokens")
+
+
+def fit_rotation(cfg: Rotate, model) -> tuple[Rotate | None, list[str]]:
+    """`cfg` narrowed to the parts this model's family keeps exact (None when no part is left), with a note
+    per dropped part: `rotate` in a plan then means "every rotation that keeps this model's function"."""
+    caps = get_adapter(model).rotations()
+    dropped = [p for p in PARTS if getattr(cfg, p) and caps[p] is not None]
+    notes = [f"rotate: no {p} rotation for {get_adapter(model).name} ({caps[p]})" for p in dropped]
+    for p in dropped:
+        setattr(cfg, p, False)
+    return (cfg if any(getattr(cfg, p) for p in PARTS) else None), notes
+
+
+def _residual_norms(ad):
+    """(norm, the linears it feeds) for every norm on the residual path, the final norm with the head last."""
+    pairs = [(norm, [m for _, m in lins]) for i in range(ad.num_layers)
+             for norm, lins in ((ad.attn_norm(i), ad.attn_inputs(i)), (ad.mlp_norm(i), ad.mlp_inputs(i)))]
+    return pairs + [(ad.final_norm(), [ad.lm_head()])]
 
 
 @torch.no_grad()
-def fuse_norms(model) -> None:
-    """Fold every residual-path norm weight into the linears after it; the norms become plain RMSNorm."""
+def center_writers(model) -> None:
+    """Make every write into the residual stream mean-free over channels (embeddings' rows, the output linears'
+    columns and biases). Only LayerNorms read the stream and each subtracts the mean anyway, so the function is
+    unchanged, and from then on the norms' mean subtraction is a no-op (QuaRot's LayerNorm -> RMSNorm step)."""
     ad = get_adapter(model)
+    untie_lm_head(model)                     # the head reads the final norm's output, not the stream
+    for emb in ad.embeddings():
+        emb.weight.sub_(emb.weight.mean(1, keepdim=True))
     for i in range(ad.num_layers):
-        for norm, targets in ((ad.attn_norm(i), ad.attn_inputs(i)), (ad.mlp_norm(i), ad.mlp_inputs(i))):
-            w = ad.norm_weight(norm).double()
-            for _, lin in targets:
-                lin.weight.copy_((lin.weight.double() * w).to(lin.weight.dtype))
-            ad.set_norm_weight(norm, torch.ones_like(norm.weight))
+        for lin in (ad.output_linear(i, "attn"), ad.down(i)):
+            lin.weight.sub_(lin.weight.mean(0, keepdim=True))
+            if lin.bias is not None:
+                lin.bias.sub_(lin.bias.mean())
+
+
+@torch.no_grad()
+def fuse_norms(model) -> list[nn.Module]:
+    """Fold every residual-path norm's weight (and LayerNorm's bias) into the linears after it; the norms become
+    plain RMSNorm (LayerNorm: plain x / std once `center_writers` ran). A bias the linears cannot take (a head
+    without bias) stays in the norm as b / w. Returns the norms that keep a bias (it lives in the residual basis)."""
+    ad = get_adapter(model)
     untie_lm_head(model)
-    head, norm = ad.lm_head(), ad.final_norm()
-    head.weight.copy_((head.weight.double() * ad.norm_weight(norm).double()).to(head.weight.dtype))
-    ad.set_norm_weight(norm, torch.ones_like(norm.weight))
+    kept = []
+    for norm, lins in _residual_norms(ad):
+        w = ad.norm_weight(norm).double()
+        b = getattr(norm, "bias", None)
+        fold_bias = b is not None and all(lin.bias is not None for lin in lins)
+        for lin in lins:
+            if fold_bias:
+                lin.bias.add_((lin.weight.double() @ b.double()).to(lin.bias.dtype))
+            lin.weight.copy_((lin.weight.double() * w).to(lin.weight.dtype))
+        if b is not None:
+            if fold_bias:
+                b.zero_()
+            else:
+                if bool((w.abs() < 1e-8).any()):
+                    raise SysqError(f"a LayerNorm of {ad.name} has a zero weight and a bias its linears cannot take; "
+                                    "rotation cannot fold it. Use smooth or preserve-tokens")
+                b.copy_((b.double() / w).to(b.dtype))
+                kept.append(norm)
+        ad.set_norm_weight(norm, torch.ones_like(norm.weight))
+    return kept
 
 
 def untie_lm_head(model) -> None:
@@ -185,6 +242,23 @@ def untie_lm_head(model) -> None:
         model.config.tie_word_embeddings = False
         if hasattr(model.config, "get_text_config"):
             model.config.get_text_config().tie_word_embeddings = False
+
+
+def mean_preserving(q: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """An orthogonal Q' with Q' 1 = 1 (a mean-free row x stays mean-free as xQ', so a LayerNorm's mean subtraction
+    stays a no-op), as close to the Hadamard Q as that allows: Q with seeded random column signs D, then the
+    Householder reflection that maps QD's image of the all-ones direction back onto it. The signs matter: a
+    Hadamard maps 1 onto one coordinate, and the reflection alone would leave one channel unrotated; with them
+    every entry stays within a few times 1/sqrt(n) (the spreading is kept)."""
+    n = q.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    q = q * (torch.randint(0, 2, (n,), generator=g).to(q.dtype) * 2 - 1)
+    v = torch.full((n,), n ** -0.5, dtype=q.dtype)
+    u = q @ v - v
+    if float(u.norm()) < 1e-12:
+        return q
+    u = u / u.norm()
+    return q - 2 * torch.outer(u, u @ q)
 
 
 def _right(lin: nn.Linear, q: torch.Tensor) -> None:
@@ -202,15 +276,21 @@ def _left(lin: nn.Linear, q: torch.Tensor) -> None:
 
 @torch.no_grad()
 def rotate(model, cfg: Rotate | None = None) -> dict:
-    """Rotate `model` in place (full-precision output unchanged up to float error). Returns a summary."""
+    """Rotate `model` in place (full-precision output unchanged up to float error). Returns a summary.
+    Raises SysqError for a part this family cannot take (see Adapter.rotations; `fit_rotation` narrows a plan)."""
     cfg = cfg or Rotate()
-    check_rotatable(model)
+    check_rotatable(model, cfg)
     ad = get_adapter(model)
     summary = {}
     if cfg.residual:
-        fuse_norms(model)
+        layernorm = ad.family.norm == "layernorm"
+        if layernorm:
+            center_writers(model)
+        kept = fuse_norms(model)
         n = ad.hidden_size
         q = rotation(n, cfg.seed)
+        if layernorm:
+            q = mean_preserving(q, cfg.seed)
         for emb in ad.embeddings():
             emb.weight.copy_((emb.weight.double() @ q.to(emb.weight.device)).to(emb.weight.dtype))
         for i in range(ad.num_layers):
@@ -219,24 +299,22 @@ def rotate(model, cfg: Rotate | None = None) -> dict:
             _left(ad.output_linear(i, "attn"), q)
             _left(ad.down(i), q)
         _right(ad.lm_head(), q)
-        summary["residual"] = [a.shape[0] for a in factors(n, cfg.seed)]
+        for norm in kept:
+            norm.bias.copy_((norm.bias.double() @ q.to(norm.bias.device)).to(norm.bias.dtype))
+        summary["residual"] = [a.shape[0] for a in factors(n, cfg.seed)] + (["mean-preserving"] if layernorm else [])
     if cfg.heads:
-        lin0 = ad.linears(0)
-        if "v" in lin0:
-            hd = ad.head_dim
-            h = rotation(hd, cfg.seed).to(ad.lm_head().weight.device)
-            for i in range(ad.num_layers):
-                lin = ad.linears(i)
-                v, o = lin["v"], lin["o"]
-                w = v.weight.double().view(-1, hd, v.in_features)
-                v.weight.copy_(torch.einsum("dk,hdi->hki", h, w).reshape(v.weight.shape).to(v.weight.dtype))
-                if v.bias is not None:
-                    v.bias.copy_((v.bias.double().view(-1, hd) @ h).flatten().to(v.bias.dtype))
-                wo = o.weight.double().view(o.out_features, -1, hd)
-                o.weight.copy_((wo @ h).reshape(o.weight.shape).to(o.weight.dtype))
-            summary["heads"] = [hd]
-        else:
-            log.info("rotate: %s has fused qkv; per-head v->o rotation skipped", ad.name)
+        hd = ad.head_dim
+        h = rotation(hd, cfg.seed).to(ad.lm_head().weight.device)
+        for i in range(ad.num_layers):
+            v, rows = ad.v_rows(i)
+            o = ad.output_linear(i, "attn")
+            w = v.weight[rows].double().view(-1, hd, v.in_features)
+            v.weight[rows] = torch.einsum("dk,hdi->hki", h, w).reshape(-1, v.in_features).to(v.weight.dtype)
+            if v.bias is not None:
+                v.bias[rows] = (v.bias[rows].double().view(-1, hd) @ h).flatten().to(v.bias.dtype)
+            wo = o.weight.double().view(o.out_features, -1, hd)
+            o.weight.copy_((wo @ h).reshape(o.weight.shape).to(o.weight.dtype))
+        summary["heads"] = [hd]
     if cfg.down:
         n = ad.down(0).in_features
         mats = factors(n, cfg.seed)
@@ -245,7 +323,7 @@ def rotate(model, cfg: Rotate | None = None) -> dict:
             _right(ad.down(i), q)
         install_online(model, mats)
         summary["down"] = [a.shape[0] for a in mats]
-    log.info("rotate: %s", summary)
+    log.info("rotate %s: %s", ad.name, summary)
     return summary
 
 

@@ -1,5 +1,10 @@
 """smooth: per-channel scaling that moves activation outliers into the weights (function-preserving).
 
+Two statistics (Smooth.statistic): "max", SmoothQuant's migration (below); "mean", AWQ's activation-aware
+scale s_j = mean|X_j|^a (Lin et al. 2023, arXiv 2306.00978): the input channels that carry the most
+activation get their weight columns scaled up before rounding, so those columns lose less; the same search
+over a (identity included) by the simulated recipe's output error, the same folds.
+
 Source: Xiao et al. 2023, "SmoothQuant" (arXiv 2211.10438): s_j = max|X_j|^a / max|W_j|^(1-a); the linear
 sees X/s and W*s, and 1/s is folded into whatever produced X. Where SmoothQuant fixes a (0.5) and folds
 only into norms, sysq
@@ -57,6 +62,21 @@ def smoothing_scale(act_absmax: torch.Tensor, w_absmax: torch.Tensor, alpha: flo
     return torch.where(act_absmax > 0, s, torch.ones_like(s))   # dead channels: leave alone
 
 
+def awq_scale(act_absmean: torch.Tensor, alpha: float) -> torch.Tensor:
+    """AWQ's activation-aware scale mean|X|^a, normalised to a geometric mean range of 1 (as AutoAWQ)."""
+    s = act_absmean.clamp(min=1e-4).pow(alpha)
+    s = s / (s.max() * s.min()).sqrt()
+    return torch.where(act_absmean > 0, s, torch.ones_like(s))
+
+
+def mapping_scale(st: InputStats, m: Mapping, cfg: Smooth, alpha: float, head_dim: int, use_kept: bool):
+    """Per source row: the scale of strength `alpha` with the configured statistic."""
+    if cfg.statistic == "mean":
+        return awq_scale(reduce_groups(st.absmean_kept, m, head_dim), alpha)
+    x_amax = reduce_groups(st.absmax_kept if use_kept else st.absmax, m, head_dim)
+    return smoothing_scale(x_amax, reduce_groups(weight_absmax(m), m, head_dim), alpha)
+
+
 @torch.no_grad()
 def fold(m: Mapping, s: torch.Tensor, adapter) -> None:
     """Apply x -> x/s at the source and W -> W*s at the targets (s is per source output channel)."""
@@ -96,14 +116,12 @@ def choose_alpha(m: Mapping, st: InputStats, recipe, cfg: Smooth, head_dim: int,
     if cfg.alpha is not None:
         return cfg.alpha
     amax_cols = st.absmax_kept if use_kept else st.absmax
-    x_amax = reduce_groups(amax_cols, m, head_dim)
-    w_amax = reduce_groups(weight_absmax(m), m, head_dim)
     keep = st.sample_preserved if use_kept else None
     x = st.sample
     refs = [x @ t.weight.detach().float().t() for t in m.targets]
     best, best_err = None, output_error(m, x, None, recipe, amax_cols.max(), keep, refs)
     for a in cfg.alphas:
-        s_cols = expand_groups(smoothing_scale(x_amax, w_amax, a), m, head_dim)
+        s_cols = expand_groups(mapping_scale(st, m, cfg, a, head_dim, use_kept), m, head_dim)
         err = output_error(m, x, s_cols, recipe, (amax_cols / s_cols).max(), keep, refs)
         if err < best_err:
             best, best_err = a, err
@@ -149,8 +167,7 @@ def smooth(model, calib, cfg: Smooth | None = None, recipe="w8a8-static", rule: 
         a = choose_alpha(m, st, sim, cfg, ad.head_dim, use_kept=rule is not None)
         if a is None:
             continue
-        x_amax = reduce_groups(st.absmax_kept if rule is not None else st.absmax, m, ad.head_dim)
-        fold(m, smoothing_scale(x_amax, reduce_groups(weight_absmax(m), m, ad.head_dim), a), ad)
+        fold(m, mapping_scale(st, m, cfg, a, ad.head_dim, use_kept=rule is not None), ad)
         chosen[m.name] = a
         log.debug("smooth %s alpha=%s", m.name, a)
     log.info("smooth: scaled %d of %d mappings", len(chosen), len(maps))

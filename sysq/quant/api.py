@@ -26,6 +26,7 @@ from ..errors import SysqError
 from .backends import Int8Linear, bnb_linear
 from .gptq import gptq_model
 from .kv import add_kv_quant
+from .learn import LearnConfig, learn_model
 from .linear import QuantLinear
 from .observers import run_model
 from .recipes import Recipe, get_recipe
@@ -141,14 +142,20 @@ def _calib_settings(calib) -> dict:
     return {"windows": ids.shape[0], "seqlen": ids.shape[1]}
 
 
-def quantize_weights(model: nn.Module, recipe, calib=None, quiet: bool = False) -> None:
+def quantize_weights(model: nn.Module, recipe, calib=None, quiet: bool = False) -> dict | None:
+    """Round the weights (RTN, GPTQ or learned rounding); returns what learned rounding measured, else None."""
     r = get_recipe(recipe)
+    info = None
+    if r.method in ("gptq", "learned") and calib is None:
+        raise SysqError(f"method {r.method} needs calibration windows: pass calib")
     if r.method == "gptq":
-        if calib is None:
-            raise SysqError("method gptq needs calibration windows: pass calib")
         gptq_model(model, calib, r.gptq_block_size, r.gptq_damp, r.gptq_act_order, quiet=quiet)
-    for q in quant_linears(model):      # RTN (and any linear GPTQ did not reach, e.g. lm_head)
+    elif r.method == "learned":
+        cfg = LearnConfig(r.learn_steps, r.learn_lr, r.learn_batch_size, r.learn_seed, loss=r.learn_loss)
+        info = learn_model(model, calib, cfg, quiet=quiet).to_dict()
+    for q in quant_linears(model):      # RTN (and any linear GPTQ or learning did not reach, e.g. lm_head)
         q.quantize_weight()
+    return info
 
 
 def with_plan(r: Recipe, plan) -> Recipe:
@@ -164,9 +171,11 @@ def with_plan(r: Recipe, plan) -> Recipe:
 def _fake(model, r: Recipe, calib, quiet: bool) -> dict | None:
     prepare(model, r)
     settings = calibrate(model, calib, quiet)
-    quantize_weights(model, r, calib, quiet)
-    if r.method == "gptq":
+    learned = quantize_weights(model, r, calib, quiet)
+    if r.method in ("gptq", "learned"):
         settings = settings or _calib_settings(calib)
+    if learned is not None:
+        settings = {**settings, "learned": learned}
     return settings
 
 

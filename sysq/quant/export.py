@@ -80,6 +80,9 @@ def unexportable(model) -> list[str]:
         why.append(f"the online down_proj Hadamard rotation ({len(online)} linears, e.g. {online[0]}): transformers' "
                    "compressed-tensors loader does not apply online transforms; plan with target='engine' (keeps the "
                    "rotations that fold into weights) or save with --format sysq")
+    if get_adapter(model).converted:
+        why.append(f"transformers builds {get_adapter(model).name}'s linears as Conv1D modules ([in, out] weights), which "
+                   "compressed-tensors' loaders do not quantize (nn.Linear only): save with --format sysq")
     if kv_spec(model) is not None:
         why.append("sysq's KV-cache fake quantization (per-token asymmetric keys/values): no compressed-tensors KV "
                    "scheme matches it; quantize without +kv or save with --format sysq")
@@ -195,15 +198,20 @@ def export_compressed_tensors(model, path, tokenizer=None, extra: dict[str, str]
         only = next(iter(groups.values()))
         only["targets"] = ["Linear"]
     ad = get_adapter(model)
+    shared = set()
     for k, v in model.state_dict().items():
         owner = k.rpartition(".")[0]
         if owner in qls and not k.endswith(".bias"):
             continue                                   # the quantizer's own buffers: written above
+        if (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) in shared:
+            continue                                   # tied (BERT's decoder bias): transformers re-ties it
+        shared.add((v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)))
         tensors.setdefault(k, v.detach().contiguous().cpu())
     head = ad.family.lm_head
     if getattr(model.config, "tie_word_embeddings", False):
         tensors.pop(head + ".weight", None)           # tied: transformers re-ties it on load
-    ignore = [r.name for r in ad.linear_refs() + [ad.lm_head_ref()] if r.name not in qls]
+    # every float linear (the head, and an encoder head's transform): a one-scheme config targets the class
+    ignore = [n for n, mod in model.named_modules() if isinstance(mod, torch.nn.Linear) and n not in qls]
     config = model.config.to_dict()
     config.pop("_attn_implementation_autoset", None)
     config["quantization_config"] = {
@@ -249,7 +257,9 @@ def load_with_transformers(path, dtype="float32", device=None, quiet: bool = Fal
     llm-compressor issues #1618, #1704); `CompressedTensorsConfig(dequantize=True)` loads them exactly, so it is
     used there."""
     import torch
-    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+    from transformers import AutoConfig, CompressedTensorsConfig
+
+    from ..arch import model_class
 
     cfg = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
     asym_packed = cfg.get("format") == "pack-quantized" and any(
@@ -258,5 +268,5 @@ def load_with_transformers(path, dtype="float32", device=None, quiet: bool = Fal
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     # compressed-tensors' bars are created with an explicit disable=False: only redirecting silences them
     with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
+        model = model_class(AutoConfig.from_pretrained(path)).from_pretrained(path, dtype=dtype, **kw)
     return model.to(device).eval() if device else model.eval()

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def _group_params(w: torch.Tensor, spec, group_size):
     """Per-row (scale, zero) [out, 1] for a slice of columns."""
-    return qparams(w, spec.bits, spec.symmetric, "channel", None, spec.clip_ratio, spec.mse)
+    fz = spec.zero_point == "float"
+    return qparams(w, spec.bits, spec.symmetric, "channel", None, spec.clip_ratio, spec.mse, fz)
 
 
 @torch.no_grad()
@@ -43,13 +44,14 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int |
     W[:, dead] = 0
 
     gran = spec.granularity
+    fz = spec.zero_point == "float"
     g = group_size if gran == "group" else in_f
     n_groups = in_f // g
     dev = W.device
     scales = torch.zeros(out_f, n_groups, device=dev)
     zeros = torch.zeros(out_f, n_groups, device=dev)
     if gran == "tensor":
-        s, z = qparams(W, spec.bits, spec.symmetric, "tensor", None, spec.clip_ratio, spec.mse)
+        s, z = qparams(W, spec.bits, spec.symmetric, "tensor", None, spec.clip_ratio, spec.mse, fz)
         scales[:], zeros[:] = s.reshape(()), z.reshape(())
     elif gran == "channel" or act_order:     # fixed qparams: per row, or static groups from the original W
         for j in range(n_groups):
@@ -81,9 +83,9 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int |
                 scales[:, grp:grp + 1], zeros[:, grp:grp + 1] = _group_params(sl, spec, g)
             s, z = scales[:, grp:grp + 1], zeros[:, grp:grp + 1]
             w = W1[:, i:i + 1]
-            q = quantize(w, s, z, spec.bits)
+            q = quantize(w, s, z, spec.bits, fz)
             Q[:, col] = q[:, 0]
-            err = (w - dequantize(q, s, z)) / Hinv1[i, i]
+            err = (w - dequantize(q, s, z, fz)) / Hinv1[i, i]
             W1[:, i:] -= err @ Hinv1[i:i + 1, i:]
             Err1[:, i:i + 1] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
@@ -91,14 +93,10 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, spec, group_size: int |
 
 
 @torch.no_grad()
-def gptq_model(model: nn.Module, calib, block_size: int = 128, damp: float = 0.01, act_order: bool = False,
-               quiet: bool = False) -> int:
-    """Quantize the weights of every QuantLinear of `model` with GPTQ, layer by layer. Returns the count."""
-    adapter = get_adapter(model)
-    layers = adapter.layers()
-    refs = adapter.linear_refs()
-
-    # inputs of layer 0 (and the keyword arguments the model passes to every layer)
+def layer_inputs(model: nn.Module, calib) -> tuple[list[torch.Tensor], dict]:
+    """The inputs of decoder layer 0, one [1, T, hidden] tensor per calibration window, and the keyword
+    arguments the model passes to every layer (position embeddings, mask): what layer-by-layer passes carry."""
+    layers = get_adapter(model).layers()
     inps, kw = [], {}
 
     class _Stop(Exception):
@@ -119,10 +117,26 @@ def gptq_model(model: nn.Module, calib, block_size: int = 128, damp: float = 0.0
                 pass
     finally:
         h.remove()
+    return inps, kw
+
+
+def run_layer(layer: nn.Module, x: torch.Tensor, kw: dict) -> torch.Tensor:
+    """One decoder layer's hidden-state output for input x and the captured keyword arguments."""
+    out = layer(x, **kw)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@torch.no_grad()
+def gptq_model(model: nn.Module, calib, block_size: int = 128, damp: float = 0.01, act_order: bool = False,
+               quiet: bool = False) -> int:
+    """Quantize the weights of every QuantLinear of `model` with GPTQ, layer by layer. Returns the count."""
+    adapter = get_adapter(model)
+    layers = adapter.layers()
+    refs = adapter.linear_refs()
+    inps, kw = layer_inputs(model, calib)
 
     def run(layer, x):
-        out = layer(x, **kw)
-        return out[0] if isinstance(out, tuple) else out
+        return run_layer(layer, x, kw)
 
     done = 0
     for i, layer in enumerate(tqdm(layers, desc="gptq", disable=quiet, leave=False)):

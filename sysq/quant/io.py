@@ -160,7 +160,9 @@ def write_extra(folder: Path, extra: dict[str, str] | None) -> None:
 
 def load_quantized(path, dtype=torch.float32):
     """(model, tokenizer) from a folder written by save()."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ..arch import model_class
 
     path = Path(path)
     meta = json.loads((path / META).read_text())
@@ -171,7 +173,7 @@ def load_quantized(path, dtype=torch.float32):
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config._attn_implementation = meta.get("attn_implementation") or "sdpa"
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model = model_class(config).from_config(config, dtype=dtype)
     tensors = load_file(str(path / WEIGHTS))
     for ref in _modules(model):
         info = meta["modules"].get(ref.name)

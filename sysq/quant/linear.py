@@ -5,7 +5,9 @@ Life cycle (driven by sysq.quant.api):
   2. calibrating=True: forward records the static activation range (RangeObserver) of the tokens and
      channels that are not preserved; finish_calibration() turns it into act_scale / act_zero.
   3. quantize_weight() (round to nearest) or set_quantized_weight(q, scale, zero) (GPTQ): integer codes
-     replace the float weight; INT4 codes are stored packed two per byte (also in memory).
+     replace the float weight; INT4 codes are stored packed two per byte (also in memory). w_zero is int8
+     (integer zero points), float32 for weight_spec.zero_point "float" (x_hat = q * scale + zero), absent
+     when symmetric.
 
 Mitigation fields (set them before calibration):
   act_spec.preserve_threshold / preserve_positions   tokens kept in float (and out of static ranges)
@@ -80,6 +82,10 @@ class QuantLinear(nn.Module):
 
     # ---- weights ---------------------------------------------------------------------------------
     @property
+    def float_zero(self) -> bool:
+        return self.weight_spec is not None and self.weight_spec.zero_point == "float"
+
+    @property
     def quantized(self) -> bool:
         return self.qweight is not None or self.weight_spec is None
 
@@ -100,7 +106,7 @@ class QuantLinear(nn.Module):
         if s is None or self.qweight is not None:
             return
         q, scale, zero = quantize_tensor(self._masked(self.weight.data.float()), s.bits, s.symmetric, s.granularity,
-                                         self.group_size, s.clip_ratio, s.mse)
+                                         self.group_size, s.clip_ratio, s.mse, self.float_zero)
         self.set_quantized_weight(q, scale, zero)
 
     def set_quantized_weight(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> None:
@@ -117,7 +123,7 @@ class QuantLinear(nn.Module):
         self.packed = s.bits == 4 and self.in_features % 2 == 0
         self.qweight = pack_int4(q) if self.packed else q.to(torch.int8)
         self.w_scale = scale.float()
-        self.w_zero = None if s.symmetric else zero.to(torch.int8)
+        self.w_zero = None if s.symmetric else zero.float() if self.float_zero else zero.to(torch.int8)
         self.weight = None
         self._wcache = None
 
@@ -126,7 +132,7 @@ class QuantLinear(nn.Module):
 
     def dequantized_weight(self, dtype=torch.float32) -> torch.Tensor:
         zero = self.w_zero.float() if self.w_zero is not None else torch.zeros_like(self.w_scale)
-        w = dequantize_tensor(self.codes(), self.w_scale, zero)
+        w = dequantize_tensor(self.codes(), self.w_scale, zero, float_zero=self.float_zero)
         if self.preserve_channels is not None:
             keep = self.w_keep.float()
             if self.w_keep_scale is not None:
@@ -206,7 +212,8 @@ class QuantLinear(nn.Module):
             if s is None:
                 return "float"
             gran = f"g{g}" if s.granularity == "group" else s.granularity
-            return f"int{s.bits} {'sym' if s.symmetric else 'asym'} {gran}"
+            fz = " float-zero" if s.zero_point == "float" else ""
+            return f"int{s.bits} {'sym' if s.symmetric else 'asym'}{fz} {gran}"
         extra = f", preserve_channels={len(self.preserve_channels)}" if self.preserve_channels is not None else ""
         a = fmt(self.act_spec, self.act_group_size)
         if self.act_spec is not None:

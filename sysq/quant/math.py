@@ -7,6 +7,15 @@ scale = (max - min) / (2^b - 1) and an integer zero point in the same signed ran
 
     q = clamp(round(x / scale) + zero, qmin, qmax)        x_hat = (q - zero) * scale
 
+Float zero point (`float_zero=True`, QuantSpec.zero_point "float"; asymmetric weights only): the zero is a
+float *offset*, the value of code 0, and the range is [min, max] as found (it need not include 0), as GGUF's
+Q4_1, HQQ and torchao's tinygemm int4 layout keep it:
+
+    q = clamp(round((x - zero) / scale), qmin, qmax)      x_hat = q * scale + zero,  zero = min - qmin * scale
+
+With u = q - qmin the unsigned code, x_hat = u * scale + min: Q4_1's d * u + m. The tinygemm layout
+(_weight_int4pack_mm: (u - 8) * scale + zero) takes these codes plus 8 and the same scale and zero unchanged.
+
 Granularity says which elements share one (scale, zero), always over the last dimension:
   tensor  one pair for the whole tensor
   channel one pair per row (a weight [out, in]: per output channel)
@@ -47,9 +56,16 @@ def rows(x: torch.Tensor, granularity: str, group_size: int | None = None) -> to
     raise SysqError(f"unknown granularity {granularity!r}; allowed: {', '.join(GRANULARITIES)}")
 
 
-def qparams_from_range(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, symmetric: bool):
-    """(scale, zero) from a range. Shapes broadcast; zero is a float tensor holding integers."""
+def qparams_from_range(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, symmetric: bool,
+                       float_zero: bool = False):
+    """(scale, zero) from a range. Shapes broadcast; zero is a float tensor holding integers (float_zero: the
+    float offset, the value of code 0)."""
     qmin, qmax = qrange(bits)
+    if float_zero:
+        if symmetric:
+            raise SysqError("a float zero point needs an asymmetric quantizer: set symmetric false or zero_point int")
+        scale = ((xmax - xmin) / (qmax - qmin)).clamp_min(MIN_SCALE)
+        return scale, xmin - qmin * scale
     if symmetric:
         amax = torch.maximum(xmin.abs(), xmax.abs())
         scale = (amax / qmax).clamp_min(MIN_SCALE)
@@ -60,19 +76,27 @@ def qparams_from_range(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, symmet
     return scale, zero
 
 
-def quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
+             float_zero: bool = False) -> torch.Tensor:
     """Integer codes as int8 (shapes of x and scale/zero must broadcast)."""
     qmin, qmax = qrange(bits)
+    if float_zero:
+        return torch.clamp(torch.round((x - zero) / scale), qmin, qmax).to(torch.int8)
     return torch.clamp(torch.round(x / scale) + zero, qmin, qmax).to(torch.int8)
 
 
-def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, float_zero: bool = False) -> torch.Tensor:
+    if float_zero:
+        return q.to(scale.dtype) * scale + zero
     return (q.to(scale.dtype) - zero) * scale
 
 
-def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
+                  float_zero: bool = False) -> torch.Tensor:
     """quantize then dequantize, in x's dtype (what a simulated INT kernel sees)."""
     qmin, qmax = qrange(bits)
+    if float_zero:
+        return torch.round((x - zero) / scale).clamp_(qmin, qmax).mul_(scale).add_(zero).to(x.dtype)
     q = torch.round(x / scale)          # in-place steps below: same numbers, fewer passes over memory
     if isinstance(zero, torch.Tensor) and bool(zero.any()):
         return q.add_(zero).clamp_(qmin, qmax).sub_(zero).mul_(scale).to(x.dtype)
@@ -80,58 +104,61 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits
 
 
 def qparams(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "channel",
-            group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False):
+            group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False, float_zero: bool = False):
     """(scale, zero) of shape [R, 1] for `rows(x, granularity, group_size)`; round-to-nearest ranges,
     shrunk by clip_ratio, or the MSE-optimal shrink per row when mse=True."""
     r = rows(x, granularity, group_size).float()
     if mse:
-        return mse_qparams(r, bits, symmetric)
+        return mse_qparams(r, bits, symmetric, float_zero=float_zero)
     xmin, xmax = torch.aminmax(r, dim=1, keepdim=True)
     if clip_ratio != 1.0:
         xmin, xmax = xmin * clip_ratio, xmax * clip_ratio
-    return qparams_from_range(xmin, xmax, bits, symmetric)
+    return qparams_from_range(xmin, xmax, bits, symmetric, float_zero)
 
 
 def quantize_tensor(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "channel",
-                    group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False):
+                    group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False,
+                    float_zero: bool = False):
     """Codes with x's shape (int8), scale and zero of shape [*x.shape[:-1], n_groups] (or [1, 1] per tensor)."""
-    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse)
+    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse, float_zero)
     r = rows(x, granularity, group_size)
-    q = quantize(r.float(), scale, zero, bits).reshape(x.shape)
+    q = quantize(r.float(), scale, zero, bits, float_zero).reshape(x.shape)
     if granularity == "tensor":
         return q, scale, zero
     shape = (*x.shape[:-1], -1)
     return q, scale.reshape(shape), zero.reshape(shape)
 
 
-def dequantize_tensor(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+def dequantize_tensor(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, dtype=torch.float32,
+                      float_zero: bool = False) -> torch.Tensor:
     """Inverse of quantize_tensor: scale/zero [..., n_groups] expand over groups of the last dim."""
     if scale.numel() == 1:
-        return dequantize(q, scale.reshape(()), zero.reshape(())).to(dtype)
+        return dequantize(q, scale.reshape(()), zero.reshape(()), float_zero).to(dtype)
     n = scale.shape[-1]
     qg = q.reshape(*q.shape[:-1], n, q.shape[-1] // n)     # [..., groups, group_size]
-    return dequantize(qg, scale.unsqueeze(-1), zero.unsqueeze(-1)).reshape(q.shape).to(dtype)
+    return dequantize(qg, scale.unsqueeze(-1), zero.unsqueeze(-1), float_zero).reshape(q.shape).to(dtype)
 
 
 def fake_quantize_tensor(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "token",
-                         group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False) -> torch.Tensor:
+                         group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False,
+                         float_zero: bool = False) -> torch.Tensor:
     """Dynamic fake quantization: scales from x itself, result with x's shape and dtype."""
-    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse)
+    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse, float_zero)
     r = rows(x, granularity, group_size)
-    return fake_quantize(r.float(), scale, zero, bits).reshape(x.shape).to(x.dtype)
+    return fake_quantize(r.float(), scale, zero, bits, float_zero).reshape(x.shape).to(x.dtype)
 
 
 def mse_qparams(r: torch.Tensor, bits: int, symmetric: bool, grid: int = 80, max_shrink: float = 0.8,
-                norm: float = 2.4):
+                norm: float = 2.4, float_zero: bool = False):
     """Per row of r [R, n], the range shrink factor in (1 - max_shrink, 1] minimising sum |x - x_hat|^norm
     (the search of GPTQ's reference quantizer)."""
     xmin, xmax = r.amin(dim=1, keepdim=True), r.amax(dim=1, keepdim=True)
     best_err = torch.full_like(xmin, float("inf"))
-    best_scale, best_zero = qparams_from_range(xmin, xmax, bits, symmetric)
+    best_scale, best_zero = qparams_from_range(xmin, xmax, bits, symmetric, float_zero)
     for i in range(int(max_shrink * grid)):
         p = 1 - i / grid
-        scale, zero = qparams_from_range(xmin * p, xmax * p, bits, symmetric)
-        err = (fake_quantize(r, scale, zero, bits) - r).abs().pow(norm).sum(dim=1, keepdim=True)
+        scale, zero = qparams_from_range(xmin * p, xmax * p, bits, symmetric, float_zero)
+        err = (fake_quantize(r, scale, zero, bits, float_zero) - r).abs().pow(norm).sum(dim=1, keepdim=True)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_scale = torch.where(better, scale, best_scale)

@@ -1,7 +1,7 @@
 """Recipes: what to quantize and how, as validated dataclasses, named presets and YAML.
 
     get_recipe("w8a8")            a preset
-    get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +mse)
+    get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +learned, +mse, +fz)
     get_recipe("my.yaml")         a YAML file: {base: w4a16, weight: {group_size: 64}, method: gptq}
     get_recipe({...}) / Recipe(...)
 
@@ -21,12 +21,13 @@ import yaml
 from ..errors import SysqError
 from .math import BITS
 
-METHODS = ("rtn", "gptq")
+METHODS = ("rtn", "gptq", "learned")
 BACKENDS = ("fake", "int8", "bnb-int8", "bnb-nf4", "bnb-fp4")
 RAGGED = ("error", "halve")
 WEIGHT_GRANULARITIES = ("tensor", "channel", "group")
 ACT_GRANULARITIES = ("tensor", "token", "group")
 KV_GRANULARITIES = ("token", "channel")
+ZERO_POINTS = ("int", "float")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class QuantSpec:
     dynamic: bool = False               # activations: scales computed per forward pass (else calibrated)
     clip_ratio: float = 1.0             # range shrink: weights' per-row range, static activations' calibrated range
     mse: bool = False                   # weights: MSE-optimal range shrink per row (GPTQ's search)
+    # asymmetric weights: "int" an integer zero point (range includes 0); "float" a float offset per group, the
+    # value of code 0 (GGUF Q4_1, HQQ, torchao's tinygemm int4 layout): x_hat = q * scale + zero (sysq.quant.math)
+    zero_point: str = "int"
     # activations only: tokens kept in float and left out of the static range
     preserve_threshold: float | None = None     # a token whose max |x| over channels exceeds this
     preserve_positions: tuple[int, ...] = ()    # sequence positions (e.g. (0,) the first token / BOS)
@@ -61,12 +65,17 @@ class Recipe:
     weight: QuantSpec | None = None
     act: QuantSpec | None = None
     kv: KVSpec | None = None
-    method: str = "rtn"                 # rtn | gptq (weights)
+    method: str = "rtn"                 # rtn | gptq | learned (weights; learned: sysq/quant/learn.py)
     backend: str = "fake"               # fake (simulated) | int8 (torch._int_mm) | bnb-int8 | bnb-nf4 | bnb-fp4
     ragged: str = "error"               # group_size not dividing in_features: error | halve it until it divides
     gptq_block_size: int = 128
     gptq_damp: float = 0.01
     gptq_act_order: bool = False
+    learn_steps: int = 50               # learned rounding: SignSGD steps per decoder layer
+    learn_lr: float | None = None       # None: 1 / learn_steps
+    learn_batch_size: int = 1           # calibration windows per step
+    learn_seed: int = 0
+    learn_loss: str = "mse"             # mse (every output element) | token (each token relative to its norm)
     bnb_threshold: float = 6.0          # LLM.int8 outlier threshold (bnb-int8)
     quantize_lm_head: bool = False      # lm_head and embeddings stay float by default
     skip: tuple[str, ...] = ()          # roles ("down") or dotted linear names left in float
@@ -99,13 +108,16 @@ class Recipe:
             if s.granularity == "group" and self.ragged == "halve":
                 g += " (halved where it does not divide)"
             how = "" if kind == "w" else (" dynamic" if s.dynamic else " static")
-            return f"{kind}{s.bits} {'sym' if s.symmetric else 'asym'} {g}{how}"
+            fz = " float-zero" if s.zero_point == "float" else ""
+            return f"{kind}{s.bits} {'sym' if s.symmetric else 'asym'}{fz} {g}{how}"
         parts = [spec(self.weight, "w"), spec(self.act, "a")]
         if self.kv:
             parts.append(f"kv{self.kv.bits} {self.kv.granularity}")
         if self.dynamic_act:
             parts.append(f"dynamic per-token activations on {len(self.dynamic_act)} linears")
-        if self.method != "rtn":
+        if self.method == "learned":
+            parts.append(f"learned rounding ({self.learn_steps} steps/layer, seed {self.learn_seed})")
+        elif self.method != "rtn":
             parts.append(self.method + (" act-order" if self.gptq_act_order else ""))
         if self.backend != "fake":
             parts.append(f"backend {self.backend}")
@@ -142,6 +154,10 @@ def _validate_spec(s: QuantSpec, where: str, granularities) -> None:
                         "set granularity 'group' or drop group_size")
     if not 0 < s.clip_ratio <= 1:
         raise SysqError(f"{where}.clip_ratio={s.clip_ratio} must lie in (0, 1]")
+    _one_of(f"{where}.zero_point", s.zero_point, ZERO_POINTS)
+    if s.zero_point == "float" and s.symmetric:
+        raise SysqError(f"{where}.zero_point='float' needs {where}.symmetric=false (a symmetric quantizer has no zero "
+                        "point); set symmetric: false or drop zero_point")
 
 
 def validate(r: Recipe) -> None:
@@ -162,13 +178,20 @@ def validate(r: Recipe) -> None:
                             "static activation scales are per tensor; use granularity 'tensor' or dynamic: true")
         if r.act.mse:
             raise SysqError("act.mse is not supported (MSE search is a weight option); drop it or use act.clip_ratio")
+        if r.act.zero_point != "int":
+            raise SysqError("act.zero_point='float' is not supported (a float zero point is a weight format option); "
+                            "drop it from act")
     if r.kv is not None:
         _one_of("kv.bits", r.kv.bits, BITS)
         _one_of("kv.granularity", r.kv.granularity, KV_GRANULARITIES)
         if r.kv.group_size is not None and r.kv.granularity != "token":
             raise SysqError("kv.group_size applies to kv.granularity 'token' only")
-    if r.method == "gptq" and r.weight is None:
-        raise SysqError("method='gptq' needs a weight quantizer: set weight (e.g. base: w4a16)")
+    if r.method in ("gptq", "learned") and r.weight is None:
+        raise SysqError(f"method={r.method!r} needs a weight quantizer: set weight (e.g. base: w4a16)")
+    _one_of("learn_loss", r.learn_loss, ("mse", "token"))
+    if r.learn_steps < 0 or r.learn_batch_size < 1 or (r.learn_lr is not None and r.learn_lr <= 0):
+        raise SysqError(f"learn_steps={r.learn_steps}, learn_batch_size={r.learn_batch_size}, learn_lr={r.learn_lr}: "
+                        "steps must be >= 0, the batch >= 1 window and lr > 0 (or null for 1 / steps)")
     bad = {k: v for k, v in r.act_clip_ratios.items() if not 0 < float(v) <= 1}
     if bad:
         raise SysqError(f"act_clip_ratios must lie in (0, 1]; got {dict(list(bad.items())[:3])}")
@@ -206,6 +229,7 @@ PRESETS: dict[str, dict] = {
     "w8a16": dict(weight=W8),
     "w4a16": dict(weight=W4G128, ragged="halve"),
     "w4a16-g128": dict(weight=W4G128, ragged="halve"),
+    "w4a16-g64": dict(weight=replace(W4G128, group_size=64)),
     "w4a16-g32": dict(weight=replace(W4G128, group_size=32)),
     "w4a16-pc": dict(weight=W4C),
     "w8a8": dict(weight=W8, act=A8_TOKEN),
@@ -222,7 +246,9 @@ MODIFIERS = {
     "kv8": dict(kv=KVSpec(bits=8)),
     "kv4": dict(kv=KVSpec(bits=4)),
     "gptq": dict(method="gptq"),
+    "learned": dict(method="learned"),
     "mse": None,   # weight.mse = True
+    "fz": None,    # weight.zero_point = "float" (asymmetric weights)
 }
 
 
@@ -234,6 +260,12 @@ def _apply_modifier(fields_: dict, mod: str, name: str) -> None:
         if fields_.get("weight") is None:
             raise SysqError(f"'+mse' in {name!r} needs a weight quantizer")
         fields_["weight"] = replace(fields_["weight"], mse=True)
+    elif mod == "fz":
+        w = fields_.get("weight")
+        if w is None or w.symmetric:
+            raise SysqError(f"'+fz' (float zero point) in {name!r} needs an asymmetric weight quantizer, "
+                            "e.g. w4a16-g64+fz")
+        fields_["weight"] = replace(w, zero_point="float")
     else:
         fields_.update(MODIFIERS[mod])
 

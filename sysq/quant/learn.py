@@ -1,0 +1,319 @@
+"""Learned rounding and clipping, block by block against each decoder layer's output.
+
+Sources: AutoRound (Cheng et al. 2023, arXiv 2309.05516): a rounding offset V per weight and a clip factor for
+each group's max and min, trained with signed gradient descent on a block's output; OmniQuant's learnable
+weight clipping (Shao et al. 2023, arXiv 2308.13137).
+
+For each quantized linear of one decoder layer, with (lo, hi) the (row, group) range of the weight:
+
+    scale, zero = qparams_from_range(b * lo, a * hi)      a, b in [clip_min, 1] per (row, group)
+    W_hat       = dequantize(clamp(round(W / scale + V) ...), scale, zero)          V in [-1/2, 1/2] per weight
+
+(the same formulas as sysq.quant.math, for integer, float and symmetric zero points; round is a
+straight-through estimator while training). V, a and b minimise || layer_q(X_q) - layer(X) ||^2, where layer(X)
+is the float layer on the float model's inputs and X_q are the inputs the already-quantized layers produce
+(AutoRound's default), by SignSGD: p -= lr * sign(grad), lr decaying linearly to 0 over `steps`, one batch of
+`batch_size` calibration windows per step, drawn by a generator seeded with (seed, layer): deterministic.
+Activation quantizers (w4a8, w4a4) stay on during training, straight-through.
+
+Guarantee: the learned weights are kept only when their output error over all calibration windows is below
+round-to-nearest's for the same layer and inputs; otherwise the layer gets RTN.
+
+`learn_block(layer, ...)` works on one layer and its cached inputs, so a layer-sequential pipeline can call it;
+`learn_model(model, calib)` runs it over every layer in memory.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..arch import get_adapter
+from ..errors import SysqError
+from .gptq import layer_inputs, run_layer
+from .linear import QuantLinear
+from .math import MIN_SCALE, fake_quantize_tensor, qrange, rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LearnConfig:
+    steps: int = 50              # SignSGD steps per layer (AutoRound's default is 200 on a GPU)
+    lr: float | None = None      # None: 1 / steps (AutoRound's default)
+    batch_size: int = 1          # calibration windows per step
+    seed: int = 0
+    clip_min: float = 0.5        # clip factors a, b live in [clip_min, 1]
+    # "mse": mean squared error over every output element (AutoRound); "token": each token's squared error
+    # relative to its own squared norm, averaged over tokens, so the few tokens that carry the systematic
+    # outliers (BOS at |h| ~ 25,000 on SmolLM2) weigh as much as any other token instead of all of the loss
+    loss: str = "mse"
+
+
+@dataclass
+class BlockResult:
+    """One layer: output error (LearnConfig.loss over all calibration windows) of RTN and of the learned weights."""
+
+    layer: int
+    rtn: float
+    learned: float
+    kept: bool                   # False: the learned weights were worse and the layer got RTN
+    steps: int
+    seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return (self.learned if self.kept else self.rtn) / self.rtn if self.rtn > 0 else 1.0
+
+
+@dataclass
+class LearnSummary:
+    layers: list[BlockResult] = field(default_factory=list)
+    config: LearnConfig = field(default_factory=LearnConfig)
+    windows: int = 0
+    seqlen: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        kept = [r for r in self.layers if r.kept]
+        c = self.config
+        return {"method": "learned", "loss": c.loss, "steps_per_layer": c.steps, "lr": c.lr, "batch_size": c.batch_size,
+                "seed": c.seed, "layers": len(self.layers), "layers_kept": len(kept), "windows": self.windows,
+                "seqlen": self.seqlen, "seconds": round(self.seconds, 1),
+                "error_vs_rtn": [round(r.ratio, 4) for r in self.layers]}
+
+    def __str__(self) -> str:
+        kept = sum(r.kept for r in self.layers)
+        mean = sum(r.ratio for r in self.layers) / max(len(self.layers), 1)
+        c = self.config
+        return (f"learned rounding: {len(self.layers)} layers x {c.steps} steps (batch {c.batch_size} of "
+                f"{self.windows} windows x {self.seqlen} tokens, loss {c.loss}), {self.seconds:.1f} s; learned kept in "
+                f"{kept} layers, layer output error {mean:.3f}x RTN on average")
+
+
+LOSSES = ("mse", "token")
+
+
+def output_loss(out: torch.Tensor, target: torch.Tensor, kind: str = "mse", reduction: str = "mean") -> torch.Tensor:
+    """The layer-output objective (LearnConfig.loss): summed or averaged over elements ("mse") or tokens ("token")."""
+    if kind == "mse":
+        return F.mse_loss(out, target, reduction=reduction)
+    per_token = (out - target).pow(2).sum(-1) / target.pow(2).sum(-1).clamp_min(1e-12)
+    return per_token.sum() if reduction == "sum" else per_token.mean()
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+class _Learner:
+    """The trainable rounding state of one QuantLinear: V [R, n] and clip factors a, b [R, 1] on rows(W)."""
+
+    def __init__(self, q: QuantLinear, clip_min: float):
+        s = q.weight_spec
+        self.q, self.spec, self.clip_min = q, s, clip_min
+        self.float_zero = s.zero_point == "float"
+        self.w = q._masked(q.weight.data.float())
+        self.r = rows(self.w, s.granularity, q.group_size)
+        lo, hi = torch.aminmax(self.r, dim=1, keepdim=True)
+        self.lo, self.hi = lo * s.clip_ratio, hi * s.clip_ratio
+        self.V = torch.zeros_like(self.r, requires_grad=True)
+        self.a = torch.ones_like(self.lo, requires_grad=True)
+        self.b = torch.ones_like(self.lo, requires_grad=True)
+        self.keep = None
+        if q.preserve_channels is not None:        # stored apart, as QuantLinear.set_quantized_weight keeps them
+            keep = q.weight.data.float()[:, q.preserve_channels]
+            self.keep = fake_quantize_tensor(keep, 8, True, "channel") if q.preserve_channels_bits == 8 else keep
+
+    def params(self) -> list[torch.Tensor]:
+        return [self.V, self.a, self.b]
+
+    def qparams(self, ste: bool):
+        """scale, zero [R, 1] of the clipped range (sysq.quant.math.qparams_from_range, round as STE)."""
+        rnd = _round_ste if ste else torch.round
+        s = self.spec
+        qmin, qmax = qrange(s.bits)
+        lo, hi = self.lo * self.b, self.hi * self.a
+        if s.symmetric:
+            scale = (torch.maximum(lo.abs(), hi.abs()) / qmax).clamp_min(MIN_SCALE)
+            return scale, torch.zeros_like(scale)
+        if self.float_zero:
+            scale = ((hi - lo) / (qmax - qmin)).clamp_min(MIN_SCALE)
+            return scale, lo - qmin * scale
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+        scale = ((hi - lo) / (qmax - qmin)).clamp_min(MIN_SCALE)
+        return scale, (qmin - rnd(lo / scale)).clamp(qmin, qmax)
+
+    def codes(self, ste: bool):
+        """(codes as float [R, n], scale, zero): sysq.quant.math.quantize with the offset V added before rounding."""
+        rnd = _round_ste if ste else torch.round
+        qmin, qmax = qrange(self.spec.bits)
+        scale, zero = self.qparams(ste)
+        if self.float_zero:
+            return torch.clamp(rnd((self.r - zero) / scale + self.V), qmin, qmax), scale, zero
+        return torch.clamp(rnd(self.r / scale + self.V) + zero, qmin, qmax), scale, zero
+
+    def weight(self, ste: bool = True) -> torch.Tensor:
+        q, scale, zero = self.codes(ste)
+        w = (q * scale + zero) if self.float_zero else (q - zero) * scale     # sysq.quant.math.dequantize
+        w = w.reshape(self.w.shape)
+        if self.keep is not None:
+            w = w.index_copy(1, self.q.preserve_channels, self.keep)
+        return w
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        for p in self.params():
+            if p.grad is not None:
+                p.sub_(lr * p.grad.sign())
+                p.grad = None
+        self.V.clamp_(-0.5, 0.5)
+        self.a.clamp_(self.clip_min, 1.0)
+        self.b.clamp_(self.clip_min, 1.0)
+
+    def state(self):
+        return [p.detach().clone() for p in self.params()]
+
+    @torch.no_grad()
+    def load(self, state) -> None:
+        for p, v in zip(self.params(), state):
+            p.copy_(v)
+
+    @torch.no_grad()
+    def commit(self) -> None:
+        """Store the codes in the QuantLinear (drops its float weight)."""
+        q, scale, zero = self.codes(ste=False)
+        shape = (self.w.shape[0], -1)
+        if self.spec.granularity == "tensor":
+            scale, zero = scale.reshape(1, 1), zero.reshape(1, 1)
+        else:
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        self.q.set_quantized_weight(q.reshape(self.w.shape).to(torch.int8), scale, zero)
+
+
+@contextmanager
+def _mode(learners: list[_Learner], mode: str):
+    """QuantLinears of the layer compute with: "float" (float weight, no activation quantizer, the target) or
+    "learned" (the learners' weights, activation quantizers straight-through)."""
+    def forward(lrn: _Learner):
+        q = lrn.q
+
+        def fn(x):
+            if mode == "float":
+                return F.linear(x, q.weight.to(x.dtype), q.bias)
+            xq = q.quantize_input(x)
+            if torch.is_grad_enabled():
+                xq = x + (xq - x).detach()
+            return F.linear(xq, lrn.weight(ste=torch.is_grad_enabled()).to(x.dtype), q.bias)
+        return fn
+
+    for lrn in learners:
+        lrn.q.forward = forward(lrn)
+    try:
+        yield
+    finally:
+        for lrn in learners:
+            del lrn.q.forward
+
+
+@torch.no_grad()
+def _error(layer, learners, inputs, targets, run, kind: str) -> float:
+    with _mode(learners, "learned"):
+        total = sum(float(output_loss(run(layer, x), y, kind, "sum")) for x, y in zip(inputs, targets))
+    return total / sum(y.numel() if kind == "mse" else y[..., 0].numel() for y in targets)
+
+
+def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torch.Tensor], run,
+                cfg: LearnConfig | None = None, targets: list[torch.Tensor] | None = None,
+                float_inputs: list[torch.Tensor] | None = None, index: int = 0,
+                quiet: bool = True) -> tuple[BlockResult, list[torch.Tensor]]:
+    """Learn the rounding and clipping of `qlinears` (QuantLinears of `layer`, not yet quantized) and store
+    their codes.
+
+    inputs:       the layer's inputs in the quantized model, one tensor [b, T, hidden] per calibration batch
+    targets:      the float layer's outputs to match; default: the float layer on `float_inputs` (default
+                  `inputs`)
+    run(layer, x) -> the layer's hidden-state output (sysq.quant.gptq.run_layer with the captured kwargs)
+    Returns the result and the float layer's outputs (the next layer's float inputs).
+    """
+    cfg = cfg or LearnConfig()
+    t0 = time.perf_counter()
+    learners = [_Learner(q, cfg.clip_min) for q in qlinears]
+    if targets is None:
+        with torch.no_grad(), _mode(learners, "float"):
+            targets = [run(layer, x) for x in (float_inputs if float_inputs is not None else inputs)]
+    rtn_state = [lrn.state() for lrn in learners]
+    if cfg.loss not in LOSSES:
+        raise SysqError(f"LearnConfig.loss={cfg.loss!r}; allowed: {', '.join(LOSSES)}")
+    rtn = _error(layer, learners, inputs, targets, run, cfg.loss)
+    frozen = [p for p in layer.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + index)
+    lr = cfg.lr if cfg.lr is not None else 1.0 / max(cfg.steps, 1)
+    order: list[int] = []
+    try:
+        with torch.enable_grad(), _mode(learners, "learned"):
+            for step in range(cfg.steps):
+                if len(order) < cfg.batch_size:      # windows in a fresh seeded order, each once per pass
+                    order += torch.randperm(len(inputs), generator=gen).tolist()
+                idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
+                x = torch.cat([inputs[i] for i in idx])
+                y = torch.cat([targets[i] for i in idx])
+                output_loss(run(layer, x), y, cfg.loss).backward()
+                for lrn in learners:
+                    lrn.step(lr * (1 - step / cfg.steps))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    learned = _error(layer, learners, inputs, targets, run, cfg.loss)
+    kept = learned < rtn
+    if not kept:
+        for lrn, st in zip(learners, rtn_state):
+            lrn.load(st)
+    for lrn in learners:
+        lrn.commit()
+    res = BlockResult(index, rtn, learned, kept, cfg.steps, time.perf_counter() - t0)
+    log.info("learned rounding, layer %d (%d linears): %d steps, output error RTN %.4g -> learned %.4g (%.3fx)%s, "
+             "%.1f s", index, len(qlinears), cfg.steps, rtn, learned, learned / rtn if rtn else 1.0,
+             "" if kept else ": RTN kept", res.seconds)
+    return res, targets
+
+
+@torch.no_grad()
+def learn_model(model: nn.Module, calib, cfg: LearnConfig | None = None, quiet: bool = False) -> LearnSummary:
+    """Learned rounding for every not yet quantized QuantLinear with a weight quantizer, layer by layer.
+
+    Each layer trains on the outputs of the already quantized layers before it (and matches the float model's);
+    memory is bounded by three sets of one layer's activations over the calibration windows."""
+    cfg = cfg or LearnConfig()
+    t0 = time.perf_counter()
+    adapter = get_adapter(model)
+    refs = adapter.linear_refs()
+    inputs, kw = layer_inputs(model, calib)
+    float_inputs = inputs
+
+    def run(layer, x):
+        return run_layer(layer, x, kw)
+
+    summary = LearnSummary(config=cfg, windows=len(inputs), seqlen=inputs[0].shape[1] if inputs else 0)
+    for i, layer in enumerate(tqdm(adapter.layers(), desc=f"learned rounding ({cfg.steps} steps/layer)",
+                                   disable=quiet, leave=False)):
+        qls = [r.module for r in refs if r.layer == i and isinstance(r.module, QuantLinear)
+               and r.module.weight_spec is not None and not r.module.quantized]
+        if not qls:
+            float_inputs = inputs = [run(layer, x) for x in inputs]
+            continue
+        res, float_outputs = learn_block(layer, qls, inputs, run, cfg, float_inputs=float_inputs, index=i)
+        summary.layers.append(res)
+        inputs = [run(layer, x) for x in inputs]          # the quantized layer's outputs feed the next one
+        float_inputs = float_outputs
+    summary.seconds = time.perf_counter() - t0
+    log.info("%s", summary)
+    return summary

@@ -1,0 +1,71 @@
+"""Learned rounding and clipping (sysq/quant/learn.py) on tiny models: never worse than RTN per layer, deterministic."""
+import copy
+
+import pytest
+import torch
+
+from sysq import get_adapter
+from sysq.quant import quantize
+from sysq.quant.gptq import layer_inputs, run_layer
+from sysq.quant.learn import output_loss
+from tiny_models import VOCAB, tiny_model
+
+FEW = {"learn_steps": 12}
+
+
+def _rtn_twin(float_model, learned_model, recipe, calib):
+    """Per layer, on the learned model's own inputs to that layer, against the float layer on the float inputs:
+    (error of the learned layer, error of the same layer rounded to nearest), in the recipe's objective."""
+    kind = recipe.get("learn_loss", "mse")
+    errs = []
+    xf, kw = layer_inputs(float_model, calib)
+    xq, _ = layer_inputs(learned_model, calib)
+    rtn = copy.deepcopy(float_model)
+    quantize(rtn, {**recipe, "method": "rtn"}, calib, quiet=True)
+    with torch.no_grad():
+        for lf, lq, lr in zip(*(get_adapter(m).layers() for m in (float_model, learned_model, rtn))):
+            yf = [run_layer(lf, x, kw) for x in xf]
+            errs.append((sum(float(output_loss(run_layer(lq, x, kw), y, kind, "sum")) for x, y in zip(xq, yf)),
+                         sum(float(output_loss(run_layer(lr, x, kw), y, kind, "sum")) for x, y in zip(xq, yf))))
+            xq = [run_layer(lq, x, kw) for x in xq]
+            xf = yf
+    return errs
+
+
+@pytest.mark.parametrize("recipe", [
+    {"base": "w4a16-g32", **FEW},
+    {"base": "w4a16-g32+fz", **FEW},
+    {"base": "w4a8", **FEW},
+    {"base": "w4a16-g32+fz", "learn_loss": "token", **FEW},
+    {"base": "w4a16-g32", "learn_steps": 6, "learn_lr": 4.0},     # a step far too large: RTN must be kept
+])
+def test_learned_rounding_never_increases_a_layers_calibration_output_error_over_rtn(recipe):
+    model = tiny_model("llama", layers=2)
+    calib = torch.randint(3, VOCAB, (6, 24), generator=torch.Generator().manual_seed(1))
+    learned = copy.deepcopy(model)
+    summary = quantize(learned, {**recipe, "method": "learned"}, calib, quiet=True)
+    errs = _rtn_twin(model, learned, recipe, calib)
+    for i, (e_learned, e_rtn) in enumerate(errs):
+        assert e_learned <= e_rtn * (1 + 1e-6), (i, e_learned, e_rtn)
+    info = summary.calibration["learned"]
+    assert info["layers"] == 2 and info["steps_per_layer"] == recipe["learn_steps"]
+    if recipe.get("learn_lr"):
+        assert info["layers_kept"] == 0 and all(abs(e - r) <= 1e-6 * r for e, r in errs)
+    else:                                     # and the learning does something
+        assert info["layers_kept"] >= 1 and min(e / r for e, r in errs) < 0.9
+
+
+def test_learned_step_is_deterministic_for_a_seed():
+    model = tiny_model("llama", layers=2)
+    calib = torch.randint(3, VOCAB, (6, 24), generator=torch.Generator().manual_seed(1))
+
+    def codes(seed):
+        m = copy.deepcopy(model)
+        quantize(m, {"base": "w4a16-g32+fz", "method": "learned", "learn_seed": seed, "learn_steps": 20}, calib,
+                 quiet=True)
+        return {ref.name: (ref.module.codes(), ref.module.w_scale, ref.module.w_zero)
+                for ref in get_adapter(m).linear_refs()}
+
+    a, b, c = codes(0), codes(0), codes(1)
+    assert all(torch.equal(x, y) for k in a for x, y in zip(a[k], b[k]))
+    assert any(not torch.equal(x, y) for k in a for x, y in zip(a[k], c[k]))     # the seed picks the batches
