@@ -407,6 +407,9 @@ class Adapter:
         (eager attention). Returns the hook handle."""
         def hook(mod, args, kwargs):
             mask = kwargs.get("attention_mask")
+            if mask is None and self.family.task == "masked-lm":    # an encoder without padding: all visible
+                h = self.layer_input(args, kwargs)
+                mask = torch.zeros(h.shape[0], 1, h.shape[1], h.shape[1], dtype=h.dtype, device=h.device)
             if mask is None or not mask.is_floating_point():
                 raise UnsupportedArchitecture(f"layer {i}'s attention got no additive float mask; run it under "
                                               "eager attention (sysq.detect.attention.eager_attention)")

@@ -59,10 +59,19 @@ def explain(model, windows, report=None, tokenizer=None, mode: str = "zero", see
     t = choose_targets(report, ad, seed)
     device = next(model.parameters()).device
     interventions = _interventions(ad, t, mode, seed)
-    bias_model = AnchorBias(model, ids[0, :1].to(device)) if bool((ids[:, 0] == ids[0, 0]).all()) else None
+    causal = ad.family.task == "causal-lm"
+    notes = [t.reason] if t.reason else []
+    if not causal:
+        notes.append("encoder (masked LM): the first token sees the whole sequence, so its keys and values are not a "
+                     "fixed bias (no anchor-bias run), and influence is measured as KL at each position (no "
+                     "perplexity on unmasked text)")
+    fixed_first = bool((ids[:, 0] == ids[0, 0]).all())
+    if causal and not fixed_first:
+        notes.append("the windows do not share their first token: no anchor-bias run")
+    bias_model = AnchorBias(model, ids[0, :1].to(device)) if causal and fixed_first else None
     k = len(t.channels)
     names = ["baseline"] + list(interventions) + (["bias"] if bias_model is not None else [])
-    runs = {n: RunStats(ad.num_layers, ad.num_heads, k, samples=n in UPDATE_RUNS) for n in names}
+    runs = {n: RunStats(ad.num_layers, ad.num_heads, k, samples=n in UPDATE_RUNS, causal=causal) for n in names}
     fidelity = {"max_diff": 0.0, "scale": 0.0}
     anchor_count = 0
     t0 = time.perf_counter()
@@ -90,7 +99,7 @@ def explain(model, windows, report=None, tokenizer=None, mode: str = "zero", see
         bar.update(len(batch))
     bar.close()
     return _report(model, report, settings, th, t, mode, runs, interventions, bias_model, fidelity,
-                   anchor_count, ids, time.perf_counter() - t0)
+                   anchor_count, ids, time.perf_counter() - t0, notes)
 
 
 def _interventions(ad, t: Targets, mode: str, seed: int) -> dict:
@@ -169,7 +178,7 @@ def _shift(lay):
 
 
 def _report(model, report, settings, th, t, mode, runs, interventions, bias_model, fidelity, anchor_count, ids,
-            seconds) -> ExplainReport:
+            seconds, notes) -> ExplainReport:
     ad = get_adapter(model)
     ablation = {}
     for name, layer, cols, ctl in (("ablate", t.massive_layer, t.massive_columns, "ablate"),
@@ -194,7 +203,7 @@ def _report(model, report, settings, th, t, mode, runs, interventions, bias_mode
         updates_by_run={n: _brief(update_summary(runs[n]), t) for n in UPDATE_RUNS if n in runs},
         bias=bias_summary(runs, fidelity["max_diff"], fidelity["scale"], bias_model.prefix.tolist())
         if bias_model is not None else None,
-        notes=[t.reason] if t.reason else [],
+        notes=notes,
         cost={"seconds": seconds, "windows": len(ids), "passes_per_batch": 2 + len(names)},
     )
     ex.arrays["samples"] = runs["baseline"].samples

@@ -108,7 +108,7 @@ class Trace:
             med = _median_estimate(a, self.th.median_samples)
             thresh = torch.clamp(self.th.massive_rel * med, min=self.th.massive_abs)
             upd = None
-            if "h_mid" in cur:
+            if "h_mid" in cur and not self.ad.family.post_ln:   # post-LN: no un-normalised residual to update
                 h_in, h_mid = cur["h_in"], cur["h_mid"]
                 upd = torch.stack([h_in.norm(dim=-1), (h_mid - h_in).norm(dim=-1), (h - h_mid).norm(dim=-1)], -1).cpu()
             self.layers[i] = Layer(
@@ -122,8 +122,8 @@ class Trace:
 class RunStats:
     """Running per-layer sums of one intervention over all batches (and, against the baseline, its influence)."""
 
-    def __init__(self, L: int, H: int, k: int, samples: bool = False):
-        self.L, self.H = L, H
+    def __init__(self, L: int, H: int, k: int, samples: bool = False, causal: bool = True):
+        self.L, self.H, self.causal = L, H, causal
         z = lambda *s: torch.zeros(*s, dtype=torch.float64)   # noqa: E731
         self.chan_anchor, self.chan_other = z(L, k), z(L, k)       # max |h| of the dominant channels
         self.massive, self.massive_other, self.tokens = z(L), z(L), 0   # massive tokens (all, not anchors)
@@ -181,15 +181,20 @@ class RunStats:
         self.anchor_write[i] += lay.head_norm[anchors].sum(0).double()
 
     def _logits(self, logits, ids, other, base_logits) -> None:
-        logp = F.log_softmax(logits[:, :-1].float(), -1)
-        keep = other[:, :-1]                                # predictions made at non-anchor positions
-        labels = ids[:, 1:]
-        nll = -logp.gather(-1, labels[..., None])[..., 0]
-        self.nll += float(nll[keep].sum())
+        """Causal LMs: next-token predictions made at non-anchor positions (NLL and KL); masked LMs on unmasked
+        text: the distribution at each non-anchor position (KL and agreement only, no perplexity)."""
+        s = 1 if self.causal else 0
+        T = logits.shape[1] - s
+        logp = F.log_softmax(logits[:, :T].float(), -1)
+        keep = other[:, :T]
+        labels = ids[:, s:]
         self.pred += int(keep.sum())
+        if self.causal:
+            self.nll += float((-logp.gather(-1, labels[..., None])[..., 0])[keep].sum())
         if base_logits is not None:
-            logq = F.log_softmax(base_logits[:, :-1].float(), -1)
-            self.nll_base += float((-logq.gather(-1, labels[..., None])[..., 0])[keep].sum())
+            logq = F.log_softmax(base_logits[:, :T].float(), -1)
+            if self.causal:
+                self.nll_base += float((-logq.gather(-1, labels[..., None])[..., 0])[keep].sum())
             kl = (logq.exp() * (logq - logp)).sum(-1)
             self.kl += float(kl[keep].sum())
             self.agree += int((logq.argmax(-1) == logp.argmax(-1))[keep].sum())
@@ -200,7 +205,7 @@ class RunStats:
         return self.mass / max(self.queries, 1)
 
     def ppl(self) -> float | None:
-        return float(torch.tensor(self.nll / self.pred).exp()) if self.pred else None
+        return float(torch.tensor(self.nll / self.pred).exp()) if self.pred and self.causal else None
 
     def ppl_base(self) -> float | None:
         return float(torch.tensor(self.nll_base / self.pred).exp()) if self.pred and self.nll_base else None
