@@ -63,12 +63,12 @@ def test_an_engine_plan_travels_in_the_weights(tmp_path):
     plan = sysq.plan(report, "w8a8-static", target="engine")
     assert plan.rotate is not None and not plan.rotate.down and plan.preserve_tokens is None
     sysq.quantize(model, sysq.mitigate(model, plan, IDS, report=report, quiet=True), IDS, quiet=True)
-    assert plan.token_scales.linears == ["model.layers.0.mlp.down_proj"]     # where the planted outlier lands
+    assert plan.token_scales.linears == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
     out = sysq.save(model, tmp_path / "ct", format="compressed-tensors")
     assert (out / "plan.yaml").is_file()
     groups = sysq.quant.export.json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]
     acts = sorted((g["input_activations"]["strategy"], len(g["targets"])) for g in groups.values())
-    assert acts == [("tensor", 13), ("token", 1)]
+    assert acts == [("tensor", 12), ("token", 2)]
     ref, got = _logits(model), _logits(load_with_transformers(out, quiet=True))
     assert float((got - ref).abs().max() / ref.abs().max()) < 0.02
 

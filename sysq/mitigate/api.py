@@ -294,18 +294,23 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
 
 
 def token_scale_linears(report, model) -> list[str]:
-    """The decoder linears whose inputs carry the report's outlier tokens (massive, or token max over 64x the median
-    token max: Sun et al., PrefixQuant); without a report, the MLP output linears, where the paper finds them."""
+    """Linears that get per-token scales in an engine plan: every MLP output linear (down_proj / fc2), whose input
+    is where systematic outliers are born and where per-token magnitudes spread widest (on SmolLM2 the largest
+    token max is 5x to 2,200x the median token max at down_proj inputs, 1.2x to 5.3x at every other linear
+    input), plus any other linear whose input carries the report's outlier tokens (massive, or token max over
+    64x the median: Sun et al., PrefixQuant). Measured on SmolLM2 w8a8-static (engine plan, 512 x 40): the
+    report's 6 linears alone 1.055x FP, all 30 MLP outputs 1.014x."""
     refs = get_adapter(model).linear_refs()
-    if report is None:
-        return [ref.name for ref in refs if ref.role in ("down", "fc2")]
     out = []
     for ref in refs:
-        try:
-            s = report.linear_input_stats(ref.name)
-        except SysqError:
-            continue
-        if s.get("outlier_tokens") or s.get("massive_channels"):
+        flagged = False
+        if report is not None:
+            try:
+                s = report.linear_input_stats(ref.name)
+                flagged = bool(s.get("outlier_tokens") or s.get("massive_channels"))
+            except SysqError:
+                pass
+        if flagged or ref.role in ("down", "fc2"):
             out.append(ref.name)
     return out
 

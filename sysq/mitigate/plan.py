@@ -87,9 +87,10 @@ class PreserveTokens:
 
 @dataclass
 class TokenScales:
-    """Per-token dynamic activation scales on the linears whose inputs carry the report's outlier tokens, static
-    per-tensor scales everywhere else: the engine form of preserve-tokens (every engine runs per-token dynamic
-    int8; none keeps chosen tokens in float). The outlier token then sets only its own scale."""
+    """Per-token dynamic activation scales on the linears where the outlier tokens land (every MLP output linear,
+    plus any other input the report flags), static per-tensor scales everywhere else: the engine form of
+    preserve-tokens (every engine runs per-token dynamic int8; none keeps chosen tokens in float). The outlier
+    token then sets only its own scale."""
 
     linears: list[str] = field(default_factory=list)     # filled by mitigate() from the report
 
