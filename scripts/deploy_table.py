@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=16, help="calibration windows (default: %(default)s)")
     p.add_argument("--seqlen", type=int, default=512, help="calibration window length (default: %(default)s)")
     p.add_argument("--no-vllm", action="store_true", help="skip vLLM even when .venvs/vllm exists")
+    p.add_argument("--resume", action="store_true",
+                   help="read the quantize.json of rows already saved under OUT instead of quantizing them again")
     p.add_argument("--out", default="out/deploy")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -54,9 +56,11 @@ def main(argv=None) -> int:
                    "--out", str(folder)]
             print(f"\n##### sysq {' '.join(cmd)}", flush=True)
             t0 = time.perf_counter()
-            rc = sysq_main((["--quiet"] if args.quiet else []) + cmd)
+            done = args.resume and (folder / "quantize.json").is_file()
+            rc = 0 if done else sysq_main((["--quiet"] if args.quiet else []) + cmd)
             row = {"name": name, "recipe": recipe, "mitigate": mitigate, "format": fmt, "rc": rc,
-                   "command": "sysq " + " ".join(cmd), "seconds": round(time.perf_counter() - t0, 1)}
+                   "command": "sysq " + " ".join(cmd), "resumed": done,
+                   "seconds": None if done else round(time.perf_counter() - t0, 1)}
             if rc == 0:
                 q = json.loads((folder / "quantize.json").read_text())
                 fp = q["ppl_before"]["ppl"]
