@@ -233,15 +233,30 @@ def register_sysq_model():
                      batch_size=1, add_bos_token: bool | None = None, max_length: int | None = None, **kwargs):
             from sysq.models import load
 
-            model, tok = load(str(pretrained), dtype=dtype, device=device)
+            acc = _data_parallel()
+            model, tok = load(str(pretrained), dtype=dtype, device=str(acc.device) if acc else device)
             bos = default_bos(tok) if add_bos_token is None else bool(add_bos_token)
             super().__init__(pretrained=model, tokenizer=_bos_tokenizer(tok, bos), batch_size=int(batch_size),
                              add_bos_token=bos, max_length=max_length, **kwargs)
+            if acc is not None:    # HFLM does not split the requests of a model object across processes itself
+                self.accelerator, self._device = acc, acc.device
+                self._rank, self._world_size = acc.local_process_index, acc.num_processes
 
     try:
         register_model("sysq")(SysqLM)
     except (AssertionError, ValueError):  # already registered (module imported twice)
         pass
+
+
+def _data_parallel():
+    """The Accelerator of a multi-process launch (`accelerate launch`, torchrun), else None: each process then loads
+    the model on its own device and evaluates its share of the requests (lm-eval's data parallelism)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from datetime import timedelta
+
+    from accelerate import Accelerator, InitProcessGroupKwargs
+    return Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(weeks=52))])
 
 
 def evaluate(model, tokenizer, tasks=DEFAULT_TASKS, limit: int | float | None = None, batch_size: int = 4,

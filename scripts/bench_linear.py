@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sysq.quant.backends import Int8Linear, int_mm  # noqa: E402
+from sysq.quant.kernels import Int8Linear, int_mm  # noqa: E402
 from sysq.quant.linear import QuantLinear  # noqa: E402
 from sysq.quant.recipes import get_recipe  # noqa: E402
 
@@ -54,7 +54,7 @@ def bench(in_f: int, out_f: int, m: int, reps: int) -> dict:
     w = lin.weight.detach()
     x = torch.randn(m, in_f)
     qx = torch.randint(-127, 128, (m, in_f), dtype=torch.int8)
-    fns = {"float": lambda: F.linear(x, w), "int8": lambda: real(x), "int_mm": lambda: int_mm(qx, real.qweight_t)}
+    fns = {"float": lambda: F.linear(x, w), "int8": lambda: real(x), "int_mm": lambda: int_mm(qx, real.qweight.t())}
     for f in fns.values():   # warm up
         f()
     times = {k: [] for k in fns}

@@ -37,7 +37,7 @@ COLS = ["none", "smoothquant", "smooth", "preserve-tokens", "smooth+preserve-tok
         "auto"]
 # w4a16-g32: RTN on the 32-blocks this GGUF's weights were stored in (Q4_1), the grid-mismatch reference
 EXTRA = ["fp", "bnb-int8", "bnb-nf4", "w4a16-g32"]
-GOALS = {"w8a8-static": 1.015, "w8a8": 1.005, "w4a16": 1.06, "w4a8": 1.10}
+GOALS = {"w8a8-static": 1.015, "w8a8": 1.005, "w4a16": 1.06, "w4a8": 1.10, "w8a8-fp8-static": 1.01}
 # measured auto against the rules it replaced (issue 13): at most these ratios to FP, at most 3x the rules' time
 AUTO_BAR = {"w8a8-static": 1.008, "w8a8": 1.002, "w4a16": 1.144, "w4a8": 1.306, "w4a4+kv4": 2.92}
 log = logging.getLogger("mitigation_table")
@@ -76,7 +76,8 @@ def markdown(res: dict, settings: dict) -> str:
     lines.append(f"FP: {fmt('fp')} · bitsandbytes int8 (threshold 6.0): {fmt('bnb-int8')} · "
                  f"bitsandbytes nf4: {fmt('bnb-nf4')} · w4a16 g32 RTN (the GGUF's own block size): {fmt('w4a16-g32')}")
     lines += ["", "| recipe | " + " | ".join(COLS) + " |", "|---" * (len(COLS) + 1) + "|"]
-    for r in ROWS:
+    run_rows = {k.split("|")[0] for k in cells if "|" in k and not k.startswith("sensitivity")}
+    for r in [r for r in ROWS if r in run_rows] + sorted(run_rows - set(ROWS)):
         lines.append(f"| {r} | " + " | ".join(fmt(f"{r}|{c}") for c in COLS) + " |")
     lines += ["", "smoothquant = plain SmoothQuant baseline (alpha 0.5, norm->q,k,v and norm->gate,up only).",
               "w4a16 + preserve-tokens = the same cell without it (no activation quantizer).", "", "## Goals", ""]
@@ -102,6 +103,21 @@ def markdown(res: dict, settings: dict) -> str:
             w = t.get("where", {})
             lines.append(f"| {k.split('|', 1)[1]} | {c['static_absmax_median']:.2f} | {t['linear']}: {t['absmax']:.1f} "
                          f"at position {w.get('position')} (window {w.get('window')}) | {t['preserved_tokens']} |")
+    und = [(k, c["act_underflow"]) for k, c in cells.items() if c.get("act_underflow")]
+    if und:
+        lines += ["", "## What the activation quantizers do to ordinary values (2 evaluation windows)", "",
+                  "Shares of the nonzero entries of every quantized linear input (preserved tokens excluded): "
+                  "rounded to zero; in FP8 e4m3's subnormal range (|x / scale| < 2^-6, absolute steps of 2^-9); "
+                  "relative RMS error of the quantized input (all linears, and the worst one).", "",
+                  "| cell | rounded to 0 | FP8 subnormal | rel. error | worst linear: rel. error, rounded to 0 | "
+                  "largest static scale: linear, scale, rounded to 0, subnormal, rel. error |",
+                  "|---|---|---|---|---|---|"]
+        for k, u in und:
+            big = "–" if "largest_scale" not in u else (
+                f"{u['largest_scale_linear']}: {u['largest_scale']:.4g}, {u['largest_scale_zero']:.2%}, "
+                f"{u['largest_scale_subnormal']:.2%}, {u['largest_scale_rel_err']:.4f}")
+            lines.append(f"| {k} | {u['zero']:.2%} | {u['subnormal']:.2%} | {u['rel_err']:.4f} | {u['worst_linear']}: "
+                         f"{u['worst_rel_err']:.4f}, {u['worst_zero']:.2%} | {big} |")
     both = [r for r in ROWS if f"{r}|auto" in cells and f"{r}|auto-fast" in cells
             and "ppl" in cells[f"{r}|auto"] and "ppl" in cells[f"{r}|auto-fast"]]
     if both and fp:
@@ -189,7 +205,7 @@ def main() -> int:
             model, info = fn()
             r = perplexity(model, evalw, quiet=args.quiet, model_name=args.model, recipe=key)
             cell = {"ppl": r.ppl, "nll": r.nll, "tokens": r.tokens, "seconds_eval": r.seconds,
-                    "seconds_total": time.perf_counter() - t, **info, **meta}
+                    "seconds_total": time.perf_counter() - t, **info, **meta, **activation_underflow(model)}
             del model
         except Exception as e:   # one broken cell must not lose the others
             traceback.print_exc()
@@ -199,6 +215,42 @@ def main() -> int:
         log.info("%s: %s", key, f"ppl {cell['ppl']:.4f}" + (f" ratio {cell['ppl'] / fp:.4f}" if fp else "")
                  if "ppl" in cell else cell["error"])
         save()
+
+    def activation_underflow(m) -> dict:
+        """What the activation quantizers do to ordinary values, on the first 2 evaluation windows."""
+        from sysq.quant.api import quant_linears
+        qls = [q for q in quant_linears(m) if q.act_spec is not None]
+        if not qls:
+            return {}
+        tot, per = {}, {}
+
+        def hook(q):
+            def fn(mod, args_):
+                st = mod.input_error(args_[0])
+                per[q.name] = st
+                for k, v in st.items():
+                    tot[k] = tot.get(k, 0) + v
+            return fn
+        hs = [q.register_forward_pre_hook(hook(q)) for q in qls]
+        try:
+            with torch.no_grad():
+                m(input_ids=evalw.ids[:2].to(next(m.parameters()).device))
+        finally:
+            for h in hs:
+                h.remove()
+        worst = max(per, key=lambda k: per[k]["err2"] / max(per[k]["sq"], 1e-30))
+        share = lambda d, k: d[k] / max(d["nonzero"], 1)   # noqa: E731
+        out = {"subnormal": share(tot, "subnormal"), "zero": share(tot, "zero"),
+               "rel_err": (tot["err2"] / tot["sq"]) ** 0.5, "worst_linear": worst,
+               "worst_rel_err": (per[worst]["err2"] / per[worst]["sq"]) ** 0.5, "worst_zero": share(per[worst], "zero")}
+        static = [q for q in qls if q.act_scale is not None and q.act_scale.numel() == 1]
+        if static:    # the linear whose static scale the outliers set highest
+            big = max(static, key=lambda q: float(q.act_scale))
+            b = per[big.name]
+            out.update(largest_scale_linear=big.name, largest_scale=float(big.act_scale),
+                       largest_scale_subnormal=share(b, "subnormal"), largest_scale_zero=share(b, "zero"),
+                       largest_scale_rel_err=(b["err2"] / max(b["sq"], 1e-30)) ** 0.5)
+        return {"act_underflow": out}
 
     def static_ranges(m) -> dict:
         """The per-tensor static ranges the quantizers now see: the 5 largest, with the token that set them."""

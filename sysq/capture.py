@@ -5,6 +5,15 @@ its tensor at once to per-channel running maxima / sums, a few top values with t
 token counters (bounded by the vocabulary and the window length) and a handful of sparse records at
 the massive positions. So peak memory is one layer's intermediates, whatever the number of windows.
 
+Where the work happens: the running statistics stay on the device of the tensors they watch (the GPU,
+or each layer's GPU when accelerate splits the model), and the hooks do not wait for the device. Each
+hook reduces its tensor there to per-channel statistics and to a few [windows x tokens] tensors;
+`flush()` moves all of those to the host together (one copy per device and dtype) and the host turns
+them into records (token counters, top values, lifecycle sums) in the order the hooks ran. flush() runs
+once per batch (in-memory) or once per layer (sequential pipeline). The one wait inside a batch is one
+per layer: the lifecycle's (token, channel) hits, whose number only the data knows. On the CPU the same
+code runs the same arithmetic as a host-only implementation, so reports do not depend on the path.
+
 Sites (per decoder layer):  attn_in (q/k/v input)  o_in  mlp_in (gate/up input)  down_in  resid (layer output)
 """
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,8 +37,9 @@ SITES = ("attn_in", "o_in", "mlp_in", "down_in", "resid")
 LINEAR_SITES = ("attn_in", "o_in", "mlp_in", "down_in")
 MAX_EXAMPLES = 8
 MAX_TRACKED = 64            # massive (token, channel) records per layer per batch kept for the lifecycle
-ATTN_MAP_TOKENS = 48
-GROWTH = 2.0                # a massive value that at least doubles in one layer is decomposed like a new one        # the attention map kept for plotting: first window, first 48 tokens
+ATTN_MAP_TOKENS = 48        # the attention map kept for plotting: first window, first 48 tokens
+SNAPSHOT_TOKENS = 32        # |h| of the first window's first tokens, per layer, for the emergence heat map
+GROWTH = 2.0                # a massive value that at least doubles in one layer is decomposed like a new one
 
 
 class TopK:
@@ -62,86 +73,233 @@ class TokenHits:
         self.examples.extend(records[: MAX_EXAMPLES - len(self.examples)])
 
 
-class SiteStats:
-    """Running statistics of one activation tensor (one site of one layer) over all windows."""
+def to_host(tensors: list) -> list:
+    """The tensors on the CPU, copied together: one concatenation and one copy per device and dtype (a copy per
+    tensor would wait on the device once per tensor). None entries and CPU tensors pass through."""
+    groups: dict[tuple, list[torch.Tensor]] = defaultdict(list)
+    for t in tensors:
+        if t is not None and t.device.type != "cpu":
+            groups[(t.device, t.dtype)].append(t)
+    host: dict[int, torch.Tensor] = {}
+    for ts in groups.values():
+        flat = torch.cat([t.reshape(-1) for t in ts]).cpu()
+        for t, h in zip(ts, flat.split([t.numel() for t in ts])):
+            host[id(t)] = h.view(t.shape)
+    return [None if t is None else host.get(id(t), t) for t in tensors]
 
-    def __init__(self, layer: int, site: str, channels: int, abs_floor: float, th: Thresholds):
+
+class Pending:
+    """Host work on small tensors, in hook order: (callback, tensors). Work whose tensors are all on the CPU runs at
+    once (there is no device to wait for); work on a device tensor waits for flush(), which copies every waiting
+    tensor to the host at once (to_host) and runs the callbacks in order. Once one item waits, the later ones wait
+    too, so the order holds."""
+
+    def __init__(self):
+        self.items: list[tuple] = []
+
+    def add(self, fn, *tensors) -> None:
+        if not self.items and all(t is None or t.device.type == "cpu" for t in tensors):
+            fn(*tensors)
+        else:
+            self.items.append((fn, tensors))
+
+    def flush(self) -> None:
+        items, self.items = self.items, []
+        host = iter(to_host([t for _, ts in items for t in ts]))
+        for fn, ts in items:
+            fn(*[next(host) for _ in ts])
+
+
+class Batch:
+    """One batch of windows as the hooks see it: token ids (host, and a copy per device), the index of its
+    first window, whether attention statistics run, and what layer i hands to layer i+1 on the host
+    (the massive-token flags of the residual)."""
+
+    def __init__(self, ids: torch.Tensor, window0: int, attention: bool):
+        self.ids = ids.detach().cpu().long()
+        self.window0, self.attention = window0, attention
+        self.flags_in: torch.Tensor | None = None    # [B, T] massive tokens of the current layer's input
+        self.flags_out: torch.Tensor | None = None   # [B, T] the same at the current layer's output
+        self._on: dict = {}
+
+    def ids_on(self, device) -> torch.Tensor:
+        if device.type == "cpu":
+            return self.ids
+        if device not in self._on:
+            self._on[device] = self.ids.to(device)
+        return self._on[device]
+
+
+class SiteStats:
+    """Running statistics of one activation tensor (one site of one layer) over all windows, on its device.
+
+    A batch is folded in in two parts: reduce() in the hook (the few passes over the [B, T, C] tensor), then
+    merge_sites() at the flush, which folds the [B, C] reductions of every site of the batch into the running
+    statistics with one set of kernels per (channel count, device) instead of one per site."""
+
+    STATE = {"absmax": torch.float32, "absmax_value": torch.float32, "absmax_window": torch.long,
+             "absmax_pos": torch.long, "absmax_token": torch.long, "abssum": torch.float64,
+             "int8_count": torch.long, "massive_count": torch.long}
+
+    def __init__(self, layer: int, site: str, channels: int, abs_floor: float, th: Thresholds,
+                 device: torch.device | str = "cpu"):
         self.layer, self.site, self.channels, self.abs_floor, self.th = layer, site, channels, abs_floor, th
-        self.absmax = torch.zeros(channels)
-        self.absmax_value = torch.zeros(channels)         # the signed value that set absmax
-        self.absmax_window = torch.zeros(channels, dtype=torch.long)
-        self.absmax_pos = torch.zeros(channels, dtype=torch.long)
-        self.absmax_token = torch.zeros(channels, dtype=torch.long)
-        self.abssum = torch.zeros(channels, dtype=torch.float64)
-        self.int8_count = torch.zeros(channels, dtype=torch.long)     # windows with |x| >= int8 in the channel
-        self.massive_count = torch.zeros(channels, dtype=torch.long)
+        for name, dtype in self.STATE.items():
+            # absmax_value: the signed value that set absmax; int8_count: windows with |x| >= int8 in the channel
+            setattr(self, name, torch.zeros(channels, dtype=dtype, device=device))
         self.tokens = 0
         self.windows = 0
-        self.median_sum = 0.0        # sums over windows of per-window median |h|, mean |h|, median token max
-        self.mean_sum = 0.0
-        self.tokmax_median_sum = 0.0
-        self.top3_sum = torch.zeros(3, dtype=torch.float64)  # per-window top-1/2/3 |h| (Sun et al. Fig. 1)
+        # sums over windows of per-window median |h|, mean |h|, median token max (float64, as Python floats add)
+        self.window_sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.top3_sum = torch.zeros(3, dtype=torch.float64, device=device)  # per-window top-1/2/3 |h| (Sun et al.)
         self.top = TopK(th.top_k)                              # largest token maxima
         self.hits = {"massive": TokenHits(), "token_mean_ratio": TokenHits(), "token_ratio": TokenHits()}
+        self._ch = torch.arange(channels, device=device)       # constants of the hook, made once
+        self._below = torch.tensor(-math.inf, device=device)
 
-    def update(self, x: torch.Tensor, ids: torch.Tensor, window0: int, where: str):
-        """Fold one batch [B, T, C] in. Returns (massive-token flags [B, T], token max |x| [B, T])."""
-        x = x.detach().float()
+    @property
+    def median_sum(self) -> float:
+        return float(self.window_sums[0])
+
+    @property
+    def mean_sum(self) -> float:
+        return float(self.window_sums[1])
+
+    @property
+    def tokmax_median_sum(self) -> float:
+        return float(self.window_sums[2])
+
+    def reduce(self, x: torch.Tensor, batch: Batch, pending: Pending, where: str, dense: bool) -> "Reduced":
+        """Hook part of a batch [B, T, C]: the passes over x, on its device. Maxima are exact in any dtype, so a
+        bf16 tensor is never copied to float32 whole; sums accumulate in float32. On an accelerator every step is
+        a whole-tensor kernel (nothing waits for the device); on the CPU, where reading a value costs nothing, the
+        positions of maxima and the massive counts are computed only where they can be nonzero."""
         B, T, C = x.shape
         a = x.abs()
-        # few full passes over [B, T, C]: everything else is derived from these small reductions
-        # (amax, not max: the positions are looked up afterwards for the few entries that need them)
         wmax = a.amax(1)                            # [B, C] per-window channel max
-        tok_max = a.amax(-1)                        # [B, T] per-token max
-        wsum = a.sum(1)                             # [B, C]
-        cmax, cwin = wmax.max(0)                    # [C] and the window holding it
-        if not torch.isfinite(cmax).all():
-            bad = int((~torch.isfinite(cmax)).sum())
-            raise NonFiniteError(f"non-finite activations in {bad} channel(s) at layer {self.layer} {self.site} "
-                                 f"({where}); check the model weights and dtype (try float32)")
-        better = cmax > self.absmax
-        if better.any():
-            ch = better.nonzero().flatten()
+        cmax, cwin = wmax.max(0)                    # [C] the batch's channel max and the window holding it
+        bad = (~torch.isfinite(cmax)).sum()
+        ch = self._ch
+        if dense:
+            t = a[cwin, :, ch].argmax(-1)           # [C] the token holding it
+        else:                                       # only where the running max may move (merge_sites decides)
             t = torch.zeros(C, dtype=torch.long)
-            t[ch] = a[cwin[ch], :, ch].argmax(-1)   # the token holding each new channel max
-            self.absmax = torch.where(better, cmax, self.absmax)
-            self.absmax_value = torch.where(better, x[cwin, t, torch.arange(C)], self.absmax_value)
-            self.absmax_window = torch.where(better, cwin + window0, self.absmax_window)
-            self.absmax_pos = torch.where(better, t, self.absmax_pos)
-            self.absmax_token = torch.where(better, ids[cwin, t], self.absmax_token)
-        self.abssum += wsum.sum(0).double()
-        if self.site != "resid":                    # windows where the channel reaches the LLM.int8 magnitude
-            self.int8_count += (wmax >= self.th.int8).sum(0)
-        self.tokens += B * T
-        self.windows += B
+            new = (cmax > self.absmax).nonzero().flatten()
+            if new.numel():
+                t[new] = a[cwin[new], :, new].argmax(-1)
+        if dense:
+            tok_max, tok_arg = a.max(-1)            # [B, T] per-token max and the channel holding it
+            tok_val = x.gather(-1, tok_arg.unsqueeze(-1)).squeeze(-1)
+            lookup = None
+        else:                                       # the channel of a token's max: for the recorded tokens only
+            tok_max, tok_arg, tok_val = a.amax(-1), None, None
 
-        med = _median_estimate(a, self.th.median_samples)                  # [B] median |h| of each window
+            def lookup(b, tt):
+                c = a[b, tt].argmax(-1)
+                return c.tolist(), x[b, tt, c].tolist()
+        wsum = a.sum(1) if a.dtype == torch.float32 else a.sum(1, dtype=torch.float32)    # [B, C]
+        med = _median_estimate(a, self.th.median_samples).float()          # [B] median |h| of each window
         mean = wsum.sum(-1) / (T * C)
         tok_med = tok_max.median(-1).values
-        self.median_sum += float(med.sum())
-        self.mean_sum += float(mean.sum())
-        self.tokmax_median_sum += float(tok_med.sum())
-        if self.site == "resid":                   # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
-            self.top3_sum += wmax.topk(min(3, C), dim=-1).values.sum(0).double()
+        # massive entries: |x| > floor and |x| >= massive_rel x the window's median (then their token is massive
+        # too); ">= r" is "> the float below r", so one comparison
+        r = self.th.massive_rel * med
+        thr = torch.nextafter(r, self._below).clamp_min(self.abs_floor)
+        if dense:
+            massive = (a > thr[:, None, None]).sum(1, dtype=torch.int32)   # [B, C]
+        else:
+            massive = torch.zeros(B, C, dtype=torch.int32)
+            cols = (wmax > thr[:, None]).any(0).nonzero().flatten()
+            if cols.numel():
+                massive[:, cols] = (a[:, :, cols] > thr[:, None, None]).sum(1, dtype=torch.int32)
+        self.tokens += B * T
+        self.windows += B
+        pending.add(partial(self._flag_tokens, batch, where, lookup), tok_max, med, mean, tok_med, bad,
+                    tok_arg, tok_val)
+        # maxima stay in x's dtype (bf16: half the bytes); the merge and the host turn them into float32
+        return Reduced(self, batch, wmax, cmax, cwin, t, x[cwin, t, ch], wsum, massive, med, mean, tok_med)
 
+    def _flag_tokens(self, batch: Batch, where: str, lookup, tok_max, med, mean, tok_med, bad, tok_arg=None,
+                     tok_val=None) -> None:
+        """Host part of a batch: token records under each criterion and the top token maxima. lookup(b, t): the
+        channels of those tokens' max |x| and the values there (else read from tok_arg / tok_val)."""
+        if int(bad):
+            raise NonFiniteError(f"non-finite activations in {int(bad)} channel(s) at layer {self.layer} {self.site} "
+                                 f"({where}); check the model weights and dtype (try float32)")
+        if lookup is None:
+            def lookup(b, t):
+                return tok_arg[b, t].tolist(), tok_val[b, t].float().tolist()
+        tok_max, tok_med = tok_max.float(), tok_med.float()
         massive_tok = (tok_max > self.abs_floor) & (tok_max >= self.th.massive_rel * med[:, None])
-        if massive_tok.any():
-            rows = massive_tok.nonzero()
-            sub = a[rows[:, 0], rows[:, 1]]                                   # [n, C]
-            mask = (sub > self.abs_floor) & (sub >= self.th.massive_rel * med[rows[:, 0]][:, None])
-            self.massive_count += mask.sum(0)
         flags = {"massive": massive_tok,
                  "token_mean_ratio": tok_max > self.th.token_mean_ratio * mean[:, None],
                  "token_ratio": tok_max > self.th.token_ratio * tok_med[:, None]}
         for name, f in flags.items():
             if f.any():
-                self.hits[name].add(_records(f.nonzero().tolist(), x, a, ids, window0))
-
+                self.hits[name].add(_records(f.nonzero().tolist(), lookup, batch))
+        B, T = tok_max.shape
         k = min(self.th.top_k, B * T)
         v, flat = tok_max.view(-1).topk(k)
-        pairs = [(i // T, i % T) for i in flat.tolist()]
-        self.top.push(v.tolist(), _records(pairs, x, a, ids, window0))
-        return massive_tok, tok_max
+        self.top.push(v.tolist(), _records([(i // T, i % T) for i in flat.tolist()], lookup, batch))
+        if self.site == "resid":
+            batch.flags_out = massive_tok
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {name: v for name, v in vars(self).items() if isinstance(v, torch.Tensor)}
+
+
+@dataclass
+class Reduced:
+    """One site's reductions of one batch, waiting for merge_sites()."""
+
+    site: SiteStats
+    batch: Batch
+    wmax: torch.Tensor            # [B, C] per-window channel max
+    cmax: torch.Tensor            # [C] over the batch
+    cwin: torch.Tensor            # [C] its window
+    pos: torch.Tensor             # [C] its token
+    value: torch.Tensor           # [C] the signed value there
+    wsum: torch.Tensor            # [B, C]
+    massive: torch.Tensor         # [B, C] massive entries per channel
+    med: torch.Tensor             # [B] median |x| per window
+    mean: torch.Tensor            # [B] mean |x| per window
+    tok_med: torch.Tensor         # [B] median token max per window
+
+
+def merge_sites(items: list[Reduced]) -> None:
+    """Fold one batch's reductions into the running statistics of sites that share a channel count, a device and
+    a kind (residual or linear input), all at once: each statistic is the per-site one, stacked."""
+    sites, batch = [it.site for it in items], items[0].batch
+    resid = sites[0].site == "resid"
+
+    def stacked(name):
+        return torch.stack([getattr(it, name) for it in items])
+
+    wmax = stacked("wmax").float()                 # [S, B, C]
+    C = wmax.shape[-1]
+    cmax, cwin, t = stacked("cmax").float(), stacked("cwin"), stacked("pos")   # [S, C]
+    st = {name: torch.stack([getattr(s, name) for s in sites]) for name in SiteStats.STATE}
+    better = cmax > st["absmax"]
+    st["absmax"] = torch.where(better, cmax, st["absmax"])
+    st["absmax_value"] = torch.where(better, stacked("value").float(), st["absmax_value"])
+    st["absmax_window"] = torch.where(better, cwin + batch.window0, st["absmax_window"])
+    st["absmax_pos"] = torch.where(better, t, st["absmax_pos"])
+    st["absmax_token"] = torch.where(better, batch.ids_on(cwin.device)[cwin, t], st["absmax_token"])
+    st["abssum"] += stacked("wsum").sum(1).double()
+    if not resid:                                  # windows where the channel reaches the LLM.int8 magnitude
+        st["int8_count"] += (wmax >= sites[0].th.int8).sum(1)
+    st["massive_count"] += stacked("massive").sum(1)
+    sums = torch.stack([s.window_sums for s in sites]) + torch.stack(
+        [stacked("med").sum(1), stacked("mean").sum(1), stacked("tok_med").float().sum(1)], 1).double()
+    top3 = None
+    if resid:                                      # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
+        top3 = torch.stack([s.top3_sum for s in sites]) + wmax.topk(min(3, C), dim=-1).values.sum(1).double()
+    for k, s in enumerate(sites):
+        for name in SiteStats.STATE:
+            setattr(s, name, st[name][k])
+        s.window_sums = sums[k]
+        if top3 is not None:
+            s.top3_sum = top3[k]
 
 
 def _median_estimate(a: torch.Tensor, samples: int) -> torch.Tensor:
@@ -154,13 +312,14 @@ def _median_estimate(a: torch.Tensor, samples: int) -> torch.Tensor:
     return flat[:, ::stride].median(-1).values
 
 
-def _records(pairs, x, a, ids, window0) -> list[dict]:
-    out = []
-    for b, t in pairs:
-        c = int(a[b, t].argmax())
-        out.append({"window": window0 + b, "pos": t, "token_id": int(ids[b, t]), "channel": c,
-                    "value": float(x[b, t, c])})
-    return out
+def _records(pairs, lookup, batch: Batch) -> list[dict]:
+    """One record per (window in batch, position): its token, the channel of its max |x| and that value."""
+    if not pairs:
+        return []
+    b, t = (list(v) for v in zip(*pairs))
+    chans, vals = lookup(b, t)
+    return [{"window": batch.window0 + bb, "pos": tt, "token_id": tid, "channel": c, "value": v}
+            for bb, tt, tid, c, v in zip(b, t, batch.ids[b, t].tolist(), chans, vals)]
 
 
 @dataclass
@@ -174,6 +333,7 @@ class AttentionStats:
     outliers: TokenHits = field(default_factory=TokenHits)
     attn_map: torch.Tensor | None = None   # [n, n] of the most sink-dominated head, first window
     attn_map_head: int = -1
+    map_requested: bool = False
 
     def __post_init__(self):
         self.sink_sum = torch.zeros(self.heads, dtype=torch.float64)
@@ -194,10 +354,17 @@ class LayerLife:
 
 
 class Recorder:
-    """Installs the hooks, runs batches, keeps the streamed statistics."""
+    """Installs the hooks, runs batches, keeps the streamed statistics.
 
-    def __init__(self, model: nn.Module, th: Thresholds, attention: bool = True):
-        self.model, self.th, self.attention = model, th, attention
+    In memory: attach(), run(ids, window0) per batch (each ends with a flush), detach().
+    Layer by layer (sysq.sequential): begin() every batch first, then per layer attach([i]), use(batch) before
+    each batch's pass through layer i, detach(), flush()."""
+
+    # whole-tensor kernels (True) or the CPU's sparse forms (False); None: by the device of each tensor
+    dense: bool | None = None
+
+    def __init__(self, model: nn.Module, th: Thresholds, attention: bool = True, snapshot: bool = False):
+        self.model, self.th, self.attention, self.snapshot = model, th, attention, snapshot
         self.ad = get_adapter(model)
         L = self.ad.num_layers
         self.sites: dict[tuple[int, str], SiteStats] = {}
@@ -211,20 +378,22 @@ class Recorder:
         self.seq = [[0, 0, 0] for _ in range(L)]
         # Q/K/V norms per layer: [sum at outlier tokens (q,k,v), count, sum at other tokens (q,k,v), count]
         self.qkv = [[torch.zeros(3, dtype=torch.float64), 0, torch.zeros(3, dtype=torch.float64), 0] for _ in range(L)]
+        self.snapshots: dict[int, torch.Tensor] = {}     # layer -> |h| [SNAPSHOT_TOKENS, C] of window 0
         self.window0_ids: torch.Tensor | None = None
         self.windows = 0
+        self.pending = Pending()
+        self._reduced: list[Reduced] = []
         self._handles = []
         self._cur: dict = {}
-        self._ids = None
-        self._window0 = 0
-        self._flags_in = self._tokmax_in = None
-        self._attention_now = attention
+        self.batch: Batch | None = None
 
     # ---- running ------------------------------------------------------------------------------
-    def attach(self) -> "Recorder":
+    def attach(self, layers=None) -> "Recorder":
+        """Hook every decoder layer, or only `layers` (indices)."""
         ad, reg = self.ad, self._handles
         seen_act = set()
-        for i, layer in enumerate(ad.layers()):
+        for i in range(ad.num_layers) if layers is None else layers:
+            layer = ad.layers()[i]
             reg.append(layer.register_forward_pre_hook(self._layer_in(i), with_kwargs=True))
             reg.append(layer.register_forward_hook(self._layer_out(i)))
             attn_in = ad.attn_inputs(i)
@@ -252,49 +421,74 @@ class Recorder:
         self._handles.clear()
         self._cur = {}
 
+    def begin(self, ids: torch.Tensor, window0: int, attention: bool = True) -> Batch:
+        """A new batch of windows (counted now). attention=False: the model runs its own kernel (no
+        probabilities), so the attention statistics and Q/K/V norms skip this batch."""
+        batch = Batch(ids, window0, attention and self.attention)
+        if self.window0_ids is None:
+            self.window0_ids = batch.ids[0, :ATTN_MAP_TOKENS].clone()
+        self.windows += batch.ids.shape[0]
+        return batch
+
+    def use(self, batch: Batch) -> None:
+        """The batch the next forward pass carries."""
+        self.batch, self._cur = batch, {}
+
     @torch.no_grad()
     def run(self, ids: torch.Tensor, window0: int, attention: bool = True) -> None:
-        """One batch of windows. attention=False: the model runs its own kernel (no probabilities), so the
-        attention statistics and Q/K/V norms skip this batch."""
-        # statistics live on the CPU whatever the model's device: hooks move what they keep (_host)
-        self._ids, self._window0 = ids.cpu(), window0
-        self._attention_now = attention and self.attention
-        if self.window0_ids is None:
-            self.window0_ids = self._ids[0, :ATTN_MAP_TOKENS].clone()
+        """One batch of windows through the whole model, then its records (flush)."""
+        self.use(self.begin(ids, window0, attention))
         try:
             base = getattr(self.model, "base_model", self.model)   # the logits are not needed
             base(input_ids=ids.to(self.model.device), use_cache=False)
         finally:
             self._cur = {}
-            self._flags_in = self._tokmax_in = None
-        self.windows += ids.shape[0]
+        self.flush()
+
+    def flush(self) -> None:
+        """Fold the batches' reductions into the running statistics (merge_sites), then move what the hooks left
+        on the device to the host and make the records (Pending)."""
+        groups: dict[tuple, list[Reduced]] = {}
+        for it in self._reduced:          # hook order: a site's earlier batches merge first
+            key = (id(it.batch), it.site.channels, it.wmax.device, it.site.site == "resid")
+            groups.setdefault(key, []).append(it)
+        self._reduced = []
+        for items in groups.values():
+            merge_sites(items)
+        self.pending.flush()
+
+    def to_host(self) -> None:
+        """The running statistics to the CPU (one copy per device and dtype), for the report."""
+        named = [(s, name, t) for s in self.sites.values() for name, t in s.tensors().items()]
+        for (s, name, _), h in zip(named, to_host([t for _, _, t in named])):
+            setattr(s, name, h)
 
     # ---- hooks --------------------------------------------------------------------------------
     def _btc(self, t: torch.Tensor) -> torch.Tensor:
-        """[B, T, C] float32 CPU copy of a hidden tensor (OPT flattens tokens to [B*T, C] inside its layers)."""
-        t = t if t.dim() == 3 else t.view(*self._ids.shape, -1)
-        return _host(t)
+        """[B, T, C] view of a hidden tensor (OPT flattens tokens to [B*T, C] inside its layers)."""
+        return (t if t.dim() == 3 else t.view(*self.batch.ids.shape, -1)).detach()
 
-    def _stats(self, i: int, site: str, x: torch.Tensor):
+    def _stats(self, i: int, site: str, x: torch.Tensor) -> None:
         key = (i, site)
         if key not in self.sites:
             floor = self.th.massive_abs if site == "resid" else self.th.input_abs
-            self.sites[key] = SiteStats(i, site, x.shape[-1], floor, self.th)
+            self.sites[key] = SiteStats(i, site, x.shape[-1], floor, self.th, x.device)
         where = ", ".join(self.site_linears.get(key, [])) or f"output of decoder layer {i}"
-        return self.sites[key].update(x, self._ids, self._window0, where)
+        dense = x.device.type != "cpu" if self.dense is None else self.dense
+        self._reduced.append(self.sites[key].reduce(x, self.batch, self.pending, where, dense))
 
     def _layer_in(self, i: int):
         def hook(mod, args, kwargs):
             h = self._btc(args[0] if args else kwargs["hidden_states"])
             self._cur = {"h_in": h}
             if i == 0:   # the embeddings: thresholds of the first layer's input, not kept as a site
-                a = h.detach().float().abs()
-                B = a.shape[0]
-                med = _median_estimate(a, self.th.median_samples)
-                tm = a.amax(-1)
-                self._flags_in = (tm > self.th.massive_abs) & (tm >= self.th.massive_rel * med[:, None])
-                self._tokmax_in = tm
+                a = h.abs()
+                med = _median_estimate(a, self.th.median_samples).float()
+                self.pending.add(partial(self._input_flags, self.batch), a.amax(-1).float(), med)
         return hook
+
+    def _input_flags(self, batch: Batch, tm, med) -> None:
+        batch.flags_in = (tm > self.th.massive_abs) & (tm >= self.th.massive_rel * med[:, None])
 
     def _site(self, i: int, site: str):
         def hook(mod, args):
@@ -318,7 +512,7 @@ class Recorder:
         ad = self.ad
 
         def hook(mod, args, out):
-            if not self._attention_now:
+            if not self.batch.attention:
                 return
             B, T, _ = out.shape
             hd = ad.head_dim
@@ -328,7 +522,7 @@ class Recorder:
             else:
                 parts = {role: out}
             for r, t in parts.items():  # RoPE rotates pairs: per-head norms before RoPE equal those after
-                self._cur["n" + r] = _host(t.detach().float().view(B, T, -1, hd).norm(dim=-1).mean(-1))
+                self._cur["n" + r] = t.detach().float().view(B, T, -1, hd).norm(dim=-1).mean(-1)
         return hook
 
     def _attn(self, i: int):
@@ -338,75 +532,109 @@ class Recorder:
             w = out[1] if isinstance(out, tuple) and len(out) > 1 else None
             if w is None:
                 return
-            w = w.detach().float()
+            w = w.detach()
             B, H, Tq, T = w.shape
-            recv = _host(w.sum(2))                            # [B, H, T] mass each key receives
+            recv = w.sum(2, dtype=torch.float32)              # [B, H, T] mass each key receives
             sink = recv[..., 0] / Tq                          # [B, H] mean attention to position 0
-            st.windows += B
-            st.sink_sum += sink.sum(0).double()
             mean_recv = recv.mean(1)                          # [B, T] averaged over heads
-            st.recv0_sum += float(mean_recv[:, 0].sum() / Tq)
             flags = mean_recv >= self.th.attention_share * Tq
             self._cur["att_flags"] = flags
-            if flags.any():
-                ids = self._ids
-                st.outliers.add([{"window": self._window0 + b, "pos": t, "token_id": int(ids[b, t]),
-                                  "mass": float(mean_recv[b, t])} for b, t in flags.nonzero().tolist()])
-            if st.attn_map is None:
-                h = int(sink[0].argmax())
+            amap = None
+            if not st.map_requested:                          # every head of the first window; the host picks one
                 n = min(ATTN_MAP_TOKENS, T)
-                st.attn_map, st.attn_map_head = _host(w[0, h, :n, :n]).clone(), h
+                amap, st.map_requested = w[0, :, :n, :n].float(), True
+            st.windows += B
+            self.pending.add(partial(self._attn_records, st, self.batch, Tq), sink, mean_recv, flags, amap)
         return hook
+
+    def _attn_records(self, st: AttentionStats, batch: Batch, Tq: int, sink, mean_recv, flags, amap) -> None:
+        st.sink_sum += sink.sum(0).double()
+        st.recv0_sum += float(mean_recv[:, 0].sum() / Tq)
+        if flags.any():
+            b, t = flags.nonzero().unbind(1)
+            st.outliers.add([{"window": batch.window0 + bb, "pos": tt, "token_id": tid, "mass": m}
+                             for bb, tt, tid, m in zip(b.tolist(), t.tolist(), batch.ids[b, t].tolist(),
+                                                       mean_recv[b, t].tolist())])
+        if amap is not None:
+            h = int(sink[0].argmax())
+            st.attn_map, st.attn_map_head = amap[h].clone(), h
 
     def _layer_out(self, i: int):
         def hook(mod, args, out):
             h_out = self._btc(out[0] if isinstance(out, tuple) else out)
-            flags_out, tokmax_out = self._stats(i, "resid", h_out)
-            cur = self._cur
-            self._lifecycle(i, cur, h_out, tokmax_out)
-            self._consistency(i, cur)
-            self._flags_in, self._tokmax_in = flags_out, tokmax_out
+            self._stats(i, "resid", h_out)
+            cur, batch = self._cur, self.batch
+            life = self._hits(i, cur, h_out)
+            norms = [cur.get(k) for k in ("nq", "nk", "nv")]
+            snap = None
+            if self.snapshot and batch.window0 == 0:
+                snap = h_out[0, :SNAPSHOT_TOKENS].abs().float()
+            self.pending.add(partial(self._layer_records, i, batch), *life, cur.get("att_flags"), *norms, snap)
             self._cur = {}
         return hook
 
-    def _consistency(self, i: int, cur: dict) -> None:
-        act = self._flags_in
-        if "att_flags" in cur:
-            att = cur["att_flags"]
+    def _layer_records(self, i: int, batch: Batch, hits, values, terms_k, terms, att_flags, nq, nk, nv, snap):
+        """Host part of a layer's output hook: lifecycle, consistency, the residual flags handed on."""
+        if hits is not None:
+            self._lifecycle(i, batch, hits, values, terms_k, terms)
+        self._consistency(i, batch.flags_in, att_flags, nq, nk, nv)
+        batch.flags_in = batch.flags_out
+        if snap is not None:
+            self.snapshots[i] = snap
+
+    def _consistency(self, i: int, act, att, nq, nk, nv) -> None:
+        if att is not None:
             s = self.seq[i]
             s[0] += int(act.sum())
             s[1] += int(att.sum())
             s[2] += int((act & att).sum())
-        if all(k in cur for k in ("nq", "nk", "nv")):
-            n = torch.stack([cur["nq"], cur["nk"], cur["nv"]], -1)   # [B, T, 3]
+        if nq is not None and nk is not None and nv is not None:
+            n = torch.stack([nq, nk, nv], -1)   # [B, T, 3]
             q = self.qkv[i]
             q[0] += n[act].sum(0).double()
             q[1] += int(act.sum())
             q[2] += n[~act].sum(0).double()
             q[3] += int((~act).sum())
 
-    def _lifecycle(self, i: int, cur: dict, h_out, tokmax_out) -> None:
-        """Where the residual is large (|h| > massive_abs, the absolute half of the massive test, so an outlier
-        is followed from birth to death even while the median keeps it under 1000x) before or after layer i:
-        how the layer changed it."""
+    def _hits(self, i: int, cur: dict, h_out: torch.Tensor) -> tuple:
+        """Device part of the lifecycle: where the residual is large (|h| > massive_abs, the absolute half of
+        the massive test, so an outlier is followed from birth to death even while the median keeps it under
+        1000x) before or after layer i, at most MAX_TRACKED (token, channel) hits, with the layer's values there
+        and the largest terms of the MLP's write. Returns (hits [m, 3] (b, t, c), values [m, 3] (h_in, h_mid,
+        h_out), term columns [m, K], terms [m, K, 4] (x_k * W[c, k], x_k, gate_k, up_k)) or Nones."""
+        none = (None, None, None, None)
+        if "h_mid" not in cur:
+            return none
         floor = self.th.massive_abs
-        rows = ((self._tokmax_in > floor) | (tokmax_out > floor)).nonzero()
-        if rows.numel() == 0 or "h_mid" not in cur:
-            return
-        b, t = rows[:, 0], rows[:, 1]
-        h_in, h_mid = cur["h_in"].detach().float()[b, t], cur["h_mid"].detach().float()[b, t]
-        out = h_out.detach().float()[b, t]
-        m_in, m_out = h_in.abs() > floor, out.abs() > floor
-        hits = (m_in | m_out).nonzero()
+        # the layer's input arrives where the previous layer ran (accelerate moves it inside the layer)
+        h_in, h_mid = cur["h_in"].to(h_out.device), cur["h_mid"]
+        hits = ((h_in.abs() > floor) | (h_out.abs() > floor)).nonzero()   # the one wait per layer: how many
+        if hits.shape[0] == 0:
+            return none
+        b, t, c = hits.unbind(1)
+        vin, vmid, vout = (h[b, t, c].float() for h in (h_in, h_mid, h_out))
         if hits.shape[0] > MAX_TRACKED:
-            keep = torch.maximum(h_in.abs(), out.abs())[hits[:, 0], hits[:, 1]].topk(MAX_TRACKED).indices
-            hits = hits[keep]
+            keep = torch.maximum(vin.abs(), vout.abs()).topk(MAX_TRACKED).indices
+            b, t, c, vin, vmid, vout = (v[keep] for v in (b, t, c, vin, vmid, vout))
+        values = torch.stack([vin, vmid, vout], 1)
+        if "down_in" not in cur:
+            return torch.stack([b, t, c], 1), values, None, None
+        # the MLP's write into channel c at (b, t) split into x_k * W_down[c, k]; the largest terms
+        x = cur["down_in"][b, t].float()                                   # [m, I]
+        contrib = x * self.ad.down(i).weight[c].float()
+        k = contrib.abs().topk(min(4, contrib.shape[-1]), dim=-1).indices  # [m, K]
+        gate, up = _gate_up(cur, b, t)
+        nan = torch.full_like(contrib, float("nan"))
+        terms = torch.stack([v.gather(1, k) for v in (contrib, x, nan if gate is None else gate,
+                                                      nan if up is None else up)], -1)
+        return torch.stack([b, t, c], 1), values, k, terms
+
+    def _lifecycle(self, i: int, batch: Batch, hits, values, terms_k, terms) -> None:
+        """How layer i changed the residual at each hit (host part of _hits)."""
+        floor = self.th.massive_abs
         life = self.life[i]
-        w_down = self.ad.down(i).weight
-        r, c = hits[:, 0], hits[:, 1]
-        cols = zip(r.tolist(), c.tolist(), h_in[r, c].tolist(), h_mid[r, c].tolist(), out[r, c].tolist(),
-                   b[r].tolist(), t[r].tolist(), self._ids[b[r], t[r]].tolist())   # one conversion, not per item
-        for _, ch, vin, vmid, vout, bb, tt, tid in cols:
+        tids = batch.ids[hits[:, 0], hits[:, 1]].tolist()
+        for j, ((bb, tt, ch), (vin, vmid, vout), tid) in enumerate(zip(hits.tolist(), values.tolist(), tids)):
             vatt, vmlp = vmid - vin, vout - vmid
             big_in, big_out = abs(vin) > floor, abs(vout) > floor
             key = (ch, "initial" if tt == 0 else "other")   # the first token and the rest age differently
@@ -421,41 +649,36 @@ class Recorder:
             tr[6] += int(vanish)
             life.tokens[tid] += 1
             born = big_out and (not big_in or abs(vout) >= GROWTH * abs(vin))
-            if (born or vanish) and "down_in" in cur:
-                self._decompose(life.emerge if born else life.cancel, key, bb, tt, vatt, vmlp, cur, w_down)
-
-    def _decompose(self, into: dict, key, b: int, t: int, vatt: float, vmlp: float, cur: dict, w_down):
-        """Split the MLP's write into channel c = key[0] at (b, t) into x_k * W_down[c, k]; keep the largest terms."""
-        x = cur["down_in"].detach().float()[b, t]
-        contrib = x * _host(w_down[key[0]])
-        gate, up = _gate_up(cur, b, t)
-        e = into.setdefault(key, {"count": 0, "attn": 0.0, "mlp": 0.0, "parts": {}})
-        e["count"] += 1
-        e["attn"] += vatt
-        e["mlp"] += vmlp
-        for k in contrib.abs().topk(min(4, contrib.numel())).indices.tolist():
-            p = e["parts"].setdefault(k, [0, 0.0, 0.0, 0.0, 0.0])
-            p[0] += 1
-            p[1] += float(contrib[k])
-            p[2] += float(x[k])
-            p[3] += float(gate[k]) if gate is not None else float("nan")
-            p[4] += float(up[k]) if up is not None else float("nan")
+            if (born or vanish) and terms_k is not None:
+                _decompose(life.emerge if born else life.cancel, key, vatt, vmlp, terms_k[j].tolist(),
+                           terms[j].tolist())
 
 
-def _host(t: torch.Tensor) -> torch.Tensor:
-    """float32 on the CPU, where the running statistics live (a no-op for a float32 CPU model)."""
-    return t.detach().float().cpu()
+def _decompose(into: dict, key, vatt: float, vmlp: float, cols: list[int], terms: list[list[float]]) -> None:
+    """Accumulate the largest terms x_k * W_down[c, k] of one position's MLP write into channel c = key[0]."""
+    e = into.setdefault(key, {"count": 0, "attn": 0.0, "mlp": 0.0, "parts": {}})
+    e["count"] += 1
+    e["attn"] += vatt
+    e["mlp"] += vmlp
+    for k, (contrib, x, gate, up) in zip(cols, terms):
+        p = e["parts"].setdefault(k, [0, 0.0, 0.0, 0.0, 0.0])
+        p[0] += 1
+        p[1] += contrib
+        p[2] += x
+        p[3] += gate
+        p[4] += up
 
 
-def _gate_up(cur: dict, b: int, t: int):
-    """The MLP's gate and up pre-activations at one token (fused gate_up split in halves; fc1 has no up)."""
+def _gate_up(cur: dict, b: torch.Tensor, t: torch.Tensor):
+    """The MLP's gate and up pre-activations [m, I] at positions (b, t) (fused gate_up split in halves; fc1
+    has no up)."""
     if "gate" in cur and "up" in cur:
-        return cur["gate"][b, t].detach().float(), cur["up"][b, t].detach().float()
+        return cur["gate"][b, t].float(), cur["up"][b, t].float()
     if "gate_up" in cur:
-        g, u = cur["gate_up"][b, t].detach().float().chunk(2)
+        g, u = cur["gate_up"][b, t].float().chunk(2, -1)
         return g, u
     if "fc1" in cur:
-        return cur["fc1"][b, t].detach().float(), None
+        return cur["fc1"][b, t].float(), None
     return None, None
 
 

@@ -1,4 +1,4 @@
-"""The `sysq` command line: detect | explain | quantize | eval | ppl | run.
+"""The `sysq` command line: detect | explain | quantize | eval | ppl | run | bench.
 
 Exit codes: 0 success, 1 an unexpected error (a bug: please report it), 2 bad input or usage (a missing
 model or data file, an unknown recipe field, an unsupported architecture, NaN in activations): the
@@ -169,6 +169,11 @@ def cmd_eval(args) -> int:
     return command.run_eval(args)
 
 
+def cmd_bench(args) -> int:
+    from evaluation import bench
+    return bench.run(bench.finish(args, args._bench_argv))
+
+
 def _with_parents(add_parser, common):
     def add(name, **kw):
         return add_parser(name, parents=[common], **kw)
@@ -255,12 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-limit", type=int, default=20, help="items per task; 0 skips accuracy (default: %(default)s)")
     p.add_argument("--out", default="out", help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="prefill / decode speed and memory of FP and every real kernel, eager and compiled")
+    from evaluation.bench import add_arguments as _bench_arguments
+    _bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "bench":   # a bench row re-runs itself in a subprocess with the same arguments
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args._bench_argv = argv[argv.index("bench") + 1:]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:

@@ -60,22 +60,26 @@ def load(spec: str = DEFAULT_MODEL, dtype="float32", device: str | None = None):
     """Load `spec` and return ``(model, tokenizer)`` with the model in eval mode.
 
     `spec` is an alias (``smollm2-135m``), a folder (HF or saved by ``sysq.save``), a ``.gguf`` file or a hub id.
+    device: None (the CPU), "cpu", "cuda[:i]" (a model larger than that device's free memory stays on the CPU,
+    and detect / mitigate / quantize then run one layer at a time on the device: sysq.sequential), or "auto"
+    (a float model split over the visible GPUs by accelerate's device_map).
     Raises ModelNotFound, UnsupportedArchitecture or SysqError with a message that says how to fix it.
     """
     dtype = parse_dtype(dtype)
+    split = {"device_map": "auto"} if device == "auto" else {}
     spec = str(spec)
     source = None                         # the local float folder behind the model (peer tools load it)
     if spec in ALIASES:
         source = _cached_alias(spec)
-        model, tok = _load_folder(source, dtype)
+        model, tok = _load_folder(source, dtype, **split)
         model.config.name_or_path = spec  # reports and plots name the alias, not the cache folder
     else:
         path = Path(spec).expanduser()
         if path.is_dir():
-            model, tok = _load_folder(path, dtype)
+            model, tok = _load_folder(path, dtype, **split)
             source = path
         elif path.is_file() and path.suffix == ".gguf":
-            model, tok = _load_gguf(path, dtype)
+            model, tok = _load_gguf(path, dtype, **split)
         elif path.exists():
             raise SysqError(f"{path} is a file but not a .gguf; pass a model folder, a .gguf file, "
                             f"an alias ({', '.join(ALIASES)}) or a hub id")
@@ -83,13 +87,23 @@ def load(spec: str = DEFAULT_MODEL, dtype="float32", device: str | None = None):
             raise ModelNotFound(f"model path {spec!r} does not exist. Pass an existing folder or .gguf file, "
                                 f"an alias ({', '.join(ALIASES)}) or a hub id like 'org/name'")
         else:
-            model, tok = _load_hub(spec, dtype)
+            model, tok = _load_hub(spec, dtype, **split)
     object.__setattr__(model, "_sysq_source", str(source) if source is not None else None)
     get_adapter(model)  # fail early, with the list of known families, for architectures sysq can't handle
-    if device:
-        model.to(device)
+    if device and device != "auto":
+        _place(model, device)
     model.eval()
     return model, tok
+
+
+def _place(model, device: str) -> None:
+    from .sequential import fits, tensor_bytes
+    if fits(model, device):
+        model.to(device)
+    else:
+        log.warning("%.1f GiB of weights do not fit in the free memory of %s: the model stays on the CPU, and "
+                    "detect, mitigate and quantize run one decoder layer at a time on %s",
+                    tensor_bytes(model) / 2**30, device, device)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -131,7 +145,7 @@ def _save_plain(model, tok, folder: Path) -> None:
     tok.save_pretrained(folder)
 
 
-def _load_folder(path: Path, dtype: torch.dtype):
+def _load_folder(path: Path, dtype: torch.dtype, device_map=None):
     from transformers import AutoConfig, AutoTokenizer
 
     from .arch import model_class
@@ -139,6 +153,9 @@ def _load_folder(path: Path, dtype: torch.dtype):
     try:
         from .quant import io as qio  # a folder written by sysq.save holds integer weights
         if qio.is_sysq_folder(path):
+            if device_map is not None:
+                raise SysqError(f"{path} holds sysq's integer weights, which load on one device: pass device='cuda' "
+                                "(device='auto' splits float models)")
             return qio.load_quantized(path, dtype=dtype)
     except ImportError:
         pass
@@ -146,7 +163,7 @@ def _load_folder(path: Path, dtype: torch.dtype):
         raise ModelNotFound(f"{path} has no config.json, so it is not a model folder. Pass a folder written by "
                             "save_pretrained or sysq.save, a .gguf file, or an alias")
     try:
-        model = model_class(AutoConfig.from_pretrained(path)).from_pretrained(path, dtype=dtype)
+        model = model_class(AutoConfig.from_pretrained(path)).from_pretrained(path, dtype=dtype, device_map=device_map)
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # safetensors, json and torch each raise their own types for damaged files
         raise SysqError(f"could not load the model folder {path}: {e}. The files may be corrupt or incomplete; "
@@ -154,12 +171,13 @@ def _load_folder(path: Path, dtype: torch.dtype):
     return model, tok
 
 
-def _load_gguf(path: Path, dtype: torch.dtype):
+def _load_gguf(path: Path, dtype: torch.dtype, device_map=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype,
+                                                     device_map=device_map)
     except ImportError as e:
         raise SysqError(f"reading {path.name} needs the gguf package: pip install gguf ({e})") from e
     except (ValueError, OSError, KeyError, RuntimeError, IndexError) as e:
@@ -168,12 +186,12 @@ def _load_gguf(path: Path, dtype: torch.dtype):
     return model, tok
 
 
-def _load_hub(repo_id: str, dtype: torch.dtype):
+def _load_hub(repo_id: str, dtype: torch.dtype, device_map=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(repo_id)
-        model = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype, device_map=device_map)
     except OSError as e:
         raise ModelNotFound(f"{repo_id!r} is not a local path, not an alias ({', '.join(ALIASES)}), and could not "
                             f"be loaded from the Hugging Face hub ({e}). Check the name, or the network") from e

@@ -21,6 +21,9 @@ FORMATS = {
     "w4a16-pc": ("pack-quantized", 0.0),
     "w4a16-sym": ("pack-quantized", 0.0),
     "w8a16": ("pack-quantized", 0.0),
+    # FP8 e4m3 (QuantSpec type 'float'): per-channel weight scales, amax / 448 activation scales as sysq computes
+    "w8a8-fp8-static": ("float-quantized", 0.0),
+    "w8a8-fp8": ("float-quantized", 0.0),
 }
 RECIPES = {"w4a16-sym": {"base": "w4a16", "weight": {"symmetric": True, "group_size": 32}, "name": "w4a16-sym"}}
 

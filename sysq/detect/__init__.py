@@ -11,13 +11,15 @@ import logging
 import time
 from collections import Counter
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..arch import get_adapter
 from ..capture import Recorder
 from ..errors import SysqError
-from .activation import residual_channels, site_summary
+from ..sequential import choose_pipeline, run_layers
+from .activation import residual_channels, round_channels, site_summary
 from .attention import attention_maps, attention_summary, eager_attention
 from .consistency import feature_consistency, sequence_consistency
 from .lifecycle import MAX_CHANNELS, channel_lifecycle, groups_of
@@ -45,39 +47,49 @@ def _as_ids(windows) -> tuple[torch.Tensor, dict]:
 
 
 def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False, batch_size: int = 4,
-           attention: bool = True, attention_windows: int | None = 8, snapshot: bool = True) -> OutlierReport:
+           attention: bool = True, attention_windows: int | None = 8, snapshot: bool = True,
+           pipeline: str = "auto", device=None) -> OutlierReport:
     """Stream the windows through the model and report its systematic outliers.
 
     thresholds: a Thresholds or a dict of overrides. attention=False skips the eager-attention statistics
     (attention outliers, sequence consistency, Q/K/V norms) and runs the model's own attention kernel.
     attention_windows: how many windows (the first ones) the attention statistics use (None: all).
-    snapshot=True runs one extra window to keep a tokens x channels picture of the emergence layer for plots.
+    snapshot=True keeps |h| of the first window's first tokens at every layer for the emergence heat map.
+    pipeline: "auto" | "memory" | "sequential" (sysq.sequential: one decoder layer at a time on `device`);
+    the report is the same either way.
     """
     th = Thresholds.from_dict(thresholds)
     ad = get_adapter(model)
     ids, settings = _as_ids(windows)
-    t0 = time.perf_counter()
-    weights = analyze_weights(ad, th)
-    t_weights = time.perf_counter() - t0
+    path = choose_pipeline(model, pipeline, device)
+    log.info("detect: %s", path)
 
     # Attention probabilities need eager attention, the slow kernel: only the first `attention_windows`
     # windows pay for it; every window feeds the activation statistics.
     n_att = 0 if not attention else len(ids) if attention_windows is None else min(attention_windows, len(ids))
-    rec = Recorder(model, th, attention=attention)
+    # batches never straddle the attention boundary
+    starts = list(range(0, n_att, batch_size)) + list(range(n_att, len(ids), batch_size))
+    ends = [min(s + batch_size, n_att if s < n_att else len(ids)) for s in starts]
+    rec = Recorder(model, th, attention=attention, snapshot=snapshot)
     t0 = time.perf_counter()
-    bar = tqdm(total=len(ids), disable=quiet, desc="detect", unit="window")
-    rec.attach()
-    try:
-        with (eager_attention(model) if n_att else contextlib.nullcontext()):
-            for start in range(0, n_att, batch_size):
-                rec.run(ids[start:min(start + batch_size, n_att)], start, attention=True)
-                bar.update(min(batch_size, n_att - start))
-        for start in range(n_att, len(ids), batch_size):
-            rec.run(ids[start:start + batch_size], start, attention=False)
-            bar.update(min(batch_size, len(ids) - start))
-    finally:
-        rec.detach()
-        bar.close()
+    weights = {} if path.sequential else analyze_weights(ad, th)
+    t_weights = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if path.sequential:
+        weights = _detect_sequential(model, ad, th, rec, ids, starts, ends, n_att, path.device, quiet)
+    else:
+        bar = tqdm(total=len(ids), disable=quiet, desc="detect", unit="window")
+        rec.attach()
+        try:
+            for s, e in zip(starts, ends):
+                with (eager_attention(model) if s < n_att else contextlib.nullcontext()):
+                    rec.run(ids[s:e], s, attention=s < n_att)
+                bar.update(e - s)
+        finally:
+            rec.detach()
+            bar.close()
+    round_channels(list(rec.sites.values()))
+    rec.to_host()
     t_pass = time.perf_counter() - t0
 
     namer = Namer(tokenizer)
@@ -110,11 +122,38 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
         activation={"sites": list(sites.values()), "residual_channels": channels},
         linear_inputs=linear_inputs, weights=weights, attention=attn, consistency=consistency,
         lifecycle=lifecycle, tokens=tokens,
-        cost={"weights_s": t_weights, "pass_s": t_pass, "batch_size": batch_size, "attention_windows": n_att},
+        cost={"weights_s": t_weights, "pass_s": t_pass, "batch_size": batch_size, "attention_windows": n_att,
+              "pipeline": path.kind, "device": str(path.device)},
     )
     report.summary = _summary(report)
-    report.arrays = _arrays(rec, resid, namer, ad, report, ids, snapshot)
+    report.arrays = _arrays(rec, resid, namer, ad, report)
     return report
+
+
+def _detect_sequential(model, ad, th, rec: Recorder, ids, starts, ends, n_att, device, quiet) -> dict:
+    """detect through sysq.sequential: every batch passes layer i (hooked) before layer i + 1 is on the device;
+    the weight statistics are taken on the device, layer by layer. Returns them."""
+    batches = [rec.begin(ids[s:e], s, attention=s < n_att) for s, e in zip(starts, ends)]
+    weights = {}
+
+    @contextlib.contextmanager
+    def context(b):
+        rec.use(batches[b])
+        with (eager_attention(model) if starts[b] < n_att else contextlib.nullcontext()):
+            yield
+
+    def step(block):
+        weights.update(analyze_weights(ad, th, layers=[block.index]))
+        rec.attach([block.index])
+        try:
+            block.outputs = block.forward()
+        finally:
+            rec.detach()
+        rec.flush()
+
+    run_layers(model, [ids[s:e] for s, e in zip(starts, ends)], [step], device,
+               context=context, read_only=True, quiet=quiet, desc="detect")
+    return weights
 
 
 def _outlier_tokens(rec: Recorder, namer: Namer) -> dict:
@@ -182,37 +221,21 @@ def _builders(birth: dict | None, share: float = 0.1) -> list[int]:
     return [t["column"] for t in birth["terms"] if abs(t["contribution"]) >= share * abs(birth["mlp"])]
 
 
-def _arrays(rec: Recorder, resid: list[dict], namer: Namer, ad, report: OutlierReport, ids, snapshot: bool) -> dict:
+def _arrays(rec: Recorder, resid: list[dict], namer: Namer, ad, report: OutlierReport) -> dict:
     """Small arrays for the plots (never in report.json)."""
     arrays = {
-        "resid_absmax": torch.tensor([s["channel_absmax"] for s in resid]),
+        "resid_absmax": torch.from_numpy(np.stack([s["channel_absmax"] for s in resid])).float(),
         "resid_top3": torch.tensor([s["top3_mean"] for s in resid]),
         "resid_median": torch.tensor([s["median_abs"] for s in resid]),
         "attn_maps": attention_maps(rec),
         "map_tokens": [namer.text(int(t)) for t in (rec.window0_ids if rec.window0_ids is not None else [])],
     }
     life = report.lifecycle[0] if report.lifecycle else None
-    if snapshot and life and life["massive_layers"]:
-        arrays["snapshot"] = (life["massive_layers"][0], _layer_output(ad, ids[:1], life["massive_layers"][0]))
+    if life and life["massive_layers"] and life["massive_layers"][0] in rec.snapshots:
+        layer = life["massive_layers"][0]
+        arrays["snapshot"] = (layer, rec.snapshots[layer].cpu())
     if life and life["emergence"] and life["emergence"]["terms"]:
         layer = life["emergence_layer"]
         arrays["down_column"] = (layer, life["channel"], life["emergence"]["terms"][0]["column"],
                                  ad.down(layer).weight.detach().float().cpu().clone())
     return arrays
-
-
-@torch.no_grad()
-def _layer_output(ad, ids: torch.Tensor, layer: int, tokens: int = 32) -> torch.Tensor:
-    """|h| [tokens, channels] of one decoder layer's output for one window (for the emergence heat map)."""
-    box = {}
-
-    def hook(mod, args, out):
-        box["h"] = (out[0] if isinstance(out, tuple) else out)[0, :tokens].detach().float().abs().cpu()
-
-    h = ad.layers()[layer].register_forward_hook(hook)
-    try:
-        base = getattr(ad.model, "base_model", ad.model)
-        base(input_ids=ids[:, : tokens].to(ad.model.device), use_cache=False)
-    finally:
-        h.remove()
-    return box["h"]

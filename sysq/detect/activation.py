@@ -3,6 +3,9 @@ criterion (Sun et al. massive, An et al. 1000x mean, PrefixQuant 64x median toke
 channels, and the residual channels that persist across layers."""
 from __future__ import annotations
 
+import numpy as np
+import torch
+
 from ..capture import SiteStats
 from .thresholds import Thresholds
 from .tokens import Namer, taxonomy
@@ -15,15 +18,64 @@ def _record(r: dict, namer: Namer) -> dict:
     return {**r, "token": namer.text(r["token_id"]), "type": namer.type(r["token_id"], r["pos"])}
 
 
+_POW10 = [float(10 ** i) for i in range(23)]                # exact doubles
+
+
+def round5(values: torch.Tensor) -> torch.Tensor:
+    """float(f"{v:.5g}") of every value, as a float64 tensor on the values' device, exactly: x * 10^p with an exact
+    power of ten is one rounding away from the true scaled value, so rounding half to even gives the 5 significant
+    digits wherever the scaled value is not within 1e-6 of a rounding midpoint or of 10^4 / 10^5; the result
+    n / 10^p (or the exact n * 10^-p) is then the double nearest n * 10^-p, which is what float() of the printed
+    digits gives. The few values near a midpoint, and zeros, non-finite or extreme values, take Python's
+    formatting."""
+    x = values.detach().double().flatten()
+    pw = torch.tensor(_POW10, dtype=torch.float64, device=x.device)
+    a = x.abs()
+    ok = torch.isfinite(a) & (a >= 1e-15) & (a < 1e15)
+    safe = torch.where(ok, a, torch.ones_like(a))
+    p = (4 - torch.floor(torch.log10(safe))).long()
+
+    def scaled(p):
+        return torch.where(p >= 0, safe * pw[p.clamp(0, 22)], safe / pw[(-p).clamp(0, 22)])
+
+    y = scaled(p)
+    p = p + (y < 1e4).long() - (y >= 1e5).long()             # log10 can miss by one next to a power of ten
+    y = scaled(p)
+    ok &= (y >= 1e4 + 1e-6) & (y < 1e5 - 1e-6) & ((y - torch.floor(y) - 0.5).abs() > 1e-6) & (p.abs() <= 22)
+    n = torch.round(y)                                       # half to even
+    out = torch.copysign(torch.where(p >= 0, n / pw[p.clamp(0, 22)], n * pw[(-p).clamp(0, 22)]), x)
+    odd = (~ok).nonzero().flatten()
+    if odd.numel():
+        fixed = [float(f"{v:.5g}") for v in x[odd].tolist()]
+        out[odd] = torch.tensor(fixed, dtype=torch.float64, device=x.device)
+    return out.view(values.shape)
+
+
+def round_channels(sites: list[SiteStats]) -> None:
+    """The per-channel lists of the report (absmax, mean |x|), rounded on the sites' devices in one call per
+    device: `channel_absmax5`, `channel_absmean5` on each site."""
+    by_device: dict = {}
+    for s in sites:
+        by_device.setdefault(s.absmax.device, []).append(s)
+    for group in by_device.values():
+        parts = [t for s in group for t in (s.absmax, s.abssum / max(s.tokens, 1))]
+        flat = round5(torch.cat([t.double() for t in parts]))
+        out = iter(flat.split([t.numel() for t in parts]))
+        for s in group:
+            s.channel_absmax5, s.channel_absmean5 = next(out), next(out)
+
+
 def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds) -> dict:
     w = max(s.windows, 1)
     c = int(s.absmax.argmax())
     absmax_at = {"window": int(s.absmax_window[c]), "pos": int(s.absmax_pos[c]), "token_id": int(s.absmax_token[c]),
                  "channel": c, "value": float(s.absmax_value[c])}
     massive = s.massive_count.nonzero().flatten().tolist()
-    massive = sorted(massive, key=lambda j: -float(s.absmax[j]))
+    absmax = dict(zip(massive, s.absmax[massive].tolist()))
+    massive = sorted(massive, key=lambda j: -absmax[j])
     int8 = s.int8_count.nonzero().flatten().tolist()
-    int8 = sorted(int8, key=lambda j: -int(s.int8_count[j]))[:MAX_INT8_CHANNELS]
+    int8_count = dict(zip(int8, s.int8_count[int8].tolist()))
+    int8 = sorted(int8, key=lambda j: -int8_count[j])[:MAX_INT8_CHANNELS]
     tok_med = s.tokmax_median_sum / w
     out = {
         "layer": s.layer, "site": s.site, "linears": linears, "channels": s.channels, "windows": s.windows,
@@ -37,15 +89,16 @@ def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds)
                               "value": float(s.absmax_value[j]), "pos": int(s.absmax_pos[j]),
                               "token": namer.text(int(s.absmax_token[j]))} for j in massive],
         "suggested_token_max_threshold": th.token_ratio * tok_med,
-        "channel_absmax": [float(f"{v:.5g}") for v in s.absmax.tolist()],
-        "channel_absmean": [float(f"{v:.5g}") for v in (s.abssum / max(s.tokens, 1)).tolist()],
+        # arrays in memory (lists in report.json): float(f"{v:.5g}") of each channel's value (round_channels)
+        "channel_absmax": s.channel_absmax5.numpy(),
+        "channel_absmean": s.channel_absmean5.numpy(),
     }
     if s.site == "resid":
         out["top3_mean"] = (s.top3_sum / w).tolist()
         out["large_channels"] = (s.absmax > s.abs_floor).nonzero().flatten().tolist()   # |h| > massive_abs only
     else:
         out["int8_channels"] = int8                         # channels with any |x| >= int8, most frequent first
-        out["int8_share"] = [int(s.int8_count[j]) / w for j in int8]   # share of windows where it happens, same order
+        out["int8_share"] = [int8_count[j] / w for j in int8]   # share of windows where it happens, same order
     return out
 
 

@@ -19,7 +19,7 @@ def channel_lifecycle(c: int, group: str, life: list[LayerLife], resid_absmax: l
     per_layer, births, vanish = [], [], []
     for i, ll in enumerate(life):
         tr = ll.track.get((c, group))
-        row = {"layer": i, "resid_absmax": resid_absmax[i][c]}
+        row = {"layer": i, "resid_absmax": float(resid_absmax[i][c])}
         if tr and tr[0]:
             n = tr[0]
             row.update(tracked=n, h_in=tr[1] / n, attn=tr[2] / n, mlp=tr[3] / n, h_out=tr[4] / n,

@@ -16,7 +16,7 @@ report.json keys (schema "sysq.outliers/1"; layers and channels are 0-based ints
                  median_abs, mean_abs, token_max_median, massive_floor, top[] (largest token maxima),
                  hits {massive, token_mean_ratio, token_ratio}, outlier_tokens {criterion: {count,
                  positions[], ids[], initial_ids[], taxonomy}}, massive_channels[{channel, tokens, absmax,
-                 value, pos, token}], suggested_token_max_threshold, channel_absmax[C], channel_absmean[C],
+                 value, pos, token}], suggested_token_max_threshold, channel_absmax[C], channel_absmean[C] (numpy arrays in memory),
                  resid only: top3_mean[3], large_channels[]; linear inputs only: int8_channels[], int8_share[]
                residual_channels[]: {channel, layers[], absmax, value, at_layer, pos, token, persistent,
                  layer_range}
@@ -51,9 +51,23 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import SysqError
 
 SCHEMA = "sysq.outliers/1"
+CHANNEL_ARRAYS = ("channel_absmax", "channel_absmean")   # numpy arrays in memory, lists in report.json
+
+
+def _plain(obj):
+    """obj with numpy arrays turned into lists (dicts and lists copied on the way)."""
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 @dataclass
@@ -114,8 +128,9 @@ class OutlierReport:
 
     # ---- serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """Plain Python (lists, not arrays): what report.json holds."""
         return {"schema": self.schema, "model": self.model, "data": self.data, "thresholds": self.thresholds,
-                "summary": self.summary, "activation": self.activation, "linear_inputs": self.linear_inputs,
+                "summary": self.summary, "activation": _plain(self.activation), "linear_inputs": _plain(self.linear_inputs),
                 "weights": self.weights, "attention": self.attention, "consistency": self.consistency,
                 "lifecycle": self.lifecycle, "tokens": self.tokens, "cost": self.cost,
                 **({"mitigation": self.mitigation} if self.mitigation else {})}
@@ -132,6 +147,9 @@ class OutlierReport:
             raise SysqError(f"report schema {schema!r} is not {SCHEMA!r}; rerun `sysq detect` with this sysq")
         keys = ("model", "data", "thresholds", "summary", "activation", "linear_inputs", "weights", "attention",
                 "consistency", "lifecycle", "tokens")
+        for site in d["activation"]["sites"] + list(d["linear_inputs"].values()):
+            for key in CHANNEL_ARRAYS:
+                site[key] = np.asarray(site[key], dtype=np.float64)
         return cls(**{k: d[k] for k in keys}, cost=d.get("cost", {}), mitigation=d.get("mitigation"),
                    schema=schema)
 

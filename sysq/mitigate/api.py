@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..arch import get_adapter
 from ..errors import SysqError
+from ..sequential import choose_pipeline
 from .calib import input_stats
 from .clip import activation_ratio, clip_weights
 from .plan import (METHODS, Clip, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Search, Smooth,
@@ -248,18 +249,25 @@ def candidates(r, report, extra: list[str] | None = None) -> list[str]:
 
 # ---- applying ------------------------------------------------------------------------------------
 @torch.no_grad()
-def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool = False, report=None):
+def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool = False, report=None,
+             pipeline: str = "auto", device=None):
     """Apply the plan to `model` in place: rotate -> smooth -> clip -> choose preserved channels.
 
     Returns the plan's recipe with its quantizer-side settings (or None when the plan names no recipe);
     the plan object records what was chosen (alphas, ratios, channels) for saving next to the model.
+    pipeline: "auto" | "memory" | "sequential" (sysq.sequential: one decoder layer at a time on `device`).
     """
     p = plan_ if isinstance(plan_, MitigationPlan) else MitigationPlan.load(plan_)
     r = recipe_of(p.recipe)
     if (p.smooth or p.clip or p.search) and calib is None:
         raise SysqError("this plan searches on calibration data (auto / smooth / clip): pass calib, e.g. "
                         "sysq.calibration(tokenizer, n=32)")
+    path = choose_pipeline(model, pipeline, device)
     if p.search is not None and p.search.chosen is None:    # measured auto: the winner is applied as measured
+        if path.sequential:
+            raise SysqError("measured auto copies the model once per candidate and runs it whole, which the "
+                            "sequential pipeline exists to avoid: plan with method 'auto-fast' (the rules; CLI "
+                            "--fast) or a named method, or use pipeline='memory' on a device that holds the model")
         choose(model, p, calib, report if report is not None else getattr(p, "_report", None), quiet)
         object.__setattr__(model, "_sysq_plan", p)
         return apply_to_recipe(r, p) if r is not None else None
@@ -270,6 +278,12 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
     if p.rotate:
         p.rotate, notes = fit_rotation(p.rotate, model)
         p.notes += [n for n in notes if n not in p.notes]
+    log.info("mitigate: %s", path)
+    if path.sequential:
+        from .layerwise import mitigate_layers
+        mitigate_layers(model, p, r, sim, calib, rule, path.device, quiet=quiet, report=report)
+        object.__setattr__(model, "_sysq_plan", p)
+        return apply_to_recipe(r, p) if r is not None else None
     if p.rotate:
         rotate(model, p.rotate)
     if p.smooth:

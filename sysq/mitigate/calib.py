@@ -42,23 +42,26 @@ class InputStats:
     absmean_kept: torch.Tensor | None = None   # [ch] mean |x| over tokens the rule does not preserve (AWQ)
 
 
-@torch.no_grad()
-def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: TokenRule | None = None,
-                sample_windows: int = 2, batch_size: int = 4, quiet: bool = False,
-                max_rows: int = 1024) -> dict[str, InputStats]:
-    """Statistics of the inputs of `modules` (name -> module) over the calibration windows, in one pass."""
-    ids = calib.ids if hasattr(calib, "ids") else calib
-    acc: dict[str, dict] = {n: {"absmax": None, "kept": None, "sq": 0.0, "n": 0, "abs_kept": 0.0, "n_kept": 0,
-                                "sample": [], "pres": []} for n in modules}
-    state = {"seen": 0}
+class InputStatsCollector:
+    """Forward pre-hooks that accumulate InputStats for the inputs of `modules` (name -> module) over whatever
+    forward passes run while attached (`with collector:`): the whole model (input_stats) or one decoder layer
+    at a time (sysq.sequential). Each module counts the windows it has seen for its sample."""
 
-    def hook(name):
+    def __init__(self, modules: dict[str, nn.Module], rule: TokenRule | None = None, sample_windows: int = 2,
+                 max_rows: int = 1024):
+        self.modules, self.rule, self.sample_windows, self.max_rows = modules, rule, sample_windows, max_rows
+        self.acc = {n: {"absmax": None, "kept": None, "sq": 0.0, "n": 0, "abs_kept": 0.0, "n_kept": 0, "seen": 0,
+                        "sample": [], "pres": []} for n in modules}
+        self._handles = []
+
+    def _hook(self, name):
         def fn(_mod, args):
             x = args[0].detach().float()
             if x.dim() == 2:
                 x = x.unsqueeze(0)
-            a = acc[name]
+            a = self.acc[name]
             ax = x.abs()
+            rule = self.rule
             mask = rule.mask(x) if rule is not None else torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
             am, kept = ax.amax((0, 1)), ax.masked_fill(mask.unsqueeze(-1), 0).amax((0, 1))
             a["absmax"] = am if a["absmax"] is None else torch.maximum(a["absmax"], am)
@@ -67,30 +70,45 @@ def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: To
             a["n"] += x.shape[0] * x.shape[1]
             a["abs_kept"] = a["abs_kept"] + ax.masked_fill(mask.unsqueeze(-1), 0).sum((0, 1))
             a["n_kept"] += int((~mask).sum())
-            if state["seen"] < sample_windows:
-                take = min(x.shape[0], sample_windows - state["seen"])
+            if a["seen"] < self.sample_windows:
+                take = min(x.shape[0], self.sample_windows - a["seen"])
                 a["sample"].append(x[:take].reshape(-1, x.shape[-1]).clone())
                 a["pres"].append(mask[:take].flatten())
+            a["seen"] += x.shape[0]
         return fn
 
+    def __enter__(self) -> "InputStatsCollector":
+        self._handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in self.modules.items()]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def result(self, seqlen: int) -> dict[str, InputStats]:
+        out = {}
+        for n, a in self.acc.items():
+            if a["sample"]:
+                sample, pres = _thin(torch.cat(a["sample"]), torch.cat(a["pres"]), self.max_rows, seqlen=seqlen)
+            else:                                   # sample_windows=0: ranges only
+                sample, pres = a["absmax"].new_zeros(0, a["absmax"].numel()), torch.zeros(0, dtype=torch.bool)
+            out[n] = InputStats(a["absmax"], a["kept"], a["sq"] / max(a["n"], 1), sample, pres,
+                                a["abs_kept"] / max(a["n_kept"], 1))
+        return out
+
+
+@torch.no_grad()
+def input_stats(model: nn.Module, calib, modules: dict[str, nn.Module], rule: TokenRule | None = None,
+                sample_windows: int = 2, batch_size: int = 4, quiet: bool = False,
+                max_rows: int = 1024) -> dict[str, InputStats]:
+    """Statistics of the inputs of `modules` (name -> module) over the calibration windows, in one pass."""
+    ids = calib.ids if hasattr(calib, "ids") else calib
     device = next(model.parameters()).device
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
-    try:
+    with InputStatsCollector(modules, rule, sample_windows, max_rows) as col:
         for batch in tqdm(list(_batches(ids, batch_size)), desc="mitigate: input stats", disable=quiet):
             model(input_ids=batch.to(device), use_cache=False)
-            state["seen"] += batch.shape[0]
-    finally:
-        for h in handles:
-            h.remove()
-    out = {}
-    for n, a in acc.items():
-        if a["sample"]:
-            sample, pres = _thin(torch.cat(a["sample"]), torch.cat(a["pres"]), max_rows, seqlen=ids.shape[1])
-        else:                                   # sample_windows=0: ranges only
-            sample, pres = a["absmax"].new_zeros(0, a["absmax"].numel()), torch.zeros(0, dtype=torch.bool)
-        out[n] = InputStats(a["absmax"], a["kept"], a["sq"] / max(a["n"], 1), sample, pres,
-                            a["abs_kept"] / max(a["n_kept"], 1))
-    return out
+    return col.result(ids.shape[1])
 
 
 def _thin(sample: torch.Tensor, pres: torch.Tensor, max_rows: int, seqlen: int):

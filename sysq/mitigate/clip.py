@@ -42,7 +42,8 @@ def clip_weight(w: torch.Tensor, spec, ratios, x_sqmean: torch.Tensor | None = N
     best_err = torch.full((r0.shape[0],), float("inf"), device=w.device)
     best_r = torch.ones(r0.shape[0], device=w.device)
     for r in ratios:
-        q = fake_quantize_tensor(r0, spec.bits, spec.symmetric, "channel", None, float(r), float_zero=fz)
+        q = fake_quantize_tensor(r0, spec.bits, spec.symmetric, "channel", None, float(r), float_zero=fz,
+                                 type=spec.type)
         err = ((q - r0).pow(2) * imp).sum(1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)

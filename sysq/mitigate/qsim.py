@@ -3,7 +3,8 @@
 The searches (smoothing strength, clip ratios) rank candidates by the output error of one linear on
 calibration rows; they call the same free functions the quant engine uses, so what they optimise is
 what the engine will do: weights by the recipe's weight spec (RTN), activations per token (dynamic) or
-with one calibrated per-tensor range (static), preserved tokens left in float.
+with one calibrated per-tensor range (static), preserved tokens left in float; INT or FP8 grids alike
+(QuantSpec.type).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def fake_weight(w: torch.Tensor, spec: QuantSpec | None, ragged: str = "halve") 
         return w
     g = effective_group_size(spec, w.shape[1], ragged)
     return fake_quantize_tensor(w, spec.bits, spec.symmetric, spec.granularity, g, spec.clip_ratio,
-                                float_zero=spec.zero_point == "float")
+                                float_zero=spec.zero_point == "float", type=spec.type)
 
 
 def fake_act(x: torch.Tensor, spec: QuantSpec | None, static_absmax=None, keep: torch.Tensor | None = None):
@@ -35,13 +36,13 @@ def fake_act(x: torch.Tensor, spec: QuantSpec | None, static_absmax=None, keep: 
     if spec.dynamic:
         src = x if keep is None else x.masked_fill(keep.unsqueeze(-1), 0)
         if spec.granularity == "tensor":
-            xq = fake_quantize_tensor(src, spec.bits, spec.symmetric, "tensor")
+            xq = fake_quantize_tensor(src, spec.bits, spec.symmetric, "tensor", type=spec.type)
         else:
-            xq = fake_quantize_tensor(x, spec.bits, spec.symmetric, spec.granularity, spec.group_size)
+            xq = fake_quantize_tensor(x, spec.bits, spec.symmetric, spec.granularity, spec.group_size, type=spec.type)
     else:
         hi = torch.as_tensor(static_absmax, dtype=torch.float32) * spec.clip_ratio
-        scale, zero = qparams_from_range(-hi, hi, spec.bits, spec.symmetric)
-        xq = fake_quantize(x, scale, zero, spec.bits)
+        scale, zero = qparams_from_range(-hi, hi, spec.bits, spec.symmetric, type=spec.type)
+        xq = fake_quantize(x, scale, zero, spec.bits, type=spec.type)
     if keep is not None:
         xq = torch.where(keep.unsqueeze(-1), x, xq)
     return xq

@@ -150,11 +150,13 @@ class OnlineRotation:
 
     def __init__(self, mats):
         self.mats = [a.float() for a in mats]
+        self._on: dict = {}            # the factors on each device seen (a host-to-device copy per call would wait)
 
     def __call__(self, _module, args):
         x = args[0]
-        mats = [a.to(x.device) for a in self.mats]
-        return (apply_kron(x, mats).to(x.dtype),) + tuple(args[1:])
+        if x.device not in self._on:
+            self._on[x.device] = [a.to(x.device) for a in self.mats]
+        return (apply_kron(x, self._on[x.device]).to(x.dtype),) + tuple(args[1:])
 
 
 # ---- the transform ------------------------------------------------------------------------------
@@ -182,23 +184,26 @@ def fit_rotation(cfg: Rotate, model) -> tuple[Rotate | None, list[str]]:
     return (cfg if any(getattr(cfg, p) for p in PARTS) else None), notes
 
 
-def _residual_norms(ad):
-    """(norm, the linears it feeds) for every norm on the residual path, the final norm with the head last."""
-    pairs = [(norm, [m for _, m in lins]) for i in range(ad.num_layers)
+def _residual_norms(ad, layers=None, outside: bool = True):
+    """(norm, the linears it feeds) for every norm on the residual path of `layers` (default: all), and with
+    `outside` the final norm with the head, last."""
+    pairs = [(norm, [m for _, m in lins]) for i in (range(ad.num_layers) if layers is None else layers)
              for norm, lins in ((ad.attn_norm(i), ad.attn_inputs(i)), (ad.mlp_norm(i), ad.mlp_inputs(i)))]
-    return pairs + [(ad.final_norm(), [ad.lm_head()])]
+    return pairs + ([(ad.final_norm(), [ad.lm_head()])] if outside else [])
 
 
 @torch.no_grad()
-def center_writers(model) -> None:
+def center_writers(model, layers=None, outside: bool = True) -> None:
     """Make every write into the residual stream mean-free over channels (embeddings' rows, the output linears'
     columns and biases). Only LayerNorms read the stream and each subtracts the mean anyway, so the function is
-    unchanged, and from then on the norms' mean subtraction is a no-op (QuaRot's LayerNorm -> RMSNorm step)."""
+    unchanged, and from then on the norms' mean subtraction is a no-op (QuaRot's LayerNorm -> RMSNorm step).
+    layers: only those decoder layers' writers; outside: also the embeddings."""
     ad = get_adapter(model)
-    untie_lm_head(model)                     # the head reads the final norm's output, not the stream
-    for emb in ad.embeddings():
-        emb.weight.sub_(emb.weight.mean(1, keepdim=True))
-    for i in range(ad.num_layers):
+    if outside:
+        untie_lm_head(model)                 # the head reads the final norm's output, not the stream
+        for emb in ad.embeddings():
+            emb.weight.sub_(emb.weight.mean(1, keepdim=True))
+    for i in range(ad.num_layers) if layers is None else layers:
         for lin in (ad.output_linear(i, "attn"), ad.down(i)):
             lin.weight.sub_(lin.weight.mean(0, keepdim=True))
             if lin.bias is not None:
@@ -206,14 +211,16 @@ def center_writers(model) -> None:
 
 
 @torch.no_grad()
-def fuse_norms(model) -> list[nn.Module]:
+def fuse_norms(model, layers=None, outside: bool = True) -> list[nn.Module]:
     """Fold every residual-path norm's weight (and LayerNorm's bias) into the linears after it; the norms become
     plain RMSNorm (LayerNorm: plain x / std once `center_writers` ran). A bias the linears cannot take (a head
-    without bias) stays in the norm as b / w. Returns the norms that keep a bias (it lives in the residual basis)."""
+    without bias) stays in the norm as b / w. Returns the norms that keep a bias (it lives in the residual basis).
+    layers: only those decoder layers' norms; outside: also the final norm into the (untied) lm_head."""
     ad = get_adapter(model)
-    untie_lm_head(model)
+    if outside:
+        untie_lm_head(model)
     kept = []
-    for norm, lins in _residual_norms(ad):
+    for norm, lins in _residual_norms(ad, layers, outside):
         w = ad.norm_weight(norm).double()
         b = getattr(norm, "bias", None)
         fold_bias = b is not None and all(lin.bias is not None for lin in lins)
@@ -261,9 +268,16 @@ def mean_preserving(q: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return q - 2 * torch.outer(u, u @ q)
 
 
-def _right(lin: nn.Linear, q: torch.Tensor) -> None:
-    q = q.to(lin.weight.device)
-    lin.weight.copy_((lin.weight.double() @ q).to(lin.weight.dtype))
+def residual_rotation(ad, seed: int = 0) -> torch.Tensor:
+    """The residual stream's Q (float64, CPU): the Hadamard rotation, mean-preserving for LayerNorm families."""
+    q = rotation(ad.hidden_size, seed)
+    return mean_preserving(q, seed) if ad.family.norm == "layernorm" else q
+
+
+def _right(lin: nn.Linear, q: torch.Tensor, device=None) -> None:
+    """Input side: W -> W Q, computed on `device` (default: where W is)."""
+    dev = lin.weight.device if device is None else device
+    lin.weight.copy_((lin.weight.to(dev).double() @ q.to(dev)).to(lin.weight.dtype))
 
 
 def _left(lin: nn.Linear, q: torch.Tensor) -> None:
@@ -274,57 +288,93 @@ def _left(lin: nn.Linear, q: torch.Tensor) -> None:
         lin.bias.copy_((lin.bias.double() @ q).to(lin.bias.dtype))
 
 
+def _rotate_bias(norm: nn.Module, q: torch.Tensor) -> None:
+    """A norm bias kept by fuse_norms lives in the residual basis: b -> b Q."""
+    norm.bias.copy_((norm.bias.double() @ q.to(norm.bias.device)).to(norm.bias.dtype))
+
+
 @torch.no_grad()
 def rotate(model, cfg: Rotate | None = None) -> dict:
     """Rotate `model` in place (full-precision output unchanged up to float error). Returns a summary.
     Raises SysqError for a part this family cannot take (see Adapter.rotations; `fit_rotation` narrows a plan)."""
     cfg = cfg or Rotate()
+    summary = rotate_outside(model, cfg)
+    cache: dict = {}
+    for i in range(get_adapter(model).num_layers):
+        rotate_layer(model, i, cfg, cache)
+    log.info("rotate %s: %s", get_adapter(model).name, summary)
+    return summary
+
+
+@torch.no_grad()
+def rotate_outside(model, cfg: Rotate, device=None) -> dict:
+    """The part of rotate() outside the decoder layers: embeddings (centered for LayerNorm families), final norm,
+    lm_head, the online down_proj transform, computed on `device` (default: where each weight is).
+    rotate_layer(model, i, cfg) does layer i (sysq.sequential runs it with the layer on the device)."""
     check_rotatable(model, cfg)
     ad = get_adapter(model)
     summary = {}
     if cfg.residual:
         layernorm = ad.family.norm == "layernorm"
         if layernorm:
-            center_writers(model)
-        kept = fuse_norms(model)
-        n = ad.hidden_size
-        q = rotation(n, cfg.seed)
-        if layernorm:
-            q = mean_preserving(q, cfg.seed)
+            center_writers(model, layers=[])
+        kept = fuse_norms(model, layers=[])
+        q = residual_rotation(ad, cfg.seed)
         for emb in ad.embeddings():
-            emb.weight.copy_((emb.weight.double() @ q.to(emb.weight.device)).to(emb.weight.dtype))
-        for i in range(ad.num_layers):
-            for _, lin in ad.attn_inputs(i) + ad.mlp_inputs(i):
-                _right(lin, q)
-            _left(ad.output_linear(i, "attn"), q)
-            _left(ad.down(i), q)
-        _right(ad.lm_head(), q)
+            _right(emb, q, device)          # an embedding table is [tokens, hidden]: rows rotate like inputs
+        _right(ad.lm_head(), q, device)
         for norm in kept:
-            norm.bias.copy_((norm.bias.double() @ q.to(norm.bias.device)).to(norm.bias.dtype))
-        summary["residual"] = [a.shape[0] for a in factors(n, cfg.seed)] + (["mean-preserving"] if layernorm else [])
+            _rotate_bias(norm, q)
+        summary["residual"] = [a.shape[0] for a in factors(ad.hidden_size, cfg.seed)] + \
+            (["mean-preserving"] if layernorm else [])
     if cfg.heads:
-        hd = ad.head_dim
-        h = rotation(hd, cfg.seed).to(ad.lm_head().weight.device)
-        for i in range(ad.num_layers):
-            v, rows = ad.v_rows(i)
-            o = ad.output_linear(i, "attn")
-            w = v.weight[rows].double().view(-1, hd, v.in_features)
-            v.weight[rows] = torch.einsum("dk,hdi->hki", h, w).reshape(-1, v.in_features).to(v.weight.dtype)
-            if v.bias is not None:
-                v.bias[rows] = (v.bias[rows].double().view(-1, hd) @ h).flatten().to(v.bias.dtype)
-            wo = o.weight.double().view(o.out_features, -1, hd)
-            o.weight.copy_((wo @ h).reshape(o.weight.shape).to(o.weight.dtype))
-        summary["heads"] = [hd]
+        summary["heads"] = [ad.head_dim]
     if cfg.down:
-        n = ad.down(0).in_features
-        mats = factors(n, cfg.seed)
-        q = kron_all(mats)
-        for i in range(ad.num_layers):
-            _right(ad.down(i), q)
+        mats = factors(ad.down(0).in_features, cfg.seed)
         install_online(model, mats)
         summary["down"] = [a.shape[0] for a in mats]
-    log.info("rotate %s: %s", ad.name, summary)
     return summary
+
+
+@torch.no_grad()
+def rotate_layer(model, i: int, cfg: Rotate, cache: dict | None = None) -> None:
+    """Decoder layer i's part of rotate(): its writers centered (LayerNorm families), its norms fused, its residual
+    readers and writers rotated, v -> o per head, the offline half of the down_proj rotation. `cache` keeps the
+    dense rotations between layers."""
+    ad = get_adapter(model)
+    o = ad.output_linear(i, "attn")
+    dev = o.weight.device
+    cache = {} if cache is None else cache
+
+    def dense(key, make) -> torch.Tensor:
+        if (key, dev) not in cache:
+            cache[(key, dev)] = make().to(dev)
+        return cache[(key, dev)]
+
+    if cfg.residual:
+        if ad.family.norm == "layernorm":
+            center_writers(model, layers=[i], outside=False)
+        kept = fuse_norms(model, layers=[i], outside=False)
+        q = dense("residual", lambda: residual_rotation(ad, cfg.seed))
+        for _, m in ad.attn_inputs(i) + ad.mlp_inputs(i):
+            _right(m, q)
+        _left(o, q)
+        _left(ad.down(i), q)
+        for norm in kept:
+            _rotate_bias(norm, q)
+    if cfg.heads:
+        hd = ad.head_dim
+        h = dense(("heads", hd), lambda: rotation(hd, cfg.seed))
+        v, rows = ad.v_rows(i)
+        w = v.weight[rows].double().view(-1, hd, v.in_features)
+        v.weight[rows] = torch.einsum("dk,hdi->hki", h, w).reshape(-1, v.in_features).to(v.weight.dtype)
+        if v.bias is not None:
+            v.bias[rows] = (v.bias[rows].double().view(-1, hd) @ h).flatten().to(v.bias.dtype)
+        wo = o.weight.double().view(o.out_features, -1, hd)
+        o.weight.copy_((wo @ h).reshape(o.weight.shape).to(o.weight.dtype))
+    if cfg.down:
+        n = ad.down(i).in_features
+        _right(ad.down(i), dense(("down", n), lambda: rotation(n, cfg.seed)))
 
 
 def install_online(model, mats=None) -> None:

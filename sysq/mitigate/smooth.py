@@ -158,6 +158,16 @@ def smooth(model, calib, cfg: Smooth | None = None, recipe="w8a8-static", rule: 
     maps = select_mappings(model, cfg)
     if stats is None:
         stats = input_stats(model, calib, {m.name: mapping_input(m) for m in maps}, rule, quiet=quiet)
+    chosen = smooth_mappings(maps, stats, recipe, cfg, ad, rule)
+    log.info("smooth: scaled %d of %d mappings", len(chosen), len(maps))
+    cfg.chosen = dict(chosen)
+    return chosen
+
+
+@torch.no_grad()
+def smooth_mappings(maps: list[Mapping], stats: dict[str, InputStats], recipe, cfg: Smooth, ad,
+                    rule: TokenRule | None = None) -> dict[str, float]:
+    """Search and fold each mapping from its input statistics; mapping name -> alpha applied."""
     names = {id(ref.module): (ref.name, ref.role) for ref in ad.linear_refs()}
     chosen = {}
     for m in maps:
@@ -170,6 +180,4 @@ def smooth(model, calib, cfg: Smooth | None = None, recipe="w8a8-static", rule: 
         fold(m, mapping_scale(st, m, cfg, a, ad.head_dim, use_kept=rule is not None), ad)
         chosen[m.name] = a
         log.debug("smooth %s alpha=%s", m.name, a)
-    log.info("smooth: scaled %d of %d mappings", len(chosen), len(maps))
-    cfg.chosen = dict(chosen)
     return chosen

@@ -3,16 +3,20 @@
     summary = sysq.quantize(model, "w8a8-static", calib)   # in place; returns what was done
     print(summary)
 
-Handlers: "fake" (simulated QuantLinear: RTN or GPTQ weights, static or dynamic activations),
-"int8" (the simulated model turned into torch._int_mm Int8Linear modules), "bnb-int8" / "bnb-nf4" /
-"bnb-fp4" (bitsandbytes modules). KV-cache quantization (recipe.kv) is added after any of them.
+Handlers: "fake" (simulated QuantLinear: RTN or GPTQ weights, static or dynamic activations), the real
+kernels "int8" / "fp8" / "int8-wo" / "int4-wo" (the simulated model, then convert(): each QuantLinear becomes
+the module of sysq/quant/kernels.py that runs its codes), "bnb-int8" / "bnb-nf4" / "bnb-fp4" (bitsandbytes
+modules). KV-cache quantization (recipe.kv) is added after any of them.
 
 For mitigation, the steps are also public: prepare(model, recipe) wraps the linears (set
 QuantLinear fields now), calibrate(model, calib) fixes static activation scales, quantize_weights(...)
-rounds the weights. quantize() = the three plus the KV cache.
+rounds the weights. quantize() = the three plus the KV cache. convert(model) turns a simulated model
+(e.g. one loaded from a sysq folder) into real-kernel modules that hold only the deployed weights.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -23,13 +27,15 @@ from torch import nn
 
 from ..arch import get_adapter
 from ..errors import SysqError
-from .backends import Int8Linear, bnb_linear
+from ..sequential import choose_pipeline
+from .backends import bnb_linear
 from .gptq import gptq_model
+from .kernels import MODULES, RealLinear
 from .kv import add_kv_quant
 from .learn import LearnConfig, learn_model
 from .linear import QuantLinear
 from .observers import run_model
-from .recipes import Recipe, get_recipe
+from .recipes import REAL_BACKENDS, Recipe, get_recipe, real_backend
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +90,8 @@ def _targets(model, r: Recipe):
 def scheme_of(module: nn.Module) -> str:
     if isinstance(module, QuantLinear):
         return module.extra_repr().split(" ", 1)[1].split(", ", 2)[2]
-    if isinstance(module, Int8Linear):
-        return module.extra_repr().split(", ", 2)[2]
+    if isinstance(module, RealLinear):
+        return module.scheme()
     return type(module).__name__
 
 
@@ -122,17 +128,24 @@ def calibrate(model: nn.Module, calib, quiet: bool = False) -> dict | None:
     if calib is None:
         raise SysqError("this recipe has static activation scales: pass calibration windows, e.g. "
                         "sysq.quantize(model, recipe, sysq.calibration(tokenizer, n=32))")
+    with observing(qls):
+        run_model(model, calib, quiet=quiet, desc="calibrating")
+    return _calib_settings(calib)
+
+
+@contextlib.contextmanager
+def observing(qls: list[QuantLinear]):
+    """The QuantLinears record their static activation ranges during the block (float forward), then fix them."""
     for q in qls:
         q.start_calibration()
     try:
-        run_model(model, calib, quiet=quiet, desc="calibrating")
+        yield
     except BaseException:
         for q in qls:
             q.calibrating = False
         raise
     for q in qls:
         q.finish_calibration()
-    return _calib_settings(calib)
 
 
 def _calib_settings(calib) -> dict:
@@ -168,8 +181,13 @@ def with_plan(r: Recipe, plan) -> Recipe:
 
 # ---- handlers, one per backend ---------------------------------------------------------------------
 
-def _fake(model, r: Recipe, calib, quiet: bool) -> dict | None:
+def _fake(model, r: Recipe, calib, quiet: bool, path=None) -> dict | None:
     prepare(model, r)
+    if path is not None and path.sequential:        # one decoder layer at a time on path.device
+        from .layerwise import quantize_layers
+        quantize_layers(model, r, calib, path.device, quiet)
+        static = any(q.act_spec is not None and not q.act_spec.dynamic for q in quant_linears(model))
+        return _calib_settings(calib) if static or r.method == "gptq" else None
     settings = calibrate(model, calib, quiet)
     learned = quantize_weights(model, r, calib, quiet)
     if r.method in ("gptq", "learned"):
@@ -179,15 +197,65 @@ def _fake(model, r: Recipe, calib, quiet: bool) -> dict | None:
     return settings
 
 
-def _int8(model, r: Recipe, calib, quiet: bool) -> dict | None:
-    settings = _fake(model, r, calib, quiet)
-    for ref in _targets(model, r):
-        ref.replace(Int8Linear(ref.module))
+def convert(model: nn.Module, backend: str | None = None) -> int:
+    """Replace every quantized QuantLinear by the real-kernel module that runs its codes (sysq/quant/kernels.py),
+    built on the device the model is on; returns how many. backend: one of REAL_BACKENDS, or None for the
+    kernel that fits each linear's quantizers. The float copy (the simulation's cache) goes with the twin."""
+    if backend is not None and backend not in REAL_BACKENDS:
+        raise SysqError(f"backend {backend!r} is not a real kernel; allowed: {', '.join(REAL_BACKENDS)}")
+    adapter = get_adapter(model)
+    n = 0
+    for ref in adapter.linear_refs() + [adapter.lm_head_ref()]:
+        q = ref.module
+        if not isinstance(q, QuantLinear):
+            continue
+        if not q.quantized:
+            raise SysqError(f"{ref.name} is wrapped but not quantized; finish sysq.quantize before convert")
+        ref.replace(MODULES[backend or real_backend(q.weight_spec, q.act_spec)](q))
+        n += 1
+    if n == 0:
+        raise SysqError("convert found no quantized linears: quantize the model first, e.g. "
+                        "sysq.quantize(model, 'w4a16', calib) or load a sysq folder")
+    own_memory(model)
+    r = getattr(model, "_sysq_recipe", None)
+    if r is not None and r.backend == "fake" and r.weight is not None:
+        object.__setattr__(model, "_sysq_recipe", dataclasses.replace(r, backend=backend or real_backend(r.weight,
+                                                                                                         r.act)))
+    return n
+
+
+@torch.no_grad()
+def own_memory(model: nn.Module) -> None:
+    """Copy the float tensors left outside the real modules (embeddings, norms, lm_head) into memory of their own.
+    transformers loads safetensors checkpoints as views of the memory-mapped file; while one view lives, the
+    whole mapping stays, with every float weight page quantization read resident. After this the process holds
+    what model_bytes reports plus its working memory (tied tensors stay tied)."""
+    copies = {}
+    for m in model.modules():
+        if isinstance(m, RealLinear):
+            continue
+        for store in (m._parameters, m._buffers):
+            for k, t in store.items():
+                if t is None or not t.is_floating_point() or t.device.type != "cpu":
+                    continue
+                key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+                if key not in copies:
+                    copies[key] = t.data.clone()
+                if isinstance(t, nn.Parameter):
+                    if t.data.data_ptr() != copies[key].data_ptr():
+                        t.data = copies[key]
+                else:
+                    store[k] = copies[key]
+
+
+def _real(model, r: Recipe, calib, quiet: bool, path=None) -> dict | None:
+    settings = _fake(model, r, calib, quiet, path)
+    convert(model, r.backend)
     return settings
 
 
 def _bnb(kind: str):
-    def handler(model, r: Recipe, calib, quiet: bool):
+    def handler(model, r: Recipe, calib, quiet: bool, path=None):
         for ref in _targets(model, r):
             if not isinstance(ref.module, nn.Linear):
                 raise SysqError(f"{ref.name} is already quantized; load the float model again")
@@ -196,20 +264,28 @@ def _bnb(kind: str):
     return handler
 
 
-HANDLERS = {"fake": _fake, "int8": _int8, "bnb-int8": _bnb("int8"), "bnb-nf4": _bnb("nf4"), "bnb-fp4": _bnb("fp4")}
+HANDLERS = {"fake": _fake, **{b: _real for b in REAL_BACKENDS},
+            "bnb-int8": _bnb("int8"), "bnb-nf4": _bnb("nf4"), "bnb-fp4": _bnb("fp4")}
 
 
-def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False) -> QuantSummary:
+def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False, pipeline: str = "auto",
+             device=None) -> QuantSummary:
     """Quantize `model` in place with `recipe` (preset name, YAML path, mapping or Recipe).
 
     A model that `sysq.mitigate` transformed carries its plan: the plan's quantizer-side settings (preserved
     tokens and channels, per-linear activation clip ratios, GPTQ rounding) are applied to `recipe` here, so
     `quantize(model, "w8a8-static", calib)` and `quantize(model, mitigate(...), calib)` build the same model.
+    pipeline: "auto" | "memory" | "sequential" (sysq.sequential: one decoder layer at a time on `device`, for a
+    model whose weights stay on the CPU); "auto" picks by where the weights are and says why in the log.
     """
     r = with_plan(get_recipe(recipe), getattr(model, "_sysq_plan", None))
+    path = None
+    if r.backend in ("fake", "int8"):
+        path = choose_pipeline(model, pipeline, device)
+        log.info("quantize: %s", path)
     start, before = time.perf_counter(), model_bytes(model)
     with torch.no_grad():
-        settings = HANDLERS[r.backend](model, r, calib, quiet)
+        settings = HANDLERS[r.backend](model, r, calib, quiet, path)
     if r.kv is not None:
         add_kv_quant(model, r.kv)
     object.__setattr__(model, "_sysq_recipe", r)

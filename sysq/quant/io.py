@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from ..arch import get_adapter
 from ..errors import SysqError
 from ..io import atomic_dir
-from .backends import Int8Linear
+from .kernels import RealLinear
 from .kv import add_kv_quant, kv_spec
 from .linear import QuantLinear
 from .recipes import KVSpec, QuantSpec, Recipe
@@ -101,9 +101,9 @@ def save(model, path, tokenizer=None, format: str = "sysq", extra: dict[str, str
     quantized = set()
     for ref in _modules(model):
         m = ref.module
-        if isinstance(m, Int8Linear):
-            raise SysqError(f"{ref.name} is a torch._int_mm Int8Linear; save the simulated model (same codes, "
-                            "backend 'fake') and convert after loading")
+        if isinstance(m, RealLinear):
+            raise SysqError(f"{ref.name} runs a real kernel ({m.kernel}); save the simulated model (same codes, "
+                            "backend 'fake') and run sysq.quant.convert(model) after sysq.load")
         if not isinstance(m, QuantLinear):
             if type(m).__module__.startswith("bitsandbytes"):
                 raise SysqError(f"{ref.name} is a bitsandbytes module; sysq.save stores sysq recipes only. "

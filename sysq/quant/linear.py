@@ -5,7 +5,9 @@ Life cycle (driven by sysq.quant.api):
   2. calibrating=True: forward records the static activation range (RangeObserver) of the tokens and
      channels that are not preserved; finish_calibration() turns it into act_scale / act_zero.
   3. quantize_weight() (round to nearest) or set_quantized_weight(q, scale, zero) (GPTQ): integer codes
-     replace the float weight; INT4 codes are stored packed two per byte (also in memory). w_zero is int8
+     replace the float weight; INT4 codes are stored packed two per byte (also in memory). FP8 specs
+     (type 'float') store float8_e4m3fn codes with a per-channel scale, and a per-tensor act_scale when
+     static: the state an FP8 checkpoint holds (weight, weight_scale, input_scale). w_zero is int8
      (integer zero points), float32 for weight_spec.zero_point "float" (x_hat = q * scale + zero), absent
      when symmetric.
 
@@ -24,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SysqError
-from .math import (dequantize_tensor, fake_quantize, fake_quantize_tensor, pack_int4, qparams, qparams_from_range,
-                   quantize_tensor, rows, unpack_int4)
+from .math import (FP8, FP8_MIN_NORMAL, dequantize_tensor, fake_quantize, fake_quantize_tensor, pack_int4, qparams,
+                   qparams_from_range, quantize_tensor, rows, unpack_int4)
 from .observers import RangeObserver, token_keep_mask
 from .recipes import QuantSpec
 
@@ -80,6 +82,10 @@ class QuantLinear(nn.Module):
         self.calibrating = False
         self.observer: RangeObserver | None = None
 
+    def _apply(self, fn, recurse=True):
+        self._wcache = None       # a speed copy, rebuilt on the next forward wherever the module now lives
+        return super()._apply(fn, recurse)
+
     # ---- weights ---------------------------------------------------------------------------------
     @property
     def float_zero(self) -> bool:
@@ -106,7 +112,7 @@ class QuantLinear(nn.Module):
         if s is None or self.qweight is not None:
             return
         q, scale, zero = quantize_tensor(self._masked(self.weight.data.float()), s.bits, s.symmetric, s.granularity,
-                                         self.group_size, s.clip_ratio, s.mse, self.float_zero)
+                                         self.group_size, s.clip_ratio, s.mse, self.float_zero, s.type)
         self.set_quantized_weight(q, scale, zero)
 
     def set_quantized_weight(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> None:
@@ -121,7 +127,7 @@ class QuantLinear(nn.Module):
             else:
                 self.w_keep = keep.to(self.weight.dtype)
         self.packed = s.bits == 4 and self.in_features % 2 == 0
-        self.qweight = pack_int4(q) if self.packed else q.to(torch.int8)
+        self.qweight = pack_int4(q) if self.packed else q.to(FP8 if s.type == "float" else torch.int8)
         self.w_scale = scale.float()
         self.w_zero = None if s.symmetric else zero.float() if self.float_zero else zero.to(torch.int8)
         self.weight = None
@@ -159,14 +165,14 @@ class QuantLinear(nn.Module):
         keep = token_keep_mask(x, s.preserve_threshold, s.preserve_positions)
         xs = self._range_input(x, keep)
         if s.dynamic:
-            scale, zero = qparams(xs, s.bits, s.symmetric, s.granularity, self.act_group_size, s.clip_ratio)
-            xq = fake_quantize(rows(x, s.granularity, self.act_group_size).float(), scale, zero, s.bits)
+            scale, zero = qparams(xs, s.bits, s.symmetric, s.granularity, self.act_group_size, s.clip_ratio, type=s.type)
+            xq = fake_quantize(rows(x, s.granularity, self.act_group_size).float(), scale, zero, s.bits, type=s.type)
             xq = xq.reshape(x.shape).to(x.dtype)
         else:
             if self.act_scale is None:
                 raise SysqError(f"{self.name}: the static activation scale is not calibrated; pass calibration "
                                 "windows to sysq.quantize(model, recipe, calib)")
-            xq = fake_quantize(x.float(), self.act_scale, self.act_zero, s.bits).to(x.dtype)
+            xq = fake_quantize(x.float(), self.act_scale, self.act_zero, s.bits, type=s.type).to(x.dtype)
         if self.preserve_channels is not None:
             xp = x[..., self.preserve_channels]
             if self.preserve_channels_bits == 8:
@@ -175,6 +181,25 @@ class QuantLinear(nn.Module):
         if keep is not None:
             xq = torch.where(keep.unsqueeze(-1), x, xq)
         return xq
+
+    def input_error(self, x: torch.Tensor) -> dict:
+        """What the activation quantizer does to the ordinary entries of x (preserved tokens left out): counts of
+        nonzero entries, of those rounded to 0, of those in FP8 e4m3's subnormal range (|x / scale| < 2^-6),
+        and the sums of squared error and of squares."""
+        s = self.act_spec
+        xf, xq = x.detach().float(), self.quantize_input(x).float()
+        keep = token_keep_mask(xf, s.preserve_threshold, s.preserve_positions)
+        if keep is not None:
+            xf, xq = xf[~keep], xq[~keep]
+        nz = xf != 0
+        sub = torch.zeros_like(nz)
+        if s.type == "float":
+            scale = qparams(xf, s.bits, s.symmetric, s.granularity, self.act_group_size, s.clip_ratio, type=s.type)[0] \
+                if s.dynamic else self.act_scale
+            r = rows(xf, s.granularity, self.act_group_size).abs() / scale if s.dynamic else xf.abs() / scale
+            sub = (r.reshape(xf.shape) < FP8_MIN_NORMAL) & nz
+        return {"nonzero": int(nz.sum()), "zero": int((nz & (xq == 0)).sum()), "subnormal": int(sub.sum()),
+                "err2": float((xf - xq).pow(2).sum()), "sq": float(xf.pow(2).sum())}
 
     def start_calibration(self) -> None:
         self.calibrating, self.observer = True, RangeObserver()
@@ -189,7 +214,7 @@ class QuantLinear(nn.Module):
             raise SysqError(f"{self.name}: no calibration tokens reached this linear")
         lo = torch.tensor(o.min if o.min != float("inf") else 0.0) * s.clip_ratio
         hi = torch.tensor(o.max if o.max != float("-inf") else 0.0) * s.clip_ratio
-        self.act_scale, self.act_zero = qparams_from_range(lo, hi, s.bits, s.symmetric)
+        self.act_scale, self.act_zero = qparams_from_range(lo, hi, s.bits, s.symmetric, type=s.type)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:
@@ -212,6 +237,8 @@ class QuantLinear(nn.Module):
             if s is None:
                 return "float"
             gran = f"g{g}" if s.granularity == "group" else s.granularity
+            if s.type == "float":
+                return f"fp8 e4m3 {gran}"
             fz = " float-zero" if s.zero_point == "float" else ""
             return f"int{s.bits} {'sym' if s.symmetric else 'asym'}{fz} {gran}"
         extra = f", preserve_channels={len(self.preserve_channels)}" if self.preserve_channels is not None else ""

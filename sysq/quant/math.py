@@ -7,6 +7,12 @@ scale = (max - min) / (2^b - 1) and an integer zero point in the same signed ran
 
     q = clamp(round(x / scale) + zero, qmin, qmax)        x_hat = (q - zero) * scale
 
+FP8 (type "float", compressed-tensors' naming): codes are torch.float8_e4m3fn values, symmetric only,
+scale = amax / 448 (e4m3's largest finite value), zero = 0. The cast rounds to nearest even; magnitudes
+below 2^-6 land in e4m3's subnormals (steps of 2^-9) and below 2^-10 flush to zero.
+
+    q = fp8(clamp(x / scale, -448, 448))                   x_hat = float(q) * scale
+
 Float zero point (`float_zero=True`, QuantSpec.zero_point "float"; asymmetric weights only): the zero is a
 float *offset*, the value of code 0, and the range is [min, max] as found (it need not include 0), as GGUF's
 Q4_1, HQQ and torchao's tinygemm int4 layout keep it:
@@ -29,8 +35,20 @@ import torch
 from ..errors import SysqError
 
 BITS = (2, 3, 4, 8)
+TYPES = ("int", "float")            # integer grid, or FP8 e4m3 (8 bits, symmetric)
 GRANULARITIES = ("tensor", "channel", "token", "group")
 MIN_SCALE = 1e-10   # an all-zero row gets this scale: its codes are 0 and it dequantizes to exactly 0
+FP8 = torch.float8_e4m3fn
+FP8_MAX = float(torch.finfo(FP8).max)           # 448
+FP8_MIN_NORMAL = float(torch.finfo(FP8).tiny)   # 2^-6: below it e4m3 is subnormal (absolute steps of 2^-9)
+
+
+def check_type(bits: int, symmetric: bool, type: str) -> None:
+    if type not in TYPES:
+        raise SysqError(f"type={type!r} is not supported; allowed: {', '.join(TYPES)}")
+    if type == "float" and (bits != 8 or not symmetric):
+        raise SysqError(f"type 'float' is FP8 e4m3: it needs bits=8 and symmetric=True (got bits={bits}, "
+                        f"symmetric={symmetric})")
 
 
 def qrange(bits: int) -> tuple[int, int]:
@@ -57,9 +75,13 @@ def rows(x: torch.Tensor, granularity: str, group_size: int | None = None) -> to
 
 
 def qparams_from_range(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, symmetric: bool,
-                       float_zero: bool = False):
+                       float_zero: bool = False, type: str = "int"):
     """(scale, zero) from a range. Shapes broadcast; zero is a float tensor holding integers (float_zero: the
-    float offset, the value of code 0)."""
+    float offset, the value of code 0; type 'float': FP8, zero 0)."""
+    if type == "float":
+        check_type(bits, symmetric, type)
+        scale = (torch.maximum(xmin.abs(), xmax.abs()) / FP8_MAX).clamp_min(MIN_SCALE)
+        return scale, torch.zeros_like(scale)
     qmin, qmax = qrange(bits)
     if float_zero:
         if symmetric:
@@ -76,9 +98,16 @@ def qparams_from_range(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, symmet
     return scale, zero
 
 
+def quantize_fp8(x: torch.Tensor, scale) -> torch.Tensor:
+    """FP8 e4m3 codes of x / scale (saturating at +-448: the plain cast would turn larger values into NaN)."""
+    return (x / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+
+
 def quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
-             float_zero: bool = False) -> torch.Tensor:
-    """Integer codes as int8 (shapes of x and scale/zero must broadcast)."""
+             float_zero: bool = False, type: str = "int") -> torch.Tensor:
+    """Integer codes as int8, or FP8 codes as float8_e4m3fn (shapes of x and scale/zero must broadcast)."""
+    if type == "float":
+        return quantize_fp8(x, scale)
     qmin, qmax = qrange(bits)
     if float_zero:
         return torch.clamp(torch.round((x - zero) / scale), qmin, qmax).to(torch.int8)
@@ -92,8 +121,10 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, float_z
 
 
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
-                  float_zero: bool = False) -> torch.Tensor:
-    """quantize then dequantize, in x's dtype (what a simulated INT kernel sees)."""
+                  float_zero: bool = False, type: str = "int") -> torch.Tensor:
+    """quantize then dequantize, in x's dtype (what a simulated INT or FP8 kernel sees)."""
+    if type == "float":
+        return quantize_fp8(x, scale).float().mul_(scale).to(x.dtype)
     qmin, qmax = qrange(bits)
     if float_zero:
         return torch.round((x - zero) / scale).clamp_(qmin, qmax).mul_(scale).add_(zero).to(x.dtype)
@@ -104,25 +135,27 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits
 
 
 def qparams(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "channel",
-            group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False, float_zero: bool = False):
+            group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False, float_zero: bool = False,
+            type: str = "int"):
     """(scale, zero) of shape [R, 1] for `rows(x, granularity, group_size)`; round-to-nearest ranges,
     shrunk by clip_ratio, or the MSE-optimal shrink per row when mse=True."""
     r = rows(x, granularity, group_size).float()
     if mse:
-        return mse_qparams(r, bits, symmetric, float_zero=float_zero)
+        return mse_qparams(r, bits, symmetric, float_zero=float_zero, type=type)
     xmin, xmax = torch.aminmax(r, dim=1, keepdim=True)
     if clip_ratio != 1.0:
         xmin, xmax = xmin * clip_ratio, xmax * clip_ratio
-    return qparams_from_range(xmin, xmax, bits, symmetric, float_zero)
+    return qparams_from_range(xmin, xmax, bits, symmetric, float_zero, type)
 
 
 def quantize_tensor(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "channel",
                     group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False,
-                    float_zero: bool = False):
-    """Codes with x's shape (int8), scale and zero of shape [*x.shape[:-1], n_groups] (or [1, 1] per tensor)."""
-    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse, float_zero)
+                    float_zero: bool = False, type: str = "int"):
+    """Codes with x's shape (int8, or float8_e4m3fn for type 'float'), scale and zero of shape
+    [*x.shape[:-1], n_groups] (or [1, 1] per tensor)."""
+    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse, float_zero, type)
     r = rows(x, granularity, group_size)
-    q = quantize(r.float(), scale, zero, bits, float_zero).reshape(x.shape)
+    q = quantize(r.float(), scale, zero, bits, float_zero, type).reshape(x.shape)
     if granularity == "tensor":
         return q, scale, zero
     shape = (*x.shape[:-1], -1)
@@ -141,24 +174,24 @@ def dequantize_tensor(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, 
 
 def fake_quantize_tensor(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str = "token",
                          group_size: int | None = None, clip_ratio: float = 1.0, mse: bool = False,
-                         float_zero: bool = False) -> torch.Tensor:
+                         float_zero: bool = False, type: str = "int") -> torch.Tensor:
     """Dynamic fake quantization: scales from x itself, result with x's shape and dtype."""
-    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse, float_zero)
+    scale, zero = qparams(x, bits, symmetric, granularity, group_size, clip_ratio, mse, float_zero, type)
     r = rows(x, granularity, group_size)
-    return fake_quantize(r.float(), scale, zero, bits, float_zero).reshape(x.shape).to(x.dtype)
+    return fake_quantize(r.float(), scale, zero, bits, float_zero, type).reshape(x.shape).to(x.dtype)
 
 
 def mse_qparams(r: torch.Tensor, bits: int, symmetric: bool, grid: int = 80, max_shrink: float = 0.8,
-                norm: float = 2.4, float_zero: bool = False):
+                norm: float = 2.4, float_zero: bool = False, type: str = "int"):
     """Per row of r [R, n], the range shrink factor in (1 - max_shrink, 1] minimising sum |x - x_hat|^norm
     (the search of GPTQ's reference quantizer)."""
     xmin, xmax = r.amin(dim=1, keepdim=True), r.amax(dim=1, keepdim=True)
     best_err = torch.full_like(xmin, float("inf"))
-    best_scale, best_zero = qparams_from_range(xmin, xmax, bits, symmetric, float_zero)
+    best_scale, best_zero = qparams_from_range(xmin, xmax, bits, symmetric, float_zero, type)
     for i in range(int(max_shrink * grid)):
         p = 1 - i / grid
-        scale, zero = qparams_from_range(xmin * p, xmax * p, bits, symmetric, float_zero)
-        err = (fake_quantize(r, scale, zero, bits, float_zero) - r).abs().pow(norm).sum(dim=1, keepdim=True)
+        scale, zero = qparams_from_range(xmin * p, xmax * p, bits, symmetric, float_zero, type)
+        err = (fake_quantize(r, scale, zero, bits, float_zero, type) - r).abs().pow(norm).sum(dim=1, keepdim=True)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_scale = torch.where(better, scale, best_scale)

@@ -1,7 +1,8 @@
 """Recipes: what to quantize and how, as validated dataclasses, named presets and YAML.
 
     get_recipe("w8a8")            a preset
-    get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +learned, +mse, +fz)
+    get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +learned, +mse, +fz, +real)
+    get_recipe("w4a16+real")      the same quantizers run by a real kernel (backend chosen by real_backend)
     get_recipe("my.yaml")         a YAML file: {base: w4a16, weight: {group_size: 64}, method: gptq}
     get_recipe({...}) / Recipe(...)
 
@@ -19,10 +20,14 @@ from pathlib import Path
 import yaml
 
 from ..errors import SysqError
-from .math import BITS
+from .math import BITS, TYPES
 
 METHODS = ("rtn", "gptq", "learned")
-BACKENDS = ("fake", "int8", "bnb-int8", "bnb-nf4", "bnb-fp4")
+# fake: simulated QuantLinear; real kernels (sysq/quant/kernels.py): int8 (W8A8 torch._int_mm), fp8 (W8A8
+# torch._scaled_mm), int8-wo (W8A16 torch._weight_int8pack_mm), int4-wo (W4A16 int4 pack, tinygemm layout)
+REAL_BACKENDS = ("int8", "fp8", "int8-wo", "int4-wo")
+BACKENDS = ("fake", *REAL_BACKENDS, "bnb-int8", "bnb-nf4", "bnb-fp4")
+INT4_GROUPS = (32, 64, 128, 256)      # group sizes the int4 pack kernels take
 RAGGED = ("error", "halve")
 WEIGHT_GRANULARITIES = ("tensor", "channel", "group")
 ACT_GRANULARITIES = ("tensor", "token", "group")
@@ -47,6 +52,7 @@ class QuantSpec:
     # activations only: tokens kept in float and left out of the static range
     preserve_threshold: float | None = None     # a token whose max |x| over channels exceeds this
     preserve_positions: tuple[int, ...] = ()    # sequence positions (e.g. (0,) the first token / BOS)
+    type: str = "int"                   # int: integer grid; float: FP8 e4m3 (bits 8, symmetric; compressed-tensors)
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,8 @@ class Recipe:
             if s.granularity == "group" and self.ragged == "halve":
                 g += " (halved where it does not divide)"
             how = "" if kind == "w" else (" dynamic" if s.dynamic else " static")
+            if s.type == "float":
+                return f"{kind} fp8 e4m3 {g}{how}"
             fz = " float-zero" if s.zero_point == "float" else ""
             return f"{kind}{s.bits} {'sym' if s.symmetric else 'asym'}{fz} {g}{how}"
         parts = [spec(self.weight, "w"), spec(self.act, "a")]
@@ -145,6 +153,10 @@ def _one_of(where: str, value, allowed) -> None:
 
 def _validate_spec(s: QuantSpec, where: str, granularities) -> None:
     _one_of(f"{where}.bits", s.bits, BITS)
+    _one_of(f"{where}.type", s.type, TYPES)
+    if s.type == "float" and (s.bits != 8 or not s.symmetric):
+        raise SysqError(f"{where}.type='float' is FP8 e4m3: it needs {where}.bits=8 and {where}.symmetric=true "
+                        f"(got bits={s.bits}, symmetric={s.symmetric})")
     _one_of(f"{where}.granularity", s.granularity, granularities)
     if s.granularity == "group" and (not isinstance(s.group_size, int) or s.group_size <= 0):
         raise SysqError(f"{where}.group_size must be a positive integer when {where}.granularity is 'group' "
@@ -188,6 +200,9 @@ def validate(r: Recipe) -> None:
             raise SysqError("kv.group_size applies to kv.granularity 'token' only")
     if r.method in ("gptq", "learned") and r.weight is None:
         raise SysqError(f"method={r.method!r} needs a weight quantizer: set weight (e.g. base: w4a16)")
+    if r.method == "learned" and r.weight.type == "float":
+        raise SysqError("method 'learned' rounds to an integer grid; FP8 weights (type 'float') take method rtn or "
+                        "gptq")
     _one_of("learn_loss", r.learn_loss, ("mse", "token"))
     if r.learn_steps < 0 or r.learn_batch_size < 1 or (r.learn_lr is not None and r.learn_lr <= 0):
         raise SysqError(f"learn_steps={r.learn_steps}, learn_batch_size={r.learn_batch_size}, learn_lr={r.learn_lr}: "
@@ -202,17 +217,48 @@ def validate(r: Recipe) -> None:
         raise SysqError("act_clip_ratios needs an activation quantizer (act); drop them or set act")
     if r.preserve_channels_bits not in (None, 8):
         raise SysqError(f"preserve_channels_bits={r.preserve_channels_bits!r}; allowed: null (float), 8")
-    if r.backend == "int8":
-        w, a = r.weight, r.act
-        ok = (w is not None and w.bits == 8 and w.symmetric and w.granularity == "channel" and a is not None
-              and a.bits == 8 and a.symmetric and a.granularity in ("token", "tensor") and not r.preserve_channels)
-        if not ok:
-            raise SysqError("backend 'int8' (torch._int_mm) needs weight int8 symmetric per channel and act int8 "
-                            "symmetric per token or per tensor, without preserve_channels; use base w8a8 or "
-                            "w8a8-static")
+    if r.backend in REAL_BACKENDS:
+        _validate_real(r)
     if r.backend.startswith("bnb") and (r.weight is not None or r.act is not None or r.method != "rtn"):
         raise SysqError(f"backend {r.backend!r} quantizes with bitsandbytes' own scheme: weight, act and method "
                         "must be left unset")
+
+
+def _is(s: QuantSpec | None, type: str, bits: int, granularities, symmetric=(True,)) -> bool:
+    return s is not None and s.type == type and s.bits == bits and s.granularity in granularities \
+        and s.symmetric in symmetric
+
+
+def real_backend(weight: QuantSpec | None, act: QuantSpec | None) -> str:
+    """The real kernel that runs these quantizers exactly (the '+real' modifier), or a SysqError naming them."""
+    if _is(weight, "float", 8, ("channel", "tensor")) and _is(act, "float", 8, ("token", "tensor")):
+        return "fp8"
+    if _is(weight, "int", 8, ("channel",)) and _is(act, "int", 8, ("token", "tensor")):
+        return "int8"
+    if act is None and _is(weight, "int", 8, ("channel",)):
+        return "int8-wo"
+    if act is None and _is(weight, "int", 4, ("group",), (True, False)):
+        return "int4-wo"
+    raise SysqError("no real kernel runs this recipe; real kernels: int8 (w8a8, w8a8-static), fp8 (w8a8-fp8, "
+                    "w8a8-fp8-static), int8-wo (w8a16), int4-wo (w4a16 with groups: w4a16, w4a16-g32); "
+                    "use the simulated backend 'fake'")
+
+
+def _validate_real(r: Recipe) -> None:
+    try:
+        need = real_backend(r.weight, r.act)
+    except SysqError:
+        need = None
+    if need != r.backend:
+        raise SysqError(f"backend {r.backend!r} does not run this recipe ({r.describe()}); "
+                        + (f"its quantizers run on backend {need!r}" if need else
+                           "int8: w8a8 / w8a8-static, fp8: w8a8-fp8 / w8a8-fp8-static, int8-wo: w8a16, "
+                           "int4-wo: w4a16 with groups"))
+    if r.preserve_channels:
+        raise SysqError(f"backend {r.backend!r} does not run preserve_channels (float or INT8 columns inside the "
+                        "layer); drop them or use the simulated backend 'fake'")
+    if r.backend == "int4-wo" and r.weight.group_size not in INT4_GROUPS:
+        raise SysqError(f"backend 'int4-wo' takes weight.group_size in {INT4_GROUPS} (got {r.weight.group_size})")
 
 
 # ---- presets -------------------------------------------------------------------------------------
@@ -223,6 +269,9 @@ W4C = QuantSpec(bits=4, symmetric=False, granularity="channel")
 A8_TOKEN = QuantSpec(bits=8, symmetric=True, granularity="token", dynamic=True)
 A8_STATIC = QuantSpec(bits=8, symmetric=True, granularity="tensor", dynamic=False)
 A4_TOKEN = QuantSpec(bits=4, symmetric=True, granularity="token", dynamic=True)
+W_FP8 = QuantSpec(bits=8, symmetric=True, granularity="channel", type="float")
+A_FP8_TOKEN = QuantSpec(bits=8, symmetric=True, granularity="token", dynamic=True, type="float")
+A_FP8_STATIC = QuantSpec(bits=8, symmetric=True, granularity="tensor", dynamic=False, type="float")
 
 PRESETS: dict[str, dict] = {
     "fp": {},
@@ -238,6 +287,8 @@ PRESETS: dict[str, dict] = {
     "w4a4": dict(weight=W4C, act=A4_TOKEN),
     "w8a8-int": dict(weight=W8, act=A8_TOKEN, backend="int8"),
     "w8a8-static-int": dict(weight=W8, act=A8_STATIC, backend="int8"),
+    "w8a8-fp8": dict(weight=W_FP8, act=A_FP8_TOKEN),
+    "w8a8-fp8-static": dict(weight=W_FP8, act=A_FP8_STATIC),
     "bnb-int8": dict(backend="bnb-int8"),
     "bnb-nf4": dict(backend="bnb-nf4"),
     "bnb-fp4": dict(backend="bnb-fp4"),
@@ -249,6 +300,7 @@ MODIFIERS = {
     "learned": dict(method="learned"),
     "mse": None,   # weight.mse = True
     "fz": None,    # weight.zero_point = "float" (asymmetric weights)
+    "real": None,  # backend = real_backend(weight, act)
 }
 
 
@@ -260,6 +312,8 @@ def _apply_modifier(fields_: dict, mod: str, name: str) -> None:
         if fields_.get("weight") is None:
             raise SysqError(f"'+mse' in {name!r} needs a weight quantizer")
         fields_["weight"] = replace(fields_["weight"], mse=True)
+    elif mod == "real":
+        fields_["backend"] = real_backend(fields_.get("weight"), fields_.get("act"))
     elif mod == "fz":
         w = fields_.get("weight")
         if w is None or w.symmetric:

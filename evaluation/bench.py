@@ -1,0 +1,520 @@
+"""Generation speed and memory of FP and every real backend, eager and compiled, in one run (`sysq bench`).
+
+    sysq bench                                                        # CPU: SmolLM2 (fp32), all rows, isolated
+    sysq bench --device cuda --model config:llama3-8b --phases prefill
+    python scripts/bench_generate.py ...                              # the same command
+
+A row is a recipe ('fp', or a sysq recipe run by its real kernel: RECIPE+real) in a mode (eager or
+compiled). Per row, in this process or (--isolate, the CPU default) in a fresh subprocess so that its
+resident memory is its own:
+  prefill   B x T tokens, one forward, logits for the last token only (what serving computes), tokens/s
+  decode1   batch 1, static KV cache, greedy, --new tokens after a --prompt-token prompt: tokens/s
+  decodeB   the same at batch --batch
+  memory    weights in memory (parameters + buffers, sysq.quant.model_bytes); GPU: peak allocated per
+            phase (torch.cuda.max_memory_allocated); CPU: resident memory of the process after setup and
+            after decoding (VmRSS; freed heap returned with malloc_trim) and its peak (VmHWM)
+  kernels   the ops that took the time in one decode step / one prefill (torch.profiler, self time)
+Compiled: prefill compiles each decoder layer once (regional compilation: the layers share one graph, so
+compile time does not grow with depth); decode compiles the whole forward with --decode-mode
+(reduce-overhead = CUDA graphs on the GPU). Compile time is the first calls' wall time, reported apart.
+Timings: warm-up calls, then the median of --reps calls (prefill) or of --new steps (decode), with
+torch.cuda.synchronize around each; ratios are to the 'fp' row of the same mode in the same run.
+
+Models: a sysq spec (alias, folder) with its real weights, or config:NAME for random weights built from a
+config on the device (config:llama3-8b, config:smollm2, config:tiny); random weights are fine for speed.
+Writes OUT/bench.json and OUT/bench.md (OUT: --out, else $OUT, else out/bench-generate).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import ctypes
+import gc
+import inspect
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import sysq
+from sysq import get_adapter
+from sysq.io import atomic_write_text
+from sysq.quant import model_bytes, quantize
+from sysq.quant.api import own_memory
+
+REPO = Path(__file__).resolve().parents[1]
+
+CONFIGS = {   # transformers configs of the shapes we bench (random weights)
+    "llama3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0,
+                      max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                      bos_token_id=128000, eos_token_id=128001),
+    "smollm2": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                    num_attention_heads=9, num_key_value_heads=3, vocab_size=49152, rope_theta=100000.0,
+                    max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=True,
+                    bos_token_id=1, eos_token_id=2),
+    "tiny": dict(model_type="llama", hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
+                 tie_word_embeddings=True, bos_token_id=1, eos_token_id=2),
+}
+RECIPES = ["fp", "w8a16", "w4a16", "w8a8", "w8a8-static", "w8a8-fp8", "w8a8-fp8-static"]
+# the issue's goals: (phase, mode, recipe, ratio to fp of the same mode and phase)
+GOALS = {
+    "cuda": [("prefill", "compiled", "w8a8-fp8-static", 1.6), ("prefill", "compiled", "w8a8-fp8", 1.5),
+             ("prefill", "compiled", "w8a8", 1.3), ("prefill", "compiled", "w8a8-static", 1.3),
+             ("decode1", "compiled", "w4a16", 2.5), ("decode1", "compiled", "w8a16", 1.8)],
+    "cpu": [("decode1", "eager", "w8a16", 1.3), ("decode1", "eager", "w4a16", 1.3),
+            ("decode1", "compiled", "w8a16", 1.3), ("decode1", "compiled", "w4a16", 1.3)],
+}
+
+
+# ---- memory --------------------------------------------------------------------------------------
+
+def _status(field: str) -> float:
+    """MiB of a /proc/self/status field (VmRSS: resident now, VmHWM: peak resident)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def release_memory(device: str) -> None:
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    elif platform.system() == "Linux":
+        try:   # hand freed heap back to the OS, so VmRSS is what the process still holds
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
+
+
+# ---- model ---------------------------------------------------------------------------------------
+
+def build(spec: str, device: str, dtype: torch.dtype, seed: int = 0):
+    """(model, tokenizer or None) on the device, eval mode."""
+    if spec.startswith("config:"):
+        from transformers import AutoConfig, AutoModelForCausalLM
+        name = spec.split(":", 1)[1]
+        if name not in CONFIGS:
+            raise sysq.SysqError(f"unknown config {name!r}; known: {', '.join(CONFIGS)}")
+        kw = dict(CONFIGS[name])
+        cfg = AutoConfig.for_model(kw.pop("model_type"), **kw)
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+        return model.eval(), None
+    model, tok = sysq.load(spec, dtype=str(dtype).replace("torch.", ""), device=device)
+    return model, tok
+
+
+def calibration(tok, model, device: str):
+    if tok is not None:
+        try:
+            return sysq.calibration(tok, n=4, seqlen=256, seed=0)
+        except sysq.SysqError as e:    # no WikiText-2 on this machine: random tokens set the static scales
+            print(f"calibration: {str(e).splitlines()[0][:160]}; random tokens instead (speed is the same)",
+                  flush=True)
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(3, model.config.vocab_size, (2, 128), generator=g)
+
+
+def forward_kwargs(model, cache, pos: torch.Tensor) -> dict:
+    """The cache and position arguments under this transformers' names (5.17 past_key_values / cache_position,
+    5.2x cache)."""
+    params = inspect.signature(model.forward).parameters
+    kw = {"cache" if "cache" in params else "past_key_values": cache, "position_ids": pos, "use_cache": True}
+    if "cache_position" in params:
+        kw["cache_position"] = pos[0]
+    return kw
+
+
+def static_cache(model, max_len: int):
+    from transformers import StaticCache
+    try:
+        return StaticCache(config=model.config, max_cache_len=max_len)
+    except TypeError:   # older signatures want the batch size, device and dtype up front
+        p = next(model.parameters())
+        return StaticCache(config=model.config, max_batch_size=1, max_cache_len=max_len, device=p.device,
+                           dtype=p.dtype)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str):
+    sync(device)
+    t = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t, out
+
+
+# ---- phases --------------------------------------------------------------------------------------
+
+def compile_layers(model, mode: str | None) -> None:
+    """Regional compilation: every decoder layer compiled with one shared graph."""
+    for layer in get_adapter(model).layers():
+        layer.compile(mode=mode, dynamic=False)
+
+
+def uncompile_layers(model) -> None:
+    for layer in get_adapter(model).layers():
+        layer._compiled_call_impl = None
+
+
+@torch.no_grad()
+def prefill(model, args, device: str, compiled: bool) -> dict:
+    g = torch.Generator().manual_seed(1)
+    b, t = args.prefill
+    ids = torch.randint(3, model.config.vocab_size, (b, t), generator=g).to(device)
+    if compiled:
+        compile_layers(model, args.prefill_mode)
+
+    def run():
+        return model(input_ids=ids, use_cache=False, logits_to_keep=1).logits
+    first, _ = timed(run, device)          # compiles when compiled
+    for _ in range(args.warmup - 1):
+        timed(run, device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = [timed(run, device)[0] for _ in range(args.reps)]
+    med = statistics.median(times)
+    res = dict(ms=med * 1e3, tokens_per_s=b * t / med, first_call_s=first, shape=f"{b}x{t}", reps=args.reps)
+    if device == "cuda":
+        res["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    if args.profile:
+        res["kernels"] = kernels(run, device, args.top)
+    if compiled:
+        uncompile_layers(model)
+    return res
+
+
+@torch.no_grad()
+def decode(model, args, device: str, compiled: bool, batch: int) -> dict:
+    g = torch.Generator().manual_seed(2)
+    p, n, warm = args.prompt, args.new, args.warmup + 2
+    cache = static_cache(model, p + warm + n + 2)
+    ids = torch.randint(3, model.config.vocab_size, (batch, p), generator=g).to(device)
+    pos = torch.arange(p, device=device).unsqueeze(0).expand(batch, -1)
+    logits = model(input_ids=ids, logits_to_keep=1, **forward_kwargs(model, cache, pos)).logits   # eager prefill
+    tok = logits[:, -1].argmax(-1, keepdim=True)
+    fwd = model.forward
+    if compiled:
+        fwd = torch.compile(model.forward, mode=args.decode_mode, dynamic=False)
+
+    state = {"tok": tok, "at": p}
+
+    def step():
+        pos1 = torch.full((batch, 1), state["at"], dtype=torch.long, device=device)
+        out = fwd(input_ids=state["tok"], logits_to_keep=1, **forward_kwargs(model, cache, pos1)).logits
+        state["tok"] = out[:, -1].argmax(-1, keepdim=True).clone()
+        state["at"] += 1
+        return state["tok"]
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    import torch._inductor.config as ic
+    from sysq.quant.kernels import Int8WOLinear
+    # a batch-1 dequantize-matmul (int8 weight-only on CUDA) becomes a fused reduction that reaches bandwidth only
+    # with coordinate descent tuning (gpt-fast); the other rows' matmuls are library kernels, so it would only
+    # add compile time there
+    tune = compiled and device == "cuda" and any(isinstance(m, Int8WOLinear) for m in model.modules())
+    with ic.patch(coordinate_descent_tuning=tune):
+        first = sum(timed(step, device)[0] for _ in range(warm))   # compiles (and records graphs) when compiled
+    times = [timed(step, device)[0] for _ in range(n)]
+    med = statistics.median(times)
+    res = dict(ms_per_step=med * 1e3, tokens_per_s=batch / med, first_calls_s=first, batch=batch, prompt=p, new=n)
+    if device == "cuda":
+        res["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    if args.profile:
+        res["kernels"] = kernels(step, device, args.top)
+    return res
+
+
+def kernels(fn, device: str, top: int) -> list[dict]:
+    """The ops with the most self time in one call of fn (device kernels on CUDA, ATen ops on the CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fn()
+        sync(device)
+    evs = prof.key_averages()
+
+    def self_us(e):
+        if device == "cuda":
+            return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        return e.self_cpu_time_total
+    total = sum(self_us(e) for e in evs) or 1.0
+    evs = sorted(evs, key=self_us, reverse=True)[:top]
+    return [dict(name=e.key[:90], ms=self_us(e) / 1e3, share=self_us(e) / total, calls=e.count) for e in evs]
+
+
+# ---- each kernel against its simulated twin, on this device -------------------------------------------
+
+@torch.no_grad()
+def kernel_checks(device: str, dtype: torch.dtype, recipes) -> list[dict]:
+    """Every real module against its simulated twin on random inputs, here: ||real - twin|| / ||twin||, with the
+    twin in float32 on the same input (the bound a test would assert: fp32 rounding for the exact paths, bf16
+    roundings where the kernel runs in bf16)."""
+    from sysq.quant import QuantLinear
+    from sysq.quant.kernels import MODULES
+    from sysq.quant.recipes import real_backend
+    out = []
+    g = torch.Generator().manual_seed(0)
+    for name in [r for r in recipes if r != "fp"]:
+        r = sysq.get_recipe(name)
+        try:
+            lin = torch.nn.Linear(512, 256, bias=False).to(device)
+            x = (torch.randn(4, 16, 512, generator=g) * torch.linspace(0.1, 8, 512)).to(device)
+            ql = QuantLinear(lin, r.weight, r.act, "check", r.ragged)
+            ql.start_calibration()
+            ql(x)
+            ql.finish_calibration()
+            ql.quantize_weight()
+            real = MODULES[real_backend(r.weight, r.act)](ql)
+            xd = x.to(dtype)
+            twin, got = ql(xd.float()), real(xd).float()
+            out.append(dict(recipe=name, kernel=real.kernel, rel_err=float((got - twin).norm() / twin.norm())))
+        except Exception as e:
+            out.append(dict(recipe=name, error=f"{type(e).__name__}: {str(e)[:200]}"))
+    return out
+
+
+# ---- one row ---------------------------------------------------------------------------------------
+
+def run_row(args, recipe: str, mode: str) -> dict:
+    device, dtype = args.device, getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    model, tok = args._base if args._base is not None else build(args.model, device, dtype)
+    if recipe != "fp":
+        if args._base is not None:
+            model = copy.deepcopy(model)
+        r = sysq.get_recipe(recipe + "+real")
+        if args.lm_head:
+            r = sysq.get_recipe({**r.to_dict(), "quantize_lm_head": True})
+        summary = quantize(model, r, calibration(tok, model, device), quiet=True)
+        schemes = summary.schemes
+    else:
+        schemes = {"float": len(get_adapter(model).linear_refs())}
+        own_memory(model)     # as convert() does for the quantized rows: the weights in the process's own memory
+    release_memory(device)
+    row = dict(recipe=recipe, mode=mode, schemes=schemes, weights_mib=model_bytes(model) / 2**20,
+               setup_s=time.perf_counter() - t0)
+    if device == "cpu":
+        row["rss_setup_mib"] = _status("VmRSS")
+    compiled = mode == "compiled"
+    for phase in args.phases:
+        try:
+            if phase == "prefill":
+                row[phase] = prefill(model, args, device, compiled)
+            else:
+                row[phase] = decode(model, args, device, compiled, 1 if phase == "decode1" else args.batch)
+        except Exception as e:    # one failing phase must not lose the others
+            row[phase] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        if compiled:
+            torch._dynamo.reset()
+        release_memory(device)
+    if device == "cpu":
+        row["rss_after_mib"], row["rss_peak_mib"] = _status("VmRSS"), _status("VmHWM")
+    del model
+    release_memory(device)
+    return row
+
+
+def isolated(args, recipe: str, mode: str) -> dict:
+    """The row in a fresh interpreter: its resident memory is its own."""
+    out = Path(args.out) / f".row-{recipe}-{mode}.json"
+    cmd = [sys.executable, "-m", "evaluation.bench", "--_row", f"{recipe}:{mode}", "--_json", str(out)] + args._argv
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    if proc.returncode != 0 or not out.exists():
+        return dict(recipe=recipe, mode=mode, error=(proc.stderr or proc.stdout)[-500:])
+    row = json.loads(out.read_text())
+    out.unlink()
+    return row
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+def ratio(rows, phase, mode, recipe):
+    get = {(r["recipe"], r["mode"]): r for r in rows}
+    a, b = get.get((recipe, mode), {}).get(phase, {}), get.get(("fp", mode), {}).get(phase, {})
+    if "tokens_per_s" in a and "tokens_per_s" in b:
+        return a["tokens_per_s"] / b["tokens_per_s"]
+    return None
+
+
+def table(rows, settings, device) -> str:
+    phases = settings["phases"]
+    head = ["recipe", "mode", "weights MiB"]
+    for ph in phases:
+        head += [f"{ph} tok/s", f"{ph} x fp"] + ([f"{ph} peak MiB"] if device == "cuda" else [])
+    if device == "cpu":
+        head += ["RSS setup MiB", "RSS after MiB", "RSS peak MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['recipe']} | {r['mode']} | error: {r['error'][-160:]!r} |")
+            continue
+        cells = [r["recipe"], r["mode"], f"{r['weights_mib']:.1f}"]
+        for ph in phases:
+            p = r.get(ph, {})
+            if "tokens_per_s" in p:
+                x = ratio(rows, ph, r["mode"], r["recipe"])
+                cells += [f"{p['tokens_per_s']:.1f}", f"{x:.2f}" if x else "–"]
+            else:
+                cells += [("error" if "error" in p else "skipped"), "–"]
+            if device == "cuda":
+                cells.append(f"{p['peak_mib']:.0f}" if "peak_mib" in p else "–")
+        if device == "cpu":
+            cells += [f"{r.get('rss_setup_mib', float('nan')):.0f}", f"{r.get('rss_after_mib', float('nan')):.0f}",
+                      f"{r.get('rss_peak_mib', float('nan')):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    checks = settings.get("kernel_checks", [])
+    out = ["# sysq bench", "", "Settings: " + json.dumps({k: v for k, v in settings.items() if k != "kernel_checks"}),
+           "", "Each real module against its simulated twin on this device (random 512 -> 256 linear, "
+           "||real - twin|| / ||twin||): " + "; ".join(
+               f"{c['recipe']} {c['rel_err']:.1e}" if "error" not in c else f"{c['recipe']} ERROR" for c in checks),
+           ""] + lines + ["", "## Goals", ""]
+    for phase, mode, recipe, goal in GOALS.get(device, []):
+        x = ratio(rows, phase, mode, recipe)
+        if x is not None:
+            out.append(f"- {phase} {mode} {recipe}+real / fp: {x:.2f}x (goal >= {goal}: {'met' if x >= goal else 'missed'})")
+    if device == "cpu":
+        fp = {r["mode"]: r.get("rss_after_mib") for r in rows if r["recipe"] == "fp" and "error" not in r}
+        for r in rows:
+            if r["recipe"] in ("w8a16", "w4a16") and "error" not in r and fp.get(r["mode"]):
+                below = r["rss_after_mib"] < fp[r["mode"]]
+                out.append(f"- resident memory {r['recipe']}+real {r['mode']}: {r['rss_after_mib']:.0f} MiB vs fp "
+                           f"{fp[r['mode']]:.0f} MiB ({'below' if below else 'NOT below'})")
+    out += ["", "## Kernels (self time, one call)", ""]
+    for r in rows:
+        for ph in phases:
+            ks = r.get(ph, {}).get("kernels")
+            if ks:
+                out.append(f"- {r['recipe']} {r['mode']} {ph}: " + "; ".join(
+                    f"{k['name']} {k['ms']:.2f} ms ({k['share']:.0%}, x{k['calls']})" for k in ks))
+        for ph in phases:
+            if "error" in r.get(ph, {}):
+                out.append(f"- {r['recipe']} {r['mode']} {ph}: ERROR {r[ph]['error']}")
+    return "\n".join(out) + "\n"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m", help="sysq spec or config:NAME (%s)" % ", ".join(CONFIGS))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None, help="default: float32 on the CPU, bfloat16 on CUDA")
+    p.add_argument("--rows", default=",".join(RECIPES), help="recipes ('fp' = float); each runs RECIPE+real")
+    p.add_argument("--modes", default="eager,compiled")
+    p.add_argument("--phases", default="prefill,decode1,decodeB")
+    p.add_argument("--prefill", default=None, help="BxT (default: 1x512 CPU, 8x2048 CUDA)")
+    p.add_argument("--prompt", type=int, default=64, help="prompt tokens before decoding")
+    p.add_argument("--new", type=int, default=32, help="timed decode steps")
+    p.add_argument("--batch", type=int, default=8, help="batch of the decodeB phase")
+    p.add_argument("--reps", type=int, default=5, help="timed prefill calls (median)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--prefill-mode", default=None, help="torch.compile mode of the compiled prefill (default: inductor's "
+                   "default; e.g. max-autotune-no-cudagraphs)")
+    p.add_argument("--decode-mode", default=None, help="torch.compile mode of the compiled decode (default: "
+                   "reduce-overhead on CUDA, inductor's default on the CPU)")
+    p.add_argument("--lm-head", action="store_true", help="quantize lm_head too (torchao's quantize_ does)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--isolate", choices=["auto", "yes", "no"], default="auto", help="one subprocess per row "
+                   "(auto: on the CPU, where resident memory is measured)")
+    p.add_argument("--no-profile", dest="profile", action="store_false")
+    p.add_argument("--top", type=int, default=5, help="kernels listed per row and phase")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds; rows not started by then are skipped "
+                   "(keeps a GPU call inside its limit)")
+    p.add_argument("--out", default=None, help="folder for bench.json / bench.md (default: $OUT, else out/bench)")
+    p.add_argument("--_row", help=argparse.SUPPRESS)
+    p.add_argument("--_json", help=argparse.SUPPRESS)
+
+
+def finish(args, argv) -> argparse.Namespace:
+    """Defaults that depend on the device; the arguments a child row is started with."""
+    args._argv = [a for a in argv if a not in ("--quiet", "--verbose")]
+    args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
+    b, t = (args.prefill or ("8x2048" if args.device == "cuda" else "1x512")).lower().split("x")
+    args.prefill = (int(b), int(t))
+    args.phases = [x for x in args.phases.split(",") if x] if isinstance(args.phases, str) else args.phases
+    args.decode_mode = args.decode_mode or ("reduce-overhead" if args.device == "cuda" else None)
+    args.out = args.out or os.environ.get("OUT") or "out/bench"
+    args._base = None
+    return args
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 2)[2])
+    add_arguments(p)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return finish(p.parse_args(argv), argv)
+
+
+def main(argv=None) -> int:
+    return run(parse(argv))
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision("high")
+    if args._row:   # a child of --isolate: one row, JSON out
+        recipe, mode = args._row.split(":")
+        row = run_row(args, recipe, mode)
+        Path(args._json).write_text(json.dumps(row))
+        return 0
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    isolate = args.isolate == "yes" or (args.isolate == "auto" and args.device == "cpu")
+    import transformers
+    settings = dict(model=args.model, device=args.device, dtype=args.dtype, phases=args.phases,
+                    prefill=f"{args.prefill[0]}x{args.prefill[1]}", prompt=args.prompt, new=args.new,
+                    batch=args.batch, reps=args.reps, warmup=args.warmup, prefill_mode=args.prefill_mode,
+                    decode_mode=args.decode_mode, lm_head_quantized=args.lm_head, isolate=isolate,
+                    threads=torch.get_num_threads(), torch=torch.__version__, transformers=transformers.__version__,
+                    gpu=torch.cuda.get_device_name() if args.device == "cuda" else None, cpu=platform.processor())
+    print("settings:", json.dumps(settings), flush=True)
+    checks = kernel_checks(args.device, getattr(torch, args.dtype), args.rows.split(","))
+    for c in checks:
+        print(f"kernel check {c['recipe']:16s} " + (f"{c['kernel']}: |real - twin| / |twin| = {c['rel_err']:.2e}"
+                                                    if "error" not in c else f"ERROR {c['error']}"), flush=True)
+    settings["kernel_checks"] = checks
+    if not isolate:
+        args._base = build(args.model, args.device, getattr(torch, args.dtype))
+    rows, start = [], time.perf_counter()
+    for mode in [m for m in args.modes.split(",") if m]:
+        for recipe in [r for r in args.rows.split(",") if r]:
+            if args.time_budget and time.perf_counter() - start > args.time_budget:
+                rows.append(dict(recipe=recipe, mode=mode, error="skipped: time budget spent"))
+                continue
+            t = time.perf_counter()
+            try:
+                row = isolated(args, recipe, mode) if isolate else run_row(args, recipe, mode)
+            except Exception as e:
+                row = dict(recipe=recipe, mode=mode, error=f"{type(e).__name__}: {str(e)[:300]}")
+            row["wall_s"] = time.perf_counter() - t
+            rows.append(row)
+            brief = {ph: round(row[ph]["tokens_per_s"], 1) for ph in args.phases if "tokens_per_s" in row.get(ph, {})}
+            print(f"{recipe:16s} {mode:8s} {row['wall_s']:6.1f}s  tok/s {brief}  "
+                  f"{row.get('error', '') or [row[ph]['error'] for ph in args.phases if 'error' in row.get(ph, {})] or ''}",
+                  flush=True)
+            atomic_write_text(Path(args.out) / "bench.json", json.dumps(dict(settings=settings, rows=rows), indent=1))
+            atomic_write_text(Path(args.out) / "bench.md", table(rows, settings, args.device))
+    print(table(rows, settings, args.device))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The device-resident capture and the layer-sequential pipeline give what the in-memory host path gives.
+
+* detect: the device-resident Recorder against the host-only v1 Recorder (tests/capture_v1.py), and the
+  sequential pipeline against the in-memory one: identical report.json, to the last digit;
+* quantize: static scales, GPTQ and RTN codes identical; mitigate: alphas, clip ratios, channels, weights identical;
+* memory: the sequential path's working memory does not grow with depth (2 vs 8 layers).
+"""
+import importlib
+import json
+
+import pytest
+import torch
+
+from capture_v1 import V1Recorder
+from sysq.detect import detect
+from sysq.errors import SysqError
+from sysq.sequential import choose_pipeline
+from test_detect import ids, planted
+
+
+def _report(r) -> str:
+    d = r.to_dict()
+    d.pop("cost")
+    return json.dumps(d)
+
+
+def _detect_v1(monkeypatch, model, x, **kw):
+    with monkeypatch.context() as m:
+        m.setattr(importlib.import_module("sysq.detect"), "Recorder", V1Recorder)   # sysq.detect is also a function
+        return detect(model, x, quiet=True, pipeline="memory", **kw)
+
+
+def test_round5_is_pythons_formatting():
+    """The report's per-channel lists: vectorized rounding gives exactly float(f"{v:.5g}"), midpoints included."""
+    from sysq.detect.activation import round5
+    g = torch.Generator().manual_seed(0)
+    values = [torch.rand(20000, generator=g, dtype=torch.float64) * 10.0 ** e for e in range(-12, 14, 3)]
+    values += [(torch.rand(20000, generator=g) * 10.0 ** e) for e in range(-9, 9, 3)]
+    values.append(torch.randint(0, 2**20, (20000,), generator=g).double() / 2.0 ** torch.randint(0, 30, (20000,),
+                                                                                                  generator=g))
+    values.append(torch.tensor([12345.5, 99999.5, 9999.95, 1e4, 1e5, 0.0, -0.0, 1e-20, 1e20, 1234.55, -2.5,
+                                float("inf"), float("nan")], dtype=torch.float64))
+    for v in values:
+        got, want = round5(v).tolist(), [float(f"{x:.5g}") for x in v.tolist()]
+        assert json.dumps(got) == json.dumps(want)
+
+
+@pytest.fixture(scope="module")
+def planted_model():
+    return planted()
+
+
+@pytest.mark.parametrize("dense,deferred", [(False, False), (True, False), (True, True)])
+def test_device_capture_equals_the_host_only_v1(monkeypatch, planted_model, dense, deferred):
+    """dense=True runs the accelerator's whole-tensor kernels (here on the CPU), False the CPU's sparse forms;
+    deferred: the host work waits for the flush and its one copy, as it does for tensors on a GPU."""
+    from sysq.capture import Pending, Recorder
+    x, kw = ids(n=6, T=24), {"attention_windows": 2, "batch_size": 4}    # batches with and without attention
+    old = _detect_v1(monkeypatch, planted_model, x, **kw)
+    monkeypatch.setattr(Recorder, "dense", dense)
+    if deferred:
+        monkeypatch.setattr(Pending, "add", lambda self, fn, *tensors: self.items.append((fn, tensors)))
+    new = detect(planted_model, x, quiet=True, pipeline="memory", **kw)
+    assert new.lifecycle and new.attention["layers"]          # the comparison covers every part
+    assert _report(new) == _report(old)
+
+
+def test_sequential_detect_equals_in_memory(planted_model):
+    x = ids(n=6, T=24)
+    kw = dict(attention_windows=2, batch_size=4)
+    mem = detect(planted_model, x, quiet=True, pipeline="memory", **kw)
+    seq = detect(planted_model, x, quiet=True, pipeline="sequential", device="cpu", **kw)
+    assert seq.cost["pipeline"] == "sequential" and mem.cost["pipeline"] == "memory"
+    assert _report(seq) == _report(mem)
+    assert seq.arrays["snapshot"][0] == mem.arrays["snapshot"][0]
+    assert torch.equal(seq.arrays["snapshot"][1], mem.arrays["snapshot"][1])
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "opt", "phi3", "gemma2"])
+def test_sequential_detect_every_family(model_type):
+    """Positional layer arguments (GPT-2), flattened tokens (OPT), fused projections, sandwich norms."""
+    from tiny_models import tiny_model
+    model = tiny_model(model_type, layers=2)
+    x = torch.randint(3, 300, (3, 12))
+    x[:, 0] = 1
+    mem = detect(model, x, quiet=True, pipeline="memory", batch_size=2)
+    seq = detect(model, x, quiet=True, pipeline="sequential", device="cpu", batch_size=2)
+    assert _report(seq) == _report(mem)
+
+
+def test_choose_path():
+    model = planted()
+    assert choose_pipeline(model, "auto", "cpu").kind == "memory"
+    assert choose_pipeline(model, "sequential", "cpu").sequential
+    with pytest.raises(SysqError, match="unknown pipeline"):
+        choose_pipeline(model, "layerwise")
+    model.hf_device_map = {"model.embed_tokens": "cpu", "model.layers.0": 0}
+    with pytest.raises(SysqError, match="accelerate"):
+        choose_pipeline(model, "sequential", "cpu")
+
+
+# ---- the quant engine: static scales and GPTQ, layer by layer ----------------------------------------------
+def _quantized(model_type: str, recipe: str, pipeline: str, x):
+    from sysq.quant import quantize
+    from tiny_models import tiny_model
+    model = tiny_model(model_type, layers=3)
+    quantize(model, recipe, x, quiet=True, pipeline=pipeline, device="cpu")
+    return model
+
+
+@pytest.mark.parametrize("model_type,recipe", [("llama", "w8a8-static"), ("llama", "w4a16+gptq"),
+                                               ("qwen2", "w8a8-static+gptq"), ("gpt2", "w4a8+gptq"),
+                                               ("opt", "w4a16")])
+def test_sequential_quantize_equals_in_memory(model_type, recipe):
+    """Static activation scales (from the float model), GPTQ codes (from the quantized prefix), RTN codes."""
+    from sysq.quant.api import quant_linears
+    x = torch.randint(3, 300, (3, 16))
+    x[:, 0] = 1
+    mem, seq = (_quantized(model_type, recipe, p, x) for p in ("memory", "sequential"))
+    qm, qs = quant_linears(mem), quant_linears(seq)
+    assert qm and len(qm) == len(qs)
+    for a, b in zip(qm, qs):
+        assert a.name == b.name and a.quantized and b.weight is None
+        assert torch.equal(a.qweight, b.qweight) and torch.equal(a.w_scale, b.w_scale)
+        if "static" in recipe:
+            assert a.act_scale is not None and torch.equal(a.act_scale, b.act_scale)
+    with torch.no_grad():
+        assert torch.equal(mem(x).logits, seq(x).logits)
+
+
+def test_sequential_gptq_is_not_rtn():
+    """The GPTQ step really ran: its codes differ from round-to-nearest on the same weights."""
+    from sysq.quant.api import quant_linears
+    x = torch.randint(3, 300, (3, 16))
+    gptq, rtn = _quantized("llama", "w4a16+gptq", "sequential", x), _quantized("llama", "w4a16", "sequential", x)
+    assert any(not torch.equal(a.qweight, b.qweight) for a, b in zip(quant_linears(gptq), quant_linears(rtn)))
+
+
+# ---- mitigation: rotation, smoothing and clipping searches, layer by layer --------------------------------
+@pytest.mark.parametrize("family,recipe,method,with_report", [
+    ("llama", "w8a8-static", "rotate+smooth+clip+preserve-tokens", True),
+    ("qwen3", "w4a16", "auto-fast", True),
+    ("opt", "w8a8-static", "rotate+smooth+clip", False),      # LayerNorm: writers centered, mean-preserving Q
+    ("phi3", "w4a8", "smooth+clip+preserve-channels", False),
+    ("opt", "w8a8-static", "smooth+clip", False),
+    ("qwen2", "w8a8-static", "smooth+token-scales", True),
+])
+def test_sequential_mitigate_equals_in_memory(family, recipe, method, with_report):
+    """Same alphas, clip ratios, preserved channels and weights as the in-memory path, to the last bit."""
+    import copy
+    from mitigate_tiny import logits, tiny, tokens
+    from sysq.mitigate.api import mitigate, plan
+    model, calib = tiny(family), tokens(n=6, seqlen=16)
+    report = detect(model, calib, quiet=True, snapshot=False) if with_report else None
+    runs = {}
+    for pipeline in ("memory", "sequential"):
+        m, p = copy.deepcopy(model), plan(report, recipe, method)
+        r = mitigate(m, p, calib, quiet=True, report=report, pipeline=pipeline, device="cpu")
+        runs[pipeline] = (m, p, r)
+    (mm, pm, rm), (ms, ps, rs) = runs["memory"], runs["sequential"]
+    assert pm.smooth.chosen and pm.smooth.chosen == ps.smooth.chosen
+    if pm.clip:
+        assert pm.clip.chosen and pm.clip.chosen == ps.clip.chosen
+    if pm.preserve_channels:
+        assert pm.preserve_channels.channels == ps.preserve_channels.channels
+    assert rm == rs
+    sd_m, sd_s = mm.state_dict(), ms.state_dict()
+    assert sd_m.keys() == sd_s.keys() and all(torch.equal(sd_m[k], sd_s[k]) for k in sd_m)
+    x = tokens(n=2, seqlen=12, seed=5)
+    assert torch.equal(logits(mm, x), logits(ms, x))
+
+
+def test_sequential_refuses_measured_auto():
+    """Measured auto copies the whole model per candidate: the sequential path names the fix instead."""
+    from mitigate_tiny import tiny, tokens
+    from sysq.mitigate.api import mitigate, plan
+    model, calib = tiny("llama"), tokens(n=4, seqlen=16)
+    with pytest.raises(SysqError, match="auto-fast"):
+        mitigate(model, plan(None, "w8a8-static", "auto"), calib, quiet=True, pipeline="sequential", device="cpu")
+
+
+# ---- memory: the sequential path holds one layer's working state, whatever the depth ------------------------
+def _allocations(fn) -> tuple[int, int]:
+    """(peak, still allocated at the end) of the CPU allocator's bytes allocated inside fn, from torch.profiler's
+    memory events (blocks that existed before are not counted, nor are their frees)."""
+    import itertools
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+                    for e in prof.events())
+    total = list(itertools.accumulate(m for _, m in events)) or [0]
+    return max(total), total[-1]
+
+
+@pytest.mark.parametrize("step", ["detect", "mitigate", "static", "gptq"])
+def test_sequential_peak_memory_does_not_grow_with_depth(step):
+    """Working memory (peak minus what the step keeps: codes, the plan) of 8 layers is that of 2 layers up to half
+    of one layer's weights (detect's per-layer statistics): no layer's activations (about one layer's worth for
+    six layers here), Hessians or caches pile up."""
+    from sysq.mitigate.api import mitigate, plan
+    from sysq.quant import quantize
+    from sysq.sequential import tensor_bytes
+    from tiny_models import tiny_model
+    x = torch.randint(3, 300, (8, 64))
+    x[:, 0] = 1
+    seq = dict(quiet=True, pipeline="sequential", device="cpu")
+    run = {"detect": lambda m: detect(m, x, **seq),
+           "mitigate": lambda m: mitigate(m, plan(None, "w8a8-static", "rotate+smooth+clip"), x, **seq),
+           "static": lambda m: quantize(m, "w8a8-static", x, **seq),
+           "gptq": lambda m: quantize(m, "w4a16+gptq", x, **seq)}[step]
+    # detect: wide enough that a layer's weights dwarf its statistics; the others keep no per-layer statistics
+    # and run narrower (GPTQ loops over columns)
+    width = {"detect": 256, "static": 128, "mitigate": 64, "gptq": 32}[step]
+
+    def model(layers):
+        return tiny_model("llama", layers=layers, hidden_size=width, intermediate_size=2 * width,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=width // 4)
+
+    run(model(1))                                        # warm the caches (rotation matrices, kernels)
+    work = {}
+    for layers in (2, 8):
+        m = model(layers)
+        peak, kept = _allocations(lambda: run(m))
+        work[layers] = peak - kept
+    layer = tensor_bytes(model(1).model.layers[0])
+    assert work[2] > 0
+    assert work[8] <= work[2] + layer / 2, (work, layer)
+
+
+# ---- a model placed by accelerate (device_map): hooks move the activations; results unchanged -----------------
+def test_accelerate_dispatched_model_gives_the_same_results():
+    """Every decoder layer behind its own accelerate hook (as on several GPUs, here all on the CPU): detect and
+    GPTQ run unchanged and give what the plain model gives."""
+    import copy
+    from accelerate import dispatch_model
+    from sysq.quant import quantize
+    from sysq.quant.api import quant_linears
+    from tiny_models import tiny_model
+    plain = tiny_model("llama", layers=2)
+    x = torch.randint(3, 300, (3, 16))
+    x[:, 0] = 1
+    names = ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.norm", "model.rotary_emb", "lm_head"]
+    split = dispatch_model(copy.deepcopy(plain), {n: "cpu" for n in names}, force_hooks=True)
+    assert hasattr(split.model.layers[1], "_hf_hook")
+    assert choose_pipeline(split, "auto", "cpu").kind == "memory"
+    assert _report(detect(split, x, quiet=True, batch_size=2)) == _report(detect(plain, x, quiet=True, batch_size=2))
+    for m in (plain, split):
+        quantize(m, "w4a16+gptq", x, quiet=True)
+    assert all(torch.equal(a.qweight, b.qweight) for a, b in zip(quant_linears(plain), quant_linears(split)))
