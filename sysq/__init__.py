@@ -8,6 +8,7 @@ from .arch import get_adapter
 from .data import calibration, windows
 from .detect import OutlierReport, Thresholds, detect  # noqa: F401  (sysq.detect is the function)
 from .errors import SysqError
+from .explain import ExplainReport, explain  # noqa: F401  (sysq.explain is the function)
 from .models import DEFAULT_MODEL, load
 from .quant import Recipe, get_recipe, quantize, save
 from .mitigate.api import mitigate, plan
@@ -15,4 +16,4 @@ from .mitigate.plan import MitigationPlan
 
 __all__ = ["load", "DEFAULT_MODEL", "windows", "calibration", "get_adapter", "SysqError",
            "quantize", "save", "Recipe", "get_recipe", "plan", "mitigate", "MitigationPlan",
-           "detect", "OutlierReport", "Thresholds"]
+           "detect", "OutlierReport", "Thresholds", "explain", "ExplainReport"]

@@ -386,6 +386,42 @@ class Adapter:
         """Whether the residual-stream rotation keeps the function (see rotations)."""
         return self.rotations()["residual"] is None
 
+    # ---- run-time tensors (hooks of sysq/explain) ----------------------------------------------
+    @staticmethod
+    def layer_input(args, kwargs) -> torch.Tensor:
+        """The hidden states a decoder layer's forward pre-hook (with_kwargs=True) receives."""
+        return args[0] if args else kwargs["hidden_states"]
+
+    @staticmethod
+    def hidden_of(out) -> torch.Tensor:
+        """The hidden states in a decoder layer's output (a tensor, or a tuple that starts with them)."""
+        return out[0] if isinstance(out, tuple) else out
+
+    @staticmethod
+    def attention_probs(out) -> torch.Tensor | None:
+        """[B, H, Tq, Tk] probabilities in an attention module's output (eager attention), else None."""
+        return out[1] if isinstance(out, tuple) and len(out) > 1 else None
+
+    def edit_attention_mask(self, i: int, fn):
+        """Hook layer i's attention so it runs with fn(mask) instead of its additive [B, 1, Tq, Tk] float mask
+        (eager attention). Returns the hook handle."""
+        def hook(mod, args, kwargs):
+            mask = kwargs.get("attention_mask")
+            if mask is None and self.family.task == "masked-lm":    # an encoder without padding: all visible
+                h = self.layer_input(args, kwargs)
+                mask = torch.zeros(h.shape[0], 1, h.shape[1], h.shape[1], dtype=h.dtype, device=h.device)
+            if mask is None or not mask.is_floating_point():
+                raise UnsupportedArchitecture(f"layer {i}'s attention got no additive float mask; run it under "
+                                              "eager attention (sysq.detect.attention.eager_attention)")
+            return args, {**kwargs, "attention_mask": fn(mask)}
+        return self.attention(i).register_forward_pre_hook(hook, with_kwargs=True)
+
+    @property
+    def cache_kwarg(self) -> str:
+        """The model forward's name for a key/value cache (transformers 5.2x renames past_key_values to cache)."""
+        import inspect
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
     # ---- internals ---------------------------------------------------------------------------
     def _normalise_linears(self) -> None:
         """Swap GPT-2's Conv1D for nn.Linear (same function) so every linear has the [out, in] layout. `converted`

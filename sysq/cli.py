@@ -1,4 +1,4 @@
-"""The `sysq` command line: detect | quantize | eval | ppl | run | bench.
+"""The `sysq` command line: detect | explain | quantize | eval | ppl | run | bench.
 
 Exit codes: 0 success, 1 an unexpected error (a bug: please report it), 2 bad input or usage (a missing
 model or data file, an unknown recipe field, an unsupported architecture, NaN in activations): the
@@ -28,6 +28,15 @@ def _add_eval_windows(p, seqlen=512, limit=40):
     p.add_argument("--seqlen", type=int, default=seqlen, help="tokens per window, BOS excluded (default: "
                    + ("%(default)s)" if seqlen else "2048; encoders: their longest window, at most 510)"))
     p.add_argument("--limit", type=int, default=limit, help="first N windows; 0 = all (default: %(default)s)")
+    p.add_argument("--no-bos", action="store_true", help="do not prepend the model's BOS to each window")
+
+
+def _add_sample_windows(p, n: int):
+    """Seeded windows of calibration text (detect, explain)."""
+    p.add_argument("--data", default="wikitext2-valid", help="named set or text/jsonl path (default: %(default)s)")
+    p.add_argument("--n", type=int, default=n, help="windows (default: %(default)s)")
+    p.add_argument("--seqlen", type=int, default=512, help="tokens per window, BOS excluded (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="window sampling seed (default: %(default)s)")
     p.add_argument("--no-bos", action="store_true", help="do not prepend the model's BOS to each window")
 
 
@@ -129,6 +138,27 @@ def _detect_after(args, model, tok, report, windows, detect_kw):
     return after, p
 
 
+def cmd_explain(args) -> int:
+    """Interventions that test the paper's causal claims, chosen from the detect report, each with a control."""
+    from . import data, models
+    from .detect import OutlierReport, detect
+    from .explain import explain
+
+    report = OutlierReport.load(args.report) if args.report else None
+    model, tok = models.load(args.model, dtype=args.dtype, device=args.device)
+    w = data.windows(args.data, tok, n=args.n, seqlen=args.seqlen, seed=args.seed, bos=not args.no_bos)
+    if report is None:
+        report = detect(model, w, tokenizer=tok, quiet=args.quiet)
+        report.model["name"] = args.model
+    ex = explain(model, w, report, mode=args.mode, seed=args.control_seed, batch_size=args.batch_size,
+                 quiet=args.quiet)
+    ex.model["name"] = args.model
+    out = ex.save(args.out, plots=not args.no_plots)
+    print("\n".join(ex.headline))
+    print(f"wrote {out}/: report.json, report.md" + ("" if args.no_plots else ", plots/"))
+    return EXIT_OK
+
+
 def cmd_quantize(args) -> int:
     from .commands import quantize
     return quantize.run(args)
@@ -174,11 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="find systematic outliers (activation, weight, attention), their lifecycle")
     _add_model(p)
-    p.add_argument("--data", default="wikitext2-valid", help="named set or text/jsonl path (default: %(default)s)")
-    p.add_argument("--n", type=int, default=32, help="windows (default: %(default)s)")
-    p.add_argument("--seqlen", type=int, default=512, help="tokens per window, BOS excluded (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="window sampling seed (default: %(default)s)")
-    p.add_argument("--no-bos", action="store_true", help="do not prepend the model's BOS to each window")
+    _add_sample_windows(p, n=32)
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: %(default)s)")
     p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
                    help="override a threshold, e.g. massive_abs=50 (repeatable; names in report.md)")
@@ -197,6 +223,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu | cuda (default: where the model loads, the CPU)")
     p.add_argument("--out", default="out/detect", help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("explain", help="test the paper's causal claims by intervention (ablate, clamp, mask keys, "
+                                       "anchor bias), each against a control")
+    _add_model(p)
+    _add_sample_windows(p, n=8)
+    p.add_argument("--report", default=None,
+                   help="a detect report (folder or report.json) of this model; default: detect on the same windows")
+    p.add_argument("--mode", default="zero", choices=("zero", "shrink"),
+                   help="how down_proj columns are ablated (default: %(default)s)")
+    p.add_argument("--control-seed", type=int, default=0, help="seed of the random controls (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (default: %(default)s)")
+    p.add_argument("--no-plots", action="store_true", help="write report.json and report.md only")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: where the model loads, the CPU)")
+    p.add_argument("--out", default="out/explain", help="output folder (default: %(default)s)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("quantize", help="detect -> plan -> mitigate -> quantize (or --mitigate none); perplexity "
                                         "before/after; save as sysq or compressed-tensors")
