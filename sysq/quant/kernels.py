@@ -277,7 +277,9 @@ class Int8Linear(RealLinear):
         require("torch._int_mm", ql.w_scale.device)
         self.register_buffer("qweight", ql.qweight.contiguous())               # [out, in] int8
         self.register_buffer("w_scale", ql.w_scale.reshape(1, -1).float())     # [1, out]
-        self.register_buffer("act_scale", None if a.dynamic else ql.act_scale.reshape(1, 1).float())
+        # calibration leaves a static scale 0-dim on the CPU (it broadcasts in the simulation); the kernel needs it here
+        self.register_buffer("act_scale", None if a.dynamic
+                             else ql.act_scale.reshape(1, 1).float().to(ql.w_scale.device))
 
     def _mm(self, x2, s):
         acc = int_mm(quantize(x2.float(), s, 0.0, 8), self.qweight.t())
@@ -313,7 +315,9 @@ class Fp8Linear(RealLinear):
         self.register_buffer("qweight", q.contiguous())                                 # [out, in] e4m3
         ws = ql.w_scale.float().reshape(1, -1).expand(1, self.out_features)
         self.register_buffer("w_scale", _pad_to(ws, 1, m, 0).contiguous())              # [1, out] fp32
-        self.register_buffer("act_scale", None if a.dynamic else ql.act_scale.reshape(1, 1).float())
+        # calibration leaves a static scale 0-dim on the CPU (it broadcasts in the simulation); the kernel needs it here
+        self.register_buffer("act_scale", None if a.dynamic
+                             else ql.act_scale.reshape(1, 1).float().to(ql.w_scale.device))
         self.register_buffer("one", torch.ones((), device=dev), persistent=False)
 
     def _mm(self, x2, s):
