@@ -40,7 +40,7 @@ def run_peer(venv: str, script: str, spec: dict, windows: torch.Tensor, out: Pat
     """Run `peer_scripts/SCRIPT SPEC.json` in the peer's venv with token windows [n, seqlen] (calibration or
     evaluation, as the script says); returns the OUT/peer.json it writes."""
     py = venv_python(venv)
-    out = Path(out)
+    out = Path(out).resolve()                 # the peer runs in a temporary folder: a relative OUT would land there
     with tempfile.TemporaryDirectory(prefix="sysq-peer-") as tmp:
         ids = Path(tmp) / "windows.pt"
         torch.save(windows.cpu().clone(), ids)
