@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=16, help="calibration windows (default: %(default)s)")
     p.add_argument("--seqlen", type=int, default=512, help="calibration window length (default: %(default)s)")
     p.add_argument("--no-vllm", action="store_true", help="skip vLLM even when .venvs/vllm exists")
+    p.add_argument("--plans", default="auto,none", help="which --mitigate rows to run (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help="read the quantize.json of rows already saved under OUT instead of quantizing them again")
     p.add_argument("--out", default="out/deploy")
@@ -49,6 +50,8 @@ def main(argv=None) -> int:
         if recipe not in ROWS:
             raise SystemExit(f"unknown row {recipe!r}; known: {', '.join(ROWS)}")
         for mitigate, fmt in ROWS[recipe]:
+            if mitigate not in args.plans.split(","):
+                continue
             name = f"{recipe}-{mitigate}-{'ct' if fmt == 'compressed-tensors' else 'sysq'}"
             folder = out / name
             cmd = ["quantize", "--model", args.model, "--recipe", recipe, "--mitigate", mitigate, "--format", fmt,
