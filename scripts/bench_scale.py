@@ -82,7 +82,7 @@ def build(name: str, layers: int | None, device: str, dtype: torch.dtype, seed: 
     for pname, p in list(model.named_parameters()):
         t = torch.empty(p.shape, dtype=dtype, device=device)
         t.fill_(1.0) if "norm" in pname else t.normal_(0.0, 0.02)
-        set_module_tensor_to_device(model, pname, device, value=t)
+        set_module_tensor_to_device(model, pname, device, value=t, dtype=dtype)   # else cast to the shell's float32
     model.to(device).eval()
     plant(model)
     return model
