@@ -94,10 +94,12 @@ def export_cell(family: str, recipe: str, folder) -> dict:
     from sysq.quant.export import load_with_transformers
     model, report = planted(family), report_of(family)
     p = sysq.plan(report, recipe, target="engine")
-    sysq.quantize(model, sysq.mitigate(model, p, CALIB, report=report, quiet=True), CALIB, quiet=True)
+    r = sysq.mitigate(model, p, CALIB, report=report, quiet=True)
+    fl = logits(model)
+    sysq.quantize(model, r, CALIB, quiet=True)
     try:
         out = sysq.save(model, folder, format="compressed-tensors")
     except SysqError as e:
         return {"refused": str(e).split("\n  - ", 1)[-1]}
     again = load_with_transformers(out, quiet=True)
-    return {"err": rel(logits(again), logits(model)), "chosen": p.search.chosen}
+    return {"err": rel(logits(again), logits(model)), "qerr": rel(logits(model), fl), "chosen": p.search.chosen}
