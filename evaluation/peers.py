@@ -73,8 +73,8 @@ def local_folder(model) -> Path:
 
 
 
-def vllm_perplexity(folder, windows, out, quiet: bool = False) -> dict:
+def vllm_perplexity(folder, windows, out, quiet: bool = False, dtype: str = "float32") -> dict:
     """Perplexity of `folder` served by vLLM (its CPU build here) on sysq's evaluation windows (a sysq.data.Windows):
     the engine's own log-likelihoods of every predicted token (evaluation/peer_scripts/vllm_perplexity.py)."""
     # absolute: the peer runs in a temporary folder, and vLLM reads a relative path as a hub id
-    return run_peer("vllm", "vllm_perplexity.py", {"model": str(Path(folder).resolve())}, windows.ids, out, quiet)
+    return run_peer("vllm", "vllm_perplexity.py", {"model": str(Path(folder).resolve()), "dtype": dtype}, windows.ids, out, quiet)

@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=16, help="calibration windows (default: %(default)s)")
     p.add_argument("--seqlen", type=int, default=512, help="calibration window length (default: %(default)s)")
     p.add_argument("--no-vllm", action="store_true", help="skip vLLM even when .venvs/vllm exists")
+    p.add_argument("--vllm-dtype", default="float32",
+                   help="vLLM's dtype (its CPU int4 kernel needs bfloat16; default: %(default)s)")
     p.add_argument("--plans", default="auto,none", help="which --mitigate rows to run (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help="read the quantize.json of rows already saved under OUT instead of quantizing them again")
@@ -90,8 +92,9 @@ def _vllm(folder: Path, args):
         venv_python("vllm")
         tok = AutoTokenizer.from_pretrained(folder)
         ev = windows("wikitext2", tok, n=args.ppl_windows, seqlen=args.ppl_seqlen)
-        info = vllm_perplexity(folder, ev, folder.parent / f"{folder.name}.vllm", quiet=args.quiet)
-        print(f"vLLM {info['version']} on the CPU: perplexity {info['ppl']:.3f}", flush=True)
+        info = vllm_perplexity(folder, ev, folder.parent / f"{folder.name}.vllm", quiet=args.quiet,
+                               dtype=args.vllm_dtype)
+        print(f"vLLM {info['version']} on the CPU ({args.vllm_dtype}): perplexity {info['ppl']:.3f}", flush=True)
         return info["ppl"]
     except SysqError as e:
         print(f"vLLM: {e}", flush=True)
