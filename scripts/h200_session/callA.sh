@@ -1,6 +1,6 @@
 # call A (nvidia-h200-x2): setup; GPU0 scale 8B (detect vs forward, profile, GPTQ slice) then the 8B prefill bench;
 # GPU1 the 70B slice then the 8B decode bench. Timing jobs only, one per GPU.
-source gpu_runs/env.sh
+source scripts/h200_session/env.sh
 R=/tmp/res; mkdir -p $R
 ( export CUDA_VISIBLE_DEVICES=0
   timeout 200 python3 scripts/bench_scale.py --config 8b --steps forward,detect,profile,seq-detect --out $R/scale8b > $R/scale8b.log 2>&1

@@ -1,6 +1,6 @@
 # call B: the default model's GGUF completed; GPU0 the SmolLM2 speed bench alone, then accuracy;
 # GPU1 accuracy tables (FP8, mitigation auto vs rules, INT4 with auto-round, real vs simulated), concurrent
-source gpu_runs/env.sh
+source scripts/h200_session/env.sh
 R=/tmp/res; mkdir -p $R
 python3 -c "import sysq; m,t=sysq.load('smollm2-135m'); print('smollm2 ok', sum(p.numel() for p in m.parameters()))" || exit 1
 mkdir -p /tmp/venvs/autoround/bin && printf '#!/bin/sh\nPYTHONPATH=/tmp/site exec python3 "$@"\n' > /tmp/venvs/autoround/bin/python && chmod +x /tmp/venvs/autoround/bin/python && touch /tmp/venvs/autoround/.complete

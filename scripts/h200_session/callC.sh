@@ -1,5 +1,5 @@
 # call C: both GPUs: 8B split over two GPUs (scale); the peers (auto-round on GPU1) and the tables resumed
-source gpu_runs/env.sh
+source scripts/h200_session/env.sh
 R=/tmp/res; mkdir -p $R; export SYSQ_PEER_VENVS=/tmp/venvs
 ( timeout 230 python3 scripts/bench_scale.py --config 8b --gpus 2 --steps split-detect,split-mitigate,split-static,split-ppl --out $R/scale8b-2gpu > $R/scale8b-2gpu.log 2>&1
   timeout 190 python3 scripts/bench_scale.py --config 8b --layers 8 --gpus 2 --steps split-gptq --out $R/scale8b-2gpu-gptq > $R/scale8b-2gpu-gptq.log 2>&1 ) &
