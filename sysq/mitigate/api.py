@@ -31,7 +31,8 @@ from ..errors import SysqError
 from ..sequential import choose_pipeline
 from .calib import input_stats
 from .clip import activation_ratio, clip_weights
-from .plan import (METHODS, Clip, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Search, Smooth,
+from .keep import linear_costs, weight_share
+from .plan import (METHODS, Clip, KeepFloat, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Search, Smooth,
                    TokenScales)
 from .preserve import apply_to_recipe, channels_from_report, channels_from_stats, token_rule
 from .qsim import recipe_of
@@ -136,6 +137,10 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
         p.preserve_tokens = _preserve_tokens(report)
     if "token-scales" in parts and r is not None and r.act is not None and not r.act.dynamic:
         p.token_scales = TokenScales()
+    if "keep-float" in parts and r is not None and r.weight is not None:
+        p.keep_float = KeepFloat()
+        p.notes.append(f"keep-float: the {p.keep_float.count} linears that cost the most quantized alone (KL to the "
+                       "float model, measured when mitigating) stay in float")
     if "learned" in parts and r is not None and r.weight is not None:
         p.rounding = "learned"
         p.notes.append("learned: rounding and clipping learned per decoder layer against its float output on the "
@@ -219,14 +224,19 @@ def _rules(r, report, p: MitigationPlan, rotate: bool | None = None) -> list[str
 # Candidate plans measured auto chooses among, one line each: (plan, when). "rules" is auto-fast's plan,
 # "rules~rotate" the same rules with the rotation decision reversed; anything else is a '+'-join of METHODS
 # (a new method is one line, e.g. ("smooth+clip+awq", "w4")). when: "always", "w4" (weights below 8 bits),
-# "act" (activations quantized). Each costs one mitigate and one quantize (choose). The rules' weight rounding
-# (GPTQ for INT4 weights) joins every candidate, "none" included.
+# "act" (activations quantized), "fp8" (FP8 weights). Each costs one mitigate and one quantize (choose). The rules'
+# weight rounding (GPTQ for INT4 weights) joins every candidate, "none" included.
 AUTO_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("rules", "always"),
     ("rules~rotate", "always"),
     ("none", "always"),
+    # FP8: the e4m3 mantissa's relative error on every value is the loss, not the outliers' range; GPTQ on the e4m3
+    # grid, and the few costliest linears (the last layer's, on SmolLM2) in float (docs/FP8_ACCURACY.md)
+    ("smooth+preserve-tokens+gptq", "fp8"),
+    ("smooth+preserve-tokens+gptq+keep-float", "fp8"),
 )
-_WHEN = {"always": lambda r: True, "w4": _weights4, "act": lambda r: r is not None and r.act is not None}
+_WHEN = {"always": lambda r: True, "w4": _weights4, "act": lambda r: r is not None and r.act is not None,
+         "fp8": lambda r: r is not None and r.weight is not None and r.weight.type == "float"}
 
 
 def candidates(r, report, extra: list[str] | None = None) -> list[str]:
@@ -279,6 +289,9 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
         p.rotate, notes = fit_rotation(p.rotate, model)
         p.notes += [n for n in notes if n not in p.notes]
     log.info("mitigate: %s", path)
+    if path.sequential and p.keep_float is not None and not p.keep_float.linears:
+        raise SysqError("keep-float measures each linear in the whole quantized model, which the sequential pipeline "
+                        "exists to avoid: name the linears in the plan (keep_float.linears) or use pipeline='memory'")
     if path.sequential:
         from .layerwise import mitigate_layers
         mitigate_layers(model, p, r, sim, calib, rule, path.device, quiet=quiet, report=report)
@@ -303,6 +316,14 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
             chans = channels_from_report(report, model, p.preserve_channels.per_linear) if report is not None \
                 else channels_from_stats({k: s.absmax for k, s in stats.items()}, p.preserve_channels.per_linear)
             p.preserve_channels.channels = chans
+    k = p.keep_float
+    if k is not None and r is not None:
+        if not k.linears:       # measured on the mitigated model, with the recipe as quantize will run it
+            costs = linear_costs(model, apply_to_recipe(r, p), calib, k.windows, quiet)
+            k.linears = list(costs)[:k.count]
+            k.scores = {n: costs[n] for n in k.linears}
+        k.share = weight_share(model, k.linears)
+        log.info("mitigate: keep-float %s (%.2f%% of the weights)", ", ".join(k.linears), 100 * k.share)
     object.__setattr__(model, "_sysq_plan", p)
     return apply_to_recipe(r, p) if r is not None else None
 
@@ -414,7 +435,8 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
         log.info("auto: %s  KL %.5f  (%.1fs)", method, sc.scores[method], sc.seconds[method])
     win = cands[best]
     _adopt(model, kept, win)
-    for f in ("smooth", "clip", "preserve_channels", "preserve_tokens", "token_scales", "rotate", "rounding"):
+    for f in ("smooth", "clip", "preserve_channels", "preserve_tokens", "token_scales", "rotate", "rounding",
+              "keep_float"):
         setattr(p, f, getattr(win, f))
     sc.chosen, sc.total_seconds = best, round(time.perf_counter() - start, 2)
     table = "; ".join(f"{m}{' (the rules)' if m == sc.rules else ''} {v:.5f}" for m, v in sc.scores.items())

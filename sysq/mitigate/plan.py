@@ -6,8 +6,8 @@ unchanged, so a user can read what sysq did and edit it. ``plan(report, recipe)`
 chooses the methods by measuring candidate plans when ``sysq.mitigate`` runs (``Search``), "auto-fast" by
 rules; the other presets name one method or a '+'-joined combination:
 
-    none | smooth | smoothquant | awq | clip | preserve-tokens | preserve-channels | rotate | gptq | learned | auto
-    | auto-fast
+    none | smooth | smoothquant | awq | clip | preserve-tokens | preserve-channels | rotate | gptq | learned
+    | keep-float | auto | auto-fast
     e.g. "smooth+preserve-tokens", "rotate+preserve-tokens", "auto+gptq", "awq+learned", "auto+learned"
 
 Each choice records *why* in ``plan.notes`` (which report finding drove it).
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 PLAN_VERSION = 1
 METHODS = ("smooth", "smoothquant", "awq", "clip", "preserve-tokens", "preserve-channels", "rotate", "gptq",
-           "learned", "token-scales")
+           "learned", "token-scales", "keep-float")
 ALPHA_GRID = [round(0.05 * i, 2) for i in range(1, 20)]          # 0.05 .. 0.95 (plus the identity)
 
 
@@ -107,6 +107,20 @@ class Rotate:
 
 
 @dataclass
+class KeepFloat:
+    """The few linears that cost the most when quantized stay in float (an engine runs them unquantized:
+    compressed-tensors' `ignore` list). mitigate() measures each linear quantized alone with the recipe (the rest
+    float) by the KL of the output distribution from the float model's on the last `windows` calibration windows,
+    and keeps the `count` costliest; name `linears` to skip the measurement."""
+
+    count: int = 4
+    windows: int = 1
+    linears: list[str] = field(default_factory=list)             # filled by mitigate() when empty
+    scores: dict[str, float] = field(default_factory=dict)      # linear -> KL quantized alone (nats/token)
+    share: float | None = None                                   # of the decoder linears' weights kept float
+
+
+@dataclass
 class Search:
     """auto's measured choice: candidate plans (method strings), each applied to a copy of the model with the
     calibration windows, quantized with the first `quant_windows` of them, and scored by the KL divergence of its
@@ -133,6 +147,7 @@ class MitigationPlan:
     preserve_tokens: PreserveTokens | None = None
     rotate: Rotate | None = None
     token_scales: TokenScales | None = None
+    keep_float: KeepFloat | None = None
     rounding: str | None = None              # the recipe's weight rounding: "gptq" (error-compensating) or
                                              # "learned" (sysq/quant/learn.py); None: the recipe's own
     target: str = "sysq"                     # "engine": only what a compressed-tensors export carries
@@ -171,6 +186,11 @@ class MitigationPlan:
             parts.append("  token scales: dynamic per-token activations on " + (
                 f"{len(n)} linears ({', '.join(x.removeprefix('model.') for x in n[:3])}{', ...' if len(n) > 3 else ''})"
                 if n else "the linears the report's outlier tokens reach"))
+        if self.keep_float:
+            k = self.keep_float
+            parts.append(f"  keep float: {len(k.linears)} linears" + (
+                f" ({k.share:.2%} of the weights): {', '.join(x.removeprefix('model.') for x in k.linears)}"
+                if k.linears and k.share is not None else f" (the {k.count} costliest, measured when mitigating)"))
         if self.rounding:
             parts.append(f"  weight rounding: {self.rounding}")
         if self.search:
@@ -242,7 +262,8 @@ class MitigationPlan:
 
 
 _SECTIONS = {"smooth": Smooth, "clip": Clip, "preserve_channels": PreserveChannels,
-             "preserve_tokens": PreserveTokens, "rotate": Rotate, "token_scales": TokenScales, "search": Search}
+             "preserve_tokens": PreserveTokens, "rotate": Rotate, "token_scales": TokenScales, "search": Search,
+             "keep_float": KeepFloat}
 
 
 def _check_keys(cls, d: dict, where: str) -> None:

@@ -37,7 +37,8 @@ def token_rule(p: PreserveTokens | None) -> TokenRule | None:
 
 def apply_to_recipe(recipe, plan: MitigationPlan):
     """The recipe with the plan's quantizer-side settings: preserved tokens (activation spec), preserved
-    channels, per-linear activation clip ratios and the weight rounding (gptq, learned). Idempotent.
+    channels, per-linear activation clip ratios, the weight rounding (gptq, learned) and the linears kept in float
+    (recipe.skip). Idempotent.
     sysq.quantize applies it to a mitigated model's plan itself."""
     from ..quant.recipes import get_recipe
     r = get_recipe(recipe)
@@ -51,6 +52,9 @@ def apply_to_recipe(recipe, plan: MitigationPlan):
     if c is not None and c.channels:
         r = dataclasses.replace(r, preserve_channels={k: list(v) for k, v in c.channels.items()},
                                 preserve_channels_bits=c.bits)
+    k = plan.keep_float
+    if k is not None and k.linears:
+        r = dataclasses.replace(r, skip=tuple(dict.fromkeys((*r.skip, *k.linears))))
     t = plan.token_scales
     if t is not None and t.linears and r.act is not None and not r.act.dynamic:
         r = dataclasses.replace(r, dynamic_act=tuple(t.linears))
