@@ -2,6 +2,7 @@
 
   split        perplexity of FP8 weights only, FP8 activations only (static per tensor / dynamic per token, with and
                without the outlier tokens preserved), both, and GPTQ rounding on the e4m3 grid;
+  scale        static scale shrink c * amax (percentile / MSE-style) against the relative error of the inputs;
   sensitivity  with the whole model quantized as w8a8-fp8-static (RTN, no mitigation), which linears cost the most:
                KL(float || model) on a few evaluation windows when only one role / one layer / one linear is
                quantized ("alone"), and when everything but one role is ("all but").
@@ -99,10 +100,45 @@ def main() -> int:
             log.info("%s: %.4f (x%.4f)", name, res["ppl"][name]["ppl"], res["ppl"][name]["ppl"] / res["ppl"]["fp"]["ppl"])
             del m
             save()
+    if "scale" in parts:
+        res["scale"] = scale_sweep(base, calib.ids[:1])
+        save()
     if "sensitivity" in parts:
         sensitivity(base, calib, evalw.ids[:args.kl_windows], res, save, args.per_linear)
     print((out / "split.md").read_text())
     return 0
+
+
+SHRINK = (1.0, 0.9, 0.75, 0.5, 0.25)
+
+
+@torch.no_grad()
+def scale_sweep(base, ids) -> dict:
+    """Relative RMS error of every linear's input quantized to e4m3 per tensor with scale c * amax / 448 (amax of
+    that input on `ids`), summed over all linears, BOS / outlier tokens (KEEP) left out of the range and the error:
+    whether a smaller (MSE / percentile) static scale could beat amax for FP8."""
+    from sysq.quant.math import fake_quantize, qparams_from_range
+    from sysq.quant.observers import token_keep_mask
+    err, sq = dict.fromkeys(SHRINK, 0.0), 0.0
+
+    def hook(mod, args):
+        nonlocal sq
+        x = args[0].detach().float()
+        keep = token_keep_mask(x, KEEP["preserve_threshold"], KEEP["preserve_positions"])
+        x = x[~keep]
+        hi = x.abs().max()
+        sq += float(x.pow(2).sum())
+        for c in SHRINK:
+            scale, zero = qparams_from_range(-hi * c, hi * c, 8, True, type="float")
+            err[c] += float((fake_quantize(x, scale, zero, 8, type="float") - x).pow(2).sum())
+
+    hs = [r.module.register_forward_pre_hook(hook) for r in sysq.get_adapter(base).linear_refs()]
+    try:
+        base(input_ids=ids)
+    finally:
+        for h in hs:
+            h.remove()
+    return {str(c): (e / sq) ** 0.5 for c, e in err.items()}
 
 
 @torch.no_grad()
@@ -164,6 +200,11 @@ def markdown(res: dict) -> str:
         for k, c in res["ppl"].items():
             lines.append(f"| {k} | {c['what']} | {c['ppl']:.4f} | {c['ppl'] / fp:.4f} |" if fp else
                          f"| {k} | {c['what']} | {c['ppl']:.4f} | |")
+    if res.get("scale"):
+        lines += ["", "## Static e4m3 scale c * amax / 448: relative RMS error of all linear inputs (1 calibration "
+                  "window, BOS / outlier tokens left out)", "", "| c | " + " | ".join(res["scale"]) + " |",
+                  "|---" * (len(res["scale"]) + 1) + "|",
+                  "| rel. error | " + " | ".join(f"{v:.4f}" for v in res["scale"].values()) + " |"]
     sens = res.get("sensitivity") or {}
     if sens:
         tot = sens.get("all", {}).get("kl")
