@@ -9,6 +9,7 @@ Cost: one quantize and one forward per linear and window.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 
 import torch
@@ -22,13 +23,16 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def linear_costs(model, recipe, calib, windows: int = 1, quiet: bool = False) -> dict[str, float]:
     """KL(float || model with only that linear quantized by `recipe`), nats per token on the last `windows`
-    calibration windows, for every linear the recipe quantizes; costliest first."""
+    calibration windows, for every linear the recipe quantizes; costliest first. Weights are rounded to nearest
+    here whatever the recipe's rounding: the ranking is what counts, and GPTQ over the whole model would
+    multiply the cost."""
     from ..quant.api import quant_linears, quantize
+    from ..quant.recipes import get_recipe
     from .api import _logprobs, kl_to
     ids = getattr(calib, "ids", calib)
     score = ids[-windows:]
     q = copy.deepcopy(model)
-    quantize(q, recipe, ids, quiet=True)
+    quantize(q, dataclasses.replace(get_recipe(recipe), method="rtn"), ids, quiet=True)
     qmods = {ql.name: ql for ql in quant_linears(q)}
     m = copy.deepcopy(model)
     ref = _logprobs(model, score)
