@@ -75,10 +75,12 @@ def markdown(res: dict, settings: dict) -> str:
              f"Settings: {json.dumps(settings)}", ""]
     lines.append(f"FP: {fmt('fp')} · bitsandbytes int8 (threshold 6.0): {fmt('bnb-int8')} · "
                  f"bitsandbytes nf4: {fmt('bnb-nf4')} · w4a16 g32 RTN (the GGUF's own block size): {fmt('w4a16-g32')}")
-    lines += ["", "| recipe | " + " | ".join(COLS) + " |", "|---" * (len(COLS) + 1) + "|"]
+    run_cols = {k.split("|", 1)[1] for k in cells if "|" in k and not k.startswith("sensitivity")}
+    cols = COLS + sorted(run_cols - set(COLS))      # columns given with --cols that COLS does not name
+    lines += ["", "| recipe | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     run_rows = {k.split("|")[0] for k in cells if "|" in k and not k.startswith("sensitivity")}
     for r in [r for r in ROWS if r in run_rows] + sorted(run_rows - set(ROWS)):
-        lines.append(f"| {r} | " + " | ".join(fmt(f"{r}|{c}") for c in COLS) + " |")
+        lines.append(f"| {r} | " + " | ".join(fmt(f"{r}|{c}") for c in cols) + " |")
     lines += ["", "smoothquant = plain SmoothQuant baseline (alpha 0.5, norm->q,k,v and norm->gate,up only).",
               "w4a16 + preserve-tokens = the same cell without it (no activation quantizer).", "", "## Goals", ""]
     for r, g in GOALS.items():

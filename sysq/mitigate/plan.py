@@ -113,7 +113,7 @@ class KeepFloat:
     float) by the KL of the output distribution from the float model's on the last `windows` calibration windows,
     and keeps the `count` costliest; name `linears` to skip the measurement."""
 
-    count: int = 4
+    count: int = 8
     windows: int = 1
     linears: list[str] = field(default_factory=list)             # filled by mitigate() when empty
     scores: dict[str, float] = field(default_factory=dict)      # linear -> KL quantized alone (nats/token)
