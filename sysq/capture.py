@@ -94,11 +94,13 @@ class Pending:
     tensor to the host at once (to_host) and runs the callbacks in order. Once one item waits, the later ones wait
     too, so the order holds."""
 
+    defer = False     # True: CPU work waits for flush() too (what a run on a device does; tests and benchmarks)
+
     def __init__(self):
         self.items: list[tuple] = []
 
     def add(self, fn, *tensors) -> None:
-        if not self.items and all(t is None or t.device.type == "cpu" for t in tensors):
+        if not self.defer and not self.items and all(t is None or t.device.type == "cpu" for t in tensors):
             fn(*tensors)
         else:
             self.items.append((fn, tensors))
@@ -474,8 +476,10 @@ class Recorder:
             floor = self.th.massive_abs if site == "resid" else self.th.input_abs
             self.sites[key] = SiteStats(i, site, x.shape[-1], floor, self.th, x.device)
         where = ", ".join(self.site_linears.get(key, [])) or f"output of decoder layer {i}"
-        dense = x.device.type != "cpu" if self.dense is None else self.dense
-        self._reduced.append(self.sites[key].reduce(x, self.batch, self.pending, where, dense))
+        self._reduced.append(self.sites[key].reduce(x, self.batch, self.pending, where, self._dense(x)))
+
+    def _dense(self, x: torch.Tensor) -> bool:
+        return x.device.type != "cpu" if self.dense is None else self.dense
 
     def _layer_in(self, i: int):
         def hook(mod, args, kwargs):
@@ -564,7 +568,7 @@ class Recorder:
             h_out = self._btc(out[0] if isinstance(out, tuple) else out)
             self._stats(i, "resid", h_out)
             cur, batch = self._cur, self.batch
-            life = self._hits(i, cur, h_out)
+            life = self._hits(i, cur, h_out, self._dense(h_out))
             norms = [cur.get(k) for k in ("nq", "nk", "nv")]
             snap = None
             if self.snapshot and batch.window0 == 0:
@@ -573,10 +577,13 @@ class Recorder:
             self._cur = {}
         return hook
 
-    def _layer_records(self, i: int, batch: Batch, hits, values, terms_k, terms, att_flags, nq, nk, nv, snap):
+    def _layer_records(self, i: int, batch: Batch, count, hits, values, terms_k, terms, att_flags, nq, nk, nv,
+                       snap):
         """Host part of a layer's output hook: lifecycle, consistency, the residual flags handed on."""
-        if hits is not None:
-            self._lifecycle(i, batch, hits, values, terms_k, terms)
+        life = (hits, values, terms_k, terms) if count is None or hits is None else \
+            self._select_hits(count, hits, values, terms_k, terms)
+        if life is not None and life[0] is not None:
+            self._lifecycle(i, batch, *life)
         self._consistency(i, batch.flags_in, att_flags, nq, nk, nv)
         batch.flags_in = batch.flags_out
         if snap is not None:
@@ -596,29 +603,48 @@ class Recorder:
             q[2] += n[~act].sum(0).double()
             q[3] += int((~act).sum())
 
-    def _hits(self, i: int, cur: dict, h_out: torch.Tensor) -> tuple:
+    def _hits(self, i: int, cur: dict, h_out: torch.Tensor, dense: bool) -> tuple:
         """Device part of the lifecycle: where the residual is large (|h| > massive_abs, the absolute half of
         the massive test, so an outlier is followed from birth to death even while the median keeps it under
         1000x) before or after layer i, at most MAX_TRACKED (token, channel) hits, with the layer's values there
-        and the largest terms of the MLP's write. Returns (hits [m, 3] (b, t, c), values [m, 3] (h_in, h_mid,
-        h_out), term columns [m, K], terms [m, K, 4] (x_k * W[c, k], x_k, gate_k, up_k)) or Nones."""
-        none = (None, None, None, None)
+        and the largest terms of the MLP's write. Kept when there are more: the largest max(|h_in|, |h_out|),
+        the first position on ties. Returns (count, hits [m, 3] (b, t, c), values [m, 3] (h_in, h_mid, h_out),
+        term columns [m, K], terms [m, K, 4] (x_k * W[c, k], x_k, gate_k, up_k)) or Nones.
+
+        dense (an accelerator): no wait for the device; a fixed MAX_TRACKED candidates, best first, and `count`
+        (a device scalar) says how many are hits; the host keeps those (_select_hits). Else (the CPU) exactly the
+        hits in position order, count None."""
+        none = (None,) * 5
         if "h_mid" not in cur:
             return none
         floor = self.th.massive_abs
         # the layer's input arrives where the previous layer ran (accelerate moves it inside the layer)
         h_in, h_mid = cur["h_in"].to(h_out.device), cur["h_mid"]
-        hits = ((h_in.abs() > floor) | (h_out.abs() > floor)).nonzero()   # the one wait per layer: how many
-        if hits.shape[0] == 0:
-            return none
-        b, t, c = hits.unbind(1)
-        vin, vmid, vout = (h[b, t, c].float() for h in (h_in, h_mid, h_out))
-        if hits.shape[0] > MAX_TRACKED:
-            keep = torch.maximum(vin.abs(), vout.abs()).topk(MAX_TRACKED).indices
-            b, t, c, vin, vmid, vout = (v[keep] for v in (b, t, c, vin, vmid, vout))
-        values = torch.stack([vin, vmid, vout], 1)
+        big = (h_in.abs() > floor) | (h_out.abs() > floor)
+        count = None
+        if dense:
+            # one int64 key per position: score bits (monotonic for |h| >= 0) above the reversed flat index, so
+            # topk orders by score, then position; non-hits below every hit
+            flat = torch.arange(big.numel(), device=big.device).view(big.shape)
+            score = torch.maximum(h_in.abs(), h_out.abs()).float()
+            key = torch.where(big, score.view(torch.int32).long() * 2**32 + (2**32 - 1 - flat), -1 - flat)
+            key = key.view(-1).topk(min(MAX_TRACKED, key.numel())).values
+            flat = torch.where(key >= 0, 2**32 - 1 - (key & (2**32 - 1)), -1 - key)
+            T, C = big.shape[1:]
+            b, t, c = flat // (T * C), flat // C % T, flat % C
+            count = big.sum()
+        else:
+            b, t, c = big.nonzero().unbind(1)
+            if b.shape[0] == 0:
+                return none
+            if b.shape[0] > MAX_TRACKED:
+                score = torch.maximum(h_in[b, t, c].abs(), h_out[b, t, c].abs()).float()
+                keep = score.sort(descending=True, stable=True).indices[:MAX_TRACKED]
+                b, t, c = b[keep], t[keep], c[keep]
+        values = torch.stack([h[b, t, c].float() for h in (h_in, h_mid, h_out)], 1)
+        hits = torch.stack([b, t, c], 1)
         if "down_in" not in cur:
-            return torch.stack([b, t, c], 1), values, None, None
+            return count, hits, values, None, None
         # the MLP's write into channel c at (b, t) split into x_k * W_down[c, k]; the largest terms
         x = cur["down_in"][b, t].float()                                   # [m, I]
         contrib = x * self.ad.down(i).weight[c].float()
@@ -627,7 +653,20 @@ class Recorder:
         nan = torch.full_like(contrib, float("nan"))
         terms = torch.stack([v.gather(1, k) for v in (contrib, x, nan if gate is None else gate,
                                                       nan if up is None else up)], -1)
-        return torch.stack([b, t, c], 1), values, k, terms
+        return count, hits, values, k, terms
+
+    @staticmethod
+    def _select_hits(count, hits, values, terms_k, terms) -> tuple:
+        """Host side of a dense _hits: the `count` real hits among the candidates, in position order when all of
+        them fit (as the CPU form gives them), else the MAX_TRACKED best in order. None when there is none."""
+        n = int(count)
+        if n == 0:
+            return None
+        if n > hits.shape[0]:
+            return hits, values, terms_k, terms
+        T, C = (int(v) + 1 for v in hits[:n, 1:].amax(0))                 # any bound above the positions works
+        keep = (hits[:n, 0] * T * C + hits[:n, 1] * C + hits[:n, 2]).argsort()
+        return tuple(None if v is None else v[:n][keep] for v in (hits, values, terms_k, terms))
 
     def _lifecycle(self, i: int, batch: Batch, hits, values, terms_k, terms) -> None:
         """How layer i changed the residual at each hit (host part of _hits)."""
