@@ -24,7 +24,8 @@ from sysq.capture import Recorder  # noqa: E402
 
 # ops that read a device value on the host (item, tolist, bool() of a tensor, data-dependent shapes) or copy
 WATCH = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::index", "aten::masked_select",
-         "aten::to", "aten::_to_copy", "aten::copy_", "cudaMemcpyAsync", "cudaStreamSynchronize")
+         "aten::to", "aten::_to_copy", "aten::copy_", "cudaMemcpyAsync", "cudaStreamSynchronize",
+         "cudaDeviceSynchronize", "cudaEventSynchronize")
 PHASES = ("forward", "flush", "rest")
 
 
@@ -110,7 +111,10 @@ def main() -> None:
     if args.dense:        # what a GPU runs: whole-tensor forms, and the host work waits for the flush's copy
         from sysq.capture import Pending
         Recorder.dense = True
-        Pending.defer = True
+        if hasattr(Pending, "defer"):
+            Pending.defer = True
+        else:                                                         # commits before Pending.defer
+            Pending.add = lambda self, fn, *tensors: self.items.append((fn, tensors))
     sysq.detect(model, ids[:1, :16], quiet=True)                      # warm-up
     counts, seconds, _ = profile_detect(model, ids, args.batch_size)
     batches = -(-args.n // args.batch_size)
