@@ -6,13 +6,15 @@ token counters (bounded by the vocabulary and the window length) and a handful o
 the massive positions. So peak memory is one layer's intermediates, whatever the number of windows.
 
 Where the work happens: the running statistics stay on the device of the tensors they watch (the GPU,
-or each layer's GPU when accelerate splits the model), and the hooks do not wait for the device. Each
-hook reduces its tensor there to per-channel statistics and to a few [windows x tokens] tensors;
-`flush()` moves all of those to the host together (one copy per device and dtype) and the host turns
-them into records (token counters, top values, lifecycle sums) in the order the hooks ran. flush() runs
-once per batch (in-memory) or once per layer (sequential pipeline). The one wait inside a batch is one
-per layer: the lifecycle's (token, channel) hits, whose number only the data knows. On the CPU the same
-code runs the same arithmetic as a host-only implementation, so reports do not depend on the path.
+or each layer's GPU when accelerate splits the model), and the hooks never wait for the device: no .item(),
+.tolist(), bool(), nonzero or boolean-mask indexing of a device tensor inside a hook (tests/test_sequential.py
+makes each of them raise there). Each hook reduces its tensor on the device to per-channel statistics and to a
+few fixed-size tensors ([windows x tokens] flags and maxima, MAX_TRACKED lifecycle candidates with a device count).
+After a batch, its reductions are folded into the running statistics on the device (merge_sites) and what the host
+needs is copied in one copy per device and dtype (pinned memory, queued behind the batch); the host turns it into
+records (token counters, top values, lifecycle sums) in hook order while the device computes the next batch
+(the layers' host-share hooks run a share each). The sequential pipeline flushes once per layer. On the CPU, the
+hooks use sparse forms where reading a value costs nothing (Recorder.dense); both forms give the same report.
 
 Sites (per decoder layer):  attn_in (q/k/v input)  o_in  mlp_in (gate/up input)  down_in  resid (layer output)
 """
@@ -76,23 +78,62 @@ class TokenHits:
 def to_host(tensors: list) -> list:
     """The tensors on the CPU, copied together: one concatenation and one copy per device and dtype (a copy per
     tensor would wait on the device once per tensor). None entries and CPU tensors pass through."""
+    host, events = start_to_host(tensors)
+    for ev in events:
+        ev.synchronize()
+    return host
+
+
+def start_to_host(tensors: list) -> tuple[list, list]:
+    """to_host without the wait: CUDA tensors are copied into pinned host memory behind the work already queued;
+    the host tensors may be read once every returned event has completed (other devices copy at once)."""
     groups: dict[tuple, list[torch.Tensor]] = defaultdict(list)
     for t in tensors:
         if t is not None and t.device.type != "cpu":
             groups[(t.device, t.dtype)].append(t)
     host: dict[int, torch.Tensor] = {}
-    for ts in groups.values():
-        flat = torch.cat([t.reshape(-1) for t in ts]).cpu()
-        for t, h in zip(ts, flat.split([t.numel() for t in ts])):
-            host[id(t)] = h.view(t.shape)
-    return [None if t is None else host.get(id(t), t) for t in tensors]
+    events = []
+    for (device, dtype), ts in groups.items():
+        flat = torch.cat([t.reshape(-1) for t in ts])
+        if device.type == "cuda":
+            h = torch.empty(flat.shape, dtype=dtype, pin_memory=True).copy_(flat, non_blocking=True)
+            ev = torch.cuda.Event()
+            ev.record(torch.cuda.current_stream(device))
+            events.append(ev)
+        else:
+            h = flat.cpu()
+        for t, part in zip(ts, h.split([t.numel() for t in ts])):
+            host[id(t)] = part.view(t.shape)
+    return [None if t is None else host.get(id(t), t) for t in tensors], events
+
+
+class Backlog:
+    """One flush's host work: the callbacks in hook order with their tensors on the host once the copy is done.
+    step(n) runs the next n (all by default), waiting for the copy first."""
+
+    def __init__(self, items: list[tuple], host: list, events: list):
+        self.items, self.host, self.events, self.done = items, iter(host), events, 0
+
+    def ready(self) -> bool:
+        """Whether the copy is done (no wait)."""
+        return all(ev.query() for ev in self.events)
+
+    def step(self, n: int | None = None) -> None:
+        for ev in self.events:
+            ev.synchronize()
+        self.events = []
+        end = len(self.items) if n is None else min(len(self.items), self.done + n)
+        while self.done < end:
+            fn, ts = self.items[self.done]
+            self.done += 1
+            fn(*[next(self.host) for _ in ts])
 
 
 class Pending:
     """Host work on small tensors, in hook order: (callback, tensors). Work whose tensors are all on the CPU runs at
     once (there is no device to wait for); work on a device tensor waits for flush(), which copies every waiting
     tensor to the host at once (to_host) and runs the callbacks in order. Once one item waits, the later ones wait
-    too, so the order holds."""
+    too, so the order holds. start() is flush() in two halves: the copy starts now, the callbacks run later."""
 
     defer = False     # True: CPU work waits for flush() too (what a run on a device does; tests and benchmarks)
 
@@ -105,11 +146,12 @@ class Pending:
         else:
             self.items.append((fn, tensors))
 
-    def flush(self) -> None:
+    def start(self) -> Backlog:
         items, self.items = self.items, []
-        host = iter(to_host([t for _, ts in items for t in ts]))
-        for fn, ts in items:
-            fn(*[next(host) for _ in ts])
+        return Backlog(items, *start_to_host([t for _, ts in items for t in ts]))
+
+    def flush(self) -> None:
+        self.start().step()
 
 
 class Batch:
@@ -386,17 +428,21 @@ class Recorder:
         self.pending = Pending()
         self._reduced: list[Reduced] = []
         self._handles = []
+        self._host_handles = []              # host-only work (the previous batch's records), no device tensors
         self._cur: dict = {}
         self.batch: Batch | None = None
+        self._backlog: Backlog | None = None
 
     # ---- running ------------------------------------------------------------------------------
     def attach(self, layers=None) -> "Recorder":
         """Hook every decoder layer, or only `layers` (indices)."""
         ad, reg = self.ad, self._handles
-        seen_act = set()
+        seen_act, seen_layers = set(), []
         for i in range(ad.num_layers) if layers is None else layers:
             layer = ad.layers()[i]
             reg.append(layer.register_forward_pre_hook(self._layer_in(i), with_kwargs=True))
+            self._host_handles.append(layer.register_forward_pre_hook(self._host_share(len(seen_layers) + 1)))
+            seen_layers.append(i)
             reg.append(layer.register_forward_hook(self._layer_out(i)))
             attn_in = ad.attn_inputs(i)
             reg.append(attn_in[0][1].register_forward_pre_hook(self._site(i, "attn_in")))
@@ -418,9 +464,10 @@ class Recorder:
         return self
 
     def detach(self) -> None:
-        for h in self._handles:
+        for h in self._handles + self._host_handles:
             h.remove()
         self._handles.clear()
+        self._host_handles.clear()
         self._cur = {}
 
     def begin(self, ids: torch.Tensor, window0: int, attention: bool = True) -> Batch:
@@ -438,18 +485,35 @@ class Recorder:
 
     @torch.no_grad()
     def run(self, ids: torch.Tensor, window0: int, attention: bool = True) -> None:
-        """One batch of windows through the whole model, then its records (flush)."""
+        """One batch of windows through the whole model. Its statistics are folded in on the device at once; its
+        host records are made while the next batch runs (flush() makes the last ones)."""
         self.use(self.begin(ids, window0, attention))
         try:
             base = getattr(self.model, "base_model", self.model)   # the logits are not needed
             base(input_ids=ids.to(self.model.device), use_cache=False)
         finally:
             self._cur = {}
-        self.flush()
+        self._step_backlog()                # what the hooks left of the previous batch's records
+        self._merge()
+        self._backlog = self.pending.start()
 
     def flush(self) -> None:
         """Fold the batches' reductions into the running statistics (merge_sites), then move what the hooks left
         on the device to the host and make the records (Pending)."""
+        self._step_backlog()
+        self._merge()
+        self.pending.flush()
+
+    def _step_backlog(self, n: int | None = None) -> None:
+        """Run n (default: all) of the previous batch's host callbacks. The decoder layers' pre-hooks run a share
+        each, so on an accelerator the host makes batch k's records while the device computes batch k + 1 (a
+        wait here would be for batch k's copy, queued before batch k + 1)."""
+        if self._backlog is not None:
+            self._backlog.step(n)
+            if self._backlog.done == len(self._backlog.items):
+                self._backlog = None
+
+    def _merge(self) -> None:
         groups: dict[tuple, list[Reduced]] = {}
         for it in self._reduced:          # hook order: a site's earlier batches merge first
             key = (id(it.batch), it.site.channels, it.wmax.device, it.site.site == "resid")
@@ -457,7 +521,6 @@ class Recorder:
         self._reduced = []
         for items in groups.values():
             merge_sites(items)
-        self.pending.flush()
 
     def to_host(self) -> None:
         """The running statistics to the CPU (one copy per device and dtype), for the report."""
@@ -466,6 +529,14 @@ class Recorder:
             setattr(s, name, h)
 
     # ---- hooks --------------------------------------------------------------------------------
+    def _host_share(self, k: int):
+        """Before the k-th hooked layer: the previous batch's callbacks up to k / layers of them."""
+        def hook(mod, args):
+            if self._backlog is not None and self._backlog.ready():     # else a later layer catches up
+                want = -(-len(self._backlog.items) * k // len(self._host_handles))
+                self._step_backlog(max(0, want - self._backlog.done))
+        return hook
+
     def _btc(self, t: torch.Tensor) -> torch.Tensor:
         """[B, T, C] view of a hidden tensor (OPT flattens tokens to [B*T, C] inside its layers)."""
         return (t if t.dim() == 3 else t.view(*self.batch.ids.shape, -1)).detach()

@@ -85,6 +85,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
                 with (eager_attention(model) if s < n_att else contextlib.nullcontext()):
                     rec.run(ids[s:e], s, attention=s < n_att)
                 bar.update(e - s)
+            rec.flush()                 # the last batch's records
         finally:
             rec.detach()
             bar.close()
