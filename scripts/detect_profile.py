@@ -4,8 +4,10 @@
     flock /tmp/sysq-cpu.lock python scripts/detect_profile.py --model smollm2-135m --n 4 --seqlen 512 --dense
 
 Phases: `forward` (the model's forward passes with the capture hooks: on a GPU, any read of a device value here
-stalls the launch queue), `flush` (once per batch: the batch's reductions folded in, one copy to the host, the
-records made there), `rest` (weight statistics, rounding, the report). --dense runs the accelerator's
+stalls the launch queue), `records` (the host making a batch's records from its host copy, during the next
+batch's forward; reads there are of host tensors), `flush` (the batch's reductions folded in and copied to the
+host; once per batch before the records overlapped the forward), `rest` (weight statistics, rounding, the
+report). --dense runs the accelerator's
 whole-tensor forms of the hooks on the CPU (what a GPU runs). scripts/bench_scale.py's profile step prints the
 same table on a GPU. Counts are per batch of --batch-size windows.
 """
@@ -20,19 +22,29 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
 import sysq  # noqa: E402
+from sysq import capture  # noqa: E402
 from sysq.capture import Recorder  # noqa: E402
 
 # ops that read a device value on the host (item, tolist, bool() of a tensor, data-dependent shapes) or copy
 WATCH = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::index", "aten::masked_select",
          "aten::to", "aten::_to_copy", "aten::copy_", "cudaMemcpyAsync", "cudaStreamSynchronize",
          "cudaDeviceSynchronize", "cudaEventSynchronize")
-PHASES = ("forward", "flush", "rest")
+PHASES = ("forward", "records", "flush", "rest")
 
 
 @contextlib.contextmanager
 def phases():
-    """Recorder.run's forward and Recorder.flush labelled for the profiler (works on any commit's sysq)."""
+    """Recorder.run's forward, Recorder.flush and the host records (Backlog.step, where it exists) labelled for the
+    profiler (works on any commit's sysq)."""
     run, flush = Recorder.run, Recorder.flush
+    backlog = getattr(capture, "Backlog", None)
+    step = backlog.step if backlog else None
+
+    def labelled_step(self, *a, **k):
+        with record_function("phase:records"):
+            return step(self, *a, **k)
+    if backlog:
+        backlog.step = labelled_step
 
     def labelled_run(self, *a, **k):
         with record_function("phase:forward"):
@@ -47,6 +59,8 @@ def phases():
         yield
     finally:
         Recorder.run, Recorder.flush = run, flush
+        if backlog:
+            backlog.step = step
 
 
 def _phase(e) -> str:
@@ -67,13 +81,19 @@ def profile_detect(model, ids, batch_size: int, **kw):
     seconds = dict.fromkeys(PHASES, 0.0)
     events = prof.events()
     seconds["rest"] = (max(e.time_range.end for e in events) - min(e.time_range.start for e in events)) / 1e6
+    seconds.update(flush_in_run=0.0, records_in_run=0.0, records_in_flush=0.0)
     for e in events:
         if e.name.startswith("phase:"):
-            seconds[e.name[len("phase:"):]] += e.cpu_time_total / 1e6
+            name = e.name[len("phase:"):]
+            seconds[name] += e.cpu_time_total / 1e6
+            outer = _phase(e)                       # phases nest: records in forward or flush, flush in run
+            if outer != "rest":
+                seconds[f"{name}_in_{'run' if outer == 'forward' else outer}"] += e.cpu_time_total / 1e6
         elif e.name in WATCH:
             counts[_phase(e)][e.name] += 1
-    seconds["rest"] -= seconds["forward"]
-    seconds["forward"] -= seconds["flush"]          # flush runs inside the labelled run
+    seconds["rest"] -= seconds["forward"] + seconds["flush"] - seconds["flush_in_run"]
+    seconds["forward"] -= seconds["flush_in_run"] + seconds["records_in_run"]
+    seconds["flush"] -= seconds["records_in_flush"]
     return counts, seconds, prof
 
 
