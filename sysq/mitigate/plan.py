@@ -187,7 +187,9 @@ class MitigationPlan:
             sc = self.search
             if sc.chosen is None:
                 parts.append(f"  auto: {len(sc.candidates)} candidates to measure when mitigating: "
-                             + ", ".join(sc.candidates))
+                             + ", ".join(sc.candidates) + f" (cost: each one mitigate, one "
+                             f"{'RTN-weight ' if sc.proxy_rounding == 'rtn' else ''}quantize on {sc.quant_windows} "
+                             f"calibration windows and a pass over {sc.score_windows})")
             else:
                 parts.append(f"  auto: chose {sc.chosen!r} of {len(sc.candidates)} candidates by {sc.proxy} on "
                              f"{sc.score_windows} calibration windows ({sc.total_seconds:.1f}s)"
