@@ -26,3 +26,15 @@ def test_gemv_is_off_on_the_cpu_without_the_interpreter(monkeypatch):
     assert not gemv.available("cpu")
     monkeypatch.setenv("SYSQ_GEMV", "0")
     assert not gemv.available("cuda")
+
+
+def test_bench_gemv_runs_at_a_tiny_size_on_the_cpu(tmp_path):
+    pytest.importorskip("triton")
+    import json
+    r = subprocess.run([sys.executable, str(HERE.parent / "scripts" / "bench_gemv.py"), "--device", "cpu",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=HERE.parent)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    rows = json.loads((tmp_path / "bench_gemv.json").read_text())["rows"]
+    sysq_rows = [x for x in rows if x["kernel"].startswith("sysq Triton")]
+    assert len(sysq_rows) == 4 and not any("error" in x for x in rows)
+    assert all(x["max_rel_err"] < 1e-5 for x in sysq_rows)     # fp32 accumulation of the exact codes
