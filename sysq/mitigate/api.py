@@ -268,7 +268,8 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
         if path.sequential:
             raise SysqError("measured auto copies the model once per candidate and runs it whole, which the "
                             "sequential pipeline exists to avoid: plan with method 'auto-fast' (the rules; CLI "
-                            "--fast) or a named method, or use pipeline='memory' on a device that holds the model")
+                            "--fast) or a named method, or use pipeline='memory' on a device that holds the model (loaded "
+                            "without offload)")
         choose(model, p, calib, report if report is not None else getattr(p, "_report", None), quiet)
         object.__setattr__(model, "_sysq_plan", p)
         return apply_to_recipe(r, p) if r is not None else None
