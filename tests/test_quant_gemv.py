@@ -28,6 +28,15 @@ def test_gemv_is_off_on_the_cpu_without_the_interpreter(monkeypatch):
     assert not gemv.available("cuda")
 
 
+def test_cuda_takes_the_int8_gemv_and_keeps_tinygemm_for_int4_unless_asked(monkeypatch):
+    pytest.importorskip("triton")
+    from sysq.quant import gemv
+    monkeypatch.delenv("SYSQ_GEMV", raising=False)
+    assert gemv.available("cuda", "int8") and not gemv.available("cuda", "int4")   # H200: int4 GEMV < tinygemm
+    monkeypatch.setenv("SYSQ_GEMV", "int4")
+    assert gemv.available("cuda", "int4")
+
+
 def test_bench_gemv_runs_at_a_tiny_size_on_the_cpu(tmp_path):
     pytest.importorskip("triton")
     import json

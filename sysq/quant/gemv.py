@@ -37,13 +37,24 @@ def has_triton() -> bool:
         return False
 
 
-def available(device) -> bool:
-    """Whether the GEMV kernels run for modules on `device`: CUDA with Triton (SYSQ_GEMV=0 turns them off),
-    or the CPU under TRITON_INTERPRET=1 (Triton's interpreter: slow, for tests)."""
+# Which GEMV the real modules take by default on CUDA. Measured on an H200 (scripts/bench_gemv.py, 8B shapes, M=1):
+# the int8 GEMV streams 2.4-3.9 TB/s (inductor's fused dequantize-matmul 2.3-3.3); the int4 GEMV only 0.5-1.6 TB/s,
+# below tinygemm's 0.5-2.1 (its unpacking is bound by integer throughput), so int4 keeps tinygemm unless
+# SYSQ_GEMV=int4 (or "all") asks for it.
+DEFAULT_KINDS = ("int8",)
+
+
+def available(device, kind: str = "int8") -> bool:
+    """Whether the `kind` ("int8" | "int4") GEMV runs for modules on `device`: CUDA with Triton, or the CPU under
+    TRITON_INTERPRET=1 (Triton's interpreter: slow, for tests). SYSQ_GEMV=0 turns them off, SYSQ_GEMV=int4 / all
+    turns the int4 one on (DEFAULT_KINDS otherwise; under the interpreter both run)."""
     dev = torch.device(device)
-    if os.environ.get("SYSQ_GEMV", "1") == "0" or not has_triton():
+    flag = os.environ.get("SYSQ_GEMV", "1")
+    if flag == "0" or not has_triton():
         return False
-    return dev.type == "cuda" or (dev.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+    if dev.type == "cpu":
+        return os.environ.get("TRITON_INTERPRET") == "1"
+    return dev.type == "cuda" and (kind in DEFAULT_KINDS or flag in (kind, "all"))
 
 
 def split_k(m: int, n: int, chunks: int, block_n: int = 16) -> int:

@@ -397,7 +397,7 @@ class Int4WOLinear(RealLinear):
         packed, sz = tinygemm_pack(ql.codes(), ql.w_scale, ql.w_zero, self.group_size, torch.bfloat16,
                                    float_zero=getattr(ql, "float_zero", False))   # issue 15's zero_point "float"
         # decode on the GEMV: the codes as bytes (one copy of the weight; prefill repacks it for tinygemm)
-        self.gemv = gemv.available(dev)
+        self.gemv = gemv.available(dev, "int4")
         if self.gemv:
             packed = gemv.pack_nibbles(ql.codes())
             self.kernel = f"w4a16 Triton GEMV (rows <= {gemv.MAX_ROWS}), else {self.kernel.split(' ', 1)[1]} " \
