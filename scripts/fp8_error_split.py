@@ -134,7 +134,7 @@ def scale_sweep(base, ids) -> dict:
 
     hs = [r.module.register_forward_pre_hook(hook) for r in sysq.get_adapter(base).linear_refs()]
     try:
-        base(input_ids=ids)
+        base(input_ids=ids.to(next(base.parameters()).device))
     finally:
         for h in hs:
             h.remove()
