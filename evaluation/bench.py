@@ -425,8 +425,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=8, help="batch of the decodeB phase")
     p.add_argument("--reps", type=int, default=5, help="timed prefill calls (median)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--prefill-mode", default=None, help="torch.compile mode of the compiled prefill (default: inductor's "
-                   "default; e.g. max-autotune-no-cudagraphs)")
+    p.add_argument("--prefill-mode", default=None, help="torch.compile mode of the compiled prefill (default on CUDA: "
+                   "max-autotune-no-cudagraphs, whose Triton int8 GEMM templates beat _int_mm's sm80 cutlass kernel "
+                   "on Hopper; 'default' for inductor's default; on the CPU inductor's default)")
     p.add_argument("--decode-mode", default=None, help="torch.compile mode of the compiled decode (default: "
                    "reduce-overhead on CUDA, inductor's default on the CPU)")
     p.add_argument("--lm-head", action="store_true", help="quantize lm_head too (torchao's quantize_ does)")
@@ -450,6 +451,10 @@ def finish(args, argv) -> argparse.Namespace:
     args.prefill = (int(b), int(t))
     args.phases = [x for x in args.phases.split(",") if x] if isinstance(args.phases, str) else args.phases
     args.decode_mode = args.decode_mode or ("reduce-overhead" if args.device == "cuda" else None)
+    if args.prefill_mode is None and args.device == "cuda":
+        args.prefill_mode = "max-autotune-no-cudagraphs"
+    elif args.prefill_mode == "default":
+        args.prefill_mode = None
     args.out = args.out or os.environ.get("OUT") or "out/bench"
     args._base = None
     return args

@@ -33,7 +33,9 @@ def test_measured_auto_applies_the_least_kl_candidate_and_says_so(tmp_path):
     p = sysq.plan(report, "w8a8-static")
     sysq.quantize(m, sysq.mitigate(m, p, CALIB, report=report, quiet=True), CALIB, quiet=True)
     s = p.search
-    assert set(s.scores) == set(s.candidates) and s.chosen == min(s.scores, key=s.scores.get)
+    assert set(s.scores) == set(s.candidates) and s.rules in s.scores
+    assert s.scores[s.chosen] <= s.scores[s.rules]
+    assert set(s.noise) == set(s.candidates) - {s.rules}
     assert s.total_seconds > 0 and all(v > 0 for v in s.seconds.values())
     assert any(n.startswith("auto: chose") and "none" in n for n in p.notes)
     assert "auto: chose" in str(p)
@@ -82,3 +84,43 @@ def test_engine_target_measures_engine_legal_candidates_only():
     assert p.search.chosen is not None
     assert p.preserve_tokens is None and (p.rotate is None or not p.rotate.down)
     assert any("target engine: dropped preserve-tokens" in n for n in p.notes)
+
+
+def test_decide_keeps_the_rules_inside_the_proxy_noise():
+    from sysq.mitigate.api import decide
+    g = torch.Generator().manual_seed(0)
+    rules = 1.0 + 0.1 * torch.randn(16, generator=g)
+    close = rules - 0.01 + 0.1 * torch.randn(16, generator=g)      # 1% better on average, noise 10x that
+    clear = rules - 0.3 + 0.01 * torch.randn(16, generator=g)      # better on every segment
+    worse = rules + 0.5
+    best, noise = decide({"r": rules, "close": close, "worse": worse}, "r", 2.0)
+    assert best == "r" and noise["close"] > 0.01
+    best, noise = decide({"r": rules, "close": close, "clear": clear, "worse": worse}, "r", 2.0)
+    assert best == "clear" and noise["clear"] < 0.01
+    assert decide({"r": rules[:1], "clear": clear[:1]}, "r", 2.0)[0] == "r"   # one segment: no noise estimate
+
+
+@pytest.mark.parametrize("recipe", ["w4a16", "w4a8", "w8a8-static"])
+def test_auto_is_never_worse_than_the_rules_on_the_proxy_and_int4_search_rounds_to_nearest(recipe, monkeypatch):
+    """INT4 candidates are scored with RTN weights (no GPTQ inside the search); the chosen plan's proxy score is
+    at most the rules', and it differs from the rules only by more than the measured noise; the winner still gets
+    GPTQ when quantized."""
+    import sysq.quant.api as qapi
+    calls = []
+    real = qapi.gptq_model
+    monkeypatch.setattr(qapi, "gptq_model", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    base, report = _setup()
+    m = copy.deepcopy(base)
+    p = sysq.plan(report, recipe)
+    r = sysq.mitigate(m, p, CALIB, report=report, quiet=True)
+    s = p.search
+    assert calls == []
+    assert s.scores[s.chosen] <= s.scores[s.rules]
+    if s.chosen != s.rules:
+        assert s.scores[s.rules] - s.scores[s.chosen] > s.z * s.noise[s.chosen]
+    note = next(n for n in p.notes if n.startswith("auto: chose"))
+    assert all(c in note for c in s.scores) and "+-" in note
+    if recipe.startswith("w4"):
+        assert "rounded to nearest" in note and p.rounding == "gptq" and r.method == "gptq"
+        sysq.quantize(m, r, CALIB, quiet=True)
+        assert calls == [1]

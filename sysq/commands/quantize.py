@@ -166,6 +166,8 @@ def run(args) -> int:
         result["full_plan"] = full
     if p is not None:
         print(f"\n== mitigate ({p.method}, target {p.target})")
+        if p.search is not None and p.search.chosen is None:     # the search's bounded cost, before it runs
+            print(next(line for line in str(p).splitlines() if line.startswith("  auto:")))
         mitigate(model, p, calib, quiet=quiet, report=report)
         print(p)
         result["plan"] = p.to_dict()

@@ -18,6 +18,7 @@ calibration windows); then it applies the winner with every calibration window. 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -345,13 +346,36 @@ def _logprobs(model, ids: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+def kl_tokens(model, ids: torch.Tensor, ref: list[torch.Tensor]) -> torch.Tensor:
+    """KL(float || model) at every position of `ids`: [windows, positions] (nats)."""
+    return torch.stack([(lp_ref.exp() * (lp_ref - lp)).sum(-1) for lp_ref, lp in zip(ref, _logprobs(model, ids))])
+
+
 def kl_to(model, ids: torch.Tensor, ref: list[torch.Tensor]) -> float:
     """Mean KL(float || model) of the output distributions over every position of `ids` (nats per token)."""
-    total, n = 0.0, 0
-    for lp_ref, lp in zip(ref, _logprobs(model, ids)):
-        total += float((lp_ref.exp() * (lp_ref - lp)).sum())
-        n += lp.shape[0]
-    return total / max(n, 1)
+    return float(kl_tokens(model, ids, ref).mean())
+
+
+def _segments(kl: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean KL per run of `size` positions of each window (the units of the paired noise estimate)."""
+    return torch.cat([c.mean(-1) for c in kl.split(max(1, size), dim=-1)]) if kl.numel() else kl.flatten()
+
+
+def decide(segs: dict[str, torch.Tensor], rules: str, z: float) -> tuple[str, dict[str, float]]:
+    """The rules' candidate unless another one's mean KL is lower by more than `z` standard errors of the paired
+    per-segment difference (the spread of the proxy over the score windows); among those, the least KL.
+    Returns (choice, candidate -> standard error of its difference to the rules)."""
+    base = segs[rules]
+    best, noise = rules, {}
+    for m, v in segs.items():
+        if m == rules:
+            continue
+        d = base - v                              # > 0 where the candidate is closer to the float model
+        se = float(d.std() / d.numel() ** 0.5) if d.numel() > 1 else float("inf")
+        noise[m] = se
+        if float(d.mean()) > z * se and float(v.mean()) < float(segs[best].mean()):
+            best = m
+    return best, noise
 
 
 def _candidate(report, p: MitigationPlan, method: str, model) -> MitigationPlan:
@@ -373,12 +397,12 @@ def _adopt(model, donor, cp: MitigationPlan) -> None:
 def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) -> MitigationPlan:
     """Measured auto, in place on `p` and `model`. Each candidate plan (narrowed to the family's exact transforms
     and to the target, duplicates dropped) is applied to a copy of `model` exactly as sysq.mitigate applies it,
-    with every calibration window; a second copy is quantized with the first quant_windows windows and scored by
-    the KL of its output distribution from the float model's on the last score_windows windows (which its static
-    ranges and GPTQ did not see). The least KL wins and its mitigated copy becomes `model`, so auto gives exactly
-    what planning the winning candidate by name gives. Cost: per candidate one mitigate, one quantize on
-    quant_windows windows and a quantized pass on score_windows (one float pass on them in all); bounded by the
-    candidate list, logged, and written into the plan."""
+    with every calibration window; a second copy is quantized with the first quant_windows windows (INT4 weights
+    rounded to nearest: Search.proxy_rounding) and scored by the KL of its output distribution from the float
+    model's on the last score_windows windows. The rules' plan stays unless a candidate beats it by more than the
+    proxy's noise (`decide`); the chosen mitigated copy becomes `model`, so auto gives exactly what planning the
+    chosen candidate by name gives. Cost, bounded and logged before it starts: per candidate one mitigate, one
+    RTN / static quantize and a forward pass over score_windows (one float pass in all)."""
     from ..quant.api import quantize
     sc = p.search
     start = time.perf_counter()
@@ -394,32 +418,47 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
             continue
         seen[key] = method
         cands[method] = cp
-    log.info("auto: measuring %d candidate plans (each: mitigate with the %d calibration windows, quantize with %d, "
-             "KL to the float model on %d): %s", len(cands), len(ids), len(qwin), len(score), ", ".join(cands))
+    rules = sc.rules if sc.rules in cands else next(iter(cands))
+    rtn = sc.proxy_rounding == "rtn"
+    log.info("auto: cost bound: %d candidate plans x (one mitigate on %d calibration windows, one %squantize on %d, "
+             "a forward pass on %d) + one float pass: %s", len(cands), len(ids), "RTN-weight " if rtn else "",
+             len(qwin), len(score), ", ".join(cands))
     ref = _logprobs(model, score)
-    sc.scores, sc.seconds = {}, {}
-    best, kept = None, None
+    sc.scores, sc.seconds, segs, kept = {}, {}, {}, {}
     for method, cp in tqdm(cands.items(), desc="auto: candidates", disable=quiet):
         t = time.perf_counter()
         m = copy.deepcopy(model)
         recipe = mitigate(m, cp, calib, quiet=True, report=report)
         q = copy.deepcopy(m)
+        if rtn and cp.rounding is not None:       # the proxy rounds to nearest; the winner gets its rounding later
+            object.__setattr__(q, "_sysq_plan", dataclasses.replace(cp, rounding=None))
+            recipe = dataclasses.replace(recipe, method="rtn")
         quantize(q, recipe if recipe is not None else p.recipe, qwin, quiet=True)
-        sc.scores[method] = kl_to(q, score, ref)
+        kl = kl_tokens(q, score, ref)
+        segs[method] = _segments(kl, sc.segment)
+        sc.scores[method] = float(kl.mean())
         sc.seconds[method] = round(time.perf_counter() - t, 2)
         del q
-        if best is None or sc.scores[method] < sc.scores[best]:
-            best, kept = method, m
+        best_so_far, _ = decide(segs, rules, sc.z) if rules in segs else (rules, {})
+        kept = {k: v for k, v in {**kept, method: m}.items() if k in (rules, best_so_far)}
         del m
         log.info("auto: %s  KL %.5f  (%.1fs)", method, sc.scores[method], sc.seconds[method])
+    best, sc.noise = decide(segs, rules, sc.z)
+    sc.noise = {k: round(v, 6) for k, v in sc.noise.items()}
     win = cands[best]
-    _adopt(model, kept, win)
+    _adopt(model, kept[best], win)
     for f in ("smooth", "clip", "preserve_channels", "preserve_tokens", "token_scales", "rotate", "rounding"):
         setattr(p, f, getattr(win, f))
     sc.chosen, sc.total_seconds = best, round(time.perf_counter() - start, 2)
-    table = "; ".join(f"{m}{' (the rules)' if m == sc.rules else ''} {v:.5f}" for m, v in sc.scores.items())
-    p.notes = win.notes + [f"auto: chose {best!r} by KL to the float model (nats/token on the last {len(score)} "
-                           f"calibration windows; each candidate quantized with the first {len(qwin)}): {table}; "
-                           f"search {sc.total_seconds:.1f}s"]
+    table = "; ".join(f"{m}{' (the rules)' if m == rules else f' (vs the rules: +-{sc.noise[m]:.2g})'} {v:.5f}"
+                      for m, v in sc.scores.items())
+    why = ("the rules' plan: no candidate beat it by more than "
+           f"{sc.z:g} standard errors of the paired difference over {len(segs[rules])} segments of "
+           f"{min(sc.segment, score.shape[-1])} tokens") if best == rules else (
+        f"beats the rules by {sc.scores[rules] - sc.scores[best]:.3g} > {sc.z:g} x {sc.noise[best]:.2g} (its noise)")
+    p.notes = win.notes + [f"auto: chose {best!r}, {why}; KL to the float model (nats/token on the last {len(score)} "
+                           f"calibration windows; each candidate quantized with the first {len(qwin)}"
+                           + (", INT4 weights rounded to nearest" if rtn and win.rounding else "")
+                           + f"): {table}; search {sc.total_seconds:.1f}s"]
     log.info("auto: chose %s (search %.1fs)", best, sc.total_seconds)
     return p

@@ -110,13 +110,23 @@ class Rotate:
 class Search:
     """auto's measured choice: candidate plans (method strings), each applied to a copy of the model with the
     calibration windows, quantized with the first `quant_windows` of them, and scored by the KL divergence of its
-    output distribution from the float model's on the last `score_windows` (nats per token); the lowest wins."""
+    output distribution from the float model's on the last `score_windows` (nats per token).
+
+    INT4 weights are rounded to nearest while scoring (`proxy_rounding` "rtn"): the winner gets its GPTQ / learned
+    rounding when quantized, and GPTQ inside the search made it 10-25x slower than the rules and ranked the
+    candidates by GPTQ's own noise. The rules' plan is kept unless a candidate's KL is lower by more than `z`
+    standard errors of the paired per-segment difference (`segment` tokens each, over the score windows): the
+    proxy's noise, written in `noise` and the plan's notes."""
 
     candidates: list[str] = field(default_factory=list)
     quant_windows: int = 4
-    score_windows: int = 2
+    score_windows: int = 4
     proxy: str = "kl"
+    proxy_rounding: str = "rtn"              # "rtn" | "recipe" (score with the candidate's own rounding)
+    segment: int = 128                       # tokens per unit of the paired noise estimate
+    z: float = 2.0                           # a candidate replaces the rules only when better by z standard errors
     scores: dict[str, float] = field(default_factory=dict)     # candidate -> mean KL (filled by mitigate)
+    noise: dict[str, float] = field(default_factory=dict)      # candidate -> std. error of its KL minus the rules'
     seconds: dict[str, float] = field(default_factory=dict)    # candidate -> seconds to mitigate, quantize, score
     chosen: str | None = None                                  # None: not measured yet
     rules: str | None = None                                   # the candidate auto-fast would take
@@ -177,10 +187,13 @@ class MitigationPlan:
             sc = self.search
             if sc.chosen is None:
                 parts.append(f"  auto: {len(sc.candidates)} candidates to measure when mitigating: "
-                             + ", ".join(sc.candidates))
+                             + ", ".join(sc.candidates) + f" (cost: each one mitigate, one "
+                             f"{'RTN-weight ' if sc.proxy_rounding == 'rtn' else ''}quantize on {sc.quant_windows} "
+                             f"calibration windows and a pass over {sc.score_windows})")
             else:
                 parts.append(f"  auto: chose {sc.chosen!r} of {len(sc.candidates)} candidates by {sc.proxy} on "
-                             f"{sc.score_windows} calibration windows ({sc.total_seconds:.1f}s)")
+                             f"{sc.score_windows} calibration windows ({sc.total_seconds:.1f}s)"
+                             + (" (the rules)" if sc.chosen == sc.rules else ""))
         if self.preserve_tokens:
             p = self.preserve_tokens
             parts.append(f"  preserve tokens: positions {p.positions}, threshold {p.threshold}, prefix {p.prefix}"
