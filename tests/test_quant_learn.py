@@ -37,6 +37,7 @@ def _rtn_twin(float_model, learned_model, recipe, calib):
     {"base": "w4a16-g32+fz", **FEW},
     {"base": "w4a8", **FEW},
     {"base": "w4a4+g32+fz", **FEW},      # 4-bit activations in the loop (straight-through), float zero points
+    {"base": "w4a16-g32+fz", "learn_steps": 12, "learn_batch_size": 6},   # every window per step: best step kept
     {"base": "w4a16-g32+fz", "learn_loss": "token", **FEW},
     {"base": "w4a16-g32", "learn_steps": 6, "learn_lr": 4.0},     # a step far too large: RTN must be kept
 ])
