@@ -32,6 +32,7 @@ from sysq.io import atomic_write_text  # noqa: E402
 GPU_CONFIGS = (
     "fp,autoround-w4a16-g64,w4a16-g64,w4a16-g64+fz,w4a16-g64+fz+learned,"
     "w4a8@auto,w4a8+g64+fz@auto+learned,w4a4+kv4@auto,w4a4+kv4@auto+learned,w4a4+g64+kv4@auto+learned,"
+    "w4a4+g64+ag64+kv4@auto+learned,"
     "w4a16-g64@auto,w4a16-g64+fz@auto+learned,bnb-nf4,w4a8+fz@auto+learned,"
     "w4a16-g64+fz+learned200x8,w4a16-g64+fz+learned200x8@auto+learned,w4a16-g128+fz+learned200x8")
 # Peers that need no GPU (their venvs: scripts/peers/make_venv.sh llmcompressor / autoround; bnb on the CPU).

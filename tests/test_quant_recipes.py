@@ -52,8 +52,10 @@ def test_group_and_learned_step_modifiers():
     assert (learned.method, learned.learn_steps, learned.learn_batch_size) == ("learned", 200, 8)
     assert "200 steps/layer x 8 windows" in learned.describe()
     assert get_recipe("w4a16+learned20").learn_batch_size == 1
+    a = get_recipe("w4a4+g64+ag64+kv4").act
+    assert (a.granularity, a.group_size, a.dynamic, a.bits) == ("group", 64, True, 4)
     for bad, needle in (("w4a16+learned5x0", "learnedNxB"), ("w4a16+learnedx", "learnedNxB"),
-                        ("fp+g64", "needs a weight quantizer")):
+                        ("fp+g64", "needs a weight quantizer"), ("w8a8-static+ag64", "needs dynamic")):
         with pytest.raises(SysqError, match=needle):
             get_recipe(bad)
 

@@ -3,6 +3,7 @@
     get_recipe("w8a8")            a preset
     get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +learned, +mse, +fz, +real, +gN)
     get_recipe("w4a8+g64")        INT4 weights in groups of 64 (halved where they do not divide) under any preset
+    get_recipe("w4a4+ag64")       dynamic activation scales per group of 64 channels within each token (Atom)
     get_recipe("w4a16+real")      the same quantizers run by a real kernel (backend chosen by real_backend)
     get_recipe("my.yaml")         a YAML file: {base: w4a16, weight: {group_size: 64}, method: gptq}
     get_recipe({...}) / Recipe(...)
@@ -305,6 +306,7 @@ MODIFIERS = {
     "real": None,  # backend = real_backend(weight, act)
     "gN": None,    # weight groups of N input channels (e.g. +g64, +g128), halved where N does not divide
     "learnedN[xB]": None,   # learned rounding with N steps per layer (and B windows per step): +learned200x8
+    "agN": None,   # dynamic activation scales per group of N channels within each token (Atom's W4A4): +ag64
 }
 
 
@@ -315,6 +317,14 @@ def _apply_modifier(fields_: dict, mod: str, name: str) -> None:
             raise SysqError(f"'+{mod}' (weight groups) in {name!r} needs a weight quantizer and a group size >= 1, "
                             "e.g. w4a8+g64")
         fields_["weight"] = replace(w, granularity="group", group_size=int(mod[1:]))
+        fields_["ragged"] = "halve"
+        return
+    if mod[:2] == "ag" and mod[2:].isdigit():
+        a = fields_.get("act")
+        if a is None or not a.dynamic or int(mod[2:]) < 1:
+            raise SysqError(f"'+{mod}' (activation groups) in {name!r} needs dynamic activation quantization and a "
+                            "group size >= 1, e.g. w4a4+ag64")
+        fields_["act"] = replace(a, granularity="group", group_size=int(mod[2:]))
         fields_["ragged"] = "halve"
         return
     if mod.startswith("learned") and mod != "learned":
