@@ -56,15 +56,21 @@ def alias_gguf(alias: str) -> Path:
     return path
 
 
-def load(spec: str = DEFAULT_MODEL, dtype="float32", device: str | None = None):
+def load(spec: str = DEFAULT_MODEL, dtype="float32", device: str | None = None, offload=None):
     """Load `spec` and return ``(model, tokenizer)`` with the model in eval mode.
 
     `spec` is an alias (``smollm2-135m``), a folder (HF or saved by ``sysq.save``), a ``.gguf`` file or a hub id.
     device: None (the CPU), "cpu", "cuda[:i]" (a model larger than that device's free memory stays on the CPU,
     and detect / mitigate / quantize then run one layer at a time on the device: sysq.sequential), or "auto"
     (a float model split over the visible GPUs by accelerate's device_map).
+    offload: a folder: every decoder layer's tensors go to a file there (sysq.offload), and the host keeps the
+    embeddings, norm and head; detect / mitigate / quantize then run sequentially on `device` (or the default
+    device). A float safetensors folder (or an alias) is read one layer at a time, so the whole model is never
+    in host memory; any other source is loaded whole first, then offloaded.
     Raises ModelNotFound, UnsupportedArchitecture or SysqError with a message that says how to fix it.
     """
+    if offload is not None:
+        return _load_offloaded(spec, dtype, device, offload)
     dtype = parse_dtype(dtype)
     split = {"device_map": "auto"} if device == "auto" else {}
     spec = str(spec)
@@ -93,6 +99,76 @@ def load(spec: str = DEFAULT_MODEL, dtype="float32", device: str | None = None):
     if device and device != "auto":
         _place(model, device)
     model.eval()
+    return model, tok
+
+
+def _load_offloaded(spec: str, dtype, device, folder):
+    from . import offload
+    if device == "auto":
+        raise SysqError("offload keeps the decoder layers on disk for the sequential pipeline; device='auto' splits "
+                        "the model over GPUs instead: pass device='cuda' (where the layers are computed) or drop offload")
+    spec, dtype = str(spec), parse_dtype(dtype)
+    path = _cached_alias(spec) if spec in ALIASES else Path(spec).expanduser()
+    model = None
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelNotFound(f"{path} has no config.json, so it is not a model folder")
+    if path.is_dir() and any(path.glob("*.safetensors")):
+        try:
+            from .quant import io as qio
+            sysq_folder = qio.is_sysq_folder(path)
+        except ImportError:
+            sysq_folder = False
+        if not sysq_folder:
+            model, tok = _lazy_folder(path, dtype, Path(folder).expanduser())
+    if model is None:
+        log.warning("%s is not a float safetensors folder: it is loaded whole into host memory, then offloaded", spec)
+        model, tok = load(spec, dtype)
+        offload.offload(model, folder)
+    else:
+        object.__setattr__(model, "_sysq_source", str(path))
+        if spec in ALIASES:
+            model.config.name_or_path = spec
+    get_adapter(model)
+    model.eval()
+    return model, tok
+
+
+def _lazy_folder(path: Path, dtype: torch.dtype, folder: Path):
+    """(model, tokenizer) with the decoder layers written to `folder` one at a time from the checkpoint's shards
+    (mapped, never read whole); (None, None) when the checkpoint's names do not match the model's."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoTokenizer
+
+    from . import offload
+    from .arch import model_class
+
+    config = AutoConfig.from_pretrained(path)
+    with init_empty_weights(include_buffers=False):      # parameters on meta; buffers (rotary) computed
+        model = model_class(config).from_config(config, dtype=dtype)
+    source = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        source.update(offload.map_file(shard))
+
+    def cast(t):
+        return t.to(dtype) if t.is_floating_point() else t
+
+    layers = get_adapter(model).layers()
+    prefix = {id(m): n + "." for n, m in model.named_modules()}
+    inside = {prefix[id(layer)] + k for layer in layers for k in layer.state_dict()}
+    rest = {k: cast(t).clone() for k, t in source.items() if k not in inside}   # own memory, not the shard's
+    model.load_state_dict(rest, strict=False, assign=True)
+    model.tie_weights()
+    if any(p.is_meta for n, p in model.named_parameters() if n not in inside) or not inside <= source.keys():
+        log.info("%s: the checkpoint's tensor names differ from the model's; loading it whole", path)
+        return None, None
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, layer in enumerate(layers):
+        p = prefix[id(layer)]
+        tensors = {k: cast(source[p + k]) for k in layer.state_dict()}    # same dtype: copied file to file
+        offload.offload_layer(layer, folder / f"layer-{i:05d}.safetensors", tensors)
+    object.__setattr__(model, "_sysq_offload", folder)
+    del source
+    tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
     return model, tok
 
 

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import offload
 from .arch import get_adapter
 from .errors import SysqError
 
@@ -59,11 +60,14 @@ class Path:
         return f"{self.kind} pipeline on {self.device} ({self.reason})"
 
 
-def tensor_bytes(module: nn.Module) -> int:
-    """Bytes of a module's parameters and buffers (shared storages once)."""
+def tensor_bytes(module: nn.Module, mapped: bool = True) -> int:
+    """Bytes of a module's parameters and buffers (shared storages once); mapped=False leaves out the tensors that
+    are views of files (offloaded layers: sysq.offload), i.e. counts what is in host memory."""
     seen, total = set(), 0
     for t in list(module.parameters()) + list(module.buffers()):
         if t.device.type == "meta" or t.untyped_storage().data_ptr() in seen:
+            continue
+        if not mapped and getattr(t.untyped_storage(), "filename", None):
             continue
         seen.add(t.untyped_storage().data_ptr())
         total += t.numel() * t.element_size()
@@ -100,6 +104,19 @@ def choose_pipeline(model: nn.Module, pipeline: str = "auto", device=None) -> Pa
     device = _device(device) if device is not None else default_device(model)
     devs = model_devices(model)
     split = len(devs) > 1
+    folder = offload.offload_dir(model)
+    if folder is not None:
+        if pipeline == "memory":
+            raise SysqError(f"the decoder layers are offloaded to {folder}; the in-memory path would read every "
+                            "layer into host memory: use pipeline='sequential' (or 'auto'), or load the model "
+                            "without offload")
+        return Path("sequential", device, f"the decoder layers are offloaded to {folder}; the rest "
+                                          f"({tensor_bytes(model, mapped=False) / 2**30:.2f} GiB) stays on the host; "
+                                          f"one layer at a time on {device}")
+    if "disk" in (getattr(model, "hf_device_map", None) or {}).values() and pipeline == "sequential":
+        raise SysqError("accelerate offloaded part of this model to disk (device_map with 'disk'); the sequential "
+                        "pipeline reads offloaded layers from its own files: load the model with "
+                        "sysq.load(spec, offload=DIR) (or sysq.offload.offload(model, DIR) on a model in memory)")
     if pipeline == "sequential":
         if split or getattr(model, "hf_device_map", None):
             raise SysqError("the sequential pipeline moves decoder layers itself; this model is placed by "
@@ -139,7 +156,15 @@ def _same(a: torch.device, b: torch.device) -> bool:
 @contextlib.contextmanager
 def on_device(module: nn.Module, device: torch.device, write_back: bool = True):
     """`module` on `device` for the block; then back where it was. write_back=False (a step that only reads):
-    the original tensors are put back instead of copying the device ones."""
+    the original tensors are put back instead of copying the device ones. A layer offloaded to disk
+    (sysq.offload) is read from its file onto `device`, and written back to it afterwards when write_back."""
+    if offload.layer_file(module) is not None:
+        offload.fetch(module, device)
+        try:
+            yield module
+        finally:
+            offload.store(module, write=write_back)
+        return
     src = next((p.device for p in module.parameters()), device)
     saved = None if write_back else _tensor_slots(module)
     module.to(device)

@@ -2,6 +2,7 @@
 candidates, scores, choice and cost into the plan, applies exactly that candidate, never raises on a family whose
 norms forbid a rotation, and plans only engine-legal candidates for target engine."""
 import copy
+import importlib
 
 import pytest
 import torch
@@ -114,13 +115,43 @@ def test_auto_is_never_worse_than_the_rules_on_the_proxy_and_int4_search_rounds_
     p = sysq.plan(report, recipe)
     r = sysq.mitigate(m, p, CALIB, report=report, quiet=True)
     s = p.search
-    assert calls == []
+    note = next(n for n in p.notes if n.startswith("auto: chose"))
+    confirmed = "confirmed with the recipe's rounding" in note      # a challenger re-scored with GPTQ, with the rules
+    assert calls == ([1, 1] if confirmed else [])
     assert s.scores[s.chosen] <= s.scores[s.rules]
     if s.chosen != s.rules:
         assert s.scores[s.rules] - s.scores[s.chosen] > s.z * s.noise[s.chosen]
-    note = next(n for n in p.notes if n.startswith("auto: chose"))
     assert all(c in note for c in s.scores) and "+-" in note
     if recipe.startswith("w4"):
         assert "rounded to nearest" in note and p.rounding == "gptq" and r.method == "gptq"
+        n = len(calls)
         sysq.quantize(m, r, CALIB, quiet=True)
-        assert calls == [1]
+        assert len(calls) == n + 1
+
+
+@pytest.mark.parametrize("holds", [True, False])
+def test_an_rtn_winner_must_win_again_with_the_recipes_rounding(holds, monkeypatch):
+    """A challenger that beats the rules with RTN weights replaces them only if it still wins with GPTQ."""
+    api = importlib.import_module("sysq.mitigate.api")      # sysq.mitigate is also the function
+    real = api._score
+    rounded = []
+
+    def score(m, cp, recipe, qwin, score, ref, rtn):
+        kl = real(m, cp, recipe, qwin, score, ref, rtn)
+        rounded.append(not rtn)
+        jitter = 0.01 * torch.rand(kl.shape, generator=torch.Generator().manual_seed(len(rounded)))
+        if cp.method == rules:
+            return torch.ones_like(kl) + jitter
+        if cp.method == "gptq":                        # no transforms: far better with RTN weights
+            return (0.1 if rtn or holds else 3.0) * torch.ones_like(kl) + jitter
+        return 2.0 * torch.ones_like(kl) + jitter
+    monkeypatch.setattr(api, "_score", score)
+    base, report = _setup()
+    p = sysq.plan(report, "w4a16")
+    rules = p.search.rules
+    assert "gptq" in p.search.candidates and rules != "gptq"
+    sysq.mitigate(copy.deepcopy(base), p, CALIB, report=report, quiet=True)
+    note = next(n for n in p.notes if n.startswith("auto: chose"))
+    assert rounded.count(True) == 2                     # the rules and the challenger, once more each
+    assert p.search.chosen == ("gptq" if holds else rules)
+    assert ("not confirmed" in note) == (not holds) and "confirmed with the recipe's rounding" in note

@@ -268,7 +268,8 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
         if path.sequential:
             raise SysqError("measured auto copies the model once per candidate and runs it whole, which the "
                             "sequential pipeline exists to avoid: plan with method 'auto-fast' (the rules; CLI "
-                            "--fast) or a named method, or use pipeline='memory' on a device that holds the model")
+                            "--fast) or a named method, or use pipeline='memory' on a device that holds the model (loaded "
+                            "without offload)")
         choose(model, p, calib, report if report is not None else getattr(p, "_report", None), quiet)
         object.__setattr__(model, "_sysq_plan", p)
         return apply_to_recipe(r, p) if r is not None else None
@@ -361,6 +362,30 @@ def _segments(kl: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([c.mean(-1) for c in kl.split(max(1, size), dim=-1)]) if kl.numel() else kl.flatten()
 
 
+def segment_size(segment: int | None, score: torch.Tensor) -> int:
+    """Tokens per unit of the paired noise estimate: `segment`, or enough units for 16 over the score windows."""
+    if segment:
+        return segment
+    return max(8, min(128, score.numel() // 16))
+
+
+def _rounds(cp: MitigationPlan, recipe) -> bool:
+    """Does the recipe (with this plan) round its weights other than to nearest (GPTQ, learned)?"""
+    r = recipe_of(recipe) if recipe is not None else None
+    return cp.rounding is not None or (r is not None and r.method != "rtn")
+
+
+def _score(m, cp: MitigationPlan, recipe, qwin, score, ref, rtn: bool) -> torch.Tensor:
+    """KL per scored token of a quantized copy of the mitigated `m` (weights rounded to nearest when `rtn`)."""
+    from ..quant.api import quantize
+    q = copy.deepcopy(m)
+    if rtn and recipe is not None and _rounds(cp, recipe):
+        object.__setattr__(q, "_sysq_plan", dataclasses.replace(cp, rounding=None))
+        recipe = dataclasses.replace(recipe_of(recipe), method="rtn")
+    quantize(q, recipe, qwin, quiet=True)
+    return kl_tokens(q, score, ref)
+
+
 def decide(segs: dict[str, torch.Tensor], rules: str, z: float) -> tuple[str, dict[str, float]]:
     """The rules' candidate unless another one's mean KL is lower by more than `z` standard errors of the paired
     per-segment difference (the spread of the proxy over the score windows); among those, the least KL.
@@ -425,25 +450,33 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
              len(qwin), len(score), ", ".join(cands))
     ref = _logprobs(model, score)
     sc.scores, sc.seconds, segs, kept = {}, {}, {}, {}
+    seg = segment_size(sc.segment, score)
     for method, cp in tqdm(cands.items(), desc="auto: candidates", disable=quiet):
         t = time.perf_counter()
         m = copy.deepcopy(model)
         recipe = mitigate(m, cp, calib, quiet=True, report=report)
-        q = copy.deepcopy(m)
-        if rtn and cp.rounding is not None:       # the proxy rounds to nearest; the winner gets its rounding later
-            object.__setattr__(q, "_sysq_plan", dataclasses.replace(cp, rounding=None))
-            recipe = dataclasses.replace(recipe, method="rtn")
-        quantize(q, recipe if recipe is not None else p.recipe, qwin, quiet=True)
-        kl = kl_tokens(q, score, ref)
-        segs[method] = _segments(kl, sc.segment)
+        kl = _score(m, cp, recipe if recipe is not None else p.recipe, qwin, score, ref, rtn)
+        segs[method] = _segments(kl, seg)
         sc.scores[method] = float(kl.mean())
         sc.seconds[method] = round(time.perf_counter() - t, 2)
-        del q
         best_so_far, _ = decide(segs, rules, sc.z) if rules in segs else (rules, {})
         kept = {k: v for k, v in {**kept, method: m}.items() if k in (rules, best_so_far)}
         del m
         log.info("auto: %s  KL %.5f  (%.1fs)", method, sc.scores[method], sc.seconds[method])
     best, sc.noise = decide(segs, rules, sc.z)
+    confirm, challenger = "", best
+    if rtn and best != rules and (_rounds(cands[best], p.recipe) or _rounds(cands[rules], p.recipe)):
+        # the RTN proxy can rank plans differently from the rounding they will get (GPTQ / learned): the
+        # challenger replaces the rules only if it still wins by the margin with the real rounding
+        t = time.perf_counter()
+        real = {m: _segments(_score(kept[m], cands[m], apply_to_recipe(recipe_of(p.recipe), cands[m]), qwin, score,
+                                    ref, False), seg) for m in (rules, best)}
+        again, se = decide(real, rules, sc.z)
+        confirm = (f"; confirmed with the recipe's rounding (KL {float(real[best].mean()):.5f} vs the rules' "
+                   f"{float(real[rules].mean()):.5f}, noise {se[best]:.2g}, {time.perf_counter() - t:.1f}s)")
+        if again != best:
+            confirm = confirm.replace("confirmed", "not confirmed") + ": the rules stay"
+            best = rules
     sc.noise = {k: round(v, 6) for k, v in sc.noise.items()}
     win = cands[best]
     _adopt(model, kept[best], win)
@@ -452,10 +485,11 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
     sc.chosen, sc.total_seconds = best, round(time.perf_counter() - start, 2)
     table = "; ".join(f"{m}{' (the rules)' if m == rules else f' (vs the rules: +-{sc.noise[m]:.2g})'} {v:.5f}"
                       for m, v in sc.scores.items())
-    why = ("the rules' plan: no candidate beat it by more than "
-           f"{sc.z:g} standard errors of the paired difference over {len(segs[rules])} segments of "
-           f"{min(sc.segment, score.shape[-1])} tokens") if best == rules else (
-        f"beats the rules by {sc.scores[rules] - sc.scores[best]:.3g} > {sc.z:g} x {sc.noise[best]:.2g} (its noise)")
+    why = (("the rules' plan: no candidate beat it by more than "
+            f"{sc.z:g} standard errors of the paired difference over {len(segs[rules])} segments of "
+            f"{min(seg, score.shape[-1])} tokens") if best == rules and not confirm else
+           f"{challenger!r} beat the rules by {sc.scores[rules] - sc.scores[challenger]:.3g} > {sc.z:g} x "
+           f"{sc.noise[challenger]:.2g} (its noise) with RTN weights") + confirm
     p.notes = win.notes + [f"auto: chose {best!r}, {why}; KL to the float model (nats/token on the last {len(score)} "
                            f"calibration windows; each candidate quantized with the first {len(qwin)}"
                            + (", INT4 weights rounded to nearest" if rtn and win.rounding else "")

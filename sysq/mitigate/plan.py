@@ -115,15 +115,16 @@ class Search:
     INT4 weights are rounded to nearest while scoring (`proxy_rounding` "rtn"): the winner gets its GPTQ / learned
     rounding when quantized, and GPTQ inside the search made it 10-25x slower than the rules and ranked the
     candidates by GPTQ's own noise. The rules' plan is kept unless a candidate's KL is lower by more than `z`
-    standard errors of the paired per-segment difference (`segment` tokens each, over the score windows): the
-    proxy's noise, written in `noise` and the plan's notes."""
+    standard errors of the paired per-segment difference (`segment` tokens each, over the score windows; 16 segments
+    by default): the proxy's noise, written in `noise` and the plan's notes. A challenger that wins with RTN weights
+    is scored again, with the rules, under the recipe's own rounding, and must win there too."""
 
     candidates: list[str] = field(default_factory=list)
     quant_windows: int = 4
     score_windows: int = 4
     proxy: str = "kl"
     proxy_rounding: str = "rtn"              # "rtn" | "recipe" (score with the candidate's own rounding)
-    segment: int = 128                       # tokens per unit of the paired noise estimate
+    segment: int | None = None               # tokens per unit of the paired noise estimate (None: 16 units)
     z: float = 2.0                           # a candidate replaces the rules only when better by z standard errors
     scores: dict[str, float] = field(default_factory=dict)     # candidate -> mean KL (filled by mitigate)
     noise: dict[str, float] = field(default_factory=dict)      # candidate -> std. error of its KL minus the rules'

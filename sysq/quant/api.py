@@ -27,6 +27,7 @@ from torch import nn
 
 from ..arch import get_adapter
 from ..errors import SysqError
+from ..offload import offload_dir
 from ..sequential import choose_pipeline
 from .backends import bnb_linear
 from .gptq import gptq_model
@@ -279,6 +280,10 @@ def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False, pipeline
     model whose weights stay on the CPU); "auto" picks by where the weights are and says why in the log.
     """
     r = with_plan(get_recipe(recipe), getattr(model, "_sysq_plan", None))
+    if offload_dir(model) is not None and r.backend != "fake":
+        raise SysqError(f"backend {r.backend!r} builds its modules in host memory, and this model's layers are "
+                        f"offloaded to {offload_dir(model)}: quantize with backend 'fake' (the same codes), sysq.save "
+                        "the model, then sysq.load the folder where it fits and run sysq.quant.convert")
     path = None
     if r.backend in ("fake", "int8"):
         path = choose_pipeline(model, pipeline, device)

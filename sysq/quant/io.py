@@ -21,11 +21,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..arch import get_adapter
 from ..errors import SysqError
 from ..io import atomic_dir
+from ..offload import write_safetensors
 from .kernels import RealLinear
 from .kv import add_kv_quant, kv_spec
 from .linear import QuantLinear
@@ -124,7 +125,7 @@ def save(model, path, tokenizer=None, format: str = "sysq", extra: dict[str, str
             aliases[k] = seen[key]        # tied weights (lm_head = embed_tokens) are stored once
             continue
         seen[key] = k
-        tensors[k] = t.detach().contiguous().cpu()
+        tensors[k] = t.detach()           # moved to the CPU one at a time by the writer
     kv = kv_spec(model)
     meta = dict(format=FORMAT, modules=modules, aliases=aliases, online_rotations=online, kv=asdict(kv) if kv else None,
                 attn_implementation=getattr(model, "_sysq_prev_attn", model.config._attn_implementation),
@@ -137,7 +138,7 @@ def save(model, path, tokenizer=None, format: str = "sysq", extra: dict[str, str
                                          "note": "load with sysq.load(folder); plain from_pretrained cannot"}
         config.pop("_attn_implementation_autoset", None)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        write_safetensors(tmp / WEIGHTS, tensors, metadata={"format": FORMAT})   # streamed: offloaded layers too
         (tmp / META).write_text(json.dumps(meta, indent=1))
         if recipe is not None:
             (tmp / "recipe.yaml").write_text(recipe.to_yaml())
