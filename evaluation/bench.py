@@ -226,20 +226,64 @@ def decode(model, args, device: str, compiled: bool, batch: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
     import torch._inductor.config as ic
     from sysq.quant.kernels import Int8WOLinear
-    # a batch-1 dequantize-matmul (int8 weight-only on CUDA) becomes a fused reduction that reaches bandwidth only
-    # with coordinate descent tuning (gpt-fast); the other rows' matmuls are library kernels, so it would only
-    # add compile time there
-    tune = compiled and device == "cuda" and any(isinstance(m, Int8WOLinear) for m in model.modules())
+    # a batch-1 dequantize-matmul (int8 weight-only on CUDA without the Triton GEMV) becomes a fused reduction that
+    # reaches bandwidth only with coordinate descent tuning (gpt-fast); the other rows' matmuls are library or
+    # sysq kernels, so it would only add compile time there
+    tune = compiled and device == "cuda" and any(isinstance(m, Int8WOLinear) and not (batch <= 16 and m.gemv)
+                                                 for m in model.modules())
+    graphs = CudaGraphWatch() if compiled and device == "cuda" and "reduce-overhead" in str(args.decode_mode) else None
     with ic.patch(coordinate_descent_tuning=tune):
         first = sum(timed(step, device)[0] for _ in range(warm))   # compiles (and records graphs) when compiled
     times = [timed(step, device)[0] for _ in range(n)]
     med = statistics.median(times)
     res = dict(ms_per_step=med * 1e3, tokens_per_s=batch / med, first_calls_s=first, batch=batch, prompt=p, new=n)
+    if graphs is not None:
+        res["cudagraphs"] = graphs.report()
+        print(f"cuda graphs ({batch=}): {res['cudagraphs']}", flush=True)
     if device == "cuda":
         res["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     if args.profile:
         res["kernels"] = kernels(step, device, args.top)
     return res
+
+
+class CudaGraphWatch:
+    """Did torch.compile's reduce-overhead actually run the decode step as CUDA graphs? Inductor skips them
+    silently (a CPU tensor, a mutated input, dynamic shapes...): counts its skips and the reasons it logs, and
+    the graphs its cudagraph tree manager recorded."""
+
+    LOGGER = "torch._inductor.cudagraph_utils.__cudagraphs"
+
+    def __init__(self):
+        import logging
+        from torch._dynamo.utils import counters
+        self.skips0 = int(counters["inductor"]["cudagraph_skips"])
+        self.reasons: list[str] = []
+        watch = self
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                watch.reasons.append(record.getMessage()[:200])
+        self.handler = Keep(level=logging.WARNING)
+        logging.getLogger(self.LOGGER).addHandler(self.handler)
+
+    def report(self) -> dict:
+        import logging
+        from torch._dynamo.utils import counters
+        logging.getLogger(self.LOGGER).removeHandler(self.handler)
+        out = dict(skips=int(counters["inductor"]["cudagraph_skips"]) - self.skips0, reasons=self.reasons[:5])
+        try:
+            from torch._inductor.cudagraph_trees import get_manager
+            mgr = get_manager(torch.cuda.current_device(), create_if_none_exists=False)
+
+            def count(nodes):
+                return sum(1 + sum(count(c) for c in node.children.values()) for node in nodes)
+            out["graphs_recorded"] = 0 if mgr is None or mgr.roots is None else \
+                sum(count(nodes) for nodes in mgr.roots.values())
+        except Exception as e:   # private API: say so rather than fail the row
+            out["graphs_recorded"] = f"unknown ({type(e).__name__}: {str(e)[:80]})"
+        out["ok"] = out["skips"] == 0 and isinstance(out["graphs_recorded"], int) and out["graphs_recorded"] > 0
+        return out
 
 
 def kernels(fn, device: str, top: int) -> list[dict]:
@@ -285,7 +329,10 @@ def kernel_checks(device: str, dtype: torch.dtype, recipes) -> list[dict]:
             real = MODULES[real_backend(r.weight, r.act)](ql)
             xd = x.to(dtype)
             twin, got = ql(xd.float()), real(xd).float()
-            out.append(dict(recipe=name, kernel=real.kernel, rel_err=float((got - twin).norm() / twin.norm())))
+            x1 = xd[:1, :1]     # one token: the decode path (GEMV where the module has one)
+            twin1, got1 = ql(x1.float()), real(x1).float()
+            out.append(dict(recipe=name, kernel=real.kernel, rel_err=float((got - twin).norm() / twin.norm()),
+                            rel_err_1row=float((got1 - twin1).norm() / twin1.norm())))
         except Exception as e:
             out.append(dict(recipe=name, error=f"{type(e).__name__}: {str(e)[:200]}"))
     return out
@@ -386,7 +433,8 @@ def table(rows, settings, device) -> str:
     out = ["# sysq bench", "", "Settings: " + json.dumps({k: v for k, v in settings.items() if k != "kernel_checks"}),
            "", "Each real module against its simulated twin on this device (random 512 -> 256 linear, "
            "||real - twin|| / ||twin||): " + "; ".join(
-               f"{c['recipe']} {c['rel_err']:.1e}" if "error" not in c else f"{c['recipe']} ERROR" for c in checks),
+               f"{c['recipe']} {c['rel_err']:.1e} (1 row {c['rel_err_1row']:.1e})" if "error" not in c
+               else f"{c['recipe']} ERROR" for c in checks),
            ""] + lines + ["", "## Goals", ""]
     for phase, mode, recipe, goal in GOALS.get(device, []):
         x = ratio(rows, phase, mode, recipe)
@@ -406,6 +454,12 @@ def table(rows, settings, device) -> str:
             if ks:
                 out.append(f"- {r['recipe']} {r['mode']} {ph}: " + "; ".join(
                     f"{k['name']} {k['ms']:.2f} ms ({k['share']:.0%}, x{k['calls']})" for k in ks))
+        for ph in phases:
+            cg = r.get(ph, {}).get("cudagraphs")
+            if cg:
+                out.append(f"- {r['recipe']} {r['mode']} {ph}: CUDA graphs {'ran' if cg['ok'] else 'NOT all ran'} "
+                           f"(recorded {cg['graphs_recorded']}, skips {cg['skips']}"
+                           + (f": {'; '.join(cg['reasons'])}" if cg["reasons"] else "") + ")")
         for ph in phases:
             if "error" in r.get(ph, {}):
                 out.append(f"- {r['recipe']} {r['mode']} {ph}: ERROR {r[ph]['error']}")
@@ -493,7 +547,8 @@ def run(args) -> int:
     print("settings:", json.dumps(settings), flush=True)
     checks = kernel_checks(args.device, getattr(torch, args.dtype), args.rows.split(","))
     for c in checks:
-        print(f"kernel check {c['recipe']:16s} " + (f"{c['kernel']}: |real - twin| / |twin| = {c['rel_err']:.2e}"
+        print(f"kernel check {c['recipe']:16s} " + (f"{c['kernel']}: |real - twin| / |twin| = {c['rel_err']:.2e}, "
+                                                    f"1 row {c['rel_err_1row']:.2e}"
                                                     if "error" not in c else f"ERROR {c['error']}"), flush=True)
     settings["kernel_checks"] = checks
     if not isolate:

@@ -237,27 +237,28 @@ def forward(model, ids, batch: int):
 
 
 def profile_detect(model, ids, out: Path, args) -> str:
-    from torch.profiler import ProfilerActivity, profile
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    """torch.profiler over one in-memory detect: the host reads of device values per phase (forward with the
+    hooks / flush / rest, scripts/detect_profile.py) and the op table. The hooks must not wait for the device:
+    item, nonzero and cudaStreamSynchronize in the forward phase are the model's own (a plain forward has them)."""
+    from detect_profile import profile_detect as profiled, table as phase_table
     sysq.detect(model, ids[:1], quiet=True, batch_size=args.batch_size)        # warm-up
-    with profile(activities=acts) as prof:
-        sysq.detect(model, ids, quiet=True, batch_size=args.batch_size)
+    counts, seconds, prof = profiled(model, ids, args.batch_size)
     _sync()
     avg = prof.key_averages()
     key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
     table = avg.table(sort_by=key, row_limit=30)
-    counts = {k: sum(e.count for e in avg if e.key == k) for k in
-              ("aten::item", "aten::_local_scalar_dense", "aten::to", "aten::_to_copy", "aten::copy_",
-               "cudaMemcpyAsync", "cudaStreamSynchronize", "Memcpy DtoH (Device -> Pageable)",
-               "Memcpy DtoH (Device -> Pinned)", "aten::nonzero")}
-    text = (f"detect on {len(ids)} windows x {ids.shape[1]} tokens, batch {args.batch_size}, sorted by {key}\n"
-            + "calls: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + "\n\n" + table)
+    batches = -(-len(ids) // args.batch_size)
+    phases = phase_table(counts, seconds, batches)
+    text = (f"detect on {len(ids)} windows x {ids.shape[1]} tokens, batch {args.batch_size} ({batches} batches); "
+            f"host reads of device values per phase (calls per batch; rest: per detect):\n{phases}\n\n"
+            f"op table sorted by {key}:\n{table}")
     from sysq.io import atomic_write_text
     atomic_write_text(out / f"profile-{args.config}.txt", text)
-    print(text.split("\n\n")[0])
+    print(text.split("op table")[0])
     print("\n".join(table.splitlines()[:18]), flush=True)
-    return ", ".join(f"{k.split('::')[-1]} {v}" for k, v in counts.items() if v and k in
-                     ("aten::item", "cudaMemcpyAsync", "cudaStreamSynchronize"))
+    fwd = counts["forward"]
+    return "forward per batch: " + ", ".join(f"{k.split('::')[-1]} {fwd[k] / batches:g}" for k in
+                                             ("aten::item", "aten::nonzero", "cudaStreamSynchronize"))
 
 
 def split(model, gpus: int, device: str):

@@ -3,7 +3,8 @@
     flock /tmp/sysq-cpu.lock python scripts/check_detect_same.py --ref f0555db --n 16 --seqlen 512
 
 The reference commit's sysq/ is exported with `git archive` into a temporary folder and run in a subprocess;
-this tree's detect runs in-memory and through the sequential pipeline (one layer at a time, on --device).
+this tree's detect runs in-memory and through the sequential pipeline (one layer at a time, on --device), and in
+memory with the hooks' accelerator forms (Recorder.dense, Pending.defer: what a GPU runs, here on the CPU).
 report.json is compared without its `cost` section (timings); the first difference is printed. Exit code 1
 when any report differs.
 """
@@ -82,6 +83,7 @@ def main() -> int:
     args = p.parse_args()
 
     import sysq
+    from sysq.capture import Pending, Recorder
     from sysq.detect import detect
 
     ref = reference(args)
@@ -91,7 +93,9 @@ def main() -> int:
           f"batch={args.batch_size} reference={args.ref}")
     print(f"  {'reference (' + args.ref + ')':28s} detect {ref.pop('cost')['wall_s']:7.1f} s")
     same = True
-    for pipeline in ("memory", "sequential"):
+    for pipeline, form in (("memory", "cpu"), ("sequential", "cpu"), ("memory", "gpu")):
+        # form gpu: the hooks' accelerator forms run here (whole-tensor kernels, host work at the flush)
+        Recorder.dense, Pending.defer = (True, True) if form == "gpu" else (None, False)
         t = time.perf_counter()
         r = detect(model, w, tok, quiet=True, batch_size=args.batch_size, pipeline=pipeline, device=args.device)
         secs = time.perf_counter() - t
@@ -99,7 +103,7 @@ def main() -> int:
         d.pop("cost")
         diff = first_difference(ref, d)
         same &= diff is None
-        print(f"  {'this tree, ' + pipeline:28s} detect {secs:7.1f} s   report.json "
+        print(f"  {'this tree, ' + pipeline + (', GPU form' if form == 'gpu' else ''):28s} detect {secs:7.1f} s   report.json "
               + ("identical" if diff is None else f"DIFFERS at {diff}"))
     return 0 if same else 1
 

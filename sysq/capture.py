@@ -6,13 +6,15 @@ token counters (bounded by the vocabulary and the window length) and a handful o
 the massive positions. So peak memory is one layer's intermediates, whatever the number of windows.
 
 Where the work happens: the running statistics stay on the device of the tensors they watch (the GPU,
-or each layer's GPU when accelerate splits the model), and the hooks do not wait for the device. Each
-hook reduces its tensor there to per-channel statistics and to a few [windows x tokens] tensors;
-`flush()` moves all of those to the host together (one copy per device and dtype) and the host turns
-them into records (token counters, top values, lifecycle sums) in the order the hooks ran. flush() runs
-once per batch (in-memory) or once per layer (sequential pipeline). The one wait inside a batch is one
-per layer: the lifecycle's (token, channel) hits, whose number only the data knows. On the CPU the same
-code runs the same arithmetic as a host-only implementation, so reports do not depend on the path.
+or each layer's GPU when accelerate splits the model), and the hooks never wait for the device: no .item(),
+.tolist(), bool(), nonzero or boolean-mask indexing of a device tensor inside a hook (tests/test_sequential.py
+makes each of them raise there). Each hook reduces its tensor on the device to per-channel statistics and to a
+few fixed-size tensors ([windows x tokens] flags and maxima, MAX_TRACKED lifecycle candidates with a device count).
+After a batch, its reductions are folded into the running statistics on the device (merge_sites) and what the host
+needs is copied in one copy per device and dtype (pinned memory, queued behind the batch); the host turns it into
+records (token counters, top values, lifecycle sums) in hook order while the device computes the next batch
+(the layers' host-share hooks run a share each). The sequential pipeline flushes once per layer. On the CPU, the
+hooks use sparse forms where reading a value costs nothing (Recorder.dense); both forms give the same report.
 
 Sites (per decoder layer):  attn_in (q/k/v input)  o_in  mlp_in (gate/up input)  down_in  resid (layer output)
 """
@@ -76,38 +78,80 @@ class TokenHits:
 def to_host(tensors: list) -> list:
     """The tensors on the CPU, copied together: one concatenation and one copy per device and dtype (a copy per
     tensor would wait on the device once per tensor). None entries and CPU tensors pass through."""
+    host, events = start_to_host(tensors)
+    for ev in events:
+        ev.synchronize()
+    return host
+
+
+def start_to_host(tensors: list) -> tuple[list, list]:
+    """to_host without the wait: CUDA tensors are copied into pinned host memory behind the work already queued;
+    the host tensors may be read once every returned event has completed (other devices copy at once)."""
     groups: dict[tuple, list[torch.Tensor]] = defaultdict(list)
     for t in tensors:
         if t is not None and t.device.type != "cpu":
             groups[(t.device, t.dtype)].append(t)
     host: dict[int, torch.Tensor] = {}
-    for ts in groups.values():
-        flat = torch.cat([t.reshape(-1) for t in ts]).cpu()
-        for t, h in zip(ts, flat.split([t.numel() for t in ts])):
-            host[id(t)] = h.view(t.shape)
-    return [None if t is None else host.get(id(t), t) for t in tensors]
+    events = []
+    for (device, dtype), ts in groups.items():
+        flat = torch.cat([t.reshape(-1) for t in ts])
+        if device.type == "cuda":
+            h = torch.empty(flat.shape, dtype=dtype, pin_memory=True).copy_(flat, non_blocking=True)
+            ev = torch.cuda.Event()
+            ev.record(torch.cuda.current_stream(device))
+            events.append(ev)
+        else:
+            h = flat.cpu()
+        for t, part in zip(ts, h.split([t.numel() for t in ts])):
+            host[id(t)] = part.view(t.shape)
+    return [None if t is None else host.get(id(t), t) for t in tensors], events
+
+
+class Backlog:
+    """One flush's host work: the callbacks in hook order with their tensors on the host once the copy is done.
+    step(n) runs the next n (all by default), waiting for the copy first."""
+
+    def __init__(self, items: list[tuple], host: list, events: list):
+        self.items, self.host, self.events, self.done = items, iter(host), events, 0
+
+    def ready(self) -> bool:
+        """Whether the copy is done (no wait)."""
+        return all(ev.query() for ev in self.events)
+
+    def step(self, n: int | None = None) -> None:
+        for ev in self.events:
+            ev.synchronize()
+        self.events = []
+        end = len(self.items) if n is None else min(len(self.items), self.done + n)
+        while self.done < end:
+            fn, ts = self.items[self.done]
+            self.done += 1
+            fn(*[next(self.host) for _ in ts])
 
 
 class Pending:
     """Host work on small tensors, in hook order: (callback, tensors). Work whose tensors are all on the CPU runs at
     once (there is no device to wait for); work on a device tensor waits for flush(), which copies every waiting
     tensor to the host at once (to_host) and runs the callbacks in order. Once one item waits, the later ones wait
-    too, so the order holds."""
+    too, so the order holds. start() is flush() in two halves: the copy starts now, the callbacks run later."""
+
+    defer = False     # True: CPU work waits for flush() too (what a run on a device does; tests and benchmarks)
 
     def __init__(self):
         self.items: list[tuple] = []
 
     def add(self, fn, *tensors) -> None:
-        if not self.items and all(t is None or t.device.type == "cpu" for t in tensors):
+        if not self.defer and not self.items and all(t is None or t.device.type == "cpu" for t in tensors):
             fn(*tensors)
         else:
             self.items.append((fn, tensors))
 
-    def flush(self) -> None:
+    def start(self) -> Backlog:
         items, self.items = self.items, []
-        host = iter(to_host([t for _, ts in items for t in ts]))
-        for fn, ts in items:
-            fn(*[next(host) for _ in ts])
+        return Backlog(items, *start_to_host([t for _, ts in items for t in ts]))
+
+    def flush(self) -> None:
+        self.start().step()
 
 
 class Batch:
@@ -384,17 +428,21 @@ class Recorder:
         self.pending = Pending()
         self._reduced: list[Reduced] = []
         self._handles = []
+        self._host_handles = []              # host-only work (the previous batch's records), no device tensors
         self._cur: dict = {}
         self.batch: Batch | None = None
+        self._backlog: Backlog | None = None
 
     # ---- running ------------------------------------------------------------------------------
     def attach(self, layers=None) -> "Recorder":
         """Hook every decoder layer, or only `layers` (indices)."""
         ad, reg = self.ad, self._handles
-        seen_act = set()
+        seen_act, seen_layers = set(), []
         for i in range(ad.num_layers) if layers is None else layers:
             layer = ad.layers()[i]
             reg.append(layer.register_forward_pre_hook(self._layer_in(i), with_kwargs=True))
+            self._host_handles.append(layer.register_forward_pre_hook(self._host_share(len(seen_layers) + 1)))
+            seen_layers.append(i)
             reg.append(layer.register_forward_hook(self._layer_out(i)))
             attn_in = ad.attn_inputs(i)
             reg.append(attn_in[0][1].register_forward_pre_hook(self._site(i, "attn_in")))
@@ -416,9 +464,10 @@ class Recorder:
         return self
 
     def detach(self) -> None:
-        for h in self._handles:
+        for h in self._handles + self._host_handles:
             h.remove()
         self._handles.clear()
+        self._host_handles.clear()
         self._cur = {}
 
     def begin(self, ids: torch.Tensor, window0: int, attention: bool = True) -> Batch:
@@ -436,18 +485,35 @@ class Recorder:
 
     @torch.no_grad()
     def run(self, ids: torch.Tensor, window0: int, attention: bool = True) -> None:
-        """One batch of windows through the whole model, then its records (flush)."""
+        """One batch of windows through the whole model. Its statistics are folded in on the device at once; its
+        host records are made while the next batch runs (flush() makes the last ones)."""
         self.use(self.begin(ids, window0, attention))
         try:
             base = getattr(self.model, "base_model", self.model)   # the logits are not needed
             base(input_ids=ids.to(self.model.device), use_cache=False)
         finally:
             self._cur = {}
-        self.flush()
+        self._step_backlog()                # what the hooks left of the previous batch's records
+        self._merge()
+        self._backlog = self.pending.start()
 
     def flush(self) -> None:
         """Fold the batches' reductions into the running statistics (merge_sites), then move what the hooks left
         on the device to the host and make the records (Pending)."""
+        self._step_backlog()
+        self._merge()
+        self.pending.flush()
+
+    def _step_backlog(self, n: int | None = None) -> None:
+        """Run n (default: all) of the previous batch's host callbacks. The decoder layers' pre-hooks run a share
+        each, so on an accelerator the host makes batch k's records while the device computes batch k + 1 (a
+        wait here would be for batch k's copy, queued before batch k + 1)."""
+        if self._backlog is not None:
+            self._backlog.step(n)
+            if self._backlog.done == len(self._backlog.items):
+                self._backlog = None
+
+    def _merge(self) -> None:
         groups: dict[tuple, list[Reduced]] = {}
         for it in self._reduced:          # hook order: a site's earlier batches merge first
             key = (id(it.batch), it.site.channels, it.wmax.device, it.site.site == "resid")
@@ -455,7 +521,6 @@ class Recorder:
         self._reduced = []
         for items in groups.values():
             merge_sites(items)
-        self.pending.flush()
 
     def to_host(self) -> None:
         """The running statistics to the CPU (one copy per device and dtype), for the report."""
@@ -464,6 +529,14 @@ class Recorder:
             setattr(s, name, h)
 
     # ---- hooks --------------------------------------------------------------------------------
+    def _host_share(self, k: int):
+        """Before the k-th hooked layer: the previous batch's callbacks up to k / layers of them."""
+        def hook(mod, args):
+            if self._backlog is not None and self._backlog.ready():     # else a later layer catches up
+                want = -(-len(self._backlog.items) * k // len(self._host_handles))
+                self._step_backlog(max(0, want - self._backlog.done))
+        return hook
+
     def _btc(self, t: torch.Tensor) -> torch.Tensor:
         """[B, T, C] view of a hidden tensor (OPT flattens tokens to [B*T, C] inside its layers)."""
         return (t if t.dim() == 3 else t.view(*self.batch.ids.shape, -1)).detach()
@@ -474,8 +547,10 @@ class Recorder:
             floor = self.th.massive_abs if site == "resid" else self.th.input_abs
             self.sites[key] = SiteStats(i, site, x.shape[-1], floor, self.th, x.device)
         where = ", ".join(self.site_linears.get(key, [])) or f"output of decoder layer {i}"
-        dense = x.device.type != "cpu" if self.dense is None else self.dense
-        self._reduced.append(self.sites[key].reduce(x, self.batch, self.pending, where, dense))
+        self._reduced.append(self.sites[key].reduce(x, self.batch, self.pending, where, self._dense(x)))
+
+    def _dense(self, x: torch.Tensor) -> bool:
+        return x.device.type != "cpu" if self.dense is None else self.dense
 
     def _layer_in(self, i: int):
         def hook(mod, args, kwargs):
@@ -564,7 +639,7 @@ class Recorder:
             h_out = self._btc(out[0] if isinstance(out, tuple) else out)
             self._stats(i, "resid", h_out)
             cur, batch = self._cur, self.batch
-            life = self._hits(i, cur, h_out)
+            life = self._hits(i, cur, h_out, self._dense(h_out))
             norms = [cur.get(k) for k in ("nq", "nk", "nv")]
             snap = None
             if self.snapshot and batch.window0 == 0:
@@ -573,10 +648,13 @@ class Recorder:
             self._cur = {}
         return hook
 
-    def _layer_records(self, i: int, batch: Batch, hits, values, terms_k, terms, att_flags, nq, nk, nv, snap):
+    def _layer_records(self, i: int, batch: Batch, count, hits, values, terms_k, terms, att_flags, nq, nk, nv,
+                       snap):
         """Host part of a layer's output hook: lifecycle, consistency, the residual flags handed on."""
-        if hits is not None:
-            self._lifecycle(i, batch, hits, values, terms_k, terms)
+        life = (hits, values, terms_k, terms) if count is None or hits is None else \
+            self._select_hits(count, hits, values, terms_k, terms)
+        if life is not None and life[0] is not None:
+            self._lifecycle(i, batch, *life)
         self._consistency(i, batch.flags_in, att_flags, nq, nk, nv)
         batch.flags_in = batch.flags_out
         if snap is not None:
@@ -596,29 +674,48 @@ class Recorder:
             q[2] += n[~act].sum(0).double()
             q[3] += int((~act).sum())
 
-    def _hits(self, i: int, cur: dict, h_out: torch.Tensor) -> tuple:
+    def _hits(self, i: int, cur: dict, h_out: torch.Tensor, dense: bool) -> tuple:
         """Device part of the lifecycle: where the residual is large (|h| > massive_abs, the absolute half of
         the massive test, so an outlier is followed from birth to death even while the median keeps it under
         1000x) before or after layer i, at most MAX_TRACKED (token, channel) hits, with the layer's values there
-        and the largest terms of the MLP's write. Returns (hits [m, 3] (b, t, c), values [m, 3] (h_in, h_mid,
-        h_out), term columns [m, K], terms [m, K, 4] (x_k * W[c, k], x_k, gate_k, up_k)) or Nones."""
-        none = (None, None, None, None)
+        and the largest terms of the MLP's write. Kept when there are more: the largest max(|h_in|, |h_out|),
+        the first position on ties. Returns (count, hits [m, 3] (b, t, c), values [m, 3] (h_in, h_mid, h_out),
+        term columns [m, K], terms [m, K, 4] (x_k * W[c, k], x_k, gate_k, up_k)) or Nones.
+
+        dense (an accelerator): no wait for the device; a fixed MAX_TRACKED candidates, best first, and `count`
+        (a device scalar) says how many are hits; the host keeps those (_select_hits). Else (the CPU) exactly the
+        hits in position order, count None."""
+        none = (None,) * 5
         if "h_mid" not in cur:
             return none
         floor = self.th.massive_abs
         # the layer's input arrives where the previous layer ran (accelerate moves it inside the layer)
         h_in, h_mid = cur["h_in"].to(h_out.device), cur["h_mid"]
-        hits = ((h_in.abs() > floor) | (h_out.abs() > floor)).nonzero()   # the one wait per layer: how many
-        if hits.shape[0] == 0:
-            return none
-        b, t, c = hits.unbind(1)
-        vin, vmid, vout = (h[b, t, c].float() for h in (h_in, h_mid, h_out))
-        if hits.shape[0] > MAX_TRACKED:
-            keep = torch.maximum(vin.abs(), vout.abs()).topk(MAX_TRACKED).indices
-            b, t, c, vin, vmid, vout = (v[keep] for v in (b, t, c, vin, vmid, vout))
-        values = torch.stack([vin, vmid, vout], 1)
+        big = (h_in.abs() > floor) | (h_out.abs() > floor)
+        count = None
+        if dense:
+            # one int64 key per position: score bits (monotonic for |h| >= 0) above the reversed flat index, so
+            # topk orders by score, then position; non-hits below every hit
+            flat = torch.arange(big.numel(), device=big.device).view(big.shape)
+            score = torch.maximum(h_in.abs(), h_out.abs()).float()
+            key = torch.where(big, score.view(torch.int32).long() * 2**32 + (2**32 - 1 - flat), -1 - flat)
+            key = key.view(-1).topk(min(MAX_TRACKED, key.numel())).values
+            flat = torch.where(key >= 0, 2**32 - 1 - (key & (2**32 - 1)), -1 - key)
+            T, C = big.shape[1:]
+            b, t, c = flat // (T * C), flat // C % T, flat % C
+            count = big.sum()
+        else:
+            b, t, c = big.nonzero().unbind(1)
+            if b.shape[0] == 0:
+                return none
+            if b.shape[0] > MAX_TRACKED:
+                score = torch.maximum(h_in[b, t, c].abs(), h_out[b, t, c].abs()).float()
+                keep = score.sort(descending=True, stable=True).indices[:MAX_TRACKED]
+                b, t, c = b[keep], t[keep], c[keep]
+        values = torch.stack([h[b, t, c].float() for h in (h_in, h_mid, h_out)], 1)
+        hits = torch.stack([b, t, c], 1)
         if "down_in" not in cur:
-            return torch.stack([b, t, c], 1), values, None, None
+            return count, hits, values, None, None
         # the MLP's write into channel c at (b, t) split into x_k * W_down[c, k]; the largest terms
         x = cur["down_in"][b, t].float()                                   # [m, I]
         contrib = x * self.ad.down(i).weight[c].float()
@@ -627,7 +724,20 @@ class Recorder:
         nan = torch.full_like(contrib, float("nan"))
         terms = torch.stack([v.gather(1, k) for v in (contrib, x, nan if gate is None else gate,
                                                       nan if up is None else up)], -1)
-        return torch.stack([b, t, c], 1), values, k, terms
+        return count, hits, values, k, terms
+
+    @staticmethod
+    def _select_hits(count, hits, values, terms_k, terms) -> tuple:
+        """Host side of a dense _hits: the `count` real hits among the candidates, in position order when all of
+        them fit (as the CPU form gives them), else the MAX_TRACKED best in order. None when there is none."""
+        n = int(count)
+        if n == 0:
+            return None
+        if n > hits.shape[0]:
+            return hits, values, terms_k, terms
+        T, C = (int(v) + 1 for v in hits[:n, 1:].amax(0))                 # any bound above the positions works
+        keep = (hits[:n, 0] * T * C + hits[:n, 1] * C + hits[:n, 2]).argsort()
+        return tuple(None if v is None else v[:n][keep] for v in (hits, values, terms_k, terms))
 
     def _lifecycle(self, i: int, batch: Batch, hits, values, terms_k, terms) -> None:
         """How layer i changed the residual at each hit (host part of _hits)."""

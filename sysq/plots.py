@@ -122,10 +122,9 @@ def _snapshot(arr, report, title, folder, names):
 
 
 def _down_column(arr, title, folder, names):
-    layer, row, col, w = arr["down_column"]
-    lo, hi = max(0, col - 12), min(w.shape[1], col + 13)
-    rlo, rhi = max(0, row - 24), min(w.shape[0], row + 25)
-    block = w[rlo:rhi, lo:hi].abs().numpy()
+    layer, row, col, block, rlo, lo = arr["down_column"]      # |W| around (row, col); block[0, 0] is W[rlo, lo]
+    rhi, hi = rlo + block.shape[0], lo + block.shape[1]
+    block = block.abs().numpy()
     fig, ax = plt.subplots(figsize=(7, 6))
     im = ax.imshow(block, aspect="auto", cmap="Reds", interpolation="nearest", extent=(lo - .5, hi - .5, rhi - .5, rlo - .5))
     ax.axvline(col, color="b", lw=0.5, ls=":")

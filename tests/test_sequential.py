@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from capture_v1 import V1Recorder
+from sysq.capture import MAX_TRACKED
 from sysq.detect import detect
 from sysq.errors import SysqError
 from sysq.sequential import choose_pipeline
@@ -59,10 +60,89 @@ def test_device_capture_equals_the_host_only_v1(monkeypatch, planted_model, dens
     old = _detect_v1(monkeypatch, planted_model, x, **kw)
     monkeypatch.setattr(Recorder, "dense", dense)
     if deferred:
-        monkeypatch.setattr(Pending, "add", lambda self, fn, *tensors: self.items.append((fn, tensors)))
+        monkeypatch.setattr(Pending, "defer", True)
     new = detect(planted_model, x, quiet=True, pipeline="memory", **kw)
     assert new.lifecycle and new.attention["layers"]          # the comparison covers every part
     assert _report(new) == _report(old)
+
+
+def _as_on_a_gpu(monkeypatch):
+    """The accelerator's hook forms on the CPU: whole-tensor kernels, host work deferred to the flush."""
+    from sysq.capture import Pending, Recorder
+    monkeypatch.setattr(Recorder, "dense", True)
+    monkeypatch.setattr(Pending, "defer", True)
+
+
+HOST_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy")
+
+
+def test_hooks_never_wait_for_the_device(monkeypatch, planted_model):
+    """Inside every capture hook (dense form), any read of a tensor's value on the host (item, tolist, bool(),
+    int(), nonzero, boolean-mask indexing, cpu()) raises: on a GPU each would stall the forward. (The layers'
+    host-share hooks, Recorder._host_handles, make the previous batch's records from its host copy: not guarded.)
+    The report still equals the CPU form's, with more hits per layer than the lifecycle keeps (the fixed-size
+    selection), and the records of every batch but the last are made during the next batch's forward."""
+    from sysq.capture import Recorder
+    x, kw = ids(n=6, T=24), {"attention_windows": 2, "batch_size": 4, "thresholds": {"massive_abs": 0.1}}
+    sparse = detect(planted_model, x, quiet=True, **kw)
+    _as_on_a_gpu(monkeypatch)
+    guard = {"on": False, "calls": 0}
+
+    def forbidden(name, fn):
+        def wrapped(self, *a, **k):
+            if guard["on"]:
+                raise AssertionError(f"Tensor.{name} inside a capture hook")
+            return fn(self, *a, **k)
+        return wrapped
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, forbidden(name, getattr(torch.Tensor, name)))
+    getitem = torch.Tensor.__getitem__
+
+    def no_mask(self, idx):
+        if guard["on"] and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                               for i in (idx if isinstance(idx, tuple) else (idx,))):
+            raise AssertionError("boolean-mask indexing inside a capture hook")
+        return getitem(self, idx)
+    monkeypatch.setattr(torch.Tensor, "__getitem__", no_mask)
+    monkeypatch.setattr(torch, "nonzero", forbidden("torch.nonzero", torch.nonzero))
+
+    def guarded(fn):
+        def hook(*a, **k):
+            guard["on"], guard["calls"] = True, guard["calls"] + 1
+            try:
+                return fn(*a, **k)
+            finally:
+                guard["on"] = False
+        return hook
+
+    attach = Recorder.attach
+
+    def attach_guarded(self, layers=None):
+        attach(self, layers)
+        for h in self._handles:
+            hooks = h.hooks_dict_ref()
+            hooks[h.id] = guarded(hooks[h.id])
+        return self
+    monkeypatch.setattr(Recorder, "attach", attach_guarded)
+    counts, select = [], Recorder._select_hits
+
+    def spy(count, *rest):
+        counts.append(int(count))
+        return select(count, *rest)
+    monkeypatch.setattr(Recorder, "_select_hits", staticmethod(spy))
+    in_forward = []
+    step = Recorder._step_backlog
+
+    def spy_step(self, n=None):
+        if self._backlog is not None and n is not None and n > 0:
+            in_forward.append(n)
+        return step(self, n)
+    monkeypatch.setattr(Recorder, "_step_backlog", spy_step)
+    dense = detect(planted_model, x, quiet=True, **kw)
+    assert guard["calls"] > 0 and in_forward
+    assert max(counts) > MAX_TRACKED and min(counts) <= MAX_TRACKED    # both branches of the selection
+    assert _report(dense) == _report(sparse)
 
 
 def test_sequential_detect_equals_in_memory(planted_model):

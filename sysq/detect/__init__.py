@@ -85,6 +85,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
                 with (eager_attention(model) if s < n_att else contextlib.nullcontext()):
                     rec.run(ids[s:e], s, attention=s < n_att)
                 bar.update(e - s)
+            rec.flush()                 # the last batch's records
         finally:
             rec.detach()
             bar.close()
@@ -235,7 +236,8 @@ def _arrays(rec: Recorder, resid: list[dict], namer: Namer, ad, report: OutlierR
         layer = life["massive_layers"][0]
         arrays["snapshot"] = (layer, rec.snapshots[layer].cpu())
     if life and life["emergence"] and life["emergence"]["terms"]:
-        layer = life["emergence_layer"]
-        arrays["down_column"] = (layer, life["channel"], life["emergence"]["terms"][0]["column"],
-                                 ad.down(layer).weight.detach().float().cpu().clone())
+        layer, row, col = life["emergence_layer"], life["channel"], life["emergence"]["terms"][0]["column"]
+        w = ad.down(layer).weight.detach()
+        rlo, lo = max(0, row - 24), max(0, col - 12)      # the block the plot shows, not the whole matrix
+        arrays["down_column"] = (layer, row, col, w[rlo:row + 25, lo:col + 13].float().cpu().clone(), rlo, lo)
     return arrays

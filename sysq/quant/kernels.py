@@ -9,6 +9,9 @@
   Int4WOLinear  W4A16      the int4 pack kernels in tinygemm's layout (torch._weight_int4pack_mm on CUDA,
                            torch._weight_int4pack_mm_for_cpu): w = (u - 8) * scale + zero per group, with
                            u in [0, 15] and a float zero, so sysq's codes map exactly (tinygemm_pack)
+On CUDA with Triton, the weight-only modules run decode (<= gemv.MAX_ROWS rows) on sysq's Triton GEMV
+kernels (sysq.quant.gemv); Int4WOLinear then holds the codes as bytes (gemv.pack_nibbles) and repacks them
+for tinygemm on the fly when more rows come (prefill: a pass over 4-bit weights, small beside the GEMM).
 
 Each is built from a quantized QuantLinear (its simulated twin), on the device it will run on, and keeps
 the twin's codes and scales: integer and FP8 products are exact, so a real module's output differs from
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SysqError
+from . import gemv
 from .linear import QuantLinear
 from .math import qparams, quantize, quantize_fp8
 from .observers import token_keep_mask
@@ -349,15 +353,20 @@ class Int8WOLinear(RealLinear):
                and ql.act_spec is None, "Int8WOLinear needs int8 symmetric per-channel weights and no "
                "activation quantizer")
         dev = ql.w_scale.device
+        self.gemv = gemv.available(dev)
         if dev.type == "cpu":
             require("torch._weight_int8pack_mm", dev)
         else:
             self.kernel = "w8a16 dequantize-matmul (fused under torch.compile)"
+        if self.gemv:
+            self.kernel = f"w8a16 Triton GEMV (rows <= {gemv.MAX_ROWS}), else " + self.kernel.split(" ", 1)[1]
         self.register_buffer("qweight", ql.qweight.contiguous())             # [out, in] int8
         # [out]; on the CPU already in the kernel's dtype (inductor's lowering wants the scale realized)
         self.register_buffer("w_scale", ql.w_scale.reshape(-1).to(CPU_WO_DTYPE if dev.type == "cpu" else torch.float32))
 
     def _mm(self, x2, s):
+        if self.gemv and x2.shape[0] <= gemv.MAX_ROWS:   # decode: the scale and cast fuse into the next kernel
+            return (gemv.int8_gemv(x2.contiguous(), self.qweight) * self.w_scale.float()).to(x2.dtype)
         if x2.is_cuda:
             return F.linear(x2, self.qweight.to(x2.dtype)) * self.w_scale.to(x2.dtype)
         dt = CPU_WO_DTYPE if x2.dtype == torch.float32 else x2.dtype
@@ -387,15 +396,32 @@ class Int4WOLinear(RealLinear):
         # vectorised path). Re-packed for another dtype on first use (e.g. an fp16 model on CUDA).
         packed, sz = tinygemm_pack(ql.codes(), ql.w_scale, ql.w_zero, self.group_size, torch.bfloat16,
                                    float_zero=getattr(ql, "float_zero", False))   # issue 15's zero_point "float"
+        # decode on the GEMV: the codes as bytes (one copy of the weight; prefill repacks it for tinygemm)
+        self.gemv = gemv.available(dev, "int4")
+        if self.gemv:
+            packed = gemv.pack_nibbles(ql.codes())
+            self.kernel = f"w4a16 Triton GEMV (rows <= {gemv.MAX_ROWS}), else {self.kernel.split(' ', 1)[1]} " \
+                          "repacked per call"
         self.register_buffer("qweight", packed)
         self.register_buffer("scales_zeros", sz)
 
     def _mm(self, x2, s):
         dt = torch.bfloat16 if x2.dtype == torch.float32 else x2.dtype
         sz = self.scales_zeros if self.scales_zeros.dtype == dt else self.scales_zeros.to(dt)
-        return _int4_mm(x2.to(dt).contiguous(), self.qweight, self.group_size, sz)
+        x2 = x2.to(dt).contiguous()
+        if not self.gemv:
+            return _int4_mm(x2, self.qweight, self.group_size, sz)
+        if x2.shape[0] <= gemv.MAX_ROWS:
+            return gemv.int4_gemv(x2, self.qweight, sz, self.group_size).to(dt)
+        if x2.is_cuda:   # tinygemm takes these bytes as its packing input
+            packed = torch._convert_weight_to_int4pack(self.qweight, inner_k_tiles(self.in_features))
+        else:
+            packed = _pack_for(x2.device, gemv.unpack_nibbles(self.qweight), inner_k_tiles(self.in_features))
+        return _int4_mm(x2, packed, self.group_size, sz)
 
     def dequantized_weight(self):
+        if self.gemv:
+            return gemv.dequantize_int4(self.qweight, self.scales_zeros, self.group_size)
         return tinygemm_dequantize(self.qweight, self.scales_zeros, self.group_size, self.in_features)
 
 

@@ -1,0 +1,186 @@
+"""Batch-1 weight-only matrix-vector products at Llama-3-8B shapes: us per call and GB/s of weights streamed.
+
+    python scripts/bench_gemv.py                         # CUDA: the 8B shapes, M=1, every kernel, CUDA graphs
+    python scripts/bench_gemv.py --device cpu            # tiny shapes, Triton's interpreter (checks it runs)
+
+Rows per shape (K -> N): bf16 F.linear (cuBLAS), tinygemm int4 (torch._weight_int4pack_mm, group 128),
+torch._weight_int8pack_mm, the inductor int8 path (torch.compile of F.linear(x, q.to(bf16)) * s with
+coordinate descent tuning, as the real module runs it today without the GEMV), and sysq's Triton GEMVs
+(sysq.quant.gemv: the custom op alone; in a model its split-K sum and cast fuse into the next kernel).
+Each is timed on the GPU inside a CUDA graph of many calls that cycle through enough copies of the weight
+(>= 256 MiB in all) that none is served from the 50 MiB L2; us/call = graph replay time / calls.
+GB/s = bytes of weights (+ scales) per call / time. Every row is checked against the bf16 product of its
+own dequantized weight (max relative error printed). Writes OUT/bench_gemv.json (OUT: --out, $OUT, out/).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+SHAPES_8B = [(4096, 4096), (4096, 1024), (4096, 14336), (14336, 4096), (4096, 128256)]   # (K, N)
+SHAPES_TINY = [(256, 128), (512, 96)]
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default=None, help="cuda (default when present) or cpu (interpreter, tiny shapes)")
+    p.add_argument("--m", type=int, default=1, help="rows of x (decode batch)")
+    p.add_argument("--group", type=int, default=128, help="int4 group size")
+    p.add_argument("--calls", type=int, default=40, help="calls per CUDA graph (at least the weight copies)")
+    p.add_argument("--bust-mib", type=int, default=256, help="weight copies per row total at least this (L2)")
+    p.add_argument("--no-inductor", action="store_true", help="skip the torch.compile int8 row (compile time)")
+    p.add_argument("--time-budget", type=float, default=100.0, help="seconds; compiled rows not started by then "
+                   "are skipped")
+    p.add_argument("--out", default=None)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    import torch
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device == "cpu":   # the interpreter must be on before triton is imported
+        os.environ["TRITON_INTERPRET"] = "1"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from sysq.io import atomic_write_text
+    from sysq.quant import gemv
+    from sysq.quant.kernels import _int4_mm, _pack_for, inner_k_tiles
+    import torch.nn.functional as F
+
+    dev, cuda = args.device, args.device == "cuda"
+    shapes = SHAPES_8B if cuda else SHAPES_TINY
+    torch.manual_seed(0)
+    start, rows = time.perf_counter(), []
+    info = dict(device=torch.cuda.get_device_name() if cuda else "cpu (Triton interpreter)", torch=torch.__version__,
+                m=args.m, group=args.group, gemv=gemv.available(dev))
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    print("settings:", json.dumps(info), flush=True)
+
+    def timeit(fn, copies):
+        """us per call: CUDA graph of `calls` calls over the weight copies (CPU: one eager call, wall time)."""
+        if not cuda:
+            t = time.perf_counter()
+            fn(copies[0])
+            return (time.perf_counter() - t) * 1e6
+        for c in copies[:2]:
+            fn(c)        # autotune / compile outside the capture
+        torch.cuda.synchronize()
+        calls = max(args.calls, len(copies))
+        g = torch.cuda.CUDAGraph()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn(copies[0])
+            with torch.cuda.graph(g, stream=s):
+                for i in range(calls):
+                    fn(copies[i % len(copies)])
+        torch.cuda.current_stream().wait_stream(s)
+        for _ in range(3):
+            g.replay()
+        torch.cuda.synchronize()
+        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        reps = 10
+        t0.record()
+        for _ in range(reps):
+            g.replay()
+        t1.record()
+        torch.cuda.synchronize()
+        return t0.elapsed_time(t1) * 1e3 / (reps * calls)
+
+    for k, n in shapes:
+        x = torch.randn(args.m, k, device=dev).to(torch.bfloat16)
+        w = (torch.randn(n, k, device=dev) * 0.02).to(torch.bfloat16)
+        g = args.group
+        # the same weights in each format: int4 codes per group of g (scale + float zero), int8 per channel
+        wg = w.float().reshape(n, k // g, g)
+        lo, hi = wg.amin(-1), wg.amax(-1)
+        s4 = ((hi - lo) / 15).clamp_min(1e-8)
+        u = torch.round((wg - lo.unsqueeze(-1)) / s4.unsqueeze(-1)).clamp(0, 15).reshape(n, k).to(torch.int32)
+        sz = torch.stack([s4.t(), (lo + 8 * s4).t()], dim=-1).to(torch.bfloat16).contiguous()   # w = (u-8)s + z
+        s8 = (w.float().abs().amax(1) / 127).clamp_min(1e-8)
+        q8 = torch.round(w.float() / s8[:, None]).clamp(-127, 127).to(torch.int8)
+        w4 = gemv.dequantize_int4(gemv.pack_nibbles(u - 8), sz, g)
+        w8 = q8.float() * s8[:, None]
+
+        def variants():
+            yield "bf16 F.linear", w, w.float(), lambda c: F.linear(x, c), w.numel() * 2
+            if True:   # tinygemm exists on CUDA and x86/ARM CPUs
+                try:
+                    packed = _pack_for(dev, u, inner_k_tiles(k))
+                    yield ("tinygemm int4", packed, w4, lambda c: _int4_mm(x, c, g, sz),
+                           n * k // 2 + sz.numel() * 2)
+                except Exception as e:
+                    print(f"  tinygemm int4: {type(e).__name__}: {str(e)[:120]}")
+            s8b = s8.to(torch.bfloat16)
+            yield ("torch._weight_int8pack_mm", q8, w8, lambda c: torch._weight_int8pack_mm(x, c, s8b),
+                   n * k + n * 2)
+            if cuda and not args.no_inductor:
+                if time.perf_counter() - start < args.time_budget:
+                    import torch._inductor.config as ic
+                    s8f = s8.float()
+
+                    def deq(xx, c):
+                        return F.linear(xx, c.to(xx.dtype)) * s8f.to(xx.dtype)
+                    with ic.patch(coordinate_descent_tuning=True):
+                        comp = torch.compile(deq, dynamic=False, mode="max-autotune-no-cudagraphs")
+                        comp(x, q8)
+                    yield "inductor int8 (compiled)", q8, w8, lambda c: comp(x, c), n * k + n * 4
+                else:
+                    print("  inductor int8: skipped (time budget)")
+            if gemv.available(dev):
+                qb = gemv.pack_nibbles(u - 8)
+                sp4 = gemv.split_k(args.m, n, k // (2 * g))
+                yield (f"sysq Triton int4 (split {sp4})", qb, w4,
+                       lambda c: torch.ops.sysq.int4_gemv(x, c, sz, g, sp4), n * k // 2 + sz.numel() * 2)
+                sp8 = gemv.split_k(args.m, n, k // 512)
+                yield (f"sysq Triton int8 (split {sp8})", q8, w8,
+                       lambda c: torch.ops.sysq.int8_gemv(x, c, sp8) * s8, n * k)
+
+        for name, weight, wref, fn, nbytes in variants():
+            try:
+                copies = [weight] + [weight.clone() for _ in range(max(0, math.ceil(args.bust_mib * 2**20 / nbytes) - 1))] \
+                    if cuda else [weight]
+                y = fn(copies[0])
+                y = y.sum(0) if y.dim() == 3 else y
+                ref = x.float() @ wref.t()
+                err = float((y.float() - ref).abs().max() / ref.abs().max())
+                us = timeit(fn, copies)
+                row = dict(K=k, N=n, kernel=name, us=us, gbps=nbytes / us / 1e3, mib=nbytes / 2**20, max_rel_err=err)
+                del copies
+            except Exception as e:
+                row = dict(K=k, N=n, kernel=name, error=f"{type(e).__name__}: {str(e)[:160]}")
+            rows.append(row)
+            print(f"{k:6d} -> {n:6d}  {name:34s} " + (f"{row['us']:9.1f} us  {row['gbps']:7.0f} GB/s  "
+                  f"err {row['max_rel_err']:.1e}" if "us" in row else row["error"]), flush=True)
+            if cuda:
+                torch.cuda.empty_cache()
+
+    lines = ["| K -> N | kernel | us/call | GB/s | MiB | max rel err |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['K']} -> {r['N']} | {r['kernel']} | " + (
+            f"{r['us']:.1f} | {r['gbps']:.0f} | {r['mib']:.1f} | {r['max_rel_err']:.1e} |" if "us" in r
+            else f"{r['error']} | | | |"))
+    table = "\n".join(lines)
+    print("\n" + table)
+    if cuda:
+        info["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    info["wall_s"] = time.perf_counter() - start
+    out = Path(args.out or os.environ.get("OUT") or "out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "bench_gemv.json", json.dumps(dict(settings=info, rows=rows), indent=1))
+    atomic_write_text(out / "bench_gemv.md", f"# bench_gemv\n\nSettings: {json.dumps(info)}\n\n{table}\n")
+    print(f"wrote {out / 'bench_gemv.json'} ({info['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

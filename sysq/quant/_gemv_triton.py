@@ -1,0 +1,109 @@
+"""The Triton kernels behind sysq.quant.gemv (imported on first use: Triton is optional).
+
+Grid (M, N / BLOCK_N, SPLIT_K): a program computes BLOCK_N outputs of one row of x over one slice of K and
+writes float32 partial sums. Weights are read as int32 words (8 int4 or 4 int8 codes); a code c becomes a
+float by OR-ing it into the mantissa of 2^23 and subtracting 2^23 (+ the code offset): exact, and two integer
+ops where a conversion instruction would run at 1/8 of the FMA rate. Accumulators stay 2-D/3-D tiles in
+registers and are reduced once at the end; the int4 group scale multiplies a tile of per-group sums.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import triton
+import triton.language as tl
+
+MAGIC = tl.constexpr(0x4B000000)         # the bits of 2^23 in float32: OR a code < 2^23 into the mantissa
+
+
+def _int4_kernel(x_ptr, w_ptr, sz_ptr, out_ptr, M, N, K, stride_xm,
+                 G: tl.constexpr, BLOCK_N: tl.constexpr, GPC: tl.constexpr, SPLIT_K: tl.constexpr):
+    # w: int32 [N, K / 8]; word j of row n, nibble i (bits 4i..4i+3) holds k = 8j + (i ^ 1) (bytes are
+    # little-endian and each byte holds the even k in its high nibble). GPC groups of G codes per iteration.
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    W: tl.constexpr = G // 8
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = rn < N
+    rg = tl.arange(0, GPC)
+    rw = tl.arange(0, W)
+    n_groups = K // G
+    chunks = (n_groups + GPC - 1) // GPC
+    per_split = (chunks + SPLIT_K - 1) // SPLIT_K
+    acc = tl.zeros([BLOCK_N, GPC, W], dtype=tl.float32)
+    acc_z = tl.zeros([BLOCK_N, GPC], dtype=tl.float32)
+    x_row = x_ptr + pid_m * stride_xm
+    for c in range(0, per_split):
+        g = (pid_s * per_split + c) * GPC + rg
+        g_mask = g < n_groups          # also false past the last chunk
+        w = tl.load(w_ptr + rn[:, None, None] * (K // 8) + g[None, :, None] * W + rw[None, None, :],
+                    mask=n_mask[:, None, None] & g_mask[None, :, None], other=0)
+        s_off = g[None, :] * (N * 2) + rn[:, None] * 2
+        s_mask = n_mask[:, None] & g_mask[None, :]
+        scale = tl.load(sz_ptr + s_off, mask=s_mask, other=0).to(tl.float32)
+        zero = tl.load(sz_ptr + s_off + 1, mask=s_mask, other=0).to(tl.float32)
+        k0 = g[:, None] * G + rw[None, :] * 8
+        part = tl.zeros([BLOCK_N, GPC, W], dtype=tl.float32)
+        x_sum = tl.zeros([GPC, W], dtype=tl.float32)
+        for i in tl.static_range(8):
+            xi = tl.load(x_row + k0 + (i ^ 1), mask=g_mask[:, None], other=0).to(tl.float32)
+            f = (((w >> (4 * i)) & 0xF) | MAGIC).to(tl.float32, bitcast=True) - 8388616.0   # u - 8
+            part += f * xi[None, :, :]
+            x_sum += xi
+        acc += part * scale[:, :, None]
+        acc_z += zero * tl.sum(x_sum, axis=1)[None, :]
+    y = tl.sum(tl.sum(acc, axis=2), axis=1) + tl.sum(acc_z, axis=1)
+    tl.store(out_ptr + (pid_s * M + pid_m) * N + rn, y, mask=n_mask)
+
+
+def _int8_kernel(x_ptr, w_ptr, out_ptr, M, N, K, stride_xm,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
+    # w: int32 [N, K / 4]; byte t of word j holds k = 4j + t. XOR 0x80 makes each byte q + 128 in [0, 255].
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    WK: tl.constexpr = BLOCK_K // 4
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = rn < N
+    rw = tl.arange(0, WK)
+    words = K // 4
+    chunks = (K + BLOCK_K - 1) // BLOCK_K
+    per_split = (chunks + SPLIT_K - 1) // SPLIT_K
+    acc = tl.zeros([BLOCK_N, WK], dtype=tl.float32)
+    x_row = x_ptr + pid_m * stride_xm
+    for c in range(0, per_split):
+        chunk = pid_s * per_split + c
+        j = chunk * WK + rw
+        j_mask = j < words              # also false past the last chunk
+        w = tl.load(w_ptr + rn[:, None] * words + j[None, :], mask=n_mask[:, None] & j_mask[None, :], other=0)
+        w = w ^ -2139062144   # 0x80808080 as int32
+        for t in tl.static_range(4):
+            xt = tl.load(x_row + j * 4 + t, mask=j_mask, other=0).to(tl.float32)
+            f = (((w >> (8 * t)) & 0xFF) | MAGIC).to(tl.float32, bitcast=True) - 8388736.0   # q
+            acc += f * xt[None, :]
+    tl.store(out_ptr + (pid_s * M + pid_m) * N + rn, tl.sum(acc, axis=1), mask=n_mask)
+
+
+# small autotune lists (decode shapes of 7B-70B models: K, N in 1k..128k); the key includes SPLIT_K
+INT4_CONFIGS = [triton.Config(dict(BLOCK_N=bn, GPC=gpc), num_warps=w, num_stages=st)
+                for bn, gpc, w, st in [(8, 4, 2, 2), (16, 2, 4, 2), (16, 4, 4, 2), (32, 2, 4, 2), (32, 4, 8, 2),
+                                       (16, 8, 8, 1), (64, 2, 8, 2)]]
+INT8_CONFIGS = [triton.Config(dict(BLOCK_N=bn, BLOCK_K=bk), num_warps=w, num_stages=st)
+                for bn, bk, w, st in [(8, 512, 2, 2), (16, 256, 4, 2), (16, 512, 4, 2), (32, 256, 4, 2),
+                                      (32, 512, 8, 2), (16, 1024, 8, 1), (64, 256, 8, 2)]]
+# the interpreter (CPU tests) runs one fixed config, small enough for small shapes
+INTERPRET_CONFIG = {"int4": dict(BLOCK_N=16, GPC=2), "int8": dict(BLOCK_N=16, BLOCK_K=256)}
+
+
+@functools.lru_cache(maxsize=None)
+def kernels() -> dict:
+    """{'int4': (autotuned, plain), 'int8': (...)}. Under TRITON_INTERPRET=1 (set before triton is first
+    imported: the interpreter patches triton.language then) both run on the CPU; there is no autotuning."""
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    out = {}
+    for name, body, configs in [("int4", _int4_kernel, INT4_CONFIGS), ("int8", _int8_kernel, INT8_CONFIGS)]:
+        out[name] = (None if interpret else triton.autotune(configs, key=["M", "N", "K", "SPLIT_K"])(triton.jit(body)),
+                     triton.jit(body))
+    return out

@@ -1,0 +1,153 @@
+"""Weight-only GEMV for decode (few rows): Triton kernels that stream int4 / int8 weights at bandwidth.
+
+At batch 1 a decode step is a chain of matrix-vector products, bound by how fast the weights stream from
+memory. The vendor kernels sysq uses for prefill do not stream them fast on Hopper (tinygemm's m16n8k16 int4
+kernel: ~1.5 TB/s on an H200; inductor's fused int8 dequantize-matmul: ~1.4 TB/s). These kernels give each
+program a block of output rows (and, where those are few, a slice of K: split-K), so that thousands of
+programs keep the memory system busy, and dequantize in registers with float bit tricks instead of
+int->float conversions (which run at 1/8 of the FMA rate and would cap the kernel below bandwidth).
+
+  int4  qweight uint8 [N, K/2], two codes u in [0, 15] per byte, even k in the high nibble (the layout
+        torch._convert_weight_to_int4pack takes, so prefill repacks it for tinygemm on the fly); scales_zeros
+        [K/G, N, 2] (tinygemm's): w = (u - 8) * scale + zero per group of G along K.
+  int8  qweight int8 [N, K]; the per-channel scale is applied by the caller (fused by inductor).
+
+Both are torch.library custom ops (`sysq::int4_gemv`, `sysq::int8_gemv`) with fake implementations, so
+torch.compile keeps them in its graph and CUDA graphs capture them. They return float32 partial sums
+[split_k, M, N]; the caller's `.sum(0)` (and scale, cast) fuses into the next kernel under torch.compile.
+On the CPU they run only in Triton's interpreter (TRITON_INTERPRET=1), for tests.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+MAX_ROWS = 16          # decode: rows at or below this take the GEMV; more rows are a GEMM (prefill)
+TARGET_PROGRAMS = 256  # ~2 programs per SM on an H200 (132 SMs): split K until the grid has about this many
+
+
+@functools.lru_cache(maxsize=None)
+def has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+        return True
+    except Exception:   # a broken install is the same as none here
+        return False
+
+
+# Which GEMV the real modules take by default on CUDA. Measured on an H200 (scripts/bench_gemv.py, 8B shapes, M=1):
+# the int8 GEMV streams 2.4-3.9 TB/s (inductor's fused dequantize-matmul 2.3-3.3); the int4 GEMV only 0.5-1.6 TB/s,
+# below tinygemm's 0.5-2.1 (its unpacking is bound by integer throughput), so int4 keeps tinygemm unless
+# SYSQ_GEMV=int4 (or "all") asks for it.
+DEFAULT_KINDS = ("int8",)
+
+
+def available(device, kind: str = "int8") -> bool:
+    """Whether the `kind` ("int8" | "int4") GEMV runs for modules on `device`: CUDA with Triton, or the CPU under
+    TRITON_INTERPRET=1 (Triton's interpreter: slow, for tests). SYSQ_GEMV=0 turns them off, SYSQ_GEMV=int4 / all
+    turns the int4 one on (DEFAULT_KINDS otherwise; under the interpreter both run)."""
+    dev = torch.device(device)
+    flag = os.environ.get("SYSQ_GEMV", "1")
+    if flag == "0" or not has_triton():
+        return False
+    if dev.type == "cpu":
+        return os.environ.get("TRITON_INTERPRET") == "1"
+    return dev.type == "cuda" and (kind in DEFAULT_KINDS or flag in (kind, "all"))
+
+
+def split_k(m: int, n: int, chunks: int, block_n: int = 16) -> int:
+    """Slices of K per output block: a power of two, enough for about TARGET_PROGRAMS programs, at most 8 (the
+    caller's sum over slices stays a pointwise kernel inductor can fuse) and at most the number of K chunks."""
+    s = 1
+    while s < 8 and 2 * s <= chunks and m * -(-n // block_n) * s * 2 <= TARGET_PROGRAMS:
+        s *= 2
+    return s
+
+
+def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict | None = None):
+    from . import _gemv_triton as T
+    m, k = x.shape
+    n = qweight.shape[0]
+    out = torch.empty((s, m, n), dtype=torch.float32, device=x.device)
+    kern = T.kernels()
+    tuned = x.device.type == "cuda" and config is None
+    cfg = {} if tuned else dict(config or T.INTERPRET_CONFIG[which])
+    fn = kern[which][0 if tuned else 1]
+    warps = {k_: cfg.pop(k_) for k_ in ("num_warps", "num_stages") if k_ in cfg}
+    if x.device.type != "cuda":
+        warps = {}
+
+    def grid(meta):
+        return (m, -(-n // meta["BLOCK_N"]), s)
+    if which == "int4":
+        fn[grid](x, qweight.view(torch.int32), aux, out, m, n, k, x.stride(0), G=group_size, SPLIT_K=s, **cfg, **warps)
+    else:
+        fn[grid](x, qweight.view(torch.int32), out, m, n, k, x.stride(0), SPLIT_K=s, **cfg, **warps)
+    return out
+
+
+def _check(x, qweight, k_per_byte: int):
+    if x.dim() != 2 or x.shape[0] > MAX_ROWS or x.stride(1) != 1:
+        raise ValueError(f"GEMV takes a contiguous [M <= {MAX_ROWS}, K] input (got {tuple(x.shape)})")
+    if qweight.shape[1] * k_per_byte != x.shape[1] or x.shape[1] % 8:
+        raise ValueError(f"GEMV: weight {tuple(qweight.shape)} does not match input {tuple(x.shape)}")
+
+
+@torch.library.custom_op("sysq::int4_gemv", mutates_args=())
+def int4_gemv_partials(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int,
+                       split: int) -> torch.Tensor:
+    """float32 [split, M, N]: partial sums over slices of K of x @ dequantized(qweight)^T."""
+    _check(x, qweight, 2)
+    return _launch("int4", x, qweight, scales_zeros, group_size, split)
+
+
+@int4_gemv_partials.register_fake
+def _(x, qweight, scales_zeros, group_size, split):
+    return x.new_empty((split, x.shape[0], qweight.shape[0]), dtype=torch.float32)
+
+
+@torch.library.custom_op("sysq::int8_gemv", mutates_args=())
+def int8_gemv_partials(x: torch.Tensor, qweight: torch.Tensor, split: int) -> torch.Tensor:
+    """float32 [split, M, N]: partial sums over slices of K of x @ qweight^T (codes, unscaled)."""
+    _check(x, qweight, 1)
+    return _launch("int8", x, qweight, None, 0, split)
+
+
+@int8_gemv_partials.register_fake
+def _(x, qweight, split):
+    return x.new_empty((split, x.shape[0], qweight.shape[0]), dtype=torch.float32)
+
+
+def int4_gemv(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
+    """x [M, K] @ W^T in float32 [M, N], W the int4 weight of the layout above."""
+    s = split_k(x.shape[0], qweight.shape[0], x.shape[1] // (2 * group_size))
+    return torch.ops.sysq.int4_gemv(x, qweight, scales_zeros, group_size, s).sum(0)
+
+
+def int8_gemv(x: torch.Tensor, qweight: torch.Tensor) -> torch.Tensor:
+    """x [M, K] @ qweight^T in float32 [M, N] (int8 codes; the caller multiplies by the scale)."""
+    s = split_k(x.shape[0], qweight.shape[0], x.shape[1] // 512)
+    return torch.ops.sysq.int8_gemv(x, qweight, s).sum(0)
+
+
+def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """Signed int4 codes [N, K] in [-8, 7] -> uint8 [N, K/2] of u = q + 8, even k in the high nibble."""
+    u = codes.to(torch.int32) + 8
+    return (u[:, ::2] << 4 | u[:, 1::2]).to(torch.uint8).contiguous()
+
+
+def unpack_nibbles(qweight: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, K/2] -> u int32 [N, K] in [0, 15] (inverse of pack_nibbles, before the -8)."""
+    b = qweight.to(torch.int32)
+    return torch.stack([b >> 4, b & 15], dim=-1).reshape(b.shape[0], -1)
+
+
+def dequantize_int4(qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
+    """The float32 weight [N, K] the int4 kernel multiplies by: (u - 8) * scale + zero per group."""
+    u = unpack_nibbles(qweight).float()
+    n, k = u.shape
+    s = scales_zeros[..., 0].t().float().repeat_interleave(group_size, dim=1)
+    z = scales_zeros[..., 1].t().float().repeat_interleave(group_size, dim=1)
+    return (u - 8) * s + z

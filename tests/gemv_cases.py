@@ -1,0 +1,86 @@
+"""The Triton GEMV kernels (sysq/quant/gemv.py) in Triton's CPU interpreter. Not collected by itself: the
+interpreter must be on before triton is first imported, so tests/test_quant_gemv.py runs this file in a
+subprocess with TRITON_INTERPRET=1."""
+import os
+
+import pytest
+import torch
+
+from sysq.quant import gemv, kernels
+from sysq.quant.recipes import real_backend
+from test_quant_kernels import BF16, _recipe, _x, twin
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_quant_gemv.py"
+
+
+@pytest.mark.parametrize("m, n, k, g", [(1, 48, 256, 64), (3, 40, 512, 128), (1, 32, 384, 32), (16, 24, 256, 128)])
+@pytest.mark.parametrize("split", [1, 2, 4])
+def test_int4_gemv_equals_the_dequantized_matmul(m, n, k, g, split):
+    gen = torch.Generator().manual_seed(m * n + split)
+    codes = torch.randint(-8, 8, (n, k), generator=gen)
+    qw = gemv.pack_nibbles(codes)
+    assert qw.dtype == torch.uint8 and qw.shape == (n, k // 2)
+    assert torch.equal(gemv.unpack_nibbles(qw) - 8, codes)                          # round trip
+    sz = torch.randn(k // g, n, 2, generator=gen).to(torch.bfloat16)
+    x = torch.randn(m, k, generator=gen).to(torch.bfloat16)
+    ref = x.float() @ gemv.dequantize_int4(qw, sz, g).t()
+    y = torch.ops.sysq.int4_gemv(x, qw, sz, g, split)
+    assert y.shape == (split, m, n) and y.dtype == torch.float32
+    torch.testing.assert_close(y.sum(0), ref, rtol=1e-5, atol=1e-4 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("m, n, k", [(1, 48, 256), (3, 40, 384), (16, 17, 1024)])
+@pytest.mark.parametrize("split", [1, 2])
+def test_int8_gemv_equals_the_integer_matmul(m, n, k, split):
+    gen = torch.Generator().manual_seed(m + n + split)
+    q = torch.randint(-128, 128, (n, k), generator=gen, dtype=torch.int8)
+    x = torch.randn(m, k, generator=gen).to(torch.bfloat16)
+    ref = x.float() @ q.float().t()
+    y = torch.ops.sysq.int8_gemv(x, q, split).sum(0)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-4 * float(ref.abs().max()))
+
+
+def test_split_k_fills_the_grid_and_stays_fusable():
+    assert gemv.split_k(1, 4096, 32) == 1                   # 256 programs already
+    assert gemv.split_k(1, 1024, 32) == 4                   # k/v projections of an 8B model
+    assert gemv.split_k(1, 64, 1000) == 8                   # capped: the caller's sum stays pointwise
+    assert gemv.split_k(1, 64, 2) == 2                      # never more slices than K chunks
+
+
+@pytest.mark.parametrize("recipe", ["w8a16", "w4a16-g32", "w4a16-g32-sym", "w4a16"])
+def test_weight_only_modules_take_the_gemv_for_few_rows_and_match_their_twin(recipe):
+    x = _x()
+    ql, lin = twin(recipe, x)
+    real = kernels.MODULES[real_backend(ql.weight_spec, ql.act_spec)](ql)
+    assert real.gemv and "Triton GEMV" in real.kernel
+    torch.testing.assert_close(real.dequantized_weight(), ql.dequantized_weight(), rtol=2 ** -8, atol=1e-6)
+    for shape in [(1, 1, 128), (2, 3, 128), (3, 9, 128)]:        # decode rows (<= 16) and prefill rows (27)
+        xs = _x(5)[: shape[0], : shape[1]]
+        with torch.no_grad():
+            sim, out, ref = ql(xs), real(xs), lin(xs)
+        assert out.shape == sim.shape and out.dtype == sim.dtype
+        err = float((out - sim).norm()) / float(sim.norm())
+        assert err <= BF16, (recipe, shape, err)
+        if recipe != "w8a16":      # int8's own error is near bf16 rounding; int4's is far above it
+            assert float((out - sim).norm()) < 0.9 * float((sim - ref).norm())
+
+
+def test_gemv_compiles_without_a_graph_break():
+    gen = torch.Generator().manual_seed(0)
+    qw = gemv.pack_nibbles(torch.randint(-8, 8, (32, 256), generator=gen))
+    sz = torch.rand(2, 32, 2, generator=gen).to(torch.bfloat16)
+    q8 = torch.randint(-128, 128, (32, 256), generator=gen, dtype=torch.int8)
+    x = torch.randn(1, 256, generator=gen).to(torch.bfloat16)
+
+    def f(x):
+        return (gemv.int4_gemv(x, qw, sz, 128) + gemv.int8_gemv(x, q8) * 0.01).to(x.dtype)
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(x)    # fake impls trace; fullgraph: no break
+    torch.testing.assert_close(got, f(x))
+
+
+def test_gemv_refuses_many_rows_and_mismatched_shapes():
+    qw = torch.zeros(16, 64, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="M <= 16"):
+        torch.ops.sysq.int4_gemv(torch.zeros(17, 128), qw, torch.ones(1, 16, 2), 128, 1)
+    with pytest.raises(ValueError, match="does not match"):
+        torch.ops.sysq.int4_gemv(torch.zeros(1, 64), qw, torch.ones(1, 16, 2), 64, 1)

@@ -1,0 +1,49 @@
+"""The decode GEMV kernels, run in Triton's CPU interpreter in a subprocess (tests/gemv_cases.py: the
+interpreter has to be on before triton is imported, which must not leak into the other tests)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_gemv_kernels_in_the_triton_interpreter():
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(
+        [str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(HERE / "gemv_cases.py")],
+                       env=env, capture_output=True, text=True, timeout=900, cwd=HERE.parent)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "skipped" not in r.stdout
+
+
+def test_gemv_is_off_on_the_cpu_without_the_interpreter(monkeypatch):
+    from sysq.quant import gemv
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert not gemv.available("cpu")
+    monkeypatch.setenv("SYSQ_GEMV", "0")
+    assert not gemv.available("cuda")
+
+
+def test_cuda_takes_the_int8_gemv_and_keeps_tinygemm_for_int4_unless_asked(monkeypatch):
+    pytest.importorskip("triton")
+    from sysq.quant import gemv
+    monkeypatch.delenv("SYSQ_GEMV", raising=False)
+    assert gemv.available("cuda", "int8") and not gemv.available("cuda", "int4")   # H200: int4 GEMV < tinygemm
+    monkeypatch.setenv("SYSQ_GEMV", "int4")
+    assert gemv.available("cuda", "int4")
+
+
+def test_bench_gemv_runs_at_a_tiny_size_on_the_cpu(tmp_path):
+    pytest.importorskip("triton")
+    import json
+    r = subprocess.run([sys.executable, str(HERE.parent / "scripts" / "bench_gemv.py"), "--device", "cpu",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=HERE.parent)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    rows = json.loads((tmp_path / "bench_gemv.json").read_text())["rows"]
+    sysq_rows = [x for x in rows if x["kernel"].startswith("sysq Triton")]
+    assert len(sysq_rows) == 4 and not any("error" in x for x in rows)
+    assert all(x["max_rel_err"] < 1e-5 for x in sysq_rows)     # fp32 accumulation of the exact codes
