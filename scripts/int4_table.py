@@ -1,89 +1,157 @@
 #!/usr/bin/env python
-"""The INT4 table: sysq's INT4 variants and the peer libraries, one grid run per evaluation window set
-(first 40 windows and windows 40-79 of WikiText-2 raw test, 512 tokens), side by side.
+"""The INT4 table: sysq's INT4 variants and the peer libraries, on two disjoint evaluation window sets (first 40
+windows and windows 40-79 of WikiText-2 raw test, 512 tokens), side by side, in one run.
 
-    python scripts/int4_table.py --out results/int4 [--configs ...] [--device cuda]
+    python scripts/int4_table.py --device cuda --out $OUT/int4                  # the device set (GPU_CONFIGS)
+    python scripts/int4_table.py --configs cpu-peers --out out/int4-cpu         # peers that run on a CPU here
+    python scripts/int4_table.py --device cuda --out $OUT/int4 --merge results/int4-cpu   # + those rows
 
 Each configuration is quantized once (sysq rows kept under OUT/cache/models, peer checkpoints under
-OUT/cache/peers) and measured on both sets by evaluation/compare.py; rows already measured with the same
-settings are reused, so the command can be rerun (or run a few rows at a time with --configs) and the table
-grows. Writes OUT/w0 and OUT/w40 (the grid's outputs per set) and OUT/table.md.
+OUT/cache/peers) and measured on every set before the next configuration starts, so `--time-limit` (seconds)
+stops between configurations with whole rows and the table is always written; rows already measured with the
+same settings are reused, so a rerun continues where a limit stopped. `--merge DIR` adds the rows of another
+int4_table run (e.g. the CPU peers), each against the FP row of its own run and device (said in the table).
+Writes OUT/w0, OUT/w40 (the grid's outputs per set), OUT/table.md and OUT/table.json.
 """
 import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.compare import GridSettings, run_grid  # noqa: E402
+from evaluation.compare import GridSettings, Row, run_grid  # noqa: E402
 from sysq.errors import SysqError  # noqa: E402
 from sysq.io import atomic_write_text  # noqa: E402
 
-CONFIGS = ("fp,bnb-nf4,autoround-w4a16-g64-cpu,autoround-w4a16-g128-cpu,"
-           "w4a16-g64,w4a16-g64+fz,w4a16-g64+fz+learned,w4a16-g64@auto,w4a16-g64+fz@auto+learned,"
-           "w4a16-g128,w4a16-g128+fz@auto+learned,w4a8@auto,w4a8+fz@auto+learned,w4a4+kv4@auto")
+# In order of priority (a time limit drops the tail). @auto: measured auto (candidates scored with RTN weights,
+# the rules kept inside the proxy's noise); "+learned" after the plan replaces its GPTQ rounding by learned
+# rounding (the recipe's +learnedNxB budget is kept); +gN puts the w4a8 / w4a4 weights in groups.
+GPU_CONFIGS = (
+    "fp,autoround-w4a16-g64,w4a16-g64,w4a16-g64+fz,w4a16-g64+fz+learned,"
+    "w4a8@auto,w4a8+g64+fz@auto+learned,w4a4+kv4@auto,w4a4+kv4@auto+learned,w4a4+g64+kv4@auto+learned,"
+    "w4a4+g64+ag64+kv4@auto+learned,"
+    "w4a16-g64@auto,w4a16-g64+fz@auto+learned,bnb-nf4,w4a8+fz@auto+learned,"
+    "w4a16-g64+fz+learned200x8,w4a16-g64+fz+learned200x8@auto+learned,w4a16-g128+fz+learned200x8")
+# Peers that need no GPU (their venvs: scripts/peers/make_venv.sh llmcompressor / autoround; bnb on the CPU).
+CPU_PEERS = "fp,llmc-gptq-w4a16-g64,llmc-awq-w4a16-g64,autoround-w4a16-g64-cpu"
+NAMED = {"gpu": GPU_CONFIGS, "cpu-peers": CPU_PEERS, "all": GPU_CONFIGS + "," + CPU_PEERS.removeprefix("fp,")}
 
 
-def table(sets: dict[int, list], settings: GridSettings) -> str:
+def _what(r: Row) -> str:
+    what = r.info.get("description") or r.info.get("library") or ""
+    learned = (r.info.get("quant", {}).get("calibration") or {}).get("learned")
+    if learned:
+        what += f"; learned {learned['steps_per_layer']} steps/layer, {learned['seconds']:.0f} s"
+    if r.info.get("library"):
+        s = r.info.get("settings", {})
+        what += f" (iters {s.get('iters')}, batch {s.get('batch_size')}, {r.info.get('seconds', 0):.0f} s)"
+    return what.replace("|", "/")
+
+
+def table(sets: dict[int, list], settings: GridSettings, merged: dict[int, list] | None = None,
+          note: str = "") -> str:
     offsets = sorted(sets)
     head = ["config", "what"] + [c for o in offsets for c in (f"ppl w{o}-{o + settings.windows - 1}", "x FP")] + \
-        ["weights MiB", "quantize s"]
+        ["weights MiB", "quantize s", "device"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    by_name = {o: {r.config: r for r in rows} for o, rows in sets.items()}
-    for r in sets[offsets[0]]:
-        what = r.info.get("description") or r.info.get("library") or ""
-        learned = (r.info.get("quant", {}).get("calibration") or {}).get("learned")
-        if learned:
-            what += f"; learned {learned['steps_per_layer']} steps/layer, {learned['seconds']:.0f} s"
-        if r.info.get("library"):
-            s = r.info.get("settings", {})
-            what += f" (iters {s.get('iters')}, batch {s.get('batch_size')}, {r.info.get('seconds', 0):.0f} s)"
-        cells = [r.config, what.replace("|", "/")]
-        for o in offsets:
-            x = by_name[o].get(r.config)
-            ok = x is not None and x.status == "ok"
-            cells += [f"{x.ppl:.3f}" if ok else (x.status if x else ""), f"{x.ppl_ratio:.3f}" if ok else ""]
-        cells += [f"{r.weight_bytes / 2**20:.1f}" if r.weight_bytes else "", f"{r.seconds.get('quantize', 0):.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+    for group in (sets, merged or {}):
+        if not group:
+            continue
+        by_name = {o: {r.config: r for r in rows} for o, rows in group.items()}
+        first = group[min(group)]
+        for r in first:
+            if group is merged and r.config == "fp" and r.settings.get("device") == settings.device:
+                continue
+            cells = [r.config, _what(r)]
+            for o in offsets:
+                x = by_name.get(o, {}).get(r.config)
+                ok = x is not None and x.status == "ok"
+                cells += [f"{x.ppl:.3f}" if ok else (x.status if x else ""), f"{x.ppl_ratio:.3f}" if ok else ""]
+            cells += [f"{r.weight_bytes / 2**20:.1f}" if r.weight_bytes else "", f"{r.seconds.get('quantize', 0):.0f}",
+                      r.settings.get("device", "")]
+            lines.append("| " + " | ".join(cells) + " |")
     s = settings
     lines += ["", f"Model {s.model} ({s.dtype}), WikiText-2 raw test, seqlen {s.seqlen}, BOS on; "
               f"calibration {s.calib_n} x {s.calib_seqlen} of WikiText-2 valid, seed {s.calib_seed}; auto plans from "
-              f"a report on {s.detect_n} of them; device {s.device}. x FP: against the FP row of the same set."]
+              f"a report on {s.detect_n} of them. x FP: against the FP row of the same set and device. {note}"]
     return "\n".join(lines) + "\n"
+
+
+def _merged(folder: Path, offsets) -> dict[int, list]:
+    """The rows of another int4_table run (its results.json per set), in its order."""
+    out = {}
+    for o in offsets:
+        f = folder / f"w{o}" / "results.json"
+        if not f.is_file():
+            raise SysqError(f"--merge {folder}: no {f}; give the --out folder of another int4_table run")
+        known = Row.__dataclass_fields__
+        out[o] = [Row(**{k: v for k, v in d.items() if k in known}) for d in json.loads(f.read_text())["rows"]]
+    return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--configs", default=CONFIGS)
+    p.add_argument("--configs", default="gpu", help=f"comma-separated configurations or one of {', '.join(NAMED)} "
+                   "(default: %(default)s)")
     p.add_argument("--offsets", default="0,40", help="window offsets of the evaluation sets (default: %(default)s)")
+    p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--windows", type=int, default=40)
+    p.add_argument("--seqlen", type=int, default=512, help="evaluation and calibration window length")
     p.add_argument("--calib-n", type=int, default=8)
     p.add_argument("--detect-n", type=int, default=8)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds; no configuration starts after this (the table keeps the rows done)")
+    p.add_argument("--merge", action="append", default=[], help="OUT folder of another int4_table run to add")
     p.add_argument("--out", default="out/int4")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = Path(a.out)
-    sets = {}
+    offsets = [int(o) for o in a.offsets.split(",")]
+    configs = NAMED.get(a.configs, a.configs).split(",")
+    grid = {o: GridSettings(model=a.model, seqlen=a.seqlen, calib_seqlen=a.seqlen, windows=a.windows, window_offset=o, tasks=(), calib_n=a.calib_n, detect_n=a.detect_n,
+                            device=a.device) for o in offsets}
+    for o, s in grid.items():
+        print(f"int4 table: windows {o}-{o + a.windows - 1}: " + json.dumps(s.to_dict()))
+    t0, done, skipped = time.perf_counter(), [], []
     try:
-        for off in (int(o) for o in a.offsets.split(",")):
-            settings = GridSettings(windows=a.windows, window_offset=off, tasks=(), calib_n=a.calib_n,
-                                    detect_n=a.detect_n, device=a.device)
-            print(f"int4 table: windows {off}-{off + a.windows - 1}: " + json.dumps(settings.to_dict()))
-            sets[off] = run_grid(a.configs.split(","), settings, out=out / f"w{off}", quiet=a.quiet,
-                                 keep_models=True, cache=out / "cache")
+        merged = {}
+        for folder in a.merge:
+            rows = _merged(Path(folder), offsets)
+            merged = {o: merged.get(o, []) + rows[o] for o in offsets}
+        for cfg in configs:
+            if a.time_limit is not None and time.perf_counter() - t0 > a.time_limit:
+                skipped.append(cfg)
+                continue
+            t1 = time.perf_counter()
+            for o in offsets:              # one row on every set before the next configuration
+                run_grid([cfg], grid[o], out=out / f"w{o}", quiet=a.quiet, keep_models=True, cache=out / "cache")
+            done.append(cfg)
+            print(f"int4 table: {cfg} on {len(offsets)} sets in {time.perf_counter() - t1:.0f} s "
+                  f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
+        sets = {o: run_grid(done, grid[o], out=out / f"w{o}", quiet=True, keep_models=True, cache=out / "cache")
+                for o in offsets}       # every row reused: the per-set outputs hold the whole list
     except SysqError as e:
         print(f"int4_table: error: {e}", file=sys.stderr)
         return 2
-    text = table(sets, settings)
+    note = f"Run {time.perf_counter() - t0:.0f} s on {a.device}"
+    if a.device.startswith("cuda"):
+        import torch
+        note += f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (this process)"
+    if skipped:
+        note += f"; not run (time limit {a.time_limit:.0f} s): {', '.join(skipped)}"
+    text = table(sets, grid[offsets[0]], merged, note + ".")
     atomic_write_text(out / "table.md", text)
+    atomic_write_text(out / "table.json", json.dumps({f"w{o}": [r.to_dict() for r in sets[o]] for o in offsets},
+                                                     indent=1, default=str))
     print(text)
     failed = [r.config for rows in sets.values() for r in rows if r.status != "ok"]
     if failed:
-        print(f"failed: {', '.join(failed)} (errors in {out}/w*/results.md)")
+        print(f"failed: {', '.join(sorted(set(failed)))} (errors in {out}/w*/results.md)")
     return 2 if failed else 0
 
 

@@ -36,6 +36,8 @@ def _rtn_twin(float_model, learned_model, recipe, calib):
     {"base": "w4a16-g32", **FEW},
     {"base": "w4a16-g32+fz", **FEW},
     {"base": "w4a8", **FEW},
+    {"base": "w4a4+g32+fz", **FEW},      # 4-bit activations in the loop (straight-through), float zero points
+    {"base": "w4a16-g32+fz", "learn_steps": 12, "learn_batch_size": 6},   # every window per step: best step kept
     {"base": "w4a16-g32+fz", "learn_loss": "token", **FEW},
     {"base": "w4a16-g32", "learn_steps": 6, "learn_lr": 4.0},     # a step far too large: RTN must be kept
 ])
@@ -69,3 +71,22 @@ def test_learned_step_is_deterministic_for_a_seed():
     a, b, c = codes(0), codes(0), codes(1)
     assert all(torch.equal(x, y) for k in a for x, y in zip(a[k], b[k]))
     assert any(not torch.equal(x, y) for k in a for x, y in zip(a[k], c[k]))     # the seed picks the batches
+
+
+def test_learned_rounding_after_rotation_with_grouped_4bit_activations_in_the_loop():
+    """w4a4 with rotation (online down_proj Hadamard) and activation groups that must be halved to divide the
+    width: the mitigation's simulation and the learned step both run, and no layer ends above RTN's error."""
+    from sysq.mitigate.api import mitigate, plan
+
+    model = tiny_model("llama", layers=2)
+    calib = torch.randint(3, VOCAB, (6, 24), generator=torch.Generator().manual_seed(1))
+    width = model.config.hidden_size
+    recipe = f"w4a4+g32+ag{width * 2}+kv4+learned12"        # halved until it divides the width
+    r = mitigate(model, plan(None, recipe, "rotate+smooth+learned"), calib, quiet=True)
+    assert r.method == "learned" and r.learn_steps == 12
+    summary = quantize(model, r, calib, quiet=True)
+    info = summary.calibration["learned"]
+    assert info["layers"] == 2 and all(e <= 1.0 for e in info["error_vs_rtn"])
+    q = get_adapter(model).linear_refs()[0].module
+    assert q.act_group_size == width and q.act_spec.granularity == "group"
+    assert torch.isfinite(model(calib[:2]).logits).all()

@@ -42,6 +42,24 @@ def test_modifiers_compose():
         get_recipe("w8a16+fz")
 
 
+def test_group_and_learned_step_modifiers():
+    """+gN puts any preset's weights in groups of N (halved where N does not divide); +learnedNxB sets the learned
+    step's budget: the INT4 options auto and the INT4 table choose among."""
+    r = get_recipe("w4a8+g64+fz")
+    assert (r.weight.granularity, r.weight.group_size, r.weight.zero_point, r.ragged) == ("group", 64, "float", "halve")
+    assert r.act == get_recipe("w4a8").act
+    learned = get_recipe("w4a16-g64+learned200x8")
+    assert (learned.method, learned.learn_steps, learned.learn_batch_size) == ("learned", 200, 8)
+    assert "200 steps/layer x 8 windows" in learned.describe()
+    assert get_recipe("w4a16+learned20").learn_batch_size == 1
+    a = get_recipe("w4a4+g64+ag64+kv4").act
+    assert (a.granularity, a.group_size, a.dynamic, a.bits) == ("group", 64, True, 4)
+    for bad, needle in (("w4a16+learned5x0", "learnedNxB"), ("w4a16+learnedx", "learnedNxB"),
+                        ("fp+g64", "needs a weight quantizer"), ("w8a8-static+ag64", "needs dynamic")):
+        with pytest.raises(SysqError, match=needle):
+            get_recipe(bad)
+
+
 def test_unknown_names_list_what_is_allowed():
     with pytest.raises(SysqError, match="unknown recipe 'w5a5'.*w8a8-static"):
         get_recipe("w5a5")

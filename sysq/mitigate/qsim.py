@@ -38,7 +38,8 @@ def fake_act(x: torch.Tensor, spec: QuantSpec | None, static_absmax=None, keep: 
         if spec.granularity == "tensor":
             xq = fake_quantize_tensor(src, spec.bits, spec.symmetric, "tensor", type=spec.type)
         else:
-            xq = fake_quantize_tensor(x, spec.bits, spec.symmetric, spec.granularity, spec.group_size, type=spec.type)
+            g = effective_group_size(spec, x.shape[-1], "halve")      # as QuantLinear (activation groups: +agN)
+            xq = fake_quantize_tensor(x, spec.bits, spec.symmetric, spec.granularity, g, type=spec.type)
     else:
         hi = torch.as_tensor(static_absmax, dtype=torch.float32) * spec.clip_ratio
         scale, zero = qparams_from_range(-hi, hi, spec.bits, spec.symmetric, type=spec.type)

@@ -13,7 +13,8 @@ For each quantized linear of one decoder layer, with (lo, hi) the (row, group) r
 straight-through estimator while training). V, a and b minimise || layer_q(X_q) - layer(X) ||^2, where layer(X)
 is the float layer on the float model's inputs and X_q are the inputs the already-quantized layers produce
 (AutoRound's default), by SignSGD: p -= lr * sign(grad), lr decaying linearly to 0 over `steps`, one batch of
-`batch_size` calibration windows per step, drawn by a generator seeded with (seed, layer): deterministic.
+`batch_size` calibration windows per step, drawn by a generator seeded with (seed, layer): deterministic. When a
+step takes every window, the state of the step with the lowest loss is kept if it beats the last (AutoRound).
 Activation quantizers (w4a8, w4a4) stay on during training, straight-through.
 
 Guarantee: the learned weights are kept only when their output error over all calibration windows is below
@@ -258,6 +259,10 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + index)
     lr = cfg.lr if cfg.lr is not None else 1.0 / max(cfg.steps, 1)
     order: list[int] = []
+    # every window in each step: the step's loss is the whole objective, so the best step's state is kept
+    # (AutoRound's best-iterate rule); with fewer windows per step the batch loss says more about the batch
+    full = cfg.batch_size >= len(inputs)
+    best_loss, best = float("inf"), None
     try:
         with torch.enable_grad(), _mode(learners, "learned"):
             for step in range(cfg.steps):
@@ -266,13 +271,26 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
                 idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
                 x = torch.cat([inputs[i] for i in idx])
                 y = torch.cat([targets[i] for i in idx])
-                output_loss(run(layer, x), y, cfg.loss).backward()
+                loss = output_loss(run(layer, x), y, cfg.loss)
+                if full and step and float(loss) < best_loss:      # step 0 is RTN, measured below anyway
+                    best_loss, best = float(loss), [lrn.state() for lrn in learners]
+                loss.backward()
                 for lrn in learners:
                     lrn.step(lr * (1 - step / cfg.steps))
     finally:
         for p in frozen:
             p.requires_grad_(True)
     learned = _error(layer, learners, inputs, targets, run, cfg.loss)
+    if best is not None:
+        last = [lrn.state() for lrn in learners]
+        for lrn, st in zip(learners, best):
+            lrn.load(st)
+        at_best = _error(layer, learners, inputs, targets, run, cfg.loss)
+        if at_best < learned:
+            learned = at_best
+        else:
+            for lrn, st in zip(learners, last):
+                lrn.load(st)
     kept = learned < rtn
     if not kept:
         for lrn, st in zip(learners, rtn_state):

@@ -1,7 +1,9 @@
 """Recipes: what to quantize and how, as validated dataclasses, named presets and YAML.
 
     get_recipe("w8a8")            a preset
-    get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +learned, +mse, +fz, +real)
+    get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +learned, +mse, +fz, +real, +gN)
+    get_recipe("w4a8+g64")        INT4 weights in groups of 64 (halved where they do not divide) under any preset
+    get_recipe("w4a4+ag64")       dynamic activation scales per group of 64 channels within each token (Atom)
     get_recipe("w4a16+real")      the same quantizers run by a real kernel (backend chosen by real_backend)
     get_recipe("my.yaml")         a YAML file: {base: w4a16, weight: {group_size: 64}, method: gptq}
     get_recipe({...}) / Recipe(...)
@@ -124,7 +126,8 @@ class Recipe:
         if self.dynamic_act:
             parts.append(f"dynamic per-token activations on {len(self.dynamic_act)} linears")
         if self.method == "learned":
-            parts.append(f"learned rounding ({self.learn_steps} steps/layer, seed {self.learn_seed})")
+            parts.append(f"learned rounding ({self.learn_steps} steps/layer x {self.learn_batch_size} window"
+                         f"{'s' if self.learn_batch_size > 1 else ''}, seed {self.learn_seed})")
         elif self.method != "rtn":
             parts.append(self.method + (" act-order" if self.gptq_act_order else ""))
         if self.backend != "fake":
@@ -301,10 +304,36 @@ MODIFIERS = {
     "mse": None,   # weight.mse = True
     "fz": None,    # weight.zero_point = "float" (asymmetric weights)
     "real": None,  # backend = real_backend(weight, act)
+    "gN": None,    # weight groups of N input channels (e.g. +g64, +g128), halved where N does not divide
+    "learnedN[xB]": None,   # learned rounding with N steps per layer (and B windows per step): +learned200x8
+    "agN": None,   # dynamic activation scales per group of N channels within each token (Atom's W4A4): +ag64
 }
 
 
 def _apply_modifier(fields_: dict, mod: str, name: str) -> None:
+    if mod[:1] == "g" and mod[1:].isdigit():
+        w = fields_.get("weight")
+        if w is None or int(mod[1:]) < 1:
+            raise SysqError(f"'+{mod}' (weight groups) in {name!r} needs a weight quantizer and a group size >= 1, "
+                            "e.g. w4a8+g64")
+        fields_["weight"] = replace(w, granularity="group", group_size=int(mod[1:]))
+        fields_["ragged"] = "halve"
+        return
+    if mod[:2] == "ag" and mod[2:].isdigit():
+        a = fields_.get("act")
+        if a is None or not a.dynamic or int(mod[2:]) < 1:
+            raise SysqError(f"'+{mod}' (activation groups) in {name!r} needs dynamic activation quantization and a "
+                            "group size >= 1, e.g. w4a4+ag64")
+        fields_["act"] = replace(a, granularity="group", group_size=int(mod[2:]))
+        fields_["ragged"] = "halve"
+        return
+    if mod.startswith("learned") and mod != "learned":
+        steps, _, batch = mod[len("learned"):].partition("x")
+        if not steps.isdigit() or not (batch == "" or batch.isdigit()) or int(batch or 1) < 1:
+            raise SysqError(f"'+{mod}' in {name!r}: write +learnedN or +learnedNxB (N steps per layer, B windows "
+                            "per step), e.g. +learned200x8")
+        fields_.update(method="learned", learn_steps=int(steps), learn_batch_size=int(batch or 1))
+        return
     if mod not in MODIFIERS:
         raise SysqError(f"unknown recipe modifier '+{mod}' in {name!r}; allowed modifiers: "
                         f"{', '.join('+' + m for m in MODIFIERS)}")

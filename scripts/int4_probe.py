@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""A quick INT4 check on SmolLM2 before the table: one CONFIG[@PLAN][,field=value...] per argument, perplexity on
+NW windows of WikiText-2 test from OFF, calibration CN x 512 (WikiText-2 valid, seed 0), ratio to FP on the same
+windows.
+
+    NW=8 flock /tmp/sysq-cpu.lock python scripts/int4_probe.py w4a8+g64+fz@auto-fast+learned \
+        'w4a16-g64+fz+learned,learn_lr=0.005'
+
+Prints one PROBE line per configuration (ppl, x FP, quantize seconds, the learned step's seconds); the FP
+perplexity and the outlier report (detect on 8 calibration windows) are cached under $PROBE_CACHE (/tmp/int4b).
+"""
+import json
+import logging
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sysq  # noqa: E402
+from evaluation.perplexity import perplexity  # noqa: E402
+from sysq.mitigate.api import mitigate, plan  # noqa: E402
+from sysq.quant import get_recipe, quantize  # noqa: E402
+
+
+def _value(v: str):
+    return float(v) if "." in v else int(v) if v.lstrip("-").isdigit() else v
+
+
+def main(argv) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    nw, off, cn = (int(os.environ.get(k, d)) for k, d in (("NW", 8), ("OFF", 0), ("CN", 8)))
+    cache = Path(os.environ.get("PROBE_CACHE", "/tmp/int4b"))
+    cache.mkdir(parents=True, exist_ok=True)
+    model, tok = sysq.load("smollm2-135m")
+    win = sysq.windows("wikitext2", tok, n=nw, seqlen=512, offset=off)
+    calib = sysq.calibration(tok, n=cn, seqlen=512, seed=0)
+    fp_file, report_file = cache / f"fp_{nw}_{off}.json", cache / f"report_{cn}.pkl"
+    if not fp_file.exists():
+        fp_file.write_text(json.dumps({"ppl": perplexity(model, win, quiet=True).ppl}))
+    fp = json.loads(fp_file.read_text())["ppl"]
+    report = None
+    for cfg in argv:
+        name, *kv = cfg.split(",")
+        extra = {k: _value(v) for k, v in (x.split("=") for x in kv)}
+        rec, _, method = name.partition("@")
+        model, tok = sysq.load("smollm2-135m")
+        t0 = time.perf_counter()
+        r = get_recipe(rec)
+        if method:
+            if "auto" in method and report is None:
+                if report_file.exists():
+                    report = pickle.loads(report_file.read_bytes())
+                else:
+                    report = sysq.detect(model, calib.ids[:8], tokenizer=tok, quiet=True)
+                    report_file.write_bytes(pickle.dumps(report))
+            r = mitigate(model, plan(report, rec, method=method), calib, quiet=True, report=report)
+        if extra:
+            r = get_recipe({**r.to_dict(), **extra})
+        s = quantize(model, r, calib, quiet=True)
+        seconds = time.perf_counter() - t0
+        ppl = perplexity(model, win, quiet=True).ppl
+        learned = (s.calibration or {}).get("learned")
+        more = f" learned {learned['seconds']}s kept {learned['layers_kept']}" if learned else ""
+        print(f"PROBE {cfg:55s} NW={nw} OFF={off} ppl {ppl:.3f} x {ppl / fp:.4f}  quant {seconds:.0f}s{more}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
