@@ -485,32 +485,19 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
         del m
         log.info("auto: %s  KL %.5f  (%.1fs)", method, sc.scores[method], sc.seconds[method])
     best, sc.noise = decide(segs, rules, sc.z)
-    confirm, challenger, real = "", best, {}
-
-    def rounded(m):         # KL segments of candidate m with the rounding it will get (GPTQ / learned), once
-        if m not in real:
-            real[m] = _segments(_score(kept[m], cands[m], apply_to_recipe(recipe_of(p.recipe), cands[m]), qwin,
-                                       score, ref, False), seg)
-        return real[m]
+    confirm, challenger = "", best
     if rtn and best != rules and (_rounds(cands[best], p.recipe) or _rounds(cands[rules], p.recipe)):
         # the RTN proxy can rank plans differently from the rounding they will get (GPTQ / learned): the
         # challenger replaces the rules only if it still wins by the margin with the real rounding
         t = time.perf_counter()
-        again, se = decide({m: rounded(m) for m in (rules, best)}, rules, sc.z)
+        real = {m: _segments(_score(kept[m], cands[m], apply_to_recipe(recipe_of(p.recipe), cands[m]), qwin, score,
+                                    ref, False), seg) for m in (rules, best)}
+        again, se = decide(real, rules, sc.z)
         confirm = (f"; confirmed with the recipe's rounding (KL {float(real[best].mean()):.5f} vs the rules' "
                    f"{float(real[rules].mean()):.5f}, noise {se[best]:.2g}, {time.perf_counter() - t:.1f}s)")
         if again != best:
             confirm = confirm.replace("confirmed", "not confirmed") + ": the rules stay"
             best = rules
-    if rtn and cands[best].rounding is not None:
-        # the plan's rounding (GPTQ) stays only where it does not lose to rounding to nearest by the margin
-        t = time.perf_counter()
-        keep, se = decide({"rounded": rounded(best), "rtn": segs[best]}, "rounded", sc.z)
-        confirm += (f"; its {cands[best].rounding} against rounding to nearest: KL {float(real[best].mean()):.5f} vs "
-                    f"{float(segs[best].mean()):.5f} (noise {se['rtn']:.2g}, {time.perf_counter() - t:.1f}s)")
-        if keep == "rtn":
-            cands[best].rounding = None
-            confirm += ": rounded to nearest"
     sc.noise = {k: round(v, 6) for k, v in sc.noise.items()}
     win = cands[best]
     _adopt(model, kept[best], win)
@@ -522,12 +509,12 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
                       for m, v in sc.scores.items())
     why = (("the rules' plan: no candidate beat it by more than "
             f"{sc.z:g} standard errors of the paired difference over {len(segs[rules])} segments of "
-            f"{min(seg, score.shape[-1])} tokens") if challenger == rules else
+            f"{min(seg, score.shape[-1])} tokens") if best == rules and not confirm else
            f"{challenger!r} beat the rules by {sc.scores[rules] - sc.scores[challenger]:.3g} > {sc.z:g} x "
            f"{sc.noise[challenger]:.2g} (its noise) with RTN weights") + confirm
     p.notes = win.notes + [f"auto: chose {best!r}, {why}; KL to the float model (nats/token on the last {len(score)} "
                            f"calibration windows; each candidate quantized with the first {len(qwin)}"
-                           + (", INT4 weights rounded to nearest" if rtn and _weights4(recipe_of(p.recipe)) else "")
+                           + (", INT4 weights rounded to nearest" if rtn and win.rounding else "")
                            + f"): {table}; search {sc.total_seconds:.1f}s"]
     log.info("auto: chose %s (search %.1fs)", best, sc.total_seconds)
     return p
