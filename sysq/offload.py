@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from torch import nn
 
 from .arch import get_adapter
 from .errors import SysqError
+from .io import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +125,8 @@ def _copy_range(src: str, start: int, n: int, out) -> None:
 
 
 def _write_atomic(path: Path, tensors: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         write_safetensors(tmp, tensors)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- an offloaded model ----------------------------------------------------------------------------------------

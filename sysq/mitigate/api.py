@@ -449,7 +449,6 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
     proxy's noise (`decide`); the chosen mitigated copy becomes `model`, so auto gives exactly what planning the
     chosen candidate by name gives. Cost, bounded and logged before it starts: per candidate one mitigate, one
     RTN / static quantize and a forward pass over score_windows (one float pass in all)."""
-    from ..quant.api import quantize
     sc = p.search
     start = time.perf_counter()
     ids = calib.ids if hasattr(calib, "ids") else calib
