@@ -55,11 +55,14 @@ def main() -> int:
     ap.add_argument("--recipes", default=",".join(RECIPES))
     ap.add_argument("--seed", type=int, default=7, help="model seed (the tests use 0)")
     ap.add_argument("--held", type=int, default=64, help="held-out windows of 128 tokens (default: %(default)s)")
+    ap.add_argument("--held-seed", type=int, default=200, help="seed of the held-out windows (default: %(default)s)")
+    ap.add_argument("--plans", default="", help="more named plans to score, ','-separated (printed with the standard "
+                    "error over the held-out windows), e.g. gptq,smooth+gptq")
     ap.add_argument("--out", default="out/auto_families")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    calib, held = ids(32, 100, 128), ids(args.held, 200, 128)
+    calib, held = ids(32, 100, 128), ids(args.held, args.held_seed, 128)
     res, start = {}, time.perf_counter()
     for fam in args.families.split(","):
         base = model_of(fam, args.seed)
@@ -67,7 +70,7 @@ def main() -> int:
         ref = _logprobs(base, held)
         for r in args.recipes.split(","):
             row, per = {}, {}
-            for method in PLANS:
+            for method in PLANS + [x for x in args.plans.split(",") if x and x not in PLANS]:
                 if method == "smoothquant" and r != "w8a8-static":
                     continue
                 m = copy.deepcopy(base)
@@ -81,6 +84,8 @@ def main() -> int:
             row["auto-none"], row["auto-none_se"] = float(d.mean()), float(d.std() / len(d) ** 0.5)
             res[f"{fam}|{r}"] = row
             print(fam, r, {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+            for method, v in per.items():
+                print(f"  {method}: {float(v.mean()):.3f} +- {float(v.std() / len(v) ** 0.5):.3f}", flush=True)
     lines = [f"KL(float || quantized), nats/token, on {args.held} held-out windows x 128 random tokens (BOS first); models: "
              f"{SIZES['layers']} layers, hidden {SIZES['hidden']}, seed {args.seed}, planted BOS outlier; calibration 32 "
              f"x 128 other windows. `python scripts/auto_families.py` ({time.perf_counter() - start:.0f} s, CPU).", "",
