@@ -13,8 +13,8 @@ it is given: there is one quantize path, whichever recipe object the caller pass
 the rotation decision reversed, no mitigation); mitigate() narrows each to what the model's family keeps exact
 (Adapter.rotations) and to the target, applies each to a copy of the model with the calibration windows but the
 last few, quantizes it, and keeps the one whose next-token distribution is closest to the float model's on those
-last windows, held out of every fitted step (`split`); the winner's copy becomes the model. `auto-fast` is the rules
-alone.
+last windows, held out of every fitted step (`split`); then it applies the winner with every calibration window.
+`auto-fast` is the rules alone.
 """
 from __future__ import annotations
 
@@ -284,9 +284,6 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
         choose(model, p, calib, report if report is not None else getattr(p, "_report", None), quiet)
         object.__setattr__(model, "_sysq_plan", p)
         return apply_to_recipe(r, p) if r is not None else None
-    if p.search is not None:      # a measured auto plan, applied again: with the windows its choice was fitted on
-        ids = calib.ids if hasattr(calib, "ids") else calib
-        calib = ids[slice(*split(len(ids), p.search.score_windows, p.search.quant_windows)[0])]
     rule = token_rule(p.preserve_tokens) if r is not None and r.act is not None else None
     if p.token_scales is not None and not p.token_scales.linears:
         p.token_scales.linears = token_scale_linears(report, model)
@@ -464,14 +461,6 @@ def _candidate(report, p: MitigationPlan, method: str, model) -> MitigationPlan:
     return cp
 
 
-def _adopt(model, donor, cp: MitigationPlan) -> None:
-    """Make `model` the candidate's mitigated copy: the rotation's structure first (untied head, online hooks,
-    config), then every weight."""
-    if cp.rotate:
-        rotate(model, cp.rotate)
-    model.load_state_dict(donor.state_dict())
-
-
 def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) -> MitigationPlan:
     """Measured auto, in place on `p` and `model`. Each candidate plan (narrowed to the family's exact transforms
     and to the target, duplicates dropped) is applied to a copy of `model` exactly as sysq.mitigate applies it,
@@ -479,9 +468,9 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
     quant_windows of them (INT4 weights rounded to nearest: Search.proxy_rounding) and scored by the KL of its
     output distribution from the float model's on the last score_windows windows, which no fitted step saw
     (Search.split). The rules' plan stays unless a candidate beats it by more than the proxy's noise (`decide`);
-    the chosen mitigated copy becomes `model`, so auto gives exactly what planning the chosen candidate by name
-    and mitigating with the fit windows gives. Cost, bounded and logged before it starts: per candidate one
-    mitigate, one RTN / static quantize and a forward pass over score_windows (one float pass in all)."""
+    the winner is then applied to `model` with every calibration window, so auto gives exactly what planning the
+    chosen candidate by name gives. Cost, bounded and logged before it starts: per candidate one mitigate, one RTN /
+    static quantize and a forward pass over at most score_windows; one float pass and the winner's mitigate."""
     sc = p.search
     start = time.perf_counter()
     ids = calib.ids if hasattr(calib, "ids") else calib
@@ -501,8 +490,8 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
     cands = {rules: cands[rules], **cands}        # scored first: the others stop early against it
     rtn = sc.proxy_rounding == "rtn"
     log.info("auto: cost bound: %d candidate plans x (one mitigate on %d calibration windows, one %squantize on %d, "
-             "a forward pass on %d held out of both) + one float pass: %s", len(cands), len(fit),
-             "RTN-weight " if rtn else "", len(qwin), len(score), ", ".join(cands))
+             "a forward pass on %d held out of both) + one float pass + the winner's mitigate on all %d: %s", len(cands),
+             len(fit), "RTN-weight " if rtn else "", len(qwin), len(score), len(ids), ", ".join(cands))
     ref = _logprobs(model, score)
     sc.scores, sc.seconds, sc.stopped, segs, kept, worse = {}, {}, {}, {}, {}, {}
     seg = segment_size(sc.segment, score)
@@ -547,8 +536,11 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
             confirm = confirm.replace("confirmed", "not confirmed") + ": the rules stay"
             best = rules
     sc.noise = {k: round(v, 6) for k, v in sc.noise.items()}
-    win = cands[best]
-    _adopt(model, kept[best], win)
+    del kept
+    win = _candidate(report, p, best, model)          # fitted again with every window, as planning it by name
+    t = time.perf_counter()
+    mitigate(model, win, calib, quiet=quiet, report=report)
+    refit = time.perf_counter() - t
     for f in ("smooth", "clip", "preserve_channels", "preserve_tokens", "token_scales", "rotate", "rounding",
               "keep_float"):
         setattr(p, f, getattr(win, f))
@@ -566,7 +558,7 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
     p.notes = win.notes + [f"auto: chose {best!r}, {why}; KL to the float model (nats/token; each candidate mitigated "
                            f"on calibration {_span(sc.split['fit'])}, quantized with {_span(sc.split['quantize'])}"
                            + (", INT4 weights rounded to nearest" if rtn and win.rounding else "")
-                           + f", scored on {_span(sc.split['score'])}, {held}; the chosen plan keeps the fit windows' "
-                           f"statistics): {table}; search {sc.total_seconds:.1f}s"]
+                           + f", scored on {_span(sc.split['score'])}, {held}): {table}; the chosen plan applied "
+                           f"with all {len(ids)} windows ({refit:.1f}s); search {sc.total_seconds:.1f}s"]
     log.info("auto: chose %s (search %.1fs)", best, sc.total_seconds)
     return p
