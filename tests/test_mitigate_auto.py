@@ -193,7 +193,9 @@ def test_auto_scores_on_windows_no_fitted_step_saw(monkeypatch):
     assert seen[2 * n:] == [("mitigate", set(range(6)))]                               # the winner, afterwards
     note = next(n for n in p.notes if n.startswith("auto: chose"))
     assert "mitigated on calibration windows 0-3" in note and "scored on windows 4-5, held out" in note
-    assert "the chosen plan applied with all 6 windows" in note
+    assert "the chosen plan applied with all 6 windows" in note and "thinned to 1/2" in note
+    from sysq.mitigate.plan import ALPHA_GRID
+    assert p.smooth is not None and p.smooth.alphas == ALPHA_GRID       # the winner is fitted on the full grid
 
 
 def test_auto_on_a_tiny_gemma3_w4a16_is_no_worse_than_no_mitigation_held_out():

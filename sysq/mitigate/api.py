@@ -453,6 +453,17 @@ def _span(r) -> str:
     return f"window {r[0]}" if r[1] - r[0] == 1 else f"windows {r[0]}-{r[1] - 1}"
 
 
+def coarse(cp: MitigationPlan, step: int) -> MitigationPlan:
+    """The candidate's searched grids thinned to every `step`-th point while auto ranks it (smoothing strengths:
+    0.1, 0.2, .. 0.9 of 0.05 .. 0.95; weight clip ratios: 1.0, 0.95, .. 0.7): the grids' searches are most of a
+    mitigate, the transforms are what is ranked, and the winner is fitted again on the full grids."""
+    if step > 1 and cp.smooth is not None and cp.smooth.alpha is None:
+        cp.smooth.alphas = cp.smooth.alphas[step - 1::step]
+    if step > 1 and cp.clip is not None:
+        cp.clip.weight_ratios = cp.clip.weight_ratios[::step]
+    return cp
+
+
 def _candidate(report, p: MitigationPlan, method: str, model) -> MitigationPlan:
     cp = plan(report, p.recipe, method, target=p.target)
     if cp.rotate:
@@ -481,6 +492,7 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
     for method in sc.candidates:
         cp = _candidate(report, p, method, model)
         key = _key(cp)
+        coarse(cp, sc.grid_step)
         if key in seen:
             log.info("auto: %r is %r on %s", method, seen[key], get_adapter(model).name)
             continue
@@ -489,9 +501,10 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
     rules = sc.rules if sc.rules in cands else next(iter(cands))
     cands = {rules: cands[rules], **cands}        # scored first: the others stop early against it
     rtn = sc.proxy_rounding == "rtn"
-    log.info("auto: cost bound: %d candidate plans x (one mitigate on %d calibration windows, one %squantize on %d, "
+    log.info("auto: cost bound: %d candidate plans x (one mitigate on %d calibration windows with 1/%d of the "
+             "smoothing / clip grids, one %squantize on %d, "
              "a forward pass on %d held out of both) + one float pass + the winner's mitigate on all %d: %s", len(cands),
-             len(fit), "RTN-weight " if rtn else "", len(qwin), len(score), len(ids), ", ".join(cands))
+             len(fit), sc.grid_step, "RTN-weight " if rtn else "", len(qwin), len(score), len(ids), ", ".join(cands))
     ref = _logprobs(model, score)
     sc.scores, sc.seconds, sc.stopped, segs, kept, worse = {}, {}, {}, {}, {}, {}
     seg = segment_size(sc.segment, score)
@@ -558,6 +571,7 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
     p.notes = win.notes + [f"auto: chose {best!r}, {why}; KL to the float model (nats/token; each candidate mitigated "
                            f"on calibration {_span(sc.split['fit'])}, quantized with {_span(sc.split['quantize'])}"
                            + (", INT4 weights rounded to nearest" if rtn and win.rounding else "")
+                           + (f", smoothing / clip grids thinned to 1/{sc.grid_step}" if sc.grid_step > 1 else "")
                            + f", scored on {_span(sc.split['score'])}, {held}): {table}; the chosen plan applied "
                            f"with all {len(ids)} windows ({refit:.1f}s); search {sc.total_seconds:.1f}s"]
     log.info("auto: chose %s (search %.1fs)", best, sc.total_seconds)

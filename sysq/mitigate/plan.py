@@ -142,6 +142,7 @@ class Search:
     score_windows: int = 2                   # and each window costs every candidate a forward pass (CPU: ~half the search)
     proxy: str = "kl"
     proxy_rounding: str = "rtn"              # "rtn" | "recipe" (score with the candidate's own rounding)
+    grid_step: int = 2                       # candidates search every grid_step-th smoothing alpha / clip ratio
     segment: int | None = None               # tokens per unit of the paired noise estimate (None: 16 units)
     z: float = 2.0                           # a candidate replaces the rules only when better by z standard errors
     scores: dict[str, float] = field(default_factory=dict)     # candidate -> mean KL (filled by mitigate)
