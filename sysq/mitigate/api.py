@@ -474,8 +474,9 @@ def _candidate(report, p: MitigationPlan, method: str, model) -> MitigationPlan:
 
 def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) -> MitigationPlan:
     """Measured auto, in place on `p` and `model`. Each candidate plan (narrowed to the family's exact transforms
-    and to the target, duplicates dropped) is applied to a copy of `model` exactly as sysq.mitigate applies it,
-    with the fit windows (`split`: all but the last score_windows); a second copy is quantized with the first
+    and to the target, duplicates dropped) is applied to a copy of `model` as sysq.mitigate applies it, with the
+    fit windows (`split`: all but the last score_windows) and every grid_step-th point of its searched grids
+    (`coarse`); a second copy is quantized with the first
     quant_windows of them (INT4 weights rounded to nearest: Search.proxy_rounding) and scored by the KL of its
     output distribution from the float model's on the last score_windows windows, which no fitted step saw
     (Search.split). The rules' plan stays unless a candidate beats it by more than the proxy's noise (`decide`);
