@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -75,21 +76,22 @@ class TokenHits:
         self.examples.extend(records[: MAX_EXAMPLES - len(self.examples)])
 
 
-def to_host(tensors: list) -> list:
+def to_host(tensors: list, numpy: bool = False) -> list:
     """The tensors on the CPU, copied together: one concatenation and one copy per device and dtype (a copy per
-    tensor would wait on the device once per tensor). None entries and CPU tensors pass through."""
-    host, events = start_to_host(tensors)
+    tensor would wait on the device once per tensor). None entries and CPU tensors pass through. numpy=True: numpy
+    views instead (one conversion per device and dtype; the report reads them without a torch call per value)."""
+    host, events = start_to_host(tensors, numpy)
     for ev in events:
         ev.synchronize()
     return host
 
 
-def start_to_host(tensors: list) -> tuple[list, list]:
+def start_to_host(tensors: list, numpy: bool = False) -> tuple[list, list]:
     """to_host without the wait: CUDA tensors are copied into pinned host memory behind the work already queued;
     the host tensors may be read once every returned event has completed (other devices copy at once)."""
     groups: dict[tuple, list[torch.Tensor]] = defaultdict(list)
     for t in tensors:
-        if t is not None and t.device.type != "cpu":
+        if t is not None and (numpy or t.device.type != "cpu"):
             groups[(t.device, t.dtype)].append(t)
     host: dict[int, torch.Tensor] = {}
     events = []
@@ -102,8 +104,13 @@ def start_to_host(tensors: list) -> tuple[list, list]:
             events.append(ev)
         else:
             h = flat.cpu()
-        for t, part in zip(ts, h.split([t.numel() for t in ts])):
-            host[id(t)] = part.view(t.shape)
+        if numpy:
+            h = h.numpy()
+            parts = np.split(h, np.cumsum([t.numel() for t in ts])[:-1])
+        else:
+            parts = h.split([t.numel() for t in ts])
+        for t, part in zip(ts, parts):
+            host[id(t)] = part.reshape(t.shape)
     return [None if t is None else host.get(id(t), t) for t in tensors], events
 
 
@@ -201,18 +208,6 @@ class SiteStats:
         self._ch = torch.arange(channels, device=device)       # constants of the hook, made once
         self._below = torch.tensor(-math.inf, device=device)
 
-    @property
-    def median_sum(self) -> float:
-        return float(self.window_sums[0])
-
-    @property
-    def mean_sum(self) -> float:
-        return float(self.window_sums[1])
-
-    @property
-    def tokmax_median_sum(self) -> float:
-        return float(self.window_sums[2])
-
     def reduce(self, x: torch.Tensor, batch: Batch, pending: Pending, where: str, dense: bool) -> "Reduced":
         """Hook part of a batch [B, T, C]: the passes over x, on its device. Maxima are exact in any dtype, so a
         bf16 tensor is never copied to float32 whole; sums accumulate in float32. On an accelerator every step is
@@ -289,7 +284,8 @@ class SiteStats:
             batch.flags_out = massive_tok
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {name: v for name, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        """The statistics (not the hook's constants)."""
+        return {name: v for name, v in vars(self).items() if isinstance(v, torch.Tensor) and not name.startswith("_")}
 
 
 @dataclass
@@ -523,9 +519,9 @@ class Recorder:
             merge_sites(items)
 
     def to_host(self) -> None:
-        """The running statistics to the CPU (one copy per device and dtype), for the report."""
+        """The running statistics to the CPU as numpy arrays (one copy per device and dtype), for the report."""
         named = [(s, name, t) for s in self.sites.values() for name, t in s.tensors().items()]
-        for (s, name, _), h in zip(named, to_host([t for _, _, t in named])):
+        for (s, name, _), h in zip(named, to_host([t for _, _, t in named], numpy=True)):
             setattr(s, name, h)
 
     # ---- hooks --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from ..sequential import choose_pipeline, run_layers
 from .activation import residual_channels, round_channels, site_summary
 from .attention import attention_maps, attention_summary, eager_attention
 from .consistency import feature_consistency, sequence_consistency
-from .lifecycle import MAX_CHANNELS, channel_lifecycle, groups_of
+from .lifecycle import MAX_CHANNELS, channel_lifecycle, down_rows, groups_of
 from .report import SCHEMA, OutlierReport
 from .thresholds import Thresholds, parse_thresholds
 from .tokens import Namer, taxonomy
@@ -103,8 +103,9 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     down_cols = [set(weights[down_names[i]]["outlier_columns"]) for i in range(ad.num_layers)]
     down_act = [{m["channel"] for m in sites[(i, "down_in")]["massive_channels"]} for i in range(ad.num_layers)]
     resid_absmax = [s["channel_absmax"] for s in resid]
-    downs = [ad.down(i).weight.detach() for i in range(ad.num_layers)]
-    lifecycle = [channel_lifecycle(d["channel"], g, rec.life, resid_absmax, d["layers"], downs, down_cols, down_act)
+    rows = down_rows([ad.down(i).weight for i in range(ad.num_layers)], rec.life,
+                     [d["channel"] for d in channels[:MAX_CHANNELS]])
+    lifecycle = [channel_lifecycle(d["channel"], g, rec.life, resid_absmax, d["layers"], rows, down_cols, down_act)
                  for d in channels[:MAX_CHANNELS] for g in groups_of(d["channel"], rec.life)]
 
     consistency = {"feature": feature_consistency(sites, weights)}
