@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -470,8 +471,12 @@ class V1Recorder(Recorder):
         super().__init__(model, th, attention)
         self.snapshots = {}
 
-    def to_host(self) -> None:
-        pass
+    def to_host(self) -> None:        # the report reads numpy arrays (and the three window sums as one)
+        for s in self.sites.values():
+            for name, v in list(vars(s).items()):
+                if isinstance(v, torch.Tensor):
+                    setattr(s, name, v.numpy())
+            s.window_sums = np.array([s.median_sum, s.mean_sum, s.tokmax_median_sum])
 
     def flush(self) -> None:          # v1 made its records inside run()
         pass
