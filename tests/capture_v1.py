@@ -470,9 +470,13 @@ class V1Recorder(Recorder):
     def __init__(self, model, th, attention=True, snapshot=False):
         super().__init__(model, th, attention)
         self.snapshots = {}
+        self.tables = {}              # v1 keeps per-site tensors: nothing for detect's round_channels to do
 
-    def to_host(self) -> None:        # the report reads numpy arrays (and the three window sums as one)
+    def to_host(self) -> None:        # the report reads numpy arrays (the three window sums as one, rounded lists)
+        from sysq.detect.activation import round5
         for s in self.sites.values():
+            s.channel_absmax5 = round5(s.absmax)
+            s.channel_absmean5 = round5(s.abssum / max(s.tokens, 1))
             for name, v in list(vars(s).items()):
                 if isinstance(v, torch.Tensor):
                     setattr(s, name, v.numpy())

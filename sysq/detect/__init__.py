@@ -89,7 +89,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
         finally:
             rec.detach()
             bar.close()
-    round_channels(list(rec.sites.values()))
+    round_channels(list(rec.tables.values()))
     rec.to_host()
     t_pass = time.perf_counter() - t0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..capture import SiteStats
+from ..capture import SiteStats, SiteTable
 from .thresholds import Thresholds
 from .tokens import Namer, taxonomy
 
@@ -51,18 +51,23 @@ def round5(values: torch.Tensor) -> torch.Tensor:
     return out.view(values.shape)
 
 
-def round_channels(sites: list[SiteStats]) -> None:
-    """The per-channel lists of the report (absmax, mean |x|), rounded on the sites' devices in one call per
-    device: `channel_absmax5`, `channel_absmean5` on each site."""
+def round_channels(tables: list[SiteTable]) -> None:
+    """The per-channel lists of the report (absmax, mean |x|) of every site, rounded on the tables' devices in one
+    call per device: `channel_absmax5`, `channel_absmean5` in each table's `rounded`."""
     by_device: dict = {}
-    for s in sites:
-        by_device.setdefault(s.absmax.device, []).append(s)
+    for t in tables:
+        by_device.setdefault(t.device, []).append(t)
     for group in by_device.values():
-        parts = [t for s in group for t in (s.absmax, s.abssum / max(s.tokens, 1))]
-        flat = round5(torch.cat([t.double() for t in parts]))
-        out = iter(flat.split([t.numel() for t in parts]))
-        for s in group:
-            s.channel_absmax5, s.channel_absmean5 = next(out), next(out)
+        parts = []
+        for t in group:
+            tokens = [max(s.tokens, 1) for s in t.sites]
+            per_row = tokens[0] if len(set(tokens)) == 1 else \
+                torch.tensor(tokens, dtype=torch.float64).to(t.device)[:, None]
+            parts += [t.state["absmax"], t.state["abssum"] / per_row]
+        flat = round5(torch.cat([p.double().reshape(-1) for p in parts]))
+        out = iter(flat.split([p.numel() for p in parts]))
+        for t in group:
+            t.rounded = {"channel_absmax5": next(out).view(t.rows(), -1), "channel_absmean5": next(out).view(t.rows(), -1)}
 
 
 def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds) -> dict:
