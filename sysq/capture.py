@@ -168,6 +168,7 @@ class Batch:
 
     def __init__(self, ids: torch.Tensor, window0: int, attention: bool):
         self.ids = ids.detach().cpu().long()
+        self.ids_np = self.ids.numpy()               # the host records index it without a torch call
         self.window0, self.attention = window0, attention
         self.flags_in: torch.Tensor | None = None    # [B, T] massive tokens of the current layer's input
         self.flags_out: torch.Tensor | None = None   # [B, T] the same at the current layer's output
@@ -371,7 +372,7 @@ def _records(pairs, lookup, batch: Batch) -> list[dict]:
     b, t = (list(v) for v in zip(*pairs))
     chans, vals = lookup(b, t)
     return [{"window": batch.window0 + bb, "pos": tt, "token_id": tid, "channel": c, "value": v}
-            for bb, tt, tid, c, v in zip(b, t, batch.ids[b, t].tolist(), chans, vals)]
+            for bb, tt, tid, c, v in zip(b, t, batch.ids_np[b, t].tolist(), chans, vals)]
 
 
 @dataclass
@@ -613,13 +614,15 @@ class Recorder:
 
     def _flag_group(self, batch: Batch, sites: list[SiteStats], lookup, tok_max, med, mean, tok_med, tok_arg,
                     tok_val) -> None:
-        """[S, B, T] token maxima of S sites: lookup(b, t) (one site), or tok_arg / tok_val, give the channels of
-        those tokens' max |x| and the values there."""
+        """[S, B, T] token maxima of S sites, in numpy (float32 arrays compared with Python floats in float32, as
+        torch does) and one topk: lookup(b, t) (one site), or tok_arg / tok_val, give the channels of those tokens'
+        max |x| and the values there."""
         th = self.th
-        tm, tmed = tok_max.float(), tok_med.float()
+        tmt = tok_max.float()
+        tm, med, mean, tmed = tmt.numpy(), med.numpy(), mean.numpy(), tok_med.float().numpy()
         S, B, T = tm.shape
-        floors = torch.tensor([s.abs_floor for s in sites], dtype=tm.dtype)     # compared in tm's dtype, as a float
-        massive_tok = (tm > floors[:, None, None]) & (tm >= th.massive_rel * med[..., None])
+        floors = np.array([s.abs_floor for s in sites], dtype=tm.dtype)[:, None, None]
+        massive_tok = (tm > floors) & (tm >= th.massive_rel * med[..., None])
         flags = {"massive": massive_tok,
                  "token_mean_ratio": tm > th.token_mean_ratio * mean[..., None],
                  "token_ratio": tm > th.token_ratio * tmed[..., None]}
@@ -632,18 +635,20 @@ class Recorder:
             def look(k):
                 return lookup
         for name, f in flags.items():
-            per: list[list] = [[] for _ in range(S)]
-            for k, b, t in f.nonzero().tolist():
-                per[k].append((b, t))
-            for k, pairs in enumerate(per):
-                if pairs:
-                    sites[k].hits[name].add(_records(pairs, look(k), batch))
-        v, flat = tm.reshape(S, -1).topk(min(th.top_k, B * T), dim=-1)
+            ks, bs, ts = np.nonzero(f)
+            if len(ks):
+                ends = np.searchsorted(ks, np.arange(S + 1)).tolist()
+                bs, ts = bs.tolist(), ts.tolist()
+                for k in range(S):
+                    if ends[k + 1] > ends[k]:
+                        pairs = list(zip(bs[ends[k]:ends[k + 1]], ts[ends[k]:ends[k + 1]]))
+                        sites[k].hits[name].add(_records(pairs, look(k), batch))
+        v, flat = tmt.reshape(S, -1).topk(min(th.top_k, B * T), dim=-1)
         for k, (vs, fs) in enumerate(zip(v.tolist(), flat.tolist())):
             sites[k].top.push(vs, _records([(j // T, j % T) for j in fs], look(k), batch))
         for k, s in enumerate(sites):
             if s.site == "resid":
-                batch.flags_out = massive_tok[k]
+                batch.flags_out = torch.from_numpy(massive_tok[k])
 
     def _dense(self, x: torch.Tensor) -> bool:
         return x.device.type != "cpu" if self.dense is None else self.dense
