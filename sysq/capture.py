@@ -242,14 +242,14 @@ class Reduced:
 
     sites: list[SiteStats]
     batch: Batch
-    wmax: torch.Tensor            # [S, B, C] per-window channel max |x| (x's dtype)
+    wmax: torch.Tensor            # [S, B, C] per-window channel max |x| (x's dtype; [S, B, 1, C] in the device form)
     wsum: torch.Tensor            # [S, B, C] float32
     massive: torch.Tensor         # [S, B, C] massive entries per channel
-    med: torch.Tensor             # [S, B] median |x| per window
+    med: torch.Tensor             # [S, B] median |x| per window (device form: [S, B, 1, 1])
     mean: torch.Tensor            # [S, B] mean |x| per window
-    tok_med: torch.Tensor         # [S, B] median token max per window
-    widx: torch.Tensor | None = None    # [S, B, C] the token of each window's channel max (device form)
-    wval: torch.Tensor | None = None    # [S, B, C] the signed value there
+    tok_med: torch.Tensor         # [S, B] median token max per window (device form: [S, B, 1])
+    widx: torch.Tensor | None = None    # [S, B, 1, C] the token of each window's channel max (device form)
+    wval: torch.Tensor | None = None    # [S, B, 1, C] the signed value there
     cmax: torch.Tensor | None = None    # [S, C] the batch's channel max (CPU form) ...
     cwin: torch.Tensor | None = None    # ... its window, token and signed value
     pos: torch.Tensor | None = None
@@ -259,23 +259,23 @@ class Reduced:
 def reduce_stacked(x: torch.Tensor, floors: torch.Tensor, below: torch.Tensor, th: Thresholds) -> tuple:
     """The device form of a batch's passes over S sites' [S, B, T, C] tensors at once: whole-tensor kernels, nothing
     read on the host. Maxima are exact in any dtype, so a bf16 tensor is never copied to float32 whole; sums
-    accumulate in float32. floors: [S] absolute floor of each site's massive test. Returns the Reduced fields
+    accumulate in float32. floors: [S, 1, 1, 1] absolute floor of each site's massive test. Returns the Reduced fields
     (wmax, wsum, massive, med, mean, tok_med, widx, wval) and what the host records need (tok_max, tok_arg,
     tok_val, bad)."""
-    S, B, T, C = x.shape
+    S, B, T, C = x.shape        # kept dimensions stay (size 1): the consumers flatten them, no view op here
     a = x.abs()
-    wmax, widx = a.max(2)                                   # [S, B, C] and the token holding it
-    wval = x.gather(2, widx.unsqueeze(2)).squeeze(2)
-    tok_max, tok_arg = a.max(-1)                            # [S, B, T] per-token max and the channel holding it
-    tok_val = x.gather(-1, tok_arg.unsqueeze(-1)).squeeze(-1)
-    wsum = a.sum(2) if a.dtype == torch.float32 else a.sum(2, dtype=torch.float32)
-    med = _median_estimate(a.flatten(0, 1), th.median_samples).float().view(S, B)
-    mean = wsum.sum(-1) / (T * C)
-    tok_med = tok_max.median(-1).values
-    bad = (~torch.isfinite(wmax)).any(1).sum(-1)           # [S] channels whose max is not finite
+    wmax, widx = a.max(2, keepdim=True)                     # [S, B, 1, C] and the token holding it
+    wval = x.gather(2, widx)
+    tok_max, tok_arg = a.max(-1, keepdim=True)              # [S, B, T, 1] per-token max and the channel holding it
+    tok_val = x.gather(-1, tok_arg)
+    wsum = a.sum(2) if a.dtype == torch.float32 else a.sum(2, dtype=torch.float32)     # [S, B, C]
+    med = _median_estimate(a.flatten(0, 1), th.median_samples).float().view(S, B, 1, 1)
+    mean = wsum.sum(-1) / (T * C)                           # [S, B]
+    tok_med = tok_max.median(2).values                      # [S, B, 1]
+    bad = (~torch.isfinite(wmax)).any(1).sum((-2, -1))     # [S] channels whose max is not finite
     # massive entries: |x| > floor and |x| >= massive_rel x the window's median; ">= r" is "> the float below r"
-    thr = torch.maximum(torch.nextafter(th.massive_rel * med, below), floors[:, None])
-    massive = (a > thr[..., None, None]).sum(2, dtype=torch.int32)
+    thr = torch.maximum(torch.nextafter(th.massive_rel * med, below), floors)
+    massive = (a > thr).sum(2, dtype=torch.int32)
     return (wmax, wsum, massive, med, mean, tok_med, widx, wval), (tok_max, tok_arg, tok_val, bad)
 
 
@@ -327,11 +327,12 @@ def merge(items: list[Reduced]) -> None:
         ts = [getattr(it, name) for it in items]
         return ts[0] if len(ts) == 1 else torch.cat(ts)
 
-    wmax = cat("wmax").float()                     # [S, B, C]
+    wmax = cat("wmax").float().flatten(2)          # [S, B, C]
     if items[0].widx is not None:                  # the device form: the batch's window of each channel's max
-        cmax, cwin = wmax.max(1)                   # [S, C]
-        t = cat("widx").gather(1, cwin.unsqueeze(1)).squeeze(1)
-        value = cat("wval").gather(1, cwin.unsqueeze(1)).squeeze(1).float()
+        cmax, cwin = wmax.max(1, keepdim=True)     # [S, 1, C]
+        t = cat("widx").flatten(2).gather(1, cwin).squeeze(1)
+        value = cat("wval").flatten(2).gather(1, cwin).squeeze(1).float()
+        cmax, cwin = cmax.squeeze(1), cwin.squeeze(1)
     else:
         cmax, cwin, t, value = cat("cmax").float(), cat("cwin"), cat("pos"), cat("value").float()
     st = {name: v[rows] for name, v in table.state.items()}
@@ -345,8 +346,8 @@ def merge(items: list[Reduced]) -> None:
     th = sites[0].th
     st["int8_count"] += (wmax >= th.int8).sum(1)     # windows where the channel reaches the LLM.int8 magnitude
     st["massive_count"] += cat("massive").sum(1)
-    st["window_sums"] += torch.stack([cat("med").sum(1), cat("mean").sum(1), cat("tok_med").float().sum(1)],
-                                     1).double()
+    st["window_sums"] += torch.stack([cat("med").flatten(1).sum(1), cat("mean").sum(1),
+                                      cat("tok_med").float().flatten(1).sum(1)], 1).double()
     C = wmax.shape[-1]                             # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
     st["top3_sum"][:, :min(3, C)] += wmax.topk(min(3, C), dim=-1).values.sum(1).double()
     B, T = batch.ids.shape
@@ -563,14 +564,14 @@ class Recorder:
             self.sites[key] = SiteStats(i, site, x.shape[-1], floor, self.th, self.tables[tk])
         return self.sites[key]
 
-    def _const(self, device, values: tuple) -> torch.Tensor:
-        """A float32 device vector made once (filled on the device: no copy from the host, no wait)."""
-        key = (device, values)
+    def _const(self, device, values: tuple, shape=(-1,)) -> torch.Tensor:
+        """A float32 device tensor made once (filled on the device: no copy from the host, no wait)."""
+        key = (device, values, shape)
         if key not in self._consts:
             t = torch.empty(len(values), dtype=torch.float32, device=device)
             for k, v in enumerate(values):
                 t[k] = v
-            self._consts[key] = t
+            self._consts[key] = t.view(shape)
         return self._consts[key]
 
     def _reduce_layer(self, i: int, xs: list[tuple[str, torch.Tensor]]) -> None:
@@ -585,7 +586,7 @@ class Recorder:
             sites = [self._site_stats(i, site, x) for site, x in members]    # rows in the order they merge
             if self._dense(members[0][1]):
                 x = members[0][1][None] if len(members) == 1 else torch.stack([x for _, x in members])
-                floors = self._const(device, tuple(s.abs_floor for s in sites))
+                floors = self._const(device, tuple(s.abs_floor for s in sites), (-1, 1, 1, 1))
                 fields, (tok_max, tok_arg, tok_val, bad) = reduce_stacked(x, floors, self._const(device, (-math.inf,)),
                                                                           self.th)
                 self._reduced.append(Reduced(sites, self.batch, *fields))
@@ -619,15 +620,17 @@ class Recorder:
         max |x| and the values there."""
         th = self.th
         tmt = tok_max.float()
-        tm, med, mean, tmed = tmt.numpy(), med.numpy(), mean.numpy(), tok_med.float().numpy()
-        S, B, T = tm.shape
+        S, B = tmt.shape[:2]
+        tm, tmed = tmt.numpy().reshape(S, B, -1), tok_med.float().numpy().reshape(S, B)
+        med, mean = med.numpy().reshape(S, B), mean.numpy()
+        T = tm.shape[-1]
         floors = np.array([s.abs_floor for s in sites], dtype=tm.dtype)[:, None, None]
         massive_tok = (tm > floors) & (tm >= th.massive_rel * med[..., None])
         flags = {"massive": massive_tok,
                  "token_mean_ratio": tm > th.token_mean_ratio * mean[..., None],
                  "token_ratio": tm > th.token_ratio * tmed[..., None]}
         if lookup is None:
-            ta, tv = tok_arg.numpy(), tok_val.float().numpy()
+            ta, tv = tok_arg.numpy().reshape(S, B, T), tok_val.float().numpy().reshape(S, B, T)
 
             def look(k):
                 return lambda b, t: (ta[k, b, t].tolist(), tv[k, b, t].tolist())
@@ -792,20 +795,23 @@ class Recorder:
         floor = self.th.massive_abs
         # the layer's input arrives where the previous layer ran (accelerate moves it inside the layer)
         h_in, h_mid = cur["h_in"].to(h_out.device), cur["h_mid"]
-        big = (h_in.abs() > floor) | (h_out.abs() > floor)
         count = None
         if dense:
-            # one int64 key per position: score bits (monotonic for |h| >= 0) above the reversed flat index, so
-            # topk orders by score, then position; non-hits below every hit
-            flat = torch.arange(big.numel(), device=big.device).view(big.shape)
-            score = torch.maximum(h_in.abs(), h_out.abs()).float()
-            key = torch.where(big, score.view(torch.int32).long() * 2**32 + (2**32 - 1 - flat), -1 - flat)
-            key = key.view(-1).topk(min(MAX_TRACKED, key.numel())).values
-            flat = torch.where(key >= 0, 2**32 - 1 - (key & (2**32 - 1)), -1 - key)
+            # one int64 key per position: score bits (monotonic for |h| >= 0) above the reversed flat index (2^32 - 1
+            # - flat), so topk orders by score, then position, and its indices are the positions; non-hits below
+            # every hit. A position is a hit when max(|h_in|, |h_out|) > floor (either one is).
+            score = torch.maximum(h_in.abs(), h_out.abs())
+            big = score > floor
+            n = big.numel()
+            rev = torch.arange(2**32 - 1, 2**32 - 1 - n, -1, device=big.device).view(big.shape)
+            key = rev + torch.where(big, score.float().view(torch.int32).long() * 2**32, -2**32)
+            flat = key.view(-1).topk(min(MAX_TRACKED, n)).indices
             T, C = big.shape[1:]
             b, t, c = flat // (T * C), flat // C % T, flat % C
             count = big.sum()
+            values = torch.stack([torch.take(h, flat) for h in (h_in, h_mid, h_out)], 1).float()
         else:
+            big = (h_in.abs() > floor) | (h_out.abs() > floor)
             b, t, c = big.nonzero().unbind(1)
             if b.shape[0] == 0:
                 return none
@@ -813,7 +819,7 @@ class Recorder:
                 score = torch.maximum(h_in[b, t, c].abs(), h_out[b, t, c].abs()).float()
                 keep = score.sort(descending=True, stable=True).indices[:MAX_TRACKED]
                 b, t, c = b[keep], t[keep], c[keep]
-        values = torch.stack([h[b, t, c].float() for h in (h_in, h_mid, h_out)], 1)
+            values = torch.stack([h[b, t, c].float() for h in (h_in, h_mid, h_out)], 1)
         hits = torch.stack([b, t, c], 1)
         if "down_in" not in cur:
             return count, hits, values, None, None
@@ -822,9 +828,10 @@ class Recorder:
         contrib = x * self.ad.down(i).weight[c].float()
         k = contrib.abs().topk(min(4, contrib.shape[-1]), dim=-1).indices  # [m, K]
         gate, up = _gate_up(cur, b, t)
-        nan = torch.full_like(contrib, float("nan"))
-        terms = torch.stack([v.gather(1, k) for v in (contrib, x, nan if gate is None else gate,
-                                                      nan if up is None else up)], -1)
+        if gate is None or up is None:
+            nan = torch.full_like(contrib, float("nan"))
+            gate, up = nan if gate is None else gate, nan if up is None else up
+        terms = torch.stack([v.gather(1, k) for v in (contrib, x, gate, up)], -1)
         return count, hits, values, k, terms
 
     @staticmethod
