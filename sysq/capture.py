@@ -651,7 +651,7 @@ class Recorder:
             sites[k].top.push(vs, _records([(j // T, j % T) for j in fs], look(k), batch))
         for k, s in enumerate(sites):
             if s.site == "resid":
-                batch.flags_out = torch.from_numpy(massive_tok[k])
+                batch.flags_out = massive_tok[k]
 
     def _dense(self, x: torch.Tensor) -> bool:
         return x.device.type != "cpu" if self.dense is None else self.dense
@@ -667,6 +667,7 @@ class Recorder:
         return hook
 
     def _input_flags(self, batch: Batch, tm, med) -> None:
+        tm, med = tm.numpy(), med.numpy()      # float32: compared with Python floats in float32, as torch does
         batch.flags_in = (tm > self.th.massive_abs) & (tm >= self.th.massive_rel * med[:, None])
 
     def _site(self, i: int, site: str):
@@ -728,14 +729,14 @@ class Recorder:
 
     def _attn_records(self, st: AttentionStats, batch: Batch, Tq: int, sink, mean_recv, flags, amap) -> None:
         st.sink_sum += sink.sum(0).double()
-        st.recv0_sum += float(mean_recv[:, 0].sum() / Tq)
-        if flags.any():
-            b, t = flags.nonzero().unbind(1)
+        st.recv0_sum += float((mean_recv[:, 0].sum() / Tq).numpy())
+        b, t = np.nonzero(flags.numpy())
+        if len(b):
             st.outliers.add([{"window": batch.window0 + bb, "pos": tt, "token_id": tid, "mass": m}
-                             for bb, tt, tid, m in zip(b.tolist(), t.tolist(), batch.ids[b, t].tolist(),
-                                                       mean_recv[b, t].tolist())])
+                             for bb, tt, tid, m in zip(b.tolist(), t.tolist(), batch.ids_np[b, t].tolist(),
+                                                       mean_recv.numpy()[b, t].tolist())])
         if amap is not None:
-            h = int(sink[0].argmax())
+            h = int(sink.numpy()[0].argmax())
             st.attn_map, st.attn_map_head = amap[h].clone(), h
 
     def _layer_out(self, i: int):
@@ -754,7 +755,10 @@ class Recorder:
 
     def _layer_records(self, i: int, batch: Batch, count, hits, values, terms_k, terms, att_flags, nq, nk, nv,
                        snap):
-        """Host part of a layer's output hook: lifecycle, consistency, the residual flags handed on."""
+        """Host part of a layer's output hook: lifecycle, consistency, the residual flags handed on. Host tensors
+        are read through numpy (a torch read here would be a wait for the device if it were a device tensor)."""
+        count, hits, values, terms_k, terms, att_flags = (None if t is None else t.numpy() for t in
+                                                          (count, hits, values, terms_k, terms, att_flags))
         life = (hits, values, terms_k, terms) if count is None or hits is None else \
             self._select_hits(count, hits, values, terms_k, terms)
         if life is not None and life[0] is not None:
@@ -764,18 +768,18 @@ class Recorder:
         if snap is not None:
             self.snapshots[i] = snap
 
-    def _consistency(self, i: int, act, att, nq, nk, nv) -> None:
+    def _consistency(self, i: int, act: np.ndarray, att: np.ndarray | None, nq, nk, nv) -> None:
         if att is not None:
             s = self.seq[i]
             s[0] += int(act.sum())
             s[1] += int(att.sum())
             s[2] += int((act & att).sum())
         if nq is not None and nk is not None and nv is not None:
-            n = torch.stack([nq, nk, nv], -1)   # [B, T, 3]
+            n = torch.stack([nq, nk, nv], -1).numpy()   # [B, T, 3]; the sums in torch, as before
             q = self.qkv[i]
-            q[0] += n[act].sum(0).double()
+            q[0] += torch.from_numpy(n[act]).sum(0).double()
             q[1] += int(act.sum())
-            q[2] += n[~act].sum(0).double()
+            q[2] += torch.from_numpy(n[~act]).sum(0).double()
             q[3] += int((~act).sum())
 
     def _hits(self, i: int, cur: dict, h_out: torch.Tensor, dense: bool) -> tuple:
@@ -843,7 +847,7 @@ class Recorder:
             return None
         if n > hits.shape[0]:
             return hits, values, terms_k, terms
-        T, C = (int(v) + 1 for v in hits[:n, 1:].amax(0))                 # any bound above the positions works
+        T, C = (int(v) + 1 for v in hits[:n, 1:].max(0))                  # any bound above the positions works
         keep = (hits[:n, 0] * T * C + hits[:n, 1] * C + hits[:n, 2]).argsort()
         return tuple(None if v is None else v[:n][keep] for v in (hits, values, terms_k, terms))
 
@@ -851,7 +855,7 @@ class Recorder:
         """How layer i changed the residual at each hit (host part of _hits)."""
         floor = self.th.massive_abs
         life = self.life[i]
-        tids = batch.ids[hits[:, 0], hits[:, 1]].tolist()
+        tids = batch.ids_np[hits[:, 0], hits[:, 1]].tolist()
         for j, ((bb, tt, ch), (vin, vmid, vout), tid) in enumerate(zip(hits.tolist(), values.tolist(), tids)):
             vatt, vmlp = vmid - vin, vout - vmid
             big_in, big_out = abs(vin) > floor, abs(vout) > floor

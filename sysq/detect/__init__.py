@@ -230,7 +230,7 @@ def _arrays(rec: Recorder, resid: list[dict], namer: Namer, ad, report: OutlierR
         "resid_top3": torch.tensor([s["top3_mean"] for s in resid]),
         "resid_median": torch.tensor([s["median_abs"] for s in resid]),
         "attn_maps": attention_maps(rec),
-        "map_tokens": [namer.text(int(t)) for t in (rec.window0_ids if rec.window0_ids is not None else [])],
+        "map_tokens": [namer.text(t) for t in (rec.window0_ids.tolist() if rec.window0_ids is not None else [])],
     }
     life = report.lifecycle[0] if report.lifecycle else None
     if life and life["massive_layers"] and life["massive_layers"][0] in rec.snapshots:
