@@ -1,13 +1,15 @@
 """Where detect's host round trips happen: calls of the ops that read device values, per phase of detect.
 
-    python scripts/detect_profile.py --model tiny --n 4 --seqlen 64          # seconds
+    python scripts/detect_profile.py --model tiny --layers 8 --n 8 --seqlen 128 --dense          # seconds
     flock /tmp/sysq-cpu.lock python scripts/detect_profile.py --model smollm2-135m --n 4 --seqlen 512 --dense
 
 Phases: `forward` (the model's forward passes with the capture hooks: on a GPU, any read of a device value here
 stalls the launch queue), `records` (the host making a batch's records from its host copy, during the next
 batch's forward; reads there are of host tensors), `flush` (the batch's reductions folded in and copied to the
 host; once per batch before the records overlapped the forward), `rest` (weight statistics, rounding, the
-report). --dense runs the accelerator's
+report). The first row is a plain forward of the same batches (no hooks, the model's own attention kernel): the
+hooks' share of `forward` is the difference. `ops` counts aten ops called from Python (not those inside another
+aten op): on a GPU about one kernel launch, or one host op, each. --dense runs the accelerator's
 whole-tensor forms of the hooks on the CPU (what a GPU runs). scripts/bench_scale.py's profile step prints the
 same table on a GPU. Counts are per batch of --batch-size windows.
 """
@@ -120,6 +122,7 @@ def profile_forward(model, ids, batch_size: int):
     dev = next(model.parameters()).device
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     starts = range(0, len(ids), batch_size)
+    base(input_ids=ids[:1, :16].to(dev), use_cache=False)                   # warm-up
     with profile(activities=acts) as prof:
         for s in starts:
             with record_function("phase:plain"):

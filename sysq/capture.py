@@ -5,16 +5,18 @@ its tensor at once to per-channel running maxima / sums, a few top values with t
 token counters (bounded by the vocabulary and the window length) and a handful of sparse records at
 the massive positions. So peak memory is one layer's intermediates, whatever the number of windows.
 
-Where the work happens: the running statistics stay on the device of the tensors they watch (the GPU,
-or each layer's GPU when accelerate splits the model), and the hooks never wait for the device: no .item(),
-.tolist(), bool(), nonzero or boolean-mask indexing of a device tensor inside a hook (tests/test_sequential.py
-makes each of them raise there). Each hook reduces its tensor on the device to per-channel statistics and to a
-few fixed-size tensors ([windows x tokens] flags and maxima, MAX_TRACKED lifecycle candidates with a device count).
-After a batch, its reductions are folded into the running statistics on the device (merge_sites) and what the host
-needs is copied in one copy per device and dtype (pinned memory, queued behind the batch); the host turns it into
-records (token counters, top values, lifecycle sums) in hook order while the device computes the next batch
-(the layers' host-share hooks run a share each). The sequential pipeline flushes once per layer. On the CPU, the
-hooks use sparse forms where reading a value costs nothing (Recorder.dense); both forms give the same report.
+Where the work happens: the running statistics stay on the device of the tensors they watch (the GPU, or each
+layer's GPU when accelerate splits the model), and the hooks never wait for the device: no .item(), .tolist(),
+bool(), nonzero or boolean-mask indexing of a device tensor inside a hook (tests/test_sequential.py makes each of
+them raise there). At the end of each decoder layer, its sites with one channel count are stacked ([S, B, T, C])
+and reduced together with one set of kernels (reduce_stacked) to per-channel statistics and a few fixed-size
+tensors ([windows x tokens] maxima, MAX_TRACKED lifecycle candidates with a device count). After a batch, its
+reductions are folded into the running statistics, which live in one SiteTable per (channel count, device) with a
+row per site, with one set of kernels per table (merge); what the host needs is copied in one copy per device and
+dtype (pinned memory, queued behind the batch); the host turns it into records (token counters, top values,
+lifecycle sums) through numpy, in hook order, while the device computes the next batch (the layers' host-share
+hooks run a share each). The sequential pipeline flushes once per layer. On the CPU, the hooks use sparse forms
+where reading a value costs nothing (Recorder.dense); both forms give the same report.
 
 Sites (per decoder layer):  attn_in (q/k/v input)  o_in  mlp_in (gate/up input)  down_in  resid (layer output)
 """
@@ -96,7 +98,7 @@ def start_to_host(tensors: list, numpy: bool = False) -> tuple[list, list]:
     host: dict[int, torch.Tensor] = {}
     events = []
     for (device, dtype), ts in groups.items():
-        flat = torch.cat([t.reshape(-1) for t in ts])
+        flat = torch.cat([t if t.dim() == 1 else t.reshape(-1) for t in ts])
         if device.type == "cuda":
             h = torch.empty(flat.shape, dtype=dtype, pin_memory=True).copy_(flat, non_blocking=True)
             ev = torch.cuda.Event()
