@@ -21,15 +21,19 @@ TOP_COLUMNS = 8
 TOP_ROWS = 3
 
 
-def _on_device(weight: torch.Tensor) -> list[torch.Tensor]:
-    """What the statistics need, reduced where the weight is: column ratios, the top columns (whole, [k, out], in
-    float32), the row holding each column's largest |W|. A bf16 weight is not copied to float32 whole (maxima are exact in bf16,
-    the mean accumulates in float32; bf16 / float32 divides in float32)."""
-    w = weight.detach()
+CHUNK_BYTES = 256 * 2**20      # weights of one shape stacked per pass: a few kernels for many linears, bounded memory
+
+
+def _on_device(w: torch.Tensor) -> list[torch.Tensor]:
+    """What the statistics of k stacked linears [k, out, in] need, reduced where the weights are: column ratios
+    [k, in], the top columns (values, indices, and the columns whole as [k, TOP_COLUMNS, out] float32), the row
+    holding each column's largest |W| [k, in]. A bf16 weight is not copied to float32 whole (maxima are exact in
+    bf16, the mean accumulates in float32; bf16 / float32 divides in float32)."""
     a = w.abs()
-    ratio = a.amax(0) / a.mean(0, dtype=torch.float32).clamp_min(1e-12)
-    top = ratio.topk(min(TOP_COLUMNS, ratio.numel()))
-    return [ratio, top.values, top.indices, w.t()[top.indices].float(), a.argmax(0)]
+    ratio = a.amax(1) / a.mean(1, dtype=torch.float32).clamp_min(1e-12)
+    top = ratio.topk(min(TOP_COLUMNS, ratio.shape[-1]), dim=-1)
+    cols = w.transpose(1, 2).gather(1, top.indices.unsqueeze(-1).expand(-1, -1, w.shape[1])).float()
+    return [ratio, top.values, top.indices, cols, a.argmax(1)]
 
 
 def _median(r: np.ndarray) -> float:
@@ -70,12 +74,27 @@ def _stats_on_host(th: Thresholds, r, top_values, top_indices, rows, col_argmax)
 
 
 def analyze_weights(ad: Adapter, th: Thresholds, layers=None) -> dict:
-    """Weight statistics of every decoder linear (or those of `layers`), keyed by its dotted name; what each
-    linear's statistics need comes to the host in one copy for all of them."""
+    """Weight statistics of every decoder linear (or those of `layers`), keyed by its dotted name. Linears of one
+    shape, dtype and device are stacked (up to CHUNK_BYTES at a time) and reduced together; what all of them need
+    comes to the host in one copy."""
     refs = [ref for ref in ad.linear_refs() if layers is None or ref.layer in layers]
-    parts = [_on_device(ref.module.weight) for ref in refs]
+    groups: dict[tuple, list[int]] = {}
+    for n, ref in enumerate(refs):
+        w = ref.module.weight
+        groups.setdefault((tuple(w.shape), w.dtype, w.device), []).append(n)
+    chunks, parts = [], []
+    for members in groups.values():
+        w = refs[members[0]].module.weight
+        per = max(1, CHUNK_BYTES // (w.numel() * w.element_size()))
+        for c in range(0, len(members), per):
+            chunks.append(members[c:c + per])
+            parts.append(_on_device(torch.stack([refs[n].module.weight.detach() for n in chunks[-1]])))
     host = iter(to_host([t for p in parts for t in p], numpy=True))
-    parts = [[next(host) for _ in p] for p in parts]
-    rows = _top_rows([p[3] for p in parts])
-    return {ref.name: {"layer": ref.layer, "role": ref.role,
-                       **_stats_on_host(th, p[0], p[1], p[2], rw, p[4])} for ref, p, rw in zip(refs, parts, rows)}
+    per_ref: list = [None] * len(refs)
+    for members, p in zip(chunks, parts):
+        ratio, values, indices, cols, argmax = [next(host) for _ in p]
+        for j, n in enumerate(members):
+            per_ref[n] = (ratio[j], values[j], indices[j], cols[j], argmax[j])
+    rows = _top_rows([p[3] for p in per_ref])
+    return {ref.name: {"layer": ref.layer, "role": ref.role, **_stats_on_host(th, p[0], p[1], p[2], rw, p[4])}
+            for ref, p, rw in zip(refs, per_ref, rows)}
