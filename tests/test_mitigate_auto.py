@@ -136,7 +136,7 @@ def test_an_rtn_winner_must_win_again_with_the_recipes_rounding(holds, monkeypat
     real = api._score
     rounded = []
 
-    def score(m, cp, recipe, qwin, score, ref, rtn):
+    def score(m, cp, recipe, qwin, score, ref, rtn, stop=None):
         kl = real(m, cp, recipe, qwin, score, ref, rtn)
         rounded.append(not rtn)
         jitter = 0.01 * torch.rand(kl.shape, generator=torch.Generator().manual_seed(len(rounded)))
@@ -155,3 +155,91 @@ def test_an_rtn_winner_must_win_again_with_the_recipes_rounding(holds, monkeypat
     assert rounded.count(True) == 2                     # the rules and the challenger, once more each
     assert p.search.chosen == ("gptq" if holds else rules)
     assert ("not confirmed" in note) == (not holds) and "confirmed with the recipe's rounding" in note
+
+
+def test_auto_scores_on_windows_no_fitted_step_saw(monkeypatch):
+    """The fit / score split: every candidate is mitigated and quantized on the first windows only and scored on the
+    last ones (recorded in the plan); only the winner, once chosen, is applied with every window. A split exists
+    for any calibration of two windows or more."""
+    from sysq.mitigate.api import split
+    import sysq.quant.api as qapi
+    api = importlib.import_module("sysq.mitigate.api")
+    assert split(16, 4, 4) == ((0, 12), (0, 4), (12, 16)) and split(16, 2, 2) == ((0, 14), (0, 2), (14, 16))
+    assert split(6, 4, 4) == ((0, 3), (0, 3), (3, 6))
+    assert split(2, 4, 4) == ((0, 1), (0, 1), (1, 2)) and split(1, 4, 4) == ((0, 1), (0, 1), (0, 1))
+    seen = []
+    real_mitigate, real_quantize = api.mitigate, qapi.quantize
+
+    def windows(calib):
+        ids = getattr(calib, "ids", calib)
+        return {i for i, w in enumerate(CALIB) if any(torch.equal(w, x) for x in ids)}
+
+    def mitigate(model, plan_, calib=None, **kw):
+        seen.append(("mitigate", windows(calib)))
+        return real_mitigate(model, plan_, calib, **kw)
+
+    def quantize(model, recipe, calib=None, **kw):
+        seen.append(("quantize", windows(calib)))
+        return real_quantize(model, recipe, calib, **kw)
+    monkeypatch.setattr(api, "mitigate", mitigate)
+    monkeypatch.setattr(qapi, "quantize", quantize)
+    base, report = _setup()
+    p = sysq.plan(report, "w8a8-static")
+    real_mitigate(copy.deepcopy(base), p, CALIB, report=report, quiet=True)
+    s = p.search.split
+    assert s == {"fit": [0, 4], "quantize": [0, 2], "score": [4, 6]}
+    n = len(p.search.scores)
+    assert seen[:2 * n] == [("mitigate", {0, 1, 2, 3}), ("quantize", {0, 1})] * n     # no candidate saw 4, 5
+    assert seen[2 * n:] == [("mitigate", set(range(6)))]                               # the winner, afterwards
+    note = next(n for n in p.notes if n.startswith("auto: chose"))
+    assert "mitigated on calibration windows 0-3" in note and "scored on windows 4-5, held out" in note
+    assert "the chosen plan applied with all 6 windows" in note and "thinned to 1/2" in note
+    from sysq.mitigate.plan import ALPHA_GRID
+    assert p.smooth is not None and p.smooth.alphas == ALPHA_GRID       # the winner is fitted on the full grid
+
+
+def test_auto_on_a_tiny_gemma3_w4a16_is_no_worse_than_no_mitigation_held_out():
+    """Gemma 3's random model has KLs of tens of nats on a few tokens: auto's choice, scored on held-out windows,
+    still beats quantizing without mitigation (on enough held-out windows to resolve it)."""
+    base, report = _setup("gemma3_text")
+    held = torch.randint(3, 300, (16, 32), generator=torch.Generator().manual_seed(9))
+    held[:, 0] = 1
+    out = {}
+    for method in ("none", "auto"):
+        m = copy.deepcopy(base)
+        p = sysq.plan(report, "w4a16", method)
+        sysq.quantize(m, sysq.mitigate(m, p, CALIB, report=report, quiet=True), CALIB, quiet=True)
+        with torch.no_grad():
+            ref, lp = (x(input_ids=held).logits.log_softmax(-1) for x in (base, m))
+        out[method] = float((ref.exp() * (ref - lp)).sum(-1).mean())
+    assert p.search.split["score"][0] >= p.search.split["fit"][1]
+    assert out["auto"] < out["none"], out
+
+
+def test_a_candidate_clearly_worse_than_the_rules_stops_scoring_early(monkeypatch):
+    """Scoring runs window by window; a candidate worse than the rules by z standard errors on the windows so far
+    stops there, is recorded with the windows it got, and cannot be chosen."""
+    api = importlib.import_module("sysq.mitigate.api")
+    base, report = _setup()
+    q = copy.deepcopy(base)
+    sysq.quantize(q, "w8a8", CALIB[:2], quiet=True)
+    ref = api._logprobs(base, CALIB[3:])
+    every = api._score(base, MitigationPlan(), "w8a8", CALIB[:2], CALIB[3:], ref, True)
+    first = api._score(base, MitigationPlan(), "w8a8", CALIB[:2], CALIB[3:], ref, True, stop=lambda kl: True)
+    assert every.shape == (3, 32) and torch.allclose(first, every[:1]) and every.mean() > 0
+    assert torch.allclose(every, api.kl_tokens(q, CALIB[3:], ref))
+
+    def score(m, cp, recipe, qwin, score, ref, rtn, stop=None):     # the real loop, planted KLs
+        rows = []
+        for i in range(len(score)):
+            g = torch.Generator().manual_seed(i + 10 * len(cp.method))
+            rows.append((5.0 if cp.method == "none" else 1.0) + 0.1 * torch.rand(score.shape[1], generator=g))
+            if stop is not None and len(rows) < len(score) and stop(torch.stack(rows)):
+                break
+        return torch.stack(rows)
+    monkeypatch.setattr(api, "_score", score)
+    p = sysq.plan(report, "w8a8-static")
+    sysq.mitigate(copy.deepcopy(base), p, CALIB, report=report, quiet=True)
+    s = p.search
+    assert s.stopped == {"none": 1} and s.chosen != "none" and s.noise["none"] > 0
+    assert "none (vs the rules" in p.notes[-1] and "stopped after 1 of 2 windows" in p.notes[-1]

@@ -11,9 +11,10 @@ it is given: there is one quantize path, whichever recipe object the caller pass
 
 `auto` chooses by measurement. plan() proposes candidate plans (AUTO_CANDIDATES: the rules' plan, the rules with
 the rotation decision reversed, no mitigation); mitigate() narrows each to what the model's family keeps exact
-(Adapter.rotations) and to the target, applies each to a copy of the model on a few calibration windows,
-quantizes it, and keeps the one whose next-token distribution is closest to the float model's (KL on other
-calibration windows); then it applies the winner with every calibration window. `auto-fast` is the rules alone.
+(Adapter.rotations) and to the target, applies each to a copy of the model with the calibration windows but the
+last few, quantizes it, and keeps the one whose next-token distribution is closest to the float model's on those
+last windows, held out of every fitted step (`split`); then it applies the winner with every calibration window.
+`auto-fast` is the rules alone.
 """
 from __future__ import annotations
 
@@ -396,15 +397,27 @@ def _rounds(cp: MitigationPlan, recipe) -> bool:
     return cp.rounding is not None or (r is not None and r.method != "rtn")
 
 
-def _score(m, cp: MitigationPlan, recipe, qwin, score, ref, rtn: bool) -> torch.Tensor:
-    """KL per scored token of a quantized copy of the mitigated `m` (weights rounded to nearest when `rtn`)."""
+def _score(m, cp: MitigationPlan, recipe, qwin, score, ref, rtn: bool, stop=None) -> torch.Tensor:
+    """KL per scored token of a quantized copy of the mitigated `m` (weights rounded to nearest when `rtn`), window
+    by window: [windows scored, positions]; `stop(kl so far)` True ends it before the last window."""
     from ..quant.api import quantize
     q = copy.deepcopy(m)
     if rtn and recipe is not None and _rounds(cp, recipe):
         object.__setattr__(q, "_sysq_plan", dataclasses.replace(cp, rounding=None))
         recipe = dataclasses.replace(recipe_of(recipe), method="rtn")
     quantize(q, recipe, qwin, quiet=True)
-    return kl_tokens(q, score, ref)
+    rows = []
+    for w, lp in zip(score, ref):
+        rows.append(kl_tokens(q, w[None], [lp])[0])
+        if stop is not None and len(rows) < len(score) and stop(torch.stack(rows)):
+            break
+    return torch.stack(rows)
+
+
+def _paired(kl: torch.Tensor, base: torch.Tensor, seg: int) -> tuple[float, float]:
+    """Mean and standard error of KL minus the rules' `base`, paired per segment over the windows `kl` covers."""
+    d = _segments(kl, seg) - _segments(base[:len(kl)], seg)
+    return float(d.mean()), (float(d.std() / d.numel() ** 0.5) if d.numel() > 1 else float("inf"))
 
 
 def decide(segs: dict[str, torch.Tensor], rules: str, z: float) -> tuple[str, dict[str, float]]:
@@ -424,6 +437,33 @@ def decide(segs: dict[str, torch.Tensor], rules: str, z: float) -> tuple[str, di
     return best, noise
 
 
+def split(n: int, score_windows: int, quant_windows: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """auto's fit / quantize / score split of `n` calibration windows, as [start, stop) ranges. Every data-fitted
+    step of a candidate (smoothing statistics and strengths, clip ranges, preserved channels, static scales, GPTQ
+    Hessians) sees only the first n - s windows and its KL is taken on the last s = min(score_windows, n // 2), so
+    a candidate is not rewarded for fitting the windows it is scored on; the quantizer calibrates on the first
+    quant_windows of the fit ones. A single window cannot be split: it is fitted and scored on."""
+    s = min(score_windows, n // 2)
+    if s == 0:
+        return (0, n), (0, n), (0, n)
+    return (0, n - s), (0, max(1, min(quant_windows, n - s))), (n - s, n)
+
+
+def _span(r) -> str:
+    return f"window {r[0]}" if r[1] - r[0] == 1 else f"windows {r[0]}-{r[1] - 1}"
+
+
+def coarse(cp: MitigationPlan, step: int) -> MitigationPlan:
+    """The candidate's searched grids thinned to every `step`-th point while auto ranks it (smoothing strengths:
+    0.1, 0.2, .. 0.9 of 0.05 .. 0.95; weight clip ratios: 1.0, 0.95, .. 0.7): the grids' searches are most of a
+    mitigate, the transforms are what is ranked, and the winner is fitted again on the full grids."""
+    if step > 1 and cp.smooth is not None and cp.smooth.alpha is None:
+        cp.smooth.alphas = cp.smooth.alphas[step - 1::step]
+    if step > 1 and cp.clip is not None:
+        cp.clip.weight_ratios = cp.clip.weight_ratios[::step]
+    return cp
+
+
 def _candidate(report, p: MitigationPlan, method: str, model) -> MitigationPlan:
     cp = plan(report, p.recipe, method, target=p.target)
     if cp.rotate:
@@ -432,51 +472,62 @@ def _candidate(report, p: MitigationPlan, method: str, model) -> MitigationPlan:
     return cp
 
 
-def _adopt(model, donor, cp: MitigationPlan) -> None:
-    """Make `model` the candidate's mitigated copy: the rotation's structure first (untied head, online hooks,
-    config), then every weight."""
-    if cp.rotate:
-        rotate(model, cp.rotate)
-    model.load_state_dict(donor.state_dict())
-
-
 def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) -> MitigationPlan:
     """Measured auto, in place on `p` and `model`. Each candidate plan (narrowed to the family's exact transforms
-    and to the target, duplicates dropped) is applied to a copy of `model` exactly as sysq.mitigate applies it,
-    with every calibration window; a second copy is quantized with the first quant_windows windows (INT4 weights
-    rounded to nearest: Search.proxy_rounding) and scored by the KL of its output distribution from the float
-    model's on the last score_windows windows. The rules' plan stays unless a candidate beats it by more than the
-    proxy's noise (`decide`); the chosen mitigated copy becomes `model`, so auto gives exactly what planning the
-    chosen candidate by name gives. Cost, bounded and logged before it starts: per candidate one mitigate, one
-    RTN / static quantize and a forward pass over score_windows (one float pass in all)."""
+    and to the target, duplicates dropped) is applied to a copy of `model` as sysq.mitigate applies it, with the
+    fit windows (`split`: all but the last score_windows) and every grid_step-th point of its searched grids
+    (`coarse`); a second copy is quantized with the first
+    quant_windows of them (INT4 weights rounded to nearest: Search.proxy_rounding) and scored by the KL of its
+    output distribution from the float model's on the last score_windows windows, which no fitted step saw
+    (Search.split). The rules' plan stays unless a candidate beats it by more than the proxy's noise (`decide`);
+    the winner is then applied to `model` with every calibration window, so auto gives exactly what planning the
+    chosen candidate by name gives. Cost, bounded and logged before it starts: per candidate one mitigate, one RTN /
+    static quantize and a forward pass over at most score_windows; one float pass and the winner's mitigate."""
     sc = p.search
     start = time.perf_counter()
     ids = calib.ids if hasattr(calib, "ids") else calib
-    qwin = ids[:max(1, min(sc.quant_windows, len(ids) - sc.score_windows))]
-    score = ids[-sc.score_windows:]
+    fit, qwin, score = split(len(ids), sc.score_windows, sc.quant_windows)
+    sc.split = {"fit": list(fit), "quantize": list(qwin), "score": list(score)}
+    fit, qwin, score = (ids[a:b] for a, b in (fit, qwin, score))
     cands, seen = {}, {}
     for method in sc.candidates:
         cp = _candidate(report, p, method, model)
         key = _key(cp)
+        coarse(cp, sc.grid_step)
         if key in seen:
             log.info("auto: %r is %r on %s", method, seen[key], get_adapter(model).name)
             continue
         seen[key] = method
         cands[method] = cp
     rules = sc.rules if sc.rules in cands else next(iter(cands))
+    cands = {rules: cands[rules], **cands}        # scored first: the others stop early against it
     rtn = sc.proxy_rounding == "rtn"
-    log.info("auto: cost bound: %d candidate plans x (one mitigate on %d calibration windows, one %squantize on %d, "
-             "a forward pass on %d) + one float pass: %s", len(cands), len(ids), "RTN-weight " if rtn else "",
-             len(qwin), len(score), ", ".join(cands))
+    log.info("auto: cost bound: %d candidate plans x (one mitigate on %d calibration windows with 1/%d of the "
+             "smoothing / clip grids, one %squantize on %d, "
+             "a forward pass on %d held out of both) + one float pass + the winner's mitigate on all %d: %s", len(cands),
+             len(fit), sc.grid_step, "RTN-weight " if rtn else "", len(qwin), len(score), len(ids), ", ".join(cands))
     ref = _logprobs(model, score)
-    sc.scores, sc.seconds, segs, kept = {}, {}, {}, {}
+    sc.scores, sc.seconds, sc.stopped, segs, kept, worse = {}, {}, {}, {}, {}, {}
     seg = segment_size(sc.segment, score)
+    base = None
+
+    def clearly_worse(kl):        # worse than the rules by z standard errors on the windows scored so far
+        d, se = _paired(kl, base, seg)
+        return d > sc.z * se
+
     for method, cp in tqdm(cands.items(), desc="auto: candidates", disable=quiet):
         t = time.perf_counter()
         m = copy.deepcopy(model)
-        recipe = mitigate(m, cp, calib, quiet=True, report=report)
-        kl = _score(m, cp, recipe if recipe is not None else p.recipe, qwin, score, ref, rtn)
-        segs[method] = _segments(kl, seg)
+        recipe = mitigate(m, cp, fit, quiet=True, report=report)
+        kl = _score(m, cp, recipe if recipe is not None else p.recipe, qwin, score, ref, rtn,
+                    stop=clearly_worse if base is not None else None)
+        if method == rules:
+            base = kl
+        if len(kl) < len(score):      # stopped: it cannot win, and is left out of the decision
+            sc.stopped[method] = len(kl)
+            worse[method] = _paired(kl, base, seg)[1]
+        else:
+            segs[method] = _segments(kl, seg)
         sc.scores[method] = float(kl.mean())
         sc.seconds[method] = round(time.perf_counter() - t, 2)
         best_so_far, _ = decide(segs, rules, sc.z) if rules in segs else (rules, {})
@@ -484,6 +535,7 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
         del m
         log.info("auto: %s  KL %.5f  (%.1fs)", method, sc.scores[method], sc.seconds[method])
     best, sc.noise = decide(segs, rules, sc.z)
+    sc.noise.update(worse)
     confirm, challenger = "", best
     if rtn and best != rules and (_rounds(cands[best], p.recipe) or _rounds(cands[rules], p.recipe)):
         # the RTN proxy can rank plans differently from the rounding they will get (GPTQ / learned): the
@@ -498,22 +550,30 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
             confirm = confirm.replace("confirmed", "not confirmed") + ": the rules stay"
             best = rules
     sc.noise = {k: round(v, 6) for k, v in sc.noise.items()}
-    win = cands[best]
-    _adopt(model, kept[best], win)
+    del kept
+    win = _candidate(report, p, best, model)          # fitted again with every window, as planning it by name
+    t = time.perf_counter()
+    mitigate(model, win, calib, quiet=quiet, report=report)
+    refit = time.perf_counter() - t
     for f in ("smooth", "clip", "preserve_channels", "preserve_tokens", "token_scales", "rotate", "rounding",
               "keep_float"):
         setattr(p, f, getattr(win, f))
     sc.chosen, sc.total_seconds = best, round(time.perf_counter() - start, 2)
     table = "; ".join(f"{m}{' (the rules)' if m == rules else f' (vs the rules: +-{sc.noise[m]:.2g})'} {v:.5f}"
-                      for m, v in sc.scores.items())
+                      + (f" (stopped after {sc.stopped[m]} of {len(score)} windows: worse by more than {sc.z:g} "
+                         "standard errors)" if m in sc.stopped else "") for m, v in sc.scores.items())
     why = (("the rules' plan: no candidate beat it by more than "
             f"{sc.z:g} standard errors of the paired difference over {len(segs[rules])} segments of "
             f"{min(seg, score.shape[-1])} tokens") if best == rules and not confirm else
            f"{challenger!r} beat the rules by {sc.scores[rules] - sc.scores[challenger]:.3g} > {sc.z:g} x "
            f"{sc.noise[challenger]:.2g} (its noise) with RTN weights") + confirm
-    p.notes = win.notes + [f"auto: chose {best!r}, {why}; KL to the float model (nats/token on the last {len(score)} "
-                           f"calibration windows; each candidate quantized with the first {len(qwin)}"
+    held = ("held out of every fitted step" if sc.split["score"][0] >= sc.split["fit"][1] else
+            "one window: scored on the window it was fitted on")
+    p.notes = win.notes + [f"auto: chose {best!r}, {why}; KL to the float model (nats/token; each candidate mitigated "
+                           f"on calibration {_span(sc.split['fit'])}, quantized with {_span(sc.split['quantize'])}"
                            + (", INT4 weights rounded to nearest" if rtn and win.rounding else "")
-                           + f"): {table}; search {sc.total_seconds:.1f}s"]
+                           + (f", smoothing / clip grids thinned to 1/{sc.grid_step}" if sc.grid_step > 1 else "")
+                           + f", scored on {_span(sc.split['score'])}, {held}): {table}; the chosen plan applied "
+                           f"with all {len(ids)} windows ({refit:.1f}s); search {sc.total_seconds:.1f}s"]
     log.info("auto: chose %s (search %.1fs)", best, sc.total_seconds)
     return p

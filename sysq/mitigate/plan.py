@@ -123,26 +123,34 @@ class KeepFloat:
 @dataclass
 class Search:
     """auto's measured choice: candidate plans (method strings), each applied to a copy of the model with the
-    calibration windows, quantized with the first `quant_windows` of them, and scored by the KL divergence of its
-    output distribution from the float model's on the last `score_windows` (nats per token).
+    calibration windows but the last `score_windows` (the fit windows), quantized with the first `quant_windows` of
+    them, and scored by the KL divergence of its output distribution from the float model's on the last
+    `score_windows` (nats per token), which no fitted step of any candidate saw (`split`, as [start, stop) window
+    ranges: a score on the windows a candidate was fitted to rewards fitting them, not the plan).
 
     INT4 weights are rounded to nearest while scoring (`proxy_rounding` "rtn"): the winner gets its GPTQ / learned
     rounding when quantized, and GPTQ inside the search made it 10-25x slower than the rules and ranked the
     candidates by GPTQ's own noise. The rules' plan is kept unless a candidate's KL is lower by more than `z`
     standard errors of the paired per-segment difference (`segment` tokens each, over the score windows; 16 segments
     by default): the proxy's noise, written in `noise` and the plan's notes. A challenger that wins with RTN weights
-    is scored again, with the rules, under the recipe's own rounding, and must win there too."""
+    is scored again, with the rules, under the recipe's own rounding, and must win there too. The rules' plan is
+    scored first and the others window by window: one already worse than it by `z` standard errors stops there
+    (`stopped`; its score is the mean over the windows it got)."""
 
     candidates: list[str] = field(default_factory=list)
-    quant_windows: int = 4
-    score_windows: int = 4
+    quant_windows: int = 2                   # 2 and 2 of SmolLM2's 512-token windows: its candidates' KLs differ 3-100x,
+    score_windows: int = 2                   # and each window costs every candidate a forward pass (CPU: ~half the search)
     proxy: str = "kl"
     proxy_rounding: str = "rtn"              # "rtn" | "recipe" (score with the candidate's own rounding)
+    grid_step: int = 2                       # candidates search every grid_step-th smoothing alpha / clip ratio
     segment: int | None = None               # tokens per unit of the paired noise estimate (None: 16 units)
     z: float = 2.0                           # a candidate replaces the rules only when better by z standard errors
     scores: dict[str, float] = field(default_factory=dict)     # candidate -> mean KL (filled by mitigate)
     noise: dict[str, float] = field(default_factory=dict)      # candidate -> std. error of its KL minus the rules'
     seconds: dict[str, float] = field(default_factory=dict)    # candidate -> seconds to mitigate, quantize, score
+    stopped: dict[str, int] = field(default_factory=dict)      # candidate -> score windows it got before it was
+                                                               # clearly worse than the rules (z standard errors)
+    split: dict[str, list[int]] = field(default_factory=dict)  # "fit" / "quantize" / "score" -> [start, stop)
     chosen: str | None = None                                  # None: not measured yet
     rules: str | None = None                                   # the candidate auto-fast would take
     total_seconds: float = 0.0
