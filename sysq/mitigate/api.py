@@ -112,7 +112,11 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
         parts = _rules(r, report, p) + extra     # auto: the rules' plan until mitigate measures the candidates
         if "auto" in method.split("+"):
             rules = "+".join(_rules(r, report, MitigationPlan()) + extra)
-            p.search = Search(candidates=candidates(r, report, extra), rules=rules)
+            # FP8: GPTQ takes two thirds of the loss, so a GPTQ candidate scored with RTN weights is ranked by an
+            # error it will not have (docs/FP8_ACCURACY.md)
+            fp8 = _WHEN["fp8"](r)
+            p.search = Search(candidates=candidates(r, report, extra), rules=rules,
+                              proxy_rounding="recipe" if fp8 else "rtn")
     bad = [m for m in parts if m not in METHODS]
     if bad:
         raise SysqError(f"unknown mitigation method(s) {bad}; use auto, auto-fast, none or a '+'-join of "
@@ -232,9 +236,10 @@ AUTO_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("rules~rotate", "always"),
     ("none", "always"),
     # FP8: the e4m3 mantissa's relative error on every value is the loss, not the outliers' range; GPTQ on the e4m3
-    # grid, and the few costliest linears (the last layer's, on SmolLM2) in float (docs/FP8_ACCURACY.md)
-    ("smooth+preserve-tokens+gptq", "fp8"),
+    # grid, and the few costliest linears (the last layer's, on SmolLM2) in float (docs/FP8_ACCURACY.md); with and
+    # without smoothing, which moves range between x and W but adds no mantissa bits
     ("smooth+preserve-tokens+gptq+keep-float", "fp8"),
+    ("preserve-tokens+gptq+keep-float", "fp8"),
 )
 _WHEN = {"always": lambda r: True, "w4": _weights4, "act": lambda r: r is not None and r.act is not None,
          "fp8": lambda r: r is not None and r.weight is not None and r.weight.type == "float"}
