@@ -135,6 +135,14 @@ def test_preserved_channels_are_exact_and_out_of_the_range():
     assert (q8(x) - ref).norm() < (q0(x) - ref).norm() / 5
 
 
+def test_preserved_channels_live_on_the_weights_device():
+    # a GPU run indexed the weight with a CPU preserve_channels (index_copy in learned rounding); meta stands in
+    lin = nn.Linear(32, 16, device="meta")
+    q = QuantLinear(lin, W8, None, "x", preserve_channels=[7, 3])
+    assert q.preserve_channels.device == lin.weight.device
+    assert q.preserve_channels.device.type == "meta"
+
+
 def test_preserve_channels_in_a_recipe_reach_the_named_linear():
     model = tiny_model("llama")
     name = get_adapter(model).linear_refs()[-1].name

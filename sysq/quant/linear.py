@@ -71,6 +71,8 @@ class QuantLinear(nn.Module):
             torch.as_tensor(preserve_channels, dtype=torch.long).unique()
         if pc is not None and (int(pc.min()) < 0 or int(pc.max()) >= in_features):
             raise SysqError(f"{name}: preserve_channels must lie in [0, {in_features}), got {pc.tolist()[:8]}...")
+        if pc is not None and linear is not None:      # beside the weight: GPU kernels index with it
+            pc = pc.to(linear.weight.device)
         self.register_buffer("preserve_channels", pc)
         self.preserve_channels_bits = preserve_channels_bits
         self.register_buffer("act_scale", None)
