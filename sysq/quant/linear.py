@@ -243,11 +243,9 @@ class QuantLinear(nn.Module):
             scale = qparams(xs, s.bits, s.symmetric, s.granularity, None, s.clip_ratio)[0]
         else:
             scale = self.act_scale.reshape(1, 1)
-        if self._ccache is None or not self.cache_weights:
-            self._ccache = self.codes().float()
-        wc = self._ccache
-        if not self.cache_weights:
-            self._ccache = None
+        wc = self._ccache if self._ccache is not None else self.codes().float()
+        if self.cache_weights:
+            self._ccache = wc
         y = F.linear(quantize(x2, scale, 0.0, s.bits).float(), wc) * scale * self.w_scale.reshape(1, -1)
         if keep is not None and bool(keep.any()):
             y[keep] = x2[keep] @ (wc * self.w_scale.reshape(-1, 1)).t()
