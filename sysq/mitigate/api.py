@@ -503,6 +503,7 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
             confirm = confirm.replace("confirmed", "not confirmed") + ": the rules stay"
             best = rules
     sc.noise = {k: round(v, 6) for k, v in sc.noise.items()}
+    rounding = "RTN weights" if rtn else "each candidate's own weight rounding"
     win = cands[best]
     _adopt(model, kept[best], win)
     for f in ("smooth", "clip", "preserve_channels", "preserve_tokens", "token_scales", "rotate", "rounding",
@@ -515,7 +516,7 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
             f"{sc.z:g} standard errors of the paired difference over {len(segs[rules])} segments of "
             f"{min(seg, score.shape[-1])} tokens") if best == rules and not confirm else
            f"{challenger!r} beat the rules by {sc.scores[rules] - sc.scores[challenger]:.3g} > {sc.z:g} x "
-           f"{sc.noise[challenger]:.2g} (its noise) with RTN weights") + confirm
+           f"{sc.noise[challenger]:.2g} (its noise) with {rounding}") + confirm
     p.notes = win.notes + [f"auto: chose {best!r}, {why}; KL to the float model (nats/token on the last {len(score)} "
                            f"calibration windows; each candidate quantized with the first {len(qwin)}"
                            + (", INT4 weights rounded to nearest" if rtn and win.rounding else "")
