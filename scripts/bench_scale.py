@@ -240,15 +240,16 @@ def profile_detect(model, ids, out: Path, args) -> str:
     """torch.profiler over one in-memory detect: the host reads of device values per phase (forward with the
     hooks / flush / rest, scripts/detect_profile.py) and the op table. The hooks must not wait for the device:
     item, nonzero and cudaStreamSynchronize in the forward phase are the model's own (a plain forward has them)."""
-    from detect_profile import profile_detect as profiled, table as phase_table
+    from detect_profile import profile_detect as profiled, profile_forward, table as phase_table
     sysq.detect(model, ids[:1], quiet=True, batch_size=args.batch_size)        # warm-up
     counts, seconds, prof = profiled(model, ids, args.batch_size)
+    plain = profile_forward(model, ids, args.batch_size)
     _sync()
     avg = prof.key_averages()
     key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
     table = avg.table(sort_by=key, row_limit=30)
     batches = -(-len(ids) // args.batch_size)
-    phases = phase_table(counts, seconds, batches)
+    phases = phase_table(counts, seconds, batches, plain)
     text = (f"detect on {len(ids)} windows x {ids.shape[1]} tokens, batch {args.batch_size} ({batches} batches); "
             f"host reads of device values per phase (calls per batch; rest: per detect):\n{phases}\n\n"
             f"op table sorted by {key}:\n{table}")
@@ -257,8 +258,10 @@ def profile_detect(model, ids, out: Path, args) -> str:
     print(text.split("op table")[0])
     print("\n".join(table.splitlines()[:18]), flush=True)
     fwd = counts["forward"]
-    return "forward per batch: " + ", ".join(f"{k.split('::')[-1]} {fwd[k] / batches:g}" for k in
-                                             ("aten::item", "aten::nonzero", "cudaStreamSynchronize"))
+    return (f"ops per batch: forward {fwd['ops'] / batches:g} (plain {plain[0]['ops']:g}), records "
+            f"{counts['records']['ops'] / batches:g}, rest {counts['rest']['ops']:g}; forward per batch: "
+            + ", ".join(f"{k.split('::')[-1]} {fwd[k] / batches:g}" for k in
+                        ("aten::item", "aten::nonzero", "cudaStreamSynchronize")))
 
 
 def split(model, gpus: int, device: str):

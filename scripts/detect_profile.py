@@ -1,13 +1,15 @@
 """Where detect's host round trips happen: calls of the ops that read device values, per phase of detect.
 
-    python scripts/detect_profile.py --model tiny --n 4 --seqlen 64          # seconds
+    python scripts/detect_profile.py --model tiny --layers 8 --n 8 --seqlen 128 --dense          # seconds
     flock /tmp/sysq-cpu.lock python scripts/detect_profile.py --model smollm2-135m --n 4 --seqlen 512 --dense
 
 Phases: `forward` (the model's forward passes with the capture hooks: on a GPU, any read of a device value here
 stalls the launch queue), `records` (the host making a batch's records from its host copy, during the next
 batch's forward; reads there are of host tensors), `flush` (the batch's reductions folded in and copied to the
 host; once per batch before the records overlapped the forward), `rest` (weight statistics, rounding, the
-report). --dense runs the accelerator's
+report). The first row is a plain forward of the same batches (no hooks, the model's own attention kernel): the
+hooks' share of `forward` is the difference. `ops` counts aten ops called from Python (not those inside another
+aten op): on a GPU about one kernel launch, or one host op, each. --dense runs the accelerator's
 whole-tensor forms of the hooks on the CPU (what a GPU runs). scripts/bench_scale.py's profile step prints the
 same table on a GPU. Counts are per batch of --batch-size windows.
 """
@@ -63,6 +65,17 @@ def phases():
             backlog.step = step
 
 
+def _top_level(e) -> bool:
+    """An aten op called from Python (no aten op above it): what the dispatcher pays for, and on a GPU about one
+    kernel launch each."""
+    p = e.cpu_parent
+    while p is not None:
+        if p.name.startswith("aten::"):
+            return False
+        p = p.cpu_parent
+    return True
+
+
 def _phase(e) -> str:
     p = e.cpu_parent
     while p is not None:            # the innermost label wins: flush runs inside run
@@ -77,7 +90,7 @@ def profile_detect(model, ids, batch_size: int, **kw):
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with phases(), profile(activities=acts) as prof:
         sysq.detect(model, ids, quiet=True, batch_size=batch_size, **kw)
-    counts = {p: dict.fromkeys(WATCH, 0) for p in PHASES}
+    counts = {p: dict.fromkeys(("ops",) + WATCH, 0) for p in PHASES}
     seconds = dict.fromkeys(PHASES, 0.0)
     events = prof.events()
     seconds["rest"] = (max(e.time_range.end for e in events) - min(e.time_range.start for e in events)) / 1e6
@@ -89,19 +102,53 @@ def profile_detect(model, ids, batch_size: int, **kw):
             outer = _phase(e)                       # phases nest: records in forward or flush, flush in run
             if outer != "rest":
                 seconds[f"{name}_in_{'run' if outer == 'forward' else outer}"] += e.cpu_time_total / 1e6
-        elif e.name in WATCH:
-            counts[_phase(e)][e.name] += 1
+        elif e.name.startswith("aten::") or e.name in WATCH:
+            c = counts[_phase(e)]
+            if e.name in WATCH:
+                c[e.name] += 1
+            if e.name.startswith("aten::") and _top_level(e):
+                c["ops"] += 1
     seconds["rest"] -= seconds["forward"] + seconds["flush"] - seconds["flush_in_run"]
     seconds["forward"] -= seconds["flush_in_run"] + seconds["records_in_run"]
     seconds["flush"] -= seconds["records_in_flush"]
     return counts, seconds, prof
 
 
-def table(counts: dict, seconds: dict, batches: int) -> str:
-    """Calls per batch in each phase (rest: per detect), and the phase's CPU seconds."""
-    names = [k for k in WATCH if any(counts[p][k] for p in PHASES)]
+@torch.no_grad()
+def profile_forward(model, ids, batch_size: int):
+    """The plain forward's row (no hooks, the model's own attention kernel): (counts per batch, CPU s per batch), to
+    set beside detect's forward phase (the hooks' share is the difference)."""
+    base = getattr(model, "base_model", model)
+    dev = next(model.parameters()).device
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    starts = range(0, len(ids), batch_size)
+    base(input_ids=ids[:1, :16].to(dev), use_cache=False)                   # warm-up
+    with profile(activities=acts) as prof:
+        for s in starts:
+            with record_function("phase:plain"):
+                base(input_ids=ids[s:s + batch_size].to(dev), use_cache=False)
+    counts = dict.fromkeys(("ops",) + WATCH, 0)
+    secs = 0.0
+    for e in prof.events():
+        if e.name == "phase:plain":
+            secs += e.cpu_time_total / 1e6
+        elif e.name.startswith("aten::") or e.name in WATCH:
+            if e.name in WATCH:
+                counts[e.name] += 1
+            if e.name.startswith("aten::") and _top_level(e):
+                counts["ops"] += 1
+    return {k: v / len(starts) for k, v in counts.items()}, secs / len(starts)
+
+
+def table(counts: dict, seconds: dict, batches: int, plain: tuple | None = None) -> str:
+    """Calls per batch in each phase (rest: per detect), and the phase's CPU seconds; ops: aten ops called from
+    Python (about one kernel launch each on a GPU). plain: profile_forward's row, printed first."""
+    names = ["ops"] + [k for k in WATCH if any(counts[p][k] for p in PHASES)]
     head = "| phase | CPU s | " + " | ".join(k.split("::")[-1] for k in names) + " |"
     lines = [head, "|" + "---|" * (len(names) + 2)]
+    if plain is not None:
+        lines.append(f"| plain forward / batch | {plain[1]:.3f} | " + " | ".join(f"{plain[0].get(k, 0):g}" for k in names)
+                     + " |")
     for p in PHASES:
         per = batches if p != "rest" else 1
         lines.append(f"| {p}{' / batch' if p != 'rest' else ''} | {seconds[p] / per:.3f} | "
@@ -111,7 +158,8 @@ def table(counts: dict, seconds: dict, batches: int) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="tiny", help="a sysq model name, or 'tiny' (a random 4-layer llama)")
+    p.add_argument("--model", default="tiny", help="a sysq model name, or 'tiny' (a random llama)")
+    p.add_argument("--layers", type=int, default=8, help="decoder layers of the tiny llama")
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=4)
@@ -121,7 +169,7 @@ def main() -> None:
         from transformers import LlamaConfig, LlamaForCausalLM
         torch.manual_seed(0)
         model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128,
-                                             num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                                             num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
                                              max_position_embeddings=args.seqlen, bos_token_id=1)).eval()
         ids = torch.randint(3, 512, (args.n, args.seqlen), generator=torch.Generator().manual_seed(0))
         ids[:, 0] = 1
@@ -137,10 +185,11 @@ def main() -> None:
             Pending.add = lambda self, fn, *tensors: self.items.append((fn, tensors))
     sysq.detect(model, ids[:1, :16], quiet=True)                      # warm-up
     counts, seconds, _ = profile_detect(model, ids, args.batch_size)
+    plain = profile_forward(model, ids, args.batch_size)
     batches = -(-args.n // args.batch_size)
     print(f"model={args.model} windows={args.n} seqlen={args.seqlen} batch={args.batch_size} dense={args.dense} "
           f"threads={torch.get_num_threads()}")
-    print(table(counts, seconds, batches))
+    print(table(counts, seconds, batches, plain))
 
 
 if __name__ == "__main__":

@@ -5,16 +5,18 @@ its tensor at once to per-channel running maxima / sums, a few top values with t
 token counters (bounded by the vocabulary and the window length) and a handful of sparse records at
 the massive positions. So peak memory is one layer's intermediates, whatever the number of windows.
 
-Where the work happens: the running statistics stay on the device of the tensors they watch (the GPU,
-or each layer's GPU when accelerate splits the model), and the hooks never wait for the device: no .item(),
-.tolist(), bool(), nonzero or boolean-mask indexing of a device tensor inside a hook (tests/test_sequential.py
-makes each of them raise there). Each hook reduces its tensor on the device to per-channel statistics and to a
-few fixed-size tensors ([windows x tokens] flags and maxima, MAX_TRACKED lifecycle candidates with a device count).
-After a batch, its reductions are folded into the running statistics on the device (merge_sites) and what the host
-needs is copied in one copy per device and dtype (pinned memory, queued behind the batch); the host turns it into
-records (token counters, top values, lifecycle sums) in hook order while the device computes the next batch
-(the layers' host-share hooks run a share each). The sequential pipeline flushes once per layer. On the CPU, the
-hooks use sparse forms where reading a value costs nothing (Recorder.dense); both forms give the same report.
+Where the work happens: the running statistics stay on the device of the tensors they watch (the GPU, or each
+layer's GPU when accelerate splits the model), and the hooks never wait for the device: no .item(), .tolist(),
+bool(), nonzero or boolean-mask indexing of a device tensor inside a hook (tests/test_sequential.py makes each of
+them raise there). At the end of each decoder layer, its sites with one channel count are stacked ([S, B, T, C])
+and reduced together with one set of kernels (reduce_stacked) to per-channel statistics and a few fixed-size
+tensors ([windows x tokens] maxima, MAX_TRACKED lifecycle candidates with a device count). After a batch, its
+reductions are folded into the running statistics, which live in one SiteTable per (channel count, device) with a
+row per site, with one set of kernels per table (merge); what the host needs is copied in one copy per device and
+dtype (pinned memory, queued behind the batch); the host turns it into records (token counters, top values,
+lifecycle sums) through numpy, in hook order, while the device computes the next batch (the layers' host-share
+hooks run a share each). The sequential pipeline flushes once per layer. On the CPU, the hooks use sparse forms
+where reading a value costs nothing (Recorder.dense); both forms give the same report.
 
 Sites (per decoder layer):  attn_in (q/k/v input)  o_in  mlp_in (gate/up input)  down_in  resid (layer output)
 """
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -75,26 +78,27 @@ class TokenHits:
         self.examples.extend(records[: MAX_EXAMPLES - len(self.examples)])
 
 
-def to_host(tensors: list) -> list:
+def to_host(tensors: list, numpy: bool = False) -> list:
     """The tensors on the CPU, copied together: one concatenation and one copy per device and dtype (a copy per
-    tensor would wait on the device once per tensor). None entries and CPU tensors pass through."""
-    host, events = start_to_host(tensors)
+    tensor would wait on the device once per tensor). None entries and CPU tensors pass through. numpy=True: numpy
+    views instead (one conversion per device and dtype; the report reads them without a torch call per value)."""
+    host, events = start_to_host(tensors, numpy)
     for ev in events:
         ev.synchronize()
     return host
 
 
-def start_to_host(tensors: list) -> tuple[list, list]:
+def start_to_host(tensors: list, numpy: bool = False) -> tuple[list, list]:
     """to_host without the wait: CUDA tensors are copied into pinned host memory behind the work already queued;
     the host tensors may be read once every returned event has completed (other devices copy at once)."""
     groups: dict[tuple, list[torch.Tensor]] = defaultdict(list)
     for t in tensors:
-        if t is not None and t.device.type != "cpu":
+        if t is not None and (numpy or t.device.type != "cpu"):
             groups[(t.device, t.dtype)].append(t)
     host: dict[int, torch.Tensor] = {}
     events = []
     for (device, dtype), ts in groups.items():
-        flat = torch.cat([t.reshape(-1) for t in ts])
+        flat = torch.cat([t if t.dim() == 1 else t.reshape(-1) for t in ts])
         if device.type == "cuda":
             h = torch.empty(flat.shape, dtype=dtype, pin_memory=True).copy_(flat, non_blocking=True)
             ev = torch.cuda.Event()
@@ -102,8 +106,13 @@ def start_to_host(tensors: list) -> tuple[list, list]:
             events.append(ev)
         else:
             h = flat.cpu()
-        for t, part in zip(ts, h.split([t.numel() for t in ts])):
-            host[id(t)] = part.view(t.shape)
+        if numpy:
+            h = h.numpy()
+            parts = np.split(h, np.cumsum([t.numel() for t in ts])[:-1])
+        else:
+            parts = h.split([t.numel() for t in ts])
+        for t, part in zip(ts, parts):
+            host[id(t)] = part.reshape(t.shape)
     return [None if t is None else host.get(id(t), t) for t in tensors], events
 
 
@@ -161,6 +170,7 @@ class Batch:
 
     def __init__(self, ids: torch.Tensor, window0: int, attention: bool):
         self.ids = ids.detach().cpu().long()
+        self.ids_np = self.ids.numpy()               # the host records index it without a torch call
         self.window0, self.attention = window0, attention
         self.flags_in: torch.Tensor | None = None    # [B, T] massive tokens of the current layer's input
         self.flags_out: torch.Tensor | None = None   # [B, T] the same at the current layer's output
@@ -174,176 +184,178 @@ class Batch:
         return self._on[device]
 
 
-class SiteStats:
-    """Running statistics of one activation tensor (one site of one layer) over all windows, on its device.
-
-    A batch is folded in in two parts: reduce() in the hook (the few passes over the [B, T, C] tensor), then
-    merge_sites() at the flush, which folds the [B, C] reductions of every site of the batch into the running
-    statistics with one set of kernels per (channel count, device) instead of one per site."""
+class SiteTable:
+    """The running statistics of every site with one channel count on one device, one row per site ([rows, C] per
+    statistic, on the device): a batch's reductions of all those sites fold in with one set of kernels (merge)."""
 
     STATE = {"absmax": torch.float32, "absmax_value": torch.float32, "absmax_window": torch.long,
              "absmax_pos": torch.long, "absmax_token": torch.long, "abssum": torch.float64,
              "int8_count": torch.long, "massive_count": torch.long}
+    # absmax_value: the signed value that set absmax; int8_count: windows with |x| >= int8 in the channel (read for
+    # linear inputs only); window_sums: sums over windows of per-window median |h|, mean |h|, median token max
+    # (float64, as Python floats add); top3_sum: of the per-window top-1/2/3 channel maxima (Sun et al., read for
+    # the residual only)
+    WIDE = {"window_sums": 3, "top3_sum": 3}
 
-    def __init__(self, layer: int, site: str, channels: int, abs_floor: float, th: Thresholds,
-                 device: torch.device | str = "cpu"):
+    def __init__(self, channels: int, device):
+        self.channels, self.device = channels, torch.device(device)
+        self.sites: list[SiteStats] = []         # by row
+        self.state = {name: torch.zeros(0, channels, dtype=dtype, device=device) for name, dtype in self.STATE.items()}
+        self.state |= {name: torch.zeros(0, n, dtype=torch.float64, device=device) for name, n in self.WIDE.items()}
+        self.rounded: dict[str, torch.Tensor] = {}   # the report's rounded per-channel lists (detect.round_channels)
+
+    def add(self, site: "SiteStats") -> int:
+        """A row for a new site (made on the device at the next merge, for all new sites at once)."""
+        self.sites.append(site)
+        return len(self.sites) - 1
+
+    def rows(self) -> int:
+        return self.state["absmax"].shape[0]
+
+    def grow(self) -> None:
+        n = len(self.sites) - self.rows()
+        if n > 0:
+            for name, t in self.state.items():
+                self.state[name] = torch.cat([t, t.new_zeros(n, t.shape[1])])
+
+
+class SiteStats:
+    """One site of one layer: what the host keeps (the largest token maxima, the flagged tokens) and its row of a
+    SiteTable. After Recorder.to_host its statistics are numpy arrays (that row of each SiteTable statistic, and
+    channel_absmax5 / channel_absmean5 from the report's rounding)."""
+
+    def __init__(self, layer: int, site: str, channels: int, abs_floor: float, th: Thresholds, table: SiteTable):
         self.layer, self.site, self.channels, self.abs_floor, self.th = layer, site, channels, abs_floor, th
-        for name, dtype in self.STATE.items():
-            # absmax_value: the signed value that set absmax; int8_count: windows with |x| >= int8 in the channel
-            setattr(self, name, torch.zeros(channels, dtype=dtype, device=device))
+        self.table, self.row = table, table.add(self)
         self.tokens = 0
         self.windows = 0
-        # sums over windows of per-window median |h|, mean |h|, median token max (float64, as Python floats add)
-        self.window_sums = torch.zeros(3, dtype=torch.float64, device=device)
-        self.top3_sum = torch.zeros(3, dtype=torch.float64, device=device)  # per-window top-1/2/3 |h| (Sun et al.)
         self.top = TopK(th.top_k)                              # largest token maxima
         self.hits = {"massive": TokenHits(), "token_mean_ratio": TokenHits(), "token_ratio": TokenHits()}
-        self._ch = torch.arange(channels, device=device)       # constants of the hook, made once
-        self._below = torch.tensor(-math.inf, device=device)
 
-    @property
-    def median_sum(self) -> float:
-        return float(self.window_sums[0])
-
-    @property
-    def mean_sum(self) -> float:
-        return float(self.window_sums[1])
-
-    @property
-    def tokmax_median_sum(self) -> float:
-        return float(self.window_sums[2])
-
-    def reduce(self, x: torch.Tensor, batch: Batch, pending: Pending, where: str, dense: bool) -> "Reduced":
-        """Hook part of a batch [B, T, C]: the passes over x, on its device. Maxima are exact in any dtype, so a
-        bf16 tensor is never copied to float32 whole; sums accumulate in float32. On an accelerator every step is
-        a whole-tensor kernel (nothing waits for the device); on the CPU, where reading a value costs nothing, the
-        positions of maxima and the massive counts are computed only where they can be nonzero."""
-        B, T, C = x.shape
-        a = x.abs()
-        wmax = a.amax(1)                            # [B, C] per-window channel max
-        cmax, cwin = wmax.max(0)                    # [C] the batch's channel max and the window holding it
-        bad = (~torch.isfinite(cmax)).sum()
-        ch = self._ch
-        if dense:
-            t = a[cwin, :, ch].argmax(-1)           # [C] the token holding it
-        else:                                       # only where the running max may move (merge_sites decides)
-            t = torch.zeros(C, dtype=torch.long)
-            new = (cmax > self.absmax).nonzero().flatten()
-            if new.numel():
-                t[new] = a[cwin[new], :, new].argmax(-1)
-        if dense:
-            tok_max, tok_arg = a.max(-1)            # [B, T] per-token max and the channel holding it
-            tok_val = x.gather(-1, tok_arg.unsqueeze(-1)).squeeze(-1)
-            lookup = None
-        else:                                       # the channel of a token's max: for the recorded tokens only
-            tok_max, tok_arg, tok_val = a.amax(-1), None, None
-
-            def lookup(b, tt):
-                c = a[b, tt].argmax(-1)
-                return c.tolist(), x[b, tt, c].tolist()
-        wsum = a.sum(1) if a.dtype == torch.float32 else a.sum(1, dtype=torch.float32)    # [B, C]
-        med = _median_estimate(a, self.th.median_samples).float()          # [B] median |h| of each window
-        mean = wsum.sum(-1) / (T * C)
-        tok_med = tok_max.median(-1).values
-        # massive entries: |x| > floor and |x| >= massive_rel x the window's median (then their token is massive
-        # too); ">= r" is "> the float below r", so one comparison
-        r = self.th.massive_rel * med
-        thr = torch.nextafter(r, self._below).clamp_min(self.abs_floor)
-        if dense:
-            massive = (a > thr[:, None, None]).sum(1, dtype=torch.int32)   # [B, C]
-        else:
-            massive = torch.zeros(B, C, dtype=torch.int32)
-            cols = (wmax > thr[:, None]).any(0).nonzero().flatten()
-            if cols.numel():
-                massive[:, cols] = (a[:, :, cols] > thr[:, None, None]).sum(1, dtype=torch.int32)
-        self.tokens += B * T
-        self.windows += B
-        pending.add(partial(self._flag_tokens, batch, where, lookup), tok_max, med, mean, tok_med, bad,
-                    tok_arg, tok_val)
-        # maxima stay in x's dtype (bf16: half the bytes); the merge and the host turn them into float32
-        return Reduced(self, batch, wmax, cmax, cwin, t, x[cwin, t, ch], wsum, massive, med, mean, tok_med)
-
-    def _flag_tokens(self, batch: Batch, where: str, lookup, tok_max, med, mean, tok_med, bad, tok_arg=None,
-                     tok_val=None) -> None:
-        """Host part of a batch: token records under each criterion and the top token maxima. lookup(b, t): the
-        channels of those tokens' max |x| and the values there (else read from tok_arg / tok_val)."""
-        if int(bad):
-            raise NonFiniteError(f"non-finite activations in {int(bad)} channel(s) at layer {self.layer} {self.site} "
-                                 f"({where}); check the model weights and dtype (try float32)")
-        if lookup is None:
-            def lookup(b, t):
-                return tok_arg[b, t].tolist(), tok_val[b, t].float().tolist()
-        tok_max, tok_med = tok_max.float(), tok_med.float()
-        massive_tok = (tok_max > self.abs_floor) & (tok_max >= self.th.massive_rel * med[:, None])
-        flags = {"massive": massive_tok,
-                 "token_mean_ratio": tok_max > self.th.token_mean_ratio * mean[:, None],
-                 "token_ratio": tok_max > self.th.token_ratio * tok_med[:, None]}
-        for name, f in flags.items():
-            if f.any():
-                self.hits[name].add(_records(f.nonzero().tolist(), lookup, batch))
-        B, T = tok_max.shape
-        k = min(self.th.top_k, B * T)
-        v, flat = tok_max.view(-1).topk(k)
-        self.top.push(v.tolist(), _records([(i // T, i % T) for i in flat.tolist()], lookup, batch))
-        if self.site == "resid":
-            batch.flags_out = massive_tok
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {name: v for name, v in vars(self).items() if isinstance(v, torch.Tensor)}
+    def running(self, name: str) -> torch.Tensor | None:
+        """The site's running statistic on the device; None before its first merge."""
+        return self.table.state[name][self.row] if self.row < self.table.rows() else None
 
 
 @dataclass
 class Reduced:
-    """One site's reductions of one batch, waiting for merge_sites()."""
+    """The reductions of one batch at S sites of a layer with one channel count, stacked, waiting for merge().
+    The device form leaves the window of each channel's max to the merge (widx, wval); the CPU form brings it."""
 
-    site: SiteStats
+    sites: list[SiteStats]
     batch: Batch
-    wmax: torch.Tensor            # [B, C] per-window channel max
-    cmax: torch.Tensor            # [C] over the batch
-    cwin: torch.Tensor            # [C] its window
-    pos: torch.Tensor             # [C] its token
-    value: torch.Tensor           # [C] the signed value there
-    wsum: torch.Tensor            # [B, C]
-    massive: torch.Tensor         # [B, C] massive entries per channel
-    med: torch.Tensor             # [B] median |x| per window
-    mean: torch.Tensor            # [B] mean |x| per window
-    tok_med: torch.Tensor         # [B] median token max per window
+    wmax: torch.Tensor            # [S, B, C] per-window channel max |x| (x's dtype; [S, B, 1, C] in the device form)
+    wsum: torch.Tensor            # [S, B, C] float32
+    massive: torch.Tensor         # [S, B, C] massive entries per channel
+    med: torch.Tensor             # [S, B] median |x| per window (device form: [S, B, 1, 1])
+    mean: torch.Tensor            # [S, B] mean |x| per window
+    tok_med: torch.Tensor         # [S, B] median token max per window (device form: [S, B, 1])
+    widx: torch.Tensor | None = None    # [S, B, 1, C] the token of each window's channel max (device form)
+    wval: torch.Tensor | None = None    # [S, B, 1, C] the signed value there
+    cmax: torch.Tensor | None = None    # [S, C] the batch's channel max (CPU form) ...
+    cwin: torch.Tensor | None = None    # ... its window, token and signed value
+    pos: torch.Tensor | None = None
+    value: torch.Tensor | None = None
 
 
-def merge_sites(items: list[Reduced]) -> None:
-    """Fold one batch's reductions into the running statistics of sites that share a channel count, a device and
-    a kind (residual or linear input), all at once: each statistic is the per-site one, stacked."""
-    sites, batch = [it.site for it in items], items[0].batch
-    resid = sites[0].site == "resid"
+def reduce_stacked(x: torch.Tensor, floors: torch.Tensor, below: torch.Tensor, th: Thresholds) -> tuple:
+    """The device form of a batch's passes over S sites' [S, B, T, C] tensors at once: whole-tensor kernels, nothing
+    read on the host. Maxima are exact in any dtype, so a bf16 tensor is never copied to float32 whole; sums
+    accumulate in float32. floors: [S, 1, 1, 1] absolute floor of each site's massive test. Returns the Reduced fields
+    (wmax, wsum, massive, med, mean, tok_med, widx, wval) and what the host records need (tok_max, tok_arg,
+    tok_val, bad)."""
+    S, B, T, C = x.shape        # kept dimensions stay (size 1): the consumers flatten them, no view op here
+    a = x.abs()
+    wmax, widx = a.max(2, keepdim=True)                     # [S, B, 1, C] and the token holding it
+    wval = x.gather(2, widx)
+    tok_max, tok_arg = a.max(-1, keepdim=True)              # [S, B, T, 1] per-token max and the channel holding it
+    tok_val = x.gather(-1, tok_arg)
+    wsum = a.sum(2) if a.dtype == torch.float32 else a.sum(2, dtype=torch.float32)     # [S, B, C]
+    med = _median_estimate(a.flatten(0, 1), th.median_samples).float().view(S, B, 1, 1)
+    mean = wsum.sum(-1) / (T * C)                           # [S, B]
+    tok_med = tok_max.median(2).values                      # [S, B, 1]
+    bad = (~torch.isfinite(wmax)).any(1).sum((-2, -1))     # [S] channels whose max is not finite
+    # massive entries: |x| > floor and |x| >= massive_rel x the window's median; ">= r" is "> the float below r"
+    thr = torch.maximum(torch.nextafter(th.massive_rel * med, below), floors)
+    massive = (a > thr).sum(2, dtype=torch.int32)
+    return (wmax, wsum, massive, med, mean, tok_med, widx, wval), (tok_max, tok_arg, tok_val, bad)
 
-    def stacked(name):
-        return torch.stack([getattr(it, name) for it in items])
 
-    wmax = stacked("wmax").float()                 # [S, B, C]
-    C = wmax.shape[-1]
-    cmax, cwin, t = stacked("cmax").float(), stacked("cwin"), stacked("pos")   # [S, C]
-    st = {name: torch.stack([getattr(s, name) for s in sites]) for name in SiteStats.STATE}
+def reduce_sparse(s: SiteStats, x: torch.Tensor, th: Thresholds) -> tuple:
+    """The CPU form of one site's passes over [B, T, C] (reading a value costs nothing there): the positions of
+    maxima and the massive counts only where they can be nonzero. Returns the Reduced fields (with S = 1) and the
+    host records' inputs (tok_max, lookup, bad); lookup(b, t): the channels of those tokens' max |x| and the values."""
+    B, T, C = x.shape
+    a = x.abs()
+    wmax = a.amax(1)                            # [B, C] per-window channel max
+    cmax, cwin = wmax.max(0)                    # [C] the batch's channel max and the window holding it
+    bad = (~torch.isfinite(cmax)).sum()
+    t = torch.zeros(C, dtype=torch.long)
+    prev = s.running("absmax")
+    new = (cmax > (0 if prev is None else prev)).nonzero().flatten()   # where the running max may move
+    if new.numel():
+        t[new] = a[cwin[new], :, new].argmax(-1)
+    tok_max = a.amax(-1)
+
+    def lookup(b, tt):
+        c = a[b, tt].argmax(-1)
+        return c.tolist(), x[b, tt, c].tolist()
+    wsum = a.sum(1) if a.dtype == torch.float32 else a.sum(1, dtype=torch.float32)    # [B, C]
+    med = _median_estimate(a, th.median_samples).float()          # [B] median |h| of each window
+    mean = wsum.sum(-1) / (T * C)
+    tok_med = tok_max.median(-1).values
+    thr = torch.nextafter(th.massive_rel * med, torch.tensor(-math.inf)).clamp_min(s.abs_floor)
+    massive = torch.zeros(B, C, dtype=torch.int32)
+    cols = (wmax > thr[:, None]).any(0).nonzero().flatten()
+    if cols.numel():
+        massive[:, cols] = (a[:, :, cols] > thr[:, None, None]).sum(1, dtype=torch.int32)
+    fields = dict(wmax=wmax, wsum=wsum, massive=massive, med=med, mean=mean, tok_med=tok_med, cmax=cmax, cwin=cwin,
+                  pos=t, value=x[cwin, t, torch.arange(C)])
+    return {k: v[None] for k, v in fields.items()}, (tok_max[None], lookup, bad[None])
+
+
+def merge(items: list[Reduced]) -> None:
+    """Fold one batch's reductions at sites of one SiteTable (rows in order) into its running statistics, all
+    sites at once: each statistic is the per-site one, stacked."""
+    table, batch = items[0].sites[0].table, items[0].batch
+    table.grow()
+    sites = [s for it in items for s in it.sites]
+    r0 = sites[0].row
+    rows = slice(r0, r0 + len(sites))
+    if [s.row for s in sites] != list(range(r0, r0 + len(sites))):   # sites merge in the order their rows were made
+        raise AssertionError("capture: sites merged out of row order")
+
+    def cat(name):
+        ts = [getattr(it, name) for it in items]
+        return ts[0] if len(ts) == 1 else torch.cat(ts)
+
+    wmax = cat("wmax").float().flatten(2)          # [S, B, C]
+    if items[0].widx is not None:                  # the device form: the batch's window of each channel's max
+        cmax, cwin = wmax.max(1, keepdim=True)     # [S, 1, C]
+        t = cat("widx").flatten(2).gather(1, cwin).squeeze(1)
+        value = cat("wval").flatten(2).gather(1, cwin).squeeze(1).float()
+        cmax, cwin = cmax.squeeze(1), cwin.squeeze(1)
+    else:
+        cmax, cwin, t, value = cat("cmax").float(), cat("cwin"), cat("pos"), cat("value").float()
+    st = {name: v[rows] for name, v in table.state.items()}
     better = cmax > st["absmax"]
-    st["absmax"] = torch.where(better, cmax, st["absmax"])
-    st["absmax_value"] = torch.where(better, stacked("value").float(), st["absmax_value"])
-    st["absmax_window"] = torch.where(better, cwin + batch.window0, st["absmax_window"])
-    st["absmax_pos"] = torch.where(better, t, st["absmax_pos"])
-    st["absmax_token"] = torch.where(better, batch.ids_on(cwin.device)[cwin, t], st["absmax_token"])
-    st["abssum"] += stacked("wsum").sum(1).double()
-    if not resid:                                  # windows where the channel reaches the LLM.int8 magnitude
-        st["int8_count"] += (wmax >= sites[0].th.int8).sum(1)
-    st["massive_count"] += stacked("massive").sum(1)
-    sums = torch.stack([s.window_sums for s in sites]) + torch.stack(
-        [stacked("med").sum(1), stacked("mean").sum(1), stacked("tok_med").float().sum(1)], 1).double()
-    top3 = None
-    if resid:                                      # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
-        top3 = torch.stack([s.top3_sum for s in sites]) + wmax.topk(min(3, C), dim=-1).values.sum(1).double()
-    for k, s in enumerate(sites):
-        for name in SiteStats.STATE:
-            setattr(s, name, st[name][k])
-        s.window_sums = sums[k]
-        if top3 is not None:
-            s.top3_sum = top3[k]
+    st["absmax"].copy_(torch.where(better, cmax, st["absmax"]))
+    st["absmax_value"].copy_(torch.where(better, value, st["absmax_value"]))
+    st["absmax_window"].copy_(torch.where(better, cwin + batch.window0, st["absmax_window"]))
+    st["absmax_pos"].copy_(torch.where(better, t, st["absmax_pos"]))
+    st["absmax_token"].copy_(torch.where(better, batch.ids_on(cwin.device)[cwin, t], st["absmax_token"]))
+    st["abssum"] += cat("wsum").sum(1).double()
+    th = sites[0].th
+    st["int8_count"] += (wmax >= th.int8).sum(1)     # windows where the channel reaches the LLM.int8 magnitude
+    st["massive_count"] += cat("massive").sum(1)
+    st["window_sums"] += torch.stack([cat("med").flatten(1).sum(1), cat("mean").sum(1),
+                                      cat("tok_med").float().flatten(1).sum(1)], 1).double()
+    C = wmax.shape[-1]                             # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
+    st["top3_sum"][:, :min(3, C)] += wmax.topk(min(3, C), dim=-1).values.sum(1).double()
+    B, T = batch.ids.shape
+    for s in sites:
+        s.tokens += B * T
+        s.windows += B
 
 
 def _median_estimate(a: torch.Tensor, samples: int) -> torch.Tensor:
@@ -363,7 +375,7 @@ def _records(pairs, lookup, batch: Batch) -> list[dict]:
     b, t = (list(v) for v in zip(*pairs))
     chans, vals = lookup(b, t)
     return [{"window": batch.window0 + bb, "pos": tt, "token_id": tid, "channel": c, "value": v}
-            for bb, tt, tid, c, v in zip(b, t, batch.ids[b, t].tolist(), chans, vals)]
+            for bb, tt, tid, c, v in zip(b, t, batch.ids_np[b, t].tolist(), chans, vals)]
 
 
 @dataclass
@@ -412,6 +424,8 @@ class Recorder:
         self.ad = get_adapter(model)
         L = self.ad.num_layers
         self.sites: dict[tuple[int, str], SiteStats] = {}
+        self.tables: dict[tuple, SiteTable] = {}      # (channels, device) -> the running statistics of those sites
+        self._consts: dict = {}                       # device constants of the hooks, made once
         self.site_linears: dict[tuple[int, str], list[str]] = defaultdict(list)
         for ref in self.ad.linear_refs():
             self.site_linears[(ref.layer, _site_of(ref.role))].append(ref.name)
@@ -515,18 +529,19 @@ class Recorder:
 
     def _merge(self) -> None:
         groups: dict[tuple, list[Reduced]] = {}
-        for it in self._reduced:          # hook order: a site's earlier batches merge first
-            key = (id(it.batch), it.site.channels, it.wmax.device, it.site.site == "resid")
-            groups.setdefault(key, []).append(it)
+        for it in self._reduced:          # hook order: a table's earlier batches merge first
+            groups.setdefault((id(it.batch), id(it.sites[0].table)), []).append(it)
         self._reduced = []
         for items in groups.values():
-            merge_sites(items)
+            merge(items)
 
     def to_host(self) -> None:
-        """The running statistics to the CPU (one copy per device and dtype), for the report."""
-        named = [(s, name, t) for s in self.sites.values() for name, t in s.tensors().items()]
-        for (s, name, _), h in zip(named, to_host([t for _, _, t in named])):
-            setattr(s, name, h)
+        """The running statistics to the CPU as numpy arrays (one copy per device and dtype), each site's row set on
+        the site, for the report."""
+        named = [(t, name, v) for t in self.tables.values() for name, v in (t.state | t.rounded).items()]
+        for (t, name, _), h in zip(named, to_host([v for *_, v in named], numpy=True)):
+            for site in t.sites:
+                setattr(site, name, h[site.row])
 
     # ---- hooks --------------------------------------------------------------------------------
     def _host_share(self, k: int):
@@ -541,13 +556,104 @@ class Recorder:
         """[B, T, C] view of a hidden tensor (OPT flattens tokens to [B*T, C] inside its layers)."""
         return (t if t.dim() == 3 else t.view(*self.batch.ids.shape, -1)).detach()
 
-    def _stats(self, i: int, site: str, x: torch.Tensor) -> None:
+    def _site_stats(self, i: int, site: str, x: torch.Tensor) -> SiteStats:
         key = (i, site)
         if key not in self.sites:
             floor = self.th.massive_abs if site == "resid" else self.th.input_abs
-            self.sites[key] = SiteStats(i, site, x.shape[-1], floor, self.th, x.device)
-        where = ", ".join(self.site_linears.get(key, [])) or f"output of decoder layer {i}"
-        self._reduced.append(self.sites[key].reduce(x, self.batch, self.pending, where, self._dense(x)))
+            tk = (x.shape[-1], x.device)
+            if tk not in self.tables:
+                self.tables[tk] = SiteTable(*tk)
+            self.sites[key] = SiteStats(i, site, x.shape[-1], floor, self.th, self.tables[tk])
+        return self.sites[key]
+
+    def _const(self, device, values: tuple, shape=(-1,)) -> torch.Tensor:
+        """A float32 device tensor made once (filled on the device: no copy from the host, no wait)."""
+        key = (device, values, shape)
+        if key not in self._consts:
+            t = torch.empty(len(values), dtype=torch.float32, device=device)
+            for k, v in enumerate(values):
+                t[k] = v
+            self._consts[key] = t.view(shape)
+        return self._consts[key]
+
+    def _reduce_layer(self, i: int, xs: list[tuple[str, torch.Tensor]]) -> None:
+        """A layer's sites, reduced together: those with one channel count, device and dtype stacked into one
+        [S, B, T, C] tensor and reduced with one set of kernels (the device form), or one by one (the CPU form).
+        Their host records are one callback for the layer."""
+        groups: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
+        for site, x in xs:
+            groups.setdefault((x.shape[-1], x.device, x.dtype), []).append((site, x))
+        meta, tensors = [], []
+        for (_, device, _), members in groups.items():
+            sites = [self._site_stats(i, site, x) for site, x in members]    # rows in the order they merge
+            if self._dense(members[0][1]):
+                x = members[0][1][None] if len(members) == 1 else torch.stack([x for _, x in members])
+                floors = self._const(device, tuple(s.abs_floor for s in sites), (-1, 1, 1, 1))
+                fields, (tok_max, tok_arg, tok_val, bad) = reduce_stacked(x, floors, self._const(device, (-math.inf,)),
+                                                                          self.th)
+                self._reduced.append(Reduced(sites, self.batch, *fields))
+                meta.append((sites, None))
+                tensors += [tok_max, fields[3], fields[4], fields[5], bad, tok_arg, tok_val]
+            else:
+                for s, (_, x) in zip(sites, members):
+                    fields, (tok_max, lookup, bad) = reduce_sparse(s, x, self.th)
+                    self._reduced.append(Reduced([s], self.batch, **fields))
+                    meta.append(([s], lookup))
+                    tensors += [tok_max, fields["med"], fields["mean"], fields["tok_med"], bad, None, None]
+        self.pending.add(partial(self._flag_tokens, self.batch, meta), *tensors)
+
+    def _flag_tokens(self, batch: Batch, meta: list, *tensors) -> None:
+        """Host part of a layer's sites in a batch: the non-finite check (in forward order), token records under
+        each criterion and the top token maxima, a few torch calls per group of stacked sites."""
+        parts = [tensors[7 * k:7 * k + 7] for k in range(len(meta))]
+        bad = [(SITES.index(s.site), s, n) for (sites, _), p in zip(meta, parts) for s, n in zip(sites, p[4].tolist())]
+        for _, s, n in sorted(bad, key=lambda e: e[0]):
+            if n:
+                where = ", ".join(self.site_linears.get((s.layer, s.site), [])) or f"output of decoder layer {s.layer}"
+                raise NonFiniteError(f"non-finite activations in {n} channel(s) at layer {s.layer} {s.site} ({where}); "
+                                     f"check the model weights and dtype (try float32)")
+        for (sites, lookup), (tok_max, med, mean, tok_med, _, tok_arg, tok_val) in zip(meta, parts):
+            self._flag_group(batch, sites, lookup, tok_max, med, mean, tok_med, tok_arg, tok_val)
+
+    def _flag_group(self, batch: Batch, sites: list[SiteStats], lookup, tok_max, med, mean, tok_med, tok_arg,
+                    tok_val) -> None:
+        """[S, B, T] token maxima of S sites, in numpy (float32 arrays compared with Python floats in float32, as
+        torch does) and one topk: lookup(b, t) (one site), or tok_arg / tok_val, give the channels of those tokens'
+        max |x| and the values there."""
+        th = self.th
+        tmt = tok_max.float()
+        S, B = tmt.shape[:2]
+        tm, tmed = tmt.numpy().reshape(S, B, -1), tok_med.float().numpy().reshape(S, B)
+        med, mean = med.numpy().reshape(S, B), mean.numpy()
+        T = tm.shape[-1]
+        floors = np.array([s.abs_floor for s in sites], dtype=tm.dtype)[:, None, None]
+        massive_tok = (tm > floors) & (tm >= th.massive_rel * med[..., None])
+        flags = {"massive": massive_tok,
+                 "token_mean_ratio": tm > th.token_mean_ratio * mean[..., None],
+                 "token_ratio": tm > th.token_ratio * tmed[..., None]}
+        if lookup is None:
+            ta, tv = tok_arg.numpy().reshape(S, B, T), tok_val.float().numpy().reshape(S, B, T)
+
+            def look(k):
+                return lambda b, t: (ta[k, b, t].tolist(), tv[k, b, t].tolist())
+        else:
+            def look(k):
+                return lookup
+        for name, f in flags.items():
+            ks, bs, ts = np.nonzero(f)
+            if len(ks):
+                ends = np.searchsorted(ks, np.arange(S + 1)).tolist()
+                bs, ts = bs.tolist(), ts.tolist()
+                for k in range(S):
+                    if ends[k + 1] > ends[k]:
+                        pairs = list(zip(bs[ends[k]:ends[k + 1]], ts[ends[k]:ends[k + 1]]))
+                        sites[k].hits[name].add(_records(pairs, look(k), batch))
+        v, flat = tmt.reshape(S, -1).topk(min(th.top_k, B * T), dim=-1)
+        for k, (vs, fs) in enumerate(zip(v.tolist(), flat.tolist())):
+            sites[k].top.push(vs, _records([(j // T, j % T) for j in fs], look(k), batch))
+        for k, s in enumerate(sites):
+            if s.site == "resid":
+                batch.flags_out = massive_tok[k]
 
     def _dense(self, x: torch.Tensor) -> bool:
         return x.device.type != "cpu" if self.dense is None else self.dense
@@ -563,12 +669,13 @@ class Recorder:
         return hook
 
     def _input_flags(self, batch: Batch, tm, med) -> None:
+        tm, med = tm.numpy(), med.numpy()      # float32: compared with Python floats in float32, as torch does
         batch.flags_in = (tm > self.th.massive_abs) & (tm >= self.th.massive_rel * med[:, None])
 
     def _site(self, i: int, site: str):
         def hook(mod, args):
             x = self._btc(args[0])
-            self._stats(i, site, x)
+            self._cur.setdefault("sites", []).append((site, x))
             if site == "down_in":
                 self._cur["down_in"] = x
         return hook
@@ -624,21 +731,21 @@ class Recorder:
 
     def _attn_records(self, st: AttentionStats, batch: Batch, Tq: int, sink, mean_recv, flags, amap) -> None:
         st.sink_sum += sink.sum(0).double()
-        st.recv0_sum += float(mean_recv[:, 0].sum() / Tq)
-        if flags.any():
-            b, t = flags.nonzero().unbind(1)
+        st.recv0_sum += float((mean_recv[:, 0].sum() / Tq).numpy())
+        b, t = np.nonzero(flags.numpy())
+        if len(b):
             st.outliers.add([{"window": batch.window0 + bb, "pos": tt, "token_id": tid, "mass": m}
-                             for bb, tt, tid, m in zip(b.tolist(), t.tolist(), batch.ids[b, t].tolist(),
-                                                       mean_recv[b, t].tolist())])
+                             for bb, tt, tid, m in zip(b.tolist(), t.tolist(), batch.ids_np[b, t].tolist(),
+                                                       mean_recv.numpy()[b, t].tolist())])
         if amap is not None:
-            h = int(sink[0].argmax())
+            h = int(sink.numpy()[0].argmax())
             st.attn_map, st.attn_map_head = amap[h].clone(), h
 
     def _layer_out(self, i: int):
         def hook(mod, args, out):
             h_out = self._btc(out[0] if isinstance(out, tuple) else out)
-            self._stats(i, "resid", h_out)
             cur, batch = self._cur, self.batch
+            self._reduce_layer(i, cur.get("sites", []) + [("resid", h_out)])
             life = self._hits(i, cur, h_out, self._dense(h_out))
             norms = [cur.get(k) for k in ("nq", "nk", "nv")]
             snap = None
@@ -650,7 +757,10 @@ class Recorder:
 
     def _layer_records(self, i: int, batch: Batch, count, hits, values, terms_k, terms, att_flags, nq, nk, nv,
                        snap):
-        """Host part of a layer's output hook: lifecycle, consistency, the residual flags handed on."""
+        """Host part of a layer's output hook: lifecycle, consistency, the residual flags handed on. Host tensors
+        are read through numpy (a torch read here would be a wait for the device if it were a device tensor)."""
+        count, hits, values, terms_k, terms, att_flags = (None if t is None else t.numpy() for t in
+                                                          (count, hits, values, terms_k, terms, att_flags))
         life = (hits, values, terms_k, terms) if count is None or hits is None else \
             self._select_hits(count, hits, values, terms_k, terms)
         if life is not None and life[0] is not None:
@@ -660,18 +770,18 @@ class Recorder:
         if snap is not None:
             self.snapshots[i] = snap
 
-    def _consistency(self, i: int, act, att, nq, nk, nv) -> None:
+    def _consistency(self, i: int, act: np.ndarray, att: np.ndarray | None, nq, nk, nv) -> None:
         if att is not None:
             s = self.seq[i]
             s[0] += int(act.sum())
             s[1] += int(att.sum())
             s[2] += int((act & att).sum())
         if nq is not None and nk is not None and nv is not None:
-            n = torch.stack([nq, nk, nv], -1)   # [B, T, 3]
+            n = torch.stack([nq, nk, nv], -1).numpy()   # [B, T, 3]; the sums in torch, as before
             q = self.qkv[i]
-            q[0] += n[act].sum(0).double()
+            q[0] += torch.from_numpy(n[act]).sum(0).double()
             q[1] += int(act.sum())
-            q[2] += n[~act].sum(0).double()
+            q[2] += torch.from_numpy(n[~act]).sum(0).double()
             q[3] += int((~act).sum())
 
     def _hits(self, i: int, cur: dict, h_out: torch.Tensor, dense: bool) -> tuple:
@@ -691,20 +801,23 @@ class Recorder:
         floor = self.th.massive_abs
         # the layer's input arrives where the previous layer ran (accelerate moves it inside the layer)
         h_in, h_mid = cur["h_in"].to(h_out.device), cur["h_mid"]
-        big = (h_in.abs() > floor) | (h_out.abs() > floor)
         count = None
         if dense:
-            # one int64 key per position: score bits (monotonic for |h| >= 0) above the reversed flat index, so
-            # topk orders by score, then position; non-hits below every hit
-            flat = torch.arange(big.numel(), device=big.device).view(big.shape)
-            score = torch.maximum(h_in.abs(), h_out.abs()).float()
-            key = torch.where(big, score.view(torch.int32).long() * 2**32 + (2**32 - 1 - flat), -1 - flat)
-            key = key.view(-1).topk(min(MAX_TRACKED, key.numel())).values
-            flat = torch.where(key >= 0, 2**32 - 1 - (key & (2**32 - 1)), -1 - key)
+            # one int64 key per position: score bits (monotonic for |h| >= 0) above the reversed flat index (2^32 - 1
+            # - flat), so topk orders by score, then position, and its indices are the positions; non-hits below
+            # every hit. A position is a hit when max(|h_in|, |h_out|) > floor (either one is).
+            score = torch.maximum(h_in.abs(), h_out.abs())
+            big = score > floor
+            n = big.numel()
+            rev = torch.arange(2**32 - 1, 2**32 - 1 - n, -1, device=big.device).view(big.shape)
+            key = rev + torch.where(big, score.float().view(torch.int32).long() * 2**32, -2**32)
+            flat = key.view(-1).topk(min(MAX_TRACKED, n)).indices
             T, C = big.shape[1:]
             b, t, c = flat // (T * C), flat // C % T, flat % C
             count = big.sum()
+            values = torch.stack([torch.take(h, flat) for h in (h_in, h_mid, h_out)], 1).float()
         else:
+            big = (h_in.abs() > floor) | (h_out.abs() > floor)
             b, t, c = big.nonzero().unbind(1)
             if b.shape[0] == 0:
                 return none
@@ -712,7 +825,7 @@ class Recorder:
                 score = torch.maximum(h_in[b, t, c].abs(), h_out[b, t, c].abs()).float()
                 keep = score.sort(descending=True, stable=True).indices[:MAX_TRACKED]
                 b, t, c = b[keep], t[keep], c[keep]
-        values = torch.stack([h[b, t, c].float() for h in (h_in, h_mid, h_out)], 1)
+            values = torch.stack([h[b, t, c].float() for h in (h_in, h_mid, h_out)], 1)
         hits = torch.stack([b, t, c], 1)
         if "down_in" not in cur:
             return count, hits, values, None, None
@@ -721,9 +834,10 @@ class Recorder:
         contrib = x * self.ad.down(i).weight[c].float()
         k = contrib.abs().topk(min(4, contrib.shape[-1]), dim=-1).indices  # [m, K]
         gate, up = _gate_up(cur, b, t)
-        nan = torch.full_like(contrib, float("nan"))
-        terms = torch.stack([v.gather(1, k) for v in (contrib, x, nan if gate is None else gate,
-                                                      nan if up is None else up)], -1)
+        if gate is None or up is None:
+            nan = torch.full_like(contrib, float("nan"))
+            gate, up = nan if gate is None else gate, nan if up is None else up
+        terms = torch.stack([v.gather(1, k) for v in (contrib, x, gate, up)], -1)
         return count, hits, values, k, terms
 
     @staticmethod
@@ -735,7 +849,7 @@ class Recorder:
             return None
         if n > hits.shape[0]:
             return hits, values, terms_k, terms
-        T, C = (int(v) + 1 for v in hits[:n, 1:].amax(0))                 # any bound above the positions works
+        T, C = (int(v) + 1 for v in hits[:n, 1:].max(0))                  # any bound above the positions works
         keep = (hits[:n, 0] * T * C + hits[:n, 1] * C + hits[:n, 2]).argsort()
         return tuple(None if v is None else v[:n][keep] for v in (hits, values, terms_k, terms))
 
@@ -743,7 +857,7 @@ class Recorder:
         """How layer i changed the residual at each hit (host part of _hits)."""
         floor = self.th.massive_abs
         life = self.life[i]
-        tids = batch.ids[hits[:, 0], hits[:, 1]].tolist()
+        tids = batch.ids_np[hits[:, 0], hits[:, 1]].tolist()
         for j, ((bb, tt, ch), (vin, vmid, vout), tid) in enumerate(zip(hits.tolist(), values.tolist(), tids)):
             vatt, vmlp = vmid - vin, vout - vmid
             big_in, big_out = abs(vin) > floor, abs(vout) > floor

@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -469,9 +470,17 @@ class V1Recorder(Recorder):
     def __init__(self, model, th, attention=True, snapshot=False):
         super().__init__(model, th, attention)
         self.snapshots = {}
+        self.tables = {}              # v1 keeps per-site tensors: nothing for detect's round_channels to do
 
-    def to_host(self) -> None:
-        pass
+    def to_host(self) -> None:        # the report reads numpy arrays (the three window sums as one, rounded lists)
+        from sysq.detect.activation import round5
+        for s in self.sites.values():
+            s.channel_absmax5 = round5(s.absmax)
+            s.channel_absmean5 = round5(s.abssum / max(s.tokens, 1))
+            for name, v in list(vars(s).items()):
+                if isinstance(v, torch.Tensor):
+                    setattr(s, name, v.numpy())
+            s.window_sums = np.array([s.median_sum, s.mean_sum, s.tokmax_median_sum])
 
     def flush(self) -> None:          # v1 made its records inside run()
         pass

@@ -164,7 +164,7 @@ def test_nonfinite_names_layer_and_module():
 
 
 def _kept_tensors(rec: Recorder) -> int:
-    n = sum(v.numel() for s in rec.sites.values() for v in vars(s).values() if isinstance(v, torch.Tensor))
+    n = sum(v.numel() for t in rec.tables.values() for v in t.state.values())
     return n + sum(a.sink_sum.numel() + (a.attn_map.numel() if a.attn_map is not None else 0) for a in rec.attn)
 
 

@@ -81,8 +81,12 @@ def test_keep_float_keeps_the_measured_costliest_linears_and_the_plan_reloads_th
 
 
 def test_measured_auto_tries_gptq_and_keep_float_for_fp8_only():
-    from sysq.mitigate.api import candidates
+    from sysq.mitigate.api import candidates, plan
     from sysq.quant.recipes import get_recipe as recipe
     fp8 = candidates(recipe("w8a8-fp8-static"), None)
     assert "none" in fp8 and any("gptq" in c and "keep-float" in c for c in fp8)
+    assert "preserve-tokens+gptq+keep-float" in fp8      # the plan that measured best had to be a candidate
     assert not any("keep-float" in c for c in candidates(recipe("w8a8-static"), None))
+    # FP8 candidates are scored with the rounding they get (GPTQ), INT4 ones with RTN weights
+    assert plan(None, "w8a8-fp8-static", "auto").search.proxy_rounding == "recipe"
+    assert plan(None, "w4a16", "auto").search.proxy_rounding == "rtn"

@@ -328,3 +328,34 @@ def test_accelerate_dispatched_model_gives_the_same_results():
     for m in (plain, split):
         quantize(m, "w4a16+gptq", x, quiet=True)
     assert all(torch.equal(a.qweight, b.qweight) for a, b in zip(quant_linears(plain), quant_linears(split)))
+
+
+def _value_reads(fn) -> int:
+    """Reads of a tensor's value through torch while fn runs: aten::_local_scalar_dense (item, int(), float(),
+    bool()) and aten::nonzero (a data-dependent shape). On a GPU each one of a device tensor is a wait."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.name in ("aten::_local_scalar_dense", "aten::nonzero") for e in prof.events())
+
+
+@torch.no_grad()
+def test_host_reads_do_not_grow_with_layers_or_batches(monkeypatch):
+    """The accelerator's forms (here on the CPU): beyond what the model's own forward reads, detect reads values
+    through torch a fixed few times (the report's rounding), whatever the number of layers and batches: the
+    statistics reach the host in one copy per flush and the host reads those copies through numpy."""
+    from test_detect import tiny
+    from sysq.detect.attention import eager_attention
+    _as_on_a_gpu(monkeypatch)
+    extra = []
+    for layers, n in ((2, 2), (4, 6)):
+        model, x = tiny(layers=layers), ids(n=n, T=24)
+        kw = {"attention_windows": 2, "batch_size": 2}
+        detect(model, x[:1], quiet=True, **kw)                               # warm-up
+
+        def plain():
+            for s in range(0, n, 2):
+                with eager_attention(model) if s < 2 else torch.no_grad():
+                    model.model(input_ids=x[s:s + 2], use_cache=False)
+        extra.append(_value_reads(lambda: detect(model, x, quiet=True, **kw)) - _value_reads(plain))
+    assert extra[0] == extra[1] and 0 <= extra[0] <= 2, extra

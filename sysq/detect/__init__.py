@@ -22,7 +22,7 @@ from ..sequential import choose_pipeline, run_layers
 from .activation import residual_channels, round_channels, site_summary
 from .attention import attention_maps, attention_summary, eager_attention
 from .consistency import feature_consistency, sequence_consistency
-from .lifecycle import MAX_CHANNELS, channel_lifecycle, groups_of
+from .lifecycle import MAX_CHANNELS, channel_lifecycle, down_rows, groups_of
 from .report import SCHEMA, OutlierReport
 from .thresholds import Thresholds, parse_thresholds
 from .tokens import Namer, taxonomy
@@ -89,7 +89,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
         finally:
             rec.detach()
             bar.close()
-    round_channels(list(rec.sites.values()))
+    round_channels(list(rec.tables.values()))
     rec.to_host()
     t_pass = time.perf_counter() - t0
 
@@ -103,8 +103,9 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     down_cols = [set(weights[down_names[i]]["outlier_columns"]) for i in range(ad.num_layers)]
     down_act = [{m["channel"] for m in sites[(i, "down_in")]["massive_channels"]} for i in range(ad.num_layers)]
     resid_absmax = [s["channel_absmax"] for s in resid]
-    downs = [ad.down(i).weight.detach() for i in range(ad.num_layers)]
-    lifecycle = [channel_lifecycle(d["channel"], g, rec.life, resid_absmax, d["layers"], downs, down_cols, down_act)
+    rows = down_rows([ad.down(i).weight for i in range(ad.num_layers)], rec.life,
+                     [d["channel"] for d in channels[:MAX_CHANNELS]])
+    lifecycle = [channel_lifecycle(d["channel"], g, rec.life, resid_absmax, d["layers"], rows, down_cols, down_act)
                  for d in channels[:MAX_CHANNELS] for g in groups_of(d["channel"], rec.life)]
 
     consistency = {"feature": feature_consistency(sites, weights)}
@@ -229,7 +230,7 @@ def _arrays(rec: Recorder, resid: list[dict], namer: Namer, ad, report: OutlierR
         "resid_top3": torch.tensor([s["top3_mean"] for s in resid]),
         "resid_median": torch.tensor([s["median_abs"] for s in resid]),
         "attn_maps": attention_maps(rec),
-        "map_tokens": [namer.text(int(t)) for t in (rec.window0_ids if rec.window0_ids is not None else [])],
+        "map_tokens": [namer.text(t) for t in (rec.window0_ids.tolist() if rec.window0_ids is not None else [])],
     }
     life = report.lifecycle[0] if report.lifecycle else None
     if life and life["massive_layers"] and life["massive_layers"][0] in rec.snapshots:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..capture import SiteStats
+from ..capture import SiteStats, SiteTable
 from .thresholds import Thresholds
 from .tokens import Namer, taxonomy
 
@@ -51,54 +51,64 @@ def round5(values: torch.Tensor) -> torch.Tensor:
     return out.view(values.shape)
 
 
-def round_channels(sites: list[SiteStats]) -> None:
-    """The per-channel lists of the report (absmax, mean |x|), rounded on the sites' devices in one call per
-    device: `channel_absmax5`, `channel_absmean5` on each site."""
+def round_channels(tables: list[SiteTable]) -> None:
+    """The per-channel lists of the report (absmax, mean |x|) of every site, rounded on the tables' devices in one
+    call per device: `channel_absmax5`, `channel_absmean5` in each table's `rounded`."""
     by_device: dict = {}
-    for s in sites:
-        by_device.setdefault(s.absmax.device, []).append(s)
+    for t in tables:
+        by_device.setdefault(t.device, []).append(t)
     for group in by_device.values():
-        parts = [t for s in group for t in (s.absmax, s.abssum / max(s.tokens, 1))]
-        flat = round5(torch.cat([t.double() for t in parts]))
-        out = iter(flat.split([t.numel() for t in parts]))
-        for s in group:
-            s.channel_absmax5, s.channel_absmean5 = next(out), next(out)
+        parts = []
+        for t in group:
+            tokens = [max(s.tokens, 1) for s in t.sites]
+            per_row = tokens[0] if len(set(tokens)) == 1 else \
+                torch.tensor(tokens, dtype=torch.float64).to(t.device)[:, None]
+            parts += [t.state["absmax"], t.state["abssum"] / per_row]
+        flat = round5(torch.cat([p.double().reshape(-1) for p in parts]))
+        out = iter(flat.split([p.numel() for p in parts]))
+        for t in group:
+            t.rounded = {"channel_absmax5": next(out).view(t.rows(), -1), "channel_absmean5": next(out).view(t.rows(), -1)}
 
 
 def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds) -> dict:
+    """One site's part of the report, from its statistics on the host (Recorder.to_host: numpy arrays); no read
+    of single values through torch."""
     w = max(s.windows, 1)
-    c = int(s.absmax.argmax())
-    absmax_at = {"window": int(s.absmax_window[c]), "pos": int(s.absmax_pos[c]), "token_id": int(s.absmax_token[c]),
-                 "channel": c, "value": float(s.absmax_value[c])}
-    massive = s.massive_count.nonzero().flatten().tolist()
-    absmax = dict(zip(massive, s.absmax[massive].tolist()))
-    massive = sorted(massive, key=lambda j: -absmax[j])
-    int8 = s.int8_count.nonzero().flatten().tolist()
-    int8_count = dict(zip(int8, s.int8_count[int8].tolist()))
-    int8 = sorted(int8, key=lambda j: -int8_count[j])[:MAX_INT8_CHANNELS]
-    tok_med = s.tokmax_median_sum / w
+    absmax, value, count = s.absmax, s.absmax_value, s.massive_count
+    window, pos, token = s.absmax_window, s.absmax_pos, s.absmax_token
+    c = int(absmax.argmax())
+    absmax_at = {"window": int(window[c]), "pos": int(pos[c]), "token_id": int(token[c]), "channel": c,
+                 "value": float(value[c])}
+    massive = np.flatnonzero(count)
+    massive = massive[np.argsort(-absmax[massive], kind="stable")].tolist()   # largest first, ties by channel
+    int8_count = s.int8_count
+    int8 = np.flatnonzero(int8_count)
+    int8 = int8[np.argsort(-int8_count[int8], kind="stable")][:MAX_INT8_CHANNELS].tolist()
+    median_sum, mean_sum, tokmax_median_sum = s.window_sums.tolist()
+    tok_med = tokmax_median_sum / w
     out = {
         "layer": s.layer, "site": s.site, "linears": linears, "channels": s.channels, "windows": s.windows,
-        "tokens": s.tokens, "absmax": float(s.absmax[c]), "absmax_at": _record(absmax_at, namer),
-        "median_abs": s.median_sum / w, "mean_abs": s.mean_sum / w, "token_max_median": tok_med,
+        "tokens": s.tokens, "absmax": float(absmax[c]), "absmax_at": _record(absmax_at, namer),
+        "median_abs": median_sum / w, "mean_abs": mean_sum / w, "token_max_median": tok_med,
         "massive_floor": s.abs_floor,
         "top": [_record(r, namer) for _, r in s.top.items],
         "hits": {k: h.count for k, h in s.hits.items()},
         "outlier_tokens": {k: _token_table(h, namer) for k, h in s.hits.items() if h.count},
-        "massive_channels": [{"channel": j, "tokens": int(s.massive_count[j]), "absmax": float(s.absmax[j]),
-                              "value": float(s.absmax_value[j]), "pos": int(s.absmax_pos[j]),
-                              "token": namer.text(int(s.absmax_token[j]))} for j in massive],
+        "massive_channels": [{"channel": j, "tokens": n, "absmax": a, "value": v, "pos": p,
+                              "token": namer.text(t)} for j, n, a, v, p, t in
+                             zip(massive, *(x[massive].tolist() for x in (count, absmax, value, pos, token)))],
         "suggested_token_max_threshold": th.token_ratio * tok_med,
         # arrays in memory (lists in report.json): float(f"{v:.5g}") of each channel's value (round_channels)
-        "channel_absmax": s.channel_absmax5.numpy(),
-        "channel_absmean": s.channel_absmean5.numpy(),
+        "channel_absmax": s.channel_absmax5,
+        "channel_absmean": s.channel_absmean5,
     }
     if s.site == "resid":
         out["top3_mean"] = (s.top3_sum / w).tolist()
-        out["large_channels"] = (s.absmax > s.abs_floor).nonzero().flatten().tolist()   # |h| > massive_abs only
+        # |h| > massive_abs only (compared in the statistics' float32, as torch compares with a Python float)
+        out["large_channels"] = np.flatnonzero(absmax > absmax.dtype.type(s.abs_floor)).tolist()
     else:
         out["int8_channels"] = int8                         # channels with any |x| >= int8, most frequent first
-        out["int8_share"] = [int8_count[j] / w for j in int8]   # share of windows where it happens, same order
+        out["int8_share"] = [n / w for n in int8_count[int8].tolist()]   # share of windows where it happens, same order
     return out
 
 

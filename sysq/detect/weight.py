@@ -3,9 +3,14 @@
 A column is a weight-outlier column when its ratio is >= `weight_ratio` x the linear's median column
 ratio (random-like columns sit near the median; the columns that build systematic outliers are
 10-50x above it). The rows view: for each top column, the output rows where it is largest.
+
+Where the work happens: a few kernels per linear on its device (the column ratios, the top columns, the row of
+each column's largest |W|), one copy of all of them to the host, then numpy (and one topk per output size for
+the rows of the top columns): no read of a single value from a device.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..arch import Adapter
@@ -16,34 +21,80 @@ TOP_COLUMNS = 8
 TOP_ROWS = 3
 
 
-def _on_device(weight: torch.Tensor) -> list[torch.Tensor]:
-    """What the statistics need, reduced where the weight is: column ratios, the top columns (whole), the row
-    holding each column's largest |W|. A bf16 weight is not copied to float32 whole (maxima are exact in bf16, the
-    mean accumulates in float32)."""
-    w = weight.detach()
+CHUNK_BYTES = 256 * 2**20      # weights of one shape stacked per pass: a few kernels for many linears, bounded memory
+
+
+def _on_device(w: torch.Tensor) -> list[torch.Tensor]:
+    """What the statistics of k stacked linears [k, out, in] need, reduced where the weights are: column ratios
+    [k, in], the top columns (values, indices, and the columns whole as [k, TOP_COLUMNS, out] float32), the row
+    holding each column's largest |W| [k, in]. A bf16 weight is not copied to float32 whole (maxima are exact in
+    bf16, the mean accumulates in float32; bf16 / float32 divides in float32)."""
     a = w.abs()
-    ratio = a.amax(0).float() / a.mean(0, dtype=torch.float32).clamp_min(1e-12)
-    top = ratio.topk(min(TOP_COLUMNS, ratio.numel()))
-    return [ratio, top.values, top.indices, w[:, top.indices].float(), a.argmax(0)]
+    ratio = a.amax(1) / a.mean(1, dtype=torch.float32).clamp_min(1e-12)
+    top = ratio.topk(min(TOP_COLUMNS, ratio.shape[-1]), dim=-1)
+    cols = w.transpose(1, 2).gather(1, top.indices.unsqueeze(-1).expand(-1, -1, w.shape[1])).float()
+    return [ratio, top.values, top.indices, cols, a.argmax(1)]
 
 
-def _stats_on_host(th: Thresholds, ratio, top_values, top_indices, top_cols, col_argmax) -> dict:
-    med = float(ratio.median())
-    cols = []
-    for k, (v, j) in enumerate(zip(top_values.tolist(), top_indices.tolist())):
-        col = top_cols[:, k]
-        rows = col.abs().topk(min(TOP_ROWS, col.numel())).indices.tolist()
-        cols.append({"column": j, "ratio": v, "rows": rows, "row_values": [float(col[r]) for r in rows]})
-    outliers = (ratio >= th.weight_ratio * med).nonzero().flatten().tolist()
-    return {"median_ratio": med, "max_ratio": float(ratio.max()), "top_columns": cols, "outlier_columns": outliers,
+def _median(r: np.ndarray) -> float:
+    """torch.median's: the lower of the two middle values, NaN when there is one."""
+    if np.isnan(r).any():
+        return float("nan")
+    k = (r.size - 1) // 2
+    return float(np.partition(r, k)[k])
+
+
+def _top_rows(cols: list[np.ndarray]) -> list[tuple[list, list]]:
+    """For each [k, out] block of top columns (host, float32): each column's TOP_ROWS rows of largest |W| and the values
+    there; one topk per output size (a row of a 2-D topk is ordered as the 1-D topk of that row)."""
+    out: list = [None] * len(cols)
+    by_rows: dict[int, list[int]] = {}
+    for n, c in enumerate(cols):
+        by_rows.setdefault(c.shape[1], []).append(n)
+    for rows, members in by_rows.items():
+        block = torch.from_numpy(np.concatenate([cols[n] for n in members]))     # [sum k, out]
+        idx = block.abs().topk(min(TOP_ROWS, rows), dim=-1).indices
+        idx_l, val_l = idx.tolist(), block.gather(1, idx).tolist()
+        at = 0
+        for n in members:
+            k = cols[n].shape[0]
+            out[n] = (idx_l[at:at + k], val_l[at:at + k])
+            at += k
+    return out
+
+
+def _stats_on_host(th: Thresholds, r, top_values, top_indices, rows, col_argmax) -> dict:
+    med = _median(r)
+    cols = [{"column": j, "ratio": v, "rows": rw, "row_values": rv}
+            for v, j, rw, rv in zip(top_values.tolist(), top_indices.tolist(), *rows)]
+    # compared in the ratios' dtype, as torch compares a tensor with a Python float
+    outliers = np.flatnonzero(r >= r.dtype.type(th.weight_ratio * med)).tolist()
+    return {"median_ratio": med, "max_ratio": float(r.max()), "top_columns": cols, "outlier_columns": outliers,
             "outlier_rows": col_argmax[outliers].tolist()}
 
 
 def analyze_weights(ad: Adapter, th: Thresholds, layers=None) -> dict:
-    """Weight statistics of every decoder linear (or those of `layers`), keyed by its dotted name; what each
-    linear's statistics need comes to the host in one copy for all of them."""
+    """Weight statistics of every decoder linear (or those of `layers`), keyed by its dotted name. Linears of one
+    shape, dtype and device are stacked (up to CHUNK_BYTES at a time) and reduced together; what all of them need
+    comes to the host in one copy."""
     refs = [ref for ref in ad.linear_refs() if layers is None or ref.layer in layers]
-    parts = [_on_device(ref.module.weight) for ref in refs]
-    host = iter(to_host([t for p in parts for t in p]))
-    return {ref.name: {"layer": ref.layer, "role": ref.role, **_stats_on_host(th, *[next(host) for _ in p])}
-            for ref, p in zip(refs, parts)}
+    groups: dict[tuple, list[int]] = {}
+    for n, ref in enumerate(refs):
+        w = ref.module.weight
+        groups.setdefault((tuple(w.shape), w.dtype, w.device), []).append(n)
+    chunks, parts = [], []
+    for members in groups.values():
+        w = refs[members[0]].module.weight
+        per = max(1, CHUNK_BYTES // (w.numel() * w.element_size()))
+        for c in range(0, len(members), per):
+            chunks.append(members[c:c + per])
+            parts.append(_on_device(torch.stack([refs[n].module.weight.detach() for n in chunks[-1]])))
+    host = iter(to_host([t for p in parts for t in p], numpy=True))
+    per_ref: list = [None] * len(refs)
+    for members, p in zip(chunks, parts):
+        ratio, values, indices, cols, argmax = [next(host) for _ in p]
+        for j, n in enumerate(members):
+            per_ref[n] = (ratio[j], values[j], indices[j], cols[j], argmax[j])
+    rows = _top_rows([p[3] for p in per_ref])
+    return {ref.name: {"layer": ref.layer, "role": ref.role, **_stats_on_host(th, p[0], p[1], p[2], rw, p[4])}
+            for ref, p, rw in zip(refs, per_ref, rows)}

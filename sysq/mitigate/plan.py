@@ -130,7 +130,8 @@ class Search:
 
     INT4 weights are rounded to nearest while scoring (`proxy_rounding` "rtn"): the winner gets its GPTQ / learned
     rounding when quantized, and GPTQ inside the search made it 10-25x slower than the rules and ranked the
-    candidates by GPTQ's own noise. The rules' plan is kept unless a candidate's KL is lower by more than `z`
+    candidates by GPTQ's own noise. FP8 weights are scored with the rounding they get ("recipe"): there GPTQ
+    removes most of the loss, and the candidates differ by what they do with it. The rules' plan is kept unless a candidate's KL is lower by more than `z`
     standard errors of the paired per-segment difference (`segment` tokens each, over the score windows; 16 segments
     by default): the proxy's noise, written in `noise` and the plan's notes. A challenger that wins with RTN weights
     is scored again, with the rules, under the recipe's own rounding, and must win there too. The rules' plan is

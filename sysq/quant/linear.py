@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import SysqError
 from .math import (FP8, FP8_MIN_NORMAL, dequantize_tensor, fake_quantize, fake_quantize_tensor, pack_int4, qparams,
-                   qparams_from_range, quantize_tensor, rows, unpack_int4)
+                   qparams_from_range, quantize, quantize_tensor, rows, unpack_int4)
 from .observers import RangeObserver, token_keep_mask
 from .recipes import QuantSpec
 
@@ -81,11 +81,12 @@ class QuantLinear(nn.Module):
             self.register_buffer(b, None)
         self.packed = False
         self._wcache = None          # dequantized weight, kept for speed when cache_weights (not saved)
+        self._ccache = None          # the weight codes as fp32, for the integer product (not saved)
         self.calibrating = False
         self.observer: RangeObserver | None = None
 
     def _apply(self, fn, recurse=True):
-        self._wcache = None       # a speed copy, rebuilt on the next forward wherever the module now lives
+        self._wcache = self._ccache = None   # speed copies, rebuilt on the next forward wherever the module now lives
         return super()._apply(fn, recurse)
 
     # ---- weights ---------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ class QuantLinear(nn.Module):
         self.w_scale = scale.float()
         self.w_zero = None if s.symmetric else zero.float() if self.float_zero else zero.to(torch.int8)
         self.weight = None
-        self._wcache = None
+        self._wcache = self._ccache = None
 
     def codes(self) -> torch.Tensor:
         return unpack_int4(self.qweight) if self.packed else self.qweight
@@ -218,12 +219,48 @@ class QuantLinear(nn.Module):
         hi = torch.tensor(o.max if o.max != float("-inf") else 0.0) * s.clip_ratio
         self.act_scale, self.act_zero = qparams_from_range(lo, hi, s.bits, s.symmetric, type=s.type)
 
+    @property
+    def integer_product(self) -> bool:
+        """INT8 W8A8 as an integer kernel runs it (Int8Linear: symmetric per-channel weights, symmetric per-token or
+        per-tensor activations, no preserved channels): the product of the codes is exact."""
+        w, a = self.weight_spec, self.act_spec
+        return (w is not None and a is not None and self.qweight is not None and self.preserve_channels is None
+                and w.type == a.type == "int" and w.bits == a.bits == 8 and w.symmetric and a.symmetric
+                and w.granularity == "channel" and a.granularity in ("token", "tensor"))
+
+    def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """fp32 INT8 W8A8 in Int8Linear's order: codes times codes (exact in fp32 while the sums stay under 2^24,
+        as the int32 accumulator holds them), then the activation and weight scales; preserved tokens in float.
+        The same numbers as the real kernel, bit for bit: a model whose static scales round most values to a
+        step of 0 or 1 turns float-rounding noise into a different perplexity (docs/KERNELS.md, real against
+        simulated)."""
+        s = self.act_spec
+        x2 = x.reshape(-1, self.in_features)
+        keep = token_keep_mask(x, s.preserve_threshold, s.preserve_positions)
+        keep = None if keep is None else keep.reshape(-1)
+        if s.dynamic:
+            xs = x2 if keep is None else x2.masked_fill(keep.unsqueeze(-1), 0)
+            scale = qparams(xs, s.bits, s.symmetric, s.granularity, None, s.clip_ratio)[0]
+        else:
+            scale = self.act_scale.reshape(1, 1)
+        wc = self._ccache if self._ccache is not None else self.codes().float()
+        if self.cache_weights:
+            self._ccache = wc
+        y = F.linear(quantize(x2, scale, 0.0, s.bits).float(), wc) * scale * self.w_scale.reshape(1, -1)
+        if keep is not None and bool(keep.any()):
+            y[keep] = x2[keep] @ (wc * self.w_scale.reshape(-1, 1)).t()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:
             s = self.act_spec
             keep = token_keep_mask(x, s.preserve_threshold, s.preserve_positions) if s is not None else None
             self.observer.update(x, keep, self.preserve_channels)
             return F.linear(x, self.float_weight().to(x.dtype), self.bias)
+        if x.dtype == torch.float32 and self.integer_product:
+            return self._integer_forward(x)
         if self.weight is not None:
             w = self.weight.to(x.dtype)
         elif self.cache_weights:
