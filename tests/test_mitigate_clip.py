@@ -49,3 +49,22 @@ def test_activation_ratio_never_cuts_the_floor():
     assert floored == 1.0                      # 100 must stay representable
     assert free < 1.0                          # without the floor the search would cut it
     assert activation_ratio(st, w, get_recipe("w8a8"), [1.0, 0.5]) == 1.0   # dynamic: nothing to clip
+
+
+def test_dynamic_4bit_activation_ratio_lowers_the_output_error_and_matches_the_engine():
+    from sysq.mitigate.qsim import fake_act
+    from sysq.quant.linear import QuantLinear
+    g = torch.Generator().manual_seed(1)
+    x = torch.distributions.StudentT(3.0).sample((256, 64))       # heavy-tailed tokens: a shrunk range pays
+    w = torch.randn(32, 64, generator=g)
+    st = InputStats(x.abs().amax(0), x.abs().amax(0), x.pow(2).mean(0), x, torch.zeros(256, dtype=torch.bool))
+    r = get_recipe("w4a4")
+    ratios = [1.0, 0.9, 0.8, 0.7, 0.6]
+    best = activation_ratio(st, w, r, ratios)
+    err = lambda spec: (fake_act(x, spec) @ w.t() - x @ w.t()).pow(2).sum().item()
+    from dataclasses import replace
+    assert best < 1.0 and err(replace(r.act, clip_ratio=best)) < err(r.act)
+    assert activation_ratio(st, w, get_recipe("w8a8"), ratios) == 1.0      # 8-bit dynamic: left alone
+    # the search simulates what the engine computes with that ratio (QuantLinear's dynamic per-token path)
+    q = QuantLinear(torch.nn.Linear(64, 32, bias=False), None, replace(r.act, clip_ratio=best))
+    assert torch.equal(q.quantize_input(x), fake_act(x, replace(r.act, clip_ratio=best)))

@@ -65,6 +65,9 @@ class KVSpec:
     symmetric: bool = False
     granularity: str = "token"          # token: one scale per (head, token) over head_dim; channel: per (head, dim)
     group_size: int | None = None       # token granularity only: groups of head_dim
+    # sequence positions whose keys and values stay float (PrefixQuant / IntactKV: the BOS / attention-sink entry of
+    # the cache, computed once per prompt, costs one token's float KV and carries the model's massive activations)
+    preserve_positions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ class Recipe:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("weight", "act"):
+        for k in ("weight", "act", "kv"):
             if d[k] is not None:
                 d[k]["preserve_positions"] = list(d[k]["preserve_positions"])
         d["skip"] = list(self.skip)
@@ -201,6 +204,8 @@ def validate(r: Recipe) -> None:
         _one_of("kv.granularity", r.kv.granularity, KV_GRANULARITIES)
         if r.kv.group_size is not None and r.kv.granularity != "token":
             raise SysqError("kv.group_size applies to kv.granularity 'token' only")
+        if r.kv.preserve_positions and r.kv.granularity != "token":
+            raise SysqError("kv.preserve_positions keeps whole tokens float: it needs kv.granularity 'token'")
     if r.method in ("gptq", "learned") and r.weight is None:
         raise SysqError(f"method={r.method!r} needs a weight quantizer: set weight (e.g. base: w4a16)")
     if r.method == "learned" and r.weight.type == "float":
