@@ -5,8 +5,8 @@ The model is mitigated once with RECIPE@METHOD (default w4a4+g64+kv4, the rules:
 Hadamard, smoothing, weight clipping, preserved tokens); each cell then quantizes a copy of that mitigated model with
 one part of the recipe on (weights W4, activations A4, the KV cache KV4), or with one variant of a part (activation
 groups, clip ratios, activations of one role only, the BOS token's keys and values kept float, ...), and measures
-perplexity on NW windows of WikiText-2 test. Weights are rounded to nearest unless the cell says otherwise (the
-learned cells cost minutes each on the CPU).
+perplexity on NW windows of WikiText-2 test. Weights get the plan's rounding (GPTQ under the rules; the learned cell
+costs minutes on the CPU).
 
     NW=8 flock /tmp/sysq-cpu.lock python scripts/int4_error_split.py --out results/int4-split
     ... --cells a4,kv4,a4-down              # some cells only; --list prints them all
@@ -38,6 +38,7 @@ from sysq.quant.recipes import KVSpec, Recipe  # noqa: E402
 
 log = logging.getLogger("int4_error_split")
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
+INPUTS = (("q", "k", "v"), ("o",), ("gate", "up"), ("down",))      # the four distinct linear inputs of a layer
 
 
 def _act(r: Recipe, **kw) -> Recipe:
@@ -57,15 +58,16 @@ def _only(r: Recipe, part: str, searched_clip: bool = False) -> Recipe:
 
 # name -> (what it isolates, r -> the cell's recipe)
 CELLS = {
-    "all": ("W4 (RTN) + A4 + KV4: the recipe with the plan", lambda r: _only(r, "all")),
-    "w4": ("W4 weights only (RTN)", lambda r: _only(r, "w")),
+    "all": ("W4 (the plan's GPTQ) + A4 + KV4: the recipe with the plan", lambda r: _only(r, "all")),
+    "w4": ("W4 weights only (GPTQ)", lambda r: _only(r, "w")),
     "w4-learned": ("W4 weights only, learned rounding (the recipe's budget)",
                    lambda r: dataclasses.replace(_only(r, "w"), method="learned")),
     "a4": ("A4 activations only (dynamic per token, preserved tokens float)", lambda r: _only(r, "a")),
     "kv4": ("KV4 only (asymmetric per head and token)", lambda r: _only(r, "kv")),
     "a4+kv4": ("A4 and KV4, float weights", lambda r: _only(r, "a+kv")),
-    **{f"a4-{role}": (f"A4 on the {role} inputs only", (lambda role: lambda r: dataclasses.replace(
-        _only(r, "a"), skip=tuple(x for x in ROLES if x != role)))(role)) for role in ROLES},
+    "a4+kv4-clipsearch": ("A4 and KV4, float weights, the searched clip ratios", lambda r: _only(r, "a+kv", True)),
+    **{f"a4-{'' .join(rs)}": (f"A4 on the {'/'.join(rs)} input only", (lambda rs: lambda r: dataclasses.replace(
+        _only(r, "a"), skip=tuple(x for x in ROLES if x not in rs)))(rs)) for rs in INPUTS},
     "a4-no-keep": ("A4 with no token preserved (BOS / outlier tokens quantized too)",
                    lambda r: _act(_only(r, "a"), preserve_threshold=None, preserve_positions=())),
     "a4-ag64": ("A4 in groups of 64 channels per token (Atom; MXFP4/NVFP4-style grouped scales)",
@@ -77,7 +79,7 @@ CELLS = {
         _only(r, "a"), clip_ratio=c))(c)) for c in (0.95, 0.9, 0.85, 0.8)},
     "a4-clipsearch": ("A4 with the plan's clip ratio per linear (searched on output error)",
                       lambda r: _only(r, "a", searched_clip=True)),
-    "all-clipsearch": ("W4 (RTN) + A4 + KV4 with the searched clip ratios", lambda r: _only(r, "all", True)),
+    "all-clipsearch": ("W4 (GPTQ) + A4 + KV4 with the searched clip ratios", lambda r: _only(r, "all", True)),
     "kv4-keep0": ("KV4 with the first token's keys and values float (PrefixQuant / IntactKV)",
                   lambda r: dataclasses.replace(_only(r, "kv"), kv=dataclasses.replace(r.kv, preserve_positions=(0,)))),
     "kv4-g32": ("KV4 in groups of 32 of head_dim", lambda r: dataclasses.replace(
@@ -89,18 +91,36 @@ CELLS = {
 }
 
 
+def best(r: Recipe, res: dict, ag: int | None = None) -> Recipe:
+    """The whole recipe with learned rounding and each measured option that lowered its part's perplexity in this run
+    (cells a4 / a4-clipsearch, kv4 / kv4-keep0 must be measured first); `ag`: activation groups of that size."""
+    ppl = {k: v["ppl"] for k, v in res["ppl"].items()}
+    clip = ppl.get("a4-clipsearch", 1e9) < ppl.get("a4", 0)
+    keep0 = ppl.get("kv4-keep0", 1e9) < ppl.get("kv4", 0)
+    out = dataclasses.replace(_only(r, "all", searched_clip=clip), method="learned")
+    if keep0:
+        out = dataclasses.replace(out, kv=dataclasses.replace(r.kv, preserve_positions=(0,)))
+    if ag:
+        out = dataclasses.replace(_act(out, granularity="group", group_size=ag), ragged="halve")
+    return out
+
+
+BEST = {"best-learned": ("learned rounding, with the clip ratios / KV keep measured better in this run", None),
+        "best-learned-ag64": ("... and A4 in groups of 64 (a different activation format)", 64)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="w4a4+g64+kv4")
     ap.add_argument("--method", default="auto-fast", help="mitigation plan (the rules by default)")
-    ap.add_argument("--cells", default="all,w4,a4,kv4,a4+kv4," + ",".join(f"a4-{x}" for x in ROLES)
+    ap.add_argument("--cells", default="all,w4,a4,kv4,a4+kv4," + ",".join(f"a4-{''.join(x)}" for x in INPUTS)
                     + ",a4-no-keep,a4-ag64,a4-ag32,a4-clip0.9,a4-clipsearch,kv4-keep0,kv4-g32")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--calib-n", type=int, default=8)
     ap.add_argument("--out", default="out/int4-split")
     args = ap.parse_args()
     if args.list:
-        for k, (what, _) in CELLS.items():
+        for k, (what, _) in {**CELLS, **BEST}.items():
             print(f"{k:16s} {what}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -139,14 +159,20 @@ def main() -> int:
         m = base
         r = mitigate(m, plan(report, args.recipe, method=args.method), calib, quiet=True, report=report)
         res["mitigate_seconds"] = round(time.perf_counter() - t, 1)
-        p = m._sysq_plan
         log.info("mitigated in %.0fs: %s", res["mitigate_seconds"], r.describe())
     for name in cells:
-        what, make = CELLS[name]
-        cr = make(r)
+        if name in BEST:
+            what, ag = BEST[name]
+            cr = best(r, res, ag)
+            what = f"{what}: {cr.describe()}" + (f"; act clip ratios searched ({len(cr.act_clip_ratios)})"
+                                                 if cr.act_clip_ratios else "")
+        else:
+            what, make = CELLS[name]
+            cr = make(r)
         q = copy.deepcopy(m)
-        # the plan's rounding is the cell's: RTN unless the cell asks for learned rounding
-        object.__setattr__(q, "_sysq_plan", dataclasses.replace(p, rounding=None))
+        # the cell's recipe is the whole recipe (the plan's settings are in it already; quantize would add the plan's
+        # per-linear clip ratios and rounding back)
+        object.__setattr__(q, "_sysq_plan", None)
         t = time.perf_counter()
         s = quantize(q, dataclasses.replace(cr, name=name), calib, quiet=True)
         ppl = perplexity(q, win, quiet=True).ppl
@@ -166,7 +192,8 @@ def markdown(res: dict) -> str:
     lines = [f"# {s['recipe']}@{s['method']} on SmolLM2: where the loss comes from", "",
              f"Settings: {json.dumps(s)}; WikiText-2 test windows {s['offset']}-{s['offset'] + s['windows'] - 1}, "
              f"calibration {s['calib_n']} x 512 WikiText-2 valid (seed 0); mitigated once "
-             f"({res.get('mitigate_seconds', '?')} s), weights RTN unless the cell says otherwise.", "",
+             f"({res.get('mitigate_seconds', '?')} s), weights with the plan's rounding unless the cell says otherwise.",
+             "",
              "| cell | what | ppl | x FP | s |", "|---|---|---|---|---|"]
     for k, c in res["ppl"].items():
         lines.append(f"| {k} | {c['what']} | {c['ppl']:.3f} | {c['ppl'] / fp:.4f} | {c.get('seconds', '')} |")
