@@ -62,6 +62,8 @@ def test_kv_preserve_positions_keeps_those_tokens_float_and_the_rest_quantized()
     assert torch.equal(q[:, :, 0], k[:, :, 0])
     assert torch.equal(q[:, :, 1:], quantize_kv(k, KVSpec(bits=4))[:, :, 1:])   # per-token scales: the rest unchanged
     assert not torch.equal(q[:, :, 1:], k[:, :, 1:])
+    g = get_recipe("w4a4+kv4g32").kv
+    assert (g.bits, g.group_size, g.granularity) == (4, 32, "token")
     r = get_recipe({"base": "w8a16", "kv": {"bits": 4, "preserve_positions": [0]}})
     assert r.kv.preserve_positions == (0,) and get_recipe(r.to_dict()).kv == r.kv
 
