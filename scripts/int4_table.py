@@ -42,7 +42,7 @@ BEST = {
     "w4a16-g64": "fp,w4a16-g64+fz+learned200x8@auto+learned",
     "w4a16-g128": "fp,w4a16-g128+fz+learned200x8@auto+learned",
     "w4a8": "fp,w4a8+g64+fz@auto+learned",
-    "w4a4": "fp,w4a4+g64+kv4@auto+learned,w4a4+g64+ag64+kv4@auto+learned",
+    "w4a4": "fp,w4a4+g64+kv4g32@auto+learned,w4a4+g64+ag64+kv4g32@auto+learned",
 }
 # Peers that need no GPU (their venvs: scripts/peers/make_venv.sh llmcompressor / autoround; bnb on the CPU).
 CPU_PEERS = "fp,llmc-gptq-w4a16-g64,llmc-awq-w4a16-g64,autoround-w4a16-g64-cpu"
