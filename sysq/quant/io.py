@@ -27,6 +27,7 @@ from ..arch import get_adapter
 from ..errors import SysqError
 from ..io import atomic_dir
 from ..offload import write_safetensors
+from .fuse import ProjectionSlice
 from .kernels import RealLinear
 from .kv import add_kv_quant, kv_spec
 from .linear import QuantLinear
@@ -102,6 +103,9 @@ def save(model, path, tokenizer=None, format: str = "sysq", extra: dict[str, str
     quantized = set()
     for ref in _modules(model):
         m = ref.module
+        if isinstance(m, ProjectionSlice):
+            raise SysqError(f"{ref.name} is fused with the linears that share its input (a runtime conversion for "
+                            "serving); save the model before fusing, then fuse again after sysq.load")
         if isinstance(m, RealLinear):
             raise SysqError(f"{ref.name} runs a real kernel ({m.kernel}); save the simulated model (same codes, "
                             "backend 'fake') and run sysq.quant.convert(model) after sysq.load")
