@@ -556,6 +556,11 @@ def table(rows, settings, device) -> str:
                 out.append(f"- {r['recipe']} {r['mode']} {ph}: " + "; ".join(
                     f"{k['name']} {k['ms']:.2f} ms ({k['share']:.0%}, x{k['calls']})" for k in ks))
         for ph in phases:
+            kt = r.get(ph, {}).get("kernel_table")
+            if kt:
+                out += ["", "```", format_kernel_table(kt, f"{r['recipe']} {r['mode']} {ph}", r[ph].get("ms_per_step")),
+                        "```", ""]
+        for ph in phases:
             cg = r.get(ph, {}).get("cudagraphs")
             if cg:
                 out.append(f"- {r['recipe']} {r['mode']} {ph}: CUDA graphs {'ran' if cg['ok'] else 'NOT all ran'} "

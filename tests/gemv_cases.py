@@ -106,19 +106,19 @@ def test_fused_projections_on_the_gemv_give_the_unfused_logits_and_tokens():
     from sysq.quant import convert, quantize
     from sysq.quant.fuse import groups
     from tiny_models import tiny_model
-    for recipe in ("w8a16", "w4a16-g32"):
+    for recipe in ("w8a16",):    # the int4 GEMV (off by default on CUDA) takes the same stacked codes
         m = tiny_model("llama")
         quantize(m, recipe)
         real, fused = copy.deepcopy(m), copy.deepcopy(m)
         convert(real)
         convert(fused, fuse=True)
         assert all(g.fused.gemv for g in groups(fused))
-        ids = torch.randint(3, 300, (1, 5), generator=torch.Generator().manual_seed(0))
-        kw = dict(max_new_tokens=4, do_sample=False, cache_implementation="static", pad_token_id=0)
+        ids = torch.randint(3, 300, (1, 3), generator=torch.Generator().manual_seed(0))
+        kw = dict(max_new_tokens=2, do_sample=False, cache_implementation="static", pad_token_id=0)
         with torch.no_grad():
-            # decode steps (1 row) run the GEMV; the hidden size (64) gives one K slice, so the same sums in order
+            # every row count here runs the GEMV; the hidden size (64) gives one K slice: the same sums in order
+            assert torch.equal(fused(ids).logits, real(ids).logits)
             assert torch.equal(fused.generate(ids, **kw), real.generate(ids, **kw))
-            assert torch.equal(fused(ids[:, :1]).logits, real(ids[:, :1]).logits)
 
 
 def test_compiled_fused_int8_decode_runs_the_epilogue_in_the_gemv():
