@@ -99,8 +99,9 @@ def test_fusion_refuses_what_it_cannot_keep_and_save_refuses_a_fused_model(tmp_p
     q = tiny_model("llama")
     quantize(q, "w8a16")
     fuse_projections(q)
-    with pytest.raises(SysqError, match="save the model before fusing"):
-        save(q, tmp_path / "fused")
+    for fmt in ("sysq", "compressed-tensors"):
+        with pytest.raises(SysqError, match="save the model before fusing"):
+            save(q, tmp_path / "fused", format=fmt)
 
 
 def test_a_saved_model_reloads_and_fuses_to_the_same_logits(tmp_path, tiny_tokenizer):

@@ -27,7 +27,7 @@ from ..arch import get_adapter
 from ..errors import SysqError
 from ..io import atomic_dir
 from ..offload import write_safetensors
-from .fuse import ProjectionSlice
+from .fuse import is_fused
 from .kernels import RealLinear
 from .kv import add_kv_quant, kv_spec
 from .linear import QuantLinear
@@ -94,6 +94,9 @@ def save(model, path, tokenizer=None, format: str = "sysq", extra: dict[str, str
     refuses by name what that format cannot carry. `extra`: more text files (name -> content) for the folder."""
     if format not in FORMATS:
         raise SysqError(f"unknown save format {format!r}; use one of {', '.join(FORMATS)}")
+    if is_fused(model):
+        raise SysqError("this model's projections are fused (sysq.quant.fuse: a runtime conversion for serving); "
+                        "save the model before fusing, then fuse again after sysq.load")
     if format == "compressed-tensors":
         from .export import export_compressed_tensors
         return export_compressed_tensors(model, path, tokenizer, extra)
@@ -103,9 +106,6 @@ def save(model, path, tokenizer=None, format: str = "sysq", extra: dict[str, str
     quantized = set()
     for ref in _modules(model):
         m = ref.module
-        if isinstance(m, ProjectionSlice):
-            raise SysqError(f"{ref.name} is fused with the linears that share its input (a runtime conversion for "
-                            "serving); save the model before fusing, then fuse again after sysq.load")
         if isinstance(m, RealLinear):
             raise SysqError(f"{ref.name} runs a real kernel ({m.kernel}); save the simulated model (same codes, "
                             "backend 'fake') and run sysq.quant.convert(model) after sysq.load")
