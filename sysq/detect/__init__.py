@@ -125,7 +125,10 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
         linear_inputs=linear_inputs, weights=weights, attention=attn, consistency=consistency,
         lifecycle=lifecycle, tokens=tokens,
         cost={"weights_s": t_weights, "pass_s": t_pass, "batch_size": batch_size, "attention_windows": n_att,
-              "pipeline": path.kind, "device": str(path.device)},
+              "pipeline": path.kind, "device": str(path.device),
+              # the largest chunk of layers reduced together (capture.CHUNK_BYTES) and the activations it held
+              "chunk_layers": max((n for n, _ in rec.chunks), default=0),
+              "chunk_bytes": max((b for _, b in rec.chunks), default=0)},
     )
     report.summary = _summary(report)
     report.arrays = _arrays(rec, resid, namer, ad, report)
