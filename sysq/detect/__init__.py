@@ -26,7 +26,7 @@ from .lifecycle import MAX_CHANNELS, channel_lifecycle, down_rows, groups_of
 from .report import SCHEMA, OutlierReport
 from .thresholds import Thresholds, parse_thresholds
 from .tokens import Namer, taxonomy
-from .weight import analyze_weights
+from .weight import analyze_weights, start_weights
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     ends = [min(s + batch_size, n_att if s < n_att else len(ids)) for s in starts]
     rec = Recorder(model, th, attention=attention, snapshot=snapshot)
     t0 = time.perf_counter()
-    weights = {} if path.sequential else analyze_weights(ad, th)
+    weights_done = None if path.sequential else start_weights(ad, th)     # reduced while the forward is launched
     t_weights = time.perf_counter() - t0
     t0 = time.perf_counter()
     if path.sequential:
@@ -89,9 +89,13 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
         finally:
             rec.detach()
             bar.close()
+        t1 = time.perf_counter()
+        weights = weights_done()
+        t_finish = time.perf_counter() - t1
+        t_weights += t_finish
     round_channels(list(rec.tables.values()))
     rec.to_host()
-    t_pass = time.perf_counter() - t0
+    t_pass = time.perf_counter() - t0 - (0.0 if path.sequential else t_finish)
 
     namer = Namer(tokenizer)
     sites = {key: site_summary(s, rec.site_linears.get(key, []), namer, th) for key, s in sorted(rec.sites.items())}
