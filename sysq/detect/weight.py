@@ -22,7 +22,9 @@ TOP_COLUMNS = 8
 TOP_ROWS = 3
 
 
-CHUNK_BYTES = 256 * 2**20      # weights of one shape stacked per pass: a few kernels for many linears, bounded memory
+# weights of one shape stacked per pass: a few kernels for many linears (an 8B model: 16 passes), bounded memory (the
+# stack, |W| and the float32 column sums: about 3x this while a pass runs)
+CHUNK_BYTES = 2**30
 
 
 def _on_device(w: torch.Tensor) -> list[torch.Tensor]:
@@ -96,7 +98,8 @@ def start_weights(ad: Adapter, th: Thresholds, layers=None):
         per = max(1, CHUNK_BYTES // (w.numel() * w.element_size()))
         for c in range(0, len(members), per):
             chunks.append(members[c:c + per])
-            parts.append(_on_device(torch.stack([refs[n].module.weight.detach() for n in chunks[-1]])))
+            with torch.no_grad():                   # no autograd record, and no detach op per weight
+                parts.append(_on_device(torch.stack([refs[n].module.weight for n in chunks[-1]])))
     copied, events = start_to_host([t for p in parts for t in p], numpy=True)
 
     def finish() -> dict:
