@@ -906,20 +906,11 @@ class Recorder:
         h_in = _stack([c["h_in"] if c["h_in"].device == dev else c["h_in"].to(dev) for c in layers])
         h_mid = _stack([c["h_mid"] for c in layers])
         L, B, T, C = h_out.shape
-        # one int64 key per position: score bits (monotonic for |h| >= 0) above the reversed flat index (2^32 - 1
-        # - flat), so topk orders by score, then position, and its indices are the positions; non-hits below
-        # every hit. A position is a hit when max(|h_in|, |h_out|) > floor (either one is).
-        score = torch.maximum(h_in.abs(), h_out.abs())
-        big = score > self.th.massive_abs
-        count = big.view(L, -1).sum(1)
-        key = score.float().view(torch.int32).long()
-        del score
-        key.mul_(2**32).masked_fill_(big.logical_not_(), -2**32).add_(self._reversed(dev, (B, T, C)))
-        flat = key.view(L, -1).topk(min(MAX_TRACKED, B * T * C), dim=-1).indices     # [L, m]
-        del key, big
+        # a position is a hit when max(|h_in|, |h_out|) > floor (either one is)
+        count, flat = self._top_positions(torch.maximum(h_in.abs(), h_out.abs()).view(L, B * T, C), MAX_TRACKED)
         bt = flat // C
         hits = torch.stack([bt // T, bt % T, flat % C], 2)
-        values = torch.stack([h.view(L, -1).gather(1, flat) for h in (h_in, h_mid, h_out)], 2).float()
+        values = torch.stack([h.reshape(L, -1).gather(1, flat) for h in (h_in, h_mid, h_out)], 2).float()
         if not all("down_in" in c for c in layers):
             return count, hits, values, None, None
         # the MLP's write into channel c at (b, t) split into x_k * W_down[c, k]; the largest terms
@@ -932,6 +923,25 @@ class Recorder:
         k = contrib.abs().topk(min(4, contrib.shape[-1]), dim=-1).indices                # [L, m, K]
         gate, up = _gate_up(layers, rows)
         return count, hits, values, k, _terms(contrib, x, gate, up, k)
+
+    def _top_positions(self, score: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per layer of [L, N, C] scores (N tokens): how many positions score > massive_abs, and the flat indices
+        (token * C + channel) of k candidates, best first: the hits by score, the first position on ties, then
+        non-hits. Ordered by one int64 key per position: the score's float32 bits (monotonic for scores >= 0)
+        above 2^32 - 1 - the flat index, non-hits below every hit. Not over every position: the best k hits lie in
+        the k tokens whose largest score ranks highest (ordered the same way: each token ranking above a hit's
+        token holds a position ranking above the hit), so the key is made on those tokens' rows only."""
+        L, N, C = score.shape
+        floor = self.th.massive_abs
+        count = (score > floor).view(L, -1).sum(1)
+        tkey = score.amax(-1).float().view(torch.int32).long().mul_(2**32).add_(self._reversed(score.device, (N,)))
+        tok = tkey.topk(min(k, N), dim=-1).indices                                     # [L, kt]
+        rows = score.gather(1, tok[..., None].expand(-1, -1, C))                         # [L, kt, C]
+        rev = self._reversed(score.device, (C,)) - tok[..., None] * C                    # 2^32 - 1 - flat index
+        key = rows.float().view(torch.int32).long().mul_(2**32)
+        key.masked_fill_((rows > floor).logical_not_(), -2**32).add_(rev)
+        j = key.view(L, -1).topk(min(k, key[0].numel()), dim=-1).indices
+        return count, (2**32 - 1) - rev.view(L, -1).gather(1, j)
 
     def _reversed(self, device, shape: tuple) -> torch.Tensor:
         """2^32 - 1 - flat index over `shape`, int64 on the device, made once."""

@@ -448,3 +448,26 @@ def test_hook_ops_do_not_grow_with_layers(monkeypatch):
                         model.model(input_ids=x[s:s + 2], use_cache=False)
         extra[layers] = ops(lambda: detect(model, x, quiet=True, **kw), "run") - ops(plain, "plain")
     assert 0 < extra[2] and (extra[6] - extra[2]) / 4 <= 2 * 3, extra     # two batches
+
+
+@pytest.mark.parametrize("floor", [0.5, 5.5, 8.5])
+def test_top_positions_ties_and_counts(floor):
+    """The lifecycle's candidates (dense form): with many ties (integer scores), fewer or more hits than MAX_TRACKED,
+    the hits first, by score then first position, as sorting every position gives; chosen among the best tokens'
+    rows only."""
+    from sysq.capture import Recorder
+    from sysq.detect.thresholds import Thresholds
+    from test_detect import tiny
+    rec = Recorder(tiny(layers=1), Thresholds.from_dict({"massive_abs": floor}))
+    g = torch.Generator().manual_seed(0)
+    score = torch.randint(0, 10, (3, 40, 16), generator=g).float() * (torch.rand(3, 40, 1, generator=g) < 0.3)
+    count, flat = rec._top_positions(score.to(torch.bfloat16), MAX_TRACKED)
+    for layer in range(3):
+        s = score[layer].flatten()
+        hits = sorted((-v, j) for j, v in enumerate(s.tolist()) if v > floor)
+        assert int(count[layer]) == len(hits)
+        got = flat[layer].tolist()
+        if len(hits) > MAX_TRACKED:
+            assert got == [j for _, j in hits[:MAX_TRACKED]]
+        else:
+            assert got[:len(hits)] == [j for _, j in hits]
