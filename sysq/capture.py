@@ -1,22 +1,26 @@
 """Forward hooks that stream outlier statistics, one batch of windows at a time.
 
-Nothing of size [layers x tokens x channels] or [heads x T x T] survives a batch: each hook reduces
-its tensor at once to per-channel running maxima / sums, a few top values with their positions,
-token counters (bounded by the vocabulary and the window length) and a handful of sparse records at
-the massive positions. So peak memory is one layer's intermediates, whatever the number of windows.
+Nothing of size [layers x tokens x channels] or [heads x T x T] survives a batch: the activations are reduced
+to per-channel running maxima / sums, a few top values with their positions, token counters (bounded by the
+vocabulary and the window length) and a handful of sparse records at the massive positions. So peak memory is one
+chunk of layers' intermediates (CHUNK_BYTES; one layer on the CPU), whatever the number of windows.
 
 Where the work happens: the running statistics stay on the device of the tensors they watch (the GPU, or each
 layer's GPU when accelerate splits the model), and the hooks never wait for the device: no .item(), .tolist(),
 bool(), nonzero or boolean-mask indexing of a device tensor inside a hook (tests/test_sequential.py makes each of
-them raise there). At the end of each decoder layer, its sites with one channel count are stacked ([S, B, T, C])
-and reduced together with one set of kernels (reduce_stacked) to per-channel statistics and a few fixed-size
-tensors ([windows x tokens] maxima, MAX_TRACKED lifecycle candidates with a device count). After a batch, its
+them raise there). The hooks keep references to what a decoder layer's statistics need; once the layers kept hold
+CHUNK_BYTES, at the end of a batch, or when the next layer is on another device, the chunk is reduced with one set
+of kernels for all its layers: its sites with one channel count stacked across the layers ([S, B, T, C]) and
+reduced together (reduce_stacked) to per-channel statistics and a few fixed-size tensors ([windows x tokens]
+maxima), the lifecycle's MAX_TRACKED candidates per layer with a device count, the attention mass, the Q/K/V norms
+(so the kernels launched per batch hardly grow with depth; nothing the size of an activation outlives its chunk).
+After a batch, its
 reductions are folded into the running statistics, which live in one SiteTable per (channel count, device) with a
 row per site, with one set of kernels per table (merge); what the host needs is copied in one copy per device and
 dtype (pinned memory, queued behind the batch); the host turns it into records (token counters, top values,
 lifecycle sums) through numpy, in hook order, while the device computes the next batch (the layers' host-share
 hooks run a share each). The sequential pipeline flushes once per layer. On the CPU, the hooks use sparse forms
-where reading a value costs nothing (Recorder.dense); both forms give the same report.
+where reading a value costs nothing (Recorder.dense), a layer at a time; both forms give the same report.
 
 Sites (per decoder layer):  attn_in (q/k/v input)  o_in  mlp_in (gate/up input)  down_in  resid (layer output)
 """
