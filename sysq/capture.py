@@ -918,9 +918,10 @@ class Recorder:
         if not all("down_in" in c for c in layers):
             return count, hits, values, None, None
         # the MLP's write into channel c at (b, t) split into x_k * W_down[c, k]; the largest terms
-        def rows(ts):       # [L, m, I] the rows (b, t) of each layer's [B, T, I] tensor
-            t = _stack(ts)
-            return t.view(L, B * T, -1).gather(1, bt[..., None].expand(-1, -1, t.shape[-1]))
+        bs, ts_ = hits[..., 0].unbind(0), hits[..., 1].unbind(0)
+
+        def rows(ts):       # [L, m, I] the rows (b, t) of each layer's [B, T, I] tensor: one op each, no stacked copy
+            return _stack([t[b, tt] for t, b, tt in zip(ts, bs, ts_)])
         x = rows([c["down_in"] for c in layers]).float()                               # [L, m, I]
         w = _stack([self.ad.down(c["i"]).weight.index_select(0, cc) for c, cc in zip(layers, hits[..., 2].unbind(0))])
         contrib = x * w.float()
