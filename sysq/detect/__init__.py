@@ -93,6 +93,10 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
         weights = weights_done()
         t_finish = time.perf_counter() - t1
         t_weights += t_finish
+    if rec.chunks:
+        log.info("detect: %d chunks of up to %d layers reduced together (up to %.2f GiB of activations held; "
+                 "sysq.capture.CHUNK_BYTES)", len(rec.chunks), max(n for n, _ in rec.chunks),
+                 max(b for _, b in rec.chunks) / 2**30)
     round_channels(list(rec.tables.values()))
     rec.to_host()
     t_pass = time.perf_counter() - t0 - (0.0 if path.sequential else t_finish)
