@@ -50,7 +50,7 @@ ATTN_MAP_TOKENS = 48        # the attention map kept for plotting: first window,
 SNAPSHOT_TOKENS = 32        # |h| of the first window's first tokens, per layer, for the emergence heat map
 GROWTH = 2.0                # a massive value that at least doubles in one layer is decomposed like a new one
 # dense forms: the activations the hooks keep for a chunk of layers before reducing them together (its stacks and
-# temporaries take about as much again while it is reduced)
+# temporaries take about as much again while it is reduced); on a GPU at most a quarter of its free memory
 CHUNK_BYTES = 4 * 2**30
 
 
@@ -449,6 +449,7 @@ class Recorder:
         self._reduced: list[Reduced] = []
         self._chunk: list[dict] = []         # the layers of the current batch whose reductions wait (dense forms)
         self._chunk_bytes = 0
+        self._budgets: dict = {}              # device -> the chunk budget there (_budget)
         self.chunks: list[tuple[int, int]] = []   # (layers, bytes held) of each chunk reduced
         self._handles = []
         self._host_handles = []              # host-only work (the previous batch's records), no device tensors
@@ -480,6 +481,9 @@ class Recorder:
             for role, lin in mlp_in:
                 reg.append(lin.register_forward_hook(self._stash_output(role)))
             reg.append(ad.down(i).register_forward_pre_hook(self._site(i, "down_in")))
+            for p in layer.parameters():
+                self._budget(p.device)
+                break
         return self
 
     def detach(self) -> None:
@@ -749,9 +753,17 @@ class Recorder:
             if dense:       # checked when the chunk is reduced: a tensor changed in place since would be misread
                 cur["versions"] = [(t, t._version) for t in _held(cur) + [cur["h_in"]]]
                 self._chunk_bytes += sum(t.numel() * t.element_size() for t in _held(cur))
-            if not dense or self._chunk_bytes >= CHUNK_BYTES:
+            if not dense or self._chunk_bytes >= self._budget(h_out.device):
                 self._close_chunk()
         return hook
+
+    def _budget(self, device) -> int:
+        """CHUNK_BYTES, or a quarter of the GPU's free memory when that is less (asked once per detect and device,
+        when attached: a query of the allocator, no wait for the device)."""
+        if device not in self._budgets:
+            free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else CHUNK_BYTES * 4
+            self._budgets[device] = min(CHUNK_BYTES, free // 4)
+        return self._budgets[device]
 
     def _close_chunk(self) -> None:
         """Reduce the chunk of layers the hooks kept (one batch, one device): their sites stacked per group
