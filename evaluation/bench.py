@@ -5,7 +5,8 @@
     python scripts/bench_generate.py ...                              # the same command
 
 A row is a recipe ('fp', or a sysq recipe run by its real kernel: RECIPE+real) in a mode (eager or
-compiled). Per row, in this process or (--isolate, the CPU default) in a fresh subprocess so that its
+compiled); ROW+fused (fp+fused, w8a16+fused, ...) first stacks the linears that share an input (q/k/v,
+gate/up: sysq.quant.fuse) so decode runs one GEMV per group; its 'x fp' is against fp+fused when that row ran. Per row, in this process or (--isolate, the CPU default) in a fresh subprocess so that its
 resident memory is its own:
   prefill   B x T tokens, one forward, logits for the last token only (what serving computes), tokens/s
   decode1   batch 1, static KV cache, greedy, --new tokens after a --prompt-token prompt: tokens/s
@@ -14,6 +15,8 @@ resident memory is its own:
             phase (torch.cuda.max_memory_allocated); CPU: resident memory of the process after setup and
             after decoding (VmRSS; freed heap returned with malloc_trim) and its peak (VmHWM)
   kernels   the ops that took the time in one decode step / one prefill (torch.profiler, self time)
+  --kernel-table   every device kernel of --profile-steps compiled decode steps (CUDA graphs included):
+            calls and us per step per kernel name, grouped into GEMV/GEMM, attention and the rest
 Compiled: prefill compiles each decoder layer once (regional compilation: the layers share one graph, so
 compile time does not grow with depth); decode compiles the whole forward with --decode-mode
 (reduce-overhead = CUDA graphs on the GPU). Compile time is the first calls' wall time, reported apart.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import ctypes
 import gc
 import inspect
@@ -38,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -46,7 +51,8 @@ import sysq
 from sysq import get_adapter
 from sysq.io import atomic_write_text
 from sysq.quant import model_bytes, quantize
-from sysq.quant.api import own_memory
+from sysq.quant import convert, fuse
+from sysq.quant.api import own_memory, scheme_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,7 +211,7 @@ def prefill(model, args, device: str, compiled: bool) -> dict:
 def decode(model, args, device: str, compiled: bool, batch: int) -> dict:
     g = torch.Generator().manual_seed(2)
     p, n, warm = args.prompt, args.new, args.warmup + 2
-    cache = static_cache(model, p + warm + n + 2)
+    cache = static_cache(model, p + warm + n + 2 + (args.profile_steps if args.kernel_table else 0))
     ids = torch.randint(3, model.config.vocab_size, (batch, p), generator=g).to(device)
     pos = torch.arange(p, device=device).unsqueeze(0).expand(batch, -1)
     logits = model(input_ids=ids, logits_to_keep=1, **forward_kwargs(model, cache, pos)).logits   # eager prefill
@@ -244,6 +250,10 @@ def decode(model, args, device: str, compiled: bool, batch: int) -> dict:
         res["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     if args.profile:
         res["kernels"] = kernels(step, device, args.top)
+    if args.kernel_table:
+        res["kernel_table"] = kernel_table(step, device, args.profile_steps)
+        print(format_kernel_table(res["kernel_table"], f"{args._label} decode batch {batch}", res["ms_per_step"]),
+              flush=True)
     return res
 
 
@@ -304,6 +314,66 @@ def kernels(fn, device: str, top: int) -> list[dict]:
     return [dict(name=e.key[:90], ms=self_us(e) / 1e3, share=self_us(e) / total, calls=e.count) for e in evs]
 
 
+KERNEL_CLASSES = (("attention", ("flash", "attention", "sdpa", "fmha")),     # first: fmha names say cutlass too
+                  ("GEMV/GEMM", ("gemv", "gemm", "nvjet", "int4pack", "int8pack", "_int8_kernel", "_int4_kernel",
+                                 "cutlass", "matmul", "aten::mm", "addmm", "splitk", "tinygemm")))
+
+
+def kernel_class(name: str) -> str:
+    low = name.lower()
+    return next((cls for cls, keys in KERNEL_CLASSES if any(k in low for k in keys)), "other")
+
+
+def kernel_table(fn, device: str, steps: int) -> dict:
+    """Every device kernel (CUDA; ops by self time on the CPU) of `steps` calls of fn under torch.profiler:
+    per name, calls and microseconds per step. Inside a CUDA graph replay the profiler still sees each kernel."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    sync(device)
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            fn()
+        sync(device)
+    agg: dict[str, list] = {}
+    for e in prof.events():
+        if device == "cuda":
+            if e.device_type != DeviceType.CUDA:
+                continue
+            us = e.time_range.elapsed_us()
+        else:                     # the CPU runs the ops itself: their self time
+            if e.device_type != DeviceType.CPU:
+                continue
+            us = e.self_cpu_time_total
+        a = agg.setdefault(e.name, [0, 0.0])
+        a[0] += 1
+        a[1] += us
+    rows = sorted(({"name": k, "class": kernel_class(k), "calls": c / steps, "us": t / steps}
+                   for k, (c, t) in agg.items()), key=lambda r: -r["us"])
+    by_class = {}
+    for r in rows:
+        c = by_class.setdefault(r["class"], {"calls": 0.0, "us": 0.0})
+        c["calls"] += r["calls"]
+        c["us"] += r["us"]
+    return dict(steps=steps, kernels=rows, classes=by_class, calls=sum(r["calls"] for r in rows),
+                us=sum(r["us"] for r in rows))
+
+
+def format_kernel_table(t: dict, title: str, ms_per_step: float | None = None) -> str:
+    if not t["kernels"]:
+        return f"kernel table, {title}: no device kernels recorded (rerun with --decode-mode default, no CUDA graphs)"
+    wall = f", step {ms_per_step * 1e3:.0f} us measured" if ms_per_step else ""
+    lines = [f"kernel table, {title}: {t['calls']:.0f} kernels, {t['us']:.0f} us of kernel time per step{wall} "
+             f"(mean of {t['steps']} steps)",
+             "  " + "; ".join(f"{c}: {v['calls']:.0f} kernels {v['us']:.0f} us" for c, v in
+                              sorted(t["classes"].items(), key=lambda kv: -kv[1]["us"])),
+             f"  {'us/step':>9} {'share':>6} {'calls':>6} {'us/call':>8}  class      kernel"]
+    for r in t["kernels"]:
+        lines.append(f"  {r['us']:9.1f} {r['us'] / (t['us'] or 1):6.1%} {r['calls']:6.1f} "
+                     f"{r['us'] / max(r['calls'], 1e-9):8.2f}  {r['class']:10s} {r['name'][:110]}")
+    return "\n".join(lines)
+
+
 # ---- each kernel against its simulated twin, on this device -------------------------------------------
 
 @torch.no_grad()
@@ -316,23 +386,34 @@ def kernel_checks(device: str, dtype: torch.dtype, recipes) -> list[dict]:
     from sysq.quant.recipes import real_backend
     out = []
     g = torch.Generator().manual_seed(0)
-    for name in [r for r in recipes if r != "fp"]:
+
+    def twin(r, lin, x):
+        ql = QuantLinear(lin, r.weight, r.act, "check", r.ragged)
+        ql.start_calibration()
+        ql(x)
+        ql.finish_calibration()
+        ql.quantize_weight()
+        return ql
+    names = [r for r in recipes if r != "fp"]
+    for name in [n for n in dict.fromkeys(n.removesuffix("+fused") for n in names) if n != "fp"]:
         r = sysq.get_recipe(name)
         try:
             lin = torch.nn.Linear(512, 256, bias=False).to(device)
             x = (torch.randn(4, 16, 512, generator=g) * torch.linspace(0.1, 8, 512)).to(device)
-            ql = QuantLinear(lin, r.weight, r.act, "check", r.ragged)
-            ql.start_calibration()
-            ql(x)
-            ql.finish_calibration()
-            ql.quantize_weight()
+            ql = twin(r, lin, x)
             real = MODULES[real_backend(r.weight, r.act)](ql)
             xd = x.to(dtype)
-            twin, got = ql(xd.float()), real(xd).float()
+            twin_y, got = ql(xd.float()), real(xd).float()
             x1 = xd[:1, :1]     # one token: the decode path (GEMV where the module has one)
             twin1, got1 = ql(x1.float()), real(x1).float()
-            out.append(dict(recipe=name, kernel=real.kernel, rel_err=float((got - twin).norm() / twin.norm()),
-                            rel_err_1row=float((got1 - twin1).norm() / twin1.norm())))
+            res = dict(recipe=name, kernel=real.kernel, rel_err=float((got - twin_y).norm() / twin_y.norm()),
+                       rel_err_1row=float((got1 - twin1).norm() / twin1.norm()))
+            if name + "+fused" in names:   # a q/k/v-like group: the fused module's columns against each member's
+                qls = [twin(r, torch.nn.Linear(512, n, bias=False).to(device), x) for n in (256, 128, 128)]
+                whole = MODULES[real_backend(r.weight, r.act)](fuse.concatenate(qls, ["q", "k", "v"]))
+                sep = torch.cat([MODULES[real_backend(r.weight, r.act)](q)(x1) for q in qls], -1).float()
+                res["fused_max_diff_1row"] = float((whole(x1).float() - sep).abs().max() / sep.abs().max())
+            out.append(res)
         except Exception as e:
             out.append(dict(recipe=name, error=f"{type(e).__name__}: {str(e)[:200]}"))
     return out
@@ -345,23 +426,33 @@ def run_row(args, recipe: str, mode: str) -> dict:
     torch.manual_seed(0)
     t0 = time.perf_counter()
     model, tok = args._base if args._base is not None else build(args.model, device, dtype)
-    if recipe != "fp":
-        if args._base is not None:
-            model = copy.deepcopy(model)
-        r = sysq.get_recipe(recipe + "+real")
+    base, fused = recipe.removesuffix("+fused"), recipe.endswith("+fused")
+    if args._base is not None and (base != "fp" or fused):
+        model = copy.deepcopy(model)
+    if base != "fp":
+        r = sysq.get_recipe(base + "+real")
         if args.lm_head:
             r = sysq.get_recipe({**r.to_dict(), "quantize_lm_head": True})
-        summary = quantize(model, r, calibration(tok, model, device), quiet=True)
-        schemes = summary.schemes
+        if fused:   # the same codes, simulated first, then fused and converted to the real kernels
+            quantize(model, dataclasses.replace(r, backend="fake"), calibration(tok, model, device), quiet=True)
+            convert(model, r.backend, fuse=True)
+        else:
+            quantize(model, r, calibration(tok, model, device), quiet=True)
     else:
-        schemes = {"float": len(get_adapter(model).linear_refs())}
+        if fused:
+            fuse.fuse_projections(model)
         own_memory(model)     # as convert() does for the quantized rows: the weights in the process's own memory
+    ad = get_adapter(model)
+    schemes = dict(Counter(scheme_of(ref.module) for ref in ad.linear_refs() + [ad.lm_head_ref()]))
     release_memory(device)
-    row = dict(recipe=recipe, mode=mode, schemes=schemes, weights_mib=model_bytes(model) / 2**20,
-               setup_s=time.perf_counter() - t0)
+    row = dict(recipe=recipe, mode=mode, schemes=schemes, fused_groups=fuse.describe(model),
+               weights_mib=model_bytes(model) / 2**20, setup_s=time.perf_counter() - t0)
+    print(f"{recipe} {mode}: modules {schemes}" + (f"; fused groups {row['fused_groups']}" if fused else ""),
+          flush=True)
     if device == "cpu":
         row["rss_setup_mib"] = _status("VmRSS")
     compiled = mode == "compiled"
+    args._label = f"{recipe} {mode}"
     for phase in args.phases:
         try:
             if phase == "prefill":
@@ -395,9 +486,10 @@ def isolated(args, recipe: str, mode: str) -> dict:
 
 # ---- report --------------------------------------------------------------------------------------
 
-def ratio(rows, phase, mode, recipe):
+def ratio(rows, phase, mode, recipe, base="fp"):
+    """tokens/s of recipe over base's (same mode and phase)."""
     get = {(r["recipe"], r["mode"]): r for r in rows}
-    a, b = get.get((recipe, mode), {}).get(phase, {}), get.get(("fp", mode), {}).get(phase, {})
+    a, b = get.get((recipe, mode), {}).get(phase, {}), get.get((base, mode), {}).get(phase, {})
     if "tokens_per_s" in a and "tokens_per_s" in b:
         return a["tokens_per_s"] / b["tokens_per_s"]
     return None
@@ -420,7 +512,9 @@ def table(rows, settings, device) -> str:
             p = r.get(ph, {})
             if "tokens_per_s" in p:
                 x = ratio(rows, ph, r["mode"], r["recipe"])
-                cells += [f"{p['tokens_per_s']:.1f}", f"{x:.2f}" if x else "–"]
+                xf = ratio(rows, ph, r["mode"], r["recipe"], "fp+fused") if r["recipe"].endswith("+fused") else None
+                cells += [f"{p['tokens_per_s']:.1f}", (f"{x:.2f}" if x else "–") + (f" ({xf:.2f} vs fp+fused)"
+                                                                                       if xf else "")]
             else:
                 cells += [("error" if "error" in p else "skipped"), "–"]
             if device == "cuda":
@@ -433,13 +527,20 @@ def table(rows, settings, device) -> str:
     out = ["# sysq bench", "", "Settings: " + json.dumps({k: v for k, v in settings.items() if k != "kernel_checks"}),
            "", "Each real module against its simulated twin on this device (random 512 -> 256 linear, "
            "||real - twin|| / ||twin||): " + "; ".join(
-               f"{c['recipe']} {c['rel_err']:.1e} (1 row {c['rel_err_1row']:.1e})" if "error" not in c
+               f"{c['recipe']} {c['rel_err']:.1e} (1 row {c['rel_err_1row']:.1e}"
+               + (f", fused vs separate {c['fused_max_diff_1row']:.1e}" if "fused_max_diff_1row" in c else "") + ")"
+               if "error" not in c
                else f"{c['recipe']} ERROR" for c in checks),
            ""] + lines + ["", "## Goals", ""]
     for phase, mode, recipe, goal in GOALS.get(device, []):
         x = ratio(rows, phase, mode, recipe)
         if x is not None:
             out.append(f"- {phase} {mode} {recipe}+real / fp: {x:.2f}x (goal >= {goal}: {'met' if x >= goal else 'missed'})")
+        for against in ("fp", "fp+fused"):     # fused rows: against unfused and against fused float
+            x = ratio(rows, phase, mode, recipe + "+fused", against)
+            if x is not None:
+                out.append(f"- {phase} {mode} {recipe}+fused / {against}: {x:.2f}x (goal >= {goal}: "
+                           f"{'met' if x >= goal else 'missed'})")
     if device == "cpu":
         fp = {r["mode"]: r.get("rss_after_mib") for r in rows if r["recipe"] == "fp" and "error" not in r}
         for r in rows:
@@ -454,6 +555,11 @@ def table(rows, settings, device) -> str:
             if ks:
                 out.append(f"- {r['recipe']} {r['mode']} {ph}: " + "; ".join(
                     f"{k['name']} {k['ms']:.2f} ms ({k['share']:.0%}, x{k['calls']})" for k in ks))
+        for ph in phases:
+            kt = r.get(ph, {}).get("kernel_table")
+            if kt:
+                out += ["", "```", format_kernel_table(kt, f"{r['recipe']} {r['mode']} {ph}", r[ph].get("ms_per_step")),
+                        "```", ""]
         for ph in phases:
             cg = r.get(ph, {}).get("cudagraphs")
             if cg:
@@ -490,6 +596,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(auto: on the CPU, where resident memory is measured)")
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--top", type=int, default=5, help="kernels listed per row and phase")
+    p.add_argument("--kernel-table", action="store_true", help="profile --profile-steps decode steps after the timed "
+                   "ones and print every kernel (calls, us per step), grouped into GEMV/GEMM, attention, other")
+    p.add_argument("--profile-steps", type=int, default=5, help="decode steps the kernel table averages")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; rows not started by then are skipped "
                    "(keeps a GPU call inside its limit)")
     p.add_argument("--out", default=None, help="folder for bench.json / bench.md (default: $OUT, else out/bench)")
@@ -548,7 +657,10 @@ def run(args) -> int:
     checks = kernel_checks(args.device, getattr(torch, args.dtype), args.rows.split(","))
     for c in checks:
         print(f"kernel check {c['recipe']:16s} " + (f"{c['kernel']}: |real - twin| / |twin| = {c['rel_err']:.2e}, "
-                                                    f"1 row {c['rel_err_1row']:.2e}"
+                                                    f"1 row {c['rel_err_1row']:.2e}" + (
+                                                        f"; fused q/k/v vs separate, 1 row: max diff / max "
+                                                        f"{c['fused_max_diff_1row']:.2e}"
+                                                        if "fused_max_diff_1row" in c else "")
                                                     if "error" not in c else f"ERROR {c['error']}"), flush=True)
     settings["kernel_checks"] = checks
     if not isolate:

@@ -6,7 +6,8 @@
 Rows per shape (K -> N): bf16 F.linear (cuBLAS), tinygemm int4 (torch._weight_int4pack_mm, group 128),
 torch._weight_int8pack_mm, the inductor int8 path (torch.compile of F.linear(x, q.to(bf16)) * s with
 coordinate descent tuning, as the real module runs it today without the GEMV), and sysq's Triton GEMVs
-(sysq.quant.gemv: the custom op alone; in a model its split-K sum and cast fuse into the next kernel).
+(sysq.quant.gemv: the custom op alone; in a model its split-K sum and cast fuse into the next kernel; without
+a split, the 'scaled' op applies the scale and cast in the kernel, as Int8WOLinear runs it).
 Each is timed on the GPU inside a CUDA graph of many calls that cycle through enough copies of the weight
 (>= 256 MiB in all) that none is served from the 50 MiB L2; us/call = graph replay time / calls.
 GB/s = bytes of weights (+ scales) per call / time. Every row is checked against the bf16 product of its
@@ -22,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-SHAPES_8B = [(4096, 4096), (4096, 1024), (4096, 14336), (14336, 4096), (4096, 128256)]   # (K, N)
+SHAPES_8B = [(4096, 4096), (4096, 1024), (4096, 14336), (14336, 4096), (4096, 128256),   # (K, N)
+             (4096, 6144), (4096, 28672)]   # fused q/k/v and gate/up (sysq.quant.fuse)
 SHAPES_TINY = [(256, 128), (512, 96)]
 
 
@@ -144,6 +146,9 @@ def main(argv=None) -> int:
                 sp8 = gemv.split_k(args.m, n, k // 512)
                 yield (f"sysq Triton int8 (split {sp8})", q8, w8,
                        lambda c: torch.ops.sysq.int8_gemv(x, c, sp8) * s8, n * k)
+                if sp8 == 1:   # what the module runs then: scale and cast in the kernel, x's dtype out
+                    yield ("sysq Triton int8 scaled (in-kernel epilogue)", q8, w8,
+                           lambda c: torch.ops.sysq.int8_gemv_scaled(x, c, s8), n * k + n * 4)
 
         for name, weight, wref, fn, nbytes in variants():
             try:

@@ -324,6 +324,19 @@ class Adapter:
     def mlp_inputs(self, i: int) -> list[tuple[str, nn.Linear]]:
         return [(r, m) for r, m in self.linears(i).items() if r in ("gate", "up", "gate_up", "fc1")]
 
+    def shared_input_groups(self) -> list[list[LinearRef]]:
+        """Linears that read the same input tensor, in the order the layer calls them, two or more per group:
+        q, k, v and gate, up (a family that already fuses them, qkv or gate_up, has none). What one GEMV over
+        their concatenated weights can compute (sysq.quant.fuse)."""
+        refs = self.linear_refs()
+        groups = []
+        for i in range(self.num_layers):
+            mine = {r.role: r for r in refs if r.layer == i}
+            for inputs in (self.attn_inputs(i), self.mlp_inputs(i)):
+                if len(inputs) > 1:
+                    groups.append([mine[role] for role, _ in inputs])
+        return groups
+
     # ---- smoothing mappings ------------------------------------------------------------------
     def mappings(self, i: int) -> list[Mapping]:
         """Every place in layer i where a per-channel scale can be folded exactly.

@@ -84,3 +84,60 @@ def test_gemv_refuses_many_rows_and_mismatched_shapes():
         torch.ops.sysq.int4_gemv(torch.zeros(17, 128), qw, torch.ones(1, 16, 2), 128, 1)
     with pytest.raises(ValueError, match="does not match"):
         torch.ops.sysq.int4_gemv(torch.zeros(1, 64), qw, torch.ones(1, 16, 2), 64, 1)
+
+
+@pytest.mark.parametrize("m, n, k", [(1, 48, 256), (3, 40, 384), (2, 17, 1024)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_int8_gemv_with_the_epilogue_in_the_kernel_equals_the_partial_sums_scaled_after(m, n, k, dtype):
+    gen = torch.Generator().manual_seed(m + n)
+    q = torch.randint(-128, 128, (n, k), generator=gen, dtype=torch.int8)
+    x = torch.randn(m, k, generator=gen).to(dtype)
+    scale = torch.rand(n, generator=gen) * 0.01
+    got = torch.ops.sysq.int8_gemv_scaled(x, q, scale)
+    assert got.dtype == dtype and got.shape == (m, n)
+    assert torch.equal(got, (torch.ops.sysq.int8_gemv(x, q, 1).sum(0) * scale).to(dtype))   # same ops, same order
+    s = gemv.split_k(m, n, k // 512)                        # the wrapper: the scaled op unless K is split
+    want = got if s == 1 else (torch.ops.sysq.int8_gemv(x, q, s).sum(0) * scale).to(dtype)
+    assert torch.equal(gemv.int8_gemv_scaled(x, q, scale), want)
+
+
+def test_fused_projections_on_the_gemv_give_the_unfused_logits_and_tokens():
+    import copy
+    from sysq.quant import convert, quantize
+    from sysq.quant.fuse import groups
+    from tiny_models import tiny_model
+    for recipe in ("w8a16",):    # the int4 GEMV (off by default on CUDA) takes the same stacked codes
+        m = tiny_model("llama")
+        quantize(m, recipe)
+        real, fused = copy.deepcopy(m), copy.deepcopy(m)
+        convert(real)
+        convert(fused, fuse=True)
+        assert all(g.fused.gemv for g in groups(fused))
+        ids = torch.randint(3, 300, (1, 3), generator=torch.Generator().manual_seed(0))
+        kw = dict(max_new_tokens=2, do_sample=False, cache_implementation="static", pad_token_id=0)
+        with torch.no_grad():
+            # every row count here runs the GEMV; the hidden size (64) gives one K slice: the same sums in order
+            assert torch.equal(fused(ids).logits, real(ids).logits)
+            assert torch.equal(fused.generate(ids, **kw), real.generate(ids, **kw))
+
+
+def test_compiled_fused_int8_decode_runs_the_epilogue_in_the_gemv():
+    """Inductor's CPU code for a fused one-token forward: each GEMV is the scaled op (no partial sums, no kernel
+    for the scale and cast), one per fused group."""
+    import copy
+    from torch._inductor.utils import run_and_get_code
+    from sysq.quant import convert, quantize
+    from tiny_models import tiny_model
+    m = tiny_model("llama", layers=1)
+    quantize(m, "w8a16")
+    fused = copy.deepcopy(m)
+    convert(fused, fuse=True)
+    ids = torch.tensor([[5]])
+    with torch.no_grad():
+        want = fused(ids).logits
+        step = torch.compile(fused.forward, fullgraph=True)
+        got, codes = run_and_get_code(lambda: step(input_ids=ids).logits)
+    code = "\n".join(codes)
+    assert code.count("torch.ops.sysq.int8_gemv_scaled.default(") == 4          # q/k/v, o, gate/up, down
+    assert "torch.ops.sysq.int8_gemv.default(" not in code
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

@@ -58,8 +58,9 @@ def _int4_kernel(x_ptr, w_ptr, sz_ptr, out_ptr, M, N, K, stride_xm,
     tl.store(out_ptr + (pid_s * M + pid_m) * N + rn, y, mask=n_mask)
 
 
-def _int8_kernel(x_ptr, w_ptr, out_ptr, M, N, K, stride_xm,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
+def _int8_kernel(x_ptr, w_ptr, out_ptr, scale_ptr, M, N, K, stride_xm,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, SCALED: tl.constexpr):
+    # SCALED (SPLIT_K == 1): the epilogue in the kernel, y * scale[n] stored in out's dtype (no kernel after it)
     # w: int32 [N, K / 4]; byte t of word j holds k = 4j + t. XOR 0x80 makes each byte q + 128 in [0, 255].
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -83,7 +84,22 @@ def _int8_kernel(x_ptr, w_ptr, out_ptr, M, N, K, stride_xm,
             xt = tl.load(x_row + j * 4 + t, mask=j_mask, other=0).to(tl.float32)
             f = (((w >> (8 * t)) & 0xFF) | MAGIC).to(tl.float32, bitcast=True) - 8388736.0   # q
             acc += f * xt[None, :]
-    tl.store(out_ptr + (pid_s * M + pid_m) * N + rn, tl.sum(acc, axis=1), mask=n_mask)
+    y = tl.sum(acc, axis=1)
+    if SCALED:
+        y = y * tl.load(scale_ptr + rn, mask=n_mask, other=0)
+        if out_ptr.dtype.element_ty == tl.bfloat16:
+            y = _to_bf16_rtne(y)
+    tl.store(out_ptr + (pid_s * M + pid_m) * N + rn, y.to(out_ptr.dtype.element_ty), mask=n_mask)
+
+
+@triton.jit
+def _to_bf16_rtne(y):
+    # fp32 -> bf16 rounded to nearest even in integer ops: what the GPU's cvt.rn and torch's .to() do, and what
+    # Triton's CPU interpreter does not (it truncates), so the tests see the kernel's real numbers
+    b = y.to(tl.uint32, bitcast=True)
+    b = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+    r = b.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    return tl.where(y != y, y.to(tl.bfloat16), r)     # NaN stays NaN
 
 
 # small autotune lists (decode shapes of 7B-70B models: K, N in 1k..128k); the key includes SPLIT_K
@@ -104,6 +120,7 @@ def kernels() -> dict:
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     out = {}
     for name, body, configs in [("int4", _int4_kernel, INT4_CONFIGS), ("int8", _int8_kernel, INT8_CONFIGS)]:
-        out[name] = (None if interpret else triton.autotune(configs, key=["M", "N", "K", "SPLIT_K"])(triton.jit(body)),
+        key = ["M", "N", "K", "SPLIT_K"] + (["SCALED"] if name == "int8" else [])
+        out[name] = (None if interpret else triton.autotune(configs, key=key)(triton.jit(body)),
                      triton.jit(body))
     return out

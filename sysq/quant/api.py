@@ -30,6 +30,7 @@ from ..errors import SysqError
 from ..offload import offload_dir
 from ..sequential import choose_pipeline
 from .backends import bnb_linear
+from .fuse import ProjectionSlice, fuse_projections
 from .gptq import gptq_model
 from .kernels import MODULES, RealLinear
 from .kv import add_kv_quant
@@ -93,6 +94,8 @@ def scheme_of(module: nn.Module) -> str:
         return module.extra_repr().split(" ", 1)[1].split(", ", 2)[2]
     if isinstance(module, RealLinear):
         return module.scheme()
+    if isinstance(module, ProjectionSlice):
+        return scheme_of(module.group.fused) + " (fused with the linears sharing its input)"
     return type(module).__name__
 
 
@@ -198,21 +201,33 @@ def _fake(model, r: Recipe, calib, quiet: bool, path=None) -> dict | None:
     return settings
 
 
-def convert(model: nn.Module, backend: str | None = None) -> int:
+def convert(model: nn.Module, backend: str | None = None, fuse: bool = False) -> int:
     """Replace every quantized QuantLinear by the real-kernel module that runs its codes (sysq/quant/kernels.py),
     built on the device the model is on; returns how many. backend: one of REAL_BACKENDS, or None for the
-    kernel that fits each linear's quantizers. The float copy (the simulation's cache) goes with the twin."""
+    kernel that fits each linear's quantizers. The float copy (the simulation's cache) goes with the twin.
+    fuse: first stack the linears that share an input (q/k/v, gate/up) into one (sysq.quant.fuse), so decode
+    runs one GEMV per group; a fused group counts once."""
     if backend is not None and backend not in REAL_BACKENDS:
         raise SysqError(f"backend {backend!r} is not a real kernel; allowed: {', '.join(REAL_BACKENDS)}")
+    if fuse:
+        fuse_projections(model)
     adapter = get_adapter(model)
     n = 0
     for ref in adapter.linear_refs() + [adapter.lm_head_ref()]:
-        q = ref.module
+        q, group = ref.module, None
+        if isinstance(q, ProjectionSlice):     # a fused group: its linear converts once, the slices stay
+            if q.index != 0:
+                continue
+            group, q = q.group, q.group.fused
         if not isinstance(q, QuantLinear):
             continue
         if not q.quantized:
             raise SysqError(f"{ref.name} is wrapped but not quantized; finish sysq.quantize before convert")
-        ref.replace(MODULES[backend or real_backend(q.weight_spec, q.act_spec)](q))
+        real = MODULES[backend or real_backend(q.weight_spec, q.act_spec)](q)
+        if group is None:
+            ref.replace(real)
+        else:
+            group.fused = real
         n += 1
     if n == 0:
         raise SysqError("convert found no quantized linears: quantize the model first, e.g. "

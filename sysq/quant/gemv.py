@@ -67,10 +67,13 @@ def split_k(m: int, n: int, chunks: int, block_n: int = 16) -> int:
 
 
 def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict | None = None):
+    """int4: aux = scales_zeros; int8: aux = None (fp32 partial sums [s, M, N]) or the per-channel fp32 scale
+    (s = 1: y * scale in x's dtype [M, N], the epilogue in the kernel)."""
     from . import _gemv_triton as T
     m, k = x.shape
     n = qweight.shape[0]
-    out = torch.empty((s, m, n), dtype=torch.float32, device=x.device)
+    scaled = which == "int8" and aux is not None
+    out = torch.empty((m, n) if scaled else (s, m, n), dtype=x.dtype if scaled else torch.float32, device=x.device)
     kern = T.kernels()
     tuned = x.device.type == "cuda" and config is None
     cfg = {} if tuned else dict(config or T.INTERPRET_CONFIG[which])
@@ -84,7 +87,8 @@ def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict |
     if which == "int4":
         fn[grid](x, qweight.view(torch.int32), aux, out, m, n, k, x.stride(0), G=group_size, SPLIT_K=s, **cfg, **warps)
     else:
-        fn[grid](x, qweight.view(torch.int32), out, m, n, k, x.stride(0), SPLIT_K=s, **cfg, **warps)
+        fn[grid](x, qweight.view(torch.int32), out, aux if scaled else out, m, n, k, x.stride(0), SPLIT_K=s,
+                 SCALED=scaled, **cfg, **warps)
     return out
 
 
@@ -120,6 +124,20 @@ def _(x, qweight, split):
     return x.new_empty((split, x.shape[0], qweight.shape[0]), dtype=torch.float32)
 
 
+@torch.library.custom_op("sysq::int8_gemv_scaled", mutates_args=())
+def int8_gemv_scaled_op(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x.dtype [M, N]: (x @ qweight^T) * scale with no split of K, the scale and cast done in the kernel."""
+    _check(x, qweight, 1)
+    if scale.dtype != torch.float32 or scale.shape != (qweight.shape[0],) or not scale.is_contiguous():
+        raise ValueError(f"int8_gemv_scaled takes a contiguous float32 scale [{qweight.shape[0]}]")
+    return _launch("int8", x, qweight, scale, 0, 1)
+
+
+@int8_gemv_scaled_op.register_fake
+def _(x, qweight, scale):
+    return x.new_empty((x.shape[0], qweight.shape[0]))
+
+
 def int4_gemv(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
     """x [M, K] @ W^T in float32 [M, N], W the int4 weight of the layout above."""
     s = split_k(x.shape[0], qweight.shape[0], x.shape[1] // (2 * group_size))
@@ -130,6 +148,16 @@ def int8_gemv(x: torch.Tensor, qweight: torch.Tensor) -> torch.Tensor:
     """x [M, K] @ qweight^T in float32 [M, N] (int8 codes; the caller multiplies by the scale)."""
     s = split_k(x.shape[0], qweight.shape[0], x.shape[1] // 512)
     return torch.ops.sysq.int8_gemv(x, qweight, s).sum(0)
+
+
+def int8_gemv_scaled(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(x [M, K] @ qweight^T) * scale [N] (float32) in x's dtype. Where N alone fills the GPU (no split of K:
+    every projection of an 8B model once k/v are fused) the kernel applies the scale and casts, so no kernel
+    follows it; else the partial sums, their sum, scale and cast (a pointwise kernel inductor may fuse)."""
+    s = split_k(x.shape[0], qweight.shape[0], x.shape[1] // 512)
+    if s == 1:
+        return torch.ops.sysq.int8_gemv_scaled(x, qweight, scale)
+    return (torch.ops.sysq.int8_gemv(x, qweight, s).sum(0) * scale).to(x.dtype)
 
 
 def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:

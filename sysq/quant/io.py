@@ -27,6 +27,7 @@ from ..arch import get_adapter
 from ..errors import SysqError
 from ..io import atomic_dir
 from ..offload import write_safetensors
+from .fuse import is_fused
 from .kernels import RealLinear
 from .kv import add_kv_quant, kv_spec
 from .linear import QuantLinear
@@ -93,6 +94,9 @@ def save(model, path, tokenizer=None, format: str = "sysq", extra: dict[str, str
     refuses by name what that format cannot carry. `extra`: more text files (name -> content) for the folder."""
     if format not in FORMATS:
         raise SysqError(f"unknown save format {format!r}; use one of {', '.join(FORMATS)}")
+    if is_fused(model):
+        raise SysqError("this model's projections are fused (sysq.quant.fuse: a runtime conversion for serving); "
+                        "save the model before fusing, then fuse again after sysq.load")
     if format == "compressed-tensors":
         from .export import export_compressed_tensors
         return export_compressed_tensors(model, path, tokenizer, extra)

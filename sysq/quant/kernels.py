@@ -366,7 +366,7 @@ class Int8WOLinear(RealLinear):
 
     def _mm(self, x2, s):
         if self.gemv and x2.shape[0] <= gemv.MAX_ROWS:   # decode: the scale and cast fuse into the next kernel
-            return (gemv.int8_gemv(x2.contiguous(), self.qweight) * self.w_scale.float()).to(x2.dtype)
+            return gemv.int8_gemv_scaled(x2.contiguous(), self.qweight, self.w_scale.float())
         if x2.is_cuda:
             return F.linear(x2, self.qweight.to(x2.dtype)) * self.w_scale.to(x2.dtype)
         dt = CPU_WO_DTYPE if x2.dtype == torch.float32 else x2.dtype
