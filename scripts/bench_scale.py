@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import sysq  # noqa: E402
+from sysq import capture  # noqa: E402
 
 LLAMA3 = dict(vocab_size=128256, bos_token_id=128000, eos_token_id=128001, rope_theta=500000.0,
               max_position_embeddings=8192, rms_norm_eps=1e-5)
@@ -303,8 +304,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward (forward, detect)")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions of forward and detect (median)")
     p.add_argument("--profile-windows", type=int, default=4, help="windows the profiled detect runs on")
+    p.add_argument("--chunk-gib", type=float, default=None,
+                   help="detect: activations kept for a chunk of layers before they are reduced together "
+                        "(sysq.capture.CHUNK_BYTES; default %.0f GiB)" % (capture.CHUNK_BYTES / 2**30))
     p.add_argument("--out", default=os.environ.get("OUT", "out"))
     args = p.parse_args()
+    if args.chunk_gib is not None:
+        capture.CHUNK_BYTES = int(args.chunk_gib * 2**30)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     steps = args.steps.split(",")
     bad = set(steps) - set(DEFAULT_STEPS.split(",")) - set(SPLIT_STEPS)
@@ -352,7 +358,9 @@ def main() -> None:
         m.seconds = statistics.median(times)
         found = report.summary["dominant_channel"]
         table.add("detect", m, report.cost["pipeline"], note=f"{m.seconds / fwd:.2f}x forward; channel {found} "
-                  f"(planted {D}) from layer {report.summary['emergence_layer']}")
+                  f"(planted {D}) from layer {report.summary['emergence_layer']}; chunks of up to "
+                  f"{report.cost['chunk_layers']} layers holding {report.cost['chunk_bytes'] / 2**30:.2f} GiB; "
+                  f"median of {args.reps}: " + ", ".join(f"{t:.2f}" for t in times))
     if "profile" in steps:
         with Meter() as m:
             note = profile_detect(model, ids[: args.profile_windows], out, args)

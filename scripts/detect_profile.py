@@ -164,7 +164,11 @@ def main() -> None:
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--dense", action="store_true", help="the accelerator's whole-tensor hook forms")
+    p.add_argument("--chunk-mib", type=float, default=None,
+                   help="dense forms: activations kept for a chunk of layers (sysq.capture.CHUNK_BYTES)")
     args = p.parse_args()
+    if args.chunk_mib is not None:
+        capture.CHUNK_BYTES = int(args.chunk_mib * 2**20)
     if args.model == "tiny":
         from transformers import LlamaConfig, LlamaForCausalLM
         torch.manual_seed(0)
@@ -184,11 +188,14 @@ def main() -> None:
         else:                                                         # commits before Pending.defer
             Pending.add = lambda self, fn, *tensors: self.items.append((fn, tensors))
     sysq.detect(model, ids[:1, :16], quiet=True)                      # warm-up
+    cost = sysq.detect(model, ids, quiet=True, batch_size=args.batch_size).cost
     counts, seconds, _ = profile_detect(model, ids, args.batch_size)
     plain = profile_forward(model, ids, args.batch_size)
     batches = -(-args.n // args.batch_size)
     print(f"model={args.model} windows={args.n} seqlen={args.seqlen} batch={args.batch_size} dense={args.dense} "
-          f"threads={torch.get_num_threads()}")
+          f"threads={torch.get_num_threads()}" + (f" chunks: up to {cost['chunk_layers']} layers holding "
+                                                   f"{cost['chunk_bytes'] / 2**20:.1f} MiB" if "chunk_layers" in cost
+                                                   else ""))
     print(table(counts, seconds, batches, plain))
 
 

@@ -1,22 +1,26 @@
 """Forward hooks that stream outlier statistics, one batch of windows at a time.
 
-Nothing of size [layers x tokens x channels] or [heads x T x T] survives a batch: each hook reduces
-its tensor at once to per-channel running maxima / sums, a few top values with their positions,
-token counters (bounded by the vocabulary and the window length) and a handful of sparse records at
-the massive positions. So peak memory is one layer's intermediates, whatever the number of windows.
+Nothing of size [layers x tokens x channels] or [heads x T x T] survives a batch: the activations are reduced
+to per-channel running maxima / sums, a few top values with their positions, token counters (bounded by the
+vocabulary and the window length) and a handful of sparse records at the massive positions. So peak memory is one
+chunk of layers' intermediates (CHUNK_BYTES; one layer on the CPU), whatever the number of windows.
 
 Where the work happens: the running statistics stay on the device of the tensors they watch (the GPU, or each
 layer's GPU when accelerate splits the model), and the hooks never wait for the device: no .item(), .tolist(),
 bool(), nonzero or boolean-mask indexing of a device tensor inside a hook (tests/test_sequential.py makes each of
-them raise there). At the end of each decoder layer, its sites with one channel count are stacked ([S, B, T, C])
-and reduced together with one set of kernels (reduce_stacked) to per-channel statistics and a few fixed-size
-tensors ([windows x tokens] maxima, MAX_TRACKED lifecycle candidates with a device count). After a batch, its
+them raise there). The hooks keep references to what a decoder layer's statistics need; once the layers kept hold
+CHUNK_BYTES, at the end of a batch, or when the next layer is on another device, the chunk is reduced with one set
+of kernels for all its layers: its sites with one channel count stacked across the layers ([S, B, T, C]) and
+reduced together (reduce_stacked) to per-channel statistics and a few fixed-size tensors ([windows x tokens]
+maxima), the lifecycle's MAX_TRACKED candidates per layer with a device count, the attention mass, the Q/K/V norms
+(so the kernels launched per batch hardly grow with depth; nothing the size of an activation outlives its chunk).
+After a batch, its
 reductions are folded into the running statistics, which live in one SiteTable per (channel count, device) with a
 row per site, with one set of kernels per table (merge); what the host needs is copied in one copy per device and
 dtype (pinned memory, queued behind the batch); the host turns it into records (token counters, top values,
 lifecycle sums) through numpy, in hook order, while the device computes the next batch (the layers' host-share
 hooks run a share each). The sequential pipeline flushes once per layer. On the CPU, the hooks use sparse forms
-where reading a value costs nothing (Recorder.dense); both forms give the same report.
+where reading a value costs nothing (Recorder.dense), a layer at a time; both forms give the same report.
 
 Sites (per decoder layer):  attn_in (q/k/v input)  o_in  mlp_in (gate/up input)  down_in  resid (layer output)
 """
@@ -45,6 +49,9 @@ MAX_TRACKED = 64            # massive (token, channel) records per layer per bat
 ATTN_MAP_TOKENS = 48        # the attention map kept for plotting: first window, first 48 tokens
 SNAPSHOT_TOKENS = 32        # |h| of the first window's first tokens, per layer, for the emergence heat map
 GROWTH = 2.0                # a massive value that at least doubles in one layer is decomposed like a new one
+# dense forms: the activations the hooks keep for a chunk of layers before reducing them together (its stacks and
+# temporaries take about as much again while it is reduced); on a GPU at most a quarter of its free memory
+CHUNK_BYTES = 4 * 2**30
 
 
 class TopK:
@@ -172,8 +179,7 @@ class Batch:
         self.ids = ids.detach().cpu().long()
         self.ids_np = self.ids.numpy()               # the host records index it without a torch call
         self.window0, self.attention = window0, attention
-        self.flags_in: torch.Tensor | None = None    # [B, T] massive tokens of the current layer's input
-        self.flags_out: torch.Tensor | None = None   # [B, T] the same at the current layer's output
+        self.massive: dict[int, np.ndarray] = {}    # layer -> [B, T] massive tokens of its output (-1: the input)
         self._on: dict = {}
 
     def ids_on(self, device) -> torch.Tensor:
@@ -441,6 +447,10 @@ class Recorder:
         self.windows = 0
         self.pending = Pending()
         self._reduced: list[Reduced] = []
+        self._chunk: list[dict] = []         # the layers of the current batch whose reductions wait (dense forms)
+        self._chunk_bytes = 0
+        self._budgets: dict = {}              # device -> the chunk budget there (_budget)
+        self.chunks: list[tuple[int, int]] = []   # (layers, bytes held) of each chunk reduced
         self._handles = []
         self._host_handles = []              # host-only work (the previous batch's records), no device tensors
         self._cur: dict = {}
@@ -451,7 +461,7 @@ class Recorder:
     def attach(self, layers=None) -> "Recorder":
         """Hook every decoder layer, or only `layers` (indices)."""
         ad, reg = self.ad, self._handles
-        seen_act, seen_layers = set(), []
+        seen_layers = []
         for i in range(ad.num_layers) if layers is None else layers:
             layer = ad.layers()[i]
             reg.append(layer.register_forward_pre_hook(self._layer_in(i), with_kwargs=True))
@@ -461,7 +471,7 @@ class Recorder:
             attn_in = ad.attn_inputs(i)
             reg.append(attn_in[0][1].register_forward_pre_hook(self._site(i, "attn_in")))
             for role, lin in attn_in:
-                reg.append(lin.register_forward_hook(self._qkv_norm(role)))
+                reg.append(lin.register_forward_hook(self._stash_qkv(role)))
             reg.append(ad.linears(i)["o"].register_forward_pre_hook(self._site(i, "o_in")))
             if self.attention:
                 reg.append(ad.attention(i).register_forward_hook(self._attn(i)))
@@ -470,14 +480,15 @@ class Recorder:
             reg.append(mlp_in[0][1].register_forward_pre_hook(self._site(i, "mlp_in")))
             for role, lin in mlp_in:
                 reg.append(lin.register_forward_hook(self._stash_output(role)))
-            act = ad.act_fn(i)
-            if id(act) not in seen_act:                 # some families share one activation module
-                seen_act.add(id(act))
-                reg.append(act.register_forward_hook(self._stash_output("act")))
             reg.append(ad.down(i).register_forward_pre_hook(self._site(i, "down_in")))
+            for p in layer.parameters():
+                self._budget(p.device)
+                break
         return self
 
     def detach(self) -> None:
+        """Remove the hooks; the layers they kept are reduced (the sequential pipeline detaches, then flushes)."""
+        self._close_chunk()
         for h in self._handles + self._host_handles:
             h.remove()
         self._handles.clear()
@@ -505,8 +516,12 @@ class Recorder:
         try:
             base = getattr(self.model, "base_model", self.model)   # the logits are not needed
             base(input_ids=ids.to(self.model.device), use_cache=False)
+        except BaseException:
+            self._chunk, self._chunk_bytes = [], 0
+            raise
         finally:
             self._cur = {}
+        self._close_chunk()
         self._step_backlog()                # what the hooks left of the previous batch's records
         self._merge()
         self._backlog = self.pending.start()
@@ -514,6 +529,7 @@ class Recorder:
     def flush(self) -> None:
         """Fold the batches' reductions into the running statistics (merge_sites), then move what the hooks left
         on the device to the host and make the records (Pending)."""
+        self._close_chunk()
         self._step_backlog()
         self._merge()
         self.pending.flush()
@@ -554,7 +570,8 @@ class Recorder:
 
     def _btc(self, t: torch.Tensor) -> torch.Tensor:
         """[B, T, C] view of a hidden tensor (OPT flattens tokens to [B*T, C] inside its layers)."""
-        return (t if t.dim() == 3 else t.view(*self.batch.ids.shape, -1)).detach()
+        t = t if t.dim() == 3 else t.view(*self.batch.ids.shape, -1)
+        return t.detach() if t.requires_grad else t          # under no_grad: no op to launch
 
     def _site_stats(self, i: int, site: str, x: torch.Tensor) -> SiteStats:
         key = (i, site)
@@ -570,56 +587,63 @@ class Recorder:
         """A float32 device tensor made once (filled on the device: no copy from the host, no wait)."""
         key = (device, values, shape)
         if key not in self._consts:
-            t = torch.empty(len(values), dtype=torch.float32, device=device)
-            for k, v in enumerate(values):
+            # a chunk's values repeat each layer's: fill one period, repeat it (a few ops, whatever the depth)
+            p = next(p for p in range(1, len(values) + 1) if len(values) % p == 0
+                     and values == values[:p] * (len(values) // p))
+            t = torch.empty(p, dtype=torch.float32, device=device)
+            for k, v in enumerate(values[:p]):
                 t[k] = v
-            self._consts[key] = t.view(shape)
+            self._consts[key] = (t if p == len(values) else t.repeat(len(values) // p)).view(shape)
         return self._consts[key]
 
-    def _reduce_layer(self, i: int, xs: list[tuple[str, torch.Tensor]]) -> None:
-        """A layer's sites, reduced together: those with one channel count, device and dtype stacked into one
-        [S, B, T, C] tensor and reduced with one set of kernels (the device form), or one by one (the CPU form).
-        Their host records are one callback for the layer."""
-        groups: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
-        for site, x in xs:
-            groups.setdefault((x.shape[-1], x.device, x.dtype), []).append((site, x))
+    def _reduce_sites(self, layers: list[dict], dense: bool) -> tuple[list, list]:
+        """The sites of a chunk of layers of one batch: those with one channel count, device and dtype stacked
+        across the layers into one [S, B, T, C] tensor (layer-major, the rows of their SiteTable) and reduced with
+        one set of kernels (the device form), or one by one (the CPU form). Returns the host records' (meta,
+        tensors): 7 tensors per group of stacked sites."""
+        batch = layers[0]["batch"]
+        groups: dict[tuple, list[tuple[SiteStats, torch.Tensor]]] = {}
+        for cur in layers:
+            by_key: dict[tuple, list] = {}
+            for site, x in cur["sites"]:
+                by_key.setdefault((x.shape[-1], x.device, x.dtype), []).append((site, x))
+            for key, members in by_key.items():     # sites made in the order their rows merge
+                groups.setdefault(key, []).extend((self._site_stats(cur["i"], site, x), x) for site, x in members)
         meta, tensors = [], []
         for (_, device, _), members in groups.items():
-            sites = [self._site_stats(i, site, x) for site, x in members]    # rows in the order they merge
-            if self._dense(members[0][1]):
-                x = members[0][1][None] if len(members) == 1 else torch.stack([x for _, x in members])
+            sites = [s for s, _ in members]
+            if dense:
+                x = _stack([x for _, x in members])
                 floors = self._const(device, tuple(s.abs_floor for s in sites), (-1, 1, 1, 1))
                 fields, (tok_max, tok_arg, tok_val, bad) = reduce_stacked(x, floors, self._const(device, (-math.inf,)),
                                                                           self.th)
-                self._reduced.append(Reduced(sites, self.batch, *fields))
+                del x
+                self._reduced.append(Reduced(sites, batch, *fields))
                 meta.append((sites, None))
                 tensors += [tok_max, fields[3], fields[4], fields[5], bad, tok_arg, tok_val]
             else:
-                for s, (_, x) in zip(sites, members):
+                for s, x in members:
                     fields, (tok_max, lookup, bad) = reduce_sparse(s, x, self.th)
-                    self._reduced.append(Reduced([s], self.batch, **fields))
+                    self._reduced.append(Reduced([s], batch, **fields))
                     meta.append(([s], lookup))
                     tensors += [tok_max, fields["med"], fields["mean"], fields["tok_med"], bad, None, None]
-        self.pending.add(partial(self._flag_tokens, self.batch, meta), *tensors)
+        return meta, tensors
 
-    def _flag_tokens(self, batch: Batch, meta: list, *tensors) -> None:
-        """Host part of a layer's sites in a batch: the non-finite check (in forward order), token records under
-        each criterion and the top token maxima, a few torch calls per group of stacked sites."""
-        parts = [tensors[7 * k:7 * k + 7] for k in range(len(meta))]
-        bad = [(SITES.index(s.site), s, n) for (sites, _), p in zip(meta, parts) for s, n in zip(sites, p[4].tolist())]
+    def _nonfinite(self, meta: list, parts: list) -> None:
+        """The first site (in forward order) whose channel maxima are not all finite: a NonFiniteError."""
+        bad = [((s.layer, SITES.index(s.site)), s, n) for (sites, _), p in zip(meta, parts)
+               for s, n in zip(sites, p[4].tolist())]
         for _, s, n in sorted(bad, key=lambda e: e[0]):
             if n:
                 where = ", ".join(self.site_linears.get((s.layer, s.site), [])) or f"output of decoder layer {s.layer}"
                 raise NonFiniteError(f"non-finite activations in {n} channel(s) at layer {s.layer} {s.site} ({where}); "
                                      f"check the model weights and dtype (try float32)")
-        for (sites, lookup), (tok_max, med, mean, tok_med, _, tok_arg, tok_val) in zip(meta, parts):
-            self._flag_group(batch, sites, lookup, tok_max, med, mean, tok_med, tok_arg, tok_val)
 
     def _flag_group(self, batch: Batch, sites: list[SiteStats], lookup, tok_max, med, mean, tok_med, tok_arg,
                     tok_val) -> None:
         """[S, B, T] token maxima of S sites, in numpy (float32 arrays compared with Python floats in float32, as
         torch does) and one topk: lookup(b, t) (one site), or tok_arg / tok_val, give the channels of those tokens'
-        max |x| and the values there."""
+        max |x| and the values there. The residual's massive tokens go to the batch (the next layer's input)."""
         th = self.th
         tmt = tok_max.float()
         S, B = tmt.shape[:2]
@@ -653,7 +677,7 @@ class Recorder:
             sites[k].top.push(vs, _records([(j // T, j % T) for j in fs], look(k), batch))
         for k, s in enumerate(sites):
             if s.site == "resid":
-                batch.flags_out = massive_tok[k]
+                batch.massive[s.layer] = massive_tok[k]
 
     def _dense(self, x: torch.Tensor) -> bool:
         return x.device.type != "cpu" if self.dense is None else self.dense
@@ -661,7 +685,7 @@ class Recorder:
     def _layer_in(self, i: int):
         def hook(mod, args, kwargs):
             h = self._btc(args[0] if args else kwargs["hidden_states"])
-            self._cur = {"h_in": h}
+            self._cur = {"i": i, "batch": self.batch, "h_in": h, "sites": []}
             if i == 0:   # the embeddings: thresholds of the first layer's input, not kept as a site
                 a = h.abs()
                 med = _median_estimate(a, self.th.median_samples).float()
@@ -670,12 +694,12 @@ class Recorder:
 
     def _input_flags(self, batch: Batch, tm, med) -> None:
         tm, med = tm.numpy(), med.numpy()      # float32: compared with Python floats in float32, as torch does
-        batch.flags_in = (tm > self.th.massive_abs) & (tm >= self.th.massive_rel * med[:, None])
+        batch.massive[-1] = (tm > self.th.massive_abs) & (tm >= self.th.massive_rel * med[:, None])
 
     def _site(self, i: int, site: str):
         def hook(mod, args):
             x = self._btc(args[0])
-            self._cur.setdefault("sites", []).append((site, x))
+            self._cur["sites"].append((site, x))
             if site == "down_in":
                 self._cur["down_in"] = x
         return hook
@@ -690,21 +714,11 @@ class Recorder:
             self._cur[name] = self._btc(out)
         return hook
 
-    def _qkv_norm(self, role: str):
-        ad = self.ad
-
+    def _stash_qkv(self, role: str):
+        """The q/k/v projection's output, for the per-head norms (made for the whole chunk in _qkv_norms)."""
         def hook(mod, args, out):
-            if not self.batch.attention:
-                return
-            B, T, _ = out.shape
-            hd = ad.head_dim
-            if role == "qkv":
-                q, k, v = out.split([ad.num_heads * hd, ad.num_kv_heads * hd, ad.num_kv_heads * hd], -1)
-                parts = {"q": q, "k": k, "v": v}
-            else:
-                parts = {role: out}
-            for r, t in parts.items():  # RoPE rotates pairs: per-head norms before RoPE equal those after
-                self._cur["n" + r] = t.detach().float().view(B, T, -1, hd).norm(dim=-1).mean(-1)
+            if self.batch.attention:
+                self._cur["proj_" + role] = self._btc(out)
         return hook
 
     def _attn(self, i: int):
@@ -714,25 +728,103 @@ class Recorder:
             w = out[1] if isinstance(out, tuple) and len(out) > 1 else None
             if w is None:
                 return
-            w = w.detach()
             B, H, Tq, T = w.shape
-            recv = w.sum(2, dtype=torch.float32)              # [B, H, T] mass each key receives
-            sink = recv[..., 0] / Tq                          # [B, H] mean attention to position 0
-            mean_recv = recv.mean(1)                          # [B, T] averaged over heads
-            flags = mean_recv >= self.th.attention_share * Tq
-            self._cur["att_flags"] = flags
-            amap = None
+            self._cur["recv"] = w.sum(2, dtype=torch.float32)     # [B, H, T] mass each key receives
+            self._cur["Tq"] = Tq
             if not st.map_requested:                          # every head of the first window; the host picks one
                 n = min(ATTN_MAP_TOKENS, T)
-                amap, st.map_requested = w[0, :, :n, :n].float(), True
+                # one view op and one copy (w[0, :, :n, :n].float() is four ops, and no copy in float32)
+                corner = w.as_strided((H, n, n), w.stride()[1:], w.storage_offset())
+                self._cur["amap"], st.map_requested = corner.to(torch.float32, copy=True), True
             st.windows += B
-            self.pending.add(partial(self._attn_records, st, self.batch, Tq), sink, mean_recv, flags, amap)
         return hook
 
-    def _attn_records(self, st: AttentionStats, batch: Batch, Tq: int, sink, mean_recv, flags, amap) -> None:
+    def _layer_out(self, i: int):
+        def hook(mod, args, out):
+            cur, self._cur = self._cur, {}
+            h_out = self._btc(out[0] if isinstance(out, tuple) else out)
+            cur["h_out"] = h_out
+            cur["sites"].append(("resid", h_out))
+            dense = self._dense(h_out)
+            if self._chunk and (self._chunk[0]["batch"] is not cur["batch"]
+                                or self._chunk[0]["h_out"].device != h_out.device):
+                self._close_chunk()
+            self._chunk.append(cur)
+            if dense:       # checked when the chunk is reduced: a tensor changed in place since would be misread
+                cur["versions"] = [(t, t._version) for t in _held(cur) + [cur["h_in"]]]
+                self._chunk_bytes += sum(t.numel() * t.element_size() for t in _held(cur))
+            if not dense or self._chunk_bytes >= self._budget(h_out.device):
+                self._close_chunk()
+        return hook
+
+    def _budget(self, device) -> int:
+        """CHUNK_BYTES, or a quarter of the GPU's free memory when that is less (asked once per detect and device,
+        when attached: a query of the allocator, no wait for the device)."""
+        if device not in self._budgets:
+            free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else CHUNK_BYTES * 4
+            self._budgets[device] = min(CHUNK_BYTES, free // 4)
+        return self._budgets[device]
+
+    def _close_chunk(self) -> None:
+        """Reduce the chunk of layers the hooks kept (one batch, one device): their sites stacked per group
+        (_reduce_sites), the lifecycle's hits, the attention mass and the Q/K/V norms, each with one set of kernels
+        for all the layers in the device form; the chunk's host records are one callback. The CPU form closes
+        every layer's chunk at once."""
+        layers, self._chunk, self._chunk_bytes = self._chunk, [], 0
+        if not layers:
+            return
+        for cur in layers:
+            for t, v in cur.get("versions", ()):
+                if t._version != v:
+                    raise AssertionError(f"capture: a tensor of layer {cur['i']} changed in place before its "
+                                         f"statistics were taken; the dense forms need it unchanged")
+        held = sum(t.numel() * t.element_size() for c in layers for t in _held(c))
+        self.chunks.append((len(layers), held))
+        batch, dense = layers[0]["batch"], self._dense(layers[0]["h_out"])
+        if not dense and len(layers) > 1:
+            raise AssertionError("capture: the CPU form reduces one layer at a time")
+        meta, tensors = self._reduce_sites(layers, dense)
+        h_out = _stack([c["h_out"] for c in layers])
+        life = self._hits_dense(layers, h_out) if dense else self._hits_sparse(layers[0])
+        att_rows, Tq, att = self._attention(layers)
+        norms = self._qkv_norms(layers)
+        snap = h_out[:, 0, :SNAPSHOT_TOKENS].abs().float() if self.snapshot and batch.window0 == 0 else None
+        amaps = [c.get("amap") for c in layers]
+        self.pending.add(partial(self._chunk_records, batch, [c["i"] for c in layers], meta, len(tensors), att_rows,
+                                 Tq), *tensors, *life, *att, norms, snap, *amaps)
+
+    def _chunk_records(self, batch: Batch, layers: list[int], meta: list, n_sites: int, att_rows: list, Tq: int,
+                       *tensors) -> None:
+        """Host part of a chunk: the non-finite check (in forward order), the sites' token records, then per
+        layer the attention records, the lifecycle and the consistency. Host tensors are read through numpy (a
+        torch read here would be a wait for the device if it were a device tensor)."""
+        parts = [tensors[k:k + 7] for k in range(0, n_sites, 7)]
+        count, hits, values, terms_k, terms, sink, mean_recv, att_flags, norms, snap = tensors[n_sites:n_sites + 10]
+        amaps = tensors[n_sites + 10:]
+        self._nonfinite(meta, parts)
+        for (sites, lookup), (tok_max, med, mean, tok_med, _, tok_arg, tok_val) in zip(meta, parts):
+            self._flag_group(batch, sites, lookup, tok_max, med, mean, tok_med, tok_arg, tok_val)
+        count, hits, values, terms_k, terms, att_np, norms = (None if t is None else t.numpy() for t in
+                                                              (count, hits, values, terms_k, terms, att_flags, norms))
+        for l, i in enumerate(layers):
+            r = att_rows[l]
+            if r is not None:
+                self._attn_records(self.attn[i], batch, Tq, sink[r], mean_recv[r], att_np[r], amaps[l])
+            if hits is not None:
+                life = tuple(None if t is None else t[l] for t in (hits, values, terms_k, terms))
+                life = life if count is None else self._select_hits(count[l], *life)
+                if life is not None:
+                    self._lifecycle(i, batch, *life)
+            self._consistency(i, batch.massive.pop(i - 1), None if r is None else att_np[r],
+                              None if norms is None else norms[l])
+            if snap is not None:
+                self.snapshots[i] = snap[l]
+
+    def _attn_records(self, st: AttentionStats, batch: Batch, Tq: int, sink, mean_recv, flags: np.ndarray,
+                      amap) -> None:
         st.sink_sum += sink.sum(0).double()
         st.recv0_sum += float((mean_recv[:, 0].sum() / Tq).numpy())
-        b, t = np.nonzero(flags.numpy())
+        b, t = np.nonzero(flags)
         if len(b):
             st.outliers.add([{"window": batch.window0 + bb, "pos": tt, "token_id": tid, "mass": m}
                              for bb, tt, tid, m in zip(b.tolist(), t.tolist(), batch.ids_np[b, t].tolist(),
@@ -741,104 +833,140 @@ class Recorder:
             h = int(sink.numpy()[0].argmax())
             st.attn_map, st.attn_map_head = amap[h].clone(), h
 
-    def _layer_out(self, i: int):
-        def hook(mod, args, out):
-            h_out = self._btc(out[0] if isinstance(out, tuple) else out)
-            cur, batch = self._cur, self.batch
-            self._reduce_layer(i, cur.get("sites", []) + [("resid", h_out)])
-            life = self._hits(i, cur, h_out, self._dense(h_out))
-            norms = [cur.get(k) for k in ("nq", "nk", "nv")]
-            snap = None
-            if self.snapshot and batch.window0 == 0:
-                snap = h_out[0, :SNAPSHOT_TOKENS].abs().float()
-            self.pending.add(partial(self._layer_records, i, batch), *life, cur.get("att_flags"), *norms, snap)
-            self._cur = {}
-        return hook
-
-    def _layer_records(self, i: int, batch: Batch, count, hits, values, terms_k, terms, att_flags, nq, nk, nv,
-                       snap):
-        """Host part of a layer's output hook: lifecycle, consistency, the residual flags handed on. Host tensors
-        are read through numpy (a torch read here would be a wait for the device if it were a device tensor)."""
-        count, hits, values, terms_k, terms, att_flags = (None if t is None else t.numpy() for t in
-                                                          (count, hits, values, terms_k, terms, att_flags))
-        life = (hits, values, terms_k, terms) if count is None or hits is None else \
-            self._select_hits(count, hits, values, terms_k, terms)
-        if life is not None and life[0] is not None:
-            self._lifecycle(i, batch, *life)
-        self._consistency(i, batch.flags_in, att_flags, nq, nk, nv)
-        batch.flags_in = batch.flags_out
-        if snap is not None:
-            self.snapshots[i] = snap
-
-    def _consistency(self, i: int, act: np.ndarray, att: np.ndarray | None, nq, nk, nv) -> None:
+    def _consistency(self, i: int, act: np.ndarray, att: np.ndarray | None, n: np.ndarray | None) -> None:
+        """act: massive tokens of layer i's input; att: its attention-outlier keys; n: [B, T, 3] mean per-head
+        norms of q, k, v."""
         if att is not None:
             s = self.seq[i]
             s[0] += int(act.sum())
             s[1] += int(att.sum())
             s[2] += int((act & att).sum())
-        if nq is not None and nk is not None and nv is not None:
-            n = torch.stack([nq, nk, nv], -1).numpy()   # [B, T, 3]; the sums in torch, as before
-            q = self.qkv[i]
+        if n is not None:
+            q = self.qkv[i]                    # the sums in torch, as before
             q[0] += torch.from_numpy(n[act]).sum(0).double()
             q[1] += int(act.sum())
             q[2] += torch.from_numpy(n[~act]).sum(0).double()
             q[3] += int((~act).sum())
 
-    def _hits(self, i: int, cur: dict, h_out: torch.Tensor, dense: bool) -> tuple:
-        """Device part of the lifecycle: where the residual is large (|h| > massive_abs, the absolute half of
-        the massive test, so an outlier is followed from birth to death even while the median keeps it under
-        1000x) before or after layer i, at most MAX_TRACKED (token, channel) hits, with the layer's values there
-        and the largest terms of the MLP's write. Kept when there are more: the largest max(|h_in|, |h_out|),
-        the first position on ties. Returns (count, hits [m, 3] (b, t, c), values [m, 3] (h_in, h_mid, h_out),
-        term columns [m, K], terms [m, K, 4] (x_k * W[c, k], x_k, gate_k, up_k)) or Nones.
+    def _attention(self, layers: list[dict]) -> tuple[list, int, tuple]:
+        """The attention mass of the chunk's layers that have probabilities, stacked: (row of each layer or
+        None, query length, (sink [La, B, H] mean mass to position 0, mean_recv [La, B, T] mass each key receives averaged over
+        heads, flags [La, B, T] keys receiving >= attention_share x Tq))."""
+        rows, recv = [], []
+        for c in layers:
+            rows.append(len(recv) if "recv" in c else None)
+            if "recv" in c:
+                recv.append(c["recv"])
+        if not recv:
+            return rows, 0, (None, None, None)
+        recv = _stack(recv)
+        Tq = layers[rows.index(0)]["Tq"]
+        sink = recv[..., 0] / Tq
+        mean_recv = recv.mean(2)
+        return rows, Tq, (sink, mean_recv, mean_recv >= self.th.attention_share * Tq)
 
-        dense (an accelerator): no wait for the device; a fixed MAX_TRACKED candidates, best first, and `count`
-        (a device scalar) says how many are hits; the host keeps those (_select_hits). Else (the CPU) exactly the
-        hits in position order, count None."""
+    def _qkv_norms(self, layers: list[dict]) -> torch.Tensor | None:
+        """[L, B, T, 3]: the mean over heads of the per-head norms of q, k and v at each token (RoPE rotates pairs:
+        the norms before RoPE equal those after); None unless every layer has all three."""
+        ad = self.ad
+        if all("proj_qkv" in c for c in layers):
+            qkv = _stack([c["proj_qkv"] for c in layers])
+            parts = qkv.split([ad.num_heads * ad.head_dim, ad.num_kv_heads * ad.head_dim,
+                               ad.num_kv_heads * ad.head_dim], -1)
+        elif all(f"proj_{r}" in c for c in layers for r in "qkv"):
+            parts = [_stack([c[f"proj_{r}"] for c in layers]) for r in "qkv"]
+        else:
+            return None
+        L, B, T = parts[0].shape[:3]
+        return torch.stack([p.float().view(L, B, T, -1, ad.head_dim).norm(dim=-1).mean(-1) for p in parts], -1)
+
+    def _hits_sparse(self, cur: dict) -> tuple:
+        """The CPU form of the lifecycle's hits of one layer (see _hits_dense): exactly the hits, in position
+        order, [1, ...]-shaped like the device form; count None."""
         none = (None,) * 5
         if "h_mid" not in cur:
             return none
         floor = self.th.massive_abs
-        # the layer's input arrives where the previous layer ran (accelerate moves it inside the layer)
-        h_in, h_mid = cur["h_in"].to(h_out.device), cur["h_mid"]
-        count = None
-        if dense:
-            # one int64 key per position: score bits (monotonic for |h| >= 0) above the reversed flat index (2^32 - 1
-            # - flat), so topk orders by score, then position, and its indices are the positions; non-hits below
-            # every hit. A position is a hit when max(|h_in|, |h_out|) > floor (either one is).
-            score = torch.maximum(h_in.abs(), h_out.abs())
-            big = score > floor
-            n = big.numel()
-            rev = torch.arange(2**32 - 1, 2**32 - 1 - n, -1, device=big.device).view(big.shape)
-            key = rev + torch.where(big, score.float().view(torch.int32).long() * 2**32, -2**32)
-            flat = key.view(-1).topk(min(MAX_TRACKED, n)).indices
-            T, C = big.shape[1:]
-            b, t, c = flat // (T * C), flat // C % T, flat % C
-            count = big.sum()
-            values = torch.stack([torch.take(h, flat) for h in (h_in, h_mid, h_out)], 1).float()
-        else:
-            big = (h_in.abs() > floor) | (h_out.abs() > floor)
-            b, t, c = big.nonzero().unbind(1)
-            if b.shape[0] == 0:
-                return none
-            if b.shape[0] > MAX_TRACKED:
-                score = torch.maximum(h_in[b, t, c].abs(), h_out[b, t, c].abs()).float()
-                keep = score.sort(descending=True, stable=True).indices[:MAX_TRACKED]
-                b, t, c = b[keep], t[keep], c[keep]
-            values = torch.stack([h[b, t, c].float() for h in (h_in, h_mid, h_out)], 1)
+        h_in, h_mid, h_out = cur["h_in"], cur["h_mid"], cur["h_out"]
+        big = (h_in.abs() > floor) | (h_out.abs() > floor)
+        b, t, c = big.nonzero().unbind(1)
+        if b.shape[0] == 0:
+            return none
+        if b.shape[0] > MAX_TRACKED:
+            score = torch.maximum(h_in[b, t, c].abs(), h_out[b, t, c].abs()).float()
+            keep = score.sort(descending=True, stable=True).indices[:MAX_TRACKED]
+            b, t, c = b[keep], t[keep], c[keep]
+        values = torch.stack([h[b, t, c].float() for h in (h_in, h_mid, h_out)], 1)
         hits = torch.stack([b, t, c], 1)
         if "down_in" not in cur:
+            return None, hits[None], values[None], None, None
+        x = cur["down_in"][b, t].float()                                   # [m, I]
+        contrib = x * self.ad.down(cur["i"]).weight[c].float()
+        k = contrib.abs().topk(min(4, contrib.shape[-1]), dim=-1).indices  # [m, K]
+        gate, up = _gate_up([cur], lambda g: g[0][b, t])
+        terms = _terms(contrib, x, gate, up, k)
+        return None, hits[None], values[None], k[None], terms[None]
+
+    def _hits_dense(self, layers: list[dict], h_out: torch.Tensor) -> tuple:
+        """The lifecycle's device part for a chunk of layers at once: where the residual is large (|h| >
+        massive_abs, the absolute half of the massive test, so an outlier is followed from birth to death even while
+        the median keeps it under 1000x) before or after each layer, MAX_TRACKED fixed (token, channel) candidates
+        per layer, best first, and `count` [L] (how many are hits; the host keeps those, _select_hits), with the
+        layer's values there and the largest terms of the MLP's write. Kept when there are more: the largest
+        max(|h_in|, |h_out|), the first position on ties. Returns (count [L], hits [L, m, 3] (b, t, c), values
+        [L, m, 3] (h_in, h_mid, h_out), term columns [L, m, K], terms [L, m, K, 4] (x_k * W[c, k], x_k, gate_k,
+        up_k)) or Nones. No wait for the device anywhere."""
+        if not all("h_mid" in c for c in layers):
+            return (None,) * 5
+        dev = h_out.device        # the layer's input arrives where the previous layer ran (accelerate)
+        h_in = _stack([c["h_in"] if c["h_in"].device == dev else c["h_in"].to(dev) for c in layers])
+        h_mid = _stack([c["h_mid"] for c in layers])
+        L, B, T, C = h_out.shape
+        # a position is a hit when max(|h_in|, |h_out|) > floor (either one is)
+        count, flat = self._top_positions(torch.maximum(h_in.abs(), h_out.abs()).view(L, B * T, C), MAX_TRACKED)
+        bt = flat // C
+        hits = torch.stack([bt // T, bt % T, flat % C], 2)
+        values = torch.stack([h.reshape(L, -1).gather(1, flat) for h in (h_in, h_mid, h_out)], 2).float()
+        if not all("down_in" in c for c in layers):
             return count, hits, values, None, None
         # the MLP's write into channel c at (b, t) split into x_k * W_down[c, k]; the largest terms
-        x = cur["down_in"][b, t].float()                                   # [m, I]
-        contrib = x * self.ad.down(i).weight[c].float()
-        k = contrib.abs().topk(min(4, contrib.shape[-1]), dim=-1).indices  # [m, K]
-        gate, up = _gate_up(cur, b, t)
-        if gate is None or up is None:
-            nan = torch.full_like(contrib, float("nan"))
-            gate, up = nan if gate is None else gate, nan if up is None else up
-        terms = torch.stack([v.gather(1, k) for v in (contrib, x, gate, up)], -1)
-        return count, hits, values, k, terms
+        bs, ts_ = hits[..., 0].unbind(0), hits[..., 1].unbind(0)
+
+        def rows(ts):       # [L, m, I] the rows (b, t) of each layer's [B, T, I] tensor: one op each, no stacked copy
+            return _stack([t[b, tt] for t, b, tt in zip(ts, bs, ts_)])
+        x = rows([c["down_in"] for c in layers]).float()                               # [L, m, I]
+        w = _stack([self.ad.down(c["i"]).weight.index_select(0, cc) for c, cc in zip(layers, hits[..., 2].unbind(0))])
+        contrib = x * w.float()
+        k = contrib.abs().topk(min(4, contrib.shape[-1]), dim=-1).indices                # [L, m, K]
+        gate, up = _gate_up(layers, rows)
+        return count, hits, values, k, _terms(contrib, x, gate, up, k)
+
+    def _top_positions(self, score: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per layer of [L, N, C] scores (N tokens): how many positions score > massive_abs, and the flat indices
+        (token * C + channel) of k candidates, best first: the hits by score, the first position on ties, then
+        non-hits. Ordered by one int64 key per position: the score's float32 bits (monotonic for scores >= 0)
+        above 2^32 - 1 - the flat index, non-hits below every hit. Not over every position: the best k hits lie in
+        the k tokens whose largest score ranks highest (ordered the same way: each token ranking above a hit's
+        token holds a position ranking above the hit), so the key is made on those tokens' rows only."""
+        L, N, C = score.shape
+        floor = self.th.massive_abs
+        count = (score > floor).view(L, -1).sum(1)
+        tkey = score.amax(-1).float().view(torch.int32).long().mul_(2**32).add_(self._reversed(score.device, (N,)))
+        tok = tkey.topk(min(k, N), dim=-1).indices                                     # [L, kt]
+        rows = score.gather(1, tok[..., None].expand(-1, -1, C))                         # [L, kt, C]
+        rev = self._reversed(score.device, (C,)) - tok[..., None] * C                    # 2^32 - 1 - flat index
+        key = rows.float().view(torch.int32).long().mul_(2**32)
+        key.masked_fill_((rows > floor).logical_not_(), -2**32).add_(rev)
+        j = key.view(L, -1).topk(min(k, key[0].numel()), dim=-1).indices
+        return count, (2**32 - 1) - rev.view(L, -1).gather(1, j)
+
+    def _reversed(self, device, shape: tuple) -> torch.Tensor:
+        """2^32 - 1 - flat index over `shape`, int64 on the device, made once."""
+        key = (device, "reversed", shape)
+        if key not in self._consts:
+            n = math.prod(shape)
+            self._consts[key] = torch.arange(2**32 - 1, 2**32 - 1 - n, -1, device=device).view(shape)
+        return self._consts[key]
 
     @staticmethod
     def _select_hits(count, hits, values, terms_k, terms) -> tuple:
@@ -893,17 +1021,42 @@ def _decompose(into: dict, key, vatt: float, vmlp: float, cols: list[int], terms
         p[4] += up
 
 
-def _gate_up(cur: dict, b: torch.Tensor, t: torch.Tensor):
-    """The MLP's gate and up pre-activations [m, I] at positions (b, t) (fused gate_up split in halves; fc1
-    has no up)."""
-    if "gate" in cur and "up" in cur:
-        return cur["gate"][b, t].float(), cur["up"][b, t].float()
-    if "gate_up" in cur:
-        g, u = cur["gate_up"][b, t].float().chunk(2, -1)
-        return g, u
-    if "fc1" in cur:
-        return cur["fc1"][b, t].float(), None
+def _gate_up(layers: list[dict], rows) -> tuple:
+    """The MLP's gate and up pre-activations at the hits, float32 (fused gate_up split in halves; fc1 has no up);
+    rows(the layers' [B, T, I] tensors) picks the hits' rows."""
+    c0 = layers[0]
+    if "gate" in c0 and "up" in c0:
+        return rows([c["gate"] for c in layers]).float(), rows([c["up"] for c in layers]).float()
+    if "gate_up" in c0:
+        return rows([c["gate_up"] for c in layers]).float().chunk(2, -1)
+    if "fc1" in c0:
+        return rows([c["fc1"] for c in layers]).float(), None
     return None, None
+
+
+def _terms(contrib, x, gate, up, k) -> torch.Tensor:
+    """[..., K, 4]: the terms x_k * W_down[c, k], x_k, gate_k, up_k at the columns k (NaN where the MLP has no
+    gate or up)."""
+    if gate is None or up is None:
+        nan = torch.full_like(contrib, float("nan"))
+        gate, up = nan if gate is None else gate, nan if up is None else up
+    return torch.stack([v.gather(-1, k) for v in (contrib, x, gate, up)], -1)
+
+
+def _stack(ts: list[torch.Tensor]) -> torch.Tensor:
+    return ts[0][None] if len(ts) == 1 else torch.stack(ts)
+
+
+def _held(cur: dict) -> list[torch.Tensor]:
+    """The tensors a layer's record keeps alive until its chunk is reduced, each storage once (its input is the
+    previous layer's output: not counted)."""
+    seen, out = set(), []
+    for k, v in cur.items():
+        for t in [x for _, x in v] if k == "sites" else [v] if isinstance(v, torch.Tensor) and k != "h_in" else []:
+            if t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                out.append(t)
+    return out
 
 
 def _site_of(role: str) -> str:

@@ -467,6 +467,8 @@ def _site_of(role: str) -> str:
 class V1Recorder(Recorder):
     """The v1 Recorder behind today's detect() signature (snapshot and to_host are plot and placement details)."""
 
+    chunks: tuple = ()          # v1 reduces each layer in its hooks: no chunks (detect's cost reads them)
+
     def __init__(self, model, th, attention=True, snapshot=False):
         super().__init__(model, th, attention)
         self.snapshots = {}

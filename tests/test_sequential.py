@@ -5,6 +5,7 @@
 * quantize: static scales, GPTQ and RTN codes identical; mitigate: alphas, clip ratios, channels, weights identical;
 * memory: the sequential path's working memory does not grow with depth (2 vs 8 layers).
 """
+import contextlib
 import importlib
 import json
 
@@ -39,8 +40,12 @@ def test_round5_is_pythons_formatting():
     values += [(torch.rand(20000, generator=g) * 10.0 ** e) for e in range(-9, 9, 3)]
     values.append(torch.randint(0, 2**20, (20000,), generator=g).double() / 2.0 ** torch.randint(0, 30, (20000,),
                                                                                                   generator=g))
+    # bf16 and float32 activations: exact when scaled, on midpoints often (4 <= v < 8 on a 1/32 grid, say)
+    values += [(torch.randn(20000, generator=g) * 10.0 ** e).to(dt).double() for e in range(-4, 7, 2)
+               for dt in (torch.bfloat16, torch.float32)]
     values.append(torch.tensor([12345.5, 99999.5, 9999.95, 1e4, 1e5, 0.0, -0.0, 1e-20, 1e20, 1234.55, -2.5,
-                                float("inf"), float("nan")], dtype=torch.float64))
+                                float("inf"), float("nan"), 4.03125, 99999.5 / 2**10, 1.0, 5e-5, 65536.0 * 3],
+                               dtype=torch.float64))
     for v in values:
         got, want = round5(v).tolist(), [float(f"{x:.5g}") for x in v.tolist()]
         assert json.dumps(got) == json.dumps(want)
@@ -64,6 +69,43 @@ def test_device_capture_equals_the_host_only_v1(monkeypatch, planted_model, dens
     new = detect(planted_model, x, quiet=True, pipeline="memory", **kw)
     assert new.lifecycle and new.attention["layers"]          # the comparison covers every part
     assert _report(new) == _report(old)
+
+
+@pytest.mark.parametrize("chunk_bytes,layers", [(1, 1), ("two", 2), (2**40, None)])
+def test_chunked_reductions_equal_per_layer(monkeypatch, planted_model, chunk_bytes, layers):
+    """The accelerator's forms keep a batch's activations for a chunk of layers (capture.CHUNK_BYTES) and reduce
+    them stacked across the layers: one chunk per layer (the per-layer reductions), two layers, all of them, in
+    memory and layer by layer, all give the CPU form's report to the last digit."""
+    from sysq import capture
+    depth = planted_model.config.num_hidden_layers
+    x, kw = ids(n=6, T=24), {"attention_windows": 2, "batch_size": 4}
+    if chunk_bytes == "two":               # batches alike, a budget reached at the second layer: chunks of two
+        x, kw = ids(n=4, T=24), {"attention_windows": 4, "batch_size": 2}
+    sparse = detect(planted_model, x, quiet=True, pipeline="memory", **kw)
+    _as_on_a_gpu(monkeypatch)
+    if chunk_bytes == "two":
+        chunk_bytes = detect(planted_model, x, quiet=True, pipeline="memory", **kw).cost["chunk_bytes"] / depth * 1.5
+    monkeypatch.setattr(capture, "CHUNK_BYTES", chunk_bytes)
+    dense = detect(planted_model, x, quiet=True, pipeline="memory", **kw)
+    assert dense.cost["chunk_layers"] == (layers or depth)
+    assert _report(dense) == _report(sparse)
+    seq = detect(planted_model, x, quiet=True, pipeline="sequential", device="cpu", **kw)
+    assert seq.cost["chunk_layers"] == 1 and _report(seq) == _report(sparse)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "opt", "phi3", "gemma2", "qwen3"])
+def test_chunked_reductions_every_family(monkeypatch, model_type):
+    """The accelerator's forms on each family's layout (positional layer arguments, flattened tokens, fused
+    projections, sandwich norms, q/k norms): the tensors kept for a chunk are not changed in place before it is
+    reduced (checked by their version counters), and the report is the CPU form's."""
+    from tiny_models import tiny_model
+    model = tiny_model(model_type, layers=3)
+    x = torch.randint(3, 300, (3, 12))
+    x[:, 0] = 1
+    sparse = detect(model, x, quiet=True, pipeline="memory", batch_size=2, attention_windows=2)
+    _as_on_a_gpu(monkeypatch)
+    dense = detect(model, x, quiet=True, pipeline="memory", batch_size=2, attention_windows=2)
+    assert dense.cost["chunk_layers"] == 3 and _report(dense) == _report(sparse)
 
 
 def _as_on_a_gpu(monkeypatch):
@@ -359,3 +401,73 @@ def test_host_reads_do_not_grow_with_layers_or_batches(monkeypatch):
                     model.model(input_ids=x[s:s + 2], use_cache=False)
         extra.append(_value_reads(lambda: detect(model, x, quiet=True, **kw)) - _value_reads(plain))
     assert extra[0] == extra[1] and 0 <= extra[0] <= 2, extra
+
+
+@torch.no_grad()
+def test_hook_ops_do_not_grow_with_layers(monkeypatch):
+    """The accelerator's forms launch a fixed number of kernels per chunk of layers, not per layer: beyond the
+    model's own forward, the aten ops of detect's batches (hooks, reductions, merge, the host copy; not the host
+    records, made from host tensors) grow by at most 6 per decoder layer and batch (the W_down rows and the
+    down_proj input, gate and up rows at the lifecycle's hits: 4; on an attention batch the mass each key receives
+    and the first window's map: 3), where they grew by ~90."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+    from sysq.capture import Backlog, Recorder
+    from sysq.detect.attention import eager_attention
+    from test_detect import tiny
+    _as_on_a_gpu(monkeypatch)
+    for cls, name, label in ((Recorder, "run", "run"), (Backlog, "step", "records")):
+        def labelled(self, *a, _fn=getattr(cls, name), _label=label, **k):
+            with record_function(_label):
+                return _fn(self, *a, **k)
+        monkeypatch.setattr(cls, name, labelled)
+
+    def ops(fn, label: str) -> int:
+        """aten ops called from Python (none above them) inside `label`: about one kernel launch each on a GPU."""
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        n = 0
+        for e in prof.events():
+            p, top, inside = e.cpu_parent, e.name.startswith("aten::"), False
+            while p is not None:
+                top &= not p.name.startswith("aten::") and p.name != "records"
+                inside |= p.name == label
+                p = p.cpu_parent
+            n += top and inside
+        return n
+
+    extra = {}
+    for layers in (2, 6):
+        model, x = tiny(layers=layers), ids(n=4, T=24)
+        kw = {"attention_windows": 2, "batch_size": 2}
+        detect(model, x[:1], quiet=True, **kw)                               # warm-up
+
+        def plain():
+            with record_function("plain"):
+                for s in (0, 2):
+                    with eager_attention(model) if s < 2 else contextlib.nullcontext():
+                        model.model(input_ids=x[s:s + 2], use_cache=False)
+        extra[layers] = ops(lambda: detect(model, x, quiet=True, **kw), "run") - ops(plain, "plain")
+    assert 0 < extra[2] and (extra[6] - extra[2]) / 4 <= 2 * 6, extra     # two batches
+
+
+@pytest.mark.parametrize("floor", [0.5, 5.5, 8.5])
+def test_top_positions_ties_and_counts(floor):
+    """The lifecycle's candidates (dense form): with many ties (integer scores), fewer or more hits than MAX_TRACKED,
+    the hits first, by score then first position, as sorting every position gives; chosen among the best tokens'
+    rows only."""
+    from sysq.capture import Recorder
+    from sysq.detect.thresholds import Thresholds
+    from test_detect import tiny
+    rec = Recorder(tiny(layers=1), Thresholds.from_dict({"massive_abs": floor}))
+    g = torch.Generator().manual_seed(0)
+    score = torch.randint(0, 10, (3, 40, 16), generator=g).float() * (torch.rand(3, 40, 1, generator=g) < 0.3)
+    count, flat = rec._top_positions(score.to(torch.bfloat16), MAX_TRACKED)
+    for layer in range(3):
+        s = score[layer].flatten()
+        hits = sorted((-v, j) for j, v in enumerate(s.tolist()) if v > floor)
+        assert int(count[layer]) == len(hits)
+        got = flat[layer].tolist()
+        if len(hits) > MAX_TRACKED:
+            assert got == [j for _, j in hits[:MAX_TRACKED]]
+        else:
+            assert got[:len(hits)] == [j for _, j in hits]

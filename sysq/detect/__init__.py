@@ -26,7 +26,7 @@ from .lifecycle import MAX_CHANNELS, channel_lifecycle, down_rows, groups_of
 from .report import SCHEMA, OutlierReport
 from .thresholds import Thresholds, parse_thresholds
 from .tokens import Namer, taxonomy
-from .weight import analyze_weights
+from .weight import analyze_weights, start_weights
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     ends = [min(s + batch_size, n_att if s < n_att else len(ids)) for s in starts]
     rec = Recorder(model, th, attention=attention, snapshot=snapshot)
     t0 = time.perf_counter()
-    weights = {} if path.sequential else analyze_weights(ad, th)
+    weights_done = None if path.sequential else start_weights(ad, th)     # reduced while the forward is launched
     t_weights = time.perf_counter() - t0
     t0 = time.perf_counter()
     if path.sequential:
@@ -89,9 +89,17 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
         finally:
             rec.detach()
             bar.close()
+        t1 = time.perf_counter()
+        weights = weights_done()
+        t_finish = time.perf_counter() - t1
+        t_weights += t_finish
+    if rec.chunks:
+        log.info("detect: %d chunks of up to %d layers reduced together (up to %.2f GiB of activations held; "
+                 "sysq.capture.CHUNK_BYTES)", len(rec.chunks), max(n for n, _ in rec.chunks),
+                 max(b for _, b in rec.chunks) / 2**30)
     round_channels(list(rec.tables.values()))
     rec.to_host()
-    t_pass = time.perf_counter() - t0
+    t_pass = time.perf_counter() - t0 - (0.0 if path.sequential else t_finish)
 
     namer = Namer(tokenizer)
     sites = {key: site_summary(s, rec.site_linears.get(key, []), namer, th) for key, s in sorted(rec.sites.items())}
@@ -125,7 +133,10 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
         linear_inputs=linear_inputs, weights=weights, attention=attn, consistency=consistency,
         lifecycle=lifecycle, tokens=tokens,
         cost={"weights_s": t_weights, "pass_s": t_pass, "batch_size": batch_size, "attention_windows": n_att,
-              "pipeline": path.kind, "device": str(path.device)},
+              "pipeline": path.kind, "device": str(path.device),
+              # the largest chunk of layers reduced together (capture.CHUNK_BYTES) and the activations it held
+              "chunk_layers": max((n for n, _ in rec.chunks), default=0),
+              "chunk_bytes": max((b for _, b in rec.chunks), default=0)},
     )
     report.summary = _summary(report)
     report.arrays = _arrays(rec, resid, namer, ad, report)

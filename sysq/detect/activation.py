@@ -24,9 +24,9 @@ _POW10 = [float(10 ** i) for i in range(23)]                # exact doubles
 def round5(values: torch.Tensor) -> torch.Tensor:
     """float(f"{v:.5g}") of every value, as a float64 tensor on the values' device, exactly: x * 10^p with an exact
     power of ten is one rounding away from the true scaled value, so rounding half to even gives the 5 significant
-    digits wherever the scaled value is not within 1e-6 of a rounding midpoint or of 10^4 / 10^5; the result
+    digits wherever the scaled value is exact or not within 1e-6 of a rounding midpoint or of 10^4 / 10^5; the result
     n / 10^p (or the exact n * 10^-p) is then the double nearest n * 10^-p, which is what float() of the printed
-    digits gives. The few values near a midpoint, and zeros, non-finite or extreme values, take Python's
+    digits gives. The few inexact values near a midpoint, and zeros, non-finite or extreme values, take Python's
     formatting."""
     x = values.detach().double().flatten()
     pw = torch.tensor(_POW10, dtype=torch.float64, device=x.device)
@@ -41,7 +41,11 @@ def round5(values: torch.Tensor) -> torch.Tensor:
     y = scaled(p)
     p = p + (y < 1e4).long() - (y >= 1e5).long()             # log10 can miss by one next to a power of ten
     y = scaled(p)
-    ok &= (y >= 1e4 + 1e-6) & (y < 1e5 - 1e-6) & ((y - torch.floor(y) - 0.5).abs() > 1e-6) & (p.abs() <= 22)
+    # y is exact when a float32 value (24 bits) is scaled up by at most 10^12 (5^12 < 2^28): then rounding half to
+    # even is Python's at midpoints too (bf16 activations sit on them often: 4 <= v < 8 on a 1/32 grid, say)
+    exact = (p >= 0) & (p <= 12) & (safe == safe.float().double())
+    near = ((y - torch.floor(y) - 0.5).abs() <= 1e-6) | (y < 1e4 + 1e-6) | (y >= 1e5 - 1e-6)
+    ok &= (y >= 1e4) & (y < 1e5) & (p.abs() <= 22) & (exact | ~near)
     n = torch.round(y)                                       # half to even
     out = torch.copysign(torch.where(p >= 0, n / pw[p.clamp(0, 22)], n * pw[(-p).clamp(0, 22)]), x)
     odd = (~ok).nonzero().flatten()

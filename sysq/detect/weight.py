@@ -4,9 +4,10 @@ A column is a weight-outlier column when its ratio is >= `weight_ratio` x the li
 ratio (random-like columns sit near the median; the columns that build systematic outliers are
 10-50x above it). The rows view: for each top column, the output rows where it is largest.
 
-Where the work happens: a few kernels per linear on its device (the column ratios, the top columns, the row of
-each column's largest |W|), one copy of all of them to the host, then numpy (and one topk per output size for
-the rows of the top columns): no read of a single value from a device.
+Where the work happens: a few kernels per stack of linears on their device (the column ratios, the top columns,
+the row of each column's largest |W|), one copy of all of them to the host, then numpy (and one topk per output
+size for the rows of the top columns): no read of a single value from a device. start_weights queues the device
+work and the copy without waiting (detect overlaps it with the forward passes).
 """
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ import numpy as np
 import torch
 
 from ..arch import Adapter
-from ..capture import to_host
+from ..capture import start_to_host
 from .thresholds import Thresholds
 
 TOP_COLUMNS = 8
 TOP_ROWS = 3
 
 
-CHUNK_BYTES = 256 * 2**20      # weights of one shape stacked per pass: a few kernels for many linears, bounded memory
+# weights of one shape stacked per pass: a few kernels for many linears (an 8B model: 16 passes), bounded memory (the
+# stack, |W| and the float32 column sums: about 3x this while a pass runs)
+CHUNK_BYTES = 2**30
 
 
 def _on_device(w: torch.Tensor) -> list[torch.Tensor]:
@@ -74,9 +77,16 @@ def _stats_on_host(th: Thresholds, r, top_values, top_indices, rows, col_argmax)
 
 
 def analyze_weights(ad: Adapter, th: Thresholds, layers=None) -> dict:
-    """Weight statistics of every decoder linear (or those of `layers`), keyed by its dotted name. Linears of one
-    shape, dtype and device are stacked (up to CHUNK_BYTES at a time) and reduced together; what all of them need
-    comes to the host in one copy."""
+    """Weight statistics of every decoder linear (or those of `layers`), keyed by its dotted name."""
+    return start_weights(ad, th, layers)()
+
+
+def start_weights(ad: Adapter, th: Thresholds, layers=None):
+    """analyze_weights in two halves: the device work and the copy to the host are queued now, and the returned
+    function waits for the copy and builds the statistics on the host (detect calls it after the forward passes,
+    so on an accelerator the weights are reduced while the host launches the forward). Linears of one shape, dtype
+    and device are stacked (up to CHUNK_BYTES at a time) and reduced together; what all of them need comes to the
+    host in one copy."""
     refs = [ref for ref in ad.linear_refs() if layers is None or ref.layer in layers]
     groups: dict[tuple, list[int]] = {}
     for n, ref in enumerate(refs):
@@ -88,13 +98,20 @@ def analyze_weights(ad: Adapter, th: Thresholds, layers=None) -> dict:
         per = max(1, CHUNK_BYTES // (w.numel() * w.element_size()))
         for c in range(0, len(members), per):
             chunks.append(members[c:c + per])
-            parts.append(_on_device(torch.stack([refs[n].module.weight.detach() for n in chunks[-1]])))
-    host = iter(to_host([t for p in parts for t in p], numpy=True))
-    per_ref: list = [None] * len(refs)
-    for members, p in zip(chunks, parts):
-        ratio, values, indices, cols, argmax = [next(host) for _ in p]
-        for j, n in enumerate(members):
-            per_ref[n] = (ratio[j], values[j], indices[j], cols[j], argmax[j])
-    rows = _top_rows([p[3] for p in per_ref])
-    return {ref.name: {"layer": ref.layer, "role": ref.role, **_stats_on_host(th, p[0], p[1], p[2], rw, p[4])}
-            for ref, p, rw in zip(refs, per_ref, rows)}
+            with torch.no_grad():                   # no autograd record, and no detach op per weight
+                parts.append(_on_device(torch.stack([refs[n].module.weight for n in chunks[-1]])))
+    copied, events = start_to_host([t for p in parts for t in p], numpy=True)
+
+    def finish() -> dict:
+        for ev in events:
+            ev.synchronize()
+        host = iter(copied)
+        per_ref: list = [None] * len(refs)
+        for members, p in zip(chunks, parts):
+            ratio, values, indices, cols, argmax = [next(host) for _ in p]
+            for j, n in enumerate(members):
+                per_ref[n] = (ratio[j], values[j], indices[j], cols[j], argmax[j])
+        rows = _top_rows([p[3] for p in per_ref])
+        return {ref.name: {"layer": ref.layer, "role": ref.role, **_stats_on_host(th, p[0], p[1], p[2], rw, p[4])}
+                for ref, p, rw in zip(refs, per_ref, rows)}
+    return finish
