@@ -35,9 +35,20 @@ GPU_CONFIGS = (
     "w4a4+g64+ag64+kv4@auto+learned,"
     "w4a16-g64@auto,w4a16-g64+fz@auto+learned,bnb-nf4,w4a8+fz@auto+learned,"
     "w4a16-g64+fz+learned200x8,w4a16-g64+fz+learned200x8@auto+learned,w4a16-g128+fz+learned200x8")
+# The best row of each format (docs/INT4.md, fourth session), auto-round at its defaults beside them: one H200 runs
+# them in about 4 minutes as five processes (scripts/h200_session4/callI4.sh), or in one with --configs best.
+BEST = {
+    "peer": "fp,autoround-w4a16-g64",
+    "w4a16-g64": "fp,w4a16-g64+fz+learned200x8@auto+learned",
+    "w4a16-g128": "fp,w4a16-g128+fz+learned200x8@auto+learned",
+    "w4a8": "fp,w4a8+g64+fz@auto+learned",
+    "w4a4": "fp,w4a4+g64+kv4g32@auto+learned,w4a4+g64+ag64+kv4g32@auto+learned",
+}
 # Peers that need no GPU (their venvs: scripts/peers/make_venv.sh llmcompressor / autoround; bnb on the CPU).
 CPU_PEERS = "fp,llmc-gptq-w4a16-g64,llmc-awq-w4a16-g64,autoround-w4a16-g64-cpu"
-NAMED = {"gpu": GPU_CONFIGS, "cpu-peers": CPU_PEERS, "all": GPU_CONFIGS + "," + CPU_PEERS.removeprefix("fp,")}
+NAMED = {"gpu": GPU_CONFIGS, "cpu-peers": CPU_PEERS, "all": GPU_CONFIGS + "," + CPU_PEERS.removeprefix("fp,"),
+         "best": ",".join(dict.fromkeys(",".join(BEST.values()).split(","))),
+         **{f"best-{k}": v for k, v in BEST.items()}}
 
 
 def _what(r: Row) -> str:

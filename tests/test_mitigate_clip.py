@@ -3,6 +3,7 @@ import torch
 
 from sysq.mitigate.calib import InputStats
 from sysq.mitigate.clip import activation_ratio, clip_weight
+from sysq.mitigate.plan import Clip
 from sysq.quant.math import fake_quantize_tensor
 from sysq.quant.recipes import get_recipe
 
@@ -49,3 +50,40 @@ def test_activation_ratio_never_cuts_the_floor():
     assert floored == 1.0                      # 100 must stay representable
     assert free < 1.0                          # without the floor the search would cut it
     assert activation_ratio(st, w, get_recipe("w8a8"), [1.0, 0.5]) == 1.0   # dynamic: nothing to clip
+
+
+def test_dynamic_4bit_activation_ratio_lowers_the_output_error_and_matches_the_engine():
+    from sysq.mitigate.qsim import fake_act
+    from sysq.quant.linear import QuantLinear
+    g = torch.Generator().manual_seed(1)
+    x = torch.distributions.StudentT(3.0).sample((256, 64))       # heavy-tailed tokens: a shrunk range pays
+    w = torch.randn(32, 64, generator=g)
+    st = InputStats(x.abs().amax(0), x.abs().amax(0), x.pow(2).mean(0), x, torch.zeros(256, dtype=torch.bool))
+    r = get_recipe("w4a4")
+    ratios = [1.0, 0.9, 0.8, 0.7, 0.6]
+    best = activation_ratio(st, w, r, ratios)
+    err = lambda spec: (fake_act(x, spec) @ w.t() - x @ w.t()).pow(2).sum().item()
+    from dataclasses import replace
+    assert best < 1.0 and err(replace(r.act, clip_ratio=best)) < err(r.act)
+    assert activation_ratio(st, w, get_recipe("w8a8"), ratios) == 1.0      # 8-bit dynamic: left alone
+    # the search simulates what the engine computes with that ratio (QuantLinear's dynamic per-token path)
+    q = QuantLinear(torch.nn.Linear(64, 32, bias=False), None, replace(r.act, clip_ratio=best))
+    assert torch.equal(q.quantize_input(x), fake_act(x, replace(r.act, clip_ratio=best)))
+
+
+def test_the_rules_search_a_clip_ratio_per_linear_for_4bit_dynamic_activations_only():
+    from mitigate_tiny import tiny, tokens
+    from sysq.mitigate.api import mitigate, plan
+    from sysq.quant import quantize
+    assert plan(None, "w4a4+kv4", "auto-fast").clip.activations
+    assert not plan(None, "w4a8", "auto-fast").clip.activations          # 8-bit dynamic: no ratios
+    model = tiny("llama")
+    calib = tokens(n=4, seqlen=24)
+    r = mitigate(model, plan(None, "w4a4", "clip"), calib, quiet=True)
+    from sysq.arch import get_adapter
+    names = {ref.name for ref in get_adapter(model).linear_refs()}
+    assert set(r.act_clip_ratios) == names
+    assert all(v in Clip().activation_ratios for v in r.act_clip_ratios.values())
+    quantize(model, r, calib, quiet=True)            # the engine takes each linear's ratio
+    from sysq.quant.api import quant_linears
+    assert {q.name: q.act_spec.clip_ratio for q in quant_linears(model)} == r.act_clip_ratios

@@ -54,6 +54,20 @@ def test_quantize_kv_granularities():
     assert len(torch.unique(per_token[0, 0, 0])) <= 16
 
 
+def test_kv_preserve_positions_keeps_those_tokens_float_and_the_rest_quantized():
+    k = torch.randn(2, 3, 10, 16)
+    k[:, :, 0] *= 50          # the BOS / attention-sink entry
+    spec = KVSpec(bits=4, preserve_positions=(0,))
+    q = quantize_kv(k, spec)
+    assert torch.equal(q[:, :, 0], k[:, :, 0])
+    assert torch.equal(q[:, :, 1:], quantize_kv(k, KVSpec(bits=4))[:, :, 1:])   # per-token scales: the rest unchanged
+    assert not torch.equal(q[:, :, 1:], k[:, :, 1:])
+    g = get_recipe("w4a4+kv4g32").kv
+    assert (g.bits, g.group_size, g.granularity) == (4, 32, "token")
+    r = get_recipe({"base": "w8a16", "kv": {"bits": 4, "preserve_positions": [0]}})
+    assert r.kv.preserve_positions == (0,) and get_recipe(r.to_dict()).kv == r.kv
+
+
 def _correlated_inputs(n=512, d=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     mix = torch.randn(d, d, generator=g) / d ** 0.5

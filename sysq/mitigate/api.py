@@ -137,7 +137,8 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
         p.smooth = Smooth()
     if "clip" in parts:
         static = r is not None and r.act is not None and not r.act.dynamic
-        p.clip = Clip(weights=r is not None and r.weight is not None and r.weight.bits < 8, activations=static,
+        a4 = r is not None and r.act is not None and r.act.dynamic and r.act.bits <= 4    # per-linear dynamic ratios
+        p.clip = Clip(weights=r is not None and r.weight is not None and r.weight.bits < 8, activations=static or a4,
                       floor=_floors(report) if report is not None else {})
     if "preserve-tokens" in parts:
         p.preserve_tokens = _preserve_tokens(report)

@@ -17,6 +17,7 @@ percentile/MSE calibration (e.g. Wu et al. 2020, arXiv 2004.09602).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import torch
 
@@ -75,10 +76,13 @@ def clip_weights(linears: dict, recipe, cfg: Clip, stats: dict[str, InputStats] 
 @torch.no_grad()
 def activation_ratio(st: InputStats, weight: torch.Tensor, recipe, ratios, floor: float = 0.0,
                      preserved: bool = False) -> float:
-    """The static activation clip ratio with the least output error on the sample rows, never cutting below
-    `floor` (the systematic outliers this linear must still represent)."""
-    if recipe.act is None or recipe.act.dynamic:
+    """The activation clip ratio with the least output error on the sample rows: of the static range, never cutting
+    below `floor` (the systematic outliers this linear must still represent); of each token's (or group's) dynamic
+    range for 4-bit dynamic activations (QuaRot clips A4 at 0.9 everywhere; here each linear gets its own)."""
+    if recipe.act is None:
         return 1.0
+    if recipe.act.dynamic:
+        return dynamic_ratio(st, weight, recipe.act, ratios, preserved) if recipe.act.bits <= 4 else 1.0
     amax = float((st.absmax_kept if preserved else st.absmax).max())
     keep = st.sample_preserved if preserved else None
     x, w = st.sample, weight.float()
@@ -89,6 +93,23 @@ def activation_ratio(st: InputStats, weight: torch.Tensor, recipe, ratios, floor
             continue
         xq = fake_act(x, recipe.act, r * amax, keep)
         err = (xq @ w.t() - ref).pow(2).sum().item()
+        if best_err is None or err < best_err:
+            best, best_err = float(r), err
+    return best
+
+
+@torch.no_grad()
+def dynamic_ratio(st: InputStats, weight: torch.Tensor, spec, ratios, preserved: bool = False) -> float:
+    """The shrink of every dynamic per-token (per-group) range with the least output error on the sample rows;
+    preserved rows stay float and out of the error."""
+    keep = st.sample_preserved if preserved else None
+    x, w = st.sample, weight.float()
+    if keep is not None:
+        x = x[~keep]
+    ref = x @ w.t()
+    best, best_err = 1.0, None
+    for r in ratios:
+        err = (fake_act(x, replace(spec, clip_ratio=float(r))) @ w.t() - ref).pow(2).sum().item()
         if best_err is None or err < best_err:
             best, best_err = float(r), err
     return best

@@ -194,7 +194,7 @@ class MitigationPlan:
             if w:
                 done += f"; weights: mean ratio {sum(w.values()) / len(w):.3f} over {len(w)} linears"
             if a:
-                done += f"; static activations: {sum(v < 1 for v in a.values())} of {len(a)} linears clipped"
+                done += f"; activations: {sum(v < 1 for v in a.values())} of {len(a)} linears clipped"
             parts.append(f"  clip: weights={self.clip.weights} activations={self.clip.activations}{done}")
         if self.preserve_channels:
             n = sum(len(v) for v in self.preserve_channels.channels.values())

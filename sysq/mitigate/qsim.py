@@ -36,10 +36,11 @@ def fake_act(x: torch.Tensor, spec: QuantSpec | None, static_absmax=None, keep: 
     if spec.dynamic:
         src = x if keep is None else x.masked_fill(keep.unsqueeze(-1), 0)
         if spec.granularity == "tensor":
-            xq = fake_quantize_tensor(src, spec.bits, spec.symmetric, "tensor", type=spec.type)
+            xq = fake_quantize_tensor(src, spec.bits, spec.symmetric, "tensor", None, spec.clip_ratio, type=spec.type)
         else:
             g = effective_group_size(spec, x.shape[-1], "halve")      # as QuantLinear (activation groups: +agN)
-            xq = fake_quantize_tensor(x, spec.bits, spec.symmetric, spec.granularity, g, type=spec.type)
+            xq = fake_quantize_tensor(x, spec.bits, spec.symmetric, spec.granularity, g, spec.clip_ratio,
+                                      type=spec.type)
     else:
         hi = torch.as_tensor(static_absmax, dtype=torch.float32) * spec.clip_ratio
         scale, zero = qparams_from_range(-hi, hi, spec.bits, spec.symmetric, type=spec.type)

@@ -27,10 +27,15 @@ INNER = ("sdpa", "eager")
 
 def quantize_kv(x: torch.Tensor, spec: KVSpec) -> torch.Tensor:
     """Fake-quantize [batch, heads, seq, head_dim]: per (head, token) over head_dim, or per (head, channel)
-    over the sequence."""
+    over the sequence; the positions in spec.preserve_positions stay float."""
     if spec.granularity == "token":
         gran = "group" if spec.group_size else "token"
-        return fake_quantize_tensor(x, spec.bits, spec.symmetric, gran, spec.group_size)
+        xq = fake_quantize_tensor(x, spec.bits, spec.symmetric, gran, spec.group_size)
+        seq = x.shape[-2]
+        idx = [p % seq for p in spec.preserve_positions if -seq <= p < seq]
+        if idx:
+            xq[..., idx, :] = x[..., idx, :]
+        return xq
     return fake_quantize_tensor(x.transpose(-1, -2), spec.bits, spec.symmetric, "token").transpose(-1, -2)
 
 

@@ -4,6 +4,7 @@
     get_recipe("w8a8-static+kv4") a preset plus modifiers (+kv8, +kv4, +gptq, +learned, +mse, +fz, +real, +gN)
     get_recipe("w4a8+g64")        INT4 weights in groups of 64 (halved where they do not divide) under any preset
     get_recipe("w4a4+ag64")       dynamic activation scales per group of 64 channels within each token (Atom)
+    get_recipe("w4a4+kv4g32")     4-bit keys and values in groups of 32 of head_dim
     get_recipe("w4a16+real")      the same quantizers run by a real kernel (backend chosen by real_backend)
     get_recipe("my.yaml")         a YAML file: {base: w4a16, weight: {group_size: 64}, method: gptq}
     get_recipe({...}) / Recipe(...)
@@ -65,6 +66,9 @@ class KVSpec:
     symmetric: bool = False
     granularity: str = "token"          # token: one scale per (head, token) over head_dim; channel: per (head, dim)
     group_size: int | None = None       # token granularity only: groups of head_dim
+    # sequence positions whose keys and values stay float (PrefixQuant / IntactKV: the BOS / attention-sink entry of
+    # the cache, computed once per prompt, costs one token's float KV and carries the model's massive activations)
+    preserve_positions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,8 @@ class Recipe:
             return f"{kind}{s.bits} {'sym' if s.symmetric else 'asym'}{fz} {g}{how}"
         parts = [spec(self.weight, "w"), spec(self.act, "a")]
         if self.kv:
-            parts.append(f"kv{self.kv.bits} {self.kv.granularity}")
+            parts.append(f"kv{self.kv.bits} {self.kv.granularity}" + (f" g{self.kv.group_size}" if self.kv.group_size
+                                                                       else ""))
         if self.dynamic_act:
             parts.append(f"dynamic per-token activations on {len(self.dynamic_act)} linears")
         if self.method == "learned":
@@ -136,7 +141,7 @@ class Recipe:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("weight", "act"):
+        for k in ("weight", "act", "kv"):
             if d[k] is not None:
                 d[k]["preserve_positions"] = list(d[k]["preserve_positions"])
         d["skip"] = list(self.skip)
@@ -201,6 +206,8 @@ def validate(r: Recipe) -> None:
         _one_of("kv.granularity", r.kv.granularity, KV_GRANULARITIES)
         if r.kv.group_size is not None and r.kv.granularity != "token":
             raise SysqError("kv.group_size applies to kv.granularity 'token' only")
+        if r.kv.preserve_positions and r.kv.granularity != "token":
+            raise SysqError("kv.preserve_positions keeps whole tokens float: it needs kv.granularity 'token'")
     if r.method in ("gptq", "learned") and r.weight is None:
         raise SysqError(f"method={r.method!r} needs a weight quantizer: set weight (e.g. base: w4a16)")
     if r.method == "learned" and r.weight.type == "float":
@@ -306,6 +313,7 @@ MODIFIERS = {
     "real": None,  # backend = real_backend(weight, act)
     "gN": None,    # weight groups of N input channels (e.g. +g64, +g128), halved where N does not divide
     "learnedN[xB]": None,   # learned rounding with N steps per layer (and B windows per step): +learned200x8
+    "kvBgN": None,  # B-bit KV cache in asymmetric groups of N of head_dim per (head, token) (KIVI / QServe): +kv4g32
     "agN": None,   # dynamic activation scales per group of N channels within each token (Atom's W4A4): +ag64
 }
 
@@ -326,6 +334,13 @@ def _apply_modifier(fields_: dict, mod: str, name: str) -> None:
                             "group size >= 1, e.g. w4a4+ag64")
         fields_["act"] = replace(a, granularity="group", group_size=int(mod[2:]))
         fields_["ragged"] = "halve"
+        return
+    if mod[:2] == "kv" and "g" in mod and mod[2:].replace("g", "", 1).isdigit():
+        bits, _, g = mod[2:].partition("g")
+        if not bits or not g or int(g) < 1:
+            raise SysqError(f"'+{mod}' in {name!r}: write +kvBgN (B-bit keys and values in groups of N of head_dim), "
+                            "e.g. +kv4g32")
+        fields_["kv"] = KVSpec(bits=int(bits), group_size=int(g))
         return
     if mod.startswith("learned") and mod != "learned":
         steps, _, batch = mod[len("learned"):].partition("x")
