@@ -55,6 +55,21 @@ def main(argv=None) -> int:
         g = torch.Generator().manual_seed(jitter["seed"])
         return out * (1 + a.eps * torch.randn(out.shape, generator=g)).to(out.dtype)
 
+    # each linear on one window's real inputs: the integer product against the dequantized reference
+    worst = {"rel": 0.0}
+
+    def compare(m, inputs, out):
+        ref = torch.nn.functional.linear(m.quantize_input(inputs[0]), m.dequantized_weight(out.dtype), m.bias)
+        worst["rel"] = max(worst["rel"], float((out - ref).abs().max() / ref.abs().max()))
+
+    hooks = [m.register_forward_hook(compare) for m in model.modules()
+             if isinstance(m, QuantLinear) and m.integer_product]
+    with torch.no_grad():
+        model(input_ids=evalw.ids[:1])
+    for h in hooks:
+        h.remove()
+    print(f"{len(hooks)} linears on the integer path; worst max |integer - dequantized| / max |dequantized| on one "
+          f"window: {worst['rel']:.2e}")
     model.get_input_embeddings().register_forward_hook(perturb)
     rows = []
     integer = QuantLinear.integer_product
@@ -72,8 +87,8 @@ def main(argv=None) -> int:
           f"of the median (eps {a.eps}, {a.windows} x {a.seqlen}, {a.recipe}, plan {a.method})")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "jitter.json", json.dumps({"settings": vars(a), "fp": fp, "rows": rows,
-                                                       "spread": spread}, indent=1))
+    atomic_write_text(out / "jitter.json", json.dumps({"settings": vars(a), "fp": fp, "rows": rows, "spread": spread,
+                                                       "per_linear_worst": worst["rel"]}, indent=1))
     return 0
 
 

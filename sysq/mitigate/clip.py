@@ -86,16 +86,8 @@ def activation_ratio(st: InputStats, weight: torch.Tensor, recipe, ratios, floor
     amax = float((st.absmax_kept if preserved else st.absmax).max())
     keep = st.sample_preserved if preserved else None
     x, w = st.sample, weight.float()
-    ref = x @ w.t()
-    best, best_err = 1.0, None
-    for r in ratios:
-        if r * amax < floor:
-            continue
-        xq = fake_act(x, recipe.act, r * amax, keep)
-        err = (xq @ w.t() - ref).pow(2).sum().item()
-        if best_err is None or err < best_err:
-            best, best_err = float(r), err
-    return best
+    return _least_error(x, w, [r for r in ratios if r * amax >= floor],
+                        lambda r: fake_act(x, recipe.act, r * amax, keep))
 
 
 @torch.no_grad()
@@ -106,10 +98,16 @@ def dynamic_ratio(st: InputStats, weight: torch.Tensor, spec, ratios, preserved:
     x, w = st.sample, weight.float()
     if keep is not None:
         x = x[~keep]
+    return _least_error(x, w, ratios, lambda r: fake_act(x, replace(spec, clip_ratio=float(r))))
+
+
+def _least_error(x: torch.Tensor, w: torch.Tensor, ratios, quantized) -> float:
+    """The first of `ratios` whose quantized input `quantized(r)` gives the least output error against x @ w.T
+    (1.0 when there is none to try)."""
     ref = x @ w.t()
     best, best_err = 1.0, None
     for r in ratios:
-        err = (fake_act(x, replace(spec, clip_ratio=float(r))) @ w.t() - ref).pow(2).sum().item()
+        err = (quantized(r) @ w.t() - ref).pow(2).sum().item()
         if best_err is None or err < best_err:
             best, best_err = float(r), err
     return best
