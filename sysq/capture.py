@@ -846,8 +846,8 @@ class Recorder:
         if not dense and len(layers) > 1:
             raise AssertionError("capture: the CPU form reduces one layer at a time")
         meta, tensors = self._reduce_sites(layers, dense)
-        h_out = _stack([c["h_out"] for c in layers])
-        life = self._hits_dense(layers, h_out) if dense else self._hits_sparse(layers[0])
+        h_in, h_out, chain = _residuals(layers)
+        life = self._hits_dense(layers, h_in, h_out, chain) if dense else self._hits_sparse(layers[0])
         att_rows, Tq, att = self._attention(layers)
         norms = self._qkv_norms(layers)
         snap = h_out[:, 0, :SNAPSHOT_TOKENS].abs().float() if self.snapshot and batch.window0 == 0 else None
@@ -969,7 +969,7 @@ class Recorder:
         terms = _terms(contrib, x, gate, up, k)
         return None, hits[None], values[None], k[None], terms[None]
 
-    def _hits_dense(self, layers: list[dict], h_out: torch.Tensor) -> tuple:
+    def _hits_dense(self, layers: list[dict], h_in: torch.Tensor, h_out: torch.Tensor, chain) -> tuple:
         """The lifecycle's device part for a chunk of layers at once: where the residual is large (|h| >
         massive_abs, the absolute half of the massive test, so an outlier is followed from birth to death even while
         the median keeps it under 1000x) before or after each layer, MAX_TRACKED fixed (token, channel) candidates
@@ -980,12 +980,12 @@ class Recorder:
         up_k)) or Nones. No wait for the device anywhere."""
         if not all("h_mid" in c for c in layers):
             return (None,) * 5
-        dev = h_out.device        # the layer's input arrives where the previous layer ran (accelerate)
-        h_in = _stack([c["h_in"] if c["h_in"].device == dev else c["h_in"].to(dev) for c in layers])
         h_mid = _stack([c["h_mid"] for c in layers])
         L, B, T, C = h_out.shape
-        # a position is a hit when max(|h_in|, |h_out|) > floor (either one is)
-        count, flat = self._top_positions(torch.maximum(h_in.abs(), h_out.abs()).view(L, B * T, C), MAX_TRACKED)
+        # a position is a hit when max(|h_in|, |h_out|) > floor (either one is); chained: one |h| of L + 1 layers
+        a = chain.abs() if chain is not None else None
+        score = torch.maximum(a[:-1], a[1:]) if a is not None else torch.maximum(h_in.abs(), h_out.abs())
+        count, flat = self._top_positions(score.view(L, B * T, C), MAX_TRACKED)
         bt = flat // C
         hits = torch.stack([bt // T, bt % T, flat % C], 2)
         values = torch.stack([h.reshape(L, -1).gather(1, flat) for h in (h_in, h_mid, h_out)], 2).float()
@@ -1104,6 +1104,25 @@ def _terms(contrib, x, gate, up, k) -> torch.Tensor:
         nan = torch.full_like(contrib, float("nan"))
         gate, up = nan if gate is None else gate, nan if up is None else up
     return torch.stack([v.gather(-1, k) for v in (contrib, x, gate, up)], -1)
+
+
+def _residuals(layers: list[dict]) -> tuple:
+    """The chunk's layer inputs and outputs [L, B, T, C] on the last layer's device (the first input may arrive
+    from the previous layer's device: accelerate). Where each layer's input is the previous one's output (every
+    decoder stack), one stack of the L + 1 residuals, returned as the third value, of which both are views."""
+    dev = layers[-1]["h_out"].device
+    ins = [c["h_in"] if c["h_in"].device == dev else c["h_in"].to(dev) for c in layers]
+    outs = [c["h_out"] for c in layers]
+    if len(layers) > 1 and all(_same(i, o) for i, o in zip(ins[1:], outs[:-1])):
+        chain = torch.stack([ins[0]] + outs)
+        return chain[:-1], chain[1:], chain
+    return _stack(ins), _stack(outs), None
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same values by construction: one storage, offset, shape, strides and dtype."""
+    return (a.data_ptr(), a.shape, a.stride(), a.dtype, a.device) == (b.data_ptr(), b.shape, b.stride(), b.dtype,
+                                                                      b.device)
 
 
 def _stack(ts: list[torch.Tensor]) -> torch.Tensor:
