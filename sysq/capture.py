@@ -11,7 +11,8 @@ bool(), nonzero or boolean-mask indexing of a device tensor inside a hook (tests
 them raise there). The hooks keep references to what a decoder layer's statistics need; once the layers kept hold
 CHUNK_BYTES, at the end of a batch, or when the next layer is on another device, the chunk is reduced with one set
 of kernels for all its layers: its sites with one channel count stacked across the layers ([S, B, T, C]) and
-reduced together (reduce_stacked) to per-channel statistics and a few fixed-size tensors ([windows x tokens]
+reduced together (on CUDA one fused Triton pass per site tensor, read in place: reduce_fused; else stacked,
+reduce_stacked) to per-channel statistics and a few fixed-size tensors ([windows x tokens]
 maxima), the lifecycle's MAX_TRACKED candidates per layer with a device count, the attention mass, the Q/K/V norms
 (so the kernels launched per batch hardly grow with depth; nothing the size of an activation outlives its chunk).
 After a batch, its
@@ -26,6 +27,7 @@ Sites (per decoder layer):  attn_in (q/k/v input)  o_in  mlp_in (gate/up input) 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -317,8 +319,10 @@ def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tens
     cidx, csum, ccnt = new(S, B, ntb, C, dtype=torch.int32), new(S, B, ntb, C), new(S, B, ntb, C, dtype=torch.int32)
     tmax, targ, tval = new(S, B, T, ncb, dtype=x0.dtype), new(S, B, T, ncb, dtype=torch.int32), \
         new(S, B, T, ncb, dtype=x0.dtype)
-    for s, x in enumerate(xs):
-        R.launch(x, thr[s], (cmax[s], cidx[s], cval[s], csum[s], ccnt[s], tmax[s], targ[s], tval[s]), ntb, ncb)
+    # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
+    with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
+        for s, x in enumerate(xs):
+            R.launch(x, thr[s], (cmax[s], cidx[s], cval[s], csum[s], ccnt[s], tmax[s], targ[s], tval[s]), ntb, ncb)
     wmax, j = cmax.max(2, keepdim=True)                     # [S, B, 1, C]; the first block on ties (CUDA and CPU)
     widx, wval = cidx.gather(2, j).long(), cval.gather(2, j)
     tok_max, k = tmax.max(-1, keepdim=True)                 # [S, B, T, 1]
