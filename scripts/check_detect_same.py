@@ -1,6 +1,7 @@
 """Does this tree's detect give the same report.json as another commit's, to the last digit?
 
     flock /tmp/sysq-cpu.lock python scripts/check_detect_same.py --ref f0555db --n 16 --seqlen 512
+    python3 scripts/check_detect_same.py --ref this --skip-sequential --gpu cuda     # on a GPU machine
 
 The reference commit's sysq/ is exported with `git archive` into a temporary folder and run in a subprocess;
 this tree's detect runs in-memory and through the sequential pipeline (one layer at a time, on --device), and in
@@ -104,7 +105,8 @@ def reference(args) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--ref", default="f0555db", help="commit whose detect is the reference (default: %(default)s)")
+    p.add_argument("--ref", default="f0555db", help="commit whose detect is the reference (default: %(default)s); "
+                   "'this': this tree's in-memory CPU run (no git history needed, as on a device machine)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--data", default="wikitext2-valid")
     p.add_argument("--n", type=int, default=16)
@@ -121,12 +123,13 @@ def main() -> int:
     from sysq.capture import Pending, Recorder
     from sysq.detect import detect
 
-    ref = reference(args)
+    ref = None if args.ref == "this" else reference(args)
     model, tok = sysq.load(args.model)
     w = sysq.windows(args.data, tok, n=args.n, seqlen=args.seqlen, seed=args.seed)
     print(f"model={args.model} data={args.data} windows={args.n}x{args.seqlen} seed={args.seed} "
           f"batch={args.batch_size} reference={args.ref}")
-    print(f"  {'reference (' + args.ref + ')':28s} detect {ref.pop('cost')['wall_s']:7.1f} s")
+    if ref is not None:
+        print(f"  {'reference (' + args.ref + ')':28s} detect {ref.pop('cost')['wall_s']:7.1f} s")
     same = True
 
     def run(label, pipeline="memory", dense=None, defer=False, reduce_on=None, reduce="auto", m=model):
@@ -149,6 +152,10 @@ def main() -> int:
     if args.gpu:
         runs += [run(f"CPU forward, {args.gpu} fused", reduce_on=args.gpu),
                  run(f"CPU forward, {args.gpu} torch", reduce_on=args.gpu, reduce="torch")]
+    if ref is None:                                   # --ref this: the first run (in memory, CPU form) is it
+        ref = runs[0][2]
+        print(f"  {'reference: this tree, memory':34s} detect {runs[0][1]:7.1f} s")
+        runs = runs[1:]
     for label, secs, d in filter(None, runs):
         verdict = compare(ref, d)
         same &= verdict == "identical"
