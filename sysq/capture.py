@@ -1002,8 +1002,8 @@ class Recorder:
             return _stack([t[b, tt] for t, b, tt in zip(ts, bs, ts_)])
         x = rows([c["down_in"] for c in layers]).float()                               # [L, m, I]
         w = [self.ad.down(c["i"]).weight for c in layers]
-        w = _stack([wi.index_select(0, cc.to(wi.device)) for wi, cc in zip(w, hits[..., 2].unbind(0))])
-        contrib = x * w.float().to(x.device)       # no op where the weights are on x's device (reduce_on aside)
+        w = _stack([wi.index_select(0, _on(cc, wi.device)) for wi, cc in zip(w, hits[..., 2].unbind(0))])
+        contrib = x * _on(w.float(), x.device)      # the weights are on x's device (Recorder.reduce_on aside)
         k = contrib.abs().topk(min(4, contrib.shape[-1]), dim=-1).indices                # [L, m, K]
         gate, up = _gate_up(layers, rows)
         return count, hits, values, k, _terms(contrib, x, gate, up, k)
@@ -1115,12 +1115,17 @@ def _residuals(layers: list[dict]) -> tuple:
     from the previous layer's device: accelerate). Where each layer's input is the previous one's output (every
     decoder stack), one stack of the L + 1 residuals, returned as the third value, of which both are views."""
     dev = layers[-1]["h_out"].device
-    ins = [c["h_in"] if c["h_in"].device == dev else c["h_in"].to(dev) for c in layers]
+    ins = [_on(c["h_in"], dev) for c in layers]
     outs = [c["h_out"] for c in layers]
     if len(layers) > 1 and all(_same(i, o) for i, o in zip(ins[1:], outs[:-1])):
         chain = torch.stack([ins[0]] + outs)
         return chain[:-1], chain[1:], chain
     return _stack(ins), _stack(outs), None
+
+
+def _on(t: torch.Tensor, device) -> torch.Tensor:
+    """t on `device`; no op launched where it is there already."""
+    return t if t.device == device else t.to(device)
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
