@@ -2,7 +2,7 @@
 
 One program reads one [BLOCK_T, BLOCK_C] tile of one window of a site tensor [B, T, C] in place (any strides, any
 float dtype) once and writes partials of both reductions: per channel over the tile's tokens (max |x|, the first
-token holding it, the signed value there, float32 sum |x|, the count of |x| > the window's massive threshold) and
+token holding it, the signed value there, float64 sum |x|, the count of |x| > the window's massive threshold) and
 per token over the tile's channels (max |x|, the first channel holding it, the signed value there). The caller
 reduces the partials over token blocks / channel blocks (a few small torch ops, first block on ties, as torch's
 max(dim) picks the first index), so the first token / channel wins overall, as in reduce_stacked.
@@ -47,7 +47,7 @@ def _site_reduce_kernel(x_ptr, thr_ptr, T, C, s_b, s_t, s_c, NTB, NCB,
     cm = tl.max(key, axis=0)
     ct = tl.min(tl.where(key == cm[None, :], rt[:, None], big), axis=0)             # the first token
     cv = tl.max(tl.where(rt[:, None] == ct[None, :], x, neg), axis=0)               # its signed value (-0.0 kept)
-    cs = tl.sum(tl.where(m, ax, 0.0), axis=0)
+    cs = tl.sum(tl.where(m, ax, 0.0).to(tl.float64), axis=0)     # float64: any order gives the report's digits
     thr = tl.load(thr_ptr + b)
     cn = tl.sum((m & (ax > thr)).to(tl.int32), axis=0)
     co = (b * NTB + tb) * C + rc

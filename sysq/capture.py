@@ -253,7 +253,7 @@ class Reduced:
     sites: list[SiteStats]
     batch: Batch
     wmax: torch.Tensor            # [S, B, C] per-window channel max |x| (x's dtype; [S, B, 1, C] in the device form)
-    wsum: torch.Tensor            # [S, B, C] float32
+    wsum: torch.Tensor            # [S, B, C] float64 (any summation order gives the report's digits)
     massive: torch.Tensor         # [S, B, C] massive entries per channel
     med: torch.Tensor             # [S, B] median |x| per window (device form: [S, B, 1, 1])
     mean: torch.Tensor            # [S, B] mean |x| per window
@@ -278,9 +278,9 @@ def reduce_stacked(x: torch.Tensor, floors: torch.Tensor, below: torch.Tensor, t
     wval = x.gather(2, widx)
     tok_max, tok_arg = a.max(-1, keepdim=True)              # [S, B, T, 1] per-token max and the channel holding it
     tok_val = x.gather(-1, tok_arg)
-    wsum = a.sum(2) if a.dtype == torch.float32 else a.sum(2, dtype=torch.float32)     # [S, B, C]
+    wsum = a.sum(2, dtype=torch.float64)                    # [S, B, C]: float64, so the forms agree
     med = _median_estimate(a.flatten(0, 1), th.median_samples).float().view(S, B, 1, 1)
-    mean = wsum.sum(-1) / (T * C)                           # [S, B]
+    mean = (wsum.sum(-1) / (T * C)).float()                 # [S, B]
     tok_med = tok_max.median(2).values                      # [S, B, 1]
     bad = (~torch.isfinite(wmax)).any(1).sum((-2, -1))     # [S] channels whose max is not finite
     # massive entries: |x| > floor and |x| >= massive_rel x the window's median; ">= r" is "> the float below r"
@@ -308,7 +308,7 @@ def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tens
     """reduce_stacked's outputs for S sites' [B, T, C] tensors of one shape, dtype and device, each read in place
     by one Triton pass (sysq/_reduce_triton.py: no stack, no |x|), then the partials reduced over token / channel
     blocks with a few torch ops for all S sites. The same values as reduce_stacked (maxima, first-index ties,
-    counts exact; a NaN shows as an infinite maximum, still flagged), but wsum adds in another order (float32)."""
+    counts exact; a NaN shows as an infinite maximum, still flagged); wsum adds in another order, in float64."""
     from . import _reduce_triton as R
     S, (B, T, C), x0 = len(xs), xs[0].shape, xs[0]
     ntb, ncb = -(-T // R.BLOCK_T), -(-C // R.BLOCK_C)
@@ -316,7 +316,8 @@ def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tens
     thr = torch.maximum(torch.nextafter(th.massive_rel * med, below), floors).view(S, B)
     new = partial(torch.empty, device=x0.device)
     cmax, cval = new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=x0.dtype)
-    cidx, csum, ccnt = new(S, B, ntb, C, dtype=torch.int32), new(S, B, ntb, C), new(S, B, ntb, C, dtype=torch.int32)
+    cidx, csum, ccnt = (new(S, B, ntb, C, dtype=torch.int32), new(S, B, ntb, C, dtype=torch.float64),
+                         new(S, B, ntb, C, dtype=torch.int32))
     tmax, targ, tval = new(S, B, T, ncb, dtype=x0.dtype), new(S, B, T, ncb, dtype=torch.int32), \
         new(S, B, T, ncb, dtype=x0.dtype)
     # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
@@ -327,9 +328,9 @@ def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tens
     widx, wval = cidx.gather(2, j).long(), cval.gather(2, j)
     tok_max, k = tmax.max(-1, keepdim=True)                 # [S, B, T, 1]
     tok_arg, tok_val = targ.gather(-1, k).long(), tval.gather(-1, k)
-    wsum = csum.sum(2)                                      # [S, B, C] float32
+    wsum = csum.sum(2)                                      # [S, B, C] float64
     massive = ccnt.sum(2, dtype=torch.int32)
-    mean = wsum.sum(-1) / (T * C)
+    mean = (wsum.sum(-1) / (T * C)).float()
     tok_med = tok_max.median(2).values
     bad = (~torch.isfinite(wmax)).any(1).sum((-2, -1))
     return (wmax, wsum, massive, med, mean, tok_med, widx, wval), (tok_max, tok_arg, tok_val, bad)
@@ -354,9 +355,9 @@ def reduce_sparse(s: SiteStats, x: torch.Tensor, th: Thresholds) -> tuple:
     def lookup(b, tt):
         c = a[b, tt].argmax(-1)
         return c.tolist(), x[b, tt, c].tolist()
-    wsum = a.sum(1) if a.dtype == torch.float32 else a.sum(1, dtype=torch.float32)    # [B, C]
+    wsum = a.sum(1, dtype=torch.float64)                                # [B, C]
     med = _median_estimate(a, th.median_samples).float()          # [B] median |h| of each window
-    mean = wsum.sum(-1) / (T * C)
+    mean = (wsum.sum(-1) / (T * C)).float()
     tok_med = tok_max.median(-1).values
     thr = torch.nextafter(th.massive_rel * med, torch.tensor(-math.inf)).clamp_min(s.abs_floor)
     massive = torch.zeros(B, C, dtype=torch.int32)
@@ -795,7 +796,8 @@ class Recorder:
             if w is None:
                 return
             B, H, Tq, T = w.shape
-            self._cur["recv"] = w.sum(2, dtype=torch.float32)     # [B, H, T] mass each key receives
+            self._cur["recv"] = w.sum(2, dtype=torch.float64)     # [B, H, T] mass each key receives (float64:
+            # every summation order, CPU or GPU, gives the same float32 below)
             self._cur["Tq"] = Tq
             if not st.map_requested:                          # every head of the first window; the host picks one
                 n = min(ATTN_MAP_TOKENS, T)
@@ -927,8 +929,8 @@ class Recorder:
             return rows, 0, (None, None, None)
         recv = _stack(recv)
         Tq = layers[rows.index(0)]["Tq"]
-        sink = recv[..., 0] / Tq
-        mean_recv = recv.mean(2)
+        sink = (recv[..., 0] / Tq).float()
+        mean_recv = recv.mean(2).float()
         return rows, Tq, (sink, mean_recv, mean_recv >= self.th.attention_share * Tq)
 
     def _qkv_norms(self, layers: list[dict]) -> torch.Tensor | None:

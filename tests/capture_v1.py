@@ -88,7 +88,7 @@ class SiteStats:
         # (amax, not max: the positions are looked up afterwards for the few entries that need them)
         wmax = a.amax(1)                            # [B, C] per-window channel max
         tok_max = a.amax(-1)                        # [B, T] per-token max
-        wsum = a.sum(1)                             # [B, C]
+        wsum = a.sum(1, dtype=torch.float64)        # [B, C] (float64 since the fifth session: order-free)
         cmax, cwin = wmax.max(0)                    # [C] and the window holding it
         if not torch.isfinite(cmax).all():
             bad = int((~torch.isfinite(cmax)).sum())
@@ -111,7 +111,7 @@ class SiteStats:
         self.windows += B
 
         med = _median_estimate(a, self.th.median_samples)                  # [B] median |h| of each window
-        mean = wsum.sum(-1) / (T * C)
+        mean = (wsum.sum(-1) / (T * C)).float()
         tok_med = tok_max.median(-1).values
         self.median_sum += float(med.sum())
         self.mean_sum += float(mean.sum())
@@ -335,11 +335,11 @@ class Recorder:
                 return
             w = w.detach().float()
             B, H, Tq, T = w.shape
-            recv = _host(w.sum(2))                            # [B, H, T] mass each key receives
-            sink = recv[..., 0] / Tq                          # [B, H] mean attention to position 0
+            recv = w.sum(2, dtype=torch.float64).cpu()         # [B, H, T] mass each key receives (float64)
+            sink = (recv[..., 0] / Tq).float()                # [B, H] mean attention to position 0
             st.windows += B
             st.sink_sum += sink.sum(0).double()
-            mean_recv = recv.mean(1)                          # [B, T] averaged over heads
+            mean_recv = recv.mean(1).float()                  # [B, T] averaged over heads
             st.recv0_sum += float(mean_recv[:, 0].sum() / Tq)
             flags = mean_recv >= self.th.attention_share * Tq
             self._cur["att_flags"] = flags
