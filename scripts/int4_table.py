@@ -45,6 +45,9 @@ BEST = {
     "w4a16-g128": "fp,w4a16-g128+fz+learned200x8@auto+learned",
     "w4a8": "fp,w4a8+g64+fz@auto+learned",
     "w4a4": "fp,w4a4+g64+kv4g32@auto+learned,w4a4+g64+ag64+kv4g32@auto+learned",
+    # the learned step's loss per token (fifth session: 1.097x -> 1.083x on CPU windows 0-7, 50 x 1 steps)
+    "w4a16-g64-tok": "fp,w4a16-g64+fz+learned200x8+tokenloss@auto+learned",
+    "w4a16-g128-tok": "fp,w4a16-g128+fz+learned200x8+tokenloss@auto+learned",
 }
 # Peers that need no GPU (their venvs: scripts/peers/make_venv.sh llmcompressor / autoround; bnb on the CPU).
 CPU_PEERS = "fp,llmc-gptq-w4a16-g64,llmc-awq-w4a16-g64,autoround-w4a16-g64-cpu"
