@@ -35,7 +35,10 @@ P=(
   "w4a16-g64-tok-c32 --configs best-w4a16-g64-tok --calib-n 32"
   "w4a16-g128-tok --configs best-w4a16-g128-tok"
 )
-for p in "${P[@]}"; do
+# I5_PARTS="peer peers ...": only those parts (a second call on the same warm machine runs the rest; the merge below
+# takes every part whose results are in $R, whichever call made them)
+Q=(); for p in "${P[@]}"; do [ -z "$I5_PARTS" ] || [[ " $I5_PARTS " == *" ${p%% *} "* ]] && Q+=("$p"); done
+for p in "${Q[@]}"; do
   set -- $p; k=$1; shift
   ( timeout 420 $T "$@" --out $R/i5-$k > $R/i5-$k.log 2>&1 ) &
 done
