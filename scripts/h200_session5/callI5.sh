@@ -3,7 +3,9 @@
 # and AWQ (W4A16 g64), bitsandbytes 0.50.2 NF4, beside sysq's best row of each format, on both window sets (0-39,
 # 40-79), SmolLM2-135M fp32, calibration 8 x 512 (32 x 512 where a part says so). One int4_table process per part
 # side by side on the one H200 (each with its own FP row: the rows are small-kernel bound, so they overlap), then one
-# table with every part merged. Expected: about 7 minutes (auto-round, the slowest part, took 175 s alone in call I4).
+# table with every part merged. Expected: about 7 minutes (auto-round, the slowest part, took 175 s alone in call I4);
+# each part is stopped at 400 s, so the merged table is written within the 600 s of one call. If parts time out, run
+# it again on the same machine with I5_PARTS naming them: finished parts are kept in $R and merged.
 # A dry run of the orchestration on a CPU (tiny model, no env.sh): I5_DRY=1 T="python scripts/int4_table.py --model
 # /tmp/tinyllama --windows 1 --seqlen 32 --calib-n 2 --quiet" OUT=/tmp/i5 R=/tmp/i5/res bash scripts/h200_session5/callI5.sh
 [ -n "$I5_DRY" ] || source scripts/h200_session5/env.sh
@@ -40,13 +42,13 @@ P=(
 Q=(); for p in "${P[@]}"; do [ -z "$I5_PARTS" ] || [[ " $I5_PARTS " == *" ${p%% *} "* ]] && Q+=("$p"); done
 for p in "${Q[@]}"; do
   set -- $p; k=$1; shift
-  ( timeout 420 $T "$@" --out $R/i5-$k > $R/i5-$k.log 2>&1 ) &
+  ( timeout 400 $T "$@" --out $R/i5-$k > $R/i5-$k.log 2>&1 ) &
 done
 wait
-# one table: the auto-round part's rows (reused, nothing recomputed) with every other part merged, each against its own FP
-M=""; for p in "${P[@]:1}"; do k=${p%% *}; [ -f $R/i5-$k/w0/results.json ] && M="$M --merge $R/i5-$k"; done
-set -- ${P[0]}; shift
-timeout 90 $T "$@" --out $R/i5-peer $M > $R/i5.log 2>&1
+# one table: a fresh FP row with every part that has results merged (each row against its own part's FP; nothing
+# is recomputed, so a part stopped by its timeout costs only its missing rows)
+M=""; for p in "${P[@]}"; do k=${p%% *}; [ -f $R/i5-$k/w40/results.json ] && M="$M --merge $R/i5-$k"; done
+timeout 90 $T --configs fp --out $R/i5-all $M > $R/i5.log 2>&1
 tar czf $OUT/callI5.tgz --exclude='*.safetensors' --exclude='*.pt' --exclude='cache' -C $(dirname $R) $(basename $R)
 for f in $R/i5-*.log; do echo "=== $f"; tail -c 500 $f; done
-cat $R/i5-peer/table.md
+cat $R/i5-all/table.md
