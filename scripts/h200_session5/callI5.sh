@@ -10,7 +10,7 @@
 # /tmp/tinyllama --windows 1 --seqlen 32 --calib-n 2 --quiet" OUT=/tmp/i5 R=/tmp/i5/res bash scripts/h200_session5/callI5.sh
 [ -n "$I5_DRY" ] || source scripts/h200_session5/env.sh
 R=${R:-/tmp/res5}; mkdir -p $R
-export OMP_NUM_THREADS=1      # 12 processes on 16 cores
+export OMP_NUM_THREADS=1      # 13 processes on 16 cores
 [ -n "$I5_DRY" ] || python3 -c "import sysq; m, t = sysq.load('smollm2-135m'); print('smollm2 ok', sum(p.numel() for p in m.parameters()))" || exit 1
 [ -n "$I5_DRY" ] || python3 -c "
 import bitsandbytes, llmcompressor, compressed_tensors, auto_round, transformers, torch
@@ -36,6 +36,7 @@ P=(
   "peer-c32 --configs best-peer --calib-n 32"
   "w4a16-g64-tok-c32 --configs best-w4a16-g64-tok --calib-n 32"
   "w4a16-g128-tok --configs best-w4a16-g128-tok"
+  "w4a16-g64-tok-noplan --configs best-w4a16-g64-tok-noplan"
 )
 # I5_PARTS="peer peers ...": only those parts (a second call on the same warm machine runs the rest; the merge below
 # takes every part whose results are in $R, whichever call made them)
