@@ -126,20 +126,15 @@ LLMCOMPRESSOR = {
 
 def _llmcompressor(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
     """llm-compressor's own quantizer (its venv), on this grid's calibration windows; the compressed-tensors folder
-    it writes is loaded back with plain transformers and replaces the row's model."""
-    from sysq.quant.export import load_with_transformers
-
-    from .peers import local_folder, run_peer
+    it writes (once per calibration: other window sets reuse it) is loaded back and replaces the row's model."""
+    from .peers import local_folder
 
     scheme, group = LLMCOMPRESSOR[cfg.recipe]
-    out = Path(ctx.out or "out/grid") / "peers" / cfg.name
     spec = {"model": str(local_folder(model)), "scheme": scheme, "group_size": group}
-    info = run_peer("llmcompressor", "llmcompressor_quantize.py", spec, ctx.calib(tokenizer).ids, out, ctx.quiet)
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    info = _peer_checkpoint("llmcompressor", "llmcompressor_quantize.py", spec, ctx.calib(tokenizer),
+                            (ctx.peer_dir or Path(ctx.out or "out/grid") / "peers") / cfg.name, ctx.quiet)
     bits = {"weight": 4 if "w4" in scheme else 8, "act": 32 if "a16" in scheme else 8}
-    return {**info, "bits": bits, "checkpoint": str(out),
-            "model": load_with_transformers(out, dtype=dtype, device=device, quiet=ctx.quiet)}
+    return {**info, "bits": bits, "model": _load_peer_checkpoint(Path(info["checkpoint"]), model, ctx.quiet)}
 
 
 for _name in LLMCOMPRESSOR:
@@ -212,22 +207,24 @@ def _peer_checkpoint(venv: str, script: str, spec: dict, calib, folder: Path, qu
 def _autoround(model, tokenizer, cfg: Config, ctx: GridContext) -> dict:
     """auto-round's own quantizer (its venv), on this grid's calibration windows; the compressed-tensors folder it
     writes is loaded back with plain transformers and replaces the row's model."""
-    from sysq.quant.export import load_with_transformers
-
     from .peers import local_folder
     settings = AUTOROUND[cfg.recipe]
     spec = {"model": str(local_folder(model)), **settings}
     info = _peer_checkpoint("autoround", "autoround_quantize.py", spec, ctx.calib(tokenizer),
                             (ctx.peer_dir or Path(ctx.out or "out/grid") / "peers") / cfg.name, ctx.quiet)
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     bits = {"weight": settings["bits"], "act": 32, "group_size": settings["group_size"]}
-    folder = Path(info["checkpoint"])
+    return {**info, "bits": bits, "model": _load_peer_checkpoint(Path(info["checkpoint"]), model, ctx.quiet)}
+
+
+def _load_peer_checkpoint(folder: Path, model, quiet: bool):
+    """A peer's folder on the row's device and dtype: compressed-tensors through transformers, else a float
+    folder (quantize-dequantized weights)."""
+    from sysq.quant.export import load_with_transformers
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     if "quantization_config" in json.loads((folder / "config.json").read_text()):
-        new = load_with_transformers(folder, dtype=dtype, device=device, quiet=ctx.quiet)
-    else:                                           # a float folder (quantize-dequantized weights)
-        from transformers import AutoModelForCausalLM
-        new = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
-    return {**info, "bits": bits, "model": new}
+        return load_with_transformers(folder, dtype=dtype, device=device, quiet=quiet)
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
 
 
 for _name in AUTOROUND:

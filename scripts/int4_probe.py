@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """A quick INT4 check on SmolLM2 before the table: one CONFIG[@PLAN][,field=value...] per argument, perplexity on
-NW windows of WikiText-2 test from OFF, calibration CN x 512 (WikiText-2 valid, seed 0), ratio to FP on the same
+NW windows of WikiText-2 test from OFF (a comma list: each set measured on the same quantized model), calibration CN x 512 (WikiText-2 valid, seed 0), ratio to FP on the same
 windows.
 
     NW=8 flock /tmp/sysq-cpu.lock python scripts/int4_probe.py w4a8+g64+fz@auto-fast+learned \
@@ -31,16 +31,20 @@ def _value(v: str):
 
 def main(argv) -> int:
     logging.basicConfig(level=logging.WARNING)
-    nw, off, cn = (int(os.environ.get(k, d)) for k, d in (("NW", 8), ("OFF", 0), ("CN", 8)))
+    nw, cn = int(os.environ.get("NW", 8)), int(os.environ.get("CN", 8))
+    offs = [int(o) for o in os.environ.get("OFF", "0").split(",")]
     cache = Path(os.environ.get("PROBE_CACHE", "/tmp/int4b"))
     cache.mkdir(parents=True, exist_ok=True)
     model, tok = sysq.load("smollm2-135m")
-    win = sysq.windows("wikitext2", tok, n=nw, seqlen=512, offset=off)
+    wins = {off: sysq.windows("wikitext2", tok, n=nw, seqlen=512, offset=off) for off in offs}
     calib = sysq.calibration(tok, n=cn, seqlen=512, seed=0)
-    fp_file, report_file = cache / f"fp_{nw}_{off}.json", cache / f"report_{cn}.pkl"
-    if not fp_file.exists():
-        fp_file.write_text(json.dumps({"ppl": perplexity(model, win, quiet=True).ppl}))
-    fp = json.loads(fp_file.read_text())["ppl"]
+    report_file = cache / f"report_{cn}.pkl"
+    fp = {}
+    for off, win in wins.items():
+        fp_file = cache / f"fp_{nw}_{off}.json"
+        if not fp_file.exists():
+            fp_file.write_text(json.dumps({"ppl": perplexity(model, win, quiet=True).ppl}))
+        fp[off] = json.loads(fp_file.read_text())["ppl"]
     report = None
     for cfg in argv:
         name, *kv = cfg.split(",")
@@ -61,11 +65,12 @@ def main(argv) -> int:
             r = get_recipe({**r.to_dict(), **extra})
         s = quantize(model, r, calib, quiet=True)
         seconds = time.perf_counter() - t0
-        ppl = perplexity(model, win, quiet=True).ppl
         learned = (s.calibration or {}).get("learned")
         more = f" learned {learned['seconds']}s kept {learned['layers_kept']}" if learned else ""
-        print(f"PROBE {cfg:55s} NW={nw} OFF={off} ppl {ppl:.3f} x {ppl / fp:.4f}  quant {seconds:.0f}s{more}",
-              flush=True)
+        for off, win in wins.items():
+            ppl = perplexity(model, win, quiet=True).ppl
+            print(f"PROBE {cfg:55s} NW={nw} OFF={off} CN={cn} ppl {ppl:.3f} x {ppl / fp[off]:.4f}  quant {seconds:.0f}s"
+                  f"{more}", flush=True)
     return 0
 
 

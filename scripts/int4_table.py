@@ -35,14 +35,22 @@ GPU_CONFIGS = (
     "w4a4+g64+ag64+kv4@auto+learned,"
     "w4a16-g64@auto,w4a16-g64+fz@auto+learned,bnb-nf4,w4a8+fz@auto+learned,"
     "w4a16-g64+fz+learned200x8,w4a16-g64+fz+learned200x8@auto+learned,w4a16-g128+fz+learned200x8")
-# The best row of each format (docs/INT4.md, fourth session), auto-round at its defaults beside them: one H200 runs
-# them in about 4 minutes as five processes (scripts/h200_session4/callI4.sh), or in one with --configs best.
+# The best row of each format (docs/INT4.md), every peer beside them (auto-round at its defaults, llm-compressor GPTQ
+# and AWQ, bitsandbytes NF4): one H200 runs them in about 6 minutes as one process per part
+# (scripts/h200_session5/callI5.sh), or in one with --configs best.
 BEST = {
     "peer": "fp,autoround-w4a16-g64",
+    "peers": "fp,llmc-gptq-w4a16-g64,llmc-awq-w4a16-g64,bnb-nf4",     # llm-compressor 0.14 and bitsandbytes 0.50
     "w4a16-g64": "fp,w4a16-g64+fz+learned200x8@auto+learned",
     "w4a16-g128": "fp,w4a16-g128+fz+learned200x8@auto+learned",
     "w4a8": "fp,w4a8+g64+fz@auto+learned",
     "w4a4": "fp,w4a4+g64+kv4g32@auto+learned,w4a4+g64+ag64+kv4g32@auto+learned",
+    # the learned step's loss per token (+tokenloss; fifth session, this CPU, 50 x 1 steps, no plan: windows 0-39
+    # 1.091x -> 1.077x, 40-79 1.078x -> 1.065x against the block-output MSE)
+    "w4a16-g64-tok": "fp,w4a16-g64+fz+learned200x8+tokenloss@auto+learned",
+    "w4a16-g128-tok": "fp,w4a16-g128+fz+learned200x8+tokenloss@auto+learned",
+    # ... without a plan: on this CPU the rules' plan made the per-token 50 x 1 row worse (1.077 -> 1.081, 1.065 -> 1.071)
+    "w4a16-g64-tok-noplan": "fp,w4a16-g64+fz+learned200x8+tokenloss",
 }
 # Peers that need no GPU (their venvs: scripts/peers/make_venv.sh llmcompressor / autoround; bnb on the CPU).
 CPU_PEERS = "fp,llmc-gptq-w4a16-g64,llmc-awq-w4a16-g64,autoround-w4a16-g64-cpu"
@@ -51,14 +59,19 @@ NAMED = {"gpu": GPU_CONFIGS, "cpu-peers": CPU_PEERS, "all": GPU_CONFIGS + "," + 
          **{f"best-{k}": v for k, v in BEST.items()}}
 
 
-def _what(r: Row) -> str:
+def _what(r: Row, settings: GridSettings) -> str:
     what = r.info.get("description") or r.info.get("library") or ""
+    n, length = r.settings.get("calib_n", settings.calib_n), r.settings.get("calib_seqlen", settings.calib_seqlen)
+    if (n, length) != (settings.calib_n, settings.calib_seqlen):     # a merged part with its own calibration
+        what += f"; calibration {n} x {length}"
     learned = (r.info.get("quant", {}).get("calibration") or {}).get("learned")
     if learned:
         what += f"; learned {learned['steps_per_layer']} steps/layer, {learned['seconds']:.0f} s"
-    if r.info.get("library"):
-        s = r.info.get("settings", {})
-        what += f" (iters {s.get('iters')}, batch {s.get('batch_size')}, {r.info.get('seconds', 0):.0f} s)"
+    if r.info.get("library"):           # auto-round: its SignSGD budget; llm-compressor: its version and scheme
+        s, i = r.info.get("settings", {}), r.info
+        parts = [f"iters {s['iters']}, batch {s.get('batch_size')}"] if "iters" in s else \
+            [f"{i.get('version', '')} {i.get('scheme', '')} g{i.get('group_size')}"]
+        what += f" ({', '.join(parts)}, {i.get('seconds', 0):.0f} s)"
     return what.replace("|", "/")
 
 
@@ -76,7 +89,7 @@ def table(sets: dict[int, list], settings: GridSettings, merged: dict[int, list]
         for r in first:
             if group is merged and r.config == "fp" and r.settings.get("device") == settings.device:
                 continue
-            cells = [r.config, _what(r)]
+            cells = [r.config, _what(r, settings)]
             for o in offsets:
                 x = by_name.get(o, {}).get(r.config)
                 ok = x is not None and x.status == "ok"

@@ -151,8 +151,11 @@ with open(pathlib.Path(spec["model"]) / "runs.txt", "a") as f:
 '''
 
 
+@pytest.mark.parametrize("venv_name, config", [("autoround", "autoround-w4a16-g64-cpu"),
+                                               ("llmcompressor", "llmc-gptq-w4a16-g64")])
 def test_peer_checkpoints_are_made_once_per_calibration_and_reused_across_window_sets(settings, tmp_path,
-                                                                                     tiny_tokenizer, monkeypatch):
+                                                                                     tiny_tokenizer, monkeypatch,
+                                                                                     venv_name, config):
     """A peer row runs its script in its own environment's python (here: a wrapper around this one) on the grid's
     calibration windows; the grid measures the checkpoint, and a second window set sharing --cache reuses it."""
     import sys
@@ -161,23 +164,23 @@ def test_peer_checkpoints_are_made_once_per_calibration_and_reused_across_window
     folder = tmp_path / "tiny"
     tiny_model("llama").save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
-    venv = tmp_path / "venvs" / "autoround"
+    venv = tmp_path / "venvs" / venv_name
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     (venv / "bin" / "python").chmod(0o755)
     (venv / ".complete").touch()
     monkeypatch.setenv("SYSQ_PEER_VENVS", str(tmp_path / "venvs"))
     (tmp_path / "scripts").mkdir()
-    (tmp_path / "scripts" / "autoround_quantize.py").write_text(FAKE_PEER)
+    (tmp_path / "scripts" / f"{venv_name}_quantize.py").write_text(FAKE_PEER)
     monkeypatch.setattr(peers, "SCRIPTS", tmp_path / "scripts")
     settings.model = str(folder)
-    fp, peer = compare.run_grid(["autoround-w4a16-g64-cpu"], settings, out=tmp_path / "w0", quiet=True,
+    fp, peer = compare.run_grid([config], settings, out=tmp_path / "w0", quiet=True,
                                 cache=tmp_path / "cache")
     assert peer.status == "ok", peer.error
     assert peer.info["library"] == "fake 1.0" and peer.info["calib"] == [2, 33]   # the grid's 2 x (BOS + 32)
     assert peer.ppl != fp.ppl and peer.modules == {"Linear": 14}
     settings.window_offset = 3
-    again = compare.run_grid(["autoround-w4a16-g64-cpu"], settings, out=tmp_path / "w3", quiet=True,
+    again = compare.run_grid([config], settings, out=tmp_path / "w3", quiet=True,
                              cache=tmp_path / "cache")[1]
     assert again.status == "ok" and again.info["reused"] and again.ppl != peer.ppl
     assert (folder / "runs.txt").read_text() == "1"                                 # quantized once

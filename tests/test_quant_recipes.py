@@ -52,6 +52,9 @@ def test_group_and_learned_step_modifiers():
     assert (learned.method, learned.learn_steps, learned.learn_batch_size) == ("learned", 200, 8)
     assert "200 steps/layer x 8 windows" in learned.describe()
     assert get_recipe("w4a16+learned20").learn_batch_size == 1
+    tok = get_recipe("w4a16-g64+fz+learned200x8+tokenloss")
+    assert (tok.learn_loss, tok.learn_steps, learned.learn_loss) == ("token", 200, "mse")
+    assert "per-token loss" in tok.describe() and "per-token loss" not in learned.describe()
     a = get_recipe("w4a4+g64+ag64+kv4").act
     assert (a.granularity, a.group_size, a.dynamic, a.bits) == ("group", 64, True, 4)
     for bad, needle in (("w4a16+learned5x0", "learnedNxB"), ("w4a16+learnedx", "learnedNxB"),

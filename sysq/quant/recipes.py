@@ -132,7 +132,8 @@ class Recipe:
             parts.append(f"dynamic per-token activations on {len(self.dynamic_act)} linears")
         if self.method == "learned":
             parts.append(f"learned rounding ({self.learn_steps} steps/layer x {self.learn_batch_size} window"
-                         f"{'s' if self.learn_batch_size > 1 else ''}, seed {self.learn_seed})")
+                         f"{'s' if self.learn_batch_size > 1 else ''}, seed {self.learn_seed}"
+                         f"{', per-token loss' if self.learn_loss == 'token' else ''})")
         elif self.method != "rtn":
             parts.append(self.method + (" act-order" if self.gptq_act_order else ""))
         if self.backend != "fake":
@@ -308,6 +309,7 @@ MODIFIERS = {
     "kv4": dict(kv=KVSpec(bits=4)),
     "gptq": dict(method="gptq"),
     "learned": dict(method="learned"),
+    "tokenloss": dict(learn_loss="token"),   # the learned step's loss per token, relative to its norm (learn.py)
     "mse": None,   # weight.mse = True
     "fz": None,    # weight.zero_point = "float" (asymmetric weights)
     "real": None,  # backend = real_backend(weight, act)
