@@ -429,6 +429,17 @@ class Adapter:
             return args, {**kwargs, "attention_mask": fn(mask)}
         return self.attention(i).register_forward_pre_hook(hook, with_kwargs=True)
 
+    def set_attention(self, implementation: str) -> str:
+        """Run the model's attention through the transformers attention implementation `implementation` (a name
+        registered with AttentionInterface, e.g. sysq.attention's `sysq_decode`); returns the one it had.
+        Decoder families only: an encoder's bidirectional mask is not a causal decode."""
+        previous = getattr(self.config, "_attn_implementation", None)
+        if self.family.task != "causal-lm" or not hasattr(self.model, "set_attn_implementation"):
+            raise UnsupportedArchitecture(f"{self.name} is not a decoder that takes transformers attention implementations; "
+                            f"run it with its own attention (got {implementation!r})")
+        self.model.set_attn_implementation(implementation)
+        return previous
+
     @property
     def cache_kwarg(self) -> str:
         """The model forward's name for a key/value cache (transformers 5.2x renames past_key_values to cache)."""
