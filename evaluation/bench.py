@@ -6,7 +6,10 @@
 
 A row is a recipe ('fp', or a sysq recipe run by its real kernel: RECIPE+real) in a mode (eager or
 compiled); ROW+fused (fp+fused, w8a16+fused, ...) first stacks the linears that share an input (q/k/v,
-gate/up: sysq.quant.fuse) so decode runs one GEMV per group; its 'x fp' is against fp+fused when that row ran. Per row, in this process or (--isolate, the CPU default) in a fresh subprocess so that its
+gate/up: sysq.quant.fuse) so decode runs one GEMV per group, and runs attention through sysq.attention's
+`sysq_decode` (one kernel per layer for a decode step where the kernel runs: CUDA); its 'x fp' is against
+fp+fused when that row ran. The plain 'fp' row is transformers' own path as users run it. Per row, in this
+process or (--isolate, the CPU default) in a fresh subprocess so that its
 resident memory is its own:
   prefill   B x T tokens, one forward, logits for the last token only (what serving computes), tokens/s
   decode1   batch 1, static KV cache, greedy, --new tokens after a --prompt-token prompt: tokens/s
@@ -48,7 +51,7 @@ from pathlib import Path
 import torch
 
 import sysq
-from sysq import get_adapter
+from sysq import attention, get_adapter
 from sysq.io import atomic_write_text
 from sysq.quant import model_bytes, quantize
 from sysq.quant import convert, fuse
@@ -314,7 +317,7 @@ def kernels(fn, device: str, top: int) -> list[dict]:
     return [dict(name=e.key[:90], ms=self_us(e) / 1e3, share=self_us(e) / total, calls=e.count) for e in evs]
 
 
-KERNEL_CLASSES = (("attention", ("flash", "attention", "sdpa", "fmha")),     # first: fmha names say cutlass too
+KERNEL_CLASSES = (("attention", ("flash", "attention", "sdpa", "fmha", "_decode_kernel")),     # first: fmha names say cutlass too
                   ("GEMV/GEMM", ("gemv", "gemm", "nvjet", "int4pack", "int8pack", "_int8_kernel", "_int4_kernel",
                                  "cutlass", "matmul", "aten::mm", "addmm", "splitk", "tinygemm")))
 
@@ -442,12 +445,17 @@ def run_row(args, recipe: str, mode: str) -> dict:
         if fused:
             fuse.fuse_projections(model)
         own_memory(model)     # as convert() does for the quantized rows: the weights in the process's own memory
+    if fused:     # the sysq decode path: one attention kernel per layer (sdpa where the kernel does not run)
+        attention.enable(model)
     ad = get_adapter(model)
     schemes = dict(Counter(scheme_of(ref.module) for ref in ad.linear_refs() + [ad.lm_head_ref()]))
     release_memory(device)
     row = dict(recipe=recipe, mode=mode, schemes=schemes, fused_groups=fuse.describe(model),
                weights_mib=model_bytes(model) / 2**20, setup_s=time.perf_counter() - t0)
-    print(f"{recipe} {mode}: modules {schemes}" + (f"; fused groups {row['fused_groups']}" if fused else ""),
+    row["attention"] = model.config._attn_implementation
+    print(f"{recipe} {mode}: modules {schemes}" + (f"; fused groups {row['fused_groups']}" if fused else "")
+          + f"; attention {row['attention']}" + (" (its kernel runs here)" if fused and attention.available(device)
+                                                   else ""),
           flush=True)
     if device == "cpu":
         row["rss_setup_mib"] = _status("VmRSS")

@@ -141,3 +141,24 @@ def test_compiled_fused_int8_decode_runs_the_epilogue_in_the_gemv():
     assert code.count("torch.ops.sysq.int8_gemv_scaled.default(") == 4          # q/k/v, o, gate/up, down
     assert "torch.ops.sysq.int8_gemv.default(" not in code
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_a_tuned_table_sets_the_split_and_the_launch_config(tmp_path, monkeypatch):
+    import json
+    table = {"int8": {"1024x40": dict(SPLIT_K=2, BLOCK_N=8, BLOCK_K=512, num_warps=4, num_stages=2)},
+             "int4": {"512x48": dict(SPLIT_K=2, BLOCK_N=32, GPC=1, num_warps=4, num_stages=2)}}
+    (tmp_path / "t.json").write_text(json.dumps(table))
+    monkeypatch.setenv("SYSQ_GEMV_CONFIGS", str(tmp_path / "t.json"))
+    assert gemv.tuned("int8", 1, 1024, 40)["BLOCK_K"] == 512 and gemv.tuned("int8", 2, 1024, 40) is None
+    assert gemv._split("int8", 1, 1024, 40, 8) == 2 and gemv._split("int8", 1, 1024, 48, 8) == gemv.split_k(1, 48, 8)
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randint(-128, 128, (40, 1024), generator=gen, dtype=torch.int8)
+    s = torch.rand(40, generator=gen) + 0.5
+    x = torch.randn(1, 1024, generator=gen).to(torch.bfloat16)
+    ref = (x.float() @ q.float().t()) * s
+    torch.testing.assert_close(gemv.int8_gemv_scaled(x, q, s).float(), ref, rtol=1e-2, atol=1e-2 * float(ref.abs().max()))
+    codes = torch.randint(-8, 8, (48, 512), generator=gen)
+    qw, sz = gemv.pack_nibbles(codes), torch.randn(4, 48, 2, generator=gen).to(torch.bfloat16)
+    ref4 = x[:, :512].float() @ gemv.dequantize_int4(qw, sz, 128).t()
+    y = gemv.int4_gemv(x[:, :512].contiguous(), qw, sz, 128)
+    torch.testing.assert_close(y, ref4, rtol=1e-5, atol=1e-4 * float(ref4.abs().max()))

@@ -57,6 +57,35 @@ def available(device, kind: str = "int8") -> bool:
     return dev.type == "cuda" and (kind in DEFAULT_KINDS or flag in (kind, "all"))
 
 
+# Launch configs chosen per decode shape (batch 1) by scripts/sweep_gemv.py on the GPU it names: kind -> (K, N) ->
+# {SPLIT_K, BLOCK_N, BLOCK_K | GPC, num_warps, num_stages}. A shape not listed takes the autotuned kernel and the
+# split_k heuristic. SYSQ_GEMV_CONFIGS=FILE (the sweep's gemv_configs.json) replaces the table, so a sweep's
+# choice can be measured in a model before it is written here.
+TUNED: dict[str, dict[tuple[int, int], dict]] = {"int8": {}, "int4": {}}
+
+
+@functools.lru_cache(maxsize=None)
+def _table(path: str | None) -> dict:
+    if not path:
+        return TUNED
+    import json
+    raw = json.loads(open(path).read())
+    return {kind: {tuple(int(v) for v in key.split("x")): cfg for key, cfg in shapes.items()}
+            for kind, shapes in raw.items()}
+
+
+def tuned(kind: str, m: int, k: int, n: int) -> dict | None:
+    """The chosen launch config of a (kind, K, N) GEMV at one row, or None (autotune)."""
+    if m != 1:
+        return None
+    return _table(os.environ.get("SYSQ_GEMV_CONFIGS")).get(kind, {}).get((k, n))
+
+
+def _split(kind: str, m: int, k: int, n: int, chunks: int) -> int:
+    cfg = tuned(kind, m, k, n)
+    return int(cfg["SPLIT_K"]) if cfg else split_k(m, n, chunks)
+
+
 def split_k(m: int, n: int, chunks: int, block_n: int = 16) -> int:
     """Slices of K per output block: a power of two, enough for about TARGET_PROGRAMS programs, at most 8 (the
     caller's sum over slices stays a pointwise kernel inductor can fuse) and at most the number of K chunks."""
@@ -75,9 +104,12 @@ def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict |
     scaled = which == "int8" and aux is not None
     out = torch.empty((m, n) if scaled else (s, m, n), dtype=x.dtype if scaled else torch.float32, device=x.device)
     kern = T.kernels()
-    tuned = x.device.type == "cuda" and config is None
-    cfg = {} if tuned else dict(config or T.INTERPRET_CONFIG[which])
-    fn = kern[which][0 if tuned else 1]
+    if config is None:
+        chosen = tuned(which, m, k, n)
+        config = None if chosen is None else {k_: v for k_, v in chosen.items() if k_ != "SPLIT_K"}
+    auto = x.device.type == "cuda" and config is None
+    cfg = {} if auto else dict(config or T.INTERPRET_CONFIG[which])
+    fn = kern[which][0 if auto else 1]
     warps = {k_: cfg.pop(k_) for k_ in ("num_warps", "num_stages") if k_ in cfg}
     if x.device.type != "cuda":
         warps = {}
@@ -140,13 +172,13 @@ def _(x, qweight, scale):
 
 def int4_gemv(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
     """x [M, K] @ W^T in float32 [M, N], W the int4 weight of the layout above."""
-    s = split_k(x.shape[0], qweight.shape[0], x.shape[1] // (2 * group_size))
+    s = _split("int4", x.shape[0], x.shape[1], qweight.shape[0], x.shape[1] // (2 * group_size))
     return torch.ops.sysq.int4_gemv(x, qweight, scales_zeros, group_size, s).sum(0)
 
 
 def int8_gemv(x: torch.Tensor, qweight: torch.Tensor) -> torch.Tensor:
     """x [M, K] @ qweight^T in float32 [M, N] (int8 codes; the caller multiplies by the scale)."""
-    s = split_k(x.shape[0], qweight.shape[0], x.shape[1] // 512)
+    s = _split("int8", x.shape[0], x.shape[1], qweight.shape[0], x.shape[1] // 512)
     return torch.ops.sysq.int8_gemv(x, qweight, s).sum(0)
 
 
@@ -154,7 +186,7 @@ def int8_gemv_scaled(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor
     """(x [M, K] @ qweight^T) * scale [N] (float32) in x's dtype. Where N alone fills the GPU (no split of K:
     every projection of an 8B model once k/v are fused) the kernel applies the scale and casts, so no kernel
     follows it; else the partial sums, their sum, scale and cast (a pointwise kernel inductor may fuse)."""
-    s = split_k(x.shape[0], qweight.shape[0], x.shape[1] // 512)
+    s = _split("int8", x.shape[0], x.shape[1], qweight.shape[0], x.shape[1] // 512)
     if s == 1:
         return torch.ops.sysq.int8_gemv_scaled(x, qweight, scale)
     return (torch.ops.sysq.int8_gemv(x, qweight, s).sum(0) * scale).to(x.dtype)
