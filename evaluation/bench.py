@@ -7,7 +7,8 @@
 A row is a recipe ('fp', or a sysq recipe run by its real kernel: RECIPE+real) in a mode (eager or
 compiled); ROW+fused (fp+fused, w8a16+fused, ...) first stacks the linears that share an input (q/k/v,
 gate/up: sysq.quant.fuse) so decode runs one GEMV per group, and runs attention through sysq.attention's
-`sysq_decode` (one kernel per layer for a decode step where the kernel runs: CUDA); its 'x fp' is against
+`sysq_decode` (one kernel per layer for a decode step where the kernel runs: CUDA) with a static cache whose
+layers share one length counter (sysq.attention.static_cache); its 'x fp' is against
 fp+fused when that row ran. The plain 'fp' row is transformers' own path as users run it. Per row, in this
 process or (--isolate, the CPU default) in a fresh subprocess so that its
 resident memory is its own:
@@ -214,7 +215,10 @@ def prefill(model, args, device: str, compiled: bool) -> dict:
 def decode(model, args, device: str, compiled: bool, batch: int) -> dict:
     g = torch.Generator().manual_seed(2)
     p, n, warm = args.prompt, args.new, args.warmup + 2
-    cache = static_cache(model, p + warm + n + 2 + (args.profile_steps if args.kernel_table else 0))
+    max_len = p + warm + n + 2 + (args.profile_steps if args.kernel_table else 0)
+    # the sysq decode path (ROW+fused) also shares one length counter across the cache's layers
+    cache = attention.static_cache(model, max_len) if model.config._attn_implementation == attention.NAME \
+        else static_cache(model, max_len)
     ids = torch.randint(3, model.config.vocab_size, (batch, p), generator=g).to(device)
     pos = torch.arange(p, device=device).unsqueeze(0).expand(batch, -1)
     logits = model(input_ids=ids, logits_to_keep=1, **forward_kwargs(model, cache, pos)).logits   # eager prefill

@@ -11,6 +11,11 @@ once per forward; everything else (prefill, training, dropout, soft-capping, att
 without the kernel) goes to transformers' sdpa attention, unchanged.
 
     sysq.attention.enable(model)      # model.config's attention implementation becomes "sysq_decode"
+    cache = sysq.attention.static_cache(model, max_len)   # a StaticCache whose layers share one length counter
+
+transformers' StaticCache keeps a length counter per layer and advances each in place, one more one-element
+kernel per layer per step; `static_cache` gives the full-attention layers one counter, advanced by the last of
+them (same positions, same cache tensors, otherwise transformers' StaticCache).
 
 The kernel is a torch.library custom op (`sysq::decode_attention`), so torch.compile keeps it in its graph
 and CUDA graphs capture it. On the CPU it runs only in Triton's interpreter (TRITON_INTERPRET=1), for tests.
@@ -138,3 +143,47 @@ def enable(model) -> str:
 
 def disable(model, previous: str = "sdpa") -> None:
     get_adapter(model).set_attention(previous)
+
+
+def _shared_length_layer():
+    from transformers.cache_utils import StaticLayer
+
+    class SharedLengthLayer(StaticLayer):
+        """A StaticLayer whose length counter is shared with the cache's other full-attention layers; only the
+        one that `advances` (the last) moves it, so the others write at the same positions."""
+
+        def __init__(self, max_cache_len: int, length: torch.Tensor, advances: bool):
+            super().__init__(max_cache_len)
+            self.cumulative_length, self.advances = length, advances
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            kv_length = key_states.shape[-2]
+            position = torch.arange(kv_length, device=self.device) + self.cumulative_length
+            if self.advances:
+                self.cumulative_length.add_(kv_length)
+            self.keys.index_copy_(2, position, key_states)
+            self.values.index_copy_(2, position, value_states)
+            return self.keys, self.values
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if self.advances:
+                super().crop(tokens_to_remove)
+    return SharedLengthLayer
+
+
+def static_cache(model, max_len: int):
+    """transformers' StaticCache for `model` (batch from the first update), its full-attention layers sharing one
+    length counter on the model's device (sliding-window layers keep their own)."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+    cache = StaticCache(config=model.config, max_cache_len=max_len)
+    full = [i for i, layer in enumerate(cache.layers) if type(layer) is StaticLayer]
+    if full:
+        device = next(model.parameters()).device
+        length = torch.zeros((), dtype=torch.long, device=device)
+        layer_cls = _shared_length_layer()
+        for i in full:
+            cache.layers[i] = layer_cls(max_len, length, advances=i == full[-1])
+    return cache

@@ -102,3 +102,31 @@ def test_generate_equal_to_sdpa():
     attention.enable(model)
     out = model.generate(ids, **kw)
     assert torch.equal(out, ref)
+
+
+def test_shared_length_cache_gives_the_same_logits_and_positions():
+    model = tiny_model("llama", layers=3)
+    attention.enable(model)
+    ref = _decode_logits(model, 3, compiled=False)
+    made = []
+    real = attention.static_cache
+
+    def cache_of(config, max_cache_len):
+        made.append(real(model, max_cache_len))
+        return made[-1]
+    import attention_cases
+    attention_cases.StaticCache = cache_of
+    try:
+        mine = _decode_logits(model, 3, compiled=False)
+        torch._dynamo.reset()
+        mine_c = _decode_logits(model, 3, compiled=True)
+        torch._dynamo.reset()
+    finally:
+        attention_cases.StaticCache = StaticCache
+    assert torch.equal(mine, ref)
+    torch.testing.assert_close(mine_c, ref, rtol=1e-5, atol=1e-5)
+    cache = made[0]
+    assert all(layer.cumulative_length is cache.layers[0].cumulative_length for layer in cache.layers)
+    assert int(cache.get_seq_length()) == 12 + 3           # advanced once per forward, not once per layer
+    cache.crop(-2)
+    assert int(cache.get_seq_length()) == 13
