@@ -51,6 +51,7 @@ def test_bench_gemv_runs_at_a_tiny_size_on_the_cpu(tmp_path):
 
 
 def test_sweep_gemv_runs_at_a_tiny_size_and_writes_a_table_gemv_reads(tmp_path, monkeypatch):
+    """(gemv reads SYSQ_GEMV_CONFIGS at import: the same load_table.)"""
     pytest.importorskip("triton")
     import json
     r = subprocess.run([sys.executable, str(HERE.parent / "scripts" / "sweep_gemv.py"), "--device", "cpu",
@@ -61,5 +62,5 @@ def test_sweep_gemv_runs_at_a_tiny_size_and_writes_a_table_gemv_reads(tmp_path, 
     assert {x["kernel"] for x in rows} >= {"bf16 F.linear", "today (autotuned)", "candidate"}
     assert all(x["max_rel_err"] < 2 ** -7 for x in rows)      # int codes of bf16 weights, bf16 outputs
     from sysq.quant import gemv
-    monkeypatch.setenv("SYSQ_GEMV_CONFIGS", str(tmp_path / "gemv_configs.json"))
+    monkeypatch.setattr(gemv, "_ACTIVE", gemv.load_table(str(tmp_path / "gemv_configs.json")))
     assert gemv.tuned("int8", 1, 256, 128)["BLOCK_K"] == 256 and gemv.tuned("int4", 1, 512, 96)["GPC"] == 2

@@ -59,26 +59,40 @@ def available(device, kind: str = "int8") -> bool:
 
 # Launch configs chosen per decode shape (batch 1) by scripts/sweep_gemv.py on the GPU it names: kind -> (K, N) ->
 # {SPLIT_K, BLOCK_N, BLOCK_K | GPC, num_warps, num_stages}. A shape not listed takes the autotuned kernel and the
-# split_k heuristic. SYSQ_GEMV_CONFIGS=FILE (the sweep's gemv_configs.json) replaces the table, so a sweep's
-# choice can be measured in a model before it is written here.
+# split_k heuristic. SYSQ_GEMV_CONFIGS=FILE (the sweep's gemv_configs.json; read at import) replaces the table, so
+# a sweep's choice can be measured in a model before it is written here.
 TUNED: dict[str, dict[tuple[int, int], dict]] = {"int8": {}, "int4": {}}
 
 
-@functools.lru_cache(maxsize=None)
-def _table(path: str | None) -> dict:
+def load_table(path: str | None) -> dict:
+    """A sweep's gemv_configs.json ({kind: {"KxN": config}}) as TUNED's form; TUNED itself for no path."""
     if not path:
         return TUNED
     import json
-    raw = json.loads(open(path).read())
+    try:
+        raw = json.loads(open(path).read())
+    except (OSError, ValueError) as e:
+        from ..errors import SysqError
+        raise SysqError(f"SYSQ_GEMV_CONFIGS={path}: cannot read it ({e}); give the gemv_configs.json that "
+                        "scripts/sweep_gemv.py wrote, or unset it") from e
     return {kind: {tuple(int(v) for v in key.split("x")): cfg for key, cfg in shapes.items()}
             for kind, shapes in raw.items()}
+
+
+_ACTIVE = load_table(os.environ.get("SYSQ_GEMV_CONFIGS"))   # read once, outside any compiled region
+
+
+def use_table(path: str | None) -> None:
+    """Launch configs from a sweep's file from now on (None: back to TUNED)."""
+    global _ACTIVE
+    _ACTIVE = load_table(path)
 
 
 def tuned(kind: str, m: int, k: int, n: int) -> dict | None:
     """The chosen launch config of a (kind, K, N) GEMV at one row, or None (autotune)."""
     if m != 1:
         return None
-    return _table(os.environ.get("SYSQ_GEMV_CONFIGS")).get(kind, {}).get((k, n))
+    return _ACTIVE.get(kind, {}).get((k, n))
 
 
 def _split(kind: str, m: int, k: int, n: int, chunks: int) -> int:
@@ -95,11 +109,12 @@ def split_k(m: int, n: int, chunks: int, block_n: int = 16) -> int:
     return s
 
 
-def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict | None = None):
+def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict | None = None, gated: bool = False):
     """int4: aux = scales_zeros; int8: aux = None (fp32 partial sums [s, M, N]) or the per-channel fp32 scale
     (s = 1: y * scale in x's dtype [M, N], the epilogue in the kernel)."""
     from . import _gemv_triton as T
     m, k = x.shape
+    k = k // 2 if gated else k      # gated: x is [gate | up], the product's K is half its width
     n = qweight.shape[0]
     scaled = which == "int8" and aux is not None
     out = torch.empty((m, n) if scaled else (s, m, n), dtype=x.dtype if scaled else torch.float32, device=x.device)
@@ -120,7 +135,7 @@ def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict |
         fn[grid](x, qweight.view(torch.int32), aux, out, m, n, k, x.stride(0), G=group_size, SPLIT_K=s, **cfg, **warps)
     else:
         fn[grid](x, qweight.view(torch.int32), out, aux if scaled else out, m, n, k, x.stride(0), SPLIT_K=s,
-                 SCALED=scaled, **cfg, **warps)
+                 SCALED=scaled, GATED=gated, **cfg, **warps)
     return out
 
 
@@ -168,6 +183,32 @@ def int8_gemv_scaled_op(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Ten
 @int8_gemv_scaled_op.register_fake
 def _(x, qweight, scale):
     return x.new_empty((x.shape[0], qweight.shape[0]))
+
+
+@torch.library.custom_op("sysq::int8_gemv_gated_scaled", mutates_args=())
+def int8_gemv_gated_scaled_op(gate_up: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """gate_up.dtype [M, N]: (silu(gate) * up) @ qweight^T * scale, gate_up = [gate | up] rows (2K wide), no
+    split of K: a gated MLP's down projection with the activation in the kernel's prologue."""
+    if gate_up.dim() != 2 or gate_up.shape[1] != 2 * qweight.shape[1]:
+        raise ValueError(f"gated GEMV: [gate | up] {tuple(gate_up.shape)} does not match weight {tuple(qweight.shape)}")
+    _check(gate_up[:, :qweight.shape[1]], qweight, 1)
+    if scale.dtype != torch.float32 or scale.shape != (qweight.shape[0],) or not scale.is_contiguous():
+        raise ValueError(f"int8_gemv_gated_scaled takes a contiguous float32 scale [{qweight.shape[0]}]")
+    return _launch("int8", gate_up, qweight, scale, 0, 1, gated=True)
+
+
+@int8_gemv_gated_scaled_op.register_fake
+def _(gate_up, qweight, scale):
+    return gate_up.new_empty((gate_up.shape[0], qweight.shape[0]))
+
+
+def int8_gemv_gated(gate_up: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
+    """silu(gate) * up, then @ qweight^T * scale, in one kernel; None where K would be split (the caller then
+    computes the product and the plain GEMV)."""
+    m, k = gate_up.shape[0], qweight.shape[1]
+    if _split("int8", m, k, qweight.shape[0], k // 512) != 1:
+        return None
+    return torch.ops.sysq.int8_gemv_gated_scaled(gate_up.contiguous(), qweight, scale)
 
 
 def int4_gemv(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
