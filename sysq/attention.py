@@ -33,6 +33,7 @@ BLOCK_L = 64            # keys per iteration (GPU); the interpreter takes 16
 KEYS_PER_SPLIT = 512    # long caches are split over programs: one slice per this many keys
 
 
+@torch.compiler.assume_constant_result     # asked while tracing a forward: decided once, outside the graph
 def available(device) -> bool:
     """Whether the kernel runs on `device`: CUDA with Triton, or the CPU under TRITON_INTERPRET=1 (Triton's
     interpreter: slow, for tests). SYSQ_DECODE_ATTENTION=0 sends every call to sdpa."""
