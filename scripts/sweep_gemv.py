@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -98,9 +99,8 @@ def main(argv=None) -> int:
     copies_of = {}
 
     def measure(fn, weight, ref, nbytes):
-        key = (weight.data_ptr(), tuple(weight.shape))     # the copies are made once per weight
+        key = (weight.data_ptr(), tuple(weight.shape))     # the copies are made once per weight, kept
         if key not in copies_of:
-            copies_of.clear()
             copies_of[key] = [weight] + ([weight.clone() for _ in range(
                 max(0, math.ceil(args.bust_mib * 2**20 / nbytes) - 1))] if cuda else [])
         copies = copies_of[key]
@@ -112,8 +112,20 @@ def main(argv=None) -> int:
         us = timeit(fn, copies)
         return dict(us=us, gbps=nbytes / us / 1e3, max_rel_err=err)
 
-    rows, best, skipped = [], {k: {} for k in kinds}, 0
+    rows = []
+
+    def record(d, kind, name, cfg, fn, weight, ref, nbytes):
+        try:
+            r = measure(fn, weight, ref, nbytes)
+        except Exception as e:
+            r = dict(error=f"{type(e).__name__}: {str(e)[:160]}")
+        row = dict(K=d["k"], N=d["n"], kind=kind, kernel=name, config=cfg, **r)
+        rows.append(row)
+        return row
+
+    # the weights of every shape, and the baselines: bf16, tinygemm, each GEMV as the model runs it today
     torch.manual_seed(0)
+    data = []
     for k, n in shapes:
         x = torch.randn(1, k, device=dev).to(torch.bfloat16)
         w = (torch.randn(n, k, device=dev) * 0.02).to(torch.bfloat16)
@@ -123,66 +135,69 @@ def main(argv=None) -> int:
         u = torch.round((wg - lo.unsqueeze(-1)) / s4.unsqueeze(-1)).clamp(0, 15).reshape(n, k).to(torch.int32)
         sz = torch.stack([s4.t(), (lo + 8 * s4).t()], dim=-1).to(torch.bfloat16).contiguous()
         qb = gemv.pack_nibbles(u - 8)
-        ref4 = x.float() @ gemv.dequantize_int4(qb, sz, g).t()
         s8 = (w.float().abs().amax(1) / 127).clamp_min(1e-8)
         q8 = torch.round(w.float() / s8[:, None]).clamp(-127, 127).to(torch.int8)
-        ref8 = x.float() @ (q8.float() * s8[:, None]).t()
-        bytes8, bytes4 = n * k + n * 4, n * k // 2 + sz.numel() * 2
-
-        def record(kind, name, cfg, fn, weight, ref, nbytes):
-            try:
-                r = measure(fn, weight, ref, nbytes)
-            except Exception as e:
-                r = dict(error=f"{type(e).__name__}: {str(e)[:160]}")
-            row = dict(K=k, N=n, kind=kind, kernel=name, config=cfg, **r)
-            rows.append(row)
-            return row
-
-        base = {"bf16": record("bf16", "bf16 F.linear", None, lambda c: F.linear(x, c), w, x.float() @ w.float().t(),
-                               n * k * 2)}
+        d = dict(k=k, n=n, x=x, sz=sz, s8=s8, base={}, today={},
+                 int8=(q8, x.float() @ (q8.float() * s8[:, None]).t(), n * k + n * 4, k // 512),
+                 int4=(qb, x.float() @ gemv.dequantize_int4(qb, sz, g).t(), n * k // 2 + sz.numel() * 2,
+                       k // (2 * g)))
+        d["base"]["bf16"] = record(d, "bf16", "bf16 F.linear", None, lambda c, x=x: F.linear(x, c), w,
+                                   x.float() @ w.float().t(), n * k * 2)
         try:
             packed = _pack_for(dev, u, inner_k_tiles(k))
-            base["tinygemm"] = record("int4", "tinygemm int4", None, lambda c: _int4_mm(x, c, g, sz), packed, ref4,
-                                      bytes4)
+            d["base"]["tinygemm"] = record(d, "int4", "tinygemm int4", None,
+                                           lambda c, x=x, sz=sz: _int4_mm(x, c, g, sz), packed, *d["int4"][1:3])
         except Exception as e:
             print(f"  tinygemm int4: {type(e).__name__}: {str(e)[:120]}")
         for kind in kinds:
-            weight, ref, nbytes = (q8, ref8, bytes8) if kind == "int8" else (qb, ref4, bytes4)
-            if kind == "int8":
-                today = record(kind, "today (autotuned)", None, lambda c: gemv.int8_gemv_scaled(x, c, s8), q8, ref,
-                               nbytes)
-            else:
-                today = record(kind, "today (autotuned)", None, lambda c: gemv.int4_gemv(x, c, sz, g), qb, ref, nbytes)
-            chunks = k // 512 if kind == "int8" else k // (2 * g)
-            tried = []
-            for cfg in candidates(grid[kind]):
-                if cfg["SPLIT_K"] > max(1, chunks):
+            fn = (lambda c, x=x, s8=s8: gemv.int8_gemv_scaled(x, c, s8)) if kind == "int8" else \
+                (lambda c, x=x, sz=sz: gemv.int4_gemv(x, c, sz, g))
+            d["today"][kind] = record(d, kind, "today (autotuned)", None, fn, *d[kind][:3])
+        data.append(d)
+        if cuda:
+            copies_of.pop((w.data_ptr(), tuple(w.shape)), None)     # bf16 copies: done with
+            torch.cuda.empty_cache()
+
+    def launcher(kind, cfg, d):
+        launch = {key: v for key, v in cfg.items() if key != "SPLIT_K"}
+        sp, x = cfg["SPLIT_K"], d["x"]
+        if kind == "int8" and sp == 1:     # the scaled op: what the module runs without a split
+            return lambda c: gemv._launch("int8", x, c, d["s8"], 0, 1, launch)
+        if kind == "int8":
+            return lambda c: gemv._launch("int8", x, c, None, 0, sp, launch)
+        return lambda c: gemv._launch("int4", x, c, d["sz"], g, sp, launch)
+
+    # configs outside, shapes inside (a config compiles once, then runs at every shape), in a shuffled order, so
+    # that a time budget cut leaves every shape the same random sample of the grid
+    skipped, tried = 0, {(kind, d["k"], d["n"]): [] for kind in kinds for d in data}
+    for kind in kinds:
+        cands = candidates(grid[kind])
+        random.Random(0).shuffle(cands)
+        for cfg in cands:
+            for d in data:
+                if cfg["SPLIT_K"] > max(1, d[kind][3]):
                     continue
                 if time.perf_counter() - start > args.time_budget:
                     skipped += 1
                     continue
-                launch = {key: v for key, v in cfg.items() if key != "SPLIT_K"}
-                sp = cfg["SPLIT_K"]
-                if kind == "int8" and sp == 1:
-                    def fn(c, launch=launch):
-                        return gemv._launch("int8", x, c, s8, 0, 1, launch)
-                elif kind == "int8":
-                    def fn(c, launch=launch, sp=sp):
-                        return gemv._launch("int8", x, c, None, 0, sp, launch)
-                else:
-                    def fn(c, launch=launch, sp=sp):
-                        return gemv._launch("int4", x, c, sz, g, sp, launch)
-                tried.append(record(kind, "candidate", cfg, fn, weight, ref, nbytes))
-            ok = [r for r in tried if "us" in r]
-            if ok:
-                top = min(ok, key=lambda r: r["us"])
-                best[kind][f"{k}x{n}"] = top["config"]
-                gain = today["us"] / top["us"] if "us" in today else float("nan")
-                print(f"{k:6d} -> {n:6d}  {kind}: bf16 {base['bf16'].get('us', float('nan')):7.1f} us "
-                      f"({base['bf16'].get('gbps', 0):5.0f} GB/s)  tinygemm "
-                      f"{base.get('tinygemm', {}).get('us', float('nan')):7.1f} us  today {today.get('us', float('nan')):7.1f} us "
-                      f"({today.get('gbps', 0):5.0f} GB/s)  best {top['us']:7.1f} us ({top['gbps']:5.0f} GB/s, "
-                      f"{gain:.2f}x today, {len(ok)} configs) {top['config']}", flush=True)
+                tried[(kind, d["k"], d["n"])].append(record(d, kind, "candidate", cfg, launcher(kind, cfg, d),
+                                                            *d[kind][:3]))
+
+    best = {kind: {} for kind in kinds}
+    for d in data:
+        for kind in kinds:
+            ok = [r for r in tried[(kind, d["k"], d["n"])] if "us" in r]
+            if not ok:
+                continue
+            top = min(ok, key=lambda r: r["us"])
+            best[kind][f"{d['k']}x{d['n']}"] = top["config"]
+            today, base = d["today"][kind], d["base"]
+            gain = today["us"] / top["us"] if "us" in today else float("nan")
+            print(f"{d['k']:6d} -> {d['n']:6d}  {kind}: bf16 {base['bf16'].get('us', float('nan')):7.1f} us "
+                  f"({base['bf16'].get('gbps', 0):5.0f} GB/s)  tinygemm "
+                  f"{base.get('tinygemm', {}).get('us', float('nan')):7.1f} us  today "
+                  f"{today.get('us', float('nan')):7.1f} us ({today.get('gbps', 0):5.0f} GB/s)  best {top['us']:7.1f} "
+                  f"us ({top['gbps']:5.0f} GB/s, {gain:.2f}x today, {len(ok)} configs) {top['config']}", flush=True)
 
     lines = ["| K -> N | kernel | config | us/call | GB/s | max rel err |", "|---|---|---|---|---|---|"]
     for r in rows:
