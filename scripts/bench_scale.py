@@ -256,13 +256,26 @@ def profile_detect(model, ids, out: Path, args) -> str:
             f"op table sorted by {key}:\n{table}")
     from sysq.io import atomic_write_text
     atomic_write_text(out / f"profile-{args.config}.txt", text)
+    fused = [e for e in avg if "site_reduce" in e.key]       # the fused Triton pass (capture.reduce_fused)
+    fused_line = ("fused site reduction: " + "; ".join(
+        f"{e.key} {e.count} calls, {getattr(e, key) / 1e3:.1f} ms" for e in fused)) if fused else \
+        "fused site reduction: not run (the torch form reduced the sites)"
+    text += "\n" + fused_line
     print(text.split("op table")[0])
     print("\n".join(table.splitlines()[:18]), flush=True)
+    print(fused_line, flush=True)
     fwd = counts["forward"]
     return (f"ops per batch: forward {fwd['ops'] / batches:g} (plain {plain[0]['ops']:g}), records "
             f"{counts['records']['ops'] / batches:g}, rest {counts['rest']['ops']:g}; forward per batch: "
             + ", ".join(f"{k.split('::')[-1]} {fwd[k] / batches:g}" for k in
                         ("aten::item", "aten::nonzero", "cudaStreamSynchronize")))
+
+
+def reduce_name(device) -> str:
+    """Which form reduces detect's sites on `device` now (SYSQ_REDUCE, capture.fused)."""
+    if not str(device).startswith("cuda"):
+        return "the CPU form"
+    return "the fused Triton pass" if capture.fused(device) else "the torch form"
 
 
 def split(model, gpus: int, device: str):
@@ -308,6 +321,9 @@ def main() -> None:
                    help="detect: activations kept for a chunk of layers before they are reduced together "
                         "(sysq.capture.CHUNK_BYTES; default %.0f GiB)" % (capture.CHUNK_BYTES / 2**30))
     p.add_argument("--out", default=os.environ.get("OUT", "out"))
+    p.add_argument("--reduce", default=os.environ.get("SYSQ_REDUCE", "auto"),
+                   help="detect's site reductions (SYSQ_REDUCE): auto (the fused Triton pass on CUDA), torch, or a "
+                        "comma-separated list, each timed in turn (A/B; profile takes the first)")
     args = p.parse_args()
     if args.chunk_gib is not None:
         capture.CHUNK_BYTES = int(args.chunk_gib * 2**30)
@@ -348,7 +364,9 @@ def main() -> None:
         fwd = statistics.median(times)
         m.seconds = fwd
         table.add("forward", m, "memory", note=f"median of {args.reps}: " + ", ".join(f"{t:.2f}" for t in times))
-    if "detect" in steps:
+    reduce_forms = args.reduce.split(",")
+    for form in reduce_forms if "detect" in steps else []:      # the last form stays set for the steps after
+        os.environ["SYSQ_REDUCE"] = form
         sysq.detect(model, ids[:1], quiet=True, batch_size=args.batch_size)         # warm-up
         times = []
         for _ in range(args.reps):
@@ -357,14 +375,16 @@ def main() -> None:
             times.append(m.seconds)
         m.seconds = statistics.median(times)
         found = report.summary["dominant_channel"]
-        table.add("detect", m, report.cost["pipeline"], note=f"{m.seconds / fwd:.2f}x forward; channel {found} "
+        table.add("detect", m, report.cost["pipeline"], note=f"{m.seconds / fwd:.2f}x forward; sites reduced by "
+                  f"{reduce_name(args.device)}; channel {found} "
                   f"(planted {D}) from layer {report.summary['emergence_layer']}; chunks of up to "
                   f"{report.cost['chunk_layers']} layers holding {report.cost['chunk_bytes'] / 2**30:.2f} GiB; "
                   f"median of {args.reps}: " + ", ".join(f"{t:.2f}" for t in times))
     if "profile" in steps:
+        os.environ["SYSQ_REDUCE"] = reduce_forms[0]
         with Meter() as m:
             note = profile_detect(model, ids[: args.profile_windows], out, args)
-        table.add("profile", m, "memory", note=note)
+        table.add("profile", m, "memory", note=f"sites reduced by {reduce_name(args.device)}; " + note)
 
     seq_steps = [s for s in steps if s in ("seq-detect", "mitigate", "static", "gptq")]
     if seq_steps:

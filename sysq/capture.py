@@ -11,7 +11,8 @@ bool(), nonzero or boolean-mask indexing of a device tensor inside a hook (tests
 them raise there). The hooks keep references to what a decoder layer's statistics need; once the layers kept hold
 CHUNK_BYTES, at the end of a batch, or when the next layer is on another device, the chunk is reduced with one set
 of kernels for all its layers: its sites with one channel count stacked across the layers ([S, B, T, C]) and
-reduced together (reduce_stacked) to per-channel statistics and a few fixed-size tensors ([windows x tokens]
+reduced together (on CUDA one fused Triton pass per site tensor, read in place: reduce_fused; else stacked,
+reduce_stacked) to per-channel statistics and a few fixed-size tensors ([windows x tokens]
 maxima), the lifecycle's MAX_TRACKED candidates per layer with a device count, the attention mass, the Q/K/V norms
 (so the kernels launched per batch hardly grow with depth; nothing the size of an activation outlives its chunk).
 After a batch, its
@@ -26,6 +27,7 @@ Sites (per decoder layer):  attn_in (q/k/v input)  o_in  mlp_in (gate/up input) 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -287,6 +289,52 @@ def reduce_stacked(x: torch.Tensor, floors: torch.Tensor, below: torch.Tensor, t
     return (wmax, wsum, massive, med, mean, tok_med, widx, wval), (tok_max, tok_arg, tok_val, bad)
 
 
+def fused(device) -> bool:
+    """Whether a chunk's sites reduce with the fused Triton pass (reduce_fused) on `device`, else with the torch
+    form (reduce_stacked): CUDA with Triton importable. SYSQ_REDUCE=torch forces the torch form (A/B);
+    SYSQ_REDUCE=triton takes the fused pass on the CPU too, where only Triton's interpreter runs it
+    (TRITON_INTERPRET=1, set before triton is imported: tests)."""
+    import os
+    from .quant.gemv import has_triton
+    flag = os.environ.get("SYSQ_REDUCE", "auto")
+    if flag == "torch" or not has_triton():
+        return False
+    if torch.device(device).type == "cpu":
+        return flag == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
+    return torch.device(device).type == "cuda"
+
+
+def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tensor, th: Thresholds) -> tuple:
+    """reduce_stacked's outputs for S sites' [B, T, C] tensors of one shape, dtype and device, each read in place
+    by one Triton pass (sysq/_reduce_triton.py: no stack, no |x|), then the partials reduced over token / channel
+    blocks with a few torch ops for all S sites. The same values as reduce_stacked (maxima, first-index ties,
+    counts exact; a NaN shows as an infinite maximum, still flagged), but wsum adds in another order (float32)."""
+    from . import _reduce_triton as R
+    S, (B, T, C), x0 = len(xs), xs[0].shape, xs[0]
+    ntb, ncb = -(-T // R.BLOCK_T), -(-C // R.BLOCK_C)
+    med = _median_estimate_many(xs, th.median_samples).view(S, B, 1, 1)
+    thr = torch.maximum(torch.nextafter(th.massive_rel * med, below), floors).view(S, B)
+    new = partial(torch.empty, device=x0.device)
+    cmax, cval = new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=x0.dtype)
+    cidx, csum, ccnt = new(S, B, ntb, C, dtype=torch.int32), new(S, B, ntb, C), new(S, B, ntb, C, dtype=torch.int32)
+    tmax, targ, tval = new(S, B, T, ncb, dtype=x0.dtype), new(S, B, T, ncb, dtype=torch.int32), \
+        new(S, B, T, ncb, dtype=x0.dtype)
+    # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
+    with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
+        for s, x in enumerate(xs):
+            R.launch(x, thr[s], (cmax[s], cidx[s], cval[s], csum[s], ccnt[s], tmax[s], targ[s], tval[s]), ntb, ncb)
+    wmax, j = cmax.max(2, keepdim=True)                     # [S, B, 1, C]; the first block on ties (CUDA and CPU)
+    widx, wval = cidx.gather(2, j).long(), cval.gather(2, j)
+    tok_max, k = tmax.max(-1, keepdim=True)                 # [S, B, T, 1]
+    tok_arg, tok_val = targ.gather(-1, k).long(), tval.gather(-1, k)
+    wsum = csum.sum(2)                                      # [S, B, C] float32
+    massive = ccnt.sum(2, dtype=torch.int32)
+    mean = wsum.sum(-1) / (T * C)
+    tok_med = tok_max.median(2).values
+    bad = (~torch.isfinite(wmax)).any(1).sum((-2, -1))
+    return (wmax, wsum, massive, med, mean, tok_med, widx, wval), (tok_max, tok_arg, tok_val, bad)
+
+
 def reduce_sparse(s: SiteStats, x: torch.Tensor, th: Thresholds) -> tuple:
     """The CPU form of one site's passes over [B, T, C] (reading a value costs nothing there): the positions of
     maxima and the massive counts only where they can be nonzero. Returns the Reduced fields (with S = 1) and the
@@ -368,10 +416,22 @@ def _median_estimate(a: torch.Tensor, samples: int) -> torch.Tensor:
     """Median of each window's |h| [B, T, C] from an evenly strided sample of about `samples` values
     (an exact median sorts the whole tensor; a 1000x-median test does not need that precision)."""
     flat = a.reshape(a.shape[0], -1)
-    stride = max(1, flat.shape[1] // samples)
-    while math.gcd(stride, a.shape[-1]) != 1:     # walk across channels, not down a fixed subset of them
+    return flat[:, ::_sample_stride(a.shape, samples)].median(-1).values
+
+
+def _sample_stride(shape, samples: int) -> int:
+    stride = max(1, math.prod(shape[1:]) // samples)
+    while math.gcd(stride, shape[-1]) != 1:     # walk across channels, not down a fixed subset of them
         stride += 1
-    return flat[:, ::stride].median(-1).values
+    return stride
+
+
+def _median_estimate_many(xs: list[torch.Tensor], samples: int) -> torch.Tensor:
+    """_median_estimate of |x| for S signed [B, T, C] tensors of one shape at once: [S, B] float32 (the samples
+    are taken before |.|, the same values; one median for all)."""
+    stride = _sample_stride(xs[0].shape, samples)
+    sample = _stack([x.reshape(x.shape[0], -1)[:, ::stride] for x in xs])
+    return sample.abs().median(-1).values.float()
 
 
 def _records(pairs, lookup, batch: Batch) -> list[dict]:
@@ -424,6 +484,9 @@ class Recorder:
 
     # whole-tensor kernels (True) or the CPU's sparse forms (False); None: by the device of each tensor
     dense: bool | None = None
+    # checks only: the hooks' tensors are copied to this device first, so a CPU forward's activations (the CPU
+    # form's, to the bit) are reduced by a GPU's forms (scripts/check_detect_same.py --gpu)
+    reduce_on: torch.device | str | None = None
 
     def __init__(self, model: nn.Module, th: Thresholds, attention: bool = True, snapshot: bool = False):
         self.model, self.th, self.attention, self.snapshot = model, th, attention, snapshot
@@ -571,7 +634,8 @@ class Recorder:
     def _btc(self, t: torch.Tensor) -> torch.Tensor:
         """[B, T, C] view of a hidden tensor (OPT flattens tokens to [B*T, C] inside its layers)."""
         t = t if t.dim() == 3 else t.view(*self.batch.ids.shape, -1)
-        return t.detach() if t.requires_grad else t          # under no_grad: no op to launch
+        t = t.detach() if t.requires_grad else t          # under no_grad: no op to launch
+        return t if self.reduce_on is None else t.to(self.reduce_on)
 
     def _site_stats(self, i: int, site: str, x: torch.Tensor) -> SiteStats:
         key = (i, site)
@@ -613,11 +677,13 @@ class Recorder:
         for (_, device, _), members in groups.items():
             sites = [s for s, _ in members]
             if dense:
-                x = _stack([x for _, x in members])
                 floors = self._const(device, tuple(s.abs_floor for s in sites), (-1, 1, 1, 1))
-                fields, (tok_max, tok_arg, tok_val, bad) = reduce_stacked(x, floors, self._const(device, (-math.inf,)),
-                                                                          self.th)
-                del x
+                below = self._const(device, (-math.inf,))
+                if fused(device):
+                    fields, rest = reduce_fused([x for _, x in members], floors, below, self.th)
+                else:
+                    fields, rest = reduce_stacked(_stack([x for _, x in members]), floors, below, self.th)
+                tok_max, tok_arg, tok_val, bad = rest
                 self._reduced.append(Reduced(sites, batch, *fields))
                 meta.append((sites, None))
                 tensors += [tok_max, fields[3], fields[4], fields[5], bad, tok_arg, tok_val]
@@ -784,8 +850,8 @@ class Recorder:
         if not dense and len(layers) > 1:
             raise AssertionError("capture: the CPU form reduces one layer at a time")
         meta, tensors = self._reduce_sites(layers, dense)
-        h_out = _stack([c["h_out"] for c in layers])
-        life = self._hits_dense(layers, h_out) if dense else self._hits_sparse(layers[0])
+        h_in, h_out, chain = _residuals(layers)
+        life = self._hits_dense(layers, h_in, h_out, chain) if dense else self._hits_sparse(layers[0])
         att_rows, Tq, att = self._attention(layers)
         norms = self._qkv_norms(layers)
         snap = h_out[:, 0, :SNAPSHOT_TOKENS].abs().float() if self.snapshot and batch.window0 == 0 else None
@@ -907,7 +973,7 @@ class Recorder:
         terms = _terms(contrib, x, gate, up, k)
         return None, hits[None], values[None], k[None], terms[None]
 
-    def _hits_dense(self, layers: list[dict], h_out: torch.Tensor) -> tuple:
+    def _hits_dense(self, layers: list[dict], h_in: torch.Tensor, h_out: torch.Tensor, chain) -> tuple:
         """The lifecycle's device part for a chunk of layers at once: where the residual is large (|h| >
         massive_abs, the absolute half of the massive test, so an outlier is followed from birth to death even while
         the median keeps it under 1000x) before or after each layer, MAX_TRACKED fixed (token, channel) candidates
@@ -918,12 +984,12 @@ class Recorder:
         up_k)) or Nones. No wait for the device anywhere."""
         if not all("h_mid" in c for c in layers):
             return (None,) * 5
-        dev = h_out.device        # the layer's input arrives where the previous layer ran (accelerate)
-        h_in = _stack([c["h_in"] if c["h_in"].device == dev else c["h_in"].to(dev) for c in layers])
         h_mid = _stack([c["h_mid"] for c in layers])
         L, B, T, C = h_out.shape
-        # a position is a hit when max(|h_in|, |h_out|) > floor (either one is)
-        count, flat = self._top_positions(torch.maximum(h_in.abs(), h_out.abs()).view(L, B * T, C), MAX_TRACKED)
+        # a position is a hit when max(|h_in|, |h_out|) > floor (either one is); chained: one |h| of L + 1 layers
+        a = chain.abs() if chain is not None else None
+        score = torch.maximum(a[:-1], a[1:]) if a is not None else torch.maximum(h_in.abs(), h_out.abs())
+        count, flat = self._top_positions(score.view(L, B * T, C), MAX_TRACKED)
         bt = flat // C
         hits = torch.stack([bt // T, bt % T, flat % C], 2)
         values = torch.stack([h.reshape(L, -1).gather(1, flat) for h in (h_in, h_mid, h_out)], 2).float()
@@ -935,8 +1001,9 @@ class Recorder:
         def rows(ts):       # [L, m, I] the rows (b, t) of each layer's [B, T, I] tensor: one op each, no stacked copy
             return _stack([t[b, tt] for t, b, tt in zip(ts, bs, ts_)])
         x = rows([c["down_in"] for c in layers]).float()                               # [L, m, I]
-        w = _stack([self.ad.down(c["i"]).weight.index_select(0, cc) for c, cc in zip(layers, hits[..., 2].unbind(0))])
-        contrib = x * w.float()
+        w = [self.ad.down(c["i"]).weight for c in layers]
+        w = _stack([wi.index_select(0, _on(cc, wi.device)) for wi, cc in zip(w, hits[..., 2].unbind(0))])
+        contrib = x * _on(w.float(), x.device)      # the weights are on x's device (Recorder.reduce_on aside)
         k = contrib.abs().topk(min(4, contrib.shape[-1]), dim=-1).indices                # [L, m, K]
         gate, up = _gate_up(layers, rows)
         return count, hits, values, k, _terms(contrib, x, gate, up, k)
@@ -1041,6 +1108,30 @@ def _terms(contrib, x, gate, up, k) -> torch.Tensor:
         nan = torch.full_like(contrib, float("nan"))
         gate, up = nan if gate is None else gate, nan if up is None else up
     return torch.stack([v.gather(-1, k) for v in (contrib, x, gate, up)], -1)
+
+
+def _residuals(layers: list[dict]) -> tuple:
+    """The chunk's layer inputs and outputs [L, B, T, C] on the last layer's device (the first input may arrive
+    from the previous layer's device: accelerate). Where each layer's input is the previous one's output (every
+    decoder stack), one stack of the L + 1 residuals, returned as the third value, of which both are views."""
+    dev = layers[-1]["h_out"].device
+    ins = [_on(c["h_in"], dev) for c in layers]
+    outs = [c["h_out"] for c in layers]
+    if len(layers) > 1 and all(_same(i, o) for i, o in zip(ins[1:], outs[:-1])):
+        chain = torch.stack([ins[0]] + outs)
+        return chain[:-1], chain[1:], chain
+    return _stack(ins), _stack(outs), None
+
+
+def _on(t: torch.Tensor, device) -> torch.Tensor:
+    """t on `device`; no op launched where it is there already."""
+    return t if t.device == device else t.to(device)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same values by construction: one storage, offset, shape, strides and dtype."""
+    return (a.data_ptr(), a.shape, a.stride(), a.dtype, a.device) == (b.data_ptr(), b.shape, b.stride(), b.dtype,
+                                                                      b.device)
 
 
 def _stack(ts: list[torch.Tensor]) -> torch.Tensor:

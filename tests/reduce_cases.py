@@ -1,0 +1,132 @@
+"""The fused Triton reduction of a chunk's sites (sysq.capture.reduce_fused) in Triton's CPU interpreter, against
+the torch form (reduce_stacked). Not collected by itself: the interpreter must be on before triton is first
+imported, so tests/test_reduce_fused.py runs this file in a subprocess with TRITON_INTERPRET=1."""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from sysq import capture
+from sysq.capture import reduce_fused, reduce_stacked
+from sysq.detect import detect
+from sysq.detect.thresholds import Thresholds
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_reduce_fused.py"
+
+NAMES = ("wmax", "wsum", "massive", "med", "mean", "tok_med", "widx", "wval", "tok_max", "tok_arg", "tok_val", "bad")
+SUMS = ("wsum", "mean")         # float32 sums: another order of addition
+
+
+def _sites(S, B, T, C, dtype, seed):
+    """S site tensors with planted massive values, exact ties of a channel's max (two tokens, in one token block
+    and across blocks), of a token's max (two channels, across channel blocks), negative maxima, zero rows."""
+    g = torch.Generator().manual_seed(seed)
+    xs = []
+    for s in range(S):
+        x = torch.randn(B, T, C, generator=g) * (0.5 + s)
+        x[0, 0, 3] = 2000.0 * (s + 1)                      # massive at the first token
+        x[-1, T - 1, C - 1] = -3000.0                      # negative, in the last (partial) blocks
+        x[:, 2, 5] = x[:, T - 2, 5] = -900.0               # channel 5: a tie across token blocks (first wins)
+        x[:, 7, 9] = x[:, 8, 9] = 700.0                    # channel 9: a tie inside a block
+        x[:, 4, 1] = 800.0                                 # token 4: a tie across channel blocks ...
+        x[:, 4, C - 2] = -800.0                            # ... with opposite signs (the first channel's sign)
+        x[:, 6, 20] = x[:, 6, 21] = 650.0                  # token 6: inside a channel block
+        x[:, 9] = 0.0                                      # a token of zeros (ties everywhere)
+        xs.append(x.to(dtype))
+    return xs
+
+
+def _compare(xs, floors, th=Thresholds()):
+    below = torch.tensor([-math.inf])
+    ref = reduce_stacked(torch.stack(xs), floors, below, th)
+    got = reduce_fused(xs, floors, below, th)
+    for name, r, g in zip(NAMES, [*ref[0], *ref[1]], [*got[0], *got[1]]):
+        assert r.shape == g.shape and r.dtype == g.dtype, (name, r.shape, g.shape, r.dtype, g.dtype)
+        if name in SUMS:
+            torch.testing.assert_close(g, r, rtol=2e-6, atol=0, msg=name)
+        else:
+            assert torch.equal(g, r), (name, (g != r).nonzero()[:5])
+    return ref, got
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("S,B,T,C", [(3, 2, 70, 300), (2, 3, 37, 129), (1, 1, 130, 40)])
+def test_fused_reduction_equals_the_torch_form(dtype, S, B, T, C):
+    xs = _sites(S, B, T, C, dtype, seed=S * 100 + T)
+    floors = torch.tensor([6.0, 100.0, 6.0][:S]).view(-1, 1, 1, 1)     # sites with different floors
+    ref, _ = _compare(xs, floors)
+    assert ref[0][2].sum() > 0 and int(ref[1][3].sum()) == 0          # massive values counted, all finite
+
+
+def test_massive_counts_at_the_threshold():
+    """Values exactly at massive_rel x median (counted: >=) and exactly at the floor (not counted: >)."""
+    x = torch.ones(2, 70, 140)                     # median 1.0
+    x[0, :5, 0] = 1000.0                           # = 1000 x median: massive
+    x[0, 5:9, 1] = torch.tensor(1000.0).nextafter(torch.tensor(0.0))   # just below
+    x[1, :3, 2] = 6.0                              # at a floor above 1000 x median? no: at the input floor
+    _compare([x, x * 0.006], torch.tensor([6.0, 100.0]).view(-1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_values_are_flagged(bad):
+    xs = _sites(2, 2, 40, 140, torch.bfloat16, seed=1)
+    xs[1][1, 30, 7] = bad
+    xs[1][0, 3, 139] = bad
+    below = torch.tensor([-math.inf])
+    floors = torch.tensor([6.0, 6.0]).view(-1, 1, 1, 1)
+    ref = reduce_stacked(torch.stack(xs), floors, below, Thresholds())
+    got = reduce_fused(xs, floors, below, Thresholds())
+    assert ref[1][3].tolist() == got[1][3].tolist() == [0, 2]          # channels whose max is not finite
+    ok = torch.isfinite(ref[0][0])                                     # elsewhere the same maxima
+    assert torch.equal(ref[0][0][ok], got[0][0][ok]) and torch.equal(ref[0][6][ok], got[0][6][ok])
+
+
+def test_strided_site_tensor():
+    """A view that is not contiguous (OPT-like layouts, slices) is read in place with its strides."""
+    base = _sites(1, 2, 80, 260, torch.float32, seed=3)[0]
+    xs = [base[:, 5:75, :], base[:, :70, 3:260:2]]
+    xs[1] = xs[1][:, :, :128]
+    xs[0] = xs[0][:, :, :128]
+    assert not xs[0].is_contiguous() and not xs[1].is_contiguous()
+    _compare(xs, torch.tensor([6.0, 6.0]).view(-1, 1, 1, 1))
+
+
+def _tolerant(a, b, path=""):
+    """Reports equal to the last digit, except the fields made of float32 sums (mean |x|) within a few ulps."""
+    if isinstance(a, dict):
+        assert list(a) == list(b), path
+        for k in a:
+            _tolerant(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _tolerant(x, y, f"{path}[{i}]")
+    elif "channel_absmean" in path or path.endswith("mean_abs"):
+        assert a == pytest.approx(b, rel=2e-5), path
+    else:
+        assert a == b or (a != a and b != b), (path, a, b)
+
+
+def test_detect_report_with_the_fused_reduction(monkeypatch):
+    """A whole detect in the accelerator's forms (dense, host work at the flush) on a tiny planted model: the
+    fused reduction gives the torch form's report."""
+    from capture_v1 import V1Recorder  # noqa: F401  (tests/ on the path)
+    from test_detect import ids, planted
+    model = planted()
+    x, kw = ids(n=6, T=24), {"attention_windows": 2, "batch_size": 4}
+    monkeypatch.setattr(capture.Recorder, "dense", True)
+    monkeypatch.setattr(capture.Pending, "defer", True)
+    reports, calls = {}, []
+    real = capture.reduce_fused
+    monkeypatch.setattr(capture, "reduce_fused", lambda *a: calls.append(1) or real(*a))
+    for form in ("torch", "triton"):
+        monkeypatch.setenv("SYSQ_REDUCE", form)
+        r = detect(model, x, quiet=True, pipeline="memory", **kw)
+        d = r.to_dict()
+        d.pop("cost")
+        reports[form] = json.loads(json.dumps(d))
+    assert calls                                         # the fused pass ran (and only in the second detect)
+    assert reports["torch"]["lifecycle"] and reports["torch"]["attention"]["layers"]
+    _tolerant(reports["triton"], reports["torch"])
