@@ -6,7 +6,11 @@
 
 A row is a recipe ('fp', or a sysq recipe run by its real kernel: RECIPE+real) in a mode (eager or
 compiled); ROW+fused (fp+fused, w8a16+fused, ...) first stacks the linears that share an input (q/k/v,
-gate/up: sysq.quant.fuse) so decode runs one GEMV per group; its 'x fp' is against fp+fused when that row ran. Per row, in this process or (--isolate, the CPU default) in a fresh subprocess so that its
+gate/up: sysq.quant.fuse) so decode runs one GEMV per group, and runs attention through sysq.attention's
+`sysq_decode` (one kernel per layer for a decode step where the kernel runs: CUDA) with a static cache whose
+layers share one length counter (sysq.attention.static_cache); its 'x fp' is against
+fp+fused when that row ran. The plain 'fp' row is transformers' own path as users run it. Per row, in this
+process or (--isolate, the CPU default) in a fresh subprocess so that its
 resident memory is its own:
   prefill   B x T tokens, one forward, logits for the last token only (what serving computes), tokens/s
   decode1   batch 1, static KV cache, greedy, --new tokens after a --prompt-token prompt: tokens/s
@@ -48,7 +52,7 @@ from pathlib import Path
 import torch
 
 import sysq
-from sysq import get_adapter
+from sysq import attention, get_adapter
 from sysq.io import atomic_write_text
 from sysq.quant import model_bytes, quantize
 from sysq.quant import convert, fuse
@@ -211,7 +215,10 @@ def prefill(model, args, device: str, compiled: bool) -> dict:
 def decode(model, args, device: str, compiled: bool, batch: int) -> dict:
     g = torch.Generator().manual_seed(2)
     p, n, warm = args.prompt, args.new, args.warmup + 2
-    cache = static_cache(model, p + warm + n + 2 + (args.profile_steps if args.kernel_table else 0))
+    max_len = p + warm + n + 2 + (args.profile_steps if args.kernel_table else 0)
+    # the sysq decode path (ROW+fused) also shares one length counter across the cache's layers
+    cache = attention.static_cache(model, max_len) if model.config._attn_implementation == attention.NAME \
+        else static_cache(model, max_len)
     ids = torch.randint(3, model.config.vocab_size, (batch, p), generator=g).to(device)
     pos = torch.arange(p, device=device).unsqueeze(0).expand(batch, -1)
     logits = model(input_ids=ids, logits_to_keep=1, **forward_kwargs(model, cache, pos)).logits   # eager prefill
@@ -314,7 +321,7 @@ def kernels(fn, device: str, top: int) -> list[dict]:
     return [dict(name=e.key[:90], ms=self_us(e) / 1e3, share=self_us(e) / total, calls=e.count) for e in evs]
 
 
-KERNEL_CLASSES = (("attention", ("flash", "attention", "sdpa", "fmha")),     # first: fmha names say cutlass too
+KERNEL_CLASSES = (("attention", ("flash", "attention", "sdpa", "fmha", "_decode_kernel")),     # first: fmha names say cutlass too
                   ("GEMV/GEMM", ("gemv", "gemm", "nvjet", "int4pack", "int8pack", "_int8_kernel", "_int4_kernel",
                                  "cutlass", "matmul", "aten::mm", "addmm", "splitk", "tinygemm")))
 
@@ -442,12 +449,17 @@ def run_row(args, recipe: str, mode: str) -> dict:
         if fused:
             fuse.fuse_projections(model)
         own_memory(model)     # as convert() does for the quantized rows: the weights in the process's own memory
+    if fused:     # the sysq decode path: one attention kernel per layer (sdpa where the kernel does not run)
+        attention.enable(model)
     ad = get_adapter(model)
     schemes = dict(Counter(scheme_of(ref.module) for ref in ad.linear_refs() + [ad.lm_head_ref()]))
     release_memory(device)
     row = dict(recipe=recipe, mode=mode, schemes=schemes, fused_groups=fuse.describe(model),
                weights_mib=model_bytes(model) / 2**20, setup_s=time.perf_counter() - t0)
-    print(f"{recipe} {mode}: modules {schemes}" + (f"; fused groups {row['fused_groups']}" if fused else ""),
+    row["attention"] = model.config._attn_implementation
+    print(f"{recipe} {mode}: modules {schemes}" + (f"; fused groups {row['fused_groups']}" if fused else "")
+          + f"; attention {row['attention']}" + (" (its kernel runs here)" if fused and attention.available(device)
+                                                   else ""),
           flush=True)
     if device == "cpu":
         row["rss_setup_mib"] = _status("VmRSS")

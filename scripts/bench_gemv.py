@@ -28,6 +28,35 @@ SHAPES_8B = [(4096, 4096), (4096, 1024), (4096, 14336), (14336, 4096), (4096, 12
 SHAPES_TINY = [(256, 128), (512, 96)]
 
 
+def graph_us(fn, copies, calls: int, reps: int = 10) -> float:
+    """us per call of fn on the GPU: one CUDA graph of `calls` calls cycling through the weight copies, replayed
+    `reps` times (launch gaps as in a compiled decode step, no L2 reuse across calls)."""
+    import torch
+    for c in copies[:2]:
+        fn(c)        # autotune / compile outside the capture
+    torch.cuda.synchronize()
+    calls = max(calls, len(copies))
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn(copies[0])
+        with torch.cuda.graph(g, stream=s):
+            for i in range(calls):
+                fn(copies[i % len(copies)])
+    torch.cuda.current_stream().wait_stream(s)
+    for _ in range(3):
+        g.replay()
+    torch.cuda.synchronize()
+    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    t0.record()
+    for _ in range(reps):
+        g.replay()
+    t1.record()
+    torch.cuda.synchronize()
+    return t0.elapsed_time(t1) * 1e3 / (reps * calls)
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default=None, help="cuda (default when present) or cpu (interpreter, tiny shapes)")
@@ -73,30 +102,7 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             fn(copies[0])
             return (time.perf_counter() - t) * 1e6
-        for c in copies[:2]:
-            fn(c)        # autotune / compile outside the capture
-        torch.cuda.synchronize()
-        calls = max(args.calls, len(copies))
-        g = torch.cuda.CUDAGraph()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn(copies[0])
-            with torch.cuda.graph(g, stream=s):
-                for i in range(calls):
-                    fn(copies[i % len(copies)])
-        torch.cuda.current_stream().wait_stream(s)
-        for _ in range(3):
-            g.replay()
-        torch.cuda.synchronize()
-        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        reps = 10
-        t0.record()
-        for _ in range(reps):
-            g.replay()
-        t1.record()
-        torch.cuda.synchronize()
-        return t0.elapsed_time(t1) * 1e3 / (reps * calls)
+        return graph_us(fn, copies, args.calls)
 
     for k, n in shapes:
         x = torch.randn(args.m, k, device=dev).to(torch.bfloat16)

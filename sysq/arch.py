@@ -337,6 +337,25 @@ class Adapter:
                     groups.append([mine[role] for role, _ in inputs])
         return groups
 
+    def gated_mlp_ref(self, i: int) -> LinearRef | None:
+        """Layer i's MLP module as a LinearRef (role "mlp": replaceable like a linear) when it computes
+        down(act(gate(x)) * up(x)) with gate, up, down and act its own children; else None."""
+        paths = self.family.mlp_linears
+        if not self.family.gated or set(paths) != {"gate", "up", "down"}:
+            return None
+        parents = {p.rpartition(".")[0] for p in [*paths.values(), self.family.act]}
+        if len(parents) != 1 or not next(iter(parents)):
+            return None
+        mlp_path = parents.pop()
+        holder_path, _, attr = mlp_path.rpartition(".")
+        layer = self.layers()[i]
+        holder = _get(layer, holder_path) if holder_path else layer
+        return LinearRef(i, "mlp", f"{self.family.layers}.{i}.{mlp_path}", getattr(holder, attr), holder, attr)
+
+    def act_is_silu(self, i: int) -> bool:
+        """Whether layer i's MLP activation is SiLU (torch's or transformers' module)."""
+        return type(self.act_fn(i)).__name__ in ("SiLU", "SiLUActivation")
+
     # ---- smoothing mappings ------------------------------------------------------------------
     def mappings(self, i: int) -> list[Mapping]:
         """Every place in layer i where a per-channel scale can be folded exactly.
@@ -428,6 +447,17 @@ class Adapter:
                                               "eager attention (sysq.detect.attention.eager_attention)")
             return args, {**kwargs, "attention_mask": fn(mask)}
         return self.attention(i).register_forward_pre_hook(hook, with_kwargs=True)
+
+    def set_attention(self, implementation: str) -> str:
+        """Run the model's attention through the transformers attention implementation `implementation` (a name
+        registered with AttentionInterface, e.g. sysq.attention's `sysq_decode`); returns the one it had.
+        Decoder families only: an encoder's bidirectional mask is not a causal decode."""
+        previous = getattr(self.config, "_attn_implementation", None)
+        if self.family.task != "causal-lm" or not hasattr(self.model, "set_attn_implementation"):
+            raise UnsupportedArchitecture(f"{self.name} is not a decoder that takes transformers attention implementations; "
+                            f"run it with its own attention (got {implementation!r})")
+        self.model.set_attn_implementation(implementation)
+        return previous
 
     @property
     def cache_kwarg(self) -> str:

@@ -104,7 +104,7 @@ def test_int8_gemv_with_the_epilogue_in_the_kernel_equals_the_partial_sums_scale
 def test_fused_projections_on_the_gemv_give_the_unfused_logits_and_tokens():
     import copy
     from sysq.quant import convert, quantize
-    from sysq.quant.fuse import groups
+    from sysq.quant.fuse import GatedMLP, groups
     from tiny_models import tiny_model
     for recipe in ("w8a16",):    # the int4 GEMV (off by default on CUDA) takes the same stacked codes
         m = tiny_model("llama")
@@ -115,10 +115,17 @@ def test_fused_projections_on_the_gemv_give_the_unfused_logits_and_tokens():
         assert all(g.fused.gemv for g in groups(fused))
         ids = torch.randint(3, 300, (1, 3), generator=torch.Generator().manual_seed(0))
         kw = dict(max_new_tokens=2, do_sample=False, cache_implementation="static", pad_token_id=0)
+        assert all(isinstance(layer.mlp, GatedMLP) and layer.mlp.silu for layer in fused.model.layers)
         with torch.no_grad():
-            # every row count here runs the GEMV; the hidden size (64) gives one K slice: the same sums in order
-            assert torch.equal(fused(ids).logits, real(ids).logits)
+            # every row count here runs the GEMV; the hidden size (64) gives one K slice: the same sums in order,
+            # but down's SiLU runs in its GEMV's prologue (exp-based sigmoid: float rounding apart from torch's)
+            torch.testing.assert_close(fused(ids).logits, real(ids).logits, rtol=1e-5, atol=1e-5)
             assert torch.equal(fused.generate(ids, **kw), real.generate(ids, **kw))
+            with_hook = copy.deepcopy(fused)       # a hook on down (rotate's online Hadamard) must see its input
+            seen = []
+            with_hook.model.layers[0].mlp.down_proj.register_forward_pre_hook(lambda mod, a: seen.append(a[0].shape))
+            torch.testing.assert_close(with_hook(ids).logits, real(ids).logits, rtol=1e-5, atol=1e-5)
+            assert seen == [(1, 3, 128)]
 
 
 def test_compiled_fused_int8_decode_runs_the_epilogue_in_the_gemv():
@@ -138,6 +145,46 @@ def test_compiled_fused_int8_decode_runs_the_epilogue_in_the_gemv():
         step = torch.compile(fused.forward, fullgraph=True)
         got, codes = run_and_get_code(lambda: step(input_ids=ids).logits)
     code = "\n".join(codes)
-    assert code.count("torch.ops.sysq.int8_gemv_scaled.default(") == 4          # q/k/v, o, gate/up, down
+    assert code.count("torch.ops.sysq.int8_gemv_scaled.default(") == 3          # q/k/v, o, gate/up
+    assert code.count("torch.ops.sysq.int8_gemv_gated_scaled.default(") == 1    # down, SiLU(gate) * up inside
     assert "torch.ops.sysq.int8_gemv.default(" not in code
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_a_tuned_table_sets_the_split_and_the_launch_config(tmp_path, monkeypatch):
+    import json
+    table = {"int8": {"1024x40": dict(SPLIT_K=2, BLOCK_N=8, BLOCK_K=512, num_warps=4, num_stages=2)},
+             "int4": {"512x48": dict(SPLIT_K=2, BLOCK_N=32, GPC=1, num_warps=4, num_stages=2)}}
+    (tmp_path / "t.json").write_text(json.dumps(table))
+    monkeypatch.setattr(gemv, "_ACTIVE", gemv.load_table(str(tmp_path / "t.json")))   # what use_table sets
+    assert gemv.tuned("int8", 1, 1024, 40)["BLOCK_K"] == 512 and gemv.tuned("int8", 2, 1024, 40) is None
+    assert gemv._split("int8", 1, 1024, 40, 8) == 2 and gemv._split("int8", 1, 1024, 48, 8) == gemv.split_k(1, 48, 8)
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randint(-128, 128, (40, 1024), generator=gen, dtype=torch.int8)
+    s = torch.rand(40, generator=gen) + 0.5
+    x = torch.randn(1, 1024, generator=gen).to(torch.bfloat16)
+    ref = (x.float() @ q.float().t()) * s
+    torch.testing.assert_close(gemv.int8_gemv_scaled(x, q, s).float(), ref, rtol=1e-2, atol=1e-2 * float(ref.abs().max()))
+    codes = torch.randint(-8, 8, (48, 512), generator=gen)
+    qw, sz = gemv.pack_nibbles(codes), torch.randn(4, 48, 2, generator=gen).to(torch.bfloat16)
+    ref4 = x[:, :512].float() @ gemv.dequantize_int4(qw, sz, 128).t()
+    y = gemv.int4_gemv(x[:, :512].contiguous(), qw, sz, 128)
+    torch.testing.assert_close(y, ref4, rtol=1e-5, atol=1e-4 * float(ref4.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gated_gemv_applies_silu_gate_times_up_in_its_prologue(dtype):
+    gen = torch.Generator().manual_seed(11)
+    n, k = 40, 512
+    q = torch.randint(-128, 128, (n, k), generator=gen, dtype=torch.int8)
+    scale = torch.rand(n, generator=gen) * 0.01 + 0.001
+    gu = (torch.randn(2, 2 * k, generator=gen) * 3).to(dtype)
+    h = (torch.nn.functional.silu(gu[:, :k].float()) * gu[:, k:].float()).to(dtype)   # what inductor's kernel stores
+    want = gemv.int8_gemv_scaled(h, q, scale)
+    got = torch.ops.sysq.int8_gemv_gated_scaled(gu, q, scale)
+    assert got.dtype == dtype and got.shape == (2, n)
+    # the same sums of the same (rounded) inputs, up to the sigmoid's last bit (exp formula vs torch's)
+    tol = 1e-5 if dtype == torch.float32 else 2 ** -7
+    torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol * float(want.float().abs().max()))
+    with pytest.raises(ValueError, match="does not match"):
+        torch.ops.sysq.int8_gemv_gated_scaled(gu[:, :k].contiguous(), q, scale)

@@ -48,3 +48,19 @@ def test_bench_gemv_runs_at_a_tiny_size_on_the_cpu(tmp_path):
     assert len(sysq_rows) == 6 and not any("error" in x for x in rows)    # int4, int8, int8 scaled per shape
     for x in sysq_rows:     # fp32 accumulation of the exact codes; the scaled op also rounds its output to bf16
         assert x["max_rel_err"] < (2 ** -8 if "scaled" in x["kernel"] else 1e-5), x
+
+
+def test_sweep_gemv_runs_at_a_tiny_size_and_writes_a_table_gemv_reads(tmp_path, monkeypatch):
+    """(gemv reads SYSQ_GEMV_CONFIGS at import: the same load_table.)"""
+    pytest.importorskip("triton")
+    import json
+    r = subprocess.run([sys.executable, str(HERE.parent / "scripts" / "sweep_gemv.py"), "--device", "cpu",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=HERE.parent)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    rows = json.loads((tmp_path / "sweep_gemv.json").read_text())["rows"]
+    assert not any("error" in x for x in rows)
+    assert {x["kernel"] for x in rows} >= {"bf16 F.linear", "today (autotuned)", "candidate"}
+    assert all(x["max_rel_err"] < 2 ** -7 for x in rows)      # int codes of bf16 weights, bf16 outputs
+    from sysq.quant import gemv
+    monkeypatch.setattr(gemv, "_ACTIVE", gemv.load_table(str(tmp_path / "gemv_configs.json")))
+    assert gemv.tuned("int8", 1, 256, 128)["BLOCK_K"] == 256 and gemv.tuned("int4", 1, 512, 96)["GPC"] == 2

@@ -59,8 +59,11 @@ def _int4_kernel(x_ptr, w_ptr, sz_ptr, out_ptr, M, N, K, stride_xm,
 
 
 def _int8_kernel(x_ptr, w_ptr, out_ptr, scale_ptr, M, N, K, stride_xm,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, SCALED: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, SCALED: tl.constexpr,
+                 GATED: tl.constexpr = False):
     # SCALED (SPLIT_K == 1): the epilogue in the kernel, y * scale[n] stored in out's dtype (no kernel after it)
+    # GATED: x rows are [gate | up] (2K wide) and the input is silu(gate) * up, rounded to x's dtype as the
+    # separate pointwise kernel would store it (the prologue of a gated MLP's down projection)
     # w: int32 [N, K / 4]; byte t of word j holds k = 4j + t. XOR 0x80 makes each byte q + 128 in [0, 255].
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -82,6 +85,13 @@ def _int8_kernel(x_ptr, w_ptr, out_ptr, scale_ptr, M, N, K, stride_xm,
         w = w ^ -2139062144   # 0x80808080 as int32
         for t in tl.static_range(4):
             xt = tl.load(x_row + j * 4 + t, mask=j_mask, other=0).to(tl.float32)
+            if GATED:
+                up = tl.load(x_row + K + j * 4 + t, mask=j_mask, other=0).to(tl.float32)
+                xt = xt / (1.0 + tl.exp(-xt)) * up
+                if x_ptr.dtype.element_ty == tl.bfloat16:
+                    xt = _to_bf16_rtne(xt).to(tl.float32)
+                elif x_ptr.dtype.element_ty == tl.float16:
+                    xt = xt.to(tl.float16).to(tl.float32)
             f = (((w >> (8 * t)) & 0xFF) | MAGIC).to(tl.float32, bitcast=True) - 8388736.0   # q
             acc += f * xt[None, :]
     y = tl.sum(acc, axis=1)
@@ -120,7 +130,7 @@ def kernels() -> dict:
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     out = {}
     for name, body, configs in [("int4", _int4_kernel, INT4_CONFIGS), ("int8", _int8_kernel, INT8_CONFIGS)]:
-        key = ["M", "N", "K", "SPLIT_K"] + (["SCALED"] if name == "int8" else [])
+        key = ["M", "N", "K", "SPLIT_K"] + (["SCALED", "GATED"] if name == "int8" else [])
         out[name] = (None if interpret else triton.autotune(configs, key=key)(triton.jit(body)),
                      triton.jit(body))
     return out

@@ -57,6 +57,49 @@ def available(device, kind: str = "int8") -> bool:
     return dev.type == "cuda" and (kind in DEFAULT_KINDS or flag in (kind, "all"))
 
 
+# Launch configs chosen per decode shape (batch 1) by scripts/sweep_gemv.py on the GPU it names: kind -> (K, N) ->
+# {SPLIT_K, BLOCK_N, BLOCK_K | GPC, num_warps, num_stages}. A shape not listed takes the autotuned kernel and the
+# split_k heuristic. SYSQ_GEMV_CONFIGS=FILE (the sweep's gemv_configs.json; read at import) replaces the table, so
+# a sweep's choice can be measured in a model before it is written here.
+TUNED: dict[str, dict[tuple[int, int], dict]] = {"int8": {}, "int4": {}}
+
+
+def load_table(path: str | None) -> dict:
+    """A sweep's gemv_configs.json ({kind: {"KxN": config}}) as TUNED's form; TUNED itself for no path."""
+    if not path:
+        return TUNED
+    import json
+    try:
+        raw = json.loads(open(path).read())
+    except (OSError, ValueError) as e:
+        from ..errors import SysqError
+        raise SysqError(f"SYSQ_GEMV_CONFIGS={path}: cannot read it ({e}); give the gemv_configs.json that "
+                        "scripts/sweep_gemv.py wrote, or unset it") from e
+    return {kind: {tuple(int(v) for v in key.split("x")): cfg for key, cfg in shapes.items()}
+            for kind, shapes in raw.items()}
+
+
+_ACTIVE = load_table(os.environ.get("SYSQ_GEMV_CONFIGS"))   # read once, outside any compiled region
+
+
+def use_table(path: str | None) -> None:
+    """Launch configs from a sweep's file from now on (None: back to TUNED)."""
+    global _ACTIVE
+    _ACTIVE = load_table(path)
+
+
+def tuned(kind: str, m: int, k: int, n: int) -> dict | None:
+    """The chosen launch config of a (kind, K, N) GEMV at one row, or None (autotune)."""
+    if m != 1:
+        return None
+    return _ACTIVE.get(kind, {}).get((k, n))
+
+
+def _split(kind: str, m: int, k: int, n: int, chunks: int) -> int:
+    cfg = tuned(kind, m, k, n)
+    return int(cfg["SPLIT_K"]) if cfg else split_k(m, n, chunks)
+
+
 def split_k(m: int, n: int, chunks: int, block_n: int = 16) -> int:
     """Slices of K per output block: a power of two, enough for about TARGET_PROGRAMS programs, at most 8 (the
     caller's sum over slices stays a pointwise kernel inductor can fuse) and at most the number of K chunks."""
@@ -66,18 +109,22 @@ def split_k(m: int, n: int, chunks: int, block_n: int = 16) -> int:
     return s
 
 
-def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict | None = None):
+def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict | None = None, gated: bool = False):
     """int4: aux = scales_zeros; int8: aux = None (fp32 partial sums [s, M, N]) or the per-channel fp32 scale
     (s = 1: y * scale in x's dtype [M, N], the epilogue in the kernel)."""
     from . import _gemv_triton as T
     m, k = x.shape
+    k = k // 2 if gated else k      # gated: x is [gate | up], the product's K is half its width
     n = qweight.shape[0]
     scaled = which == "int8" and aux is not None
     out = torch.empty((m, n) if scaled else (s, m, n), dtype=x.dtype if scaled else torch.float32, device=x.device)
     kern = T.kernels()
-    tuned = x.device.type == "cuda" and config is None
-    cfg = {} if tuned else dict(config or T.INTERPRET_CONFIG[which])
-    fn = kern[which][0 if tuned else 1]
+    if config is None:
+        chosen = tuned(which, m, k, n)
+        config = None if chosen is None else {k_: v for k_, v in chosen.items() if k_ != "SPLIT_K"}
+    auto = x.device.type == "cuda" and config is None
+    cfg = {} if auto else dict(config or T.INTERPRET_CONFIG[which])
+    fn = kern[which][0 if auto else 1]
     warps = {k_: cfg.pop(k_) for k_ in ("num_warps", "num_stages") if k_ in cfg}
     if x.device.type != "cuda":
         warps = {}
@@ -88,7 +135,7 @@ def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict |
         fn[grid](x, qweight.view(torch.int32), aux, out, m, n, k, x.stride(0), G=group_size, SPLIT_K=s, **cfg, **warps)
     else:
         fn[grid](x, qweight.view(torch.int32), out, aux if scaled else out, m, n, k, x.stride(0), SPLIT_K=s,
-                 SCALED=scaled, **cfg, **warps)
+                 SCALED=scaled, GATED=gated, **cfg, **warps)
     return out
 
 
@@ -138,15 +185,41 @@ def _(x, qweight, scale):
     return x.new_empty((x.shape[0], qweight.shape[0]))
 
 
+@torch.library.custom_op("sysq::int8_gemv_gated_scaled", mutates_args=())
+def int8_gemv_gated_scaled_op(gate_up: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """gate_up.dtype [M, N]: (silu(gate) * up) @ qweight^T * scale, gate_up = [gate | up] rows (2K wide), no
+    split of K: a gated MLP's down projection with the activation in the kernel's prologue."""
+    if gate_up.dim() != 2 or gate_up.shape[1] != 2 * qweight.shape[1]:
+        raise ValueError(f"gated GEMV: [gate | up] {tuple(gate_up.shape)} does not match weight {tuple(qweight.shape)}")
+    _check(gate_up[:, :qweight.shape[1]], qweight, 1)
+    if scale.dtype != torch.float32 or scale.shape != (qweight.shape[0],) or not scale.is_contiguous():
+        raise ValueError(f"int8_gemv_gated_scaled takes a contiguous float32 scale [{qweight.shape[0]}]")
+    return _launch("int8", gate_up, qweight, scale, 0, 1, gated=True)
+
+
+@int8_gemv_gated_scaled_op.register_fake
+def _(gate_up, qweight, scale):
+    return gate_up.new_empty((gate_up.shape[0], qweight.shape[0]))
+
+
+def int8_gemv_gated(gate_up: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
+    """silu(gate) * up, then @ qweight^T * scale, in one kernel; None where K would be split (the caller then
+    computes the product and the plain GEMV)."""
+    m, k = gate_up.shape[0], qweight.shape[1]
+    if _split("int8", m, k, qweight.shape[0], k // 512) != 1:
+        return None
+    return torch.ops.sysq.int8_gemv_gated_scaled(gate_up.contiguous(), qweight, scale)
+
+
 def int4_gemv(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
     """x [M, K] @ W^T in float32 [M, N], W the int4 weight of the layout above."""
-    s = split_k(x.shape[0], qweight.shape[0], x.shape[1] // (2 * group_size))
+    s = _split("int4", x.shape[0], x.shape[1], qweight.shape[0], x.shape[1] // (2 * group_size))
     return torch.ops.sysq.int4_gemv(x, qweight, scales_zeros, group_size, s).sum(0)
 
 
 def int8_gemv(x: torch.Tensor, qweight: torch.Tensor) -> torch.Tensor:
     """x [M, K] @ qweight^T in float32 [M, N] (int8 codes; the caller multiplies by the scale)."""
-    s = split_k(x.shape[0], qweight.shape[0], x.shape[1] // 512)
+    s = _split("int8", x.shape[0], x.shape[1], qweight.shape[0], x.shape[1] // 512)
     return torch.ops.sysq.int8_gemv(x, qweight, s).sum(0)
 
 
@@ -154,7 +227,7 @@ def int8_gemv_scaled(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor
     """(x [M, K] @ qweight^T) * scale [N] (float32) in x's dtype. Where N alone fills the GPU (no split of K:
     every projection of an 8B model once k/v are fused) the kernel applies the scale and casts, so no kernel
     follows it; else the partial sums, their sum, scale and cast (a pointwise kernel inductor may fuse)."""
-    s = split_k(x.shape[0], qweight.shape[0], x.shape[1] // 512)
+    s = _split("int8", x.shape[0], x.shape[1], qweight.shape[0], x.shape[1] // 512)
     if s == 1:
         return torch.ops.sysq.int8_gemv_scaled(x, qweight, scale)
     return (torch.ops.sysq.int8_gemv(x, qweight, s).sum(0) * scale).to(x.dtype)

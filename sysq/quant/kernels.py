@@ -376,6 +376,20 @@ class Int8WOLinear(RealLinear):
     def dequantized_weight(self):
         return self.qweight.float() * self.w_scale.float().unsqueeze(1)
 
+    def gated(self, gate_up: torch.Tensor) -> torch.Tensor | None:
+        """This linear on silu(gate) * up, from a gated MLP's [gate | up] output, with the activation in the
+        GEMV's prologue (decode rows on the Triton GEMV, K not split); None elsewhere, or when hooks on this
+        module must see its input (the caller then computes the product and calls the module)."""
+        x2 = gate_up.reshape(-1, 2 * self.in_features)
+        if not self.gemv or x2.shape[0] > gemv.MAX_ROWS or self._forward_pre_hooks or self._forward_hooks:
+            return None
+        y = gemv.int8_gemv_gated(x2, self.qweight, self.w_scale.float())
+        if y is None:
+            return None
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*gate_up.shape[:-1], self.out_features).to(gate_up.dtype)
+
 
 class Int4WOLinear(RealLinear):
     """W4A16: int4 group-wise weights (symmetric, integer or float zero points) in tinygemm's layout."""

@@ -1,0 +1,190 @@
+"""Decode attention: one kernel per layer for a decode step, grouped-query attention read in place.
+
+At batch 1 a decode step is hundreds of small kernels, each costing its launch gap inside the CUDA graph.
+transformers' sdpa path, compiled, spends five per layer on attention for a static cache: the cache expanded
+to the query heads (repeat_kv copies K and V), the boolean mask turned into the fused kernel's bias, the
+query's rotary embedding, and the attention itself. `sysq_decode` is an attention implementation registered
+the transformers way (AttentionInterface, with sdpa's mask function under the same name): when the query is
+one token it runs one Triton kernel (sysq/_attention_triton.py) that reads K and V where the cache holds
+them, each KV head once for all the query heads that share it, and applies the boolean mask the model built
+once per forward; everything else (prefill, training, dropout, soft-capping, attention sinks, float masks, devices
+without the kernel) goes to transformers' sdpa attention, unchanged.
+
+    sysq.attention.enable(model)      # model.config's attention implementation becomes "sysq_decode"
+    cache = sysq.attention.static_cache(model, max_len)   # a StaticCache whose layers share one length counter
+
+transformers' StaticCache keeps a length counter per layer and advances each in place, one more one-element
+kernel per layer per step; `static_cache` gives the full-attention layers one counter, advanced by the last of
+them (same positions, same cache tensors, otherwise transformers' StaticCache).
+
+The kernel is a torch.library custom op (`sysq::decode_attention`), so torch.compile keeps it in its graph
+and CUDA graphs capture it. On the CPU it runs only in Triton's interpreter (TRITON_INTERPRET=1), for tests.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .arch import get_adapter
+
+NAME = "sysq_decode"
+BLOCK_L = 64            # keys per iteration (GPU); the interpreter takes 16
+KEYS_PER_SPLIT = 512    # long caches are split over programs: one slice per this many keys
+
+
+@torch.compiler.assume_constant_result     # asked while tracing a forward: decided once, outside the graph
+def available(device) -> bool:
+    """Whether the kernel runs on `device`: CUDA with Triton, or the CPU under TRITON_INTERPRET=1 (Triton's
+    interpreter: slow, for tests). SYSQ_DECODE_ATTENTION=0 sends every call to sdpa."""
+    from .quant.gemv import has_triton
+    dev = torch.device(device)
+    if os.environ.get("SYSQ_DECODE_ATTENTION", "1") == "0" or not has_triton():
+        return False
+    return dev.type == "cuda" or (dev.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+
+
+def splits(batch: int, kv_heads: int, length: int) -> int:
+    """Slices of the keys: 1 for short caches (one kernel, output stored directly), else enough programs to
+    spread a long cache over the GPU (about 256 programs, at most 32 slices)."""
+    if length <= KEYS_PER_SPLIT:
+        return 1
+    return max(1, min(-(-length // KEYS_PER_SPLIT), 256 // max(1, batch * kv_heads), 32))
+
+
+def _pow2(n: int, least: int) -> int:
+    return max(least, 1 << (n - 1).bit_length())
+
+
+@torch.library.custom_op("sysq::decode_attention", mutates_args=())
+def decode_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                        scale: float) -> torch.Tensor:
+    """q [B, H, 1, D], k, v [B, Hkv, L, D], mask bool [B, L] or None -> [B, 1, H, D] in q's dtype."""
+    from ._attention_triton import kernel
+    b, h, _, d = q.shape
+    hkv, length = k.shape[1], k.shape[2]
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    g = h // hkv
+    s = splits(b, hkv, length)
+    interp = q.device.type != "cuda"
+    block = 16 if interp else BLOCK_L
+    out = torch.empty((b, 1, h, d), dtype=q.dtype, device=q.device)
+    if s == 1:
+        part, m, l_ = out, out, out
+        so = (0, h * d, d)
+    else:
+        part = torch.empty((s, b, h, d), dtype=torch.float32, device=q.device)
+        m = torch.empty((s, b, h), dtype=torch.float32, device=q.device)
+        l_ = torch.empty_like(m)
+        so = (b * h * d, h * d, d)
+    sm = (mask.stride(0), mask.stride(1)) if mask is not None else (0, 0)
+    launch = {} if interp else dict(num_warps=4, num_stages=2)
+    kernel()[(b * hkv, s)](
+        q, k, v, mask if mask is not None else q, part, m, l_, length, b * h, float(scale),
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        *sm, *so, HKV=hkv, G=g, GP=_pow2(g, 16), D=d, DP=_pow2(d, 16), BLOCK_L=block, SPLIT=s,
+        HAS_MASK=mask is not None,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", **launch)
+    if s == 1:
+        return out
+    top = m.amax(0)                                              # combine the slices (flash-decoding)
+    w = torch.where(m == float("-inf"), 0.0, torch.exp(m - top.clamp_min(-3e38)))
+    total = (l_ * w).sum(0)
+    y = (part * w[..., None]).sum(0) / torch.where(total == 0, 1.0, total)[..., None]
+    return y.to(q.dtype).unsqueeze(1)
+
+
+@decode_attention_op.register_fake
+def _(q, k, v, mask, scale):
+    b, h, _, d = q.shape
+    return q.new_empty((b, 1, h, d))
+
+
+def _decode_mask(mask, q, k):
+    """The [B, L] boolean view of sdpa's [B, 1, 1, L] mask (None: every key), or False where it is another kind."""
+    if mask is None:
+        return None
+    b, length = q.shape[0], k.shape[2]
+    if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1:3] != (1, 1) or mask.shape[-1] != length \
+            or mask.shape[0] not in (1, b):
+        return False
+    return mask[:, 0, 0, :].expand(b, length)
+
+
+def decode_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                             **kwargs):
+    """transformers' attention-function signature (query [B, H, T, D], key / value [B, Hkv, L, D]); returns
+    ([B, T, H, D], None) as sdpa does."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    mask = _decode_mask(attention_mask, query, key) if query.shape[2] == 1 else False
+    plain = (dropout == 0.0 and kwargs.get("softcap") is None and kwargs.get("s_aux") is None
+             and kwargs.get("sinks") is None and query.shape[1] % key.shape[1] == 0
+             and not (torch.is_grad_enabled() and query.requires_grad))     # no backward: inference only
+    if mask is False or not plain or not available(query.device):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    return torch.ops.sysq.decode_attention(query, key, value, mask, scale), None
+
+
+def register() -> None:
+    """Register `sysq_decode` with transformers (attention function, and sdpa's mask function); idempotent."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    AttentionInterface.register(NAME, decode_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+
+
+def enable(model) -> str:
+    """Run `model`'s attention through `sysq_decode` (through its family adapter); returns the implementation it
+    had, for `disable`."""
+    register()
+    return get_adapter(model).set_attention(NAME)
+
+
+def disable(model, previous: str = "sdpa") -> None:
+    get_adapter(model).set_attention(previous)
+
+
+def _shared_length_layer():
+    from transformers.cache_utils import StaticLayer
+
+    class SharedLengthLayer(StaticLayer):
+        """A StaticLayer whose length counter is shared with the cache's other full-attention layers; only the
+        one that `advances` (the last) moves it, so the others write at the same positions."""
+
+        def __init__(self, max_cache_len: int, length: torch.Tensor, advances: bool):
+            super().__init__(max_cache_len)
+            self.cumulative_length, self.advances = length, advances
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            kv_length = key_states.shape[-2]
+            position = torch.arange(kv_length, device=self.device) + self.cumulative_length
+            if self.advances:
+                self.cumulative_length.add_(kv_length)
+            self.keys.index_copy_(2, position, key_states)
+            self.values.index_copy_(2, position, value_states)
+            return self.keys, self.values
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if self.advances:
+                super().crop(tokens_to_remove)
+    return SharedLengthLayer
+
+
+def static_cache(model, max_len: int):
+    """transformers' StaticCache for `model` (batch from the first update), its full-attention layers sharing one
+    length counter on the model's device (sliding-window layers keep their own)."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+    cache = StaticCache(config=model.config, max_cache_len=max_len)
+    full = [i for i, layer in enumerate(cache.layers) if type(layer) is StaticLayer]
+    if full:
+        device = next(model.parameters()).device
+        length = torch.zeros((), dtype=torch.long, device=device)
+        layer_cls = _shared_length_layer()
+        for i in full:
+            cache.layers[i] = layer_cls(max_len, length, advances=i == full[-1])
+    return cache
