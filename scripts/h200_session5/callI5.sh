@@ -37,6 +37,8 @@ P=(
   "w4a16-g64-tok-c32 --configs best-w4a16-g64-tok --calib-n 32"
   "w4a16-g128-tok --configs best-w4a16-g128-tok"
   "w4a16-g64-tok-noplan --configs best-w4a16-g64-tok-noplan"
+  # w4a4 with per-token A4: the same per-token loss in its learned step (fifth session, not run on the CPU)
+  "w4a4-tok --configs fp,w4a4+g64+kv4g32+tokenloss@auto+learned"
 )
 # I5_PARTS="peer peers ...": only those parts (a second call on the same warm machine runs the rest; the merge below
 # takes every part whose results are in $R, whichever call made them)
