@@ -403,10 +403,11 @@ def merge(items: list[Reduced]) -> None:
     th = sites[0].th
     st["int8_count"] += (wmax >= th.int8).sum(1)     # windows where the channel reaches the LLM.int8 magnitude
     st["massive_count"] += cat("massive").sum(1)
-    st["window_sums"] += torch.stack([cat("med").flatten(1).sum(1), cat("mean").sum(1),
-                                      cat("tok_med").float().flatten(1).sum(1)], 1).double()
+    # sums over windows in float64 (as every sum here): the same digits in any order, on any device
+    st["window_sums"] += torch.stack([cat("med").flatten(1).double().sum(1), cat("mean").double().sum(1),
+                                      cat("tok_med").flatten(1).double().sum(1)], 1)
     C = wmax.shape[-1]                             # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
-    st["top3_sum"][:, :min(3, C)] += wmax.topk(min(3, C), dim=-1).values.sum(1).double()
+    st["top3_sum"][:, :min(3, C)] += wmax.topk(min(3, C), dim=-1).values.double().sum(1)
     B, T = batch.ids.shape
     for s in sites:
         s.tokens += B * T
@@ -890,8 +891,8 @@ class Recorder:
 
     def _attn_records(self, st: AttentionStats, batch: Batch, Tq: int, sink, mean_recv, flags: np.ndarray,
                       amap) -> None:
-        st.sink_sum += sink.sum(0).double()
-        st.recv0_sum += float((mean_recv[:, 0].sum() / Tq).numpy())
+        st.sink_sum += sink.double().sum(0)
+        st.recv0_sum += float((mean_recv[:, 0].double().sum() / Tq).numpy())
         b, t = np.nonzero(flags)
         if len(b):
             st.outliers.add([{"window": batch.window0 + bb, "pos": tt, "token_id": tid, "mass": m}
@@ -911,9 +912,9 @@ class Recorder:
             s[2] += int((act & att).sum())
         if n is not None:
             q = self.qkv[i]                    # the sums in torch, as before
-            q[0] += torch.from_numpy(n[act]).sum(0).double()
+            q[0] += torch.from_numpy(n[act]).double().sum(0)
             q[1] += int(act.sum())
-            q[2] += torch.from_numpy(n[~act]).sum(0).double()
+            q[2] += torch.from_numpy(n[~act]).double().sum(0)
             q[3] += int((~act).sum())
 
     def _attention(self, layers: list[dict]) -> tuple[list, int, tuple]:
@@ -946,7 +947,9 @@ class Recorder:
         else:
             return None
         L, B, T = parts[0].shape[:3]
-        return torch.stack([p.float().view(L, B, T, -1, ad.head_dim).norm(dim=-1).mean(-1) for p in parts], -1)
+        # norms in float64, rounded once to float32: the same digits whatever order a device sums in
+        return torch.stack([torch.linalg.vector_norm(p.view(L, B, T, -1, ad.head_dim), dim=-1, dtype=torch.float64)
+                            .mean(-1).float() for p in parts], -1)
 
     def _hits_sparse(self, cur: dict) -> tuple:
         """The CPU form of the lifecycle's hits of one layer (see _hits_dense): exactly the hits, in position

@@ -113,11 +113,11 @@ class SiteStats:
         med = _median_estimate(a, self.th.median_samples)                  # [B] median |h| of each window
         mean = (wsum.sum(-1) / (T * C)).float()
         tok_med = tok_max.median(-1).values
-        self.median_sum += float(med.sum())
-        self.mean_sum += float(mean.sum())
-        self.tokmax_median_sum += float(tok_med.sum())
+        self.median_sum += float(med.double().sum())
+        self.mean_sum += float(mean.double().sum())
+        self.tokmax_median_sum += float(tok_med.double().sum())
         if self.site == "resid":                   # top-1/2/3 channel maxima per window (Sun et al. Fig. 1)
-            self.top3_sum += wmax.topk(min(3, C), dim=-1).values.sum(0).double()
+            self.top3_sum += wmax.topk(min(3, C), dim=-1).values.double().sum(0)
 
         massive_tok = (tok_max > self.abs_floor) & (tok_max >= self.th.massive_rel * med[:, None])
         if massive_tok.any():
@@ -323,7 +323,8 @@ class Recorder:
             else:
                 parts = {role: out}
             for r, t in parts.items():  # RoPE rotates pairs: per-head norms before RoPE equal those after
-                self._cur["n" + r] = _host(t.detach().float().view(B, T, -1, hd).norm(dim=-1).mean(-1))
+                self._cur["n" + r] = torch.linalg.vector_norm(t.detach().view(B, T, -1, hd), dim=-1,
+                                                             dtype=torch.float64).mean(-1).float().cpu()
         return hook
 
     def _attn(self, i: int):
@@ -338,9 +339,9 @@ class Recorder:
             recv = w.sum(2, dtype=torch.float64).cpu()         # [B, H, T] mass each key receives (float64)
             sink = (recv[..., 0] / Tq).float()                # [B, H] mean attention to position 0
             st.windows += B
-            st.sink_sum += sink.sum(0).double()
+            st.sink_sum += sink.double().sum(0)
             mean_recv = recv.mean(1).float()                  # [B, T] averaged over heads
-            st.recv0_sum += float(mean_recv[:, 0].sum() / Tq)
+            st.recv0_sum += float(mean_recv[:, 0].double().sum() / Tq)
             flags = mean_recv >= self.th.attention_share * Tq
             self._cur["att_flags"] = flags
             if flags.any():
@@ -375,9 +376,9 @@ class Recorder:
         if all(k in cur for k in ("nq", "nk", "nv")):
             n = torch.stack([cur["nq"], cur["nk"], cur["nv"]], -1)   # [B, T, 3]
             q = self.qkv[i]
-            q[0] += n[act].sum(0).double()
+            q[0] += n[act].double().sum(0)
             q[1] += int(act.sum())
-            q[2] += n[~act].sum(0).double()
+            q[2] += n[~act].double().sum(0)
             q[3] += int((~act).sum())
 
     def _lifecycle(self, i: int, cur: dict, h_out, tokmax_out) -> None:
