@@ -75,6 +75,10 @@ def _what(r: Row, settings: GridSettings) -> str:
     return what.replace("|", "/")
 
 
+def _row_id(r: Row) -> tuple:
+    return r.config, r.settings.get("calib_n"), r.settings.get("calib_seqlen")
+
+
 def table(sets: dict[int, list], settings: GridSettings, merged: dict[int, list] | None = None,
           note: str = "") -> str:
     offsets = sorted(sets)
@@ -84,14 +88,15 @@ def table(sets: dict[int, list], settings: GridSettings, merged: dict[int, list]
     for group in (sets, merged or {}):
         if not group:
             continue
-        by_name = {o: {r.config: r for r in rows} for o, rows in group.items()}
+        # one row per (config, calibration): merged parts may run one config with different calibration
+        by_name = {o: {_row_id(r): r for r in rows} for o, rows in group.items()}
         first = group[min(group)]
         for r in first:
             if group is merged and r.config == "fp" and r.settings.get("device") == settings.device:
                 continue
             cells = [r.config, _what(r, settings)]
             for o in offsets:
-                x = by_name.get(o, {}).get(r.config)
+                x = by_name.get(o, {}).get(_row_id(r))
                 ok = x is not None and x.status == "ok"
                 cells += [f"{x.ppl:.3f}" if ok else (x.status if x else ""), f"{x.ppl_ratio:.3f}" if ok else ""]
             cells += [f"{r.weight_bytes / 2**20:.1f}" if r.weight_bytes else "", f"{r.seconds.get('quantize', 0):.0f}",

@@ -196,3 +196,23 @@ def test_window_offset_measures_a_disjoint_set_and_kept_models_are_reused(settin
     assert b.info["description"] == a.info["description"]
     assert len(loader.calls) == n_loads + 3        # FP row, the windows' tokenizer, the reused row's tokenizer
     assert "windows 3-5" in (tmp_path / "results.md").read_text()
+
+
+def test_int4_table_keeps_merged_rows_of_one_config_with_different_calibration_apart():
+    """call I5 merged one config calibrated on 8 and on 32 windows: each row must show its own perplexity (the table
+    once keyed rows by config name alone and printed the 32-window numbers twice)."""
+    import importlib.util
+    import pathlib
+    spec = importlib.util.spec_from_file_location(
+        "int4_table", pathlib.Path(__file__).resolve().parents[1] / "scripts" / "int4_table.py")
+    t = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(t)
+    s = compare.GridSettings(model="m", calib_n=8)
+
+    def row(cfg, n, ppl):
+        return compare.Row(cfg, cfg, "", key=f"{cfg}{n}", ppl=ppl, ppl_ratio=ppl / 10, settings={"calib_n": n})
+    sets = {0: [row("fp", 8, 10.0), row("w4", 8, 11.0)]}
+    merged = {0: [row("fp", 32, 10.0), row("w4", 32, 10.5)]}
+    lines = [ln for ln in t.table(sets, s, merged).splitlines() if ln.startswith("| w4 ")]
+    assert [ln.split(" | ")[2] for ln in lines] == ["11.000", "10.500"]
+    assert "calibration 32 x" in lines[1] and "calibration" not in lines[0]
