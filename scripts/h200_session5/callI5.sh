@@ -1,4 +1,4 @@
-# call I5 (after T1, T2 on the same machine; carry .gpu/c .gpu/whl3 .gpu/data, about 45 MiB with the tree): the INT4
+# call I5 (after T1, T2 on the same machine; carry .gpu/c .gpu/whl3 .gpu/data .gpu/data2 (int4_table asks for PIQA/ARC too), about 49 MiB with the tree): the INT4
 # table of issue 15 with every peer in the same run: auto-round 0.16.1 at its defaults, llm-compressor 0.14.0.1 GPTQ
 # and AWQ (W4A16 g64), bitsandbytes 0.50.2 NF4, beside sysq's best row of each format, on both window sets (0-39,
 # 40-79), SmolLM2-135M fp32, calibration 8 x 512 (32 x 512 where a part says so). One int4_table process per part
