@@ -57,6 +57,27 @@ def graph_us(fn, copies, calls: int, reps: int = 10) -> float:
     return t0.elapsed_time(t1) * 1e3 / (reps * calls)
 
 
+def print_settings(info: dict) -> None:
+    """The run's settings line, with the Triton version (None where it is not installed)."""
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    print("settings:", json.dumps(info), flush=True)
+
+
+def timer(cuda: bool, calls: int):
+    """us per call: CUDA graph of `calls` calls over the weight copies (CPU: one eager call, wall time)."""
+    def timeit(fn, copies):
+        if not cuda:
+            t = time.perf_counter()
+            fn(copies[0])
+            return (time.perf_counter() - t) * 1e6
+        return graph_us(fn, copies, calls)
+    return timeit
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default=None, help="cuda (default when present) or cpu (interpreter, tiny shapes)")
@@ -89,20 +110,8 @@ def main(argv=None) -> int:
     start, rows = time.perf_counter(), []
     info = dict(device=torch.cuda.get_device_name() if cuda else "cpu (Triton interpreter)", torch=torch.__version__,
                 m=args.m, group=args.group, gemv=gemv.available(dev))
-    try:
-        import triton
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    print("settings:", json.dumps(info), flush=True)
-
-    def timeit(fn, copies):
-        """us per call: CUDA graph of `calls` calls over the weight copies (CPU: one eager call, wall time)."""
-        if not cuda:
-            t = time.perf_counter()
-            fn(copies[0])
-            return (time.perf_counter() - t) * 1e6
-        return graph_us(fn, copies, args.calls)
+    print_settings(info)
+    timeit = timer(cuda, args.calls)
 
     for k, n in shapes:
         x = torch.randn(args.m, k, device=dev).to(torch.bfloat16)

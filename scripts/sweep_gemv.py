@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         os.environ["TRITON_INTERPRET"] = "1"
     import torch.nn.functional as F
 
-    from bench_gemv import graph_us
+    from bench_gemv import print_settings, timer
     from sysq.io import atomic_write_text
     from sysq.quant import gemv
     from sysq.quant.kernels import _int4_mm, _pack_for, inner_k_tiles
@@ -82,19 +82,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     info = dict(device=torch.cuda.get_device_name() if cuda else "cpu (Triton interpreter)", torch=torch.__version__,
                 group=g, shapes=[f"{k}x{n}" for k, n in shapes], grid={k: grid[k] for k in kinds})
-    try:
-        import triton
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    print("settings:", json.dumps(info), flush=True)
-
-    def timeit(fn, copies):
-        if not cuda:
-            t = time.perf_counter()
-            fn(copies[0])
-            return (time.perf_counter() - t) * 1e6
-        return graph_us(fn, copies, args.calls)
+    print_settings(info)
+    timeit = timer(cuda, args.calls)
 
     copies_of = {}
 
