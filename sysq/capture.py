@@ -311,7 +311,7 @@ def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tens
     counts exact; a NaN shows as an infinite maximum, still flagged); wsum adds in another order, in float64."""
     from . import _reduce_triton as R
     S, (B, T, C), x0 = len(xs), xs[0].shape, xs[0]
-    ntb, ncb = -(-T // R.BLOCK_T), -(-C // R.BLOCK_C)
+    ntb, ncb = R.token_programs(T), R.channel_blocks(C)
     med = _median_estimate_many(xs, th.median_samples).view(S, B, 1, 1)
     thr = torch.maximum(torch.nextafter(th.massive_rel * med, below), floors).view(S, B)
     new = partial(torch.empty, device=x0.device)

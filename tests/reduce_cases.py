@@ -33,6 +33,9 @@ def _sites(S, B, T, C, dtype, seed):
         x[:, 4, 1] = 800.0                                 # token 4: a tie across channel blocks ...
         x[:, 4, C - 2] = -800.0                            # ... with opposite signs (the first channel's sign)
         x[:, 6, 20] = x[:, 6, 21] = 650.0                  # token 6: inside a channel block
+        x[:, 1, 11] = x[:, 17, 11] = 750.0                 # channel 11: a tie in one row of two tiles (strict >)
+        x[:, 18, 12], x[:, 33, 12] = -750.0, 750.0         # channel 12: the later token in a lower row of a later tile
+        x[:, 5, 2], x[:, 5, C - 3] = -820.0, 820.0         # token 5: a tie whose first channel is negative
         x[:, 9] = 0.0                                      # a token of zeros (ties everywhere)
         xs.append(x.to(dtype))
     return xs
