@@ -34,7 +34,8 @@ NUM_WARPS = 4
 def _site_reduce_kernel(x_ptr, thr_ptr, T, C, s_b, s_t, s_c, NTB, NCB,
                         cmax_ptr, cidx_ptr, cval_ptr, csum_ptr, ccnt_ptr,    # [B, NTB, C] per-channel partials
                         tmax_ptr, targ_ptr, tval_ptr,                        # [B, T, NCB] per-token partials
-                        BLOCK_T: tl.constexpr, TOKENS: tl.constexpr, BLOCK_C: tl.constexpr):
+                        BLOCK_T: tl.constexpr, TOKENS: tl.constexpr, BLOCK_C: tl.constexpr,
+                        TOKEN_STATS: tl.constexpr):
     pid = tl.program_id(0)
     pc = tl.program_id(1)
     b = pid // NTB
@@ -66,17 +67,18 @@ def _site_reduce_kernel(x_ptr, thr_ptr, T, C, s_b, s_t, s_c, NTB, NCB,
         acc_sum += tl.where(m, ax, 0.0).to(tl.float64)
         acc_cnt += (m & (ax > thr)).to(tl.int32)
         # per token over the program's channels: one max of (|x| bits, 2^31 - 1 - channel, sign)
-        sign = (x.to(tl.int32, bitcast=True) >> 31) & 1
-        packed = (key.to(tl.int32, bitcast=True).to(tl.int64) << 32) | (clow[None, :] | sign.to(tl.int64))
-        best = tl.max(packed, axis=1)
-        tm = (best >> 32).to(tl.int32).to(tl.float32, bitcast=True)
-        low = best & 0xFFFFFFFF
-        tc = (big - (low >> 1)).to(tl.int32)
-        tv = tl.where((low & 1) == 1, -tm, tm)
-        to = (b * T + rt) * NCB + pc
-        tl.store(tmax_ptr + to, tm.to(tmax_ptr.dtype.element_ty), mask=mt)
-        tl.store(targ_ptr + to, tc, mask=mt)
-        tl.store(tval_ptr + to, tv.to(tval_ptr.dtype.element_ty), mask=mt)
+        if TOKEN_STATS:
+            sign = (x.to(tl.int32, bitcast=True) >> 31) & 1
+            packed = (key.to(tl.int32, bitcast=True).to(tl.int64) << 32) | (clow[None, :] | sign.to(tl.int64))
+            best = tl.max(packed, axis=1)
+            tm = (best >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+            low = best & 0xFFFFFFFF
+            tc = (big - (low >> 1)).to(tl.int32)
+            tv = tl.where((low & 1) == 1, -tm, tm)
+            to = (b * T + rt) * NCB + pc
+            tl.store(tmax_ptr + to, tm.to(tmax_ptr.dtype.element_ty), mask=mt)
+            tl.store(targ_ptr + to, tc, mask=mt)
+            tl.store(tval_ptr + to, tv.to(tval_ptr.dtype.element_ty), mask=mt)
     # per channel over the program's tokens: once
     cm = tl.max(acc_key, axis=0)
     at = (acc_key == cm[None, :]) & (acc_tok < big)
@@ -109,7 +111,10 @@ def channel_blocks(C: int) -> int:
 
 def launch(x, thr, parts: tuple, ntb: int, ncb: int) -> None:
     """One site [B, T, C]: thr [B] float32 (contiguous); parts: this site's slices of the partial buffers
-    (cmax, cidx, cval, csum, ccnt: [B, ntb, C]; tmax, targ, tval: [B, T, ncb]), contiguous."""
+    (cmax, cidx, cval, csum, ccnt: [B, ntb, C]; tmax, targ, tval: [B, T, ncb], or None for the per-channel
+    statistics only), contiguous."""
     B, T, C = x.shape
+    stats = parts[5] is not None
+    parts = parts if stats else parts[:5] + (parts[0],) * 3        # not written
     kernel()[(B * ntb, ncb)](x, thr, T, C, *x.stride(), ntb, ncb, *parts, BLOCK_T=BLOCK_T, TOKENS=TOKENS,
-                             BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
+                             BLOCK_C=BLOCK_C, TOKEN_STATS=stats, num_warps=NUM_WARPS)

@@ -309,21 +309,11 @@ def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tens
     by one Triton pass (sysq/_reduce_triton.py: no stack, no |x|), then the partials reduced over token / channel
     blocks with a few torch ops for all S sites. The same values as reduce_stacked (maxima, first-index ties,
     counts exact; a NaN shows as an infinite maximum, still flagged); wsum adds in another order, in float64."""
-    from . import _reduce_triton as R
-    S, (B, T, C), x0 = len(xs), xs[0].shape, xs[0]
-    ntb, ncb = R.token_programs(T), R.channel_blocks(C)
+    S, B = len(xs), xs[0].shape[0]
     med = _median_estimate_many(xs, th.median_samples).view(S, B, 1, 1)
     thr = torch.maximum(torch.nextafter(th.massive_rel * med, below), floors).view(S, B)
-    new = partial(torch.empty, device=x0.device)
-    cmax, cval = new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=x0.dtype)
-    cidx, csum, ccnt = (new(S, B, ntb, C, dtype=torch.int32), new(S, B, ntb, C, dtype=torch.float64),
-                         new(S, B, ntb, C, dtype=torch.int32))
-    tmax, targ, tval = new(S, B, T, ncb, dtype=x0.dtype), new(S, B, T, ncb, dtype=torch.int32), \
-        new(S, B, T, ncb, dtype=x0.dtype)
-    # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
-    with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
-        for s, x in enumerate(xs):
-            R.launch(x, thr[s], (cmax[s], cidx[s], cval[s], csum[s], ccnt[s], tmax[s], targ[s], tval[s]), ntb, ncb)
+    (cmax, cidx, cval, csum, ccnt), (tmax, targ, tval) = _fused_partials(xs, thr, token_stats=True)
+    T, C = xs[0].shape[1:]
     wmax, j = cmax.max(2, keepdim=True)                     # [S, B, 1, C]; the first block on ties (CUDA and CPU)
     widx, wval = cidx.gather(2, j).long(), cval.gather(2, j)
     tok_max, k = tmax.max(-1, keepdim=True)                 # [S, B, T, 1]
@@ -334,6 +324,36 @@ def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tens
     tok_med = tok_max.median(2).values
     bad = (~torch.isfinite(wmax)).any(1).sum((-2, -1))
     return (wmax, wsum, massive, med, mean, tok_med, widx, wval), (tok_max, tok_arg, tok_val, bad)
+
+
+def column_stats(xs: list[torch.Tensor]) -> tuple:
+    """Per column of S tensors [B, R, C] of one shape, dtype and device (a weight [1, out, in], attention
+    probabilities [B * H, Tq, T]), over the rows, by the fused Triton pass: (max |x| [S, B, C] in x's dtype, the
+    first row holding it [S, B, C] long, the float64 sum of |x| [S, B, C]). Each tensor read once, in place."""
+    S, B = len(xs), xs[0].shape[0]
+    inf = torch.full((S, B), math.inf, dtype=torch.float32, device=xs[0].device)     # no massive count
+    (cmax, cidx, _, csum, _), _ = _fused_partials(xs, inf, token_stats=False)
+    m, j = cmax.max(2, keepdim=True)                        # the first block on ties
+    return m.squeeze(2), cidx.gather(2, j).squeeze(2).long(), csum.sum(2)
+
+
+def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool) -> tuple:
+    """The fused pass over each of S tensors [B, T, C] (thr [S, B]: each window's massive threshold): its partial
+    buffers ((cmax, cidx, cval, csum, ccnt) [S, B, token programs, C], (tmax, targ, tval) [S, B, T, channel blocks]
+    or Nones)."""
+    from . import _reduce_triton as R
+    S, (B, T, C), x0 = len(xs), xs[0].shape, xs[0]
+    ntb, ncb = R.token_programs(T), R.channel_blocks(C)
+    new = partial(torch.empty, device=x0.device)
+    col = (new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=torch.int32), new(S, B, ntb, C, dtype=x0.dtype),
+           new(S, B, ntb, C, dtype=torch.float64), new(S, B, ntb, C, dtype=torch.int32))
+    tok = (new(S, B, T, ncb, dtype=x0.dtype), new(S, B, T, ncb, dtype=torch.int32),
+           new(S, B, T, ncb, dtype=x0.dtype)) if token_stats else (None,) * 3
+    # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
+    with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
+        for s, x in enumerate(xs):
+            R.launch(x, thr[s], tuple(None if p is None else p[s] for p in col + tok), ntb, ncb)
+    return col, tok
 
 
 def reduce_sparse(s: SiteStats, x: torch.Tensor, th: Thresholds) -> tuple:
@@ -797,8 +817,10 @@ class Recorder:
             if w is None:
                 return
             B, H, Tq, T = w.shape
-            self._cur["recv"] = w.sum(2, dtype=torch.float64)     # [B, H, T] mass each key receives (float64:
-            # every summation order, CPU or GPU, gives the same float32 below)
+            # [B, H, T] mass each key receives, in float64 (every summation order, CPU or GPU, gives the same
+            # float32 below): on CUDA read once by the fused pass (torch's float64 sum copies w to float64 first)
+            self._cur["recv"] = column_stats([w.flatten(0, 1)])[2].view(B, H, T) if fused(w.device) \
+                else w.sum(2, dtype=torch.float64)
             self._cur["Tq"] = Tq
             if not st.map_requested:                          # every head of the first window; the host picks one
                 n = min(ATTN_MAP_TOKENS, T)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..arch import Adapter
-from ..capture import start_to_host
+from ..capture import column_stats, fused, start_to_host
 from .thresholds import Thresholds
 
 TOP_COLUMNS = 8
@@ -23,20 +23,27 @@ TOP_ROWS = 3
 
 
 # weights of one shape stacked per pass: a few kernels for many linears (an 8B model: 16 passes), bounded memory (the
-# stack, |W| and the float32 column sums: about 3x this while a pass runs)
+# stack, |W| and its float64 column sums: about 4x this while a pass runs; on CUDA no stack: each weight read once)
 CHUNK_BYTES = 2**30
 
 
-def _on_device(w: torch.Tensor) -> list[torch.Tensor]:
-    """What the statistics of k stacked linears [k, out, in] need, reduced where the weights are: column ratios
-    [k, in], the top columns (values, indices, and the columns whole as [k, TOP_COLUMNS, out] float32), the row
-    holding each column's largest |W| [k, in]. A bf16 weight is not copied to float32 whole (maxima are exact in
-    bf16, the mean accumulates in float32; bf16 / float32 divides in float32)."""
-    a = w.abs()
-    ratio = a.amax(1) / a.mean(1, dtype=torch.float32).clamp_min(1e-12)
+def _on_device(ws: list[torch.Tensor]) -> list[torch.Tensor]:
+    """What the statistics of k linears of one shape need, reduced where the weights are: column ratios [k, in]
+    (max |W| over the column / its mean, the mean added in float64 and rounded once to float32: the same digits in
+    any order, on any device), the top columns (values, indices, and the columns whole as [k, TOP_COLUMNS, out]
+    float32), the row holding each column's largest |W| [k, in] (the first on ties). On CUDA one fused pass reads
+    each weight once, in place (capture.column_stats); else the weights are stacked and reduced with whole-tensor
+    kernels. A bf16 weight is never copied to float32 whole."""
+    rows = ws[0].shape[0]
+    if fused(ws[0].device):
+        amax, argmax, total = (v.squeeze(1) for v in column_stats([w[None] for w in ws]))
+    else:
+        a = torch.stack(ws).abs()
+        (amax, argmax), total = a.max(1), a.sum(1, dtype=torch.float64)
+    ratio = amax / (total / rows).float().clamp_min(1e-12)
     top = ratio.topk(min(TOP_COLUMNS, ratio.shape[-1]), dim=-1)
-    cols = w.transpose(1, 2).gather(1, top.indices.unsqueeze(-1).expand(-1, -1, w.shape[1])).float()
-    return [ratio, top.values, top.indices, cols, a.argmax(1)]
+    cols = torch.stack([w.index_select(1, j) for w, j in zip(ws, top.indices)]).transpose(1, 2).float()
+    return [ratio, top.values, top.indices, cols, argmax]
 
 
 def _median(r: np.ndarray) -> float:
@@ -99,7 +106,7 @@ def start_weights(ad: Adapter, th: Thresholds, layers=None):
         for c in range(0, len(members), per):
             chunks.append(members[c:c + per])
             with torch.no_grad():                   # no autograd record, and no detach op per weight
-                parts.append(_on_device(torch.stack([refs[n].module.weight for n in chunks[-1]])))
+                parts.append(_on_device([refs[n].module.weight for n in chunks[-1]]))
     copied, events = start_to_host([t for p in parts for t in p], numpy=True)
 
     def finish() -> dict:
