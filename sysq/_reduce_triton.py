@@ -20,6 +20,7 @@ torch's max would give NaN.
 from __future__ import annotations
 
 import functools
+import os
 
 import triton
 import triton.language as tl
@@ -28,6 +29,8 @@ BLOCK_T = 16            # tokens per tile
 TOKENS = 64             # tokens per program (TOKENS / BLOCK_T tiles)
 BLOCK_C = 128           # channels per program
 NUM_WARPS = 4
+if os.environ.get("SYSQ_REDUCE_TILE"):      # "BLOCK_T,TOKENS,BLOCK_C,NUM_WARPS": scripts/bench_reduce.py's sweep
+    BLOCK_T, TOKENS, BLOCK_C, NUM_WARPS = (int(v) for v in os.environ["SYSQ_REDUCE_TILE"].split(","))
 
 
 @triton.jit
