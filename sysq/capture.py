@@ -326,13 +326,16 @@ def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tens
     return (wmax, wsum, massive, med, mean, tok_med, widx, wval), (tok_max, tok_arg, tok_val, bad)
 
 
-def column_stats(xs: list[torch.Tensor]) -> tuple:
+def column_stats(xs: list[torch.Tensor], maxima: bool = True) -> tuple:
     """Per column of S tensors [B, R, C] of one shape, dtype and device (a weight [1, out, in], attention
     probabilities [B * H, Tq, T]), over the rows, by the fused Triton pass: (max |x| [S, B, C] in x's dtype, the
-    first row holding it [S, B, C] long, the float64 sum of |x| [S, B, C]). Each tensor read once, in place."""
+    first row holding it [S, B, C] long, the float64 sum of |x| [S, B, C]); maxima=False: (None, None, the sum).
+    Each tensor read once, in place."""
     S, B = len(xs), xs[0].shape[0]
     inf = torch.full((S, B), math.inf, dtype=torch.float32, device=xs[0].device)     # no massive count
     (cmax, cidx, _, csum, _), _ = _fused_partials(xs, inf, token_stats=False)
+    if not maxima:
+        return None, None, csum.sum(2)
     m, j = cmax.max(2, keepdim=True)                        # the first block on ties
     return m.squeeze(2), cidx.gather(2, j).squeeze(2).long(), csum.sum(2)
 
@@ -819,7 +822,7 @@ class Recorder:
             B, H, Tq, T = w.shape
             # [B, H, T] mass each key receives, in float64 (every summation order, CPU or GPU, gives the same
             # float32 below): on CUDA read once by the fused pass (torch's float64 sum copies w to float64 first)
-            self._cur["recv"] = column_stats([w.flatten(0, 1)])[2].view(B, H, T) if fused(w.device) \
+            self._cur["recv"] = column_stats([w.flatten(0, 1)], maxima=False)[2].view(B, H, T) if fused(w.device) \
                 else w.sum(2, dtype=torch.float64)
             self._cur["Tq"] = Tq
             if not st.map_requested:                          # every head of the first window; the host picks one

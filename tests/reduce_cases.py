@@ -162,6 +162,9 @@ def test_column_sums_of_attention_probabilities():
     the same float32 digits as torch's float64 sum."""
     g = torch.Generator().manual_seed(6)
     w = torch.randn(2, 3, 40, 40, generator=g).tril().softmax(-1).to(torch.bfloat16)
-    _, _, total = capture.column_stats([w.view(6, 40, 40)])
+    m, j, total = capture.column_stats([w.view(6, 40, 40)])
     ref = w.sum(2, dtype=torch.float64).view(6, 40)
     assert total.dtype == torch.float64 and torch.equal(total[0].float(), ref.float())
+    assert torch.equal(capture.column_stats([w.view(6, 40, 40)], maxima=False)[2], total)
+    mx, first = w.view(6, 40, 40).max(1)                      # and each key's largest probability, first query
+    assert torch.equal(m[0], mx) and torch.equal(j[0], first)
