@@ -1017,9 +1017,9 @@ class Recorder:
         _select_hits), with the layer's values there and the largest terms of the MLP's write. Kept when there are
         more: the largest max(|h_in|, |h_out|), the first position on ties. resid_tok: [L, B, T, 1] max |h_out| of
         each token (the residual sites' reductions) or None. No pass over the whole residuals but the stack (and
-        one max |h_in| per token of the chunk's first input): the candidates come from the best tokens' rows. Returns (count [L], hits [L, m, 3] (b, t, c), values
-        [L, m, 3] (h_in, h_mid, h_out), term columns [L, m, K], terms [L, m, K, 4] (x_k * W[c, k], x_k, gate_k,
-        up_k)) or Nones. No wait for the device anywhere."""
+        one max |h_in| per token of the chunk's first input): the candidates come from the best tokens' rows.
+        Returns (count [L], hits [L, m, 3] (b, t, c), values [L, m, 3] (h_in, h_mid, h_out), term columns [L, m, K],
+        terms [L, m, K, 4] (x_k * W[c, k], x_k, gate_k, up_k)) or Nones. No wait for the device anywhere."""
         if not all("h_mid" in c for c in layers):
             return (None,) * 5
         h_mid = _stack([c["h_mid"] for c in layers])

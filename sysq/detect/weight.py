@@ -105,5 +105,6 @@ def start_weights(ad: Adapter, th: Thresholds, layers=None):
             arrays = [next(host) for _ in p]
             for j, n in enumerate(members):
                 per_ref[n] = [a[j] for a in arrays]
-        return {ref.name: {"layer": ref.layer, "role": ref.role, **_stats_on_host(th, *p)} for ref, p in zip(refs, per_ref)}
+        return {ref.name: {"layer": ref.layer, "role": ref.role, **_stats_on_host(th, *p)}
+                for ref, p in zip(refs, per_ref)}
     return finish
