@@ -325,7 +325,8 @@ def learn_model(model: nn.Module, calib, cfg: LearnConfig | None = None, quiet: 
     """Learned rounding for every not yet quantized QuantLinear with a weight quantizer, layer by layer.
 
     Each layer trains on the outputs of the already quantized layers before it (and matches the float model's);
-    memory is bounded by three sets of one layer's activations over the calibration windows."""
+    memory is bounded by five sets of one layer's activations over the calibration windows (inputs, float inputs,
+    targets, the RTN and the learned error passes' outputs; six when each step takes every window)."""
     cfg = cfg or LearnConfig()
     t0 = time.perf_counter()
     adapter = get_adapter(model)
