@@ -2,8 +2,6 @@
 """The cost of the learned rounding step (sysq/quant/learn.py) on a model: seconds per layer and in total.
 
     python scripts/bench_learned.py [--recipe w4a16-g64+fz+learned] [--calib-n 8] [--steps 50] [--device cpu]
-    python scripts/bench_learned.py --compare-malloc ...   # the same, with and without keep_freed_memory (glibc
-                                                            # keeping freed blocks), one process each, in turn
 
 Prints the settings, one line per decoder layer (steps, output error RTN -> learned, seconds) and the total, and
 writes OUT/bench_learned.json (OUT: $OUT or out/). Run under the CPU lock on the shared machine.
@@ -12,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,20 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--steps", type=int, default=None, help="learn_steps (default: the recipe's)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--compare-malloc", action="store_true",
-                   help="run twice, SYSQ_KEEP_FREED_MEMORY=0 then 1, and print both learned-step times and the ratio")
     a = p.parse_args(argv)
-    if a.compare_malloc:
-        args = [x for x in (argv if argv is not None else sys.argv[1:]) if x != "--compare-malloc"]
-        secs = {}
-        for keep in ("0", "1"):
-            res = subprocess.run([sys.executable, __file__, *args], env={**os.environ, "SYSQ_KEEP_FREED_MEMORY": keep},
-                                 capture_output=True, text=True)
-            line = next((x for x in res.stdout.splitlines() if x.startswith("learned step")), res.stderr[-500:])
-            print(f"SYSQ_KEEP_FREED_MEMORY={keep}: {line}", flush=True)
-            secs[keep] = float(line.split()[2]) if line.startswith("learned step") else float("nan")
-        print(f"keep_freed_memory: learned step {secs['0']:.1f} s -> {secs['1']:.1f} s ({secs['0'] / secs['1']:.2f}x)")
-        return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("httpx", "sysq.quant.api"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -25,10 +25,7 @@ round-to-nearest's for the same layer and inputs; otherwise the layer gets RTN.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -323,22 +320,6 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
     return res, targets
 
 
-def keep_freed_memory() -> bool:
-    """Have glibc keep freed blocks for reuse instead of returning each one above its mmap threshold to the OS.
-    Otherwise every training step's few-MB weight and activation tensors are mapped afresh and their pages faulted
-    in, zeroed, by the kernel: on this 2-core CPU a SmolLM2 layer's step then takes 1.0-2.8 s instead of 0.1 s
-    (scripts/bench_learned.py --compare-malloc). The numbers computed are the same; the process keeps its peak heap.
-    Linux only; SYSQ_KEEP_FREED_MEMORY=0 leaves glibc's defaults."""
-    if not sys.platform.startswith("linux") or os.environ.get("SYSQ_KEEP_FREED_MEMORY", "1") == "0":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    # M_MMAP_THRESHOLD (-3): blocks below 1 GiB come from the heap; M_TRIM_THRESHOLD (-1): keep its free top
-    return bool(libc.mallopt(-3, 1 << 30)) and bool(libc.mallopt(-1, (1 << 31) - 1))
-
-
 @torch.no_grad()
 def learn_model(model: nn.Module, calib, cfg: LearnConfig | None = None, quiet: bool = False) -> LearnSummary:
     """Learned rounding for every not yet quantized QuantLinear with a weight quantizer, layer by layer.
@@ -348,8 +329,6 @@ def learn_model(model: nn.Module, calib, cfg: LearnConfig | None = None, quiet: 
     targets, the RTN and the learned error passes' outputs; six when each step takes every window)."""
     cfg = cfg or LearnConfig()
     t0 = time.perf_counter()
-    if next(model.parameters()).device.type == "cpu" and keep_freed_memory():
-        log.info("learned rounding: glibc keeps freed blocks for reuse (keep_freed_memory)")
     adapter = get_adapter(model)
     refs = adapter.linear_refs()
     inputs, kw = layer_inputs(model, calib)
