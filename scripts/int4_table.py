@@ -27,8 +27,9 @@ from sysq.errors import SysqError  # noqa: E402
 from sysq.io import atomic_write_text  # noqa: E402
 
 # In order of priority (a time limit drops the tail). @auto: measured auto (candidates scored with RTN weights,
-# the rules kept inside the proxy's noise); "+learned" after the plan replaces its GPTQ rounding by learned
-# rounding (the recipe's +learnedNxB budget is kept); +gN puts the w4a8 / w4a4 weights in groups.
+# the rules kept inside the proxy's noise; for weight-only INT4 no plan, learned rounding alone: plan.Learned);
+# "+learned" after the plan replaces its GPTQ rounding by learned rounding (the recipe's +learnedNxB budget is
+# kept); +gN puts the w4a8 / w4a4 weights in groups.
 GPU_CONFIGS = (
     "fp,autoround-w4a16-g64,w4a16-g64,w4a16-g64+fz,w4a16-g64+fz+learned,"
     "w4a8@auto,w4a8+g64+fz@auto+learned,w4a4+kv4@auto,w4a4+kv4@auto+learned,w4a4+g64+kv4@auto+learned,"
@@ -37,19 +38,24 @@ GPU_CONFIGS = (
     "w4a16-g64+fz+learned200x8,w4a16-g64+fz+learned200x8@auto+learned,w4a16-g128+fz+learned200x8")
 # The best row of each format (docs/INT4.md), every peer beside them (auto-round at its defaults, llm-compressor GPTQ
 # and AWQ, bitsandbytes NF4): one H200 runs them in about 6 minutes as one process per part
-# (scripts/h200_session5/callI5.sh), or in one with --configs best.
+# (scripts/h200_session6/callI6.sh), or in one with --configs best; give --calib-n 32 (sysq quantize's default).
 BEST = {
     "peer": "fp,autoround-w4a16-g64",
     "peers": "fp,llmc-gptq-w4a16-g64,llmc-awq-w4a16-g64,bnb-nf4",     # llm-compressor 0.14 and bitsandbytes 0.50
-    "w4a16-g64": "fp,w4a16-g64+fz+learned200x8@auto+learned",
-    "w4a16-g128": "fp,w4a16-g128+fz+learned200x8@auto+learned",
+    # sysq's default INT4 (`sysq quantize --recipe w4a16`: auto for weight-only INT4 is learned rounding alone,
+    # 100 x 1 steps, per-token loss, float zero points, g64: plan.Learned) and the same recipe named in full
+    "w4a16": "fp,w4a16@auto",
+    "w4a16-g64": "fp,w4a16-g64+fz+learned100x1+tokenloss",
+    # the sixth session's table (call I6, one H200, 32 calibration windows): 100 x 1 1.059 / 1.049, 200 x 1
+    # 1.048 / 1.043, g128 1.070 / 1.069; with the rules' plan before it (the old auto) 1.079 / 1.071
+    "w4a16-g64-200": "fp,w4a16-g64+fz+learned200x1+tokenloss",
+    "w4a16-g128": "fp,w4a16-g128+fz+learned100x1+tokenloss",
     "w4a8": "fp,w4a8+g64+fz@auto+learned",
     "w4a4": "fp,w4a4+g64+kv4g32@auto+learned,w4a4+g64+ag64+kv4g32@auto+learned",
-    # the learned step's loss per token (+tokenloss; fifth session, this CPU, 50 x 1 steps, no plan: windows 0-39
-    # 1.091x -> 1.077x, 40-79 1.078x -> 1.065x against the block-output MSE)
+    # call I5's parts (scripts/h200_session5/callI5.sh); there @auto+learned ran the rules' plan first, which auto
+    # no longer does for weight-only INT4
     "w4a16-g64-tok": "fp,w4a16-g64+fz+learned200x8+tokenloss@auto+learned",
     "w4a16-g128-tok": "fp,w4a16-g128+fz+learned200x8+tokenloss@auto+learned",
-    # ... without a plan: on this CPU the rules' plan made the per-token 50 x 1 row worse (1.077 -> 1.081, 1.065 -> 1.071)
     "w4a16-g64-tok-noplan": "fp,w4a16-g64+fz+learned200x8+tokenloss",
 }
 # Peers that need no GPU (their venvs: scripts/peers/make_venv.sh llmcompressor / autoround; bnb on the CPU).

@@ -66,7 +66,8 @@ def auto_cell(family: str, recipe: str, folder) -> dict:
     out = sysq.save(model, folder)
     loaded, _ = sysq.load(str(out))
     q = logits(model)
-    return {"chosen": p.search.chosen, "candidates": p.search.candidates, "float_err": float_err,
+    return {"chosen": p.search and p.search.chosen, "candidates": p.search and p.search.candidates,
+            "rounding": p.rounding, "float_err": float_err,
             "identical": torch.equal(q, logits(loaded)), "quant_err": rel(q, ref), "finite": bool(torch.isfinite(q).all())}
 
 
@@ -102,4 +103,5 @@ def export_cell(family: str, recipe: str, folder) -> dict:
     except SysqError as e:
         return {"refused": str(e).split("\n  - ", 1)[-1]}
     again = load_with_transformers(out, quiet=True)
-    return {"err": rel(logits(again), logits(model)), "qerr": rel(logits(model), fl), "chosen": p.search.chosen}
+    return {"err": rel(logits(again), logits(model)), "qerr": rel(logits(model), fl),
+            "chosen": p.search and p.search.chosen}

@@ -89,4 +89,4 @@ def test_measured_auto_tries_gptq_and_keep_float_for_fp8_only():
     assert not any("keep-float" in c for c in candidates(recipe("w8a8-static"), None))
     # FP8 candidates are scored with the rounding they get (GPTQ), INT4 ones with RTN weights
     assert plan(None, "w8a8-fp8-static", "auto").search.proxy_rounding == "recipe"
-    assert plan(None, "w4a16", "auto").search.proxy_rounding == "rtn"
+    assert plan(None, "w4a16+gptq", "auto").search.proxy_rounding == "rtn"

@@ -101,7 +101,7 @@ def test_decide_keeps_the_rules_inside_the_proxy_noise():
     assert decide({"r": rules[:1], "clear": clear[:1]}, "r", 2.0)[0] == "r"   # one segment: no noise estimate
 
 
-@pytest.mark.parametrize("recipe", ["w4a16", "w4a8", "w8a8-static"])
+@pytest.mark.parametrize("recipe", ["w4a16+gptq", "w4a8", "w8a8-static"])
 def test_auto_is_never_worse_than_the_rules_on_the_proxy_and_int4_search_rounds_to_nearest(recipe, monkeypatch):
     """INT4 candidates are scored with RTN weights (no GPTQ inside the search); the chosen plan's proxy score is
     at most the rules', and it differs from the rules only by more than the measured noise; the winner still gets
@@ -147,7 +147,7 @@ def test_an_rtn_winner_must_win_again_with_the_recipes_rounding(holds, monkeypat
         return 2.0 * torch.ones_like(kl) + jitter
     monkeypatch.setattr(api, "_score", score)
     base, report = _setup()
-    p = sysq.plan(report, "w4a16")
+    p = sysq.plan(report, "w4a16+gptq")
     rules = p.search.rules
     assert "gptq" in p.search.candidates and rules != "gptq"
     sysq.mitigate(copy.deepcopy(base), p, CALIB, report=report, quiet=True)
@@ -198,22 +198,43 @@ def test_auto_scores_on_windows_no_fitted_step_saw(monkeypatch):
     assert p.smooth is not None and p.smooth.alphas == ALPHA_GRID       # the winner is fitted on the full grid
 
 
+def _held_out_kl(base, report, recipe, method) -> tuple[float, object, object]:
+    held = torch.randint(3, 300, (16, 32), generator=torch.Generator().manual_seed(9))
+    held[:, 0] = 1
+    m = copy.deepcopy(base)
+    p = sysq.plan(report, recipe, method)
+    s = sysq.quantize(m, sysq.mitigate(m, p, CALIB, report=report, quiet=True), CALIB, quiet=True)
+    with torch.no_grad():
+        ref, lp = (x(input_ids=held).logits.log_softmax(-1) for x in (base, m))
+    return float((ref.exp() * (ref - lp)).sum(-1).mean()), p, s
+
+
 def test_auto_on_a_tiny_gemma3_w4a16_is_no_worse_than_no_mitigation_held_out():
     """Gemma 3's random model has KLs of tens of nats on a few tokens: auto's choice, scored on held-out windows,
     still beats quantizing without mitigation (on enough held-out windows to resolve it)."""
     base, report = _setup("gemma3_text")
-    held = torch.randint(3, 300, (16, 32), generator=torch.Generator().manual_seed(9))
-    held[:, 0] = 1
-    out = {}
-    for method in ("none", "auto"):
-        m = copy.deepcopy(base)
-        p = sysq.plan(report, "w4a16", method)
-        sysq.quantize(m, sysq.mitigate(m, p, CALIB, report=report, quiet=True), CALIB, quiet=True)
-        with torch.no_grad():
-            ref, lp = (x(input_ids=held).logits.log_softmax(-1) for x in (base, m))
-        out[method] = float((ref.exp() * (ref - lp)).sum(-1).mean())
+    none, _, _ = _held_out_kl(base, report, "w4a16+gptq", "none")
+    auto, p, _ = _held_out_kl(base, report, "w4a16+gptq", "auto")
     assert p.search.split["score"][0] >= p.search.split["fit"][1]
-    assert out["auto"] < out["none"], out
+    assert auto < none, (auto, none)
+
+
+def test_auto_for_w4a16_is_learned_rounding_alone_as_measured_best():
+    """w4a16 under auto: no transform touches the model and the learned step runs with plan.Learned's budget on the
+    narrowed float-zero grid (printed in the summary): the same logits as the named recipe quantized without a plan,
+    and each layer's calibration output error at most RTN's."""
+    base, report = _setup()
+    m = copy.deepcopy(base)
+    p = sysq.plan(report, "w4a16")
+    s = sysq.quantize(m, sysq.mitigate(m, p, CALIB, report=report, quiet=True), CALIB, quiet=True)
+    assert p.search is None and p.smooth is None and p.clip is None and p.preserve_channels is None
+    lw = s.calibration["learned"]
+    assert (lw["steps_per_layer"], lw["batch_size"], lw["loss"]) == (100, 1, "token")
+    assert max(lw["error_vs_rtn"]) <= 1.0 and "float-zero g64" in s.description and "learned rounding: " in str(s)
+    named = copy.deepcopy(base)
+    sysq.quantize(named, "w4a16-g64+fz+learned100x1+tokenloss", CALIB, quiet=True)
+    with torch.no_grad():
+        assert torch.equal(m(input_ids=CALIB).logits, named(input_ids=CALIB).logits)
 
 
 def test_a_candidate_clearly_worse_than_the_rules_stops_scoring_early(monkeypatch):

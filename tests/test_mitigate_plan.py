@@ -57,9 +57,10 @@ def test_presets():
 
 def test_auto_rounds_int4_weights_with_gptq_and_survives_yaml():
     from sysq.mitigate.preserve import apply_to_recipe
-    p = plan(None, "w4a16", "auto")
-    assert p.rounding == "gptq" and p.clip is not None
-    assert apply_to_recipe("w4a16", p).method == "gptq"
+    p = plan(None, "w4a16+gptq", "auto")                # GPTQ asked for: the rules' transforms stay
+    assert p.rounding == "gptq" and p.clip is not None and p.learned is None
+    assert apply_to_recipe("w4a16+gptq", p).method == "gptq"
+    assert plan(None, "w4a8", "auto").rounding == "gptq"          # quantized activations: the rules, GPTQ
     assert MitigationPlan.from_yaml(p.to_yaml()) == p
     assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto")).method == "rtn"     # 8-bit weights: RTN is enough
     assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto+gptq")).method == "gptq"
@@ -71,7 +72,7 @@ def test_auto_candidates_and_the_fast_path():
     assert s.candidates == ["rotate+smooth+preserve-tokens", "smooth+preserve-tokens", "none"]
     assert s.rules == s.candidates[0] and s.chosen is None
     # INT4 weights: the rules' GPTQ rounding joins every candidate, the unmitigated one too
-    assert plan(None, "w4a16", "auto").search.candidates == [
+    assert plan(None, "w4a16+gptq", "auto").search.candidates == [
         "smooth+clip+preserve-channels+gptq", "rotate+smooth+clip+gptq", "gptq"]
     fast = plan(None, "w8a8-static", "auto-fast")
     assert fast.search is None and fast.rotate is not None and fast.preserve_tokens is not None
@@ -84,14 +85,36 @@ def test_a_new_candidate_is_one_line(monkeypatch):
     from sysq.mitigate import api
     monkeypatch.setattr(api, "AUTO_CANDIDATES", api.AUTO_CANDIDATES + (("smoothquant+preserve-tokens", "act"),))
     assert "smoothquant+preserve-tokens" in plan(None, "w8a8", "auto").search.candidates
-    assert "smoothquant+preserve-tokens" not in plan(None, "w4a16", "auto").search.candidates
+    assert "smoothquant+preserve-tokens" not in plan(None, "w4a16+gptq", "auto").search.candidates
 
 
 def test_learned_and_awq_are_plan_methods():
     from sysq.mitigate.preserve import apply_to_recipe
-    p = plan(None, "w4a16", "auto+learned")             # learned replaces auto's gptq rounding
-    assert p.rounding == "learned" and apply_to_recipe("w4a16", p).method == "learned"
+    p = plan(None, "w4a8", "auto+learned")              # learned replaces auto's gptq rounding
+    assert p.rounding == "learned" and p.clip is not None and apply_to_recipe("w4a8", p).method == "learned"
     assert MitigationPlan.from_yaml(p.to_yaml()) == p
     a = plan(None, "w4a16-g64+fz", "awq")
     assert a.smooth.statistic == "mean" and a.clip.weights and a.rounding is None
     assert apply_to_recipe("w4a16-g64+fz", plan(None, "w4a16-g64+fz", "awq+learned")).method == "learned"
+
+
+@pytest.mark.parametrize("method", ["auto", "auto-fast", "auto+learned"])
+def test_auto_for_weight_only_int4_is_learned_rounding_alone(method):
+    """w4a16 under auto: no transforms, no search; learned rounding 100 x 1 steps, per-token loss, float zero
+    points, groups of 64 (plan.Learned; the I6 table), set on the recipe unless it names its own learned budget."""
+    from sysq.mitigate.preserve import apply_to_recipe
+    p = plan(None, "w4a16", method)
+    assert p.rounding == "learned" and p.search is None
+    assert (p.smooth, p.clip, p.preserve_channels, p.rotate, p.preserve_tokens) == (None,) * 5
+    r = apply_to_recipe("w4a16", p)
+    assert (r.method, r.learn_steps, r.learn_batch_size, r.learn_loss) == ("learned", 100, 1, "token")
+    assert (r.weight.zero_point, r.weight.group_size, r.ragged) == ("float", 64, "halve")
+    assert apply_to_recipe(r, p) == r                                  # idempotent
+    assert MitigationPlan.from_yaml(p.to_yaml()) == p
+    assert apply_to_recipe("w4a16-g32", p).weight.group_size == 32    # narrower groups stay
+    own = apply_to_recipe("w4a16-g64+learned200x8", plan(None, "w4a16-g64+learned200x8", method))
+    assert (own.learn_steps, own.learn_batch_size, own.learn_loss, own.weight.zero_point) == (200, 8, "mse", "int")
+    eng = plan(None, "w4a16", method, target="engine")                 # compressed-tensors: integer zero points
+    assert apply_to_recipe("w4a16", eng).weight.zero_point == "int" and any("float zero" in n for n in eng.notes)
+    for other in ("auto+smooth", "auto+gptq"):                         # other methods named: the rules as before
+        assert plan(None, "w4a16", other).learned is None and plan(None, "w4a16", other).clip is not None

@@ -90,3 +90,34 @@ def test_learned_rounding_after_rotation_with_grouped_4bit_activations_in_the_lo
     q = get_adapter(model).linear_refs()[0].module
     assert q.act_group_size == width and q.act_spec.granularity == "group"
     assert torch.isfinite(model(calib[:2]).logits).all()
+
+
+@pytest.mark.parametrize("recipe", [
+    {"base": "w4a16-g32+fz", **FEW},
+    {"base": "w4a16-g32", "learn_steps": 6, "learn_lr": 4.0},     # RTN kept: the RTN pass's outputs
+    {"base": "w4a16-g32+fz", "learn_steps": 12, "learn_batch_size": 6},   # the best step's pass
+    {"base": "w4a8", **FEW},                                     # activation quantizer in the pass
+    {"base": "w8a8", **FEW},                                     # INT8 W8A8: integer product, computed again
+])
+def test_learn_block_hands_on_the_committed_layers_outputs(recipe):
+    """The next layer's inputs learn_block passes on (from its last error pass) are what the committed
+    QuantLinears compute, bit for bit."""
+    from sysq.quant.api import prepare
+    from sysq.quant.learn import LearnConfig, learn_block
+    from sysq.quant.linear import QuantLinear
+    from sysq.quant.recipes import get_recipe
+
+    model = tiny_model("llama", layers=2)
+    calib = torch.randint(3, VOCAB, (6, 24), generator=torch.Generator().manual_seed(1))
+    r = get_recipe({**recipe, "method": "learned"})
+    prepare(model, r)
+    inputs, kw = layer_inputs(model, calib)
+    layer = get_adapter(model).layers()[0]
+    qls = [m for m in layer.modules() if isinstance(m, QuantLinear)]
+    out = []
+    cfg = LearnConfig(r.learn_steps, r.learn_lr, r.learn_batch_size)
+    with torch.no_grad():
+        learn_block(layer, qls, inputs, lambda l, x: run_layer(l, x, kw), cfg, outputs=out)
+        again = [run_layer(layer, x, kw) for x in inputs]
+    assert all(q.quantized for q in qls) and len(out) == len(inputs)
+    assert all(torch.equal(a, b) for a, b in zip(out, again))

@@ -107,6 +107,22 @@ class Rotate:
 
 
 @dataclass
+class Learned:
+    """The weight rounding auto gives weight-only INT4 (w4a16): learned rounding and clipping alone, no transforms,
+    with this budget, loss and grid (set on the recipe by apply_to_recipe unless the recipe names its own learned
+    budget, e.g. +learned200x8). Why alone: with learned rounding the rules' smooth + clip + preserved channels made
+    SmolLM2 worse (one H200, 32 calibration windows, 100 x 1 steps, per-token loss: 1.079 / 1.071 x FP with them,
+    1.059 / 1.049 without; docs/INT4.md, call I6), while measured auto's RTN proxy ranks them first (it scores
+    round-to-nearest weights, which they do help), so this is the rules' choice, not a measured one."""
+
+    steps: int = 100                         # SignSGD steps per decoder layer
+    batch_size: int = 1                      # calibration windows per step
+    loss: str = "token"                      # each token's error relative to its norm (+tokenloss)
+    zero_point: str = "float"                # asymmetric weights; "int" under target engine (compressed-tensors)
+    group_size: int = 64                     # weight groups wider than this are narrowed to it
+
+
+@dataclass
 class KeepFloat:
     """The few linears that cost the most when quantized stay in float (an engine runs them unquantized:
     compressed-tensors' `ignore` list). mitigate() measures each linear quantized alone with the recipe (the rest
@@ -170,6 +186,7 @@ class MitigationPlan:
     keep_float: KeepFloat | None = None
     rounding: str | None = None              # the recipe's weight rounding: "gptq" (error-compensating) or
                                              # "learned" (sysq/quant/learn.py); None: the recipe's own
+    learned: Learned | None = None           # auto for weight-only INT4: the learned step's budget and grid
     target: str = "sysq"                     # "engine": only what a compressed-tensors export carries
     search: Search | None = None             # auto: the candidates measured and the choice
     notes: list[str] = field(default_factory=list)
@@ -212,7 +229,10 @@ class MitigationPlan:
                 f" ({k.share:.2%} of the weights): {', '.join(x.removeprefix('model.') for x in k.linears)}"
                 if k.linears and k.share is not None else f" (the {k.count} costliest, measured when mitigating)"))
         if self.rounding:
-            parts.append(f"  weight rounding: {self.rounding}")
+            lw = self.learned
+            parts.append(f"  weight rounding: {self.rounding}" + (
+                f" ({lw.steps} steps/layer x {lw.batch_size} window, loss {lw.loss}, {lw.zero_point} zero points, "
+                f"groups of at most {lw.group_size}, unless the recipe names its own)" if lw else ""))
         if self.search:
             sc = self.search
             if sc.chosen is None:
@@ -286,7 +306,7 @@ class MitigationPlan:
 
 _SECTIONS = {"smooth": Smooth, "clip": Clip, "preserve_channels": PreserveChannels,
              "preserve_tokens": PreserveTokens, "rotate": Rotate, "token_scales": TokenScales, "search": Search,
-             "keep_float": KeepFloat}
+             "keep_float": KeepFloat, "learned": Learned}
 
 
 def _check_keys(cls, d: dict, where: str) -> None:

@@ -37,8 +37,8 @@ def token_rule(p: PreserveTokens | None) -> TokenRule | None:
 
 def apply_to_recipe(recipe, plan: MitigationPlan):
     """The recipe with the plan's quantizer-side settings: preserved tokens (activation spec), preserved
-    channels, per-linear activation clip ratios, the weight rounding (gptq, learned) and the linears kept in float
-    (recipe.skip). Idempotent.
+    channels, per-linear activation clip ratios, the weight rounding (gptq, learned; for plan.learned also its
+    budget, loss, zero point and group size) and the linears kept in float (recipe.skip). Idempotent.
     sysq.quantize applies it to a mitigated model's plan itself."""
     from ..quant.recipes import get_recipe
     r = get_recipe(recipe)
@@ -46,6 +46,15 @@ def apply_to_recipe(recipe, plan: MitigationPlan):
     if p is not None and r.act is not None and p.prefix == 0:
         r = dataclasses.replace(r, act=dataclasses.replace(r.act, preserve_threshold=p.threshold,
                                                            preserve_positions=tuple(p.positions)))
+    lw = plan.learned
+    if lw is not None and r.weight is not None and r.method != "learned":    # a recipe's own +learnedN stays
+        w, ragged = r.weight, r.ragged
+        if not w.symmetric:
+            w = dataclasses.replace(w, zero_point=lw.zero_point)
+        if w.granularity == "group" and w.group_size > lw.group_size:
+            w, ragged = dataclasses.replace(w, group_size=lw.group_size), "halve"
+        r = dataclasses.replace(r, weight=w, ragged=ragged, method="learned", learn_steps=lw.steps,
+                                learn_batch_size=lw.batch_size, learn_loss=lw.loss)
     if plan.rounding in ("gptq", "learned") and r.weight is not None:
         r = dataclasses.replace(r, method=plan.rounding)
     c = plan.preserve_channels

@@ -61,7 +61,13 @@ class QuantSummary:
         lines.append(f"  parameters+buffers: {self.bytes_before / 2**20:.1f} MiB -> {self.bytes_after / 2**20:.1f} MiB "
                      f"({self.seconds:.1f}s)")
         if self.calibration:
-            lines.append(f"  calibration: {self.calibration}")
+            c = {k: v for k, v in self.calibration.items() if k != "learned"}
+            lines.append(f"  calibration: {c}")
+            lw = self.calibration.get("learned")
+            if lw:              # the learned step's cost, on its own line (issue 15: printed)
+                lines.append(f"  learned rounding: {lw['layers']} layers x {lw['steps_per_layer']} steps (batch "
+                             f"{lw['batch_size']} of {lw['windows']} windows, loss {lw['loss']}, seed {lw['seed']}): "
+                             f"{lw['seconds']:.1f} s; kept in {lw['layers_kept']} layers")
         return "\n".join(lines)
 
 

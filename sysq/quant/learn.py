@@ -200,15 +200,20 @@ class _Learner:
 
 @contextmanager
 def _mode(learners: list[_Learner], mode: str):
-    """QuantLinears of the layer compute with: "float" (float weight, no activation quantizer, the target) or
-    "learned" (the learners' weights, activation quantizers straight-through)."""
+    """QuantLinears of the layer compute with: "float" (float weight, no activation quantizer, the target),
+    "learned" (the learners' weights, recomputed each call as training changes them; activation quantizers
+    straight-through) or "fixed" (the learners' current weights, computed once on entry: a pass over every window
+    with no step in between; the weight's elementwise work costs about as much as a window's matmuls)."""
     def forward(lrn: _Learner):
         q = lrn.q
+        fixed = lrn.weight(ste=False) if mode == "fixed" else None
 
         def fn(x):
             if mode == "float":
                 return F.linear(x, q.weight.to(x.dtype), q.bias)
             xq = q.quantize_input(x)
+            if fixed is not None:
+                return F.linear(xq, fixed.to(x.dtype), q.bias)
             if torch.is_grad_enabled():
                 xq = x + (xq - x).detach()
             return F.linear(xq, lrn.weight(ste=torch.is_grad_enabled()).to(x.dtype), q.bias)
@@ -224,16 +229,20 @@ def _mode(learners: list[_Learner], mode: str):
 
 
 @torch.no_grad()
-def _error(layer, learners, inputs, targets, run, kind: str) -> float:
-    with _mode(learners, "learned"):
-        total = sum(float(output_loss(run(layer, x), y, kind, "sum")) for x, y in zip(inputs, targets))
-    return total / sum(y.numel() if kind == "mse" else y[..., 0].numel() for y in targets)
+def _error(layer, learners, inputs, targets, run, kind: str) -> tuple[float, list[torch.Tensor]]:
+    """The objective over every window with the learners' current weights, and the layer's outputs."""
+    total, outs = 0.0, []
+    with _mode(learners, "fixed"):
+        for x, y in zip(inputs, targets):
+            outs.append(run(layer, x))
+            total += float(output_loss(outs[-1], y, kind, "sum"))
+    return total / sum(y.numel() if kind == "mse" else y[..., 0].numel() for y in targets), outs
 
 
 def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torch.Tensor], run,
                 cfg: LearnConfig | None = None, targets: list[torch.Tensor] | None = None,
-                float_inputs: list[torch.Tensor] | None = None, index: int = 0,
-                quiet: bool = True) -> tuple[BlockResult, list[torch.Tensor]]:
+                float_inputs: list[torch.Tensor] | None = None, index: int = 0, quiet: bool = True,
+                outputs: list[torch.Tensor] | None = None) -> tuple[BlockResult, list[torch.Tensor]]:
     """Learn the rounding and clipping of `qlinears` (QuantLinears of `layer`, not yet quantized) and store
     their codes.
 
@@ -241,6 +250,8 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
     targets:      the float layer's outputs to match; default: the float layer on `float_inputs` (default
                   `inputs`)
     run(layer, x) -> the layer's hidden-state output (sysq.quant.gptq.run_layer with the captured kwargs)
+    outputs:      a list to receive the quantized layer's outputs on `inputs` (the next layer's inputs), taken
+                  from the error pass of the weights it keeps where they are the same numbers
     Returns the result and the float layer's outputs (the next layer's float inputs).
     """
     cfg = cfg or LearnConfig()
@@ -252,7 +263,7 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
     rtn_state = [lrn.state() for lrn in learners]
     if cfg.loss not in LOSSES:
         raise SysqError(f"LearnConfig.loss={cfg.loss!r}; allowed: {', '.join(LOSSES)}")
-    rtn = _error(layer, learners, inputs, targets, run, cfg.loss)
+    rtn, rtn_out = _error(layer, learners, inputs, targets, run, cfg.loss)
     frozen = [p for p in layer.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
@@ -280,23 +291,28 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    learned = _error(layer, learners, inputs, targets, run, cfg.loss)
+    learned, out = _error(layer, learners, inputs, targets, run, cfg.loss)
     if best is not None:
         last = [lrn.state() for lrn in learners]
         for lrn, st in zip(learners, best):
             lrn.load(st)
-        at_best = _error(layer, learners, inputs, targets, run, cfg.loss)
+        at_best, best_out = _error(layer, learners, inputs, targets, run, cfg.loss)
         if at_best < learned:
-            learned = at_best
+            learned, out = at_best, best_out
         else:
             for lrn, st in zip(learners, last):
                 lrn.load(st)
     kept = learned < rtn
     if not kept:
+        out = rtn_out
         for lrn, st in zip(learners, rtn_state):
             lrn.load(st)
     for lrn in learners:
         lrn.commit()
+    if outputs is not None:
+        # the committed QuantLinears compute F.linear(quantize_input(x), dequantize(codes)): the pass above, bit
+        # for bit, except INT8 W8A8's integer product (QuantLinear.integer_product), which runs again
+        outputs[:] = out if not any(q.integer_product for q in qlinears) else [run(layer, x) for x in inputs]
     res = BlockResult(index, rtn, learned, kept, cfg.steps, time.perf_counter() - t0)
     log.info("learned rounding, layer %d (%d linears): %d steps, output error RTN %.4g -> learned %.4g (%.3fx)%s, "
              "%.1f s", index, len(qlinears), cfg.steps, rtn, learned, learned / rtn if rtn else 1.0,
@@ -309,7 +325,8 @@ def learn_model(model: nn.Module, calib, cfg: LearnConfig | None = None, quiet: 
     """Learned rounding for every not yet quantized QuantLinear with a weight quantizer, layer by layer.
 
     Each layer trains on the outputs of the already quantized layers before it (and matches the float model's);
-    memory is bounded by three sets of one layer's activations over the calibration windows."""
+    memory is bounded by five sets of one layer's activations over the calibration windows (inputs, float inputs,
+    targets, the RTN and the learned error passes' outputs; six when each step takes every window)."""
     cfg = cfg or LearnConfig()
     t0 = time.perf_counter()
     adapter = get_adapter(model)
@@ -328,10 +345,11 @@ def learn_model(model: nn.Module, calib, cfg: LearnConfig | None = None, quiet: 
         if not qls:
             float_inputs = inputs = [run(layer, x) for x in inputs]
             continue
-        res, float_outputs = learn_block(layer, qls, inputs, run, cfg, float_inputs=float_inputs, index=i)
+        outputs: list[torch.Tensor] = []              # the quantized layer's outputs feed the next one
+        res, float_outputs = learn_block(layer, qls, inputs, run, cfg, float_inputs=float_inputs, index=i,
+                                         outputs=outputs)
         summary.layers.append(res)
-        inputs = [run(layer, x) for x in inputs]          # the quantized layer's outputs feed the next one
-        float_inputs = float_outputs
+        inputs, float_inputs = outputs, float_outputs
     summary.seconds = time.perf_counter() - t0
     log.info("%s", summary)
     return summary
