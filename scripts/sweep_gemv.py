@@ -36,7 +36,7 @@ SHAPES_8B = [(4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096), (4096, 12
 SHAPES_TINY = [(256, 128), (512, 96)]                                                     # down, lm_head
 GRID = {   # candidates per kind (the product of the lists, or a list of such dicts); SPLIT_K values above the K
     # chunks are skipped. int4: the fma kernel (GPC >= 8 * num_warps puts every thread along K) and the nibble one
-    "int8": dict(SPLIT_K=[1, 2, 4], BLOCK_N=[8, 16, 32], BLOCK_K=[256, 512, 1024], num_warps=[4, 8],
+    "int8": dict(SPLIT_K=[1, 2, 4], BLOCK_N=[8, 16, 32], BLOCK_K=[512, 1024], num_warps=[2, 4, 8],
                  num_stages=[2, 3]),
     "int4": [dict(KERNEL=["fma"], SPLIT_K=[1, 2, 4], BLOCK_N=[4, 8, 16], GPC=[16], num_warps=[2], num_stages=[1]),
              dict(KERNEL=["fma"], SPLIT_K=[1, 2], BLOCK_N=[4, 8, 16], GPC=[32], num_warps=[4], num_stages=[1]),
@@ -52,7 +52,7 @@ GRID_TINY = {"int8": dict(SPLIT_K=[1, 2], BLOCK_N=[16], BLOCK_K=[256], num_warps
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default=None, help="cuda (default when present) or cpu (interpreter, tiny shapes)")
-    p.add_argument("--kinds", default="int8,int4")
+    p.add_argument("--kinds", default="int4,int8", help="each kind gets an equal share of --time-budget")
     p.add_argument("--shapes", default=None, help="KxN,KxN,... (default: the 8B decode shapes)")
     p.add_argument("--group", type=int, default=128, help="int4 group size")
     p.add_argument("--calls", type=int, default=40, help="calls per CUDA graph")
@@ -169,15 +169,16 @@ def main(argv=None) -> int:
     # configs outside, shapes inside (a config compiles once, then runs at every shape), in a shuffled order, so
     # that a time budget cut leaves every shape the same random sample of the grid
     skipped, tried = 0, {(kind, d["k"], d["n"]): [] for kind in kinds for d in data}
-    for kind in kinds:
+    for i, kind in enumerate(kinds):
         cands = candidates(grid[kind])
         random.Random(0).shuffle(cands)
+        until = (args.time_budget - (time.perf_counter() - start)) / (len(kinds) - i) + time.perf_counter()
         for cfg in cands:
             for d in data:
                 chunks = d[kind][3] if cfg.get("KERNEL") != "fma" else d["k"] // (g * cfg["GPC"])
                 if cfg["SPLIT_K"] > max(1, chunks):
                     continue
-                if time.perf_counter() - start > args.time_budget:
+                if time.perf_counter() > until:      # this kind's share of the budget is spent
                     skipped += 1
                     continue
                 tried[(kind, d["k"], d["n"])].append(record(d, kind, "candidate", cfg, launcher(kind, cfg, d),
