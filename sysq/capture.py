@@ -309,21 +309,11 @@ def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tens
     by one Triton pass (sysq/_reduce_triton.py: no stack, no |x|), then the partials reduced over token / channel
     blocks with a few torch ops for all S sites. The same values as reduce_stacked (maxima, first-index ties,
     counts exact; a NaN shows as an infinite maximum, still flagged); wsum adds in another order, in float64."""
-    from . import _reduce_triton as R
-    S, (B, T, C), x0 = len(xs), xs[0].shape, xs[0]
-    ntb, ncb = -(-T // R.BLOCK_T), -(-C // R.BLOCK_C)
+    S, B = len(xs), xs[0].shape[0]
     med = _median_estimate_many(xs, th.median_samples).view(S, B, 1, 1)
     thr = torch.maximum(torch.nextafter(th.massive_rel * med, below), floors).view(S, B)
-    new = partial(torch.empty, device=x0.device)
-    cmax, cval = new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=x0.dtype)
-    cidx, csum, ccnt = (new(S, B, ntb, C, dtype=torch.int32), new(S, B, ntb, C, dtype=torch.float64),
-                         new(S, B, ntb, C, dtype=torch.int32))
-    tmax, targ, tval = new(S, B, T, ncb, dtype=x0.dtype), new(S, B, T, ncb, dtype=torch.int32), \
-        new(S, B, T, ncb, dtype=x0.dtype)
-    # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
-    with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
-        for s, x in enumerate(xs):
-            R.launch(x, thr[s], (cmax[s], cidx[s], cval[s], csum[s], ccnt[s], tmax[s], targ[s], tval[s]), ntb, ncb)
+    (cmax, cidx, cval, csum, ccnt), (tmax, targ, tval) = _fused_partials(xs, thr, token_stats=True)
+    T, C = xs[0].shape[1:]
     wmax, j = cmax.max(2, keepdim=True)                     # [S, B, 1, C]; the first block on ties (CUDA and CPU)
     widx, wval = cidx.gather(2, j).long(), cval.gather(2, j)
     tok_max, k = tmax.max(-1, keepdim=True)                 # [S, B, T, 1]
@@ -334,6 +324,39 @@ def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tens
     tok_med = tok_max.median(2).values
     bad = (~torch.isfinite(wmax)).any(1).sum((-2, -1))
     return (wmax, wsum, massive, med, mean, tok_med, widx, wval), (tok_max, tok_arg, tok_val, bad)
+
+
+def column_stats(xs: list[torch.Tensor], maxima: bool = True) -> tuple:
+    """Per column of S tensors [B, R, C] of one shape, dtype and device (a weight [1, out, in], attention
+    probabilities [B * H, Tq, T]), over the rows, by the fused Triton pass: (max |x| [S, B, C] in x's dtype, the
+    first row holding it [S, B, C] long, the float64 sum of |x| [S, B, C]); maxima=False: (None, None, the sum).
+    Each tensor read once, in place."""
+    S, B = len(xs), xs[0].shape[0]
+    inf = torch.full((S, B), math.inf, dtype=torch.float32, device=xs[0].device)     # no massive count
+    (cmax, cidx, _, csum, _), _ = _fused_partials(xs, inf, token_stats=False)
+    if not maxima:
+        return None, None, csum.sum(2)
+    m, j = cmax.max(2, keepdim=True)                        # the first block on ties
+    return m.squeeze(2), cidx.gather(2, j).squeeze(2).long(), csum.sum(2)
+
+
+def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool) -> tuple:
+    """The fused pass over each of S tensors [B, T, C] (thr [S, B]: each window's massive threshold): its partial
+    buffers ((cmax, cidx, cval, csum, ccnt) [S, B, token programs, C], (tmax, targ, tval) [S, B, T, channel blocks]
+    or Nones)."""
+    from . import _reduce_triton as R
+    S, (B, T, C), x0 = len(xs), xs[0].shape, xs[0]
+    ntb, ncb = R.token_programs(T), R.channel_blocks(C)
+    new = partial(torch.empty, device=x0.device)
+    col = (new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=torch.int32), new(S, B, ntb, C, dtype=x0.dtype),
+           new(S, B, ntb, C, dtype=torch.float64), new(S, B, ntb, C, dtype=torch.int32))
+    tok = (new(S, B, T, ncb, dtype=x0.dtype), new(S, B, T, ncb, dtype=torch.int32),
+           new(S, B, T, ncb, dtype=x0.dtype)) if token_stats else (None,) * 3
+    # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
+    with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
+        for s, x in enumerate(xs):
+            R.launch(x, thr[s], tuple(None if p is None else p[s] for p in col + tok), ntb, ncb)
+    return col, tok
 
 
 def reduce_sparse(s: SiteStats, x: torch.Tensor, th: Thresholds) -> tuple:
@@ -662,11 +685,13 @@ class Recorder:
             self._consts[key] = (t if p == len(values) else t.repeat(len(values) // p)).view(shape)
         return self._consts[key]
 
-    def _reduce_sites(self, layers: list[dict], dense: bool) -> tuple[list, list]:
+    def _reduce_sites(self, layers: list[dict], dense: bool) -> tuple[list, list, torch.Tensor | None]:
         """The sites of a chunk of layers of one batch: those with one channel count, device and dtype stacked
         across the layers into one [S, B, T, C] tensor (layer-major, the rows of their SiteTable) and reduced with
         one set of kernels (the device form), or one by one (the CPU form). Returns the host records' (meta,
-        tensors): 7 tensors per group of stacked sites."""
+        tensors): 7 tensors per group of stacked sites; and in the device form the layers' [L, B, T, 1] max |h| of
+        each token of their outputs (the residual sites' rows, one slice where they are evenly spaced in one group,
+        as every decoder stack has them; else None), for the lifecycle (_hits_dense)."""
         batch = layers[0]["batch"]
         groups: dict[tuple, list[tuple[SiteStats, torch.Tensor]]] = {}
         for cur in layers:
@@ -675,7 +700,7 @@ class Recorder:
                 by_key.setdefault((x.shape[-1], x.device, x.dtype), []).append((site, x))
             for key, members in by_key.items():     # sites made in the order their rows merge
                 groups.setdefault(key, []).extend((self._site_stats(cur["i"], site, x), x) for site, x in members)
-        meta, tensors = [], []
+        meta, tensors, resid_tok = [], [], None
         for (_, device, _), members in groups.items():
             sites = [s for s, _ in members]
             if dense:
@@ -686,6 +711,10 @@ class Recorder:
                 else:
                     fields, rest = reduce_stacked(_stack([x for _, x in members]), floors, below, self.th)
                 tok_max, tok_arg, tok_val, bad = rest
+                at = [k for k, s in enumerate(sites) if s.site == "resid"]
+                step = at[1] - at[0] if len(at) > 1 else 1
+                if len(at) == len(layers) and at == list(range(at[0], at[0] + step * len(at), step)):
+                    resid_tok = tok_max[at[0]::step]
                 self._reduced.append(Reduced(sites, batch, *fields))
                 meta.append((sites, None))
                 tensors += [tok_max, fields[3], fields[4], fields[5], bad, tok_arg, tok_val]
@@ -695,7 +724,7 @@ class Recorder:
                     self._reduced.append(Reduced([s], batch, **fields))
                     meta.append(([s], lookup))
                     tensors += [tok_max, fields["med"], fields["mean"], fields["tok_med"], bad, None, None]
-        return meta, tensors
+        return meta, tensors, resid_tok
 
     def _nonfinite(self, meta: list, parts: list) -> None:
         """The first site (in forward order) whose channel maxima are not all finite: a NonFiniteError."""
@@ -797,8 +826,10 @@ class Recorder:
             if w is None:
                 return
             B, H, Tq, T = w.shape
-            self._cur["recv"] = w.sum(2, dtype=torch.float64)     # [B, H, T] mass each key receives (float64:
-            # every summation order, CPU or GPU, gives the same float32 below)
+            # [B, H, T] mass each key receives, in float64 (every summation order, CPU or GPU, gives the same
+            # float32 below): on CUDA read once by the fused pass (torch's float64 sum copies w to float64 first)
+            self._cur["recv"] = column_stats([w.flatten(0, 1)], maxima=False)[2].view(B, H, T) if fused(w.device) \
+                else w.sum(2, dtype=torch.float64)
             self._cur["Tq"] = Tq
             if not st.map_requested:                          # every head of the first window; the host picks one
                 n = min(ATTN_MAP_TOKENS, T)
@@ -852,9 +883,9 @@ class Recorder:
         batch, dense = layers[0]["batch"], self._dense(layers[0]["h_out"])
         if not dense and len(layers) > 1:
             raise AssertionError("capture: the CPU form reduces one layer at a time")
-        meta, tensors = self._reduce_sites(layers, dense)
+        meta, tensors, resid_tok = self._reduce_sites(layers, dense)
         h_in, h_out, chain = _residuals(layers)
-        life = self._hits_dense(layers, h_in, h_out, chain) if dense else self._hits_sparse(layers[0])
+        life = self._hits_dense(layers, h_in, h_out, chain, resid_tok) if dense else self._hits_sparse(layers[0])
         att_rows, Tq, att = self._attention(layers)
         norms = self._qkv_norms(layers)
         snap = h_out[:, 0, :SNAPSHOT_TOKENS].abs().float() if self.snapshot and batch.window0 == 0 else None
@@ -978,26 +1009,32 @@ class Recorder:
         terms = _terms(contrib, x, gate, up, k)
         return None, hits[None], values[None], k[None], terms[None]
 
-    def _hits_dense(self, layers: list[dict], h_in: torch.Tensor, h_out: torch.Tensor, chain) -> tuple:
+    def _hits_dense(self, layers: list[dict], h_in: torch.Tensor, h_out: torch.Tensor, chain, resid_tok) -> tuple:
         """The lifecycle's device part for a chunk of layers at once: where the residual is large (|h| >
         massive_abs, the absolute half of the massive test, so an outlier is followed from birth to death even while
         the median keeps it under 1000x) before or after each layer, MAX_TRACKED fixed (token, channel) candidates
-        per layer, best first, and `count` [L] (how many are hits; the host keeps those, _select_hits), with the
-        layer's values there and the largest terms of the MLP's write. Kept when there are more: the largest
-        max(|h_in|, |h_out|), the first position on ties. Returns (count [L], hits [L, m, 3] (b, t, c), values
-        [L, m, 3] (h_in, h_mid, h_out), term columns [L, m, K], terms [L, m, K, 4] (x_k * W[c, k], x_k, gate_k,
-        up_k)) or Nones. No wait for the device anywhere."""
+        per layer, best first, and `count` [L] (how many are hits, up to MAX_TRACKED + 1; the host keeps those,
+        _select_hits), with the layer's values there and the largest terms of the MLP's write. Kept when there are
+        more: the largest max(|h_in|, |h_out|), the first position on ties. resid_tok: [L, B, T, 1] max |h_out| of
+        each token (the residual sites' reductions) or None. No pass over the whole residuals but the stack (and
+        one max |h_in| per token of the chunk's first input): the candidates come from the best tokens' rows.
+        Returns (count [L], hits [L, m, 3] (b, t, c), values [L, m, 3] (h_in, h_mid, h_out), term columns [L, m, K],
+        terms [L, m, K, 4] (x_k * W[c, k], x_k, gate_k, up_k)) or Nones. No wait for the device anywhere."""
         if not all("h_mid" in c for c in layers):
             return (None,) * 5
         h_mid = _stack([c["h_mid"] for c in layers])
         L, B, T, C = h_out.shape
-        # a position is a hit when max(|h_in|, |h_out|) > floor (either one is); chained: one |h| of L + 1 layers
-        a = chain.abs() if chain is not None else None
-        score = torch.maximum(a[:-1], a[1:]) if a is not None else torch.maximum(h_in.abs(), h_out.abs())
-        count, flat = self._top_positions(score.view(L, B * T, C), MAX_TRACKED)
+        # a position is a hit when max(|h_in|, |h_out|) > floor (either one is); each token's largest score from
+        # the residual sites' token maxima (chained: layer l's input is layer l - 1's output)
+        if resid_tok is None:
+            resid_tok = h_out.abs().amax(-1, keepdim=True)
+        first = (h_in[:1] if chain is not None else h_in).abs().amax(-1, keepdim=True)
+        tok = torch.maximum(torch.cat([first, resid_tok[:-1]]) if chain is not None else first, resid_tok)
+        count, flat, v_in, v_out = self._top_positions(h_in.reshape(L, B * T, C), h_out.reshape(L, B * T, C),
+                                                       tok.view(L, B * T), MAX_TRACKED)
         bt = flat // C
         hits = torch.stack([bt // T, bt % T, flat % C], 2)
-        values = torch.stack([h.reshape(L, -1).gather(1, flat) for h in (h_in, h_mid, h_out)], 2).float()
+        values = torch.stack([v_in, h_mid.reshape(L, -1).gather(1, flat), v_out], 2).float()
         if not all("down_in" in c for c in layers):
             return count, hits, values, None, None
         # the MLP's write into channel c at (b, t) split into x_k * W_down[c, k]; the largest terms
@@ -1013,24 +1050,30 @@ class Recorder:
         gate, up = _gate_up(layers, rows)
         return count, hits, values, k, _terms(contrib, x, gate, up, k)
 
-    def _top_positions(self, score: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per layer of [L, N, C] scores (N tokens): how many positions score > massive_abs, and the flat indices
-        (token * C + channel) of k candidates, best first: the hits by score, the first position on ties, then
-        non-hits. Ordered by one int64 key per position: the score's float32 bits (monotonic for scores >= 0)
-        above 2^32 - 1 - the flat index, non-hits below every hit. Not over every position: the best k hits lie in
-        the k tokens whose largest score ranks highest (ordered the same way: each token ranking above a hit's
-        token holds a position ranking above the hit), so the key is made on those tokens' rows only."""
-        L, N, C = score.shape
+    def _top_positions(self, h_in: torch.Tensor, h_out: torch.Tensor, tok: torch.Tensor, k: int) -> tuple:
+        """Per layer of [L, N, C] inputs and outputs (N tokens), scored by max(|h_in|, |h_out|) at each position,
+        with tok [L, N] each token's largest score: how many positions score > massive_abs (up to k + 1: the host
+        needs only whether more than k do), the flat indices (token * C + channel) of k candidates, best first (the
+        hits by score, the first position on ties, then non-hits), and h_in and h_out there ([L, k] each). Ordered
+        by one int64 key per position: the score's float32 bits (monotonic for scores >= 0) above 2^32 - 1 - the
+        flat index, non-hits below every hit. Not over every position: the best k + 1 lie in the k + 1 tokens
+        whose largest score ranks highest (ordered the same way: each token ranking above a hit's token holds a
+        position ranking above the hit), so only those tokens' rows are read."""
+        L, N, C = h_out.shape
         floor = self.th.massive_abs
-        count = (score > floor).view(L, -1).sum(1)
-        tkey = score.amax(-1).float().view(torch.int32).long().mul_(2**32).add_(self._reversed(score.device, (N,)))
-        tok = tkey.topk(min(k, N), dim=-1).indices                                     # [L, kt]
-        rows = score.gather(1, tok[..., None].expand(-1, -1, C))                         # [L, kt, C]
-        rev = self._reversed(score.device, (C,)) - tok[..., None] * C                    # 2^32 - 1 - flat index
+        tkey = tok.float().view(torch.int32).long().mul_(2**32).add_(self._reversed(tok.device, (N,)))
+        top = tkey.topk(min(k + 1, N), dim=-1).indices                                 # [L, kt]
+        at = top[..., None].expand(-1, -1, C)
+        r_in, r_out = h_in.gather(1, at), h_out.gather(1, at)                          # [L, kt, C]
+        rows = torch.maximum(r_in.abs(), r_out.abs())
+        rev = self._reversed(tok.device, (C,)) - top[..., None] * C                      # 2^32 - 1 - flat index
         key = rows.float().view(torch.int32).long().mul_(2**32)
         key.masked_fill_((rows > floor).logical_not_(), -2**32).add_(rev)
-        j = key.view(L, -1).topk(min(k, key[0].numel()), dim=-1).indices
-        return count, (2**32 - 1) - rev.view(L, -1).gather(1, j)
+        best = key.view(L, -1).topk(min(k + 1, key[0].numel()), dim=-1)
+        count = (best.values >= 0).sum(1)               # hits: key >= 2^32 (non-hits: -2^32 + rev < 0)
+        j = best.indices[:, :k]
+        return (count, (2**32 - 1) - rev.view(L, -1).gather(1, j), r_in.view(L, -1).gather(1, j),
+                r_out.view(L, -1).gather(1, j))
 
     def _reversed(self, device, shape: tuple) -> torch.Tensor:
         """2^32 - 1 - flat index over `shape`, int64 on the device, made once."""

@@ -33,6 +33,9 @@ def _sites(S, B, T, C, dtype, seed):
         x[:, 4, 1] = 800.0                                 # token 4: a tie across channel blocks ...
         x[:, 4, C - 2] = -800.0                            # ... with opposite signs (the first channel's sign)
         x[:, 6, 20] = x[:, 6, 21] = 650.0                  # token 6: inside a channel block
+        x[:, 1, 11] = x[:, 17, 11] = 750.0                 # channel 11: a tie in one row of two tiles (strict >)
+        x[:, 18, 12], x[:, 33, 12] = -750.0, 750.0         # channel 12: the later token in a lower row of a later tile
+        x[:, 5, 2], x[:, 5, C - 3] = -820.0, 820.0         # token 5: a tie whose first channel is negative
         x[:, 9] = 0.0                                      # a token of zeros (ties everywhere)
         xs.append(x.to(dtype))
     return xs
@@ -130,3 +133,38 @@ def test_detect_report_with_the_fused_reduction(monkeypatch):
     assert calls                                         # the fused pass ran (and only in the second detect)
     assert reports["torch"]["lifecycle"] and reports["torch"]["attention"]["layers"]
     _tolerant(reports["triton"], reports["torch"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_weight_statistics_fused_equal_the_stacked_form(monkeypatch, dtype):
+    """detect's weight statistics (column ratios, top columns, the row of each column's max) by the fused pass, each
+    weight read in place, equal the stacked torch form's to the last bit (ties of a column's max: the first row)."""
+    from sysq.detect.weight import _on_device
+    g = torch.Generator().manual_seed(5)
+    ws = [torch.randn(150, 70, generator=g) * 0.02 for _ in range(3)]
+    ws[0][[3, 140], 5] = 0.5                        # a tie across token programs: row 3
+    ws[1][[20, 21], 9] = -0.5                       # inside a tile: row 20
+    ws[2][:, 11] = 0.0                              # a zero column (ratio 0 / floor)
+    ws = [w.to(dtype) for w in ws]
+    monkeypatch.setenv("SYSQ_REDUCE", "torch")
+    ref = _on_device(ws)
+    monkeypatch.setenv("SYSQ_REDUCE", "triton")
+    got = _on_device(ws)
+    for r, g_ in zip(ref, got):
+        assert r.dtype == g_.dtype and torch.equal(r, g_)
+    assert ref[-1][0, 5] == 3 and ref[-1][1, 9] == 20
+    j = ref[2][0].tolist().index(5)                 # column 5's largest rows: the tie in row order
+    assert ref[3][0, j, :2].tolist() == [3, 140] and ref[4][0, j, :2].tolist() == [0.5, 0.5]
+
+
+def test_column_sums_of_attention_probabilities():
+    """The attention mass each key receives ([B * H, Tq, T] summed over the queries) in float64 by the fused pass:
+    the same float32 digits as torch's float64 sum."""
+    g = torch.Generator().manual_seed(6)
+    w = torch.randn(2, 3, 40, 40, generator=g).tril().softmax(-1).to(torch.bfloat16)
+    m, j, total = capture.column_stats([w.view(6, 40, 40)])
+    ref = w.sum(2, dtype=torch.float64).view(6, 40)
+    assert total.dtype == torch.float64 and torch.equal(total[0].float(), ref.float())
+    assert torch.equal(capture.column_stats([w.view(6, 40, 40)], maxima=False)[2], total)
+    mx, first = w.view(6, 40, 40).max(1)                      # and each key's largest probability, first query
+    assert torch.equal(m[0], mx) and torch.equal(j[0], first)

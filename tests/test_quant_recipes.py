@@ -27,6 +27,9 @@ def test_the_required_presets_mean_what_they_say():
     assert (s.granularity, s.dynamic) == ("tensor", False)
     assert get_recipe("w4a8").act.bits == 8 and get_recipe("w4a8").weight.bits == 4
     assert get_recipe("w4a4").act.bits == 4
+    # bitsandbytes quantizes in its own formats: the description says which, not the (empty) weight spec
+    assert "nf4" in get_recipe("bnb-nf4").describe() and "w16" not in get_recipe("bnb-nf4").describe()
+    assert "> 6 kept in fp16" in get_recipe("bnb-int8").describe()
 
 
 def test_modifiers_compose():

@@ -461,11 +461,19 @@ def test_top_positions_ties_and_counts(floor):
     rec = Recorder(tiny(layers=1), Thresholds.from_dict({"massive_abs": floor}))
     g = torch.Generator().manual_seed(0)
     score = torch.randint(0, 10, (3, 40, 16), generator=g).float() * (torch.rand(3, 40, 1, generator=g) < 0.3)
-    count, flat = rec._top_positions(score.to(torch.bfloat16), MAX_TRACKED)
+    # the score is max(|h_in|, |h_out|): here from either one, with either sign
+    sign = torch.where(torch.rand(2, 3, 40, 16, generator=g) < 0.5, -1.0, 1.0)
+    first = torch.rand(3, 40, 16, generator=g) < 0.5
+    h_in = (torch.where(first, score, score * 0.25) * sign[0]).to(torch.bfloat16)
+    h_out = (torch.where(first, score * 0.25, score) * sign[1]).to(torch.bfloat16)
+    tok = torch.maximum(h_in.abs(), h_out.abs()).amax(-1)
+    count, flat, v_in, v_out = rec._top_positions(h_in, h_out, tok, MAX_TRACKED)
     for layer in range(3):
         s = score[layer].flatten()
         hits = sorted((-v, j) for j, v in enumerate(s.tolist()) if v > floor)
-        assert int(count[layer]) == len(hits)
+        assert int(count[layer]) == min(len(hits), MAX_TRACKED + 1)     # the host needs only whether more than k
+        assert torch.equal(v_in[layer], h_in[layer].flatten()[flat[layer]])
+        assert torch.equal(v_out[layer], h_out[layer].flatten()[flat[layer]])
         got = flat[layer].tolist()
         if len(hits) > MAX_TRACKED:
             assert got == [j for _, j in hits[:MAX_TRACKED]]

@@ -4,9 +4,9 @@ A column is a weight-outlier column when its ratio is >= `weight_ratio` x the li
 ratio (random-like columns sit near the median; the columns that build systematic outliers are
 10-50x above it). The rows view: for each top column, the output rows where it is largest.
 
-Where the work happens: a few kernels per stack of linears on their device (the column ratios, the top columns,
-the row of each column's largest |W|), one copy of all of them to the host, then numpy (and one topk per output
-size for the rows of the top columns): no read of a single value from a device. start_weights queues the device
+Where the work happens: a few kernels per group of linears on their device (the column ratios, the top columns and
+their largest rows, the row of each column's largest |W|), one copy of all of them to the host, then numpy: no read
+of a single value from a device, and little host work once the forward passes are done. start_weights queues the device
 work and the copy without waiting (detect overlaps it with the forward passes).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..arch import Adapter
-from ..capture import start_to_host
+from ..capture import column_stats, fused, start_to_host
 from .thresholds import Thresholds
 
 TOP_COLUMNS = 8
@@ -23,20 +23,33 @@ TOP_ROWS = 3
 
 
 # weights of one shape stacked per pass: a few kernels for many linears (an 8B model: 16 passes), bounded memory (the
-# stack, |W| and the float32 column sums: about 3x this while a pass runs)
+# stack, |W| and its float64 column sums: about 4x this while a pass runs; on CUDA no stack: each weight read once)
 CHUNK_BYTES = 2**30
 
 
-def _on_device(w: torch.Tensor) -> list[torch.Tensor]:
-    """What the statistics of k stacked linears [k, out, in] need, reduced where the weights are: column ratios
-    [k, in], the top columns (values, indices, and the columns whole as [k, TOP_COLUMNS, out] float32), the row
-    holding each column's largest |W| [k, in]. A bf16 weight is not copied to float32 whole (maxima are exact in
-    bf16, the mean accumulates in float32; bf16 / float32 divides in float32)."""
-    a = w.abs()
-    ratio = a.amax(1) / a.mean(1, dtype=torch.float32).clamp_min(1e-12)
+def _on_device(ws: list[torch.Tensor]) -> list[torch.Tensor]:
+    """What the statistics of k linears of one shape need, reduced where the weights are: column ratios [k, in]
+    (max |W| over the column / its mean, the mean added in float64 and rounded once to float32: the same digits in
+    any order, on any device), the top columns (values, indices, and their TOP_ROWS rows of largest |W| and the
+    values there, [k, TOP_COLUMNS, TOP_ROWS]), the row holding each column's largest |W| [k, in] (the first on
+    ties). On CUDA one fused pass reads
+    each weight once, in place (capture.column_stats); else the weights are stacked and reduced with whole-tensor
+    kernels. A bf16 weight is never copied to float32 whole."""
+    rows = ws[0].shape[0]
+    if fused(ws[0].device):
+        amax, argmax, total = (v.squeeze(1) for v in column_stats([w[None] for w in ws]))
+    else:
+        a = torch.stack(ws).abs()
+        (amax, argmax), total = a.max(1), a.sum(1, dtype=torch.float64)
+    ratio = amax / (total / rows).float().clamp_min(1e-12)
     top = ratio.topk(min(TOP_COLUMNS, ratio.shape[-1]), dim=-1)
-    cols = w.transpose(1, 2).gather(1, top.indices.unsqueeze(-1).expand(-1, -1, w.shape[1])).float()
-    return [ratio, top.values, top.indices, cols, a.argmax(1)]
+    cols = torch.stack([w.index_select(1, j) for w, j in zip(ws, top.indices)]).transpose(1, 2).float()
+    # each top column's TOP_ROWS rows of largest |W| (the first row on ties: one int64 key per row, |W|'s float32
+    # bits above 2^32 - 1 - row, so any device's topk orders them alike) and the values there
+    rev = torch.arange(2**32 - 1, 2**32 - 1 - rows, -1, device=cols.device)
+    key = cols.abs().view(torch.int32).long().mul_(2**32).add_(rev)
+    idx = key.topk(min(TOP_ROWS, rows), dim=-1).indices                     # [k, TOP_COLUMNS, TOP_ROWS]
+    return [ratio, top.values, top.indices, idx, cols.gather(-1, idx), argmax]
 
 
 def _median(r: np.ndarray) -> float:
@@ -47,29 +60,10 @@ def _median(r: np.ndarray) -> float:
     return float(np.partition(r, k)[k])
 
 
-def _top_rows(cols: list[np.ndarray]) -> list[tuple[list, list]]:
-    """For each [k, out] block of top columns (host, float32): each column's TOP_ROWS rows of largest |W| and the values
-    there; one topk per output size (a row of a 2-D topk is ordered as the 1-D topk of that row)."""
-    out: list = [None] * len(cols)
-    by_rows: dict[int, list[int]] = {}
-    for n, c in enumerate(cols):
-        by_rows.setdefault(c.shape[1], []).append(n)
-    for rows, members in by_rows.items():
-        block = torch.from_numpy(np.concatenate([cols[n] for n in members]))     # [sum k, out]
-        idx = block.abs().topk(min(TOP_ROWS, rows), dim=-1).indices
-        idx_l, val_l = idx.tolist(), block.gather(1, idx).tolist()
-        at = 0
-        for n in members:
-            k = cols[n].shape[0]
-            out[n] = (idx_l[at:at + k], val_l[at:at + k])
-            at += k
-    return out
-
-
-def _stats_on_host(th: Thresholds, r, top_values, top_indices, rows, col_argmax) -> dict:
+def _stats_on_host(th: Thresholds, r, top_values, top_indices, rows, row_values, col_argmax) -> dict:
     med = _median(r)
     cols = [{"column": j, "ratio": v, "rows": rw, "row_values": rv}
-            for v, j, rw, rv in zip(top_values.tolist(), top_indices.tolist(), *rows)]
+            for v, j, rw, rv in zip(top_values.tolist(), top_indices.tolist(), rows.tolist(), row_values.tolist())]
     # compared in the ratios' dtype, as torch compares a tensor with a Python float
     outliers = np.flatnonzero(r >= r.dtype.type(th.weight_ratio * med)).tolist()
     return {"median_ratio": med, "max_ratio": float(r.max()), "top_columns": cols, "outlier_columns": outliers,
@@ -99,7 +93,7 @@ def start_weights(ad: Adapter, th: Thresholds, layers=None):
         for c in range(0, len(members), per):
             chunks.append(members[c:c + per])
             with torch.no_grad():                   # no autograd record, and no detach op per weight
-                parts.append(_on_device(torch.stack([refs[n].module.weight for n in chunks[-1]])))
+                parts.append(_on_device([refs[n].module.weight for n in chunks[-1]]))
     copied, events = start_to_host([t for p in parts for t in p], numpy=True)
 
     def finish() -> dict:
@@ -108,10 +102,9 @@ def start_weights(ad: Adapter, th: Thresholds, layers=None):
         host = iter(copied)
         per_ref: list = [None] * len(refs)
         for members, p in zip(chunks, parts):
-            ratio, values, indices, cols, argmax = [next(host) for _ in p]
+            arrays = [next(host) for _ in p]
             for j, n in enumerate(members):
-                per_ref[n] = (ratio[j], values[j], indices[j], cols[j], argmax[j])
-        rows = _top_rows([p[3] for p in per_ref])
-        return {ref.name: {"layer": ref.layer, "role": ref.role, **_stats_on_host(th, p[0], p[1], p[2], rw, p[4])}
-                for ref, p, rw in zip(refs, per_ref, rows)}
+                per_ref[n] = [a[j] for a in arrays]
+        return {ref.name: {"layer": ref.layer, "role": ref.role, **_stats_on_host(th, *p)}
+                for ref, p in zip(refs, per_ref)}
     return finish

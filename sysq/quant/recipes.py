@@ -30,6 +30,8 @@ METHODS = ("rtn", "gptq", "learned")
 # torch._scaled_mm), int8-wo (W8A16 torch._weight_int8pack_mm), int4-wo (W4A16 int4 pack, tinygemm layout)
 REAL_BACKENDS = ("int8", "fp8", "int8-wo", "int4-wo")
 BACKENDS = ("fake", *REAL_BACKENDS, "bnb-int8", "bnb-nf4", "bnb-fp4")
+_BNB_WEIGHTS = {"bnb-int8": "w8 LLM.int8 (columns with activations > %(bnb_threshold)g kept in fp16)",
+                "bnb-nf4": "w4 nf4 in blocks of 64", "bnb-fp4": "w4 fp4 in blocks of 64"}
 INT4_GROUPS = (32, 64, 128, 256)      # group sizes the int4 pack kernels take
 RAGGED = ("error", "halve")
 WEIGHT_GRANULARITIES = ("tensor", "channel", "group")
@@ -125,6 +127,8 @@ class Recipe:
             fz = " float-zero" if s.zero_point == "float" else ""
             return f"{kind}{s.bits} {'sym' if s.symmetric else 'asym'}{fz} {g}{how}"
         parts = [spec(self.weight, "w"), spec(self.act, "a")]
+        if self.backend in _BNB_WEIGHTS:        # bitsandbytes quantizes in its own formats, not the recipe's specs
+            parts = [_BNB_WEIGHTS[self.backend] % self.__dict__]
         if self.kv:
             parts.append(f"kv{self.kv.bits} {self.kv.granularity}" + (f" g{self.kv.group_size}" if self.kv.group_size
                                                                        else ""))
