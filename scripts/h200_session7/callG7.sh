@@ -9,8 +9,8 @@ source scripts/h200_session5/env.sh
 R=/tmp/res7; mkdir -p $R
 PART=${1:-all}
 if [ "$PART" = gemv ] || [ "$PART" = all ]; then
-  timeout 75 python3 scripts/bench_gemv.py --no-inductor --out $R/gemv > $R/gemv.log 2>&1; echo "bench_gemv rc=$?"
-  timeout 165 python3 scripts/sweep_gemv.py --time-budget 115 --out $R/sweep > $R/sweep.log 2>&1; echo "sweep rc=$?"
+  timeout 90 python3 scripts/bench_gemv.py --no-inductor --out $R/gemv > $R/gemv.log 2>&1; echo "bench_gemv rc=$?"
+  timeout 150 python3 scripts/sweep_gemv.py --time-budget 100 --out $R/sweep > $R/sweep.log 2>&1; echo "sweep rc=$?"
   tar czf $OUT/callG7-gemv.tgz -C /tmp res7/gemv res7/gemv.log res7/sweep res7/sweep.log
   echo "=== bench_gemv (GB/s)"; grep -E "^ *[0-9]+ -> " $R/gemv.log | awk '{print}' | head -60
   echo "=== sweep"; grep -E "^ *[0-9]+ -> |skipped|TUNED" $R/sweep.log | head -20
