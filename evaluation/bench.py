@@ -24,8 +24,12 @@ resident memory is its own:
 Compiled: prefill compiles each decoder layer once (regional compilation: the layers share one graph, so
 compile time does not grow with depth); decode compiles the whole forward with --decode-mode
 (reduce-overhead = CUDA graphs on the GPU). Compile time is the first calls' wall time, reported apart.
-Timings: warm-up calls, then the median of --reps calls (prefill) or of --new steps (decode), with
-torch.cuda.synchronize around each; ratios are to the 'fp' row of the same mode in the same run.
+Timings: warm-up calls, then the median of --reps calls (prefill, torch.cuda.synchronize around each). Decode
+times --new steps twice: each step synced (the median; host time between kernels shows) and --new steps back to
+back with one synchronize at the end (as serving and gpt-fast run it: the host prepares step i+1 while the GPU
+runs step i; token and position stay on the device). --decode-timing picks which gives tok/s and the ratios
+(default: loop on CUDA, step on the CPU); on CUDA the table shows both. Ratios are to the 'fp' row of the same
+mode in the same run.
 
 Models: a sysq spec (alias, folder) with its real weights, or config:NAME for random weights built from a
 config on the device (config:llama3-8b, config:smollm2, config:tiny); random weights are fine for speed.
@@ -82,6 +86,10 @@ GOALS = {
     "cpu": [("decode1", "eager", "w8a16", 1.3), ("decode1", "eager", "w4a16", 1.3),
             ("decode1", "compiled", "w8a16", 1.3), ("decode1", "compiled", "w4a16", 1.3)],
 }
+
+
+TIMING = {"loop": "--new steps back to back, one synchronize at the end (loop)",
+          "step": "median of single steps, each synchronized (step)"}
 
 
 # ---- memory --------------------------------------------------------------------------------------
@@ -215,7 +223,7 @@ def prefill(model, args, device: str, compiled: bool) -> dict:
 def decode(model, args, device: str, compiled: bool, batch: int) -> dict:
     g = torch.Generator().manual_seed(2)
     p, n, warm = args.prompt, args.new, args.warmup + 2
-    max_len = p + warm + n + 2 + (args.profile_steps if args.kernel_table else 0)
+    max_len = p + warm + 2 * n + 2 + (args.profile_steps if args.kernel_table else 0)
     # the sysq decode path (ROW+fused) also shares one length counter across the cache's layers
     cache = attention.static_cache(model, max_len) if model.config._attn_implementation == attention.NAME \
         else static_cache(model, max_len)
@@ -227,13 +235,14 @@ def decode(model, args, device: str, compiled: bool, batch: int) -> dict:
     if compiled:
         fwd = torch.compile(model.forward, mode=args.decode_mode, dynamic=False)
 
-    state = {"tok": tok, "at": p}
+    # the token and its position stay on the device: no host read (.item()) in the loop, so host work of step
+    # i+1 overlaps the GPU's step i as in serving
+    state = {"tok": tok, "pos": torch.full((batch, 1), p, dtype=torch.long, device=device)}
 
     def step():
-        pos1 = torch.full((batch, 1), state["at"], dtype=torch.long, device=device)
-        out = fwd(input_ids=state["tok"], logits_to_keep=1, **forward_kwargs(model, cache, pos1)).logits
+        out = fwd(input_ids=state["tok"], logits_to_keep=1, **forward_kwargs(model, cache, state["pos"])).logits
         state["tok"] = out[:, -1].argmax(-1, keepdim=True).clone()
-        state["at"] += 1
+        state["pos"] = state["pos"] + 1
         return state["tok"]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -247,9 +256,14 @@ def decode(model, args, device: str, compiled: bool, batch: int) -> dict:
     graphs = CudaGraphWatch() if compiled and device == "cuda" and "reduce-overhead" in str(args.decode_mode) else None
     with ic.patch(coordinate_descent_tuning=tune):
         first = sum(timed(step, device)[0] for _ in range(warm))   # compiles (and records graphs) when compiled
-    times = [timed(step, device)[0] for _ in range(n)]
-    med = statistics.median(times)
-    res = dict(ms_per_step=med * 1e3, tokens_per_s=batch / med, first_calls_s=first, batch=batch, prompt=p, new=n)
+    synced = statistics.median([timed(step, device)[0] for _ in range(n)])      # each step synced: host time exposed
+    loop, _ = timed(lambda: [step() for _ in range(n)], device)                # back to back, one sync at the end
+    loop /= n
+    per_step = loop if args.decode_timing == "loop" else synced
+    res = dict(ms_per_step=per_step * 1e3, tokens_per_s=batch / per_step, timing=args.decode_timing,
+               ms_per_step_loop=loop * 1e3, tokens_per_s_loop=batch / loop,
+               ms_per_step_synced=synced * 1e3, tokens_per_s_synced=batch / synced,
+               first_calls_s=first, batch=batch, prompt=p, new=n)
     if graphs is not None:
         res["cudagraphs"] = graphs.report()
         print(f"cuda graphs ({batch=}): {res['cudagraphs']}", flush=True)
@@ -322,7 +336,7 @@ def kernels(fn, device: str, top: int) -> list[dict]:
 
 
 KERNEL_CLASSES = (("attention", ("flash", "attention", "sdpa", "fmha", "_decode_kernel")),     # first: fmha names say cutlass too
-                  ("GEMV/GEMM", ("gemv", "gemm", "nvjet", "int4pack", "int8pack", "_int8_kernel", "_int4_kernel",
+                  ("GEMV/GEMM", ("gemv", "gemm", "nvjet", "int4pack", "int8pack", "_int8_kernel", "_int4_kernel", "_int4_fma_kernel",
                                  "cutlass", "matmul", "aten::mm", "addmm", "splitk", "tinygemm")))
 
 
@@ -512,6 +526,8 @@ def table(rows, settings, device) -> str:
     head = ["recipe", "mode", "weights MiB"]
     for ph in phases:
         head += [f"{ph} tok/s", f"{ph} x fp"] + ([f"{ph} peak MiB"] if device == "cuda" else [])
+        if device == "cuda" and ph != "prefill":
+            head += [f"{ph} tok/s, other timing"]
     if device == "cpu":
         head += ["RSS setup MiB", "RSS after MiB", "RSS peak MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -531,6 +547,9 @@ def table(rows, settings, device) -> str:
                 cells += [("error" if "error" in p else "skipped"), "–"]
             if device == "cuda":
                 cells.append(f"{p['peak_mib']:.0f}" if "peak_mib" in p else "–")
+                if ph != "prefill":
+                    other = "synced" if p.get("timing") == "loop" else "loop"
+                    cells.append(f"{p[f'tokens_per_s_{other}']:.1f} ({other})" if f"tokens_per_s_{other}" in p else "–")
         if device == "cpu":
             cells += [f"{r.get('rss_setup_mib', float('nan')):.0f}", f"{r.get('rss_after_mib', float('nan')):.0f}",
                       f"{r.get('rss_peak_mib', float('nan')):.0f}"]
@@ -544,6 +563,8 @@ def table(rows, settings, device) -> str:
                if "error" not in c
                else f"{c['recipe']} ERROR" for c in checks),
            ""] + lines + ["", "## Goals", ""]
+    if any(ph != "prefill" for ph in phases):
+        out += [f"Decode tok/s and ratios: {TIMING[settings.get('decode_timing', 'step')]}.", ""]
     for phase, mode, recipe, goal in GOALS.get(device, []):
         x = ratio(rows, phase, mode, recipe)
         if x is not None:
@@ -602,6 +623,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "on Hopper; 'default' for inductor's default; on the CPU inductor's default)")
     p.add_argument("--decode-mode", default=None, help="torch.compile mode of the compiled decode (default: "
                    "reduce-overhead on CUDA, inductor's default on the CPU)")
+    p.add_argument("--decode-timing", choices=["loop", "step"], default=None, help="decode tok/s from --new steps "
+                   "back to back, one sync at the end (loop; CUDA default) or the median of synced steps (step; CPU "
+                   "default); both are recorded")
     p.add_argument("--lm-head", action="store_true", help="quantize lm_head too (torchao's quantize_ does)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--isolate", choices=["auto", "yes", "no"], default="auto", help="one subprocess per row "
@@ -625,6 +649,7 @@ def finish(args, argv) -> argparse.Namespace:
     b, t = (args.prefill or ("8x2048" if args.device == "cuda" else "1x512")).lower().split("x")
     args.prefill = (int(b), int(t))
     args.phases = [x for x in args.phases.split(",") if x] if isinstance(args.phases, str) else args.phases
+    args.decode_timing = args.decode_timing or ("loop" if args.device == "cuda" else "step")
     args.decode_mode = args.decode_mode or ("reduce-overhead" if args.device == "cuda" else None)
     if args.prefill_mode is None and args.device == "cuda":
         args.prefill_mode = "max-autotune-no-cudagraphs"
@@ -662,10 +687,13 @@ def run(args) -> int:
     settings = dict(model=args.model, device=args.device, dtype=args.dtype, phases=args.phases,
                     prefill=f"{args.prefill[0]}x{args.prefill[1]}", prompt=args.prompt, new=args.new,
                     batch=args.batch, reps=args.reps, warmup=args.warmup, prefill_mode=args.prefill_mode,
-                    decode_mode=args.decode_mode, lm_head_quantized=args.lm_head, isolate=isolate,
+                    decode_mode=args.decode_mode, decode_timing=args.decode_timing,
+                    lm_head_quantized=args.lm_head, isolate=isolate,
                     threads=torch.get_num_threads(), torch=torch.__version__, transformers=transformers.__version__,
                     gpu=torch.cuda.get_device_name() if args.device == "cuda" else None, cpu=platform.processor())
     print("settings:", json.dumps(settings), flush=True)
+    if any(ph != "prefill" for ph in args.phases):
+        print(f"decode tok/s and ratios: {TIMING[args.decode_timing]}", flush=True)
     checks = kernel_checks(args.device, getattr(torch, args.dtype), args.rows.split(","))
     for c in checks:
         print(f"kernel check {c['recipe']:16s} " + (f"{c['kernel']}: |real - twin| / |twin| = {c['rel_err']:.2e}, "

@@ -4,6 +4,7 @@
     python scripts/bench_gemv.py --device cpu            # tiny shapes, Triton's interpreter (checks it runs)
 
 Rows per shape (K -> N): bf16 F.linear (cuBLAS), tinygemm int4 (torch._weight_int4pack_mm, group 128),
+sysq's two Triton int4 GEMVs (fma: one LOP3 + one FMA per code; nibble: the first one), autotuned,
 torch._weight_int8pack_mm, the inductor int8 path (torch.compile of F.linear(x, q.to(bf16)) * s with
 coordinate descent tuning, as the real module runs it today without the GEMV), and sysq's Triton GEMVs
 (sysq.quant.gemv: the custom op alone; in a model its split-K sum and cast fuse into the next kernel; without
@@ -155,9 +156,11 @@ def main(argv=None) -> int:
                     print("  inductor int8: skipped (time budget)")
             if gemv.available(dev):
                 qb = gemv.pack_nibbles(u - 8)
-                sp4 = gemv.split_k(args.m, n, k // (2 * g))
-                yield (f"sysq Triton int4 (split {sp4})", qb, w4,
-                       lambda c: torch.ops.sysq.int4_gemv(x, c, sz, g, sp4), n * k // 2 + sz.numel() * 2)
+                for kern4 in gemv.INT4_KERNELS:   # autotuned; the fma kernel's tiles span ~16 groups of K
+                    sp4 = gemv.split_k(args.m, n, k // ((16 if kern4 == "fma" else 2) * g), 8 if kern4 == "fma" else 16)
+                    yield (f"sysq Triton int4 {kern4} (split {sp4})", qb, w4,
+                           lambda c, kern4=kern4, sp4=sp4: gemv._launch("int4", x, c, sz, g, sp4, {"KERNEL": kern4}),
+                           n * k // 2 + sz.numel() * 2)
                 sp8 = gemv.split_k(args.m, n, k // 512)
                 yield (f"sysq Triton int8 (split {sp8})", q8, w8,
                        lambda c: torch.ops.sysq.int8_gemv(x, c, sp8) * s8, n * k)

@@ -6,7 +6,9 @@
 For each shape K -> N it times, each in a CUDA graph of many calls over enough weight copies that the 50 MiB L2
 serves none (scripts/bench_gemv.py's timing): bf16 F.linear (cuBLAS), tinygemm int4 (group 128), the GEMV as
 the model runs it today (autotuned config, split_k heuristic) and every config of the grid below (SPLIT_K,
-BLOCK_N, BLOCK_K or GPC, num_warps, num_stages). With SPLIT_K = 1 the int8 candidate is the scaled op (scale
+BLOCK_N, BLOCK_K or GPC, num_warps, num_stages; int4: KERNEL fma or nibble, sysq.quant.gemv.INT4_KERNELS).
+Where tinygemm beats every int4 candidate at a shape, the table says {"KERNEL": "tinygemm"} for it and the
+int4 modules of that shape keep tinygemm (gemv.int4_gemv_for). With SPLIT_K = 1 the int8 candidate is the scaled op (scale
 and cast in the kernel, what Int8WOLinear runs); with a split, the kernel alone (in a model the split sum fuses
 into the next pointwise kernel). GB/s = weight bytes (+ scales) per call / time. Every candidate is checked
 against the product of its dequantized weight (max relative error, refused above 1e-2).
@@ -32,19 +34,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SHAPES_8B = [(4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096), (4096, 128256)]   # (K, N): qkv, o, gate/up,
 SHAPES_TINY = [(256, 128), (512, 96)]                                                     # down, lm_head
-GRID = {   # candidates per kind (the product of the lists); SPLIT_K values above the K chunks are skipped
-    "int8": dict(SPLIT_K=[1, 2, 4], BLOCK_N=[8, 16, 32], BLOCK_K=[256, 512, 1024], num_warps=[4, 8],
+GRID = {   # candidates per kind (the product of the lists, or a list of such dicts); SPLIT_K values above the K
+    # chunks are skipped. int4: the fma kernel (GPC >= 8 * num_warps puts every thread along K) and the nibble one
+    "int8": dict(SPLIT_K=[1, 2, 4], BLOCK_N=[8, 16, 32], BLOCK_K=[512, 1024], num_warps=[2, 4, 8],
                  num_stages=[2, 3]),
-    "int4": dict(SPLIT_K=[1, 2, 4], BLOCK_N=[8, 16, 32], GPC=[2, 4], num_warps=[4, 8], num_stages=[2, 3]),
+    "int4": [dict(KERNEL=["fma"], SPLIT_K=[1, 2, 4], BLOCK_N=[4, 8, 16], GPC=[16], num_warps=[2], num_stages=[1]),
+             dict(KERNEL=["fma"], SPLIT_K=[1, 2], BLOCK_N=[4, 8, 16], GPC=[32], num_warps=[4], num_stages=[1]),
+             dict(KERNEL=["fma"], SPLIT_K=[1], BLOCK_N=[8], GPC=[64], num_warps=[8], num_stages=[1]),
+             dict(KERNEL=["fma"], SPLIT_K=[1, 2, 4], BLOCK_N=[8, 16], GPC=[8], num_warps=[1], num_stages=[1]),
+             dict(KERNEL=["nibble"], SPLIT_K=[1, 2, 4], BLOCK_N=[8, 16], GPC=[2, 4], num_warps=[4], num_stages=[2])],
 }
 GRID_TINY = {"int8": dict(SPLIT_K=[1, 2], BLOCK_N=[16], BLOCK_K=[256], num_warps=[4], num_stages=[2]),
-             "int4": dict(SPLIT_K=[1, 2], BLOCK_N=[16], GPC=[2], num_warps=[4], num_stages=[2])}
+             "int4": [dict(KERNEL=["fma"], SPLIT_K=[1, 2], BLOCK_N=[8], GPC=[2], num_warps=[1], num_stages=[1]),
+                      dict(KERNEL=["nibble"], SPLIT_K=[1, 2], BLOCK_N=[16], GPC=[2], num_warps=[4], num_stages=[2])]}
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default=None, help="cuda (default when present) or cpu (interpreter, tiny shapes)")
-    p.add_argument("--kinds", default="int8,int4")
+    p.add_argument("--kinds", default="int4,int8", help="each kind gets an equal share of --time-budget")
     p.add_argument("--shapes", default=None, help="KxN,KxN,... (default: the 8B decode shapes)")
     p.add_argument("--group", type=int, default=128, help="int4 group size")
     p.add_argument("--calls", type=int, default=40, help="calls per CUDA graph")
@@ -55,7 +63,9 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def candidates(grid: dict) -> list[dict]:
+def candidates(grid) -> list[dict]:
+    if isinstance(grid, list):
+        return [c for part in grid for c in candidates(part)]
     keys = list(grid)
     return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
 
@@ -159,14 +169,16 @@ def main(argv=None) -> int:
     # configs outside, shapes inside (a config compiles once, then runs at every shape), in a shuffled order, so
     # that a time budget cut leaves every shape the same random sample of the grid
     skipped, tried = 0, {(kind, d["k"], d["n"]): [] for kind in kinds for d in data}
-    for kind in kinds:
+    for i, kind in enumerate(kinds):
         cands = candidates(grid[kind])
         random.Random(0).shuffle(cands)
+        until = (args.time_budget - (time.perf_counter() - start)) / (len(kinds) - i) + time.perf_counter()
         for cfg in cands:
             for d in data:
-                if cfg["SPLIT_K"] > max(1, d[kind][3]):
+                chunks = d[kind][3] if cfg.get("KERNEL") != "fma" else d["k"] // (g * cfg["GPC"])
+                if cfg["SPLIT_K"] > max(1, chunks):
                     continue
-                if time.perf_counter() - start > args.time_budget:
+                if time.perf_counter() > until:      # this kind's share of the budget is spent
                     skipped += 1
                     continue
                 tried[(kind, d["k"], d["n"])].append(record(d, kind, "candidate", cfg, launcher(kind, cfg, d),
@@ -178,15 +190,28 @@ def main(argv=None) -> int:
             ok = [r for r in tried[(kind, d["k"], d["n"])] if "us" in r]
             if not ok:
                 continue
+            key = f"{d['k']}x{d['n']}"
             top = min(ok, key=lambda r: r["us"])
-            best[kind][f"{d['k']}x{d['n']}"] = top["config"]
+            best[kind][key] = top["config"]
+            tg = d["base"].get("tinygemm", {})
+            # the module then stays on tinygemm (on the CPU the interpreter's times say nothing)
+            if kind == "int4" and cuda and "us" in tg and tg["us"] < top["us"]:
+                best[kind][key] = dict(KERNEL="tinygemm")
             today, base = d["today"][kind], d["base"]
             gain = today["us"] / top["us"] if "us" in today else float("nan")
+            per_kernel = ""
+            if kind == "int4":    # the best of each Triton kernel, against tinygemm
+                for name in sorted({r["config"].get("KERNEL", "nibble") for r in ok}):
+                    b = min((r for r in ok if r["config"].get("KERNEL", "nibble") == name), key=lambda r: r["us"])
+                    per_kernel += f"  best {name} {b['us']:.1f} us ({b['gbps']:.0f} GB/s)"
+                per_kernel += f"  -> table {best[kind][key]}"
             print(f"{d['k']:6d} -> {d['n']:6d}  {kind}: bf16 {base['bf16'].get('us', float('nan')):7.1f} us "
                   f"({base['bf16'].get('gbps', 0):5.0f} GB/s)  tinygemm "
-                  f"{base.get('tinygemm', {}).get('us', float('nan')):7.1f} us  today "
+                  f"{base.get('tinygemm', {}).get('us', float('nan')):7.1f} us "
+                  f"({base.get('tinygemm', {}).get('gbps', 0):5.0f} GB/s)  today "
                   f"{today.get('us', float('nan')):7.1f} us ({today.get('gbps', 0):5.0f} GB/s)  best {top['us']:7.1f} "
-                  f"us ({top['gbps']:5.0f} GB/s, {gain:.2f}x today, {len(ok)} configs) {top['config']}", flush=True)
+                  f"us ({top['gbps']:5.0f} GB/s, {gain:.2f}x today, {len(ok)} configs) {top['config']}{per_kernel}",
+                  flush=True)
 
     lines = ["| K -> N | kernel | config | us/call | GB/s | max rel err |", "|---|---|---|---|---|---|"]
     for r in rows:

@@ -15,7 +15,9 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_quant_
 
 @pytest.mark.parametrize("m, n, k, g", [(1, 48, 256, 64), (3, 40, 512, 128), (1, 32, 384, 32), (16, 24, 256, 128)])
 @pytest.mark.parametrize("split", [1, 2, 4])
-def test_int4_gemv_equals_the_dequantized_matmul(m, n, k, g, split):
+@pytest.mark.parametrize("kernel", gemv.INT4_KERNELS)
+def test_int4_gemv_equals_the_dequantized_matmul(m, n, k, g, split, kernel, monkeypatch):
+    monkeypatch.setenv("SYSQ_INT4_GEMV", kernel)
     gen = torch.Generator().manual_seed(m * n + split)
     codes = torch.randint(-8, 8, (n, k), generator=gen)
     qw = gemv.pack_nibbles(codes)
@@ -188,3 +190,51 @@ def test_gated_gemv_applies_silu_gate_times_up_in_its_prologue(dtype):
     torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol * float(want.float().abs().max()))
     with pytest.raises(ValueError, match="does not match"):
         torch.ops.sysq.int8_gemv_gated_scaled(gu[:, :k].contiguous(), q, scale)
+
+
+def test_the_fma_int4_gemv_keeps_fp32_accuracy_next_to_a_massive_activation():
+    """The fma kernel sums f * x' = x' + u x (x' = 256 x or 16 x) and subtracts the x' sum per group: a
+    cancellation, bounded here with a channel of 25,000 beside channels near 1 (SmolLM2's massive activations)."""
+    gen = torch.Generator().manual_seed(3)
+    n, k, g = 40, 1024, 128
+    qw = gemv.pack_nibbles(torch.randint(-8, 8, (n, k), generator=gen))
+    sz = (torch.rand(k // g, n, 2, generator=gen) * 0.02).to(torch.bfloat16)
+    x = torch.randn(1, k, generator=gen)
+    x[0, 7] = 24926.0
+    x = x.to(torch.bfloat16)
+    ref = x.double() @ gemv.dequantize_int4(qw, sz, g).double().t()
+    got = {}
+    for kernel in gemv.INT4_KERNELS:
+        os.environ["SYSQ_INT4_GEMV"] = kernel
+        try:
+            got[kernel] = torch.ops.sysq.int4_gemv(x, qw, sz, g, 1).sum(0).double()
+        finally:
+            del os.environ["SYSQ_INT4_GEMV"]
+    err = {kk: float((v - ref).abs().max() / ref.abs().max()) for kk, v in got.items()}
+    # the cancellation costs the fma kernel a few bits (4e-6 here, 1e-7 for nibble): still ~500x below the
+    # rounding of its bf16 output (2^-9)
+    assert err["nibble"] < 1e-6 and err["fma"] < 1e-5, err
+
+
+def test_the_table_picks_the_int4_kernel_per_shape_or_keeps_tinygemm(tmp_path, monkeypatch):
+    import json
+    table = {"int4": {"512x48": dict(KERNEL="fma", SPLIT_K=2, BLOCK_N=8, GPC=2, num_warps=1, num_stages=1),
+                      "512x40": dict(SPLIT_K=1, BLOCK_N=16, GPC=2, num_warps=4, num_stages=2),
+                      "256x48": dict(KERNEL="tinygemm")}}
+    (tmp_path / "t.json").write_text(json.dumps(table))
+    monkeypatch.setattr(gemv, "_ACTIVE", gemv.load_table(str(tmp_path / "t.json")))
+    monkeypatch.delenv("SYSQ_GEMV", raising=False)
+    assert gemv.int4_kernel(512, 48) == "fma" and gemv.int4_kernel(512, 40) == "nibble"   # no KERNEL: older sweeps
+    assert gemv.int4_gemv_for("cuda", 512, 48) and not gemv.int4_gemv_for("cuda", 256, 48)
+    assert gemv.int4_gemv_for("cuda", 1024, 48) == gemv.available("cuda", "int4")           # not named: as before
+    monkeypatch.setenv("SYSQ_INT4_GEMV", "dp4a")
+    with pytest.raises(Exception, match="SYSQ_INT4_GEMV"):
+        gemv.int4_kernel(1024, 48)
+    monkeypatch.delenv("SYSQ_INT4_GEMV")
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 512, generator=gen).to(torch.bfloat16)
+    for n in (48, 40):      # each named config runs (split, block, kernel from the table)
+        qw = gemv.pack_nibbles(torch.randint(-8, 8, (n, 512), generator=gen))
+        sz = torch.randn(4, n, 2, generator=gen).to(torch.bfloat16)
+        ref = x.float() @ gemv.dequantize_int4(qw, sz, 128).t()
+        torch.testing.assert_close(gemv.int4_gemv(x, qw, sz, 128), ref, rtol=1e-5, atol=1e-4 * float(ref.abs().max()))

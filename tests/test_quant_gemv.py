@@ -45,7 +45,7 @@ def test_bench_gemv_runs_at_a_tiny_size_on_the_cpu(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     rows = json.loads((tmp_path / "bench_gemv.json").read_text())["rows"]
     sysq_rows = [x for x in rows if x["kernel"].startswith("sysq Triton")]
-    assert len(sysq_rows) == 6 and not any("error" in x for x in rows)    # int4, int8, int8 scaled per shape
+    assert len(sysq_rows) == 8 and not any("error" in x for x in rows)    # int4 fma, nibble, int8, scaled per shape
     for x in sysq_rows:     # fp32 accumulation of the exact codes; the scaled op also rounds its output to bf16
         assert x["max_rel_err"] < (2 ** -8 if "scaled" in x["kernel"] else 1e-5), x
 

@@ -15,35 +15,43 @@ import triton
 import triton.language as tl
 
 MAGIC = tl.constexpr(0x4B000000)         # the bits of 2^23 in float32: OR a code < 2^23 into the mantissa
+ONE = tl.constexpr(0x3F800000)           # the bits of 1.0f
+
+
+@triton.jit
+def _int4_program(N, K, G: tl.constexpr, BLOCK_N: tl.constexpr, GPC: tl.constexpr, SPLIT_K: tl.constexpr):
+    """This program's row of x, slice of K, output rows (and their mask), word offsets in a group, chunks."""
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    per_split = (tl.cdiv(K // G, GPC) + SPLIT_K - 1) // SPLIT_K
+    return tl.program_id(0), tl.program_id(2), rn, rn < N, tl.arange(0, G // 8), per_split
+
+
+@triton.jit
+def _int4_tiles(w_ptr, sz_ptr, rn, n_mask, rw, chunk, N, K, G: tl.constexpr, GPC: tl.constexpr):
+    """Chunk `chunk` of K (GPC groups): the group indices, their mask (false past K), the int32 words
+    [BLOCK_N, GPC, G / 8] and the float32 scales and zeros [BLOCK_N, GPC] of rows rn."""
+    g = chunk * GPC + tl.arange(0, GPC)
+    g_mask = g < K // G
+    w = tl.load(w_ptr + rn[:, None, None] * (K // 8) + g[None, :, None] * (G // 8) + rw[None, None, :],
+                mask=n_mask[:, None, None] & g_mask[None, :, None], other=0)
+    s_off = g[None, :] * (N * 2) + rn[:, None] * 2
+    s_mask = n_mask[:, None] & g_mask[None, :]
+    scale = tl.load(sz_ptr + s_off, mask=s_mask, other=0).to(tl.float32)
+    zero = tl.load(sz_ptr + s_off + 1, mask=s_mask, other=0).to(tl.float32)
+    return g, g_mask, w, scale, zero
 
 
 def _int4_kernel(x_ptr, w_ptr, sz_ptr, out_ptr, M, N, K, stride_xm,
                  G: tl.constexpr, BLOCK_N: tl.constexpr, GPC: tl.constexpr, SPLIT_K: tl.constexpr):
     # w: int32 [N, K / 8]; word j of row n, nibble i (bits 4i..4i+3) holds k = 8j + (i ^ 1) (bytes are
     # little-endian and each byte holds the even k in its high nibble). GPC groups of G codes per iteration.
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    pid_s = tl.program_id(2)
     W: tl.constexpr = G // 8
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = rn < N
-    rg = tl.arange(0, GPC)
-    rw = tl.arange(0, W)
-    n_groups = K // G
-    chunks = (n_groups + GPC - 1) // GPC
-    per_split = (chunks + SPLIT_K - 1) // SPLIT_K
+    pid_m, pid_s, rn, n_mask, rw, per_split = _int4_program(N, K, G, BLOCK_N, GPC, SPLIT_K)
     acc = tl.zeros([BLOCK_N, GPC, W], dtype=tl.float32)
     acc_z = tl.zeros([BLOCK_N, GPC], dtype=tl.float32)
     x_row = x_ptr + pid_m * stride_xm
     for c in range(0, per_split):
-        g = (pid_s * per_split + c) * GPC + rg
-        g_mask = g < n_groups          # also false past the last chunk
-        w = tl.load(w_ptr + rn[:, None, None] * (K // 8) + g[None, :, None] * W + rw[None, None, :],
-                    mask=n_mask[:, None, None] & g_mask[None, :, None], other=0)
-        s_off = g[None, :] * (N * 2) + rn[:, None] * 2
-        s_mask = n_mask[:, None] & g_mask[None, :]
-        scale = tl.load(sz_ptr + s_off, mask=s_mask, other=0).to(tl.float32)
-        zero = tl.load(sz_ptr + s_off + 1, mask=s_mask, other=0).to(tl.float32)
+        g, g_mask, w, scale, zero = _int4_tiles(w_ptr, sz_ptr, rn, n_mask, rw, pid_s * per_split + c, N, K, G, GPC)
         k0 = g[:, None] * G + rw[None, :] * 8
         part = tl.zeros([BLOCK_N, GPC, W], dtype=tl.float32)
         x_sum = tl.zeros([GPC, W], dtype=tl.float32)
@@ -56,6 +64,60 @@ def _int4_kernel(x_ptr, w_ptr, sz_ptr, out_ptr, M, N, K, stride_xm,
         acc_z += zero * tl.sum(x_sum, axis=1)[None, :]
     y = tl.sum(tl.sum(acc, axis=2), axis=1) + tl.sum(acc_z, axis=1)
     tl.store(out_ptr + (pid_s * M + pid_m) * N + rn, y, mask=n_mask)
+
+
+def _int4_fma_kernel(x_ptr, w_ptr, sz_ptr, out_ptr, M, N, K, stride_xm,
+                     G: tl.constexpr, BLOCK_N: tl.constexpr, GPC: tl.constexpr, SPLIT_K: tl.constexpr):
+    # _int4_kernel's layout and grid at under half its instructions per weight byte (the SASS for sm_90, counted
+    # by scripts/gemv_sass.py). Per code one LOP3 and one FMA: a nibble moved to bits 15..18 or 19..22 (one
+    # shift per two codes) and OR-ed into 1.0f is f = 1 + u/256 or 1 + u/16, exact; with x' = 256 x or 16 x,
+    # f x' = x' + u x. Per group (scale s, zero z; X = sum x, c = 8 X + sum x'):
+    #   sum_k ((u_k - 8) s + z) x_k = s * (sum_k f_k x'_k - c) + z * X
+    # so the chain starts at -c, and the scale and zero are two FMAs per (row, word). The x side (loads,
+    # x', c, X) is per word, shared by the BLOCK_N rows a thread holds: with GPC >= 8 * num_warps the threads
+    # (W / 4 per group, 4 words each) all lie along K and each holds every row of its words.
+    W: tl.constexpr = G // 8
+    pid_m, pid_s, rn, n_mask, rw, per_split = _int4_program(N, K, G, BLOCK_N, GPC, SPLIT_K)
+    acc = tl.zeros([BLOCK_N, GPC, W], dtype=tl.float32)
+    x_row = x_ptr + pid_m * stride_xm
+    for it in range(0, per_split):
+        g, g_mask, w, scale, zero = _int4_tiles(w_ptr, sz_ptr, rn, n_mask, rw, pid_s * per_split + it, N, K, G, GPC)
+        k0 = g[:, None] * G + rw[None, :] * 8
+        xm = g_mask[:, None]
+        # x of the word's 8 codes: x_k for k = 8j + t (nibble t ^ 1); the x side is shared by the BLOCK_N rows
+        x0 = tl.load(x_row + k0 + 0, mask=xm, other=0).to(tl.float32)
+        x1 = tl.load(x_row + k0 + 1, mask=xm, other=0).to(tl.float32)
+        x2 = tl.load(x_row + k0 + 2, mask=xm, other=0).to(tl.float32)
+        x3 = tl.load(x_row + k0 + 3, mask=xm, other=0).to(tl.float32)
+        x4 = tl.load(x_row + k0 + 4, mask=xm, other=0).to(tl.float32)
+        x5 = tl.load(x_row + k0 + 5, mask=xm, other=0).to(tl.float32)
+        x6 = tl.load(x_row + k0 + 6, mask=xm, other=0).to(tl.float32)
+        x7 = tl.load(x_row + k0 + 7, mask=xm, other=0).to(tl.float32)
+        x_sum = ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7))
+        # odd k: nibbles 0, 2, 4, 6 (f = 1 + u/256, x' = 256 x); even k: 1, 3, 5, 7 (f = 1 + u/16, x' = 16 x)
+        c = (264.0 * ((x1 + x3) + (x5 + x7)) + 24.0 * ((x0 + x2) + (x4 + x6)))[None, :, :]   # 8 X + sum x'
+        sh = w << 15
+        part = _nib(sh, 0x00078000) * (256.0 * x1)[None, :, :] - c
+        part += _nib(sh, 0x00780000) * (16.0 * x0)[None, :, :]
+        sh = w << 7
+        part += _nib(sh, 0x00078000) * (256.0 * x3)[None, :, :]
+        part += _nib(sh, 0x00780000) * (16.0 * x2)[None, :, :]
+        sh = w >> 1
+        part += _nib(sh, 0x00078000) * (256.0 * x5)[None, :, :]
+        part += _nib(sh, 0x00780000) * (16.0 * x4)[None, :, :]
+        sh = w >> 9
+        part += _nib(sh, 0x00078000) * (256.0 * x7)[None, :, :]
+        part += _nib(sh, 0x00780000) * (16.0 * x6)[None, :, :]
+        acc += part * scale[:, :, None]           # two FMAs per (row, word): scale, then zero
+        acc += zero[:, :, None] * x_sum[None, :, :]
+    y = tl.sum(tl.sum(acc, axis=2), axis=1)
+    tl.store(out_ptr + (pid_s * M + pid_m) * N + rn, y, mask=n_mask)
+
+
+@triton.jit
+def _nib(sh, mask):
+    # the nibble under mask (bits 15..18 or 19..22) OR-ed into 1.0f: 1 + u / 256 or 1 + u / 16, exact
+    return ((sh & mask) | ONE).to(tl.float32, bitcast=True)
 
 
 def _int8_kernel(x_ptr, w_ptr, out_ptr, scale_ptr, M, N, K, stride_xm,
@@ -119,17 +181,23 @@ INT4_CONFIGS = [triton.Config(dict(BLOCK_N=bn, GPC=gpc), num_warps=w, num_stages
 INT8_CONFIGS = [triton.Config(dict(BLOCK_N=bn, BLOCK_K=bk), num_warps=w, num_stages=st)
                 for bn, bk, w, st in [(8, 512, 2, 2), (16, 256, 4, 2), (16, 512, 4, 2), (32, 256, 4, 2),
                                       (32, 512, 8, 2), (16, 1024, 8, 1), (64, 256, 8, 2)]]
+# the fma kernel wants GPC >= 8 * num_warps (every thread along K, all BLOCK_N rows in each thread)
+INT4F_CONFIGS = [triton.Config(dict(BLOCK_N=bn, GPC=gpc), num_warps=w, num_stages=1)
+                 for bn, gpc, w in [(8, 32, 4), (8, 16, 2), (4, 32, 4), (8, 64, 8), (16, 16, 2), (4, 16, 2),
+                                    (8, 8, 1)]]
 # the interpreter (CPU tests) runs one fixed config, small enough for small shapes
-INTERPRET_CONFIG = {"int4": dict(BLOCK_N=16, GPC=2), "int8": dict(BLOCK_N=16, BLOCK_K=256)}
+INTERPRET_CONFIG = {"int4": dict(BLOCK_N=16, GPC=2), "int4f": dict(BLOCK_N=8, GPC=2),
+                    "int8": dict(BLOCK_N=16, BLOCK_K=256)}
 
 
 @functools.lru_cache(maxsize=None)
 def kernels() -> dict:
-    """{'int4': (autotuned, plain), 'int8': (...)}. Under TRITON_INTERPRET=1 (set before triton is first
+    """{'int4': (autotuned, plain), 'int4f': (...), 'int8': (...)}; int4f is the fma kernel. Under TRITON_INTERPRET=1 (set before triton is first
     imported: the interpreter patches triton.language then) both run on the CPU; there is no autotuning."""
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     out = {}
-    for name, body, configs in [("int4", _int4_kernel, INT4_CONFIGS), ("int8", _int8_kernel, INT8_CONFIGS)]:
+    for name, body, configs in [("int4", _int4_kernel, INT4_CONFIGS), ("int4f", _int4_fma_kernel, INT4F_CONFIGS),
+                                ("int8", _int8_kernel, INT8_CONFIGS)]:
         key = ["M", "N", "K", "SPLIT_K"] + (["SCALED", "GATED"] if name == "int8" else [])
         out[name] = (None if interpret else triton.autotune(configs, key=key)(triton.jit(body)),
                      triton.jit(body))

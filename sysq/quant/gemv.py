@@ -37,6 +37,35 @@ def has_triton() -> bool:
         return False
 
 
+# The int4 GEMVs: "fma" (_int4_fma_kernel: one LOP3 and one FMA per code, the group's zero applied outside the
+# code loop) and "nibble" (_int4_kernel, the first one). A tuned config names its kernel ("KERNEL"; a config
+# without one is the nibble kernel's, as older sweeps wrote them); "tinygemm" there keeps the modules of that
+# shape on torch._weight_int4pack_mm. SYSQ_INT4_GEMV=fma|nibble picks the kernel where no config names one.
+INT4_KERNELS = ("fma", "nibble")
+
+
+def int4_kernel(k: int, n: int, config: dict | None = None) -> str:
+    """The int4 GEMV kernel a (K, N) product at one row runs: its config's, else SYSQ_INT4_GEMV (default fma)."""
+    cfg = config if config is not None else tuned("int4", 1, k, n)
+    if cfg:
+        return cfg.get("KERNEL", "nibble")
+    name = os.environ.get("SYSQ_INT4_GEMV", "fma")
+    if name not in INT4_KERNELS:
+        from ..errors import SysqError
+        raise SysqError(f"SYSQ_INT4_GEMV={name!r}: not an int4 GEMV; use one of {', '.join(INT4_KERNELS)}")
+    return name
+
+
+def int4_gemv_for(device, k: int, n: int) -> bool:
+    """Whether an int4 module of shape (K -> N) decodes on sysq's Triton GEMV rather than tinygemm: on CUDA the
+    sweep's table decides where it names the shape (a Triton config: yes; "tinygemm": no); else available()."""
+    dev = torch.device(device)
+    cfg = _ACTIVE.get("int4", {}).get((k, n))
+    if dev.type == "cuda" and cfg and os.environ.get("SYSQ_GEMV", "1") != "0" and has_triton():
+        return cfg.get("KERNEL", "nibble") != "tinygemm"
+    return available(dev, "int4")
+
+
 # Which GEMV the real modules take by default on CUDA. Measured on an H200 (scripts/bench_gemv.py, 8B shapes, M=1):
 # the int8 GEMV streams 2.4-3.9 TB/s (inductor's fused dequantize-matmul 2.3-3.3); the int4 GEMV only 0.5-1.6 TB/s,
 # below tinygemm's 0.5-2.1 (its unpacking is bound by integer throughput), so int4 keeps tinygemm unless
@@ -95,9 +124,9 @@ def tuned(kind: str, m: int, k: int, n: int) -> dict | None:
     return _ACTIVE.get(kind, {}).get((k, n))
 
 
-def _split(kind: str, m: int, k: int, n: int, chunks: int) -> int:
+def _split(kind: str, m: int, k: int, n: int, chunks: int, block_n: int = 16) -> int:
     cfg = tuned(kind, m, k, n)
-    return int(cfg["SPLIT_K"]) if cfg else split_k(m, n, chunks)
+    return int(cfg["SPLIT_K"]) if cfg and "SPLIT_K" in cfg else split_k(m, n, chunks, block_n)
 
 
 def split_k(m: int, n: int, chunks: int, block_n: int = 16) -> int:
@@ -122,6 +151,9 @@ def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict |
     if config is None:
         chosen = tuned(which, m, k, n)
         config = None if chosen is None else {k_: v for k_, v in chosen.items() if k_ != "SPLIT_K"}
+    if which == "int4" and int4_kernel(k, n, config) == "fma":
+        which = "int4f"
+    config = None if config is None else {k_: v for k_, v in config.items() if k_ != "KERNEL"} or None
     auto = x.device.type == "cuda" and config is None
     cfg = {} if auto else dict(config or T.INTERPRET_CONFIG[which])
     fn = kern[which][0 if auto else 1]
@@ -131,7 +163,7 @@ def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict |
 
     def grid(meta):
         return (m, -(-n // meta["BLOCK_N"]), s)
-    if which == "int4":
+    if which in ("int4", "int4f"):
         fn[grid](x, qweight.view(torch.int32), aux, out, m, n, k, x.stride(0), G=group_size, SPLIT_K=s, **cfg, **warps)
     else:
         fn[grid](x, qweight.view(torch.int32), out, aux if scaled else out, m, n, k, x.stride(0), SPLIT_K=s,
@@ -213,7 +245,9 @@ def int8_gemv_gated(gate_up: torch.Tensor, qweight: torch.Tensor, scale: torch.T
 
 def int4_gemv(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
     """x [M, K] @ W^T in float32 [M, N], W the int4 weight of the layout above."""
-    s = _split("int4", x.shape[0], x.shape[1], qweight.shape[0], x.shape[1] // (2 * group_size))
+    k, n = x.shape[1], qweight.shape[0]
+    fma = int4_kernel(k, n) == "fma"     # its tiles hold about 16 groups of K, 8 rows
+    s = _split("int4", x.shape[0], k, n, k // ((16 if fma else 2) * group_size), 8 if fma else 16)
     return torch.ops.sysq.int4_gemv(x, qweight, scales_zeros, group_size, s).sum(0)
 
 

@@ -411,11 +411,12 @@ class Int4WOLinear(RealLinear):
         packed, sz = tinygemm_pack(ql.codes(), ql.w_scale, ql.w_zero, self.group_size, torch.bfloat16,
                                    float_zero=getattr(ql, "float_zero", False))   # issue 15's zero_point "float"
         # decode on the GEMV: the codes as bytes (one copy of the weight; prefill repacks it for tinygemm)
-        self.gemv = gemv.available(dev, "int4")
+        # (per shape where the sweep's table names it: SYSQ_GEMV_CONFIGS / gemv.TUNED; "tinygemm" keeps this one)
+        self.gemv = gemv.int4_gemv_for(dev, self.in_features, self.out_features)
         if self.gemv:
             packed = gemv.pack_nibbles(ql.codes())
-            self.kernel = f"w4a16 Triton GEMV (rows <= {gemv.MAX_ROWS}), else {self.kernel.split(' ', 1)[1]} " \
-                          "repacked per call"
+            self.kernel = f"w4a16 Triton GEMV ({gemv.int4_kernel(self.in_features, self.out_features)}, rows <= " \
+                          f"{gemv.MAX_ROWS}), else {self.kernel.split(' ', 1)[1]} repacked per call"
         self.register_buffer("qweight", packed)
         self.register_buffer("scales_zeros", sz)
 
