@@ -60,9 +60,9 @@ def int4_gemv_for(device, k: int, n: int) -> bool:
     """Whether an int4 module of shape (K -> N) decodes on sysq's Triton GEMV rather than tinygemm: on CUDA the
     sweep's table decides where it names the shape (a Triton config: yes; "tinygemm": no); else available()."""
     dev = torch.device(device)
-    cfg = _ACTIVE.get("int4", {}).get((k, n))
+    cfg = tuned("int4", 1, k, n)
     if dev.type == "cuda" and cfg and os.environ.get("SYSQ_GEMV", "1") != "0" and has_triton():
-        return cfg.get("KERNEL", "nibble") != "tinygemm"
+        return int4_kernel(k, n, cfg) != "tinygemm"
     return available(dev, "int4")
 
 

@@ -283,8 +283,8 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
                 x = torch.cat([inputs[i] for i in idx])
                 y = torch.cat([targets[i] for i in idx])
                 loss = output_loss(run(layer, x), y, cfg.loss)
-                if full and step and float(loss) < best_loss:      # step 0 is RTN, measured below anyway
-                    best_loss, best = float(loss), [lrn.state() for lrn in learners]
+                if full and step and float(loss.detach()) < best_loss:      # step 0 is RTN, measured below anyway
+                    best_loss, best = float(loss.detach()), [lrn.state() for lrn in learners]
                 loss.backward()
                 for lrn in learners:
                     lrn.step(lr * (1 - step / cfg.steps))
