@@ -342,9 +342,10 @@ def test_sequential_peak_memory_does_not_grow_with_depth(step):
     run(model(1))                                        # warm the caches (rotation matrices, kernels)
     work = {}
     for layers in (2, 8):
-        m = model(layers)
-        peak, kept = _allocations(lambda: run(m))
-        work[layers] = peak - kept
+        # the least of two runs on fresh models: a one-off allocation (a lazily made buffer, ~100 KB once in CI)
+        # is not growth with depth, which shows in every run
+        work[layers] = min(peak - kept for peak, kept in
+                           (_allocations(lambda m=model(layers): run(m)) for _ in range(2)))
     layer = tensor_bytes(model(1).model.layers[0])
     assert work[2] > 0
     assert work[8] <= work[2] + layer / 2, (work, layer)
