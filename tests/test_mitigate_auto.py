@@ -101,7 +101,7 @@ def test_decide_keeps_the_rules_inside_the_proxy_noise():
     assert decide({"r": rules[:1], "clear": clear[:1]}, "r", 2.0)[0] == "r"   # one segment: no noise estimate
 
 
-@pytest.mark.parametrize("recipe", ["w4a16+gptq", "w4a8", "w8a8-static"])
+@pytest.mark.parametrize("recipe", ["w4a16+gptq", "w4a8+gptq", "w8a8-static"])
 def test_auto_is_never_worse_than_the_rules_on_the_proxy_and_int4_search_rounds_to_nearest(recipe, monkeypatch):
     """INT4 candidates are scored with RTN weights (no GPTQ inside the search); the chosen plan's proxy score is
     at most the rules', and it differs from the rules only by more than the measured noise; the winner still gets
@@ -264,3 +264,32 @@ def test_a_candidate_clearly_worse_than_the_rules_stops_scoring_early(monkeypatc
     s = p.search
     assert s.stopped == {"none": 1} and s.chosen != "none" and s.noise["none"] > 0
     assert "none (vs the rules" in p.notes[-1] and "stopped after 1 of 2 windows" in p.notes[-1]
+
+
+def test_auto_for_w4a8_is_learned_rounding_alone_as_measured_best():
+    """w4a8 under auto: as w4a16, no transform and plan.learned_budget's step, the per-channel INT4 weights narrowed
+    to groups of 64: the same logits as the named recipe quantized without a plan."""
+    base, report = _setup()
+    m = copy.deepcopy(base)
+    p = sysq.plan(report, "w4a8")
+    sysq.quantize(m, sysq.mitigate(m, p, CALIB, report=report, quiet=True), CALIB, quiet=True)
+    assert p.search is None and p.smooth is None and p.rotate is None and p.preserve_tokens is None
+    named = copy.deepcopy(base)
+    sysq.quantize(named, "w4a8+g64+fz+learned100x1+tokenloss", CALIB, quiet=True)
+    with torch.no_grad():
+        assert torch.equal(m(input_ids=CALIB).logits, named(input_ids=CALIB).logits)
+
+
+def test_auto_for_w4a4_is_the_rules_with_autorounds_budget_as_measured_best():
+    """w4a4 under auto: the rules' candidates with learned rounding in place of GPTQ, AutoRound's budget on integer
+    groups of 32: the plan and recipe of the measured best row, w4a4+g32+kv4g32+learned200x8@auto+learned."""
+    from sysq.mitigate.preserve import apply_to_recipe
+    _, report = _setup()
+    auto = sysq.plan(report, "w4a4+kv4g32")
+    named = sysq.plan(report, "w4a4+g32+kv4g32+learned200x8", "auto+learned")
+    assert auto.search.candidates == named.search.candidates and auto.rounding == named.rounding == "learned"
+    a, n = apply_to_recipe("w4a4+kv4g32", auto).to_dict(), apply_to_recipe(named.recipe, named).to_dict()
+    assert {k for k in a if a[k] != n[k]} == {"name"}
+    assert (a["learn_steps"], a["learn_batch_size"], a["weight"]["group_size"]) == (200, 8, 32)
+    gptq = sysq.plan(report, "w4a4+kv4g32", "auto+gptq")          # a rounding named by the user stays
+    assert gptq.rounding == "gptq" and gptq.learned is None

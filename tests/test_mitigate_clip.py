@@ -76,7 +76,7 @@ def test_the_rules_search_a_clip_ratio_per_linear_for_4bit_dynamic_activations_o
     from sysq.mitigate.api import mitigate, plan
     from sysq.quant import quantize
     assert plan(None, "w4a4+kv4", "auto-fast").clip.activations
-    assert not plan(None, "w4a8", "auto-fast").clip.activations          # 8-bit dynamic: no ratios
+    assert not plan(None, "w4a8+gptq", "auto-fast").clip.activations          # 8-bit dynamic: no ratios
     model = tiny("llama")
     calib = tokens(n=4, seqlen=24)
     r = mitigate(model, plan(None, "w4a4", "clip"), calib, quiet=True)

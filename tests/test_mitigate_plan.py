@@ -60,7 +60,10 @@ def test_auto_rounds_int4_weights_with_gptq_and_survives_yaml():
     p = plan(None, "w4a16+gptq", "auto")                # GPTQ asked for: the rules' transforms stay
     assert p.rounding == "gptq" and p.clip is not None and p.learned is None
     assert apply_to_recipe("w4a16+gptq", p).method == "gptq"
-    assert plan(None, "w4a8", "auto").rounding == "gptq"          # quantized activations: the rules, GPTQ
+    assert plan(None, "w4a8+gptq", "auto").rounding == "gptq"     # quantized activations, GPTQ named: the rules
+    a8, a4 = plan(None, "w4a8", "auto"), plan(None, "w4a4", "auto")   # else learned: alone at A8, after the rules at A4
+    assert a8.rounding == a4.rounding == "learned" and a8.clip is None and a4.clip is not None
+    assert (a8.learned.steps, a4.learned.steps, a4.learned.batch_size, a4.learned.group_size) == (100, 200, 8, 32)
     assert MitigationPlan.from_yaml(p.to_yaml()) == p
     assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto")).method == "rtn"     # 8-bit weights: RTN is enough
     assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto+gptq")).method == "gptq"
@@ -90,7 +93,7 @@ def test_a_new_candidate_is_one_line(monkeypatch):
 
 def test_learned_and_awq_are_plan_methods():
     from sysq.mitigate.preserve import apply_to_recipe
-    p = plan(None, "w4a8", "auto+learned")              # learned replaces auto's gptq rounding
+    p = plan(None, "w4a8+gptq", "auto-fast+learned")    # learned replaces the rules' gptq rounding
     assert p.rounding == "learned" and p.clip is not None and apply_to_recipe("w4a8", p).method == "learned"
     assert MitigationPlan.from_yaml(p.to_yaml()) == p
     a = plan(None, "w4a16-g64+fz", "awq")

@@ -30,9 +30,10 @@ def add_arguments(p) -> None:
                    help="preset (w8a16, w4a16, w4a16-pc, w8a8, w8a8-static, w4a8, w4a4, w8a8-int, bnb-int8, bnb-nf4,"
                         " ...) with +kv8/+kv4/+gptq/+mse, or a YAML file (default: %(default)s)")
     p.add_argument("--mitigate", default="auto", metavar="PLAN",
-                   help="auto (default: candidate plans measured on calibration windows; for weight-only INT4 such "
-                        "as w4a16: learned rounding alone, 100 steps/layer, per-token loss, float zero points, g64; "
-                        "its seconds are printed), auto-fast (rules), none, "
+                   help="auto (default: candidate plans measured on calibration windows; for INT4 weights learned "
+                        "rounding instead of GPTQ, its seconds printed: w4a16 and w4a8 learned alone, 100 steps/layer, "
+                        "per-token loss, float zero points, g64; w4a4 after the measured plan, 200 steps x 8 windows, "
+                        "g32), auto-fast (rules), none, "
                         "a '+'-join of methods (smooth, smoothquant, clip, preserve-tokens, preserve-channels, rotate, "
                         "gptq), or a plan YAML (e.g. an edited plan.yaml)")
     p.add_argument("--fast", action="store_true",

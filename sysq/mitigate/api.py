@@ -34,8 +34,8 @@ from ..sequential import choose_pipeline
 from .calib import input_stats
 from .clip import activation_ratio, clip_weights
 from .keep import linear_costs, weight_share
-from .plan import (METHODS, Clip, KeepFloat, Learned, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Search, Smooth,
-                   TokenScales)
+from .plan import (METHODS, Clip, KeepFloat, MitigationPlan, PreserveChannels, PreserveTokens, Rotate, Search, Smooth,
+                   TokenScales, learned_budget)
 from .preserve import apply_to_recipe, channels_from_report, channels_from_stats, token_rule
 from .qsim import recipe_of
 from .rotate import fit_rotation, rotate
@@ -112,14 +112,19 @@ AUTO = ("auto", "auto-fast")
 def _build(p: MitigationPlan, r, report, method: str) -> None:
     parts = method.split("+")
     extra = [m for m in parts if m not in AUTO]
-    if ("auto" in parts or "auto-fast" in parts) and _learned_alone(r, extra):
-        parts = ["learned"] + extra              # weight-only INT4: nothing to measure (plan.Learned says why)
+    auto = "auto" in parts or "auto-fast" in parts
+    if auto and _learned_alone(r, extra):
+        parts = ["learned"] + extra              # INT4 weights, A16 / A8: nothing to measure (plan.Learned says why)
         if r.method != "learned":
-            p.learned = Learned()
-        p.notes.append("learned: weight-only INT4, learned rounding and clipping alone (no smoothing, clipping "
+            p.learned = learned_budget(r)
+        p.notes.append("learned: INT4 weights, learned rounding and clipping alone (no smoothing, clipping "
                        "search or preserved channels: with learned rounding they made SmolLM2 worse, 1.079x against "
                        "1.059x FP; measured auto's RTN-weight proxy cannot see that, so it is not searched)")
-    elif "auto" in parts or "auto-fast" in parts:
+    elif auto:
+        if _learned_in_plan(r, extra):           # INT4 weights, A4: the rules' plan, then learned rounding, not GPTQ
+            extra = extra + ["learned"]
+            if r.method != "learned":
+                p.learned = learned_budget(r)
         parts = _rules(r, report, p) + extra     # auto: the rules' plan until mitigate measures the candidates
         if "auto" in method.split("+"):
             rules = "+".join(_rules(r, report, MitigationPlan()) + extra)
@@ -202,9 +207,17 @@ def _weights4(r) -> bool:
 
 
 def _learned_alone(r, extra: list[str]) -> bool:
-    """auto for weight-only INT4 (w4a16) is learned rounding with no transforms (plan.Learned), unless GPTQ or
-    other methods are asked for by name (recipe +gptq, auto+gptq, auto+smooth ...)."""
-    return _weights4(r) and r.act is None and r.method != "gptq" and not set(extra) - {"learned"}
+    """auto for INT4 weights with 16- or 8-bit activations (w4a16, w4a8) is learned rounding with no transforms
+    (plan.learned_budget), unless GPTQ or other methods are asked for by name (recipe +gptq, auto+gptq, auto+smooth)."""
+    return (_weights4(r) and (r.act is None or r.act.bits >= 8) and r.method != "gptq"
+            and not set(extra) - {"learned"})
+
+
+def _learned_in_plan(r, extra: list[str]) -> bool:
+    """auto for INT4 weights with 4-bit activations (w4a4) is the rules' plan with learned rounding in place of GPTQ
+    (w4a4+kv4 on SmolLM2: 3.18x FP per channel with GPTQ, 2.09x in groups of 64 with 50 learned steps, 1.47x with
+    plan.learned_budget's; docs/INT4.md), unless a rounding is named."""
+    return _weights4(r) and r.act is not None and r.method != "gptq" and not {"gptq", "learned"} & set(extra)
 
 
 def _rules(r, report, p: MitigationPlan, rotate: bool | None = None) -> list[str]:

@@ -108,18 +108,32 @@ class Rotate:
 
 @dataclass
 class Learned:
-    """The weight rounding auto gives weight-only INT4 (w4a16): learned rounding and clipping alone, no transforms,
-    with this budget, loss and grid (set on the recipe by apply_to_recipe unless the recipe names its own learned
-    budget, e.g. +learned200x8). Why alone: with learned rounding the rules' smooth + clip + preserved channels made
-    SmolLM2 worse (one H200, 32 calibration windows, 100 x 1 steps, per-token loss: 1.079 / 1.071 x FP with them,
-    1.059 / 1.049 without; docs/INT4.md, call I6), while measured auto's RTN proxy ranks them first (it scores
-    round-to-nearest weights, which they do help), so this is the rules' choice, not a measured one."""
+    """The weight rounding auto gives INT4 weights: learned rounding and clipping with this budget, loss and grid
+    (set on the recipe by apply_to_recipe unless the recipe names its own learned budget, e.g. +learned200x8).
+    `learned_budget` picks it by the activations' bits, each as measured best (docs/INT4.md). With weight-only or
+    8-bit activations it runs alone, no transforms: with learned rounding the rules' smooth + clip + preserved
+    channels made SmolLM2 worse (one H200, 32 calibration windows, 100 x 1 steps, per-token loss: w4a16 1.079 / 1.071
+    x FP with them, 1.059 / 1.049 without; docs/INT4.md, call I6), while measured auto's RTN proxy ranks them first
+    (it scores round-to-nearest weights, which they do help), so this is the rules' choice, not a measured one."""
 
     steps: int = 100                         # SignSGD steps per decoder layer
     batch_size: int = 1                      # calibration windows per step
     loss: str = "token"                      # each token's error relative to its norm (+tokenloss)
     zero_point: str = "float"                # asymmetric weights; "int" under target engine (compressed-tensors)
-    group_size: int = 64                     # weight groups wider than this are narrowed to it
+    group_size: int = 64                     # weight groups (or per-channel rows) wider than this are narrowed to it
+
+
+def learned_budget(r) -> Learned:
+    """auto's learned step for a recipe with INT4 weights, by its activations (SmolLM2, one H200, 32 calibration
+    windows, held-out WikiText-2 windows 0-39 / 40-79; docs/INT4.md):
+    * none or 8-bit: 100 x 1 steps, per-token loss, float zero points, g64, no transforms
+      (w4a16 1.059 / 1.049 x FP, call I6; w4a8 1.078 / 1.072, call I7, against 1.092 / 1.096 with the rules' plan);
+    * 4-bit: the rules' plan (rotation, smoothing, clipping, preserved tokens) with AutoRound's budget, 200 steps x 8
+      windows, the output MSE, integer zero points, g32 (w4a4 with KV4 in groups of 32: 1.469 / 1.431, call J7; with
+      g64 1.525 / 1.476, per-token loss 1.540 / 1.458)."""
+    if r is not None and r.act is not None and r.act.bits <= 4:
+        return Learned(steps=200, batch_size=8, loss="mse", zero_point="int", group_size=32)
+    return Learned()
 
 
 @dataclass
@@ -186,7 +200,7 @@ class MitigationPlan:
     keep_float: KeepFloat | None = None
     rounding: str | None = None              # the recipe's weight rounding: "gptq" (error-compensating) or
                                              # "learned" (sysq/quant/learn.py); None: the recipe's own
-    learned: Learned | None = None           # auto for weight-only INT4: the learned step's budget and grid
+    learned: Learned | None = None           # auto for INT4 weights: the learned step's budget and grid
     target: str = "sysq"                     # "engine": only what a compressed-tensors export carries
     search: Search | None = None             # auto: the candidates measured and the choice
     notes: list[str] = field(default_factory=list)

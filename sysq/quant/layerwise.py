@@ -43,7 +43,7 @@ def quantize_layers(model, recipe, calib, device, quiet: bool = False, batch_siz
     r = get_recipe(recipe)
     if r.method == "learned":
         raise SysqError("learned rounding runs on the model in memory (its layer-by-layer search is not on the "
-                        "sequential pipeline yet): use gptq (for w4a16 under auto: method 'auto-fast+gptq', CLI --mitigate "
+                        "sequential pipeline yet): use gptq (for INT4 weights under auto: method 'auto-fast+gptq', CLI --mitigate "
                         "auto-fast+gptq), or pipeline='memory' on a device that holds the model (loaded without offload)")
     ad = get_adapter(model)
     by_layer: dict[int, list[QuantLinear]] = defaultdict(list)
