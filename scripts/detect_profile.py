@@ -140,10 +140,11 @@ def profile_forward(model, ids, batch_size: int):
     return {k: v / len(starts) for k, v in counts.items()}, secs / len(starts)
 
 
-def table(counts: dict, seconds: dict, batches: int, plain: tuple | None = None) -> str:
+def table(counts: dict, seconds: dict, batches: int, plain: tuple | None = None, names=None) -> str:
     """Calls per batch in each phase (rest: per detect), and the phase's CPU seconds; ops: aten ops called from
-    Python (about one kernel launch each on a GPU). plain: profile_forward's row, printed first."""
-    names = ["ops"] + [k for k in WATCH if any(counts[p][k] for p in PHASES)]
+    Python (about one kernel launch each on a GPU). plain: profile_forward's row, printed first. names: the columns
+    (default: ops and the WATCH ops that ran)."""
+    names = names or ["ops"] + [k for k in WATCH if any(counts[p][k] for p in PHASES)]
     head = "| phase | CPU s | " + " | ".join(k.split("::")[-1] for k in names) + " |"
     lines = [head, "|" + "---|" * (len(names) + 2)]
     if plain is not None:
