@@ -326,36 +326,54 @@ def reduce_fused(xs: list[torch.Tensor], floors: torch.Tensor, below: torch.Tens
     return (wmax, wsum, massive, med, mean, tok_med, widx, wval), (tok_max, tok_arg, tok_val, bad)
 
 
-def column_stats(xs: list[torch.Tensor], maxima: bool = True) -> tuple:
+def column_stats(xs: list[torch.Tensor], maxima: bool = True, cache: dict | None = None) -> tuple:
     """Per column of S tensors [B, R, C] of one shape, dtype and device (a weight [1, out, in], attention
     probabilities [B * H, Tq, T]), over the rows, by the fused Triton pass: (max |x| [S, B, C] in x's dtype, the
     first row holding it [S, B, C] long, the float64 sum of |x| [S, B, C]); maxima=False: (None, None, the sum).
-    Each tensor read once, in place."""
+    Each tensor read once, in place. cache: a dict where the partial buffers (and their per-tensor views) are kept
+    for the next call of this shape (a hook called once per layer: no allocation and no view op per call; the
+    buffers are read before the call returns, and every later write to them is queued behind that read)."""
     S, B = len(xs), xs[0].shape[0]
-    inf = torch.full((S, B), math.inf, dtype=torch.float32, device=xs[0].device)     # no massive count
-    (cmax, cidx, _, csum, _), _ = _fused_partials(xs, inf, token_stats=False)
+    key = ("column_stats", S, tuple(xs[0].shape), xs[0].dtype, xs[0].device)
+    inf = cache.get(key) if cache is not None else None
+    if inf is None:
+        inf = torch.full((S, B), math.inf, dtype=torch.float32, device=xs[0].device)     # no massive count
+        if cache is not None:
+            cache[key] = inf
+    (cmax, cidx, _, csum, _), _ = _fused_partials(xs, inf, token_stats=False, cache=cache)
     if not maxima:
         return None, None, csum.sum(2)
     m, j = cmax.max(2, keepdim=True)                        # the first block on ties
     return m.squeeze(2), cidx.gather(2, j).squeeze(2).long(), csum.sum(2)
 
 
-def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool) -> tuple:
+def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool, cache: dict | None = None) -> tuple:
     """The fused pass over each of S tensors [B, T, C] (thr [S, B]: each window's massive threshold): its partial
     buffers ((cmax, cidx, cval, csum, ccnt) [S, B, token programs, C], (tmax, targ, tval) [S, B, T, channel blocks]
-    or Nones)."""
+    or Nones). Each buffer and thr is split into its S sites' views with one op (unbind), not one per site: on a GPU
+    the host's time per op is what a chunk of small launches costs. cache: see column_stats."""
     from . import _reduce_triton as R
     S, (B, T, C), x0 = len(xs), xs[0].shape, xs[0]
-    ntb, ncb = R.token_programs(T), R.channel_blocks(C)
-    new = partial(torch.empty, device=x0.device)
-    col = (new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=torch.int32), new(S, B, ntb, C, dtype=x0.dtype),
-           new(S, B, ntb, C, dtype=torch.float64), new(S, B, ntb, C, dtype=torch.int32))
-    tok = (new(S, B, T, ncb, dtype=x0.dtype), new(S, B, T, ncb, dtype=torch.int32),
-           new(S, B, T, ncb, dtype=x0.dtype)) if token_stats else (None,) * 3
+    key = ("partials", S, tuple(x0.shape), x0.dtype, x0.device, token_stats, thr.data_ptr())
+    if cache is not None and key in cache:
+        col, tok, views = cache[key]
+    else:
+        ntb, ncb = R.token_programs(T), R.channel_blocks(C)
+        new = partial(torch.empty, device=x0.device)
+        col = (new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=torch.int32),
+               new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=torch.float64),
+               new(S, B, ntb, C, dtype=torch.int32))
+        tok = (new(S, B, T, ncb, dtype=x0.dtype), new(S, B, T, ncb, dtype=torch.int32),
+               new(S, B, T, ncb, dtype=x0.dtype)) if token_stats else (None,) * 3
+        per = [thr.unbind(0)] + [(None,) * S if p is None else p.unbind(0) for p in col + tok]
+        views = (ntb, ncb, list(zip(*per)))                 # per site: (thr, its 8 partial views)
+        if cache is not None:
+            cache[key] = col, tok, views
+    ntb, ncb, sites = views
     # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
     with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
-        for s, x in enumerate(xs):
-            R.launch(x, thr[s], tuple(None if p is None else p[s] for p in col + tok), ntb, ncb)
+        for x, (t, *parts) in zip(xs, sites):
+            R.launch(x, t, tuple(parts), ntb, ncb)
     return col, tok
 
 
@@ -453,10 +471,17 @@ def _sample_stride(shape, samples: int) -> int:
 
 def _median_estimate_many(xs: list[torch.Tensor], samples: int) -> torch.Tensor:
     """_median_estimate of |x| for S signed [B, T, C] tensors of one shape at once: [S, B] float32 (the samples
-    are taken before |.|, the same values; one median for all)."""
+    are taken before |.|, the same values; one median for all). Each site's sample is one view (as_strided where
+    its tokens and channels are contiguous, as a hidden state's are), then one stack."""
+    B, T, C = xs[0].shape
     stride = _sample_stride(xs[0].shape, samples)
-    sample = _stack([x.reshape(x.shape[0], -1)[:, ::stride] for x in xs])
-    return sample.abs().median(-1).values.float()
+    n = -(-T * C // stride)
+
+    def sample(x):
+        if x.stride()[1:] == (C, 1):
+            return x.as_strided((B, n), (x.stride(0), stride))
+        return x.reshape(B, -1)[:, ::stride]
+    return _stack([sample(x) for x in xs]).abs().median(-1).values.float()
 
 
 def _records(pairs, lookup, batch: Batch) -> list[dict]:
@@ -828,7 +853,7 @@ class Recorder:
             B, H, Tq, T = w.shape
             # [B, H, T] mass each key receives, in float64 (every summation order, CPU or GPU, gives the same
             # float32 below): on CUDA read once by the fused pass (torch's float64 sum copies w to float64 first)
-            self._cur["recv"] = column_stats([w.flatten(0, 1)], maxima=False)[2].view(B, H, T) if fused(w.device) \
+            self._cur["recv"] = column_stats([w.flatten(0, 1)], False, self._consts)[2].view(B, H, T) if fused(w.device) \
                 else w.sum(2, dtype=torch.float64)
             self._cur["Tq"] = Tq
             if not st.map_requested:                          # every head of the first window; the host picks one
@@ -890,6 +915,8 @@ class Recorder:
         norms = self._qkv_norms(layers)
         snap = h_out[:, 0, :SNAPSHOT_TOKENS].abs().float() if self.snapshot and batch.window0 == 0 else None
         amaps = [c.get("amap") for c in layers]
+        if len(amaps) > 1 and all(a is not None for a in amaps):    # one tensor to copy, not one per layer
+            amaps = [_stack(amaps)]
         self.pending.add(partial(self._chunk_records, batch, [c["i"] for c in layers], meta, len(tensors), att_rows,
                                  Tq), *tensors, *life, *att, norms, snap, *amaps)
 
@@ -901,6 +928,7 @@ class Recorder:
         parts = [tensors[k:k + 7] for k in range(0, n_sites, 7)]
         count, hits, values, terms_k, terms, sink, mean_recv, att_flags, norms, snap = tensors[n_sites:n_sites + 10]
         amaps = tensors[n_sites + 10:]
+        amaps = list(amaps[0]) if len(amaps) == 1 and len(layers) > 1 else amaps    # stacked: one per layer
         self._nonfinite(meta, parts)
         for (sites, lookup), (tok_max, med, mean, tok_med, _, tok_arg, tok_val) in zip(meta, parts):
             self._flag_group(batch, sites, lookup, tok_max, med, mean, tok_med, tok_arg, tok_val)
