@@ -934,10 +934,14 @@ class Recorder:
             self._flag_group(batch, sites, lookup, tok_max, med, mean, tok_med, tok_arg, tok_val)
         count, hits, values, terms_k, terms, att_np, norms = (None if t is None else t.numpy() for t in
                                                               (count, hits, values, terms_k, terms, att_flags, norms))
+        if sink is not None:    # the sums of all the chunk's layers at once (the same digits as layer by layer)
+            att = (sink.double().sum(1).numpy(), (mean_recv[:, :, 0].double().sum(1) / Tq).numpy(), sink.numpy(),
+                   mean_recv.numpy())
+        snaps = None if snap is None else snap.unbind(0)
         for l, i in enumerate(layers):
             r = att_rows[l]
             if r is not None:
-                self._attn_records(self.attn[i], batch, Tq, sink[r], mean_recv[r], att_np[r], amaps[l])
+                self._attn_records(self.attn[i], batch, *(a[r] for a in att), att_np[r], amaps[l])
             if hits is not None:
                 life = tuple(None if t is None else t[l] for t in (hits, values, terms_k, terms))
                 life = life if count is None else self._select_hits(count[l], *life)
@@ -945,20 +949,23 @@ class Recorder:
                     self._lifecycle(i, batch, *life)
             self._consistency(i, batch.massive.pop(i - 1), None if r is None else att_np[r],
                               None if norms is None else norms[l])
-            if snap is not None:
-                self.snapshots[i] = snap[l]
+            if snaps is not None:
+                self.snapshots[i] = snaps[l]
 
-    def _attn_records(self, st: AttentionStats, batch: Batch, Tq: int, sink, mean_recv, flags: np.ndarray,
-                      amap) -> None:
-        st.sink_sum += sink.double().sum(0)
-        st.recv0_sum += float((mean_recv[:, 0].double().sum() / Tq).numpy())
+    def _attn_records(self, st: AttentionStats, batch: Batch, sink_sum: np.ndarray, recv0: np.float64,
+                      sink: np.ndarray, mean_recv: np.ndarray, flags: np.ndarray, amap) -> None:
+        """One layer's attention records from numpy (host) arrays: sink_sum [H] its float64 sum over the windows
+        of the mass to position 0, recv0 the float64 sum over the windows of the mass position 0 receives / Tq,
+        sink [B, H], mean_recv [B, T], flags [B, T]."""
+        st.sink_sum.numpy()[:] += sink_sum          # in place, in numpy: no torch op per layer
+        st.recv0_sum += float(recv0)
         b, t = np.nonzero(flags)
         if len(b):
             st.outliers.add([{"window": batch.window0 + bb, "pos": tt, "token_id": tid, "mass": m}
                              for bb, tt, tid, m in zip(b.tolist(), t.tolist(), batch.ids_np[b, t].tolist(),
-                                                       mean_recv.numpy()[b, t].tolist())])
+                                                       mean_recv[b, t].tolist())])
         if amap is not None:
-            h = int(sink.numpy()[0].argmax())
+            h = int(sink[0].argmax())
             st.attn_map, st.attn_map_head = amap[h].clone(), h
 
     def _consistency(self, i: int, act: np.ndarray, att: np.ndarray | None, n: np.ndarray | None) -> None:
