@@ -509,6 +509,7 @@ class AttentionStats:
 
     def __post_init__(self):
         self.sink_sum = torch.zeros(self.heads, dtype=torch.float64)
+        self.sink_np = self.sink_sum.numpy()    # the same memory: the host records add into it without a torch op
 
 
 @dataclass
@@ -957,7 +958,7 @@ class Recorder:
         """One layer's attention records from numpy (host) arrays: sink_sum [H] its float64 sum over the windows
         of the mass to position 0, recv0 the float64 sum over the windows of the mass position 0 receives / Tq,
         sink [B, H], mean_recv [B, T], flags [B, T]."""
-        st.sink_sum.numpy()[:] += sink_sum          # in place, in numpy: no torch op per layer
+        st.sink_np += sink_sum                      # in place (sink_sum's memory), in numpy: no torch op per layer
         st.recv0_sum += float(recv0)
         b, t = np.nonzero(flags)
         if len(b):
