@@ -1,10 +1,11 @@
 """detect's host work on the GPU path, counted on the CPU: aten ops and host reads per phase of a detect that runs the
 accelerator's forms (Recorder.dense, Pending.defer) with the fused Triton pass in Triton's interpreter.
 
-    SYSQ_REDUCE=triton TRITON_INTERPRET=1 python scripts/detect_host_ops.py               # ~1 min, 2 CPU cores
+    SYSQ_REDUCE=triton TRITON_INTERPRET=1 python scripts/detect_host_ops.py               # ~2-4 min, 2 CPU cores
 
 The model: a tiny random Llama (tests/tiny_models.py) with the 8B's depth (32 layers) and a planted outlier; the
-windows and the batch as bench_scale.py's profile step (4 windows x 512, batch 8: one batch, eager attention) and
+windows and the batch as bench_scale.py's profile step (4 windows, batch 8: one batch, eager attention; 128 tokens,
+not 512: the op counts hardly depend on the length, the interpreter's time does) and
 the chunks as there (--chunk-layers 16: the 4 GiB budget holds 16 of the 8B's layers of a 4-window batch). Only the
 host side is comparable with the GPU's table (results/h200/s7/e7b/detect-b8/profile-8b.txt): `ops` are aten ops
 called from Python (about one launch each on a GPU, ~20-30 us of host time there); the Triton launches are counted
@@ -130,7 +131,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--layers", type=int, default=32)
     p.add_argument("--windows", type=int, default=4)
-    p.add_argument("--seqlen", type=int, default=512)
+    p.add_argument("--seqlen", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--chunk-layers", type=int, default=16, help="layers per chunk (sets capture.CHUNK_BYTES)")
     p.add_argument("--warmup", action="store_true", help="a detect first (the CPU seconds of the first run)")
