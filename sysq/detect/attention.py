@@ -35,7 +35,7 @@ def attention_summary(rec: Recorder, namer: Namer, th: Thresholds) -> dict:
     for i, st in enumerate(rec.attn):
         if st.windows == 0:
             continue
-        share = (st.sink_np / st.windows).tolist()      # numpy (a view of sink_sum): the same quotients, no torch op
+        share = (st.sink_sum / st.windows).tolist()
         heads = [h for h, s in enumerate(share) if s > th.sink_eps]
         sink_heads += len(heads)
         total_heads += len(share)
