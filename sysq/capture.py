@@ -333,20 +333,20 @@ def column_stats(xs: list[torch.Tensor], maxima: bool = True) -> tuple:
     Each tensor read once, in place."""
     S, B = len(xs), xs[0].shape[0]
     inf = torch.full((S, B), math.inf, dtype=torch.float32, device=xs[0].device)     # no massive count
-    (cmax, cidx, _, csum, _), _ = _fused_partials(xs, inf, token_stats=False)
+    (cmax, cidx, _, csum, _), _ = _fused_partials(xs, inf, token_stats=False, maxima=maxima)
     if not maxima:
         return None, None, csum.sum(2)
     m, j = cmax.max(2, keepdim=True)                        # the first block on ties
     return m.squeeze(2), cidx.gather(2, j).squeeze(2).long(), csum.sum(2)
 
 
-def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool) -> tuple:
+def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool, maxima: bool = True) -> tuple:
     """The fused pass over each of S tensors [B, T, C] (thr [S, B]: each window's massive threshold): its partial
     buffers ((cmax, cidx, cval, csum, ccnt) [S, B, token programs, C], (tmax, targ, tval) [S, B, T, channel blocks]
-    or Nones)."""
+    or Nones). maxima=False: only csum is sure to be written (the split / wide kernels skip the rest)."""
     from . import _reduce_triton as R
     S, (B, T, C), x0 = len(xs), xs[0].shape, xs[0]
-    ntb, ncb = R.token_programs(T), R.channel_blocks(C)
+    ntb, ncb = R.token_programs(T), R.channel_blocks(C, x0.element_size())
     new = partial(torch.empty, device=x0.device)
     col = (new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=torch.int32), new(S, B, ntb, C, dtype=x0.dtype),
            new(S, B, ntb, C, dtype=torch.float64), new(S, B, ntb, C, dtype=torch.int32))
@@ -355,7 +355,7 @@ def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool
     # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
     with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
         for s, x in enumerate(xs):
-            R.launch(x, thr[s], tuple(None if p is None else p[s] for p in col + tok), ntb, ncb)
+            R.launch(x, thr[s], tuple(None if p is None else p[s] for p in col + tok), ntb, ncb, maxima)
     return col, tok
 
 
