@@ -7,7 +7,8 @@ massive threshold) and per token over its channels (max |x|, the first channel h
 The caller reduces the partials over token programs / channel blocks (a few small torch ops, first block on ties,
 as torch's max(dim) picks the first index), so the first token / channel wins overall, as in reduce_stacked.
 
-Why it runs at memory speed: the per-channel statistics accumulate element-wise across the program's tiles (a
+The fused design (measured ~200 GB/s on one H200, a tenth of a plain read; 240 registers compiled for sm_90): the
+per-channel statistics accumulate element-wise across the program's tiles (a
 strictly larger |x| replaces the kept one, so the earliest token stays on ties) and are reduced across threads
 once per program, not once per tile; the per-token statistics are one max per tile of a packed 64-bit key
 (|x|'s float32 bits above 2^31 - 1 - channel and x's sign bit), so the max, the first channel and the sign come
