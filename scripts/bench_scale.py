@@ -275,7 +275,12 @@ def reduce_name(device) -> str:
     """Which form reduces detect's sites on `device` now (SYSQ_REDUCE, capture.fused)."""
     if not str(device).startswith("cuda"):
         return "the CPU form"
-    return "the fused Triton pass" if capture.fused(device) else "the torch form"
+    if not capture.fused(device):
+        return "the torch form"
+    from sysq import _reduce_triton as R          # the kernel design: SYSQ_REDUCE_KERNEL
+    tile = ",".join(map(str, (R.BLOCK_T, R.TOKENS, R.BLOCK_C, R.NUM_WARPS, R.ROWWISE, R.PREFETCH)))
+    return f"the fused Triton pass ({R.VARIANT}, tile {tile}" + (f"/{','.join(map(str, R.TOKEN_TILE))})"
+                                                                if R.VARIANT == "split" else ")")
 
 
 def split(model, gpus: int, device: str):

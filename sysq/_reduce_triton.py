@@ -7,7 +7,8 @@ massive threshold) and per token over its channels (max |x|, the first channel h
 The caller reduces the partials over token programs / channel blocks (a few small torch ops, first block on ties,
 as torch's max(dim) picks the first index), so the first token / channel wins overall, as in reduce_stacked.
 
-Why it runs at memory speed: the per-channel statistics accumulate element-wise across the program's tiles (a
+The fused design (measured ~200 GB/s on one H200, a tenth of a plain read; 240 registers compiled for sm_90): the
+per-channel statistics accumulate element-wise across the program's tiles (a
 strictly larger |x| replaces the kept one, so the earliest token stays on ties) and are reduced across threads
 once per program, not once per tile; the per-token statistics are one max per tile of a packed 64-bit key
 (|x|'s float32 bits above 2^31 - 1 - channel and x's sign bit), so the max, the first channel and the sign come
@@ -16,6 +17,17 @@ from one reduction along the channels, inside a warp.
 Comparisons run in float32 (exact for bf16 / fp16 / fp32 inputs); maxima are stored back in x's dtype (exact).
 A NaN counts as +inf in the maxima, so a non-finite value shows as a non-finite maximum (the caller's flag) where
 torch's max would give NaN.
+
+Kernel designs (SYSQ_REDUCE_KERNEL, read once here; docs/DETECT_FUSED.md, "Eighth session"), the same outputs:
+  fused  _site_reduce_kernel: both reductions in one pass of short programs (64 tokens x 128 channels), per-channel
+         statistics element-wise in registers, per-token stats by one packed int64 max per tile (the default);
+  split  two lighter passes, the site read twice: _site_reduce_channel_kernel (per channel over a long token range,
+         wide channel blocks, the per-tile maxima reduced along the tokens inside each thread, 1D accumulators; the
+         signed value loaded once at the end) and _site_reduce_token_kernel (per token over ALL channels, two
+         element-wise 32-bit accumulators, final values: no per-token partials to combine);
+  wide   one pass: the channel kernel with the per-token partials of its wide channel block (two 32-bit reductions
+         per tile, the signed value loaded back from the tile just read).
+The per-column passes (weights, attention mass: no token statistics) take the channel kernel under split and wide.
 """
 from __future__ import annotations
 
@@ -25,12 +37,37 @@ import os
 import triton
 import triton.language as tl
 
-BLOCK_T = 16            # tokens per tile
-TOKENS = 64             # tokens per program (TOKENS / BLOCK_T tiles)
-BLOCK_C = 128           # channels per program
-NUM_WARPS = 4
-if os.environ.get("SYSQ_REDUCE_TILE"):      # "BLOCK_T,TOKENS,BLOCK_C,NUM_WARPS": scripts/bench_reduce.py's sweep
-    BLOCK_T, TOKENS, BLOCK_C, NUM_WARPS = (int(v) for v in os.environ["SYSQ_REDUCE_TILE"].split(","))
+VARIANTS = ("fused", "split", "wide")
+# per variant: BLOCK_T (tokens per tile), TOKENS (per program), BLOCK_C (channels per program), NUM_WARPS, ROWWISE
+# (split / wide: reduce each tile along its tokens at once into 1D accumulators, else element-wise 2D ones; with
+# BLOCK_C = 8 x 32 x NUM_WARPS a bf16 tile's tokens all sit in each thread, so that reduction is in registers),
+# PREFETCH (split / wide: load the next step's tile before reducing this one; Triton does not pipeline these loops)
+TILES = {"fused": (16, 64, 128, 4, 0, 0), "split": (4, 32, 1024, 4, 1, 1), "wide": (4, 32, 1024, 4, 1, 1)}
+TOKEN_TILES = (4, 512, 4)       # split's per-token kernel: BLOCK_T, BLOCK_C (its loop step), NUM_WARPS
+STAGES = 3                      # num_stages of the split / wide launches (Triton's default; the loops may pipeline)
+
+
+def use(variant: str, tile=None, token_tile=None) -> None:
+    """Select the kernel design and its tiles (module state: read at each launch; bench_reduce and tests)."""
+    global VARIANT, BLOCK_T, TOKENS, BLOCK_C, NUM_WARPS, ROWWISE, PREFETCH, TOKEN_TILE
+    if variant not in VARIANTS:
+        raise ValueError(f"SYSQ_REDUCE_KERNEL={variant!r}: one of {', '.join(VARIANTS)}")
+    tile = tuple(tile) if tile else TILES[variant]
+    if tile[1] % tile[0]:
+        raise ValueError(f"tile {tile}: TOKENS must be a multiple of BLOCK_T")
+    VARIANT = variant
+    BLOCK_T, TOKENS, BLOCK_C, NUM_WARPS, ROWWISE, PREFETCH = tile + TILES[variant][len(tile):]
+    TOKEN_TILE = tuple(token_tile) if token_tile else TOKEN_TILES
+
+
+def _ints(name: str):
+    v = os.environ.get(name)
+    return tuple(int(x) for x in v.split(",")) if v else None
+
+
+# SYSQ_REDUCE_TILE="BLOCK_T,TOKENS,BLOCK_C,NUM_WARPS[,ROWWISE[,PREFETCH]]" (the chosen variant's tile),
+# SYSQ_REDUCE_TOKEN_TILE="BLOCK_T,BLOCK_C,NUM_WARPS" (split's token kernel): scripts/bench_reduce.py's sweep
+use(os.environ.get("SYSQ_REDUCE_KERNEL", "fused"), _ints("SYSQ_REDUCE_TILE"), _ints("SYSQ_REDUCE_TOKEN_TILE"))
 
 
 @triton.jit
@@ -97,6 +134,179 @@ def _site_reduce_kernel(x_ptr, thr_ptr, T, C, s_b, s_t, s_c, NTB, NCB,
     tl.store(ccnt_ptr + co, cn, mask=mc)
 
 
+@triton.jit
+def _channel_tile(x, ok, rt, thr, rc, row_ptr, s_c, mt, to, tmax_ptr, targ_ptr, tval_ptr,
+                  acc_key, acc_tok, acc_sum, acc_cnt,
+                  MASKED: tl.constexpr, MAXIMA: tl.constexpr, ROWWISE: tl.constexpr, TOKEN_STATS: tl.constexpr):
+    """One [BLOCK_T, BLOCK_C] tile (float32, masked entries loaded as 0.0; ok: the entries inside the tensor, used
+    only when MASKED) into the per-channel accumulators; with TOKEN_STATS the tile's per-token partials stored."""
+    big = 2147483647
+    ax = tl.abs(x)
+    if ROWWISE:
+        acc_sum += tl.sum(ax.to(tl.float64), axis=0)        # masked entries add 0.0
+    else:
+        acc_sum += ax.to(tl.float64)
+    if MAXIMA:
+        key = tl.where(ax == ax, ax, float("inf"))          # a NaN counts as +inf
+        over = ax > thr
+        if MASKED:
+            key = tl.where(ok, key, -1.0)                   # outside the tensor: below any |x|
+            over = over & ok
+        if ROWWISE:
+            # the tile's max per channel and its first token, then strictly larger than the kept one: the earlier
+            # token stays on ties (tiles come in token order)
+            m = tl.max(key, axis=0)
+            first = tl.min(tl.where(key == m[None, :], rt, big), axis=0)
+            better = m > acc_key
+            acc_key = tl.where(better, m, acc_key)
+            acc_tok = tl.where(better, first, acc_tok)
+            acc_cnt += tl.sum(over.to(tl.int32), axis=0)
+        else:
+            better = key > acc_key                          # rows hold distinct tokens: ties go to the smaller one
+            acc_key = tl.where(better, key, acc_key)
+            acc_tok = tl.where(better, rt, acc_tok)
+            acc_cnt += over.to(tl.int32)
+        if TOKEN_STATS:
+            # per token over the block's channels: the max, its first channel, the signed value loaded back (hot)
+            tm = tl.max(key, axis=1)
+            tc = tl.min(tl.where(key == tm[:, None], rc[None, :], big), axis=1)
+            tv = tl.load(row_ptr + tc.to(tl.int64) * s_c, mask=mt)
+            tl.store(tmax_ptr + to, tm.to(tmax_ptr.dtype.element_ty), mask=mt)
+            tl.store(targ_ptr + to, tc, mask=mt)
+            tl.store(tval_ptr + to, tv, mask=mt)
+    return acc_key, acc_tok, acc_sum, acc_cnt
+
+
+@triton.jit
+def _site_reduce_channel_kernel(x_ptr, thr_ptr, T, C, s_b, s_t, s_c, NTB, NCB,
+                                cmax_ptr, cidx_ptr, cval_ptr, csum_ptr, ccnt_ptr,    # [B, NTB, C]
+                                tmax_ptr, targ_ptr, tval_ptr,                        # [B, T, NCB] (TOKEN_STATS)
+                                BLOCK_T: tl.constexpr, TOKENS: tl.constexpr, BLOCK_C: tl.constexpr,
+                                MASK_C: tl.constexpr, ROWWISE: tl.constexpr, MAXIMA: tl.constexpr,
+                                TOKEN_STATS: tl.constexpr, PREFETCH: tl.constexpr):
+    """split / wide: TOKENS tokens x BLOCK_C channels of one window per program, BLOCK_T tokens per loop step; the
+    full steps load without a token mask (and without a channel mask when C is a multiple of BLOCK_C: MASK_C
+    False), the last partial step masked."""
+    pid = tl.program_id(0)
+    pc = tl.program_id(1)
+    b = pid // NTB
+    tb = pid % NTB
+    big = 2147483647
+    rc = pc * BLOCK_C + tl.arange(0, BLOCK_C)
+    mc = rc < C
+    thr = tl.load(thr_ptr + b)
+    xb = x_ptr + b.to(tl.int64) * s_b
+    base = xb + rc[None, :].to(tl.int64) * s_c
+    if ROWWISE:
+        acc_key = tl.full((BLOCK_C,), -1.0, tl.float32)
+        acc_tok = tl.full((BLOCK_C,), big, tl.int32)
+        acc_sum = tl.zeros((BLOCK_C,), tl.float64)          # float64: any order gives the report's digits
+        acc_cnt = tl.zeros((BLOCK_C,), tl.int32)
+    else:
+        acc_key = tl.full((BLOCK_T, BLOCK_C), -1.0, tl.float32)
+        acc_tok = tl.full((BLOCK_T, BLOCK_C), big, tl.int32)
+        acc_sum = tl.zeros((BLOCK_T, BLOCK_C), tl.float64)
+        acc_cnt = tl.zeros((BLOCK_T, BLOCK_C), tl.int32)
+    t0 = tb * TOKENS
+    t1 = tl.minimum(t0 + TOKENS, T)
+    full = t0 + (t1 - t0) // BLOCK_T * BLOCK_T
+    ar = tl.arange(0, BLOCK_T)
+    if PREFETCH:        # the next step's tile is loaded before this one is reduced: two tiles in flight per program
+        nxt = tl.load(base + (t0 + ar)[:, None].to(tl.int64) * s_t, mask=((t0 + ar) < full)[:, None] & mc[None, :],
+                      other=0.0)
+    for k in range(t0, full, BLOCK_T):
+        rt = k + ar
+        rows = xb + rt.to(tl.int64) * s_t
+        if PREFETCH:
+            x = nxt
+            nxt = tl.load(base + (rt + BLOCK_T)[:, None].to(tl.int64) * s_t,
+                          mask=((rt + BLOCK_T) < full)[:, None] & mc[None, :], other=0.0)
+        elif MASK_C:
+            x = tl.load(base + rt[:, None].to(tl.int64) * s_t, mask=mc[None, :], other=0.0)
+        else:
+            x = tl.load(base + rt[:, None].to(tl.int64) * s_t)
+        acc_key, acc_tok, acc_sum, acc_cnt = _channel_tile(
+            x.to(tl.float32), mc[None, :], rt[:, None], thr, rc, rows, s_c, rt < T, (b * T + rt) * NCB + pc,
+            tmax_ptr, targ_ptr, tval_ptr, acc_key, acc_tok, acc_sum, acc_cnt,
+            MASKED=MASK_C, MAXIMA=MAXIMA, ROWWISE=ROWWISE, TOKEN_STATS=TOKEN_STATS)
+    if full < t1:
+        rt = full + tl.arange(0, BLOCK_T)
+        mt = rt < t1
+        m = mt[:, None] & mc[None, :]
+        x = tl.load(base + rt[:, None].to(tl.int64) * s_t, mask=m, other=0.0)
+        acc_key, acc_tok, acc_sum, acc_cnt = _channel_tile(
+            x.to(tl.float32), m, rt[:, None], thr, rc, xb + rt.to(tl.int64) * s_t, s_c, mt,
+            (b * T + rt) * NCB + pc, tmax_ptr, targ_ptr, tval_ptr, acc_key, acc_tok, acc_sum, acc_cnt,
+            MASKED=True, MAXIMA=MAXIMA, ROWWISE=ROWWISE, TOKEN_STATS=TOKEN_STATS)
+    co = (b * NTB + tb) * C + rc
+    if ROWWISE:
+        cs, cm, ct, cn = acc_sum, acc_key, acc_tok, acc_cnt
+    else:
+        cs = tl.sum(acc_sum, axis=0)
+        cm = tl.max(acc_key, axis=0)
+        ct = tl.min(tl.where(acc_key == cm[None, :], acc_tok, big), axis=0)     # the first token
+        cn = tl.sum(acc_cnt, axis=0)
+    tl.store(csum_ptr + co, cs, mask=mc)
+    if MAXIMA:
+        cv = tl.load(xb + ct.to(tl.int64) * s_t + rc.to(tl.int64) * s_c, mask=mc)  # the signed value (-0.0 kept)
+        tl.store(cmax_ptr + co, cm.to(cmax_ptr.dtype.element_ty), mask=mc)
+        tl.store(cidx_ptr + co, ct, mask=mc)
+        tl.store(cval_ptr + co, cv, mask=mc)
+        tl.store(ccnt_ptr + co, cn, mask=mc)
+
+
+@triton.jit
+def _site_reduce_token_kernel(x_ptr, T, C, s_b, s_t, s_c, NTT, tmax_ptr, targ_ptr, tval_ptr,   # [B, T, 1]
+                              BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, MASK_T: tl.constexpr,
+                              PREFETCH: tl.constexpr):
+    """split: BLOCK_T tokens of one window per program over all C channels, BLOCK_C at a time; element-wise max
+    |x| and its channel (strictly larger: the first channel stays, as each column sees channels in order), reduced
+    across the channels once; the token's final max, first channel and signed value."""
+    pid = tl.program_id(0)
+    b = pid // NTT
+    big = 2147483647
+    rt = (pid % NTT) * BLOCK_T + tl.arange(0, BLOCK_T)
+    mt = rt < T
+    rows = x_ptr + b.to(tl.int64) * s_b + rt.to(tl.int64) * s_t
+    acc_key = tl.full((BLOCK_T, BLOCK_C), -1.0, tl.float32)
+    acc_ch = tl.zeros((BLOCK_T, BLOCK_C), tl.int32)
+    full = C // BLOCK_C * BLOCK_C
+    ar = tl.arange(0, BLOCK_C)
+    if PREFETCH:        # as in the channel kernel: the next step's tile in flight while this one is reduced
+        nxt = tl.load(rows[:, None] + ar[None, :].to(tl.int64) * s_c, mask=mt[:, None] & (ar < full)[None, :],
+                      other=0.0)
+    for c0 in range(0, full, BLOCK_C):
+        rc = c0 + ar
+        if PREFETCH:
+            x = nxt
+            nxt = tl.load(rows[:, None] + (rc + BLOCK_C)[None, :].to(tl.int64) * s_c,
+                          mask=mt[:, None] & ((rc + BLOCK_C) < full)[None, :], other=0.0)
+        elif MASK_T:
+            x = tl.load(rows[:, None] + rc[None, :].to(tl.int64) * s_c, mask=mt[:, None], other=0.0)
+        else:
+            x = tl.load(rows[:, None] + rc[None, :].to(tl.int64) * s_c)
+        ax = tl.abs(x.to(tl.float32))
+        key = tl.where(ax == ax, ax, float("inf"))
+        better = key > acc_key
+        acc_key = tl.where(better, key, acc_key)
+        acc_ch = tl.where(better, rc[None, :], acc_ch)
+    if full < C:
+        rc = full + tl.arange(0, BLOCK_C)
+        m = mt[:, None] & (rc < C)[None, :]
+        ax = tl.abs(tl.load(rows[:, None] + rc[None, :].to(tl.int64) * s_c, mask=m, other=0.0).to(tl.float32))
+        key = tl.where(m, tl.where(ax == ax, ax, float("inf")), -1.0)
+        better = key > acc_key
+        acc_key = tl.where(better, key, acc_key)
+        acc_ch = tl.where(better, rc[None, :], acc_ch)
+    tm = tl.max(acc_key, axis=1)
+    tc = tl.min(tl.where(acc_key == tm[:, None], acc_ch, big), axis=1)
+    tv = tl.load(rows + tc.to(tl.int64) * s_c, mask=mt)
+    to = b * T + rt
+    tl.store(tmax_ptr + to, tm.to(tmax_ptr.dtype.element_ty), mask=mt)
+    tl.store(targ_ptr + to, tc, mask=mt)
+    tl.store(tval_ptr + to, tv, mask=mt)
+
+
 @functools.lru_cache(maxsize=None)
 def kernel():
     return _site_reduce_kernel
@@ -107,17 +317,42 @@ def token_programs(T: int) -> int:
     return -(-T // TOKENS)
 
 
-def channel_blocks(C: int) -> int:
-    """Programs along the channels (the per-token partials' last dimension)."""
-    return -(-C // BLOCK_C)
+def _block_c(C: int, x_bytes: int) -> tuple[int, int]:
+    """split / wide: the channel block and warps for C channels: BLOCK_C, or the power of two covering C when smaller
+    (the attention mass: C = T = 512), with the warps cut so that a ROWWISE tile's tokens stay in each thread
+    (a warp spans 32 lanes x one 16-byte vector of channels)."""
+    bc = min(BLOCK_C, triton.next_power_of_2(C))
+    nw = NUM_WARPS if bc == BLOCK_C or not ROWWISE else max(1, min(NUM_WARPS, bc // (32 * 16 // x_bytes)))
+    return bc, nw
 
 
-def launch(x, thr, parts: tuple, ntb: int, ncb: int) -> None:
+def channel_blocks(C: int, x_bytes: int = 2) -> int:
+    """The per-token partials' last dimension: channel blocks (split: 1, the token kernel's final values)."""
+    if VARIANT == "fused":
+        return -(-C // BLOCK_C)
+    return 1 if VARIANT == "split" else -(-C // _block_c(C, x_bytes)[0])
+
+
+def launch(x, thr, parts: tuple, ntb: int, ncb: int, maxima: bool = True) -> None:
     """One site [B, T, C]: thr [B] float32 (contiguous); parts: this site's slices of the partial buffers
     (cmax, cidx, cval, csum, ccnt: [B, ntb, C]; tmax, targ, tval: [B, T, ncb], or None for the per-channel
-    statistics only), contiguous."""
+    statistics only), contiguous. maxima=False: only csum is written (split / wide; fused writes all)."""
     B, T, C = x.shape
     stats = parts[5] is not None
     parts = parts if stats else parts[:5] + (parts[0],) * 3        # not written
-    kernel()[(B * ntb, ncb)](x, thr, T, C, *x.stride(), ntb, ncb, *parts, BLOCK_T=BLOCK_T, TOKENS=TOKENS,
-                             BLOCK_C=BLOCK_C, TOKEN_STATS=stats, num_warps=NUM_WARPS)
+    if VARIANT == "fused":
+        kernel()[(B * ntb, ncb)](x, thr, T, C, *x.stride(), ntb, ncb, *parts, BLOCK_T=BLOCK_T, TOKENS=TOKENS,
+                                 BLOCK_C=BLOCK_C, TOKEN_STATS=stats, num_warps=NUM_WARPS)
+        return
+    wide = VARIANT == "wide"
+    bc, nw = _block_c(C, x.element_size())
+    _site_reduce_channel_kernel[(B * ntb, -(-C // bc))](
+        x, thr, T, C, *x.stride(), ntb, ncb, *parts, BLOCK_T=BLOCK_T, TOKENS=TOKENS, BLOCK_C=bc,
+        MASK_C=C % bc != 0, ROWWISE=bool(ROWWISE), MAXIMA=maxima or stats, TOKEN_STATS=stats and wide,
+        PREFETCH=bool(PREFETCH), num_warps=nw, num_stages=STAGES)
+    if stats and not wide:
+        bt, bc, nw = TOKEN_TILE
+        ntt = -(-T // bt)
+        _site_reduce_token_kernel[(B * ntt,)](x, T, C, *x.stride(), ntt, *parts[5:], BLOCK_T=bt, BLOCK_C=bc,
+                                              MASK_T=T % bt != 0, PREFETCH=bool(PREFETCH), num_warps=nw,
+                                              num_stages=STAGES)

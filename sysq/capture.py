@@ -340,25 +340,27 @@ def column_stats(xs: list[torch.Tensor], maxima: bool = True, cache: dict | None
         inf = torch.full((S, B), math.inf, dtype=torch.float32, device=xs[0].device)     # no massive count
         if cache is not None:
             cache[key] = inf
-    (cmax, cidx, _, csum, _), _ = _fused_partials(xs, inf, token_stats=False, cache=cache)
+    (cmax, cidx, _, csum, _), _ = _fused_partials(xs, inf, token_stats=False, maxima=maxima, cache=cache)
     if not maxima:
         return None, None, csum.sum(2)
     m, j = cmax.max(2, keepdim=True)                        # the first block on ties
     return m.squeeze(2), cidx.gather(2, j).squeeze(2).long(), csum.sum(2)
 
 
-def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool, cache: dict | None = None) -> tuple:
+def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool, maxima: bool = True,
+                    cache: dict | None = None) -> tuple:
     """The fused pass over each of S tensors [B, T, C] (thr [S, B]: each window's massive threshold): its partial
     buffers ((cmax, cidx, cval, csum, ccnt) [S, B, token programs, C], (tmax, targ, tval) [S, B, T, channel blocks]
-    or Nones). Each buffer and thr is split into its S sites' views with one op (unbind), not one per site: on a GPU
-    the host's time per op is what a chunk of small launches costs. cache: see column_stats."""
+    or Nones). maxima=False: only csum is sure to be written (the split / wide kernels skip the rest). Each buffer
+    and thr is split into its S sites' views with one op (unbind), not one per site: on a GPU the host's time per op
+    is what a chunk of small launches costs. cache: see column_stats."""
     from . import _reduce_triton as R
     S, (B, T, C), x0 = len(xs), xs[0].shape, xs[0]
     key = ("partials", S, tuple(x0.shape), x0.dtype, x0.device, token_stats, thr.data_ptr())
     if cache is not None and key in cache:
         col, tok, views = cache[key]
     else:
-        ntb, ncb = R.token_programs(T), R.channel_blocks(C)
+        ntb, ncb = R.token_programs(T), R.channel_blocks(C, x0.element_size())
         new = partial(torch.empty, device=x0.device)
         col = (new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=torch.int32),
                new(S, B, ntb, C, dtype=x0.dtype), new(S, B, ntb, C, dtype=torch.float64),
@@ -373,7 +375,7 @@ def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool
     # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
     with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
         for x, (t, *parts) in zip(xs, sites):
-            R.launch(x, t, tuple(parts), ntb, ncb)
+            R.launch(x, t, tuple(parts), ntb, ncb, maxima)
     return col, tok
 
 

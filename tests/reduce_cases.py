@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from sysq import _reduce_triton as R
 from sysq import capture
 from sysq.capture import reduce_fused, reduce_stacked
 from sysq.detect import detect
@@ -17,6 +18,28 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_reduce
 
 NAMES = ("wmax", "wsum", "massive", "med", "mean", "tok_med", "widx", "wval", "tok_max", "tok_arg", "tok_val", "bad")
 SUMS = ("wsum", "mean")         # float32 sums: another order of addition
+
+
+# each kernel design (sysq/_reduce_triton.py), the new ones with small tiles so that the cases below have several
+# token programs and channel blocks, full and partial loop steps, C a multiple of BLOCK_C or not: split with the
+# tile-wise (1D) accumulators and the prefetched loads, wide with the element-wise (2D) ones, plain loads and its
+# per-token partials
+KERNELS = {"fused": (None, None), "split": ((8, 32, 128, 4, 1, 1), (8, 128, 4)), "wide": ((8, 32, 64, 4, 0, 0), None)}
+
+
+@pytest.fixture(params=list(KERNELS))
+def kernel(request):
+    R.use(request.param, *KERNELS[request.param])
+    yield request.param
+    R.use("fused")
+
+
+def test_an_unknown_kernel_design_is_refused():
+    with pytest.raises(ValueError, match="SYSQ_REDUCE_KERNEL"):
+        R.use("fast")
+    with pytest.raises(ValueError, match="multiple"):
+        R.use("split", (16, 40, 64, 4))
+    assert R.VARIANT == "fused"
 
 
 def _sites(S, B, T, C, dtype, seed):
@@ -56,14 +79,14 @@ def _compare(xs, floors, th=Thresholds()):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("S,B,T,C", [(3, 2, 70, 300), (2, 3, 37, 129), (1, 1, 130, 40)])
-def test_fused_reduction_equals_the_torch_form(dtype, S, B, T, C):
+def test_fused_reduction_equals_the_torch_form(kernel, dtype, S, B, T, C):
     xs = _sites(S, B, T, C, dtype, seed=S * 100 + T)
     floors = torch.tensor([6.0, 100.0, 6.0][:S]).view(-1, 1, 1, 1)     # sites with different floors
     ref, _ = _compare(xs, floors)
     assert ref[0][2].sum() > 0 and int(ref[1][3].sum()) == 0          # massive values counted, all finite
 
 
-def test_massive_counts_at_the_threshold():
+def test_massive_counts_at_the_threshold(kernel):
     """Values exactly at massive_rel x median (counted: >=) and exactly at the floor (not counted: >)."""
     x = torch.ones(2, 70, 140)                     # median 1.0
     x[0, :5, 0] = 1000.0                           # = 1000 x median: massive
@@ -73,7 +96,7 @@ def test_massive_counts_at_the_threshold():
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-def test_non_finite_values_are_flagged(bad):
+def test_non_finite_values_are_flagged(kernel, bad):
     xs = _sites(2, 2, 40, 140, torch.bfloat16, seed=1)
     xs[1][1, 30, 7] = bad
     xs[1][0, 3, 139] = bad
@@ -86,7 +109,7 @@ def test_non_finite_values_are_flagged(bad):
     assert torch.equal(ref[0][0][ok], got[0][0][ok]) and torch.equal(ref[0][6][ok], got[0][6][ok])
 
 
-def test_strided_site_tensor():
+def test_strided_site_tensor(kernel):
     """A view that is not contiguous (OPT-like layouts, slices) is read in place with its strides."""
     base = _sites(1, 2, 80, 260, torch.float32, seed=3)[0]
     xs = [base[:, 5:75, :], base[:, :70, 3:260:2]]
@@ -136,7 +159,7 @@ def test_detect_report_with_the_fused_reduction(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_weight_statistics_fused_equal_the_stacked_form(monkeypatch, dtype):
+def test_weight_statistics_fused_equal_the_stacked_form(kernel, monkeypatch, dtype):
     """detect's weight statistics (column ratios, top columns, the row of each column's max) by the fused pass, each
     weight read in place, equal the stacked torch form's to the last bit (ties of a column's max: the first row)."""
     from sysq.detect.weight import _on_device
@@ -157,7 +180,7 @@ def test_weight_statistics_fused_equal_the_stacked_form(monkeypatch, dtype):
     assert ref[3][0, j, :2].tolist() == [3, 140] and ref[4][0, j, :2].tolist() == [0.5, 0.5]
 
 
-def test_column_sums_of_attention_probabilities():
+def test_column_sums_of_attention_probabilities(kernel):
     """The attention mass each key receives ([B * H, Tq, T] summed over the queries) in float64 by the fused pass:
     the same float32 digits as torch's float64 sum."""
     g = torch.Generator().manual_seed(6)

@@ -15,7 +15,8 @@ def test_fused_reduction_in_the_triton_interpreter():
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(
         [str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])}
-    env.pop("SYSQ_REDUCE", None)
+    for k in ("SYSQ_REDUCE", "SYSQ_REDUCE_KERNEL", "SYSQ_REDUCE_TILE", "SYSQ_REDUCE_TOKEN_TILE"):
+        env.pop(k, None)
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(HERE / "reduce_cases.py")],
                        env=env, capture_output=True, text=True, timeout=600, cwd=HERE.parent)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
@@ -32,3 +33,15 @@ def test_the_fused_reduction_is_chosen_on_cuda_only(monkeypatch):
     assert not fused("cpu")                 # no interpreter: the CPU cannot run it
     monkeypatch.setenv("SYSQ_REDUCE", "torch")
     assert not fused("cuda")
+
+
+def test_the_kernel_design_is_read_from_the_environment():
+    """SYSQ_REDUCE_KERNEL / SYSQ_REDUCE_TILE pick the design and its tile once, when the module is imported (what
+    scripts/h200_session8/callE8.sh relies on for bench_scale)."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "SYSQ_REDUCE_KERNEL": "wide", "SYSQ_REDUCE_TILE": "4,8,32,2",
+           "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    code = "from sysq import _reduce_triton as R; print(R.VARIANT, R.BLOCK_T, R.TOKENS, R.BLOCK_C, R.NUM_WARPS, " \
+           "R.ROWWISE, R.PREFETCH)"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["wide", "4", "8", "32", "2", "1", "1"], r.stdout + r.stderr[-2000:]
