@@ -132,12 +132,13 @@ class _FloatZeroFakeQuant(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gw):
         q, outside, dd, scale = ctx.saved_tensors
+        # the saved tensors serve as scratch (backward runs once): no fresh [R, n] blocks to fault in
         g_zero = gw.sum(1, keepdim=True)                          # w = q * scale + zero
-        g_scale = (gw * q).sum(1, keepdim=True)
+        g_scale = q.mul_(gw).sum(1, keepdim=True)
         g_t = (gw * scale).masked_fill_(outside, 0)               # clamp, then round_ste and + V pass it on
         # sums of negated terms are the negated sums exactly (rounding is symmetric): one pass fewer each
-        g_scale = g_scale + (g_t * dd).sum(1, keepdim=True).neg_()       # d = u / scale: -g * (u / scale) / scale
-        g_zero = g_zero + (g_t / scale).sum(1, keepdim=True).neg_()      # u = r - zero: -g / scale
+        g_scale = g_scale + dd.mul_(g_t).sum(1, keepdim=True).neg_()     # d = u / scale: -g * (u / scale) / scale
+        g_zero = g_zero + torch.div(g_t, scale, out=q).sum(1, keepdim=True).neg_()   # u = r - zero: -g / scale
         return None, g_t, g_scale, g_zero, None, None
 
 
