@@ -113,6 +113,35 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+class _FloatZeroFakeQuant(torch.autograd.Function):
+    """w = clamp(round_ste((r - zero) / scale + V), qmin, qmax) * scale + zero, with float zero points: the
+    autograd graph of _Learner.codes + weight written out by hand, because on a CPU the training step spends
+    about half its time in this chain's elementwise passes. Each value and each reduction is the one autograd
+    computes (same ops, same order; x + (round(x) - x) is round(x) exactly), so the gradients are bit for bit
+    the same, with about half the passes over [R, n] and no intermediate kept that backward does not use."""
+
+    @staticmethod
+    def forward(ctx, r, V, scale, zero, qmin: int, qmax: int):
+        d = (r - zero).div_(scale)                     # u / scale
+        q = d.add(V).round_()                          # the straight-through round's value
+        outside = (q < qmin).logical_or_(q > qmax)      # clamp passes the gradient where qmin <= x <= qmax
+        q.clamp_(qmin, qmax)
+        ctx.save_for_backward(q, outside, d.div_(scale), scale)    # (u / scale) / scale: div's grad of scale
+        return q.mul(scale).add_(zero)
+
+    @staticmethod
+    def backward(ctx, gw):
+        q, outside, dd, scale = ctx.saved_tensors
+        # the saved tensors serve as scratch (backward runs once): no fresh [R, n] blocks to fault in
+        g_zero = gw.sum(1, keepdim=True)                          # w = q * scale + zero
+        g_scale = q.mul_(gw).sum(1, keepdim=True)
+        g_t = (gw * scale).masked_fill_(outside, 0)               # clamp, then round_ste and + V pass it on
+        # sums of negated terms are the negated sums exactly (rounding is symmetric): one pass fewer each
+        g_scale = g_scale + dd.mul_(g_t).sum(1, keepdim=True).neg_()     # d = u / scale: -g * (u / scale) / scale
+        g_zero = g_zero + torch.div(g_t, scale, out=q).sum(1, keepdim=True).neg_()   # u = r - zero: -g / scale
+        return None, g_t, g_scale, g_zero, None, None
+
+
 class _Learner:
     """The trainable rounding state of one QuantLinear: V [R, n] and clip factors a, b [R, 1] on rows(W)."""
 
@@ -161,8 +190,13 @@ class _Learner:
         return torch.clamp(rnd(self.r / scale + self.V) + zero, qmin, qmax), scale, zero
 
     def weight(self, ste: bool = True) -> torch.Tensor:
-        q, scale, zero = self.codes(ste)
-        w = (q * scale + zero) if self.float_zero else (q - zero) * scale     # sysq.quant.math.dequantize
+        if ste and self.float_zero:
+            qmin, qmax = qrange(self.spec.bits)
+            scale, zero = self.qparams(ste)
+            w = _FloatZeroFakeQuant.apply(self.r, self.V, scale, zero, qmin, qmax)
+        else:
+            q, scale, zero = self.codes(ste)
+            w = (q * scale + zero) if self.float_zero else (q - zero) * scale     # sysq.quant.math.dequantize
         w = w.reshape(self.w.shape)
         if self.keep is not None:
             w = w.index_copy(1, self.q.preserve_channels, self.keep)
@@ -172,7 +206,7 @@ class _Learner:
     def step(self, lr: float) -> None:
         for p in self.params():
             if p.grad is not None:
-                p.sub_(lr * p.grad.sign())
+                p.sub_(p.grad.sign_(), alpha=lr)       # p - lr * sign(grad): the product is exact either way
                 p.grad = None
         self.V.clamp_(-0.5, 0.5)
         self.a.clamp_(self.clip_min, 1.0)
@@ -214,7 +248,7 @@ def _mode(learners: list[_Learner], mode: str):
             xq = q.quantize_input(x)
             if fixed is not None:
                 return F.linear(xq, fixed.to(x.dtype), q.bias)
-            if torch.is_grad_enabled():
+            if torch.is_grad_enabled() and xq is not x:      # no activation quantizer: nothing to pass through
                 xq = x + (xq - x).detach()
             return F.linear(xq, lrn.weight(ste=torch.is_grad_enabled()).to(x.dtype), q.bias)
         return fn
