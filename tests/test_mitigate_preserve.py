@@ -88,7 +88,9 @@ def test_before_after_panel_sees_the_planted_outlier_and_its_mitigation(tmp_path
     p = plan(report, "w8a8-static", "rotate+preserve-tokens")
     ref = logits(model, ids)
     after, panel = before_after(model, report, p, ids, ids, quiet=True)
-    assert torch.allclose(logits(model, ids), ref, atol=1e-3)      # the float transforms kept the function
+    # the float transforms kept the function: float32 round-off scales with the logits (up to ~290 here), and on
+    # some CPUs it reached 1.2e-3 at a small logit, so the bound is relative to the largest
+    assert (logits(model, ids) - ref).abs().max() < 1e-5 * ref.abs().max()
     l0 = panel["layers"][0]
     assert l0["down_in_before"] > 100 and l0["resid_pos_before"] == 0
     assert l0["down_in_after"] < l0["down_in_before"] / 4           # the online Hadamard spreads the channel
