@@ -51,7 +51,7 @@ def apply_to_recipe(recipe, plan: MitigationPlan):
         w, ragged = r.weight, r.ragged
         if not w.symmetric:
             w = dataclasses.replace(w, zero_point=lw.zero_point)
-        if w.granularity in ("group", "channel") and (w.granularity == "channel" or w.group_size > lw.group_size):
+        if w.granularity == "channel" or (w.granularity == "group" and w.group_size > lw.group_size):
             w, ragged = dataclasses.replace(w, granularity="group", group_size=lw.group_size), "halve"
         r = dataclasses.replace(r, weight=w, ragged=ragged, method="learned", learn_steps=lw.steps,
                                 learn_batch_size=lw.batch_size, learn_loss=lw.loss)
