@@ -87,6 +87,15 @@ class TokenHits:
         self.examples.extend(records[: MAX_EXAMPLES - len(self.examples)])
 
 
+def _to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor copied to `device` behind the queued work, without waiting for it (CUDA: from pinned
+    memory; the caching host allocator keeps the pinned block until the copy is done)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def to_host(tensors: list, numpy: bool = False) -> list:
     """The tensors on the CPU, copied together: one concatenation and one copy per device and dtype (a copy per
     tensor would wait on the device once per tensor). None entries and CPU tensors pass through. numpy=True: numpy
@@ -185,10 +194,14 @@ class Batch:
         self._on: dict = {}
 
     def ids_on(self, device) -> torch.Tensor:
+        """The ids on `device`, copied once. A CUDA copy goes from pinned memory without a wait: a plain .to()
+        waits for the work already queued (the batch's forward), and the device then idles while the host
+        catches up."""
+        device = torch.device(device)
         if device.type == "cpu":
             return self.ids
         if device not in self._on:
-            self._on[device] = self.ids.to(device)
+            self._on[device] = _to_device(self.ids, device)
         return self._on[device]
 
 
@@ -631,7 +644,7 @@ class Recorder:
         self.use(self.begin(ids, window0, attention))
         try:
             base = getattr(self.model, "base_model", self.model)   # the logits are not needed
-            base(input_ids=ids.to(self.model.device), use_cache=False)
+            base(input_ids=self.batch.ids_on(self.model.device), use_cache=False)
         except BaseException:
             self._chunk, self._chunk_bytes = [], 0
             raise
@@ -701,16 +714,10 @@ class Recorder:
         return self.sites[key]
 
     def _const(self, device, values: tuple, shape=(-1,)) -> torch.Tensor:
-        """A float32 device tensor made once (filled on the device: no copy from the host, no wait)."""
+        """A float32 device tensor made once (one copy from pinned memory: no wait, one op)."""
         key = (device, values, shape)
         if key not in self._consts:
-            # a chunk's values repeat each layer's: fill one period, repeat it (a few ops, whatever the depth)
-            p = next(p for p in range(1, len(values) + 1) if len(values) % p == 0
-                     and values == values[:p] * (len(values) // p))
-            t = torch.empty(p, dtype=torch.float32, device=device)
-            for k, v in enumerate(values[:p]):
-                t[k] = v
-            self._consts[key] = (t if p == len(values) else t.repeat(len(values) // p)).view(shape)
+            self._consts[key] = _to_device(torch.tensor(values, dtype=torch.float32), device).view(shape)
         return self._consts[key]
 
     def _reduce_sites(self, layers: list[dict], dense: bool) -> tuple[list, list, torch.Tensor | None]:
