@@ -96,6 +96,25 @@ def _to_device(t: torch.Tensor, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+@contextlib.contextmanager
+def _windows_unpacked():
+    """transformers looks for packed sequences in the position ids at each forward without a mask (a read of a
+    device value: the host waits there for every queued kernel, here the previous batch's statistics, and the
+    device then waits for the host). detect's windows are one sequence each (no mask, no position ids given:
+    transformers' own arange), so the check's answer is known: no packing."""
+    try:
+        from transformers import masking_utils as mu
+        check = mu.find_packed_sequence_indices
+    except (ImportError, AttributeError):          # a transformers without the check
+        yield
+        return
+    mu.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        mu.find_packed_sequence_indices = check
+
+
 def to_host(tensors: list, numpy: bool = False) -> list:
     """The tensors on the CPU, copied together: one concatenation and one copy per device and dtype (a copy per
     tensor would wait on the device once per tensor). None entries and CPU tensors pass through. numpy=True: numpy
@@ -644,7 +663,8 @@ class Recorder:
         self.use(self.begin(ids, window0, attention))
         try:
             base = getattr(self.model, "base_model", self.model)   # the logits are not needed
-            base(input_ids=self.batch.ids_on(self.model.device), use_cache=False)
+            with _windows_unpacked():
+                base(input_ids=self.batch.ids_on(self.model.device), use_cache=False)
         except BaseException:
             self._chunk, self._chunk_bytes = [], 0
             raise
