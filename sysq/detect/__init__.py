@@ -71,9 +71,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     starts = list(range(0, n_att, batch_size)) + list(range(n_att, len(ids), batch_size))
     ends = [min(s + batch_size, n_att if s < n_att else len(ids)) for s in starts]
     rec = Recorder(model, th, attention=attention, snapshot=snapshot)
-    t0 = time.perf_counter()
-    weights_done = None if path.sequential else start_weights(ad, th)     # reduced while the forward is launched
-    t_weights = time.perf_counter() - t0
+    t_weights, weights_done = 0.0, None
     t0 = time.perf_counter()
     if path.sequential:
         weights = _detect_sequential(model, ad, th, rec, ids, starts, ends, n_att, path.device, quiet)
@@ -85,6 +83,12 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
                 with (eager_attention(model) if s < n_att else contextlib.nullcontext()):
                     rec.run(ids[s:e], s, attention=s < n_att)
                 bar.update(e - s)
+                if weights_done is None:
+                    # the weights' kernels queued behind the first batch: on an accelerator the host launches
+                    # them while the device still computes that batch, not while the device waits
+                    t1 = time.perf_counter()
+                    weights_done = start_weights(ad, th)
+                    t_weights = time.perf_counter() - t1
             rec.flush()                 # the last batch's records
         finally:
             rec.detach()
@@ -99,7 +103,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
                  max(b for _, b in rec.chunks) / 2**30)
     round_channels(list(rec.tables.values()))
     rec.to_host()
-    t_pass = time.perf_counter() - t0 - (0.0 if path.sequential else t_finish)
+    t_pass = time.perf_counter() - t0 - (0.0 if path.sequential else t_weights)
 
     namer = Namer(tokenizer)
     sites = {key: site_summary(s, rec.site_linears.get(key, []), namer, th) for key, s in sorted(rec.sites.items())}
