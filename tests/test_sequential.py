@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from capture_v1 import V1Recorder
+from sysq import capture
 from sysq.capture import MAX_TRACKED
 from sysq.detect import detect
 from sysq.errors import SysqError
@@ -396,9 +397,9 @@ def test_host_reads_do_not_grow_with_layers_or_batches(monkeypatch):
         kw = {"attention_windows": 2, "batch_size": 2}
         detect(model, x[:1], quiet=True, **kw)                               # warm-up
 
-        def plain():
+        def plain():      # as detect runs it: without transformers' packed-sequence check (one read a batch)
             for s in range(0, n, 2):
-                with eager_attention(model) if s < 2 else torch.no_grad():
+                with eager_attention(model) if s < 2 else torch.no_grad(), capture._windows_unpacked():
                     model.model(input_ids=x[s:s + 2], use_cache=False)
         extra.append(_value_reads(lambda: detect(model, x, quiet=True, **kw)) - _value_reads(plain))
     assert extra[0] == extra[1] and 0 <= extra[0] <= 2, extra
@@ -480,3 +481,16 @@ def test_top_positions_ties_and_counts(floor):
             assert got == [j for _, j in hits[:MAX_TRACKED]]
         else:
             assert got[:len(hits)] == [j for _, j in hits]
+
+
+def test_detect_forwards_skip_the_packed_sequence_check_and_restore_it():
+    """Inside detect's forwards transformers' packed-sequence check (a device read per batch) answers "not packed"
+    without reading; outside, the check is transformers' own again, also after an error."""
+    from transformers import masking_utils as mu
+    packed = torch.tensor([[0, 1, 2, 0, 1]])
+    assert mu.find_packed_sequence_indices(packed) is not None
+    with pytest.raises(RuntimeError):
+        with capture._windows_unpacked():
+            assert mu.find_packed_sequence_indices(packed) is None
+            raise RuntimeError
+    assert mu.find_packed_sequence_indices(packed).tolist() == [[0, 0, 0, 1, 1]]
