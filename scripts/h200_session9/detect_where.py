@@ -9,6 +9,7 @@ detect: the host functions by own time and by cumulative time.
 """
 import argparse
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -70,6 +71,17 @@ def main():
         variants += [("detect, attention=False", last, dict(attention=False)),
                      (f"detect, attention on all {args.windows} windows", last, dict(attention_windows=None))]
     times = {name: [] for name, _, _ in variants}
+    costs = {name: [] for name, _, _ in variants}
+    gc_s = {name: [] for name, _, _ in variants}
+    pause = {}
+
+    def on_gc(phase, info):         # seconds spent in full (generation 2) collections
+        if info["generation"] == 2:
+            if phase == "start":
+                pause["t"] = time.perf_counter()
+            elif "t" in pause:
+                pause["s"] = pause.get("s", 0.0) + time.perf_counter() - pause.pop("t")
+    gc.callbacks.append(on_gc)
     for name, k, kw in variants:
         R.use(k)
         sysq.detect(model, ids[:1], quiet=True, batch_size=B, **kw)
@@ -77,10 +89,17 @@ def main():
     for _ in range(args.reps):
         for name, k, kw in variants:
             R.use(k)
-            times[name] += timed(lambda: sysq.detect(model, ids, quiet=True, batch_size=B, **kw), 1)[1]
+            out, pause["s"] = {}, 0.0
+            times[name] += timed(lambda: out.setdefault("r", sysq.detect(model, ids, quiet=True, batch_size=B,
+                                                                         **kw)), 1)[1]
+            c = out["r"].cost
+            costs[name].append(times[name][-1] - c["pass_s"] - c["weights_s"])
+            gc_s[name].append(pause["s"])
     for name, ts in times.items():
         s = statistics.median(ts)
-        print(f"| {name} | {s:.3f} | {s / fwd:.2f} | {', '.join(f'{t:.3f}' for t in ts)} |", flush=True)
+        print(f"| {name} | {s:.3f} | {s / fwd:.2f} | min {min(ts):.3f} | {', '.join(f'{t:.3f}' for t in ts)} | "
+              f"report {statistics.median(costs[name]):.3f} | gen2 gc {', '.join(f'{t:.3f}' for t in gc_s[name])} |",
+              flush=True)
     fwd2, ts = timed(lambda: forward(model, ids, B), args.reps)
     print(f"| forward (again) | {fwd2:.3f} | {fwd2 / fwd:.2f} | {', '.join(f'{t:.3f}' for t in ts)} |", flush=True)
     R.use(args.kernels.split(",")[-1])
