@@ -703,10 +703,21 @@ class Recorder:
     def to_host(self) -> None:
         """The running statistics to the CPU as numpy arrays (one copy per device and dtype), each site's row set on
         the site, for the report."""
+        self.start_to_host()()
+
+    def start_to_host(self):
+        """to_host in two halves: the copy is queued now (behind the merges already queued); the returned function
+        waits for it and sets the rows on the sites."""
         named = [(t, name, v) for t in self.tables.values() for name, v in (t.state | t.rounded).items()]
-        for (t, name, _), h in zip(named, to_host([v for *_, v in named], numpy=True)):
-            for site in t.sites:
-                setattr(site, name, h[site.row])
+        host, events = start_to_host([v for *_, v in named], numpy=True)
+
+        def finish() -> None:
+            for ev in events:
+                ev.synchronize()
+            for (t, name, _), h in zip(named, host):
+                for site in t.sites:
+                    setattr(site, name, h[site.row])
+        return finish
 
     # ---- hooks --------------------------------------------------------------------------------
     def _host_share(self, k: int):

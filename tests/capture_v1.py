@@ -475,6 +475,9 @@ class V1Recorder(Recorder):
         self.snapshots = {}
         self.tables = {}              # v1 keeps per-site tensors: nothing for detect's round_channels to do
 
+    def start_to_host(self):          # host-only: nothing to queue, the conversion runs when detect asks for it
+        return self.to_host
+
     def to_host(self) -> None:        # the report reads numpy arrays (the three window sums as one, rounded lists)
         from sysq.detect.activation import round5
         for s in self.sites.values():

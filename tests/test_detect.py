@@ -270,3 +270,15 @@ def test_every_family_streams(model_type):
         {(i, site) for i in range(2) for site in ("attn_in", "o_in", "mlp_in", "down_in", "resid")}
     assert len(r.linear_inputs) == sum(len(s["linears"]) for s in r.activation["sites"])
     assert len(r.attention["layers"]) == 2 and all(len(a["sink_share"]) == 4 for a in r.attention["layers"])
+
+
+def test_largest_first_is_the_stable_sorts_first_k():
+    """The int8 channel list (most frequent first, ties by channel, at most k) sorts only the candidates: the same
+    list as a stable sort of all of them, on keys with many ties and on fewer keys than k."""
+    import numpy as np
+    from sysq.detect.activation import largest_first
+    g = np.random.default_rng(0)
+    for n, hi, k in ((5000, 7, 64), (300, 40, 64), (40, 3, 64), (64, 2, 64), (65, 2, 64), (1000, 1000, 10)):
+        key = g.integers(0, hi, n)
+        idx = np.flatnonzero(key)
+        assert largest_first(idx, key, k) == idx[np.argsort(-key[idx], kind="stable")][:k].tolist()

@@ -75,6 +75,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     t0 = time.perf_counter()
     if path.sequential:
         weights = _detect_sequential(model, ad, th, rec, ids, starts, ends, n_att, path.device, quiet)
+        statistics_done = _start_statistics(rec)
     else:
         bar = tqdm(total=len(ids), disable=quiet, desc="detect", unit="window")
         rec.attach()
@@ -89,20 +90,21 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
                     t1 = time.perf_counter()
                     weights_done = start_weights(ad, th)
                     t_weights = time.perf_counter() - t1
+            # the statistics are final once the last batch's merges are queued: their rounding and copy are queued
+            # behind them, and the host builds the weights' statistics and the last batch's records meanwhile
+            statistics_done = _start_statistics(rec)
+            t1 = time.perf_counter()
+            weights = weights_done()
+            t_weights += time.perf_counter() - t1
             rec.flush()                 # the last batch's records
         finally:
             rec.detach()
             bar.close()
-        t1 = time.perf_counter()
-        weights = weights_done()
-        t_finish = time.perf_counter() - t1
-        t_weights += t_finish
+    statistics_done()
     if rec.chunks:
         log.info("detect: %d chunks of up to %d layers reduced together (up to %.2f GiB of activations held; "
                  "sysq.capture.CHUNK_BYTES)", len(rec.chunks), max(n for n, _ in rec.chunks),
                  max(b for _, b in rec.chunks) / 2**30)
-    round_channels(list(rec.tables.values()))
-    rec.to_host()
     t_pass = time.perf_counter() - t0 - (0.0 if path.sequential else t_weights)
 
     namer = Namer(tokenizer)
@@ -145,6 +147,13 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     report.summary = _summary(report)
     report.arrays = _arrays(rec, resid, namer, ad, report)
     return report
+
+
+def _start_statistics(rec: Recorder):
+    """The per-channel lists rounded on the device and every running statistic's copy to the host, queued; the
+    returned function waits for the copy."""
+    round_channels(list(rec.tables.values()))
+    return rec.start_to_host()
 
 
 def _detect_sequential(model, ad, th, rec: Recorder, ids, starts, ends, n_att, device, quiet) -> dict:

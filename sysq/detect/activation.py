@@ -74,6 +74,16 @@ def round_channels(tables: list[SiteTable]) -> None:
             t.rounded = {"channel_absmax5": next(out).view(t.rows(), -1), "channel_absmean5": next(out).view(t.rows(), -1)}
 
 
+def largest_first(idx: np.ndarray, key: np.ndarray, k: int) -> list:
+    """The first k of idx ordered by key[idx] descending, ties in idx's order (a stable sort). Only the candidates at
+    or above the k-th largest key are sorted: the same k (an 8B down_proj input has thousands of int8 channels)."""
+    v = key[idx]
+    if len(idx) > k:
+        kth = np.partition(v, len(v) - k)[len(v) - k]
+        idx, v = idx[v >= kth], v[v >= kth]
+    return idx[np.argsort(-v, kind="stable")][:k].tolist()
+
+
 def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds) -> dict:
     """One site's part of the report, from its statistics on the host (Recorder.to_host: numpy arrays); no read
     of single values through torch."""
@@ -86,8 +96,7 @@ def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds)
     massive = np.flatnonzero(count)
     massive = massive[np.argsort(-absmax[massive], kind="stable")].tolist()   # largest first, ties by channel
     int8_count = s.int8_count
-    int8 = np.flatnonzero(int8_count)
-    int8 = int8[np.argsort(-int8_count[int8], kind="stable")][:MAX_INT8_CHANNELS].tolist()
+    int8 = largest_first(np.flatnonzero(int8_count), int8_count, MAX_INT8_CHANNELS)
     median_sum, mean_sum, tokmax_median_sum = s.window_sums.tolist()
     tok_med = tokmax_median_sum / w
     out = {
