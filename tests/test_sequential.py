@@ -34,8 +34,9 @@ def _detect_v1(monkeypatch, model, x, **kw):
 
 
 def test_round5_is_pythons_formatting():
-    """The report's per-channel lists: vectorized rounding gives exactly float(f"{v:.5g}"), midpoints included."""
-    from sysq.detect.activation import round5
+    """The report's per-channel lists: vectorized rounding gives exactly float(f"{v:.5g}"), midpoints included, also
+    split as detect runs it (the device part without a read, the few leftovers formatted on the host)."""
+    from sysq.detect.activation import exact5, round5, round5_parts
     g = torch.Generator().manual_seed(0)
     values = [torch.rand(20000, generator=g, dtype=torch.float64) * 10.0 ** e for e in range(-12, 14, 3)]
     values += [(torch.rand(20000, generator=g) * 10.0 ** e) for e in range(-9, 9, 3)]
@@ -50,6 +51,11 @@ def test_round5_is_pythons_formatting():
     for v in values:
         got, want = round5(v).tolist(), [float(f"{x:.5g}") for x in v.tolist()]
         assert json.dumps(got) == json.dumps(want)
+        # detect's form: the device part, then the values it leaves (zeros, inf, NaN, midpoints) formatted on the host
+        site = type("Site", (), {})()
+        site.r, site.r_ok, site.r_x = (t.numpy() for t in round5_parts(v))
+        assert json.dumps(exact5(site, "r").tolist()) == json.dumps(want)
+    assert not round5_parts(values[-1])[1].all()               # the host part had work to do
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,24 @@ _POW10 = [float(10 ** i) for i in range(23)]                # exact doubles
 
 
 def round5(values: torch.Tensor) -> torch.Tensor:
+    """float(f"{v:.5g}") of every value, as a float64 tensor on the values' device, exactly (round5_parts)."""
+    out, ok, x = round5_parts(values)
+    odd = (~ok).nonzero().flatten()
+    if odd.numel():
+        fixed = [float(f"{v:.5g}") for v in x.flatten()[odd].tolist()]
+        out.view(-1)[odd] = torch.tensor(fixed, dtype=torch.float64, device=x.device)
+    return out
+
+
+def round5_parts(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """float(f"{v:.5g}") of every value, as a float64 tensor on the values' device, exactly: x * 10^p with an exact
     power of ten is one rounding away from the true scaled value, so rounding half to even gives the 5 significant
     digits wherever the scaled value is exact or not within 1e-6 of a rounding midpoint or of 10^4 / 10^5; the result
     n / 10^p (or the exact n * 10^-p) is then the double nearest n * 10^-p, which is what float() of the printed
     digits gives. The few inexact values near a midpoint, and zeros, non-finite or extreme values, take Python's
-    formatting."""
+    formatting: returns (rounded, ok, the float64 values), with ok False where the rounded value is not yet right
+    (round5 formats those; round_channels leaves them to the host, see exact5), without reading a value on the
+    device."""
     x = values.detach().double().flatten()
     pw = torch.tensor(_POW10, dtype=torch.float64, device=x.device)
     a = x.abs()
@@ -48,16 +60,26 @@ def round5(values: torch.Tensor) -> torch.Tensor:
     ok &= (y >= 1e4) & (y < 1e5) & (p.abs() <= 22) & (exact | ~near)
     n = torch.round(y)                                       # half to even
     out = torch.copysign(torch.where(p >= 0, n / pw[p.clamp(0, 22)], n * pw[(-p).clamp(0, 22)]), x)
-    odd = (~ok).nonzero().flatten()
-    if odd.numel():
-        fixed = [float(f"{v:.5g}") for v in x[odd].tolist()]
-        out[odd] = torch.tensor(fixed, dtype=torch.float64, device=x.device)
-    return out.view(values.shape)
+    return out.view(values.shape), ok.view(values.shape), x.view(values.shape)
+
+
+def exact5(site, name: str) -> np.ndarray:
+    """A site's rounded list (round_channels) on the host, with the values round5_parts left to Python's formatting
+    formatted here: the device never waits for this read."""
+    out, ok, x = getattr(site, name), getattr(site, name + "_ok", None), getattr(site, name + "_x", None)
+    if ok is None:
+        return out
+    odd = np.flatnonzero(~ok)
+    if len(odd):
+        out = out.copy()
+        out[odd] = [float(f"{v:.5g}") for v in x[odd].tolist()]
+    return out
 
 
 def round_channels(tables: list[SiteTable]) -> None:
     """The per-channel lists of the report (absmax, mean |x|) of every site, rounded on the tables' devices in one
-    call per device: `channel_absmax5`, `channel_absmean5` in each table's `rounded`."""
+    call per device: `channel_absmax5`, `channel_absmean5` in each table's `rounded`, with round5_parts' `_ok` and
+    `_x` beside each (exact5 finishes them on the host). No read of a device value: queued behind the merges."""
     by_device: dict = {}
     for t in tables:
         by_device.setdefault(t.device, []).append(t)
@@ -68,10 +90,13 @@ def round_channels(tables: list[SiteTable]) -> None:
             per_row = tokens[0] if len(set(tokens)) == 1 else \
                 torch.tensor(tokens, dtype=torch.float64).to(t.device)[:, None]
             parts += [t.state["absmax"], t.state["abssum"] / per_row]
-        flat = round5(torch.cat([p.double().reshape(-1) for p in parts]))
-        out = iter(flat.split([p.numel() for p in parts]))
+        flat = round5_parts(torch.cat([p.double().reshape(-1) for p in parts]))
+        split = [iter(f.split([p.numel() for p in parts])) for f in flat]
         for t in group:
-            t.rounded = {"channel_absmax5": next(out).view(t.rows(), -1), "channel_absmean5": next(out).view(t.rows(), -1)}
+            t.rounded = {}
+            for name in ("channel_absmax5", "channel_absmean5"):
+                for suffix, part in zip(("", "_ok", "_x"), split):
+                    t.rounded[name + suffix] = next(part).view(t.rows(), -1)
 
 
 def largest_first(idx: np.ndarray, key: np.ndarray, k: int) -> list:
@@ -112,8 +137,8 @@ def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds)
                              zip(massive, *(x[massive].tolist() for x in (count, absmax, value, pos, token)))],
         "suggested_token_max_threshold": th.token_ratio * tok_med,
         # arrays in memory (lists in report.json): float(f"{v:.5g}") of each channel's value (round_channels)
-        "channel_absmax": s.channel_absmax5,
-        "channel_absmean": s.channel_absmean5,
+        "channel_absmax": exact5(s, "channel_absmax5"),
+        "channel_absmean": exact5(s, "channel_absmean5"),
     }
     if s.site == "resid":
         out["top3_mean"] = (s.top3_sum / w).tolist()
