@@ -2,13 +2,7 @@
 # 8B with the split kernel, each commit's sysq in turn (two rounds, one process each), then this tree's profile.
 source scripts/h200_session5/env.sh
 R=/tmp/resC9; mkdir -p $R
-for i in 1 2; do
-  for t in .gpu/t_*.tar; do
-    c=$(basename $t .tar); mkdir -p /tmp/$c && tar -x -C /tmp/$c -f $t && cp -r scripts /tmp/$c/
-    (cd /tmp/$c && PYTHONPATH=/tmp/$c:/tmp/site timeout 100 python3 scripts/h200_session9/detect_where.py --quick \
-      --kernels split) > $R/$c-$i.txt 2>&1; echo "$c round $i rc $?"
-  done
-done
+ROUNDS=2 WHERE_ARGS="--kernels split" source scripts/h200_session9/ab.sh
 timeout 150 python3 scripts/h200_session9/detect_where.py --reps 3 --kernels fused,split --variants > $R/profile.txt 2>&1
 echo "profile rc $?"
 cp -r $R/* $OUT/

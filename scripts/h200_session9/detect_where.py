@@ -131,7 +131,7 @@ def main():
     print(f"cProfiled detect: wall {time.perf_counter() - t:.3f} s")
     for key in ("tottime", "cumulative"):
         s = io.StringIO()
-        pstats.Stats(pr, stream=s).sort_stats(key).print_stats(args.top)
+        pstats.Stats(pr, stream=s).sort_stats(key).print_stats("sysq" if key == "cumulative" else "", args.top)
         out = s.getvalue()
         print("\n".join(out.splitlines()[:args.top + 12]))
     s = io.StringIO()
