@@ -65,13 +65,12 @@ def round5_parts(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
 
 def exact5(site, name: str) -> np.ndarray:
     """A site's rounded list (round_channels) on the host, with the values round5_parts left to Python's formatting
-    formatted here: the device never waits for this read."""
+    formatted here: the device never waits for this read. A copy: the report keeps it, and a view would keep the
+    whole pinned copy of the statistics alive (and the next detect allocating pinned memory again)."""
     out, ok, x = getattr(site, name), getattr(site, name + "_ok", None), getattr(site, name + "_x", None)
-    if ok is None:
-        return out
-    odd = np.flatnonzero(~ok)
-    if len(odd):
-        out = out.copy()
+    out = np.array(out)
+    if ok is not None:
+        odd = np.flatnonzero(~ok)
         out[odd] = [float(f"{v:.5g}") for v in x[odd].tolist()]
     return out
 
