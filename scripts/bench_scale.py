@@ -363,6 +363,7 @@ def main() -> None:
         forward(model, ids[:1], 1)                                                  # warm-up
         times = []
         for _ in range(args.reps):
+            gc.collect()
             with Meter() as m:
                 forward(model, ids, args.batch_size)
             times.append(m.seconds)
@@ -376,6 +377,8 @@ def main() -> None:
             sysq.detect(model, warm, quiet=True, batch_size=args.batch_size)
         times = []
         for _ in range(args.reps):
+            report = None           # the previous report freed, and a full collection, outside the timed part
+            gc.collect()
             with Meter() as m:
                 report = sysq.detect(model, ids, quiet=True, batch_size=args.batch_size)
             times.append(m.seconds)
