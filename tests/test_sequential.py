@@ -391,9 +391,9 @@ def _value_reads(fn) -> int:
 
 @torch.no_grad()
 def test_host_reads_do_not_grow_with_layers_or_batches(monkeypatch):
-    """The accelerator's forms (here on the CPU): beyond what the model's own forward reads, detect reads values
-    through torch a fixed few times (the report's rounding), whatever the number of layers and batches: the
-    statistics reach the host in one copy per flush and the host reads those copies through numpy."""
+    """The accelerator's forms (here on the CPU): beyond what the model's own forward reads, detect reads no value
+    through torch, whatever the number of layers and batches: the statistics reach the host in one copy per flush
+    and the host reads those copies through numpy (the rounding's leftovers too: exact5)."""
     from test_detect import tiny
     from sysq.detect.attention import eager_attention
     _as_on_a_gpu(monkeypatch)
@@ -408,7 +408,7 @@ def test_host_reads_do_not_grow_with_layers_or_batches(monkeypatch):
                 with eager_attention(model) if s < 2 else torch.no_grad(), capture._windows_unpacked():
                     model.model(input_ids=x[s:s + 2], use_cache=False)
         extra.append(_value_reads(lambda: detect(model, x, quiet=True, **kw)) - _value_reads(plain))
-    assert extra[0] == extra[1] and 0 <= extra[0] <= 2, extra
+    assert extra == [0, 0], extra
 
 
 @torch.no_grad()
