@@ -8,6 +8,7 @@ windows.
 
 Prints one PROBE line per configuration (ppl, x FP, quantize seconds, the learned step's seconds); the FP
 perplexity and the outlier report (detect on 8 calibration windows) are cached under $PROBE_CACHE (/tmp/int4b).
+DEVICE=cuda runs it on a GPU (default: the CPU).
 """
 import json
 import logging
@@ -34,8 +35,9 @@ def main(argv) -> int:
     nw, cn = int(os.environ.get("NW", 8)), int(os.environ.get("CN", 8))
     offs = [int(o) for o in os.environ.get("OFF", "0").split(",")]
     cache = Path(os.environ.get("PROBE_CACHE", "/tmp/int4b"))
+    device = os.environ.get("DEVICE")          # None: the CPU; "cuda" on a GPU machine
     cache.mkdir(parents=True, exist_ok=True)
-    model, tok = sysq.load("smollm2-135m")
+    model, tok = sysq.load("smollm2-135m", device=device)
     wins = {off: sysq.windows("wikitext2", tok, n=nw, seqlen=512, offset=off) for off in offs}
     calib = sysq.calibration(tok, n=cn, seqlen=512, seed=0)
     report_file = cache / f"report_{cn}.pkl"
@@ -50,7 +52,7 @@ def main(argv) -> int:
         name, *kv = cfg.split(",")
         extra = {k: _value(v) for k, v in (x.split("=") for x in kv)}
         rec, _, method = name.partition("@")
-        model, tok = sysq.load("smollm2-135m")
+        model, tok = sysq.load("smollm2-135m", device=device)
         t0 = time.perf_counter()
         r = get_recipe(rec)
         if method:
