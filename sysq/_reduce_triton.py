@@ -74,20 +74,25 @@ use(os.environ.get("SYSQ_REDUCE_KERNEL", DEFAULT), _ints("SYSQ_REDUCE_TILE"), _i
 
 
 @triton.jit
+def _program_block(x_ptr, thr_ptr, C, s_b, NTB, BLOCK_C: tl.constexpr):
+    """A program's window b, token block tb, channel block pc, channels rc (and their mask), the window's massive
+    threshold and its first element: the prologue of the channel-blocked kernels (inlined by Triton)."""
+    pid = tl.program_id(0)
+    pc = tl.program_id(1)
+    b = pid // NTB
+    rc = pc * BLOCK_C + tl.arange(0, BLOCK_C)
+    return b, pid % NTB, pc, rc, rc < C, tl.load(thr_ptr + b), x_ptr + b.to(tl.int64) * s_b
+
+
+@triton.jit
 def _site_reduce_kernel(x_ptr, thr_ptr, T, C, s_b, s_t, s_c, NTB, NCB,
                         cmax_ptr, cidx_ptr, cval_ptr, csum_ptr, ccnt_ptr,    # [B, NTB, C] per-channel partials
                         tmax_ptr, targ_ptr, tval_ptr,                        # [B, T, NCB] per-token partials
                         BLOCK_T: tl.constexpr, TOKENS: tl.constexpr, BLOCK_C: tl.constexpr,
                         TOKEN_STATS: tl.constexpr):
-    pid = tl.program_id(0)
-    pc = tl.program_id(1)
-    b = pid // NTB
-    tb = pid % NTB
+    b, tb, pc, rc, mc, thr, xb = _program_block(x_ptr, thr_ptr, C, s_b, NTB, BLOCK_C)
     big = 2147483647
-    rc = pc * BLOCK_C + tl.arange(0, BLOCK_C)
-    mc = rc < C
-    thr = tl.load(thr_ptr + b)
-    base = x_ptr + b.to(tl.int64) * s_b + rc[None, :].to(tl.int64) * s_c
+    base = xb + rc[None, :].to(tl.int64) * s_c
     # the packed per-token key's low half: 2^31 - 1 - channel (the first channel wins ties), shifted for the sign
     clow = (big - rc).to(tl.int64) * 2
     # element-wise per-channel accumulators: rows hold distinct tokens, so ties across rows go to the smaller token
@@ -190,15 +195,8 @@ def _site_reduce_channel_kernel(x_ptr, thr_ptr, T, C, s_b, s_t, s_c, NTB, NCB,
     """split / wide: TOKENS tokens x BLOCK_C channels of one window per program, BLOCK_T tokens per loop step; the
     full steps load without a token mask (and without a channel mask when C is a multiple of BLOCK_C: MASK_C
     False), the last partial step masked."""
-    pid = tl.program_id(0)
-    pc = tl.program_id(1)
-    b = pid // NTB
-    tb = pid % NTB
+    b, tb, pc, rc, mc, thr, xb = _program_block(x_ptr, thr_ptr, C, s_b, NTB, BLOCK_C)
     big = 2147483647
-    rc = pc * BLOCK_C + tl.arange(0, BLOCK_C)
-    mc = rc < C
-    thr = tl.load(thr_ptr + b)
-    xb = x_ptr + b.to(tl.int64) * s_b
     base = xb + rc[None, :].to(tl.int64) * s_c
     if ROWWISE:
         acc_key = tl.full((BLOCK_C,), -1.0, tl.float32)
