@@ -448,6 +448,13 @@ class Adapter:
             return args, {**kwargs, "attention_mask": fn(mask)}
         return self.attention(i).register_forward_pre_hook(hook, with_kwargs=True)
 
+    @property
+    def plain_attention(self) -> bool:
+        """A decoder whose attention is softmax(q k^T * scale) under a causal (or sliding-window) mask: no logit
+        soft-capping (Gemma2), so sysq.attention_mass can stand in for eager attention's probabilities."""
+        return self.causal and hasattr(self.model, "set_attn_implementation") \
+            and getattr(self.config, "attn_logit_softcapping", None) is None
+
     def set_attention(self, implementation: str) -> str:
         """Run the model's attention through the transformers attention implementation `implementation` (a name
         registered with AttentionInterface, e.g. sysq.attention's `sysq_decode`); returns the one it had.

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .arch import get_adapter
+from .attention_mass import AttentionMass
 from .errors import NonFiniteError
 
 if TYPE_CHECKING:                       # detect/ imports this module: no import cycle at run time
@@ -892,16 +893,21 @@ class Recorder:
             if w is None:
                 return
             B, H, Tq, T = w.shape
-            # [B, H, T] mass each key receives, in float64 (every summation order, CPU or GPU, gives the same
-            # float32 below): on CUDA read once by the fused pass (torch's float64 sum copies w to float64 first)
-            self._cur["recv"] = column_stats([w.flatten(0, 1)], False, self._consts)[2].view(B, H, T) if fused(w.device) \
-                else w.sum(2, dtype=torch.float64)
-            self._cur["Tq"] = Tq
-            if not st.map_requested:                          # every head of the first window; the host picks one
-                n = min(ATTN_MAP_TOKENS, T)
+            n = min(ATTN_MAP_TOKENS, T)
+            if isinstance(w, AttentionMass):                  # sysq_mass: from Q and K, no probabilities
+                self._cur["recv"] = w.received()
+                corner = None if st.map_requested else w.corner(n)
+            else:
+                # [B, H, T] mass each key receives, in float64 (every summation order, CPU or GPU, gives the same
+                # float32 below): on CUDA read once by the fused pass (torch's float64 sum copies w to float64 first)
+                self._cur["recv"] = column_stats([w.flatten(0, 1)], False, self._consts)[2].view(B, H, T) \
+                    if fused(w.device) else w.sum(2, dtype=torch.float64)
                 # one view op and one copy (w[0, :, :n, :n].float() is four ops, and no copy in float32)
-                corner = w.as_strided((H, n, n), w.stride()[1:], w.storage_offset())
-                self._cur["amap"], st.map_requested = corner.to(torch.float32, copy=True), True
+                corner = None if st.map_requested else \
+                    w.as_strided((H, n, n), w.stride()[1:], w.storage_offset()).to(torch.float32, copy=True)
+            self._cur["Tq"] = Tq
+            if corner is not None:                            # every head of the first window; the host picks one
+                self._cur["amap"], st.map_requested = corner, True
             st.windows += B
         return hook
 

@@ -282,3 +282,39 @@ def test_largest_first_is_the_stable_sorts_first_k():
         key = g.integers(0, hi, n)
         idx = np.flatnonzero(key)
         assert largest_first(idx, key, k) == idx[np.argsort(-key[idx], kind="stable")][:k].tolist()
+
+
+def test_attention_mass_in_the_triton_interpreter():
+    """sysq.attention_mass (the Triton passes and detect through them) in a subprocess with TRITON_INTERPRET=1:
+    tests/mass_cases.py."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    pytest.importorskip("triton")
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(
+        [str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                        str(here / "mass_cases.py")], env=env, capture_output=True, text=True, timeout=600,
+                       cwd=here.parent)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "skipped" not in r.stdout
+
+
+def test_attention_probes_fall_back_to_eager():
+    """Without the kernel (this CPU, no interpreter) or with logit soft-capping (Gemma2), detect's attention pass
+    is eager attention; the mass implementation refuses soft-capping by name."""
+    from sysq import attention_mass
+    from sysq.arch import get_adapter
+    from sysq.detect.attention import attention_probes
+    from tiny_models import tiny_model
+    assert not attention_mass.available("cpu") or __import__("os").environ.get("TRITON_INTERPRET") == "1"
+    model = planted()
+    with attention_probes(model, "cpu"):
+        assert model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == "sdpa"
+    assert get_adapter(model).plain_attention
+    assert not get_adapter(tiny_model("gemma2", layers=1)).plain_attention
+    with pytest.raises(SysqError, match="softcap"):
+        attention_mass.mass_attention_forward(None, *(torch.zeros(1, 1, 2, 4),) * 3, None, softcap=50.0)

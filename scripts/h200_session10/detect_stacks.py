@@ -49,14 +49,18 @@ def attribute(fn, label, top):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
     ms, calls = collections.Counter(), collections.Counter()
+    cuda = torch.cuda.is_available()
     for e in prof.events():
-        t = e.self_device_time_total if torch.cuda.is_available() else e.self_cpu_time_total
+        # on a GPU the kernels hang on the CPU event that launched them (cudaLaunchKernel, cuLaunchKernelEx)
+        t = sum(k.duration for k in getattr(e, "kernels", ())) if cuda else e.self_cpu_time_total
         if t <= 0:
             continue
         k = where(stack_of(e))
         ms[k] += t / 1e3
         calls[k] += 1
     total = sum(ms.values())
+    if total == 0:           # no kernel attributed: this torch links them otherwise; the plain table instead
+        print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=30))
     print(f"## {label}: device {total:.1f} ms (kernels attributed by launching line)")
     groups = collections.Counter()
     for k, v in ms.items():

@@ -20,7 +20,7 @@ from ..capture import Recorder
 from ..errors import SysqError
 from ..sequential import choose_pipeline, run_layers
 from .activation import residual_channels, round_channels, site_summary
-from .attention import attention_maps, attention_summary, eager_attention
+from .attention import attention_maps, attention_probes, attention_summary
 from .consistency import feature_consistency, sequence_consistency
 from .lifecycle import MAX_CHANNELS, channel_lifecycle, down_rows, groups_of
 from .report import SCHEMA, OutlierReport
@@ -51,7 +51,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
            pipeline: str = "auto", device=None) -> OutlierReport:
     """Stream the windows through the model and report its systematic outliers.
 
-    thresholds: a Thresholds or a dict of overrides. attention=False skips the eager-attention statistics
+    thresholds: a Thresholds or a dict of overrides. attention=False skips the attention statistics
     (attention outliers, sequence consistency, Q/K/V norms) and runs the model's own attention kernel.
     attention_windows: how many windows (the first ones) the attention statistics use (None: all).
     snapshot=True keeps |h| of the first window's first tokens at every layer for the emergence heat map.
@@ -64,8 +64,8 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     path = choose_pipeline(model, pipeline, device)
     log.info("detect: %s", path)
 
-    # Attention probabilities need eager attention, the slow kernel: only the first `attention_windows`
-    # windows pay for it; every window feeds the activation statistics.
+    # The attention statistics need eager attention's probabilities or sysq.attention_mass (attention_probes): only
+    # the first `attention_windows` windows pay for them; every window feeds the activation statistics.
     n_att = 0 if not attention else len(ids) if attention_windows is None else min(attention_windows, len(ids))
     # batches never straddle the attention boundary
     starts = list(range(0, n_att, batch_size)) + list(range(n_att, len(ids), batch_size))
@@ -81,7 +81,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
         rec.attach()
         try:
             for s, e in zip(starts, ends):
-                with (eager_attention(model) if s < n_att else contextlib.nullcontext()):
+                with (attention_probes(model) if s < n_att else contextlib.nullcontext()):
                     rec.run(ids[s:e], s, attention=s < n_att)
                 bar.update(e - s)
                 if weights_done is None:
@@ -165,7 +165,7 @@ def _detect_sequential(model, ad, th, rec: Recorder, ids, starts, ends, n_att, d
     @contextlib.contextmanager
     def context(b):
         rec.use(batches[b])
-        with (eager_attention(model) if starts[b] < n_att else contextlib.nullcontext()):
+        with (attention_probes(model, device) if starts[b] < n_att else contextlib.nullcontext()):
             yield
 
     def step(block):

@@ -2,17 +2,35 @@
 averaged over heads; An et al.), the sink share per head (mean attention to position 0), Gu et al.'s
 Sink_eps, and Q/K/V norms at the activation-outlier tokens against the other tokens.
 
-The probabilities come from eager attention, switched on only for the detection pass; the hook in
-capture.py reduces [B, H, T, T] to received mass per key at once."""
+The attention pass runs sysq.attention_mass where it can (sdpa's output; the mass per key from Q and K by a Triton
+kernel, no [B, H, T, T] tensor), else eager attention, switched on only for the detection pass; the hook in
+capture.py reduces either to received mass per key at once."""
 from __future__ import annotations
 
 import contextlib
 
 import torch
 
+from .. import attention_mass
+from ..arch import get_adapter
 from ..capture import Recorder
 from .thresholds import Thresholds
 from .tokens import Namer
+
+@contextlib.contextmanager
+def attention_probes(model, device=None):
+    """Run the block so attention modules return what the attention statistics read: sysq.attention_mass
+    (sdpa's output, the mass from Q and K by Triton) where it runs, on `device` (default: the model's), for a
+    plain causal decoder; else eager attention's probabilities."""
+    device = device if device is not None else next(model.parameters()).device
+    before = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if before not in (None, "eager") and attention_mass.available(device) and get_adapter(model).plain_attention:
+        with attention_mass.enabled(model):
+            yield
+    else:
+        with eager_attention(model):
+            yield
+
 
 @contextlib.contextmanager
 def eager_attention(model):
