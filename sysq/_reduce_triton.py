@@ -74,35 +74,23 @@ use(os.environ.get("SYSQ_REDUCE_KERNEL", DEFAULT), _ints("SYSQ_REDUCE_TILE"), _i
 
 
 @triton.jit
-def _window_start(x_ptr, xs_ptr, g, B, s_b, MANY: tl.constexpr):
-    """Window g's first element. MANY: the windows of S site tensors of one shape and strides in one launch, g =
-    site * B + window, the sites' addresses in the int64 table xs_ptr (x_ptr only gives their dtype); the partial
-    buffers [S, B, ...] are indexed by g as a single site's [B, ...] are by its window."""
-    if MANY:
-        x = tl.load(xs_ptr + g // B).to(tl.pointer_type(x_ptr.dtype.element_ty))
-        return x + (g % B).to(tl.int64) * s_b
-    return x_ptr + g.to(tl.int64) * s_b
-
-
-@triton.jit
-def _program_block(x_ptr, xs_ptr, thr_ptr, C, B, s_b, NTB, BLOCK_C: tl.constexpr, MANY: tl.constexpr):
-    """A program's window b (of all the launch's sites: see _window_start), token block tb, channel block pc,
-    channels rc (and their mask), the window's massive threshold and its first element: the prologue of the
-    channel-blocked kernels (inlined by Triton)."""
+def _program_block(x_ptr, thr_ptr, C, s_b, NTB, BLOCK_C: tl.constexpr):
+    """A program's window b, token block tb, channel block pc, channels rc (and their mask), the window's massive
+    threshold and its first element: the prologue of the channel-blocked kernels (inlined by Triton)."""
     pid = tl.program_id(0)
     pc = tl.program_id(1)
     b = pid // NTB
     rc = pc * BLOCK_C + tl.arange(0, BLOCK_C)
-    return b, pid % NTB, pc, rc, rc < C, tl.load(thr_ptr + b), _window_start(x_ptr, xs_ptr, b, B, s_b, MANY)
+    return b, pid % NTB, pc, rc, rc < C, tl.load(thr_ptr + b), x_ptr + b.to(tl.int64) * s_b
 
 
 @triton.jit
-def _site_reduce_kernel(x_ptr, xs_ptr, thr_ptr, T, C, B, s_b, s_t, s_c, NTB, NCB,
+def _site_reduce_kernel(x_ptr, thr_ptr, T, C, s_b, s_t, s_c, NTB, NCB,
                         cmax_ptr, cidx_ptr, cval_ptr, csum_ptr, ccnt_ptr,    # [B, NTB, C] per-channel partials
                         tmax_ptr, targ_ptr, tval_ptr,                        # [B, T, NCB] per-token partials
                         BLOCK_T: tl.constexpr, TOKENS: tl.constexpr, BLOCK_C: tl.constexpr,
-                        TOKEN_STATS: tl.constexpr, MANY: tl.constexpr):
-    b, tb, pc, rc, mc, thr, xb = _program_block(x_ptr, xs_ptr, thr_ptr, C, B, s_b, NTB, BLOCK_C, MANY)
+                        TOKEN_STATS: tl.constexpr):
+    b, tb, pc, rc, mc, thr, xb = _program_block(x_ptr, thr_ptr, C, s_b, NTB, BLOCK_C)
     big = 2147483647
     base = xb + rc[None, :].to(tl.int64) * s_c
     # the packed per-token key's low half: 2^31 - 1 - channel (the first channel wins ties), shifted for the sign
@@ -198,16 +186,16 @@ def _channel_tile(x, ok, rt, thr, rc, row_ptr, s_c, mt, to, tmax_ptr, targ_ptr, 
 
 
 @triton.jit
-def _site_reduce_channel_kernel(x_ptr, xs_ptr, thr_ptr, T, C, B, s_b, s_t, s_c, NTB, NCB,
+def _site_reduce_channel_kernel(x_ptr, thr_ptr, T, C, s_b, s_t, s_c, NTB, NCB,
                                 cmax_ptr, cidx_ptr, cval_ptr, csum_ptr, ccnt_ptr,    # [B, NTB, C]
                                 tmax_ptr, targ_ptr, tval_ptr,                        # [B, T, NCB] (TOKEN_STATS)
                                 BLOCK_T: tl.constexpr, TOKENS: tl.constexpr, BLOCK_C: tl.constexpr,
                                 MASK_C: tl.constexpr, ROWWISE: tl.constexpr, MAXIMA: tl.constexpr,
-                                TOKEN_STATS: tl.constexpr, PREFETCH: tl.constexpr, MANY: tl.constexpr):
+                                TOKEN_STATS: tl.constexpr, PREFETCH: tl.constexpr):
     """split / wide: TOKENS tokens x BLOCK_C channels of one window per program, BLOCK_T tokens per loop step; the
     full steps load without a token mask (and without a channel mask when C is a multiple of BLOCK_C: MASK_C
     False), the last partial step masked."""
-    b, tb, pc, rc, mc, thr, xb = _program_block(x_ptr, xs_ptr, thr_ptr, C, B, s_b, NTB, BLOCK_C, MANY)
+    b, tb, pc, rc, mc, thr, xb = _program_block(x_ptr, thr_ptr, C, s_b, NTB, BLOCK_C)
     big = 2147483647
     base = xb + rc[None, :].to(tl.int64) * s_c
     if ROWWISE:
@@ -269,9 +257,9 @@ def _site_reduce_channel_kernel(x_ptr, xs_ptr, thr_ptr, T, C, B, s_b, s_t, s_c, 
 
 
 @triton.jit
-def _site_reduce_token_kernel(x_ptr, xs_ptr, T, C, B, s_b, s_t, s_c, NTT, tmax_ptr, targ_ptr, tval_ptr,  # [B, T, 1]
+def _site_reduce_token_kernel(x_ptr, T, C, s_b, s_t, s_c, NTT, tmax_ptr, targ_ptr, tval_ptr,   # [B, T, 1]
                               BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, MASK_T: tl.constexpr,
-                              PREFETCH: tl.constexpr, MANY: tl.constexpr):
+                              PREFETCH: tl.constexpr):
     """split: BLOCK_T tokens of one window per program over all C channels, BLOCK_C at a time; element-wise max
     |x| and its channel (strictly larger: the first channel stays, as each column sees channels in order), reduced
     across the channels once; the token's final max, first channel and signed value."""
@@ -280,7 +268,7 @@ def _site_reduce_token_kernel(x_ptr, xs_ptr, T, C, B, s_b, s_t, s_c, NTT, tmax_p
     big = 2147483647
     rt = (pid % NTT) * BLOCK_T + tl.arange(0, BLOCK_T)
     mt = rt < T
-    rows = _window_start(x_ptr, xs_ptr, b, B, s_b, MANY) + rt.to(tl.int64) * s_t
+    rows = x_ptr + b.to(tl.int64) * s_b + rt.to(tl.int64) * s_t
     acc_key = tl.full((BLOCK_T, BLOCK_C), -1.0, tl.float32)
     acc_ch = tl.zeros((BLOCK_T, BLOCK_C), tl.int32)
     full = C // BLOCK_C * BLOCK_C
@@ -346,31 +334,26 @@ def channel_blocks(C: int, x_bytes: int = 2) -> int:
     return 1 if VARIANT == "split" else -(-C // _block_c(C, x_bytes)[0])
 
 
-def launch(x, thr, parts: tuple, ntb: int, ncb: int, maxima: bool = True, table=None, sites: int = 1) -> None:
+def launch(x, thr, parts: tuple, ntb: int, ncb: int, maxima: bool = True) -> None:
     """One site [B, T, C]: thr [B] float32 (contiguous); parts: this site's slices of the partial buffers
     (cmax, cidx, cval, csum, ccnt: [B, ntb, C]; tmax, targ, tval: [B, T, ncb], or None for the per-channel
-    statistics only), contiguous. maxima=False: only csum is written (split / wide; fused writes all).
-    table: `sites` site tensors of x's shape, strides and dtype at once, their addresses in this int64 device
-    tensor (x one of them), thr [sites, B] and parts the whole [sites, ...] buffers: one launch per kernel."""
+    statistics only), contiguous. maxima=False: only csum is written (split / wide; fused writes all)."""
     B, T, C = x.shape
-    W = B * sites                       # the windows of all the launch's sites
-    many = dict(MANY=table is not None)
-    xs = table if table is not None else thr         # not read unless MANY
     stats = parts[5] is not None
     parts = parts if stats else parts[:5] + (parts[0],) * 3        # not written
     if VARIANT == "fused":
-        kernel()[(W * ntb, ncb)](x, xs, thr, T, C, B, *x.stride(), ntb, ncb, *parts, BLOCK_T=BLOCK_T, TOKENS=TOKENS,
-                                 BLOCK_C=BLOCK_C, TOKEN_STATS=stats, num_warps=NUM_WARPS, **many)
+        kernel()[(B * ntb, ncb)](x, thr, T, C, *x.stride(), ntb, ncb, *parts, BLOCK_T=BLOCK_T, TOKENS=TOKENS,
+                                 BLOCK_C=BLOCK_C, TOKEN_STATS=stats, num_warps=NUM_WARPS)
         return
     wide = VARIANT == "wide"
     bc, nw = _block_c(C, x.element_size())
-    _site_reduce_channel_kernel[(W * ntb, -(-C // bc))](
-        x, xs, thr, T, C, B, *x.stride(), ntb, ncb, *parts, BLOCK_T=BLOCK_T, TOKENS=TOKENS, BLOCK_C=bc,
+    _site_reduce_channel_kernel[(B * ntb, -(-C // bc))](
+        x, thr, T, C, *x.stride(), ntb, ncb, *parts, BLOCK_T=BLOCK_T, TOKENS=TOKENS, BLOCK_C=bc,
         MASK_C=C % bc != 0, ROWWISE=bool(ROWWISE), MAXIMA=maxima or stats, TOKEN_STATS=stats and wide,
-        PREFETCH=bool(PREFETCH), num_warps=nw, num_stages=STAGES, **many)
+        PREFETCH=bool(PREFETCH), num_warps=nw, num_stages=STAGES)
     if stats and not wide:
         bt, bc, nw = TOKEN_TILE
         ntt = -(-T // bt)
-        _site_reduce_token_kernel[(W * ntt,)](x, xs, T, C, B, *x.stride(), ntt, *parts[5:], BLOCK_T=bt, BLOCK_C=bc,
+        _site_reduce_token_kernel[(B * ntt,)](x, T, C, *x.stride(), ntt, *parts[5:], BLOCK_T=bt, BLOCK_C=bc,
                                               MASK_T=T % bt != 0, PREFETCH=bool(PREFETCH), num_warps=nw,
-                                              num_stages=STAGES, **many)
+                                              num_stages=STAGES)

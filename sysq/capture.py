@@ -49,9 +49,6 @@ SITES = ("attn_in", "o_in", "mlp_in", "down_in", "resid")
 LINEAR_SITES = ("attn_in", "o_in", "mlp_in", "down_in")
 MAX_EXAMPLES = 8
 MAX_TRACKED = 64            # massive (token, channel) records per layer per batch kept for the lifecycle
-# the fused pass launches each kernel once for all the tensors of a group that share their strides (False: once per
-# tensor, the same numbers; for checks)
-BATCH_LAUNCHES = True
 ATTN_MAP_TOKENS = 48        # the attention map kept for plotting: first window, first 48 tokens
 SNAPSHOT_TOKENS = 32        # |h| of the first window's first tokens, per layer, for the emergence heat map
 GROWTH = 2.0                # a massive value that at least doubles in one layer is decomposed like a new one
@@ -410,14 +407,8 @@ def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool
     ntb, ncb, sites = views
     # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
     with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
-        if BATCH_LAUNCHES and S > 1 and all(x.stride() == x0.stride() for x in xs):
-            # one launch per kernel for all S tensors, their addresses in a table (the host's time per launch,
-            # ~40 us, is what a chunk of small launches costs)
-            table = _to_device(torch.tensor([x.data_ptr() for x in xs], dtype=torch.int64), x0.device)
-            R.launch(x0, thr, col + tok, ntb, ncb, maxima, table=table, sites=S)
-        else:
-            for x, (t, *parts) in zip(xs, sites):
-                R.launch(x, t, tuple(parts), ntb, ncb, maxima)
+        for x, (t, *parts) in zip(xs, sites):
+            R.launch(x, t, tuple(parts), ntb, ncb, maxima)
     return col, tok
 
 

@@ -17,7 +17,6 @@ import torch  # noqa: E402
 import sysq  # noqa: E402
 from bench_scale import build, windows  # noqa: E402
 from sysq.attention_mass import AttentionMass, received_mass  # noqa: E402
-from sysq import capture  # noqa: E402
 from sysq.capture import column_stats  # noqa: E402
 
 
@@ -79,15 +78,6 @@ def reports():
     for flag in ("1", "0"):
         os.environ["SYSQ_ATTENTION_MASS"] = flag
         rs[flag] = sysq.detect(model, ids, quiet=True, batch_size=8)
-    os.environ["SYSQ_ATTENTION_MASS"] = "1"
-    capture.BATCH_LAUNCHES = False           # one launch per site tensor: the same numbers to the last digit
-    one = sysq.detect(model, ids, quiet=True, batch_size=8)
-    capture.BATCH_LAUNCHES = True
-    a, b = (flat({k: getattr(r, k) for k in ("activation", "weights", "attention", "consistency", "lifecycle",
-                                             "tokens", "summary")}, {}) for r in (rs["1"], one))
-    diff = [k for k in a if a.get(k) != b.get(k) and a.get(k) == a.get(k)]
-    print(f"8B detect, batched launches vs one launch per site: {len(a)} / {len(b)} leaves, {len(diff)} differ "
-          f"{diff[:8]}")
     a, b = (flat({"attention": r.attention, "consistency": r.consistency, "summary": r.summary}, {}) for r in
             (rs["1"], rs["0"]))
     same = sum(1 for k in a if a.get(k) == b.get(k))
