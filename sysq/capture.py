@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import partial
@@ -267,11 +268,17 @@ class SiteStats:
 
     def __init__(self, layer: int, site: str, channels: int, abs_floor: float, th: Thresholds, table: SiteTable):
         self.layer, self.site, self.channels, self.abs_floor, self.th = layer, site, channels, abs_floor, th
-        self.table, self.row = table, table.add(self)
+        # a weak reference: the table lists its sites, and a cycle would keep both (with the device statistics and
+        # the pinned host copies they view) until a full garbage collection, not until the detect returns
+        self._table, self.row = weakref.ref(table), table.add(self)
         self.tokens = 0
         self.windows = 0
         self.top = TopK(th.top_k)                              # largest token maxima
         self.hits = {"massive": TokenHits(), "token_mean_ratio": TokenHits(), "token_ratio": TokenHits()}
+
+    @property
+    def table(self) -> SiteTable:
+        return self._table()
 
     def running(self, name: str) -> torch.Tensor | None:
         """The site's running statistic on the device; None before its first merge."""

@@ -318,3 +318,23 @@ def test_attention_probes_fall_back_to_eager():
     assert not get_adapter(tiny_model("gemma2", layers=1)).plain_attention
     with pytest.raises(SysqError, match="softcap"):
         attention_mass.mass_attention_forward(None, *(torch.zeros(1, 1, 2, 4),) * 3, None, softcap=50.0)
+
+
+@pytest.mark.parametrize("dense", [True, None])
+def test_detect_leaves_no_reference_cycles(dense, monkeypatch):
+    """Everything detect made is freed when it returns (reference counts), not at the next full garbage collection:
+    on a GPU its statistics and pinned host copies would otherwise stay allocated, and the next detect allocate
+    new ones."""
+    import gc
+    monkeypatch.setattr(Recorder, "dense", dense)       # True: the device forms, as on a GPU
+    model, x = planted(), ids(n=4, T=24)
+    detect(model, x, quiet=True, batch_size=2)
+    gc.collect()
+    gc.disable()
+    try:
+        r = detect(model, x, quiet=True, batch_size=2)
+        assert r.summary["dominant_channel"] == D
+        del r
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
