@@ -7,7 +7,6 @@ consistency, their lifecycle and the tokens involved.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import time
 from collections import Counter
@@ -59,30 +58,6 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     pipeline: "auto" | "memory" | "sequential" (sysq.sequential: one decoder layer at a time on `device`);
     the report is the same either way.
     """
-    with _older_objects_frozen():
-        return _detect(model, windows, tokenizer, thresholds, quiet, batch_size, attention, attention_windows,
-                       snapshot, pipeline, device)
-
-
-@contextlib.contextmanager
-def _older_objects_frozen():
-    """The garbage collector skips the objects that existed before detect (torch's, transformers', the model's:
-    ~380k) until it returns. A detect allocates enough containers to set off a full collection about every fourth
-    call, 0.2 s of walking them all (8B on an H200: a 0.35 s detect, calls C9, D10); detect makes no reference
-    cycles (tests/test_detect.py), so the collections it sets off need scan only its own objects. A process that
-    froze objects itself (gc.freeze before a fork) keeps its freeze untouched."""
-    mine = gc.isenabled() and gc.get_freeze_count() == 0
-    if mine:
-        gc.freeze()
-    try:
-        yield
-    finally:
-        if mine:
-            gc.unfreeze()
-
-
-def _detect(model, windows, tokenizer, thresholds, quiet, batch_size, attention, attention_windows, snapshot,
-            pipeline, device) -> OutlierReport:
     th = Thresholds.from_dict(thresholds)
     ad = get_adapter(model)
     ids, settings = _as_ids(windows)
