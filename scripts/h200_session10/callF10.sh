@@ -1,4 +1,4 @@
-# call F10 (issue 12; one H200, carry .gpu/whl1; ~5 min): the scale bench's forward and detect rows on this tree,
+# call F10 / G10 (issue 12; one H200, carry .gpu/whl1; ~5 min): the scale bench's forward and detect rows on this tree,
 # three processes in turn, 11 reps each (a full collection and the previous report freed before each timed rep).
 source scripts/h200_session5/env.sh
 R=/tmp/resF10; mkdir -p $R
