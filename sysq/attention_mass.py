@@ -104,8 +104,10 @@ def received_mass(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch
                 PRECISION="ieee" if q.dtype == torch.float32 or interp else "tf32", UPCAST=interp)
     launch = {} if interp else dict(num_warps=4, num_stages=2)
     grid = (B * H, -(-T // block))
-    row[grid](q, k, lse, *args, **meta, **launch)
-    col[grid](q, k, lse, out, *args, **meta, **launch)
+    # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
+    with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
+        row[grid](q, k, lse, *args, **meta, **launch)
+        col[grid](q, k, lse, out, *args, **meta, **launch)
     return out.view(B, H, T)
 
 
