@@ -338,18 +338,3 @@ def test_detect_leaves_no_reference_cycles(dense, monkeypatch):
         assert gc.collect() == 0
     finally:
         gc.enable()
-
-
-def test_detect_on_an_accelerator_runs_its_host_ops_on_one_thread(monkeypatch):
-    """The threads are one only while detect works on an accelerator, and restored after; a CPU detect keeps all."""
-    from sysq.detect import _host_threads
-    n = torch.get_num_threads()
-    with _host_threads(torch.device("cuda")):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == n
-    seen = []
-    model = planted()
-    h = model.model.layers[0].register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
-    detect(model, ids(n=2, T=16), quiet=True, batch_size=2)
-    h.remove()
-    assert seen and set(seen) == {n}

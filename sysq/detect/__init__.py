@@ -63,29 +63,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     ids, settings = _as_ids(windows)
     path = choose_pipeline(model, pipeline, device)
     log.info("detect: %s", path)
-    with _host_threads(path.device):
-        return _detect(model, ad, th, ids, settings, path, tokenizer, quiet, batch_size, attention,
-                       attention_windows, snapshot)
 
-
-@contextlib.contextmanager
-def _host_threads(device):
-    """With the work on an accelerator, the host's torch ops in detect are small (the records' [sites, windows,
-    tokens] tensors, a few sums): they run on one thread, so they neither wake the CPU thread pool per op nor leave
-    its workers spinning beside the thread that launches the kernels. On the CPU the forward needs every thread."""
-    if device.type == "cpu":
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def _detect(model, ad, th, ids, settings, path, tokenizer, quiet, batch_size, attention, attention_windows,
-            snapshot) -> OutlierReport:
     # The attention statistics need eager attention's probabilities or sysq.attention_mass (attention_probes): only
     # the first `attention_windows` windows pay for them; every window feeds the activation statistics.
     n_att = 0 if not attention else len(ids) if attention_windows is None else min(attention_windows, len(ids))
