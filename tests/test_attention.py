@@ -1,30 +1,17 @@
 """sysq.attention: the decode kernel and the `sysq_decode` attention implementation, run in Triton's CPU
 interpreter in a subprocess (tests/attention_cases.py: the interpreter has to be on before triton is imported,
 which must not leak into the other tests)."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from sysq import attention
 from sysq.errors import UnsupportedArchitecture
+from interpreter import run_cases
 from tiny_models import tiny_model
-
-HERE = Path(__file__).resolve().parent
 
 
 def test_decode_attention_in_the_triton_interpreter():
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(
-        [str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                        str(HERE / "attention_cases.py")], env=env, capture_output=True, text=True, timeout=900,
-                       cwd=HERE.parent)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert " passed" in r.stdout and "skipped" not in r.stdout
+    run_cases("attention_cases.py")
 
 
 def test_without_the_kernel_every_call_is_sdpa(monkeypatch):

@@ -1,23 +1,18 @@
 """The decode GEMV kernels, run in Triton's CPU interpreter in a subprocess (tests/gemv_cases.py: the
 interpreter has to be on before triton is imported, which must not leak into the other tests)."""
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from interpreter import run_cases
+
 HERE = Path(__file__).resolve().parent
 
 
 def test_gemv_kernels_in_the_triton_interpreter():
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(
-        [str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(HERE / "gemv_cases.py")],
-                       env=env, capture_output=True, text=True, timeout=900, cwd=HERE.parent)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert " passed" in r.stdout and "skipped" not in r.stdout
+    run_cases("gemv_cases.py")
 
 
 def test_gemv_is_off_on_the_cpu_without_the_interpreter(monkeypatch):

@@ -8,19 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from interpreter import run_cases
+
 HERE = Path(__file__).resolve().parent
 
 
 def test_fused_reduction_in_the_triton_interpreter():
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(
-        [str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])}
-    for k in ("SYSQ_REDUCE", "SYSQ_REDUCE_KERNEL", "SYSQ_REDUCE_TILE", "SYSQ_REDUCE_TOKEN_TILE"):
-        env.pop(k, None)
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(HERE / "reduce_cases.py")],
-                       env=env, capture_output=True, text=True, timeout=600, cwd=HERE.parent)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert " passed" in r.stdout and "skipped" not in r.stdout
+    run_cases("reduce_cases.py", timeout=600,
+              drop_env=("SYSQ_REDUCE", "SYSQ_REDUCE_KERNEL", "SYSQ_REDUCE_TILE", "SYSQ_REDUCE_TOKEN_TILE"))
 
 
 def test_the_fused_reduction_is_chosen_on_cuda_only(monkeypatch):
