@@ -37,11 +37,8 @@ KEYS_PER_SPLIT = 512    # long caches are split over programs: one slice per thi
 def available(device) -> bool:
     """Whether the kernel runs on `device`: CUDA with Triton, or the CPU under TRITON_INTERPRET=1 (Triton's
     interpreter: slow, for tests). SYSQ_DECODE_ATTENTION=0 sends every call to sdpa."""
-    from .quant.gemv import has_triton
-    dev = torch.device(device)
-    if os.environ.get("SYSQ_DECODE_ATTENTION", "1") == "0" or not has_triton():
-        return False
-    return dev.type == "cuda" or (dev.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+    from .quant.gemv import triton_runs_on
+    return os.environ.get("SYSQ_DECODE_ATTENTION", "1") != "0" and triton_runs_on(device)
 
 
 def splits(batch: int, kv_heads: int, length: int) -> int:

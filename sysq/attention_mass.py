@@ -35,11 +35,8 @@ BLOCK = 64              # queries and keys per tile (GPU); the interpreter takes
 def available(device) -> bool:
     """Whether the Triton passes run on `device`: CUDA with Triton, or the CPU under TRITON_INTERPRET=1 (Triton's
     interpreter: slow, for tests). SYSQ_ATTENTION_MASS=0: never."""
-    from .quant.gemv import has_triton
-    dev = torch.device(device)
-    if os.environ.get("SYSQ_ATTENTION_MASS", "1") == "0" or not has_triton():
-        return False
-    return dev.type == "cuda" or (dev.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+    from .quant.gemv import triton_runs_on
+    return os.environ.get("SYSQ_ATTENTION_MASS", "1") != "0" and triton_runs_on(device)
 
 
 @dataclass

@@ -37,6 +37,13 @@ def has_triton() -> bool:
         return False
 
 
+def triton_runs_on(device) -> bool:
+    """Triton kernels run on `device`: CUDA with Triton, or the CPU under TRITON_INTERPRET=1 (Triton's interpreter:
+    slow, for tests)."""
+    dev = torch.device(device)
+    return has_triton() and (dev.type == "cuda" or (dev.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"))
+
+
 # The int4 GEMVs: "fma" (_int4_fma_kernel: one LOP3 and one FMA per code, the group's zero applied outside the
 # code loop) and "nibble" (_int4_kernel, the first one). A tuned config names its kernel ("KERNEL"; a config
 # without one is the nibble kernel's, as older sweeps wrote them); "tinygemm" there keeps the modules of that
