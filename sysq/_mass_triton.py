@@ -16,6 +16,16 @@ import triton
 import triton.language as tl
 
 
+@triton.jit
+def _tile(base, rows, T, s_t, D: tl.constexpr, DP: tl.constexpr, UPCAST: tl.constexpr):
+    """Rows `rows` (< T) of a [T, D] matrix at `base` (row stride s_t) as a [len(rows), DP] tile, zeros outside."""
+    rd = tl.arange(0, DP)
+    x = tl.load(base + rows[:, None] * s_t + rd[None, :], mask=(rows[:, None] < T) & (rd < D)[None, :], other=0)
+    if UPCAST:
+        x = x.to(tl.float32)
+    return x
+
+
 def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, T, qk_scale, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t,
                     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
@@ -25,21 +35,14 @@ def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, T, qk_scale, sq_b, sq_h, sq_t, sk_b, 
     b = pid_bh // H
     h = pid_bh % H
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rd = tl.arange(0, DP)
-    d_ok = rd < D
-    q = tl.load(q_ptr + b * sq_b + h * sq_h + rm[:, None] * sq_t + rd[None, :],
-                mask=(rm[:, None] < T) & d_ok[None, :], other=0)
-    if UPCAST:
-        q = q.to(tl.float32)
+    q = _tile(q_ptr + b * sq_b + h * sq_h, rm, T, sq_t, D, DP, UPCAST)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     k_base = k_ptr + b * sk_b + (h // G) * sk_h
     hi = tl.minimum((pid_m + 1) * BLOCK_M, T)          # causal: keys up to the block's last query
     for n0 in range(0, hi, BLOCK_N):
         rn = n0 + tl.arange(0, BLOCK_N)
-        k = tl.load(k_base + rn[:, None] * sk_t + rd[None, :], mask=(rn[:, None] < T) & d_ok[None, :], other=0)
-        if UPCAST:
-            k = k.to(tl.float32)
+        k = _tile(k_base, rn, T, sk_t, D, DP, UPCAST)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         s = tl.where(rn[None, :] <= rm[:, None], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -58,19 +61,12 @@ def _col_mass_kernel(q_ptr, k_ptr, lse_ptr, out_ptr, T, qk_scale, sq_b, sq_h, sq
     b = pid_bh // H
     h = pid_bh % H
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rd = tl.arange(0, DP)
-    d_ok = rd < D
-    k = tl.load(k_ptr + b * sk_b + (h // G) * sk_h + rn[:, None] * sk_t + rd[None, :],
-                mask=(rn[:, None] < T) & d_ok[None, :], other=0)
-    if UPCAST:
-        k = k.to(tl.float32)
+    k = _tile(k_ptr + b * sk_b + (h // G) * sk_h, rn, T, sk_t, D, DP, UPCAST)
     acc = tl.zeros([BLOCK_N], tl.float64)
     q_base = q_ptr + b * sq_b + h * sq_h
     for m0 in range((pid_n * BLOCK_N // BLOCK_M) * BLOCK_M, T, BLOCK_M):   # query blocks at and below the diagonal
         rm = m0 + tl.arange(0, BLOCK_M)
-        q = tl.load(q_base + rm[:, None] * sq_t + rd[None, :], mask=(rm[:, None] < T) & d_ok[None, :], other=0)
-        if UPCAST:
-            q = q.to(tl.float32)
+        q = _tile(q_base, rm, T, sq_t, D, DP, UPCAST)
         lse = tl.load(lse_ptr + pid_bh * T + rm, mask=rm < T, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.exp2(s - lse[:, None])
