@@ -229,23 +229,29 @@ class Ahead:
             self.sent[key] = self.pool.apply_async(_compile_only, (task,))
             self.next += 1
 
-    def wait(self, key) -> str | None:
-        """None: compiled by a worker, or left to this process; else the worker's compile error."""
+    def wait(self, key) -> None:
+        """Until a worker has compiled `key` (this process launches it either way: a worker's error is printed,
+        and this process compiles what a worker did not). A worker that does not answer in 120 s ends the pool."""
         if self.pool is None or key not in self.index:
-            return None
+            return
         i = self.index[key]
         self.next = max(self.next, i)
         self._send(i + 1 + self.window)
         r = self.sent.pop(key, None)
         try:
-            return None if r is None else r.get(timeout=120)
-        except Exception:      # a worker died or hung: this process compiles it
-            return None
+            note = None if r is None else r.get(timeout=120)
+        except Exception as e:      # workers dying or hung: compile here from now on
+            print(f"compile workers: no answer ({type(e).__name__}); compiling in this process from now on")
+            self.close()
+            return
+        if note:
+            print(f"  worker {note} ({key})")
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
+            self.pool = None
 
 
 # ---- the sweep
@@ -382,11 +388,8 @@ def attention_part(args, dims, cfgs, dev, cuda, start, ahead, measure, rows, sum
         if time.perf_counter() > until:
             skipped["attention configs"] += 1
             continue
-        note = ahead.wait(("attention", json.dumps(cfg)))
+        ahead.wait(("attention", json.dumps(cfg)))
         for length, case in fits:
-            if note:
-                rows.append(dict(part="attention", L=length, mask=False, kernel="candidate", config=cfg, error=note))
-                continue
             kfn = attn_call(case, cfg, kernel_only=True) if cfg["SPLIT"] > 1 else None
             record(case, "candidate", cfg, attn_call(case, cfg), kfn)
         if (i + 1) % 20 == 0:
@@ -514,13 +517,9 @@ def gemv_part(args, shapes, cfgs, dev, cuda, start, ahead, measure, rows, summar
             skipped["gemv configs"] += 1
             continue
         for gated in (False, True):
-            note = ahead.wait(("gemv", gated, json.dumps(cfg)))
+            ahead.wait(("gemv", gated, json.dumps(cfg)))
             for d in ([down] if gated else data):
-                if note:
-                    rows.append(dict(part="gemv", K=d["k"], N=d["n"], path="gated" if gated else "plain", config=cfg,
-                                     error=note))
-                else:
-                    record(d, "gated" if gated else "plain", cfg, gemv_call(d, cfg, gated), gated)
+                record(d, "gated" if gated else "plain", cfg, gemv_call(d, cfg, gated), gated)
         if (i + 1) % 25 == 0:
             print(f"  gemv: {i + 1}/{len(cfgs)} configs ({time.perf_counter() - start:.0f} s)", flush=True)
 
