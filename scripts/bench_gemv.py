@@ -58,6 +58,16 @@ def graph_us(fn, copies, calls: int, reps: int = 10) -> float:
     return t0.elapsed_time(t1) * 1e3 / (reps * calls)
 
 
+def resolve_device(args) -> bool:
+    """args.device made definite (cuda when present, else cpu); off CUDA, Triton's interpreter is turned on (it must
+    be before triton is first imported). True on CUDA."""
+    import torch
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device != "cuda":
+        os.environ["TRITON_INTERPRET"] = "1"
+    return args.device == "cuda"
+
+
 def print_settings(info: dict) -> None:
     """The run's settings line, with the Triton version (None where it is not installed)."""
     try:
@@ -96,9 +106,7 @@ def parse(argv=None):
 def main(argv=None) -> int:
     args = parse(argv)
     import torch
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.device == "cpu":   # the interpreter must be on before triton is imported
-        os.environ["TRITON_INTERPRET"] = "1"
+    resolve_device(args)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sysq.io import atomic_write_text
     from sysq.quant import gemv

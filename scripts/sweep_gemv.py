@@ -72,14 +72,11 @@ def candidates(grid) -> list[dict]:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    from bench_gemv import print_settings, resolve_device, timer
+    cuda = resolve_device(args)
     import torch
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cuda = args.device == "cuda"
-    if not cuda:   # the interpreter must be on before triton is imported
-        os.environ["TRITON_INTERPRET"] = "1"
     import torch.nn.functional as F
 
-    from bench_gemv import print_settings, timer
     from sysq.io import atomic_write_text
     from sysq.quant import gemv
     from sysq.quant.kernels import _int4_mm, _pack_for, inner_k_tiles

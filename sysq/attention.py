@@ -30,6 +30,9 @@ from .arch import get_adapter
 
 NAME = "sysq_decode"
 BLOCK_L = 64            # keys per iteration (GPU); the interpreter takes 16
+NUM_WARPS = 4           # the GPU launch's warps and software-pipelining stages
+NUM_STAGES = 2
+MIN_SPLIT = 1           # slices of the keys even for short caches (at most one per block of keys)
 KEYS_PER_SPLIT = 512    # long caches are split over programs: one slice per this many keys
 
 
@@ -53,18 +56,26 @@ def _pow2(n: int, least: int) -> int:
     return max(least, 1 << (n - 1).bit_length())
 
 
-@torch.library.custom_op("sysq::decode_attention", mutates_args=())
-def decode_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                        scale: float) -> torch.Tensor:
-    """q [B, H, 1, D], k, v [B, Hkv, L, D], mask bool [B, L] or None -> [B, 1, H, D] in q's dtype."""
+def launch_config(batch: int, kv_heads: int, length: int, device) -> dict:
+    """How the kernel runs over a cache of `length` keys: BLOCK_L (keys per iteration; 16 in the interpreter),
+    SPLIT (slices of the keys: splits(), raised to MIN_SPLIT where there are that many blocks of keys) and, on the
+    GPU, num_warps and num_stages. scripts/bench_decode_kernels.py measures the alternatives on a GPU."""
+    interp = torch.device(device).type != "cuda"
+    block = 16 if interp else BLOCK_L
+    cfg = dict(BLOCK_L=block, SPLIT=max(splits(batch, kv_heads, length), min(MIN_SPLIT, -(-length // block))))
+    if not interp:
+        cfg.update(num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+    return cfg
+
+
+def launch_decode(q, k, v, mask, scale: float, config: dict):
+    """Launch the kernel with `config` (launch_config's keys; num_warps / num_stages are ignored off the GPU) on
+    q [B, H, 1, D], k, v [B, Hkv, L, D] (last dim contiguous), mask bool [B, L] or None. Returns (out, part, m, l):
+    with SPLIT 1 `out` [B, 1, H, D] holds the result; else the float32 slices for combine_decode."""
     from ._attention_triton import kernel
     b, h, _, d = q.shape
     hkv, length = k.shape[1], k.shape[2]
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    g = h // hkv
-    s = splits(b, hkv, length)
-    interp = q.device.type != "cuda"
-    block = 16 if interp else BLOCK_L
+    s = config["SPLIT"]
     out = torch.empty((b, 1, h, d), dtype=q.dtype, device=q.device)
     if s == 1:
         part, m, l_ = out, out, out
@@ -75,20 +86,40 @@ def decode_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
         l_ = torch.empty_like(m)
         so = (b * h * d, h * d, d)
     sm = (mask.stride(0), mask.stride(1)) if mask is not None else (0, 0)
-    launch = {} if interp else dict(num_warps=4, num_stages=2)
+    launch = {key: config[key] for key in ("num_warps", "num_stages") if key in config and q.device.type == "cuda"}
     kernel()[(b * hkv, s)](
         q, k, v, mask if mask is not None else q, part, m, l_, length, b * h, float(scale),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        *sm, *so, HKV=hkv, G=g, GP=_pow2(g, 16), D=d, DP=_pow2(d, 16), BLOCK_L=block, SPLIT=s,
-        HAS_MASK=mask is not None,
+        *sm, *so, HKV=hkv, G=h // hkv, GP=_pow2(h // hkv, 16), D=d, DP=_pow2(d, 16), BLOCK_L=config["BLOCK_L"],
+        SPLIT=s, HAS_MASK=mask is not None,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32", **launch)
-    if s == 1:
-        return out
-    top = m.amax(0)                                              # combine the slices (flash-decoding)
+    return out, part, m, l_
+
+
+def combine_decode(part, m, l_, dtype) -> torch.Tensor:
+    """The attention output [B, 1, H, D] in `dtype` from SPLIT slices (flash-decoding): part [S, B, H, D] the
+    unnormalised outputs, m and l [S, B, H] their score maxima and exp-sums."""
+    top = m.amax(0)
     w = torch.where(m == float("-inf"), 0.0, torch.exp(m - top.clamp_min(-3e38)))
     total = (l_ * w).sum(0)
     y = (part * w[..., None]).sum(0) / torch.where(total == 0, 1.0, total)[..., None]
-    return y.to(q.dtype).unsqueeze(1)
+    return y.to(dtype).unsqueeze(1)
+
+
+def decode_attention(q, k, v, mask, scale: float, config: dict) -> torch.Tensor:
+    """The op's work with an explicit launch config (launch_config's form): the kernel, and the combine of its
+    slices where SPLIT > 1. [B, 1, H, D] in q's dtype."""
+    out, part, m, l_ = launch_decode(q, k, v, mask, scale, config)
+    return out if config["SPLIT"] == 1 else combine_decode(part, m, l_, q.dtype)
+
+
+@torch.library.custom_op("sysq::decode_attention", mutates_args=())
+def decode_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                        scale: float) -> torch.Tensor:
+    """q [B, H, 1, D], k, v [B, Hkv, L, D], mask bool [B, L] or None -> [B, 1, H, D] in q's dtype."""
+    b, hkv, length = q.shape[0], k.shape[1], k.shape[2]
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    return decode_attention(q, k, v, mask, scale, launch_config(b, hkv, length, q.device))
 
 
 @decode_attention_op.register_fake

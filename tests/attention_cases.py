@@ -41,6 +41,21 @@ def test_kernel_equals_attention_over_the_expanded_cache(b, h, hkv, length, d, s
             assert torch.equal(y, ref.to(dtype)) or (y.float() - ref).abs().max() <= 2 * (ref.to(dtype).float() - ref).abs().max()
 
 
+@pytest.mark.parametrize("block, split", [(16, 1), (32, 1), (16, 3), (32, 2), (16, 4)])
+def test_any_launch_config_gives_the_same_attention(block, split):
+    """decode_attention with an explicit config (the bench's sweep); 40 keys in blocks of 16 over 4 slices leave
+    the last slice empty, which the combine must ignore."""
+    gen = torch.Generator().manual_seed(block + split)
+    q, k, v = (torch.randn(1, n, t, 32, generator=gen).to(torch.bfloat16) for n, t in [(8, 1), (2, 40), (2, 40)])
+    mask = torch.rand(1, 40, generator=gen) < 0.7
+    mask[:, 0] = True
+    for m in (mask, None):
+        y = attention.decode_attention(q, k, v, m, 32 ** -0.5, dict(BLOCK_L=block, SPLIT=split, num_warps=2))
+        ref = _reference(q, k, v, m, 32 ** -0.5)
+        bound = 2 * (ref.to(y.dtype).float() - ref).abs().max()     # twice the output's own bf16 rounding
+        assert y.shape == (1, 1, 8, 32) and (y.float() - ref).abs().max() <= bound
+
+
 @torch.no_grad()
 def _decode_logits(model, steps: int, compiled: bool, prompt: int = 12, seed: int = 0):
     """Logits of a static-cache prefill and `steps` one-token steps (greedy), as sysq bench decodes."""

@@ -32,6 +32,45 @@ def test_splits_only_long_caches():
     assert attention.splits(1, 8, 1 << 20) == 32            # capped
 
 
+def test_launch_config_is_the_shipped_launch_by_default():
+    assert attention.launch_config(1, 8, 107, "cuda") == dict(BLOCK_L=64, SPLIT=1, num_warps=4, num_stages=2)
+    assert attention.launch_config(1, 8, 4096, "cuda")["SPLIT"] == attention.splits(1, 8, 4096) == 8
+    assert attention.launch_config(1, 8, 107, "cpu") == dict(BLOCK_L=16, SPLIT=1)     # the interpreter's
+
+
+def test_min_split_slices_short_caches_at_most_one_block_each(monkeypatch):
+    monkeypatch.setattr(attention, "MIN_SPLIT", 4)
+    assert attention.launch_config(1, 8, 96, "cuda")["SPLIT"] == 2        # two blocks of 64 keys
+    assert attention.launch_config(1, 8, 300, "cuda")["SPLIT"] == 4
+    assert attention.launch_config(1, 8, 4096, "cuda")["SPLIT"] == 8      # long caches: splits() already more
+    monkeypatch.setattr(attention, "BLOCK_L", 32)
+    assert attention.launch_config(1, 8, 96, "cuda")["SPLIT"] == 3
+
+
+def test_bench_decode_kernels_runs_at_a_tiny_size_on_the_cpu(tmp_path):
+    pytest.importorskip("triton")
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "scripts" / "bench_decode_kernels.py"), "--device", "cpu",
+                        "--quick", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=root)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    out = json.loads((tmp_path / "bench_decode_kernels.json").read_text())
+    rows, summary = out["rows"], out["summary"]
+    assert not any("error" in x for x in rows)
+    assert {"L=24", "L=40", "L=24 mask", "512x96", "512x96 gated", "256x128", "down: gated vs separate"} <= set(summary)
+    att = [x for x in rows if x["part"] == "attention"]
+    assert {x["kernel"] for x in att} == {"shipped op", "torch sdpa (repeat_kv)", "candidate"}
+    assert {x["config"]["SPLIT"] for x in att if x["kernel"] == "candidate"} == {1, 2}
+    assert all(x["max_abs_err"] < 1e-2 for x in att)
+    gem = [x for x in rows if x["part"] == "gemv" and "max_rel_err" in x]
+    assert {x["path"] for x in gem} >= {"today", "gated today", "plain", "gated"}
+    assert all(x["max_rel_err"] < 2 ** -7 for x in gem)     # int8 codes, fp32 sums, bf16 outputs
+    assert (tmp_path / "bench_decode_kernels.md").read_text().count("| L=") == 3
+
+
 def test_encoders_are_refused():
     with pytest.raises(UnsupportedArchitecture, match="not a decoder"):
         attention.enable(tiny_model("bert", layers=1))
