@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
@@ -611,12 +611,7 @@ class Recorder:
         self._host_handles = []              # host-only work (the previous batch's records), no device tensors
         self._cur: dict = {}
         self.batch: Batch | None = None
-        self._backlogs: deque[tuple[Batch, Backlog]] = deque()   # each closed chunk's host records, in order
-        # the batch after which the statistics are final, and what takes final sites: on_final(sites) -> (fn,
-        # tensors), fn(*host copies) run in hook order (detect: the sites' rows to the host and their report), so the
-        # last batch's sites are done chunk by chunk while the device still computes its later layers
-        self.final: Batch | None = None
-        self.on_final = None
+        self._backlog: Backlog | None = None
 
     # ---- running ------------------------------------------------------------------------------
     def attach(self, layers=None) -> "Recorder":
@@ -670,14 +665,10 @@ class Recorder:
         self.batch, self._cur = batch, {}
 
     @torch.no_grad()
-    def run(self, ids: torch.Tensor, window0: int, attention: bool = True, final: bool = False) -> None:
+    def run(self, ids: torch.Tensor, window0: int, attention: bool = True) -> None:
         """One batch of windows through the whole model. Its statistics are folded in on the device at once; its
-        host records are made while the next batch runs (flush() makes the last ones). final: the last batch (its
-        chunks' sites go to on_final as they close)."""
-        batch = self.begin(ids, window0, attention)
-        if final:
-            self.final = batch
-        self.use(batch)
+        host records are made while the next batch runs (flush() makes the last ones)."""
+        self.use(self.begin(ids, window0, attention))
         try:
             base = getattr(self.model, "base_model", self.model)   # the logits are not needed
             with _windows_unpacked():
@@ -688,8 +679,9 @@ class Recorder:
         finally:
             self._cur = {}
         self._close_chunk()
-        self._step_backlog(before=self.batch)   # what the hooks left of the previous batch's records
+        self._step_backlog()                # what the hooks left of the previous batch's records
         self._merge()
+        self._backlog = self.pending.start()
 
     def flush(self) -> None:
         """Fold the batches' reductions into the running statistics (merge_sites), then move what the hooks left
@@ -699,19 +691,14 @@ class Recorder:
         self._merge()
         self.pending.flush()
 
-    def _step_backlog(self, n: int | None = None, before: Batch | None = None) -> None:
-        """Run n (default: all) of the closed chunks' host callbacks in order, waiting for each chunk's copy only
-        when its turn comes: the last batch's records are made chunk by chunk while the device still reduces the
-        later layers. before=batch: only the chunks of earlier batches."""
-        while self._backlogs and (n is None or n > 0):
-            batch, log = self._backlogs[0]
-            if batch is before:
-                return
-            k = len(log.items) - log.done if n is None else min(n, len(log.items) - log.done)
-            log.step(k)
-            n = None if n is None else n - k
-            if log.done == len(log.items):
-                self._backlogs.popleft()
+    def _step_backlog(self, n: int | None = None) -> None:
+        """Run n (default: all) of the previous batch's host callbacks. The decoder layers' pre-hooks run a share
+        each, so on an accelerator the host makes batch k's records while the device computes batch k + 1 (a
+        wait here would be for batch k's copy, queued before batch k + 1)."""
+        if self._backlog is not None:
+            self._backlog.step(n)
+            if self._backlog.done == len(self._backlog.items):
+                self._backlog = None
 
     def _merge(self) -> None:
         groups: dict[tuple, list[Reduced]] = {}
@@ -742,15 +729,11 @@ class Recorder:
 
     # ---- hooks --------------------------------------------------------------------------------
     def _host_share(self, k: int):
-        """Before the k-th hooked layer: the previous batch's callbacks up to k / layers of them, where their copies
-        are done (no wait). The running batch's own chunks wait for flush() or the next batch: a chunk of this batch
-        is ready only when the device has caught up with the host, and host work then would idle the device."""
+        """Before the k-th hooked layer: the previous batch's callbacks up to k / layers of them."""
         def hook(mod, args):
-            old = [log for batch, log in self._backlogs if batch is not self.batch]
-            if old and all(log.ready() for log in old):      # else a later layer catches up
-                total, done = sum(len(log.items) for log in old), sum(log.done for log in old)
-                want = -(-total * k // len(self._host_handles))
-                self._step_backlog(max(0, want - done), before=self.batch)
+            if self._backlog is not None and self._backlog.ready():     # else a later layer catches up
+                want = -(-len(self._backlog.items) * k // len(self._host_handles))
+                self._step_backlog(max(0, want - self._backlog.done))
         return hook
 
     def _btc(self, t: torch.Tensor) -> torch.Tensor:
@@ -992,12 +975,6 @@ class Recorder:
             amaps = [_stack(amaps)]
         self.pending.add(partial(self._chunk_records, batch, [c["i"] for c in layers], meta, len(tensors), att_rows,
                                  Tq), *tensors, *life, *att, norms, snap, *amaps)
-        if batch is self.final and self.on_final is not None:
-            self._merge()           # the chunk's sites are final: to the host now, not after the last layer
-            fn, final = self.on_final([s for sites, _ in meta for s in sites])
-            self.pending.add(fn, *final)
-        if self.pending.items:      # the chunk's copy to the host starts now (the CPU form ran its records already)
-            self._backlogs.append((batch, self.pending.start()))
 
     def _chunk_records(self, batch: Batch, layers: list[int], meta: list, n_sites: int, att_rows: list, Tq: int,
                        *tensors) -> None:

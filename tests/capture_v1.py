@@ -248,9 +248,9 @@ class Recorder:
         self._cur = {}
 
     @torch.no_grad()
-    def run(self, ids: torch.Tensor, window0: int, attention: bool = True, final: bool = False) -> None:
+    def run(self, ids: torch.Tensor, window0: int, attention: bool = True) -> None:
         """One batch of windows. attention=False: the model runs its own kernel (no probabilities), so the
-        attention statistics and Q/K/V norms skip this batch. final: ignored (v1 makes no site final on the way)."""
+        attention statistics and Q/K/V norms skip this batch."""
         # statistics live on the CPU whatever the model's device: hooks move what they keep (_host)
         self._ids, self._window0 = ids.cpu(), window0
         self._attention_now = attention and self.attention

@@ -183,10 +183,10 @@ def test_hooks_never_wait_for_the_device(monkeypatch, planted_model):
     in_forward = []
     step = Recorder._step_backlog
 
-    def spy_step(self, n=None, before=None):
-        if self._backlogs and n is not None and n > 0:
+    def spy_step(self, n=None):
+        if self._backlog is not None and n is not None and n > 0:
             in_forward.append(n)
-        return step(self, n, before)
+        return step(self, n)
     monkeypatch.setattr(Recorder, "_step_backlog", spy_step)
     dense = detect(planted_model, x, quiet=True, **kw)
     assert guard["calls"] > 0 and in_forward

@@ -10,7 +10,6 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from functools import partial
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from ..arch import get_adapter
 from ..capture import Recorder
 from ..errors import SysqError
 from ..sequential import choose_pipeline, run_layers
-from .activation import final_rows, residual_channels, round_channels, site_summary
+from .activation import residual_channels, round_channels, site_summary
 from .attention import attention_maps, attention_probes, attention_summary
 from .consistency import feature_consistency, sequence_consistency
 from .lifecycle import MAX_CHANNELS, channel_lifecycle, down_rows, groups_of
@@ -72,19 +71,18 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     starts = list(range(0, n_att, batch_size)) + list(range(n_att, len(ids), batch_size))
     ends = [min(s + batch_size, n_att if s < n_att else len(ids)) for s in starts]
     rec = Recorder(model, th, attention=attention, snapshot=snapshot)
-    namer, summaries = Namer(tokenizer), {}
-    rec.on_final = partial(_on_final, rec.site_linears, summaries, namer, th)   # no cycle through rec
     t_weights, weights_done = 0.0, None
     t0 = time.perf_counter()
     if path.sequential:
         weights = _detect_sequential(model, ad, th, rec, ids, starts, ends, n_att, path.device, quiet)
+        statistics_done = _start_statistics(rec)
     else:
         bar = tqdm(total=len(ids), disable=quiet, desc="detect", unit="window")
         rec.attach()
         try:
             for s, e in zip(starts, ends):
                 with (attention_probes(model) if s < n_att else contextlib.nullcontext()):
-                    rec.run(ids[s:e], s, attention=s < n_att, final=e == len(ids))
+                    rec.run(ids[s:e], s, attention=s < n_att)
                 bar.update(e - s)
                 if weights_done is None:
                     # the weights' kernels queued behind the first batch: on an accelerator the host launches
@@ -92,25 +90,25 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
                     t1 = time.perf_counter()
                     weights_done = start_weights(ad, th)
                     t_weights = time.perf_counter() - t1
+            # the statistics are final once the last batch's merges are queued: their rounding and copy are queued
+            # behind them, and the host builds the weights' statistics and the last batch's records meanwhile
+            statistics_done = _start_statistics(rec)
             t1 = time.perf_counter()
             weights = weights_done()
             t_weights += time.perf_counter() - t1
-            rec.flush()     # the last batch's records and site reports, chunk by chunk as the device finishes them
+            rec.flush()                 # the last batch's records
         finally:
             rec.detach()
             bar.close()
-    left = [key for key in rec.sites if key not in summaries]
-    if left:                # no site made final on the way (the sequential path, the tests' v1): all at once
-        _start_statistics(rec)()
-        for key in left:
-            summaries[key] = site_summary(rec.sites[key], rec.site_linears.get(key, []), namer, th)
+    statistics_done()
     if rec.chunks:
         log.info("detect: %d chunks of up to %d layers reduced together (up to %.2f GiB of activations held; "
                  "sysq.capture.CHUNK_BYTES)", len(rec.chunks), max(n for n, _ in rec.chunks),
                  max(b for _, b in rec.chunks) / 2**30)
     t_pass = time.perf_counter() - t0 - (0.0 if path.sequential else t_weights)
 
-    sites = {key: summaries[key] for key in sorted(rec.sites)}
+    namer = Namer(tokenizer)
+    sites = {key: site_summary(s, rec.site_linears.get(key, []), namer, th) for key, s in sorted(rec.sites.items())}
     linear_inputs = {name: s for s in sites.values() for name in s["linears"]}
     resid = [sites[(i, "resid")] for i in range(ad.num_layers) if (i, "resid") in sites]
     channels = residual_channels(resid, ad.num_layers)
@@ -151,22 +149,9 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
     return report
 
 
-def _on_final(linears: dict, summaries: dict, namer: Namer, th: Thresholds, sites: list) -> tuple:
-    """Recorder.on_final: the final sites' rows to copy, and the host function that sets them and makes each site's
-    part of the report into `summaries`."""
-    tensors, set_rows = final_rows(sites)
-
-    def done(*host) -> None:
-        set_rows(*host)
-        for s in sites:
-            key = (s.layer, s.site)
-            summaries[key] = site_summary(s, linears.get(key, []), namer, th)
-    return done, tensors
-
-
 def _start_statistics(rec: Recorder):
     """The per-channel lists rounded on the device and every running statistic's copy to the host, queued; the
-    returned function waits for the copy. For a recorder that calls no on_final."""
+    returned function waits for the copy."""
     round_channels(list(rec.tables.values()))
     return rec.start_to_host()
 
@@ -175,8 +160,6 @@ def _detect_sequential(model, ad, th, rec: Recorder, ids, starts, ends, n_att, d
     """detect through sysq.sequential: every batch passes layer i (hooked) before layer i + 1 is on the device;
     the weight statistics are taken on the device, layer by layer. Returns them."""
     batches = [rec.begin(ids[s:e], s, attention=s < n_att) for s, e in zip(starts, ends)]
-    # no rec.final: the sites' host rows and reports are made once every layer is done, so that they do not add to
-    # the peak of the layers still to run (this path is for models whose memory is the limit, not the seconds)
     weights = {}
 
     @contextlib.contextmanager

@@ -3,8 +3,6 @@ criterion (Sun et al. massive, An et al. 1000x mean, PrefixQuant 64x median toke
 channels, and the residual channels that persist across layers."""
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 
@@ -81,58 +79,23 @@ def round_channels(tables: list[SiteTable]) -> None:
     """The per-channel lists of the report (absmax, mean |x|) of every site, rounded on the tables' devices in one
     call per device: `channel_absmax5`, `channel_absmean5` in each table's `rounded`, with round5_parts' `_ok` and
     `_x` beside each (exact5 finishes them on the host). No read of a device value: queued behind the merges."""
-    for t, rounded in zip(tables, _round_rows([(t, 0, t.rows()) for t in tables])):
-        t.rounded = rounded
-
-
-def _round_rows(spans: list[tuple[SiteTable, int, int]]) -> list[dict[str, torch.Tensor]]:
-    """round_channels of rows r0 .. r0 + n of each (table, r0, n): per span {name: [n, C]}, one round5_parts call
-    per device."""
-    out: list[dict] = [{} for _ in spans]
     by_device: dict = {}
-    for k, (t, _, _) in enumerate(spans):
-        by_device.setdefault(t.device, []).append(k)
-    for ks in by_device.values():
+    for t in tables:
+        by_device.setdefault(t.device, []).append(t)
+    for group in by_device.values():
         parts = []
-        for k in ks:
-            t, r0, n = spans[k]
-            tokens = [max(s.tokens, 1) for s in t.sites[r0:r0 + n]]
+        for t in group:
+            tokens = [max(s.tokens, 1) for s in t.sites]
             per_row = tokens[0] if len(set(tokens)) == 1 else \
                 torch.tensor(tokens, dtype=torch.float64).to(t.device)[:, None]
-            parts += [t.state["absmax"][r0:r0 + n], t.state["abssum"][r0:r0 + n] / per_row]
+            parts += [t.state["absmax"], t.state["abssum"] / per_row]
         flat = round5_parts(torch.cat([p.double().reshape(-1) for p in parts]))
         split = [iter(f.split([p.numel() for p in parts])) for f in flat]
-        for k in ks:
+        for t in group:
+            t.rounded = {}
             for name in ("channel_absmax5", "channel_absmean5"):
                 for suffix, part in zip(("", "_ok", "_x"), split):
-                    out[k][name + suffix] = next(part).view(spans[k][2], -1)
-    return out
-
-
-def final_rows(sites: list[SiteStats]) -> tuple[list[torch.Tensor], Callable]:
-    """What site_summary reads of sites whose statistics are final: their rows of every running statistic and their
-    rounded per-channel lists (round_channels' numbers), as tensors to copy to the host behind the merges, and the
-    function that sets the host copies on the sites (numpy rows, as Recorder.to_host sets them)."""
-    runs: list[list[SiteStats]] = []            # sites of consecutive rows of one table
-    for s in sorted(sites, key=lambda s: (id(s.table), s.row)):
-        if runs and runs[-1][-1].table is s.table and runs[-1][-1].row + 1 == s.row:
-            runs[-1].append(s)
-        else:
-            runs.append([s])
-    spans = [(run[0].table, run[0].row, len(run)) for run in runs]
-    named = []
-    for run, (t, r0, n), rounded in zip(runs, spans, _round_rows(spans)):
-        # on the CPU nothing copies them: a view would keep the whole table alive, and grow() replaces the tables
-        named += [(run, r0, name, v[r0:r0 + n].clone() if v.device.type == "cpu" else v[r0:r0 + n])
-                  for name, v in t.state.items()]
-        named += [(run, r0, name, v) for name, v in rounded.items()]
-
-    def done(*host) -> None:
-        for (run, r0, name, _), h in zip(named, host):
-            h = h.numpy() if isinstance(h, torch.Tensor) else h
-            for s in run:
-                setattr(s, name, h[s.row - r0])
-    return [v for *_, v in named], done
+                    t.rounded[name + suffix] = next(part).view(t.rows(), -1)
 
 
 def largest_first(idx: np.ndarray, key: np.ndarray, k: int) -> list:
