@@ -287,7 +287,7 @@ def main(argv=None) -> int:
                 attention=dims, gemv_shapes=[f"{k}x{n}" for k, n in shapes], quick=args.quick, jobs=jobs,
                 attn_configs=len(attn_cfgs), gemv_configs=len(gemv_cfgs), time_budget=args.time_budget,
                 calls=args.calls, reps=args.reps, bust_mib=args.bust_mib, attn_bust_mib=args.attn_bust_mib,
-                shipped_attention=attention.launch_config(1, dims["hkv"], dims["ls"][0], dev))
+                shipped_attention=attention.launch_config(1, dims["hkv"], dims["ls"][0], dev, dims["d"]))
     print_settings(info)
 
     # the compile-ahead order: attention configs (at their first L that fits), then GEMV (plain, gated) configs
@@ -373,7 +373,7 @@ def attention_part(args, dims, cfgs, dev, cuda, start, ahead, measure, rows, sum
 
     for (length, masked), case in cases.items():
         q, mask, mask4, scale = case["q"], case["mask"], case["mask4"], case["scale"]
-        shipped = attention.launch_config(1, dims["hkv"], length, dev)
+        shipped = attention.launch_config(1, dims["hkv"], length, dev, dims["d"])
         case["shipped"] = record(case, "shipped op", shipped,
                                  lambda c: torch.ops.sysq.decode_attention(q, c[0], c[1], mask, scale))
         record(case, "torch sdpa (repeat_kv)", None, lambda c: F.scaled_dot_product_attention(
@@ -499,7 +499,8 @@ def gemv_part(args, shapes, cfgs, dev, cuda, start, ahead, measure, rows, summar
         r = record(d, "today", None, lambda c, d=d: gemv.int8_gemv_scaled(d["x"], c, d["s8"]), False)
         r["config"] = picked(d["k"], d["n"], False)
         today[(d["k"], d["n"], False)] = r
-    r = record(down, "gated today", None, lambda c: gemv.int8_gemv_gated(down["gu"], c, down["s8"]), True)
+    gated = torch.ops.sysq.int8_gemv_gated_scaled        # the op itself: gemv.int8_gemv_gated is off by default
+    r = record(down, "gated today", None, lambda c: gated(down["gu"].contiguous(), c, down["s8"]), True)
     r["config"] = picked(kd, down["n"], True)
     today[(kd, down["n"], True)] = r
     pw_row = record(down, f"pointwise silu*up alone: {pw_name}", None, lambda c: pw(down["gu"]), None,

@@ -22,6 +22,7 @@ and CUDA graphs capture it. On the CPU it runs only in Triton's interpreter (TRI
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -29,11 +30,15 @@ import torch
 from .arch import get_adapter
 
 NAME = "sysq_decode"
-BLOCK_L = 64            # keys per iteration (GPU); the interpreter takes 16
-NUM_WARPS = 4           # the GPU launch's warps and software-pipelining stages
-NUM_STAGES = 2
-MIN_SPLIT = 1           # slices of the keys even for short caches (at most one per block of keys)
-KEYS_PER_SPLIT = 512    # long caches are split over programs: one slice per this many keys
+# The GPU launch, measured on one H200 (scripts/bench_decode_kernels.py, call A11 of the eleventh session: B=1, 32 / 8
+# heads, D=128, bf16): 128 keys per iteration with 3 pipelining stages and one program per KV head was the fastest at
+# every cache length tried (96 to 2080 keys: 4.2 us against 4.8 with 64 keys and 2 stages at 96, 33.0 against 45.8
+# at 2080, where 64-key slices and their combine ran); the combine of split slices (eager torch ops inside the op)
+# costs more than the parallelism gains below a few thousand keys.
+BLOCK_L = 128           # keys per iteration (GPU); the interpreter takes 16
+NUM_WARPS = 4
+NUM_STAGES = 3          # as many as one K and one V tile per stage fit in shared memory (launch_config)
+KEYS_PER_SPLIT = 4096   # long caches are split over programs: one slice per this many keys
 
 
 @torch.compiler.assume_constant_result     # asked while tracing a forward: decided once, outside the graph
@@ -56,16 +61,29 @@ def _pow2(n: int, least: int) -> int:
     return max(least, 1 << (n - 1).bit_length())
 
 
-def launch_config(batch: int, kv_heads: int, length: int, device) -> dict:
+def launch_config(batch: int, kv_heads: int, length: int, device, head_dim: int = 128, itemsize: int = 2) -> dict:
     """How the kernel runs over a cache of `length` keys: BLOCK_L (keys per iteration; 16 in the interpreter),
-    SPLIT (slices of the keys: splits(), raised to MIN_SPLIT where there are that many blocks of keys) and, on the
-    GPU, num_warps and num_stages. scripts/bench_decode_kernels.py measures the alternatives on a GPU."""
-    interp = torch.device(device).type != "cuda"
-    block = 16 if interp else BLOCK_L
-    cfg = dict(BLOCK_L=block, SPLIT=max(splits(batch, kv_heads, length), min(MIN_SPLIT, -(-length // block))))
-    if not interp:
-        cfg.update(num_warps=NUM_WARPS, num_stages=NUM_STAGES)
-    return cfg
+    SPLIT (slices of the keys: splits()) and, on the GPU, num_warps and num_stages: NUM_STAGES, fewer (then a
+    smaller BLOCK_L) where a K and a V tile per stage would not fit the GPU's shared memory (fp32 caches, wide
+    heads, smaller GPUs). scripts/bench_decode_kernels.py measures the alternatives on a GPU."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return dict(BLOCK_L=16, SPLIT=splits(batch, kv_heads, length))
+    smem, dp = _shared_memory(dev.index if dev.index is not None else torch.cuda.current_device()), _pow2(head_dim, 16)
+    block, stages = BLOCK_L, NUM_STAGES
+    while stages > 1 and stages * 2 * block * dp * itemsize > smem:
+        stages -= 1
+    while block > 16 and 2 * block * dp * itemsize > smem:
+        block //= 2
+    return dict(BLOCK_L=block, SPLIT=splits(batch, kv_heads, length), num_warps=NUM_WARPS, num_stages=stages)
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_memory(index: int) -> int:
+    """Bytes of shared memory one program may use on CUDA device `index` (opt-in maximum), with room for the
+    kernel's own buffers."""
+    props = torch.cuda.get_device_properties(index)
+    return int(0.85 * getattr(props, "shared_memory_per_block_optin", 48 * 1024))
 
 
 def launch_decode(q, k, v, mask, scale: float, config: dict):
@@ -119,7 +137,8 @@ def decode_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
     """q [B, H, 1, D], k, v [B, Hkv, L, D], mask bool [B, L] or None -> [B, 1, H, D] in q's dtype."""
     b, hkv, length = q.shape[0], k.shape[1], k.shape[2]
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    return decode_attention(q, k, v, mask, scale, launch_config(b, hkv, length, q.device))
+    return decode_attention(q, k, v, mask, scale, launch_config(b, hkv, length, q.device, q.shape[-1],
+                                                                 q.element_size()))
 
 
 @decode_attention_op.register_fake

@@ -130,13 +130,15 @@ def test_fused_projections_on_the_gemv_give_the_unfused_logits_and_tokens():
             assert seen == [(1, 3, 128)]
 
 
-def test_compiled_fused_int8_decode_runs_the_epilogue_in_the_gemv():
+@pytest.mark.parametrize("prologue", [False, True])
+def test_compiled_fused_int8_decode_runs_the_epilogue_in_the_gemv(monkeypatch, prologue):
     """Inductor's CPU code for a fused one-token forward: each GEMV is the scaled op (no partial sums, no kernel
-    for the scale and cast), one per fused group."""
+    for the scale and cast), one per fused group; with the gated prologue on, down's takes SiLU(gate) * up too."""
     import copy
     from torch._inductor.utils import run_and_get_code
-    from sysq.quant import convert, quantize
+    from sysq.quant import convert, gemv, quantize
     from tiny_models import tiny_model
+    monkeypatch.setattr(gemv, "GATED_PROLOGUE", prologue)
     m = tiny_model("llama", layers=1)
     quantize(m, "w8a16")
     fused = copy.deepcopy(m)
@@ -147,8 +149,8 @@ def test_compiled_fused_int8_decode_runs_the_epilogue_in_the_gemv():
         step = torch.compile(fused.forward, fullgraph=True)
         got, codes = run_and_get_code(lambda: step(input_ids=ids).logits)
     code = "\n".join(codes)
-    assert code.count("torch.ops.sysq.int8_gemv_scaled.default(") == 3          # q/k/v, o, gate/up
-    assert code.count("torch.ops.sysq.int8_gemv_gated_scaled.default(") == 1    # down, SiLU(gate) * up inside
+    assert code.count("torch.ops.sysq.int8_gemv_scaled.default(") == 4 - prologue     # q/k/v, o, gate/up (, down)
+    assert code.count("torch.ops.sysq.int8_gemv_gated_scaled.default(") == prologue   # down, SiLU(gate) * up inside
     assert "torch.ops.sysq.int8_gemv.default(" not in code
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 

@@ -28,23 +28,23 @@ def test_without_the_kernel_every_call_is_sdpa(monkeypatch):
 
 def test_splits_only_long_caches():
     assert attention.splits(1, 8, 107) == 1                 # the bench's cache: one kernel, no combine
-    assert attention.splits(1, 8, 4096) == 8
+    assert attention.splits(1, 8, 4096) == 1                # one program per KV head up to KEYS_PER_SPLIT keys
+    assert attention.splits(1, 8, 8192) == 2
     assert attention.splits(1, 8, 1 << 20) == 32            # capped
 
 
-def test_launch_config_is_the_shipped_launch_by_default():
-    assert attention.launch_config(1, 8, 107, "cuda") == dict(BLOCK_L=64, SPLIT=1, num_warps=4, num_stages=2)
-    assert attention.launch_config(1, 8, 4096, "cuda")["SPLIT"] == attention.splits(1, 8, 4096) == 8
+def test_launch_config_fits_the_tiles_in_shared_memory(monkeypatch):
+    """128 keys and 3 stages (measured fastest on an H200) where a K and a V tile per stage fit; fewer stages, then
+    fewer keys, where they do not (no out-of-resources failure at launch)."""
+    monkeypatch.setattr(attention, "_shared_memory", lambda index: int(0.85 * 232448))   # an H200's opt-in maximum
+    assert attention.launch_config(1, 8, 107, "cuda:0") == dict(BLOCK_L=128, SPLIT=1, num_warps=4, num_stages=3)
+    assert attention.launch_config(1, 8, 107, "cuda:0", 64, 4)["num_stages"] == 3       # SmolLM2 fp32: D = 64
+    assert attention.launch_config(1, 8, 107, "cuda:0", 128, 4)["num_stages"] == 1      # fp32, D = 128
+    assert attention.launch_config(1, 8, 8192, "cuda:0")["SPLIT"] == attention.splits(1, 8, 8192) == 2
+    monkeypatch.setattr(attention, "_shared_memory", lambda index: int(0.85 * 101376))   # 99 KB
+    assert attention.launch_config(1, 8, 107, "cuda:0", 128, 4) == dict(BLOCK_L=64, SPLIT=1, num_warps=4,
+                                                                          num_stages=1)
     assert attention.launch_config(1, 8, 107, "cpu") == dict(BLOCK_L=16, SPLIT=1)     # the interpreter's
-
-
-def test_min_split_slices_short_caches_at_most_one_block_each(monkeypatch):
-    monkeypatch.setattr(attention, "MIN_SPLIT", 4)
-    assert attention.launch_config(1, 8, 96, "cuda")["SPLIT"] == 2        # two blocks of 64 keys
-    assert attention.launch_config(1, 8, 300, "cuda")["SPLIT"] == 4
-    assert attention.launch_config(1, 8, 4096, "cuda")["SPLIT"] == 8      # long caches: splits() already more
-    monkeypatch.setattr(attention, "BLOCK_L", 32)
-    assert attention.launch_config(1, 8, 96, "cuda")["SPLIT"] == 3
 
 
 def test_bench_decode_kernels_runs_at_a_tiny_size_on_the_cpu(tmp_path):

@@ -241,11 +241,18 @@ def _(gate_up, qweight, scale):
     return gate_up.new_empty((gate_up.shape[0], qweight.shape[0]))
 
 
+# The SiLU in the down projection's prologue saves the pointwise kernel before it, but every program then reads
+# gate and up whole and recomputes the activation: on one H200 (scripts/bench_decode_kernels.py, call A11) the gated
+# 14336 -> 4096 GEMV took 26.6 us against 24.3 us for the pointwise kernel (1.3 us) and the plain GEMV together. Off
+# unless SYSQ_GEMV_GATED=1.
+GATED_PROLOGUE = os.environ.get("SYSQ_GEMV_GATED", "0") == "1"
+
+
 def int8_gemv_gated(gate_up: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
-    """silu(gate) * up, then @ qweight^T * scale, in one kernel; None where K would be split (the caller then
-    computes the product and the plain GEMV)."""
+    """silu(gate) * up, then @ qweight^T * scale, in one kernel; None where the prologue is off (GATED_PROLOGUE) or K
+    would be split (the caller then computes the product and the plain GEMV)."""
     m, k = gate_up.shape[0], qweight.shape[1]
-    if _split("int8", m, k, qweight.shape[0], k // 512) != 1:
+    if not GATED_PROLOGUE or _split("int8", m, k, qweight.shape[0], k // 512) != 1:
         return None
     return torch.ops.sysq.int8_gemv_gated_scaled(gate_up.contiguous(), qweight, scale)
 
