@@ -59,3 +59,20 @@ def test_sweep_gemv_runs_at_a_tiny_size_and_writes_a_table_gemv_reads(tmp_path, 
     from sysq.quant import gemv
     monkeypatch.setattr(gemv, "_ACTIVE", gemv.load_table(str(tmp_path / "gemv_configs.json")))
     assert gemv.tuned("int8", 1, 256, 128)["BLOCK_K"] == 256 and gemv.tuned("int4", 1, 512, 96)["GPC"] == 2
+
+
+def test_the_tuned_table_is_the_gpus_and_a_sweeps_file_replaces_it(tmp_path, monkeypatch):
+    """gemv.TUNED is keyed by the GPU's name (an H200's 8B decode shapes); another GPU autotunes; SYSQ_GEMV_CONFIGS'
+    table (use_table) applies on any GPU."""
+    import json
+    from sysq.quant import gemv
+    monkeypatch.setattr(gemv, "_ACTIVE", None)
+    monkeypatch.setattr(gemv, "gpu_name", lambda: "NVIDIA H200")
+    assert gemv.tuned("int8", 1, 14336, 4096) == gemv.TUNED["NVIDIA H200"]["int8"][(14336, 4096)]
+    assert gemv.tuned("int8", 2, 14336, 4096) is None                    # one row only
+    assert gemv.int4_kernel(4096, 4096) == "tinygemm"
+    monkeypatch.setattr(gemv, "gpu_name", lambda: "NVIDIA A100-SXM4-80GB")
+    assert gemv.tuned("int8", 1, 14336, 4096) is None
+    (tmp_path / "t.json").write_text(json.dumps({"int8": {"14336x4096": {"SPLIT_K": 2, "BLOCK_N": 8}}}))
+    gemv.use_table(str(tmp_path / "t.json"))
+    assert gemv.tuned("int8", 1, 14336, 4096) == {"SPLIT_K": 2, "BLOCK_N": 8}

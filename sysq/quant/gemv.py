@@ -93,17 +93,31 @@ def available(device, kind: str = "int8") -> bool:
     return dev.type == "cuda" and (kind in DEFAULT_KINDS or flag in (kind, "all"))
 
 
-# Launch configs chosen per decode shape (batch 1) by scripts/sweep_gemv.py on the GPU it names: kind -> (K, N) ->
-# {SPLIT_K, BLOCK_N, BLOCK_K | GPC, num_warps, num_stages}. A shape not listed takes the autotuned kernel and the
-# split_k heuristic. SYSQ_GEMV_CONFIGS=FILE (the sweep's gemv_configs.json; read at import) replaces the table, so
-# a sweep's choice can be measured in a model before it is written here.
-TUNED: dict[str, dict[tuple[int, int], dict]] = {"int8": {}, "int4": {}}
+# Launch configs chosen per GPU and decode shape (batch 1) by scripts/sweep_gemv.py / scripts/bench_decode_kernels.py
+# on that GPU: name -> kind -> (K, N) -> {SPLIT_K, BLOCK_N, BLOCK_K | GPC, num_warps, num_stages} ("KERNEL":
+# "tinygemm" keeps an int4 shape on torch's kernel). A shape or GPU not listed takes the autotuned kernel and the
+# split_k heuristic. SYSQ_GEMV_CONFIGS=FILE (a sweep's gemv_configs.json; read at import) replaces the table on every
+# GPU, so a sweep's choice can be measured in a model before it is written here.
+_TINYGEMM = {"KERNEL": "tinygemm"}
+TUNED: dict[str, dict[str, dict[tuple[int, int], dict]]] = {
+    # call A11 (eleventh session): Llama-3-8B decode shapes, q/k/v and gate/up fused; int4 from call G7's sweep
+    "NVIDIA H200": {
+        "int8": {(14336, 4096): dict(SPLIT_K=1, BLOCK_N=4, BLOCK_K=2048, num_warps=4, num_stages=4),
+                 (4096, 6144): dict(SPLIT_K=1, BLOCK_N=16, BLOCK_K=1024, num_warps=8, num_stages=1),
+                 (4096, 4096): dict(SPLIT_K=1, BLOCK_N=4, BLOCK_K=2048, num_warps=4, num_stages=4),
+                 (4096, 28672): dict(SPLIT_K=1, BLOCK_N=16, BLOCK_K=256, num_warps=2, num_stages=1),
+                 (4096, 128256): dict(SPLIT_K=1, BLOCK_N=16, BLOCK_K=512, num_warps=4, num_stages=3)},
+        "int4": {shape: _TINYGEMM for shape in [(4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096),
+                                                 (4096, 128256)]},
+    },
+}
 
 
-def load_table(path: str | None) -> dict:
-    """A sweep's gemv_configs.json ({kind: {"KxN": config}}) as TUNED's form; TUNED itself for no path."""
+def load_table(path: str | None) -> dict | None:
+    """A sweep's gemv_configs.json ({kind: {"KxN": config}}) as one GPU's entry of TUNED; None for no path (TUNED,
+    by the GPU's name)."""
     if not path:
-        return TUNED
+        return None
     import json
     try:
         raw = json.loads(open(path).read())
@@ -124,11 +138,23 @@ def use_table(path: str | None) -> None:
     _ACTIVE = load_table(path)
 
 
+@torch.compiler.assume_constant_result     # asked while tracing a forward: decided once, outside the graph
+def gpu_name() -> str:
+    """The current CUDA device's name ("" without CUDA): TUNED's key."""
+    return _device_name(torch.cuda.current_device()) if torch.cuda.is_available() else ""
+
+
+@functools.lru_cache(maxsize=None)
+def _device_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
 def tuned(kind: str, m: int, k: int, n: int) -> dict | None:
     """The chosen launch config of a (kind, K, N) GEMV at one row, or None (autotune)."""
     if m != 1:
         return None
-    return _ACTIVE.get(kind, {}).get((k, n))
+    table = _ACTIVE if _ACTIVE is not None else TUNED.get(gpu_name(), {})
+    return table.get(kind, {}).get((k, n))
 
 
 def _split(kind: str, m: int, k: int, n: int, chunks: int, block_n: int = 16) -> int:
