@@ -6,8 +6,8 @@ once and never expanded to the query heads (transformers' repeat_kv copies the w
 layer). Q, K and V are read as float32 (bf16 values are exact in TF32, which the products use on the GPU for
 16-bit models; float32 models take IEEE products), scores and the softmax are float32 with an online maximum
 (flash attention). With one slice (SPLIT == 1) the program normalises and
-stores the output in the input's dtype; with more, it stores (max, sum, unnormalised output) for the caller
-to combine (sysq.attention.decode_attention).
+stores the output in the input's dtype; with more, it stores (max, sum, unnormalised output) and a second
+kernel combines them (flash-decoding).
 """
 from __future__ import annotations
 
@@ -72,6 +72,32 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, m_ptr, l_ptr,
         stat = pid_s * BH + b * (HKV * G) + hk * G + rg
         tl.store(m_ptr + stat, m_i, mask=g_mask)
         tl.store(l_ptr + stat, l_i, mask=g_mask)
+
+
+def _combine_kernel(part_ptr, m_ptr, l_ptr, out_ptr, BH, S: tl.constexpr, SP: tl.constexpr, D: tl.constexpr,
+                    DP: tl.constexpr):
+    # one program per (sequence, query head): the S slices' unnormalised outputs part [S, BH, D] weighted by
+    # exp(m_s - max m) over the exp-sums l [S, BH] so weighted (flash-decoding's combine); out [BH, D] in its dtype
+    bh = tl.program_id(0)
+    rs = tl.arange(0, SP)
+    rd = tl.arange(0, DP)
+    s_ok = rs < S
+    m = tl.load(m_ptr + rs * BH + bh, mask=s_ok, other=float("-inf"))
+    l_ = tl.load(l_ptr + rs * BH + bh, mask=s_ok, other=0.0)
+    top = tl.maximum(tl.max(m, axis=0), -3e38)
+    w = tl.where(m == float("-inf"), 0.0, tl.exp(m - top))                    # an empty slice weighs nothing
+    total = tl.sum(l_ * w, axis=0)
+    p = tl.load(part_ptr + (rs[:, None] * BH + bh) * D + rd[None, :], mask=s_ok[:, None] & (rd[None, :] < D),
+                other=0.0)
+    y = tl.sum(p * w[:, None], axis=0) / tl.where(total == 0.0, 1.0, total)  # no key attended: zeros
+    if out_ptr.dtype.element_ty == tl.bfloat16:
+        y = _to_bf16_rtne(y)
+    tl.store(out_ptr + bh * D + rd, y.to(out_ptr.dtype.element_ty), mask=rd < D)
+
+
+@functools.lru_cache(maxsize=None)
+def combine_kernel():
+    return triton.jit(_combine_kernel)
 
 
 @functools.lru_cache(maxsize=None)

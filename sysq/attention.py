@@ -38,7 +38,7 @@ NAME = "sysq_decode"
 BLOCK_L = 128           # keys per iteration (GPU); the interpreter takes 16
 NUM_WARPS = 4
 NUM_STAGES = 3          # as many as one K and one V tile per stage fit in shared memory (launch_config)
-KEYS_PER_SPLIT = 4096   # long caches are split over programs: one slice per this many keys
+KEYS_PER_SPLIT = 64     # caches longer than a block are split over programs, one slice per this many keys
 
 
 @torch.compiler.assume_constant_result     # asked while tracing a forward: decided once, outside the graph
@@ -50,9 +50,9 @@ def available(device) -> bool:
 
 
 def splits(batch: int, kv_heads: int, length: int) -> int:
-    """Slices of the keys: 1 for short caches (one kernel, output stored directly), else enough programs to
-    spread a long cache over the GPU (about 256 programs, at most 32 slices)."""
-    if length <= KEYS_PER_SPLIT:
+    """Slices of the keys: 1 up to 2 * KEYS_PER_SPLIT keys, else one per KEYS_PER_SPLIT keys (at most 32, and about 256
+    programs): one program per KV head streams a longer cache alone while the rest of the GPU idles."""
+    if length <= 2 * KEYS_PER_SPLIT:
         return 1
     return max(1, min(-(-length // KEYS_PER_SPLIT), 256 // max(1, batch * kv_heads), 32))
 
@@ -75,7 +75,9 @@ def launch_config(batch: int, kv_heads: int, length: int, device, head_dim: int 
         stages -= 1
     while block > 16 and 2 * block * dp * itemsize > smem:
         block //= 2
-    return dict(BLOCK_L=block, SPLIT=splits(batch, kv_heads, length), num_warps=NUM_WARPS, num_stages=stages)
+    s = splits(batch, kv_heads, length)
+    block = min(block, _pow2(-(-length // s), 16))         # a slice's keys in one iteration where they fit
+    return dict(BLOCK_L=block, SPLIT=s, num_warps=NUM_WARPS, num_stages=stages)
 
 
 @functools.lru_cache(maxsize=None)
@@ -115,13 +117,13 @@ def launch_decode(q, k, v, mask, scale: float, config: dict):
 
 
 def combine_decode(part, m, l_, dtype) -> torch.Tensor:
-    """The attention output [B, 1, H, D] in `dtype` from SPLIT slices (flash-decoding): part [S, B, H, D] the
-    unnormalised outputs, m and l [S, B, H] their score maxima and exp-sums."""
-    top = m.amax(0)
-    w = torch.where(m == float("-inf"), 0.0, torch.exp(m - top.clamp_min(-3e38)))
-    total = (l_ * w).sum(0)
-    y = (part * w[..., None]).sum(0) / torch.where(total == 0, 1.0, total)[..., None]
-    return y.to(dtype).unsqueeze(1)
+    """The attention output [B, 1, H, D] in `dtype` from SPLIT slices (flash-decoding), in one kernel: part [S, B, H, D]
+    the unnormalised outputs, m and l [S, B, H] their score maxima and exp-sums."""
+    from ._attention_triton import combine_kernel
+    s, b, h, d = part.shape
+    out = torch.empty((b, 1, h, d), dtype=dtype, device=part.device)
+    combine_kernel()[(b * h,)](part, m, l_, out, b * h, S=s, SP=_pow2(s, 2), D=d, DP=_pow2(d, 16))
+    return out
 
 
 def decode_attention(q, k, v, mask, scale: float, config: dict) -> torch.Tensor:

@@ -28,8 +28,8 @@ def test_without_the_kernel_every_call_is_sdpa(monkeypatch):
 
 def test_splits_only_long_caches():
     assert attention.splits(1, 8, 107) == 1                 # the bench's cache: one kernel, no combine
-    assert attention.splits(1, 8, 4096) == 1                # one program per KV head up to KEYS_PER_SPLIT keys
-    assert attention.splits(1, 8, 8192) == 2
+    assert attention.splits(1, 8, 142) == 3                 # the 8B decode bench's cache: 24 programs, not 8
+    assert attention.splits(1, 8, 4096) == 32
     assert attention.splits(1, 8, 1 << 20) == 32            # capped
 
 
@@ -40,7 +40,7 @@ def test_launch_config_fits_the_tiles_in_shared_memory(monkeypatch):
     assert attention.launch_config(1, 8, 107, "cuda:0") == dict(BLOCK_L=128, SPLIT=1, num_warps=4, num_stages=3)
     assert attention.launch_config(1, 8, 107, "cuda:0", 64, 4)["num_stages"] == 3       # SmolLM2 fp32: D = 64
     assert attention.launch_config(1, 8, 107, "cuda:0", 128, 4)["num_stages"] == 1      # fp32, D = 128
-    assert attention.launch_config(1, 8, 8192, "cuda:0")["SPLIT"] == attention.splits(1, 8, 8192) == 2
+    assert attention.launch_config(1, 8, 142, "cuda:0") == dict(BLOCK_L=64, SPLIT=3, num_warps=4, num_stages=3)
     monkeypatch.setattr(attention, "_shared_memory", lambda index: int(0.85 * 101376))   # 99 KB
     assert attention.launch_config(1, 8, 107, "cuda:0", 128, 4) == dict(BLOCK_L=64, SPLIT=1, num_warps=4,
                                                                           num_stages=1)
