@@ -72,14 +72,20 @@ SUMS = (".mean_abs", ".channel_absmean[")       # made of float32 sums: the orde
 
 
 def compare(a, b) -> str:
-    """'identical', 'identical except sums (...)' or 'DIFFERS at <first difference outside the sums>'."""
-    sums = []
+    """'identical', 'identical except sums (...)' or 'DIFFERS at <first difference outside the sums>'. A site's `top`
+    list (the largest token maxima) counts as the same when its values are: which of several equal maxima it names is
+    a tie rule (since the eleventh session: by window and position), and is counted apart."""
+    sums, ties = [], []
 
     def walk(x, y, path):
         if any(k in path for k in SUMS) and isinstance(x, float) and isinstance(y, float):
             if x != y:
                 sums.append(abs(x - y) / max(abs(x), abs(y)))
             return None
+        if path.endswith(".top") and isinstance(x, list) and isinstance(y, list) and x != y:
+            if [r["value"] for r in x] == [r["value"] for r in y]:
+                ties.append(path)
+                return None
         if isinstance(x, dict) and isinstance(y, dict) and list(x) == list(y):
             return next((d for k in x if (d := walk(x[k], y[k], f"{path}.{k}"))), None)
         if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
@@ -88,7 +94,9 @@ def compare(a, b) -> str:
     diff = walk(a, b, "")
     if diff:
         return f"DIFFERS at {diff}"
-    return "identical" if not sums else f"identical except sums ({len(sums)} values, max rel diff {max(sums):.1e})"
+    notes = ([f"sums ({len(sums)} values, max rel diff {max(sums):.1e})"] if sums else []) + \
+        ([f"which of equal maxima {len(ties)} top lists name"] if ties else [])
+    return "identical" if not notes else "identical except " + "; ".join(notes)
 
 
 def reference(args) -> dict:

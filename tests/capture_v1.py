@@ -133,7 +133,8 @@ class SiteStats:
                 self.hits[name].add(_records(f.nonzero().tolist(), x, a, ids, window0))
 
         k = min(self.th.top_k, B * T)
-        v, flat = tok_max.view(-1).topk(k)
+        flat = torch.argsort(-tok_max.view(-1), stable=True)[:k]     # the largest, ties by (window, position)
+        v = tok_max.view(-1)[flat]
         pairs = [(i // T, i % T) for i in flat.tolist()]
         self.top.push(v.tolist(), _records(pairs, x, a, ids, window0))
         return massive_tok, tok_max

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..capture import SiteStats, SiteTable
+from ..capture import SiteStats, SiteTable, largest_first
 from .thresholds import Thresholds
 from .tokens import Namer, taxonomy
 
@@ -96,16 +96,6 @@ def round_channels(tables: list[SiteTable]) -> None:
             for name in ("channel_absmax5", "channel_absmean5"):
                 for suffix, part in zip(("", "_ok", "_x"), split):
                     t.rounded[name + suffix] = next(part).view(t.rows(), -1)
-
-
-def largest_first(idx: np.ndarray, key: np.ndarray, k: int) -> list:
-    """The first k of idx ordered by key[idx] descending, ties in idx's order (a stable sort). Only the candidates at
-    or above the k-th largest key are sorted: the same k (an 8B down_proj input has thousands of int8 channels)."""
-    v = key[idx]
-    if len(idx) > k:
-        kth = np.partition(v, len(v) - k)[len(v) - k]
-        idx, v = idx[v >= kth], v[v >= kth]
-    return idx[np.argsort(-v, kind="stable")][:k].tolist()
 
 
 def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds) -> dict:
