@@ -39,6 +39,7 @@ class Namer:
     def __init__(self, tokenizer):
         self.tok = tokenizer
         self._text: dict[int, str] = {}
+        self._type: dict[tuple[int, bool], str] = {}
         self.special = set(getattr(tokenizer, "all_special_ids", []) or [])
 
     def text(self, token_id: int) -> str:
@@ -47,7 +48,10 @@ class Namer:
         return self._text[token_id]
 
     def type(self, token_id: int, pos: int) -> str:
-        return token_type(self.text(token_id), pos, token_id in self.special)
+        key = (token_id, pos == 0)      # a report names thousands of records: one classification per token
+        if key not in self._type:
+            self._type[key] = token_type(self.text(token_id), pos, token_id in self.special)
+        return self._type[key]
 
 
 def taxonomy(hits, namer: Namer) -> dict:

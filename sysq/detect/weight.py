@@ -52,22 +52,25 @@ def _on_device(ws: list[torch.Tensor]) -> list[torch.Tensor]:
     return [ratio, top.values, top.indices, idx, cols.gather(-1, idx), argmax]
 
 
-def _median(r: np.ndarray) -> float:
-    """torch.median's: the lower of the two middle values, NaN when there is one."""
-    if np.isnan(r).any():
-        return float("nan")
-    k = (r.size - 1) // 2
-    return float(np.partition(r, k)[k])
-
-
-def _stats_on_host(th: Thresholds, r, top_values, top_indices, rows, row_values, col_argmax) -> dict:
-    med = _median(r)
-    cols = [{"column": j, "ratio": v, "rows": rw, "row_values": rv}
-            for v, j, rw, rv in zip(top_values.tolist(), top_indices.tolist(), rows.tolist(), row_values.tolist())]
+def _stats_on_host(th: Thresholds, r, top_values, top_indices, rows, row_values, col_argmax) -> list[dict]:
+    """The statistics of k linears of one shape from their host arrays ([k, in] ratios and argmax rows, [k, TOP_COLUMNS]
+    top columns, [k, TOP_COLUMNS, TOP_ROWS] their rows and values), each row's reductions done for all k at once."""
+    n = r.shape[1]
+    # torch.median's median: the lower of the two middle values, NaN where a ratio is NaN
+    med = np.partition(r, (n - 1) // 2, axis=1)[:, (n - 1) // 2].astype(np.float64)
+    med[np.isnan(r).any(1)] = np.nan
     # compared in the ratios' dtype, as torch compares a tensor with a Python float
-    outliers = np.flatnonzero(r >= r.dtype.type(th.weight_ratio * med)).tolist()
-    return {"median_ratio": med, "max_ratio": float(r.max()), "top_columns": cols, "outlier_columns": outliers,
-            "outlier_rows": col_argmax[outliers].tolist()}
+    hit_k, hit_j = np.nonzero(r >= (th.weight_ratio * med).astype(r.dtype)[:, None])
+    ends = np.searchsorted(hit_k, np.arange(len(r) + 1)).tolist()
+    hit_j, hit_rows = hit_j.tolist(), col_argmax[hit_k, hit_j].tolist()
+    top_v, top_i, top_r, top_rv = (a.tolist() for a in (top_values, top_indices, rows, row_values))
+    out = []
+    for k, (m, mx) in enumerate(zip(med.tolist(), r.max(1).tolist())):
+        cols = [{"column": j, "ratio": v, "rows": rw, "row_values": rv}
+                for v, j, rw, rv in zip(top_v[k], top_i[k], top_r[k], top_rv[k])]
+        out.append({"median_ratio": m, "max_ratio": mx, "top_columns": cols,
+                    "outlier_columns": hit_j[ends[k]:ends[k + 1]], "outlier_rows": hit_rows[ends[k]:ends[k + 1]]})
+    return out
 
 
 def analyze_weights(ad: Adapter, th: Thresholds, layers=None) -> dict:
@@ -102,9 +105,7 @@ def start_weights(ad: Adapter, th: Thresholds, layers=None):
         host = iter(copied)
         per_ref: list = [None] * len(refs)
         for members, p in zip(chunks, parts):
-            arrays = [next(host) for _ in p]
-            for j, n in enumerate(members):
-                per_ref[n] = [a[j] for a in arrays]
-        return {ref.name: {"layer": ref.layer, "role": ref.role, **_stats_on_host(th, *p)}
-                for ref, p in zip(refs, per_ref)}
+            for n, stats in zip(members, _stats_on_host(th, *[next(host) for _ in p])):
+                per_ref[n] = stats
+        return {ref.name: {"layer": ref.layer, "role": ref.role, **stats} for ref, stats in zip(refs, per_ref)}
     return finish
