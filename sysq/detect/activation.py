@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..capture import SiteStats, SiteTable, largest_first
+from ..capture import SiteStats, SiteTable, _to_device, largest_first
 from .thresholds import Thresholds
 from .tokens import Namer, taxonomy
 
@@ -31,6 +31,17 @@ def round5(values: torch.Tensor) -> torch.Tensor:
     return out
 
 
+_POW10_ON: dict = {}
+
+
+def _pow10_on(device) -> torch.Tensor:
+    """_POW10 as a float64 tensor on `device`, copied once (a plain torch.tensor(..., device=cuda) waits for the
+    device: scripts/h200_session11/detect_syncs.py found it in detect, call G11)."""
+    if device not in _POW10_ON:
+        _POW10_ON[device] = _to_device(torch.tensor(_POW10, dtype=torch.float64), device)
+    return _POW10_ON[device]
+
+
 def round5_parts(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """float(f"{v:.5g}") of every value, as a float64 tensor on the values' device, exactly: x * 10^p with an exact
     power of ten is one rounding away from the true scaled value, so rounding half to even gives the 5 significant
@@ -41,7 +52,7 @@ def round5_parts(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     (round5 formats those; round_channels leaves them to the host, see exact5), without reading a value on the
     device."""
     x = values.detach().double().flatten()
-    pw = torch.tensor(_POW10, dtype=torch.float64, device=x.device)
+    pw = _pow10_on(x.device)
     a = x.abs()
     ok = torch.isfinite(a) & (a >= 1e-15) & (a < 1e15)
     safe = torch.where(ok, a, torch.ones_like(a))
