@@ -98,7 +98,7 @@ def round_channels(tables: list[SiteTable]) -> None:
         for t in group:
             tokens = [max(s.tokens, 1) for s in t.sites]
             per_row = tokens[0] if len(set(tokens)) == 1 else \
-                torch.tensor(tokens, dtype=torch.float64).to(t.device)[:, None]
+                _to_device(torch.tensor(tokens, dtype=torch.float64), t.device)[:, None]   # pinned: no wait
             parts += [t.state["absmax"], t.state["abssum"] / per_row]
         flat = round5_parts(torch.cat([p.double().reshape(-1) for p in parts]))
         split = [iter(f.split([p.numel() for p in parts])) for f in flat]
