@@ -82,8 +82,8 @@ class ProjectionSlice(nn.Module):
 class GatedMLP(nn.Module):
     """A gated MLP, down(act(gate(x)) * up(x)), whose gate and up are one fused group: it takes the group's
     product [gate | up] whole and hands it to down, which applies the activation in its GEMV's prologue where it
-    can (Int8WOLinear.gated: SiLU, decode rows), saving the pointwise kernel between them; elsewhere the same
-    ops as the MLP it replaces. Keeps that MLP's children under their names (gate_proj, ...), so the adapter's
+    can (Int8WOLinear.gated: SiLU, decode rows, with gemv.GATED_PROLOGUE on: off by default, slower on an H200),
+    saving the pointwise kernel between them; elsewhere the same ops as the MLP it replaces. Keeps that MLP's children under their names (gate_proj, ...), so the adapter's
     paths still find them."""
 
     def __init__(self, mlp: nn.Module, names: dict[str, str], silu: bool):
