@@ -107,13 +107,38 @@ def launch_decode(q, k, v, mask, scale: float, config: dict):
         so = (b * h * d, h * d, d)
     sm = (mask.stride(0), mask.stride(1)) if mask is not None else (0, 0)
     launch = {key: config[key] for key in ("num_warps", "num_stages") if key in config and q.device.type == "cuda"}
-    kernel()[(b * hkv, s)](
-        q, k, v, mask if mask is not None else q, part, m, l_, length, b * h, float(scale),
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        *sm, *so, HKV=hkv, G=h // hkv, GP=_pow2(h // hkv, 16), D=d, DP=_pow2(d, 16), BLOCK_L=config["BLOCK_L"],
-        SPLIT=s, HAS_MASK=mask is not None,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", **launch)
-    return out, part, m, l_
+    launch["BLOCK_L"] = config["BLOCK_L"]
+    key = (q.device, q.dtype, d, launch.get("num_stages"), launch["BLOCK_L"])
+    launch.update(_SHRUNK.get(key, {}))
+    args = (q, k, v, mask if mask is not None else q, part, m, l_, length, b * h, float(scale),
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+            *sm, *so)
+    consts = dict(HKV=hkv, G=h // hkv, GP=_pow2(h // hkv, 16), D=d, DP=_pow2(d, 16), SPLIT=s,
+                  HAS_MASK=mask is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+    while True:
+        try:
+            kernel()[(b * hkv, s)](*args, **consts, **launch)
+            return out, part, m, l_
+        except Exception as e:          # triton.runtime.errors.OutOfResources (Triton is imported lazily)
+            smaller = _smaller(launch) if type(e).__name__ == "OutOfResources" else None
+            if smaller is None:
+                raise
+            launch = _SHRUNK[key] = smaller
+
+
+# launch_config's shared-memory estimate is the K and V tiles only; where the compiled kernel needs more than the
+# GPU has (fp32 caches, other GPUs: not measured), the first launch fails before anything runs and the next smaller
+# config is taken, and kept for later calls of that dtype and head size
+_SHRUNK: dict = {}
+
+
+def _smaller(launch: dict) -> dict | None:
+    """One pipelining stage fewer, else half the keys per iteration (down to 16); None when neither is left."""
+    if launch.get("num_stages", 1) > 1:
+        return {**launch, "num_stages": launch["num_stages"] - 1}
+    if launch["BLOCK_L"] > 16:
+        return {**launch, "BLOCK_L": launch["BLOCK_L"] // 2}
+    return None
 
 
 def combine_decode(part, m, l_, dtype) -> torch.Tensor:

@@ -56,6 +56,37 @@ def test_any_launch_config_gives_the_same_attention(block, split):
         assert y.shape == (1, 1, 8, 32) and (y.float() - ref).abs().max() <= bound
 
 
+def test_a_launch_out_of_shared_memory_retries_smaller_and_keeps_it(monkeypatch):
+    """The kernel's first launch failing with Triton's OutOfResources (the shared-memory estimate short) is retried
+    with half the keys per iteration (no stages off the GPU) and the smaller config kept for the next calls."""
+    from triton.runtime.errors import OutOfResources
+    from sysq import _attention_triton
+    real, blocks = _attention_triton.kernel(), []
+
+    class Fussy:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                blocks.append(kw["BLOCK_L"])
+                if kw["BLOCK_L"] > 16:
+                    raise OutOfResources(300000, 232448, "shared memory")
+                return real[grid](*args, **kw)
+            return launch
+    monkeypatch.setattr(_attention_triton, "kernel", lambda: Fussy())
+    monkeypatch.setattr(attention, "_SHRUNK", {})
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, n, t, 32, generator=gen) for n, t in [(8, 1), (2, 40), (2, 40)])
+    cfg = dict(BLOCK_L=64, SPLIT=1)
+    y = attention.decode_attention(q, k, v, None, 32 ** -0.5, cfg)
+    torch.testing.assert_close(y, _reference(q, k, v, None, 32 ** -0.5).to(y.dtype), rtol=1e-5, atol=1e-5)
+    assert blocks == [64, 32, 16]
+    attention.decode_attention(q, k, v, None, 32 ** -0.5, cfg)
+    assert blocks == [64, 32, 16, 16]                     # kept: no failed launch the second time
+    with pytest.raises(OutOfResources):                   # nothing smaller left
+        monkeypatch.setattr(attention, "_SHRUNK", {})
+        Fussy.__getitem__ = lambda self, grid: (lambda *a, **kw: (_ for _ in ()).throw(OutOfResources(1, 0, "smem")))
+        attention.decode_attention(q, k, v, None, 32 ** -0.5, cfg)
+
+
 @torch.no_grad()
 def _decode_logits(model, steps: int, compiled: bool, prompt: int = 12, seed: int = 0):
     """Logits of a static-cache prefill and `steps` one-token steps (greedy), as sysq bench decodes."""
