@@ -89,7 +89,7 @@ class TokenHits:
         self.examples.extend(records[: MAX_EXAMPLES - len(self.examples)])
 
 
-def _to_device(t: torch.Tensor, device) -> torch.Tensor:
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
     """A host tensor copied to `device` behind the queued work, without waiting for it (CUDA: from pinned
     memory; the caching host allocator keeps the pinned block until the copy is done)."""
     device = torch.device(device)
@@ -222,7 +222,7 @@ class Batch:
         if device.type == "cpu":
             return self.ids
         if device not in self._on:
-            self._on[device] = _to_device(self.ids, device)
+            self._on[device] = to_device(self.ids, device)
         return self._on[device]
 
 
@@ -765,7 +765,7 @@ class Recorder:
         """A float32 device tensor made once (one copy from pinned memory: no wait, one op)."""
         key = (device, values, shape)
         if key not in self._consts:
-            self._consts[key] = _to_device(torch.tensor(values, dtype=torch.float32), device).view(shape)
+            self._consts[key] = to_device(torch.tensor(values, dtype=torch.float32), device).view(shape)
         return self._consts[key]
 
     def _reduce_sites(self, layers: list[dict], dense: bool) -> tuple[list, list, torch.Tensor | None]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..capture import SiteStats, SiteTable, _to_device, largest_first
+from ..capture import SiteStats, SiteTable, largest_first, to_device
 from .thresholds import Thresholds
 from .tokens import Namer, taxonomy
 
@@ -38,7 +38,7 @@ def _pow10_on(device) -> torch.Tensor:
     """_POW10 as a float64 tensor on `device`, copied once (a plain torch.tensor(..., device=cuda) waits for the
     device: scripts/h200_session11/detect_syncs.py found it in detect, call G11)."""
     if device not in _POW10_ON:
-        _POW10_ON[device] = _to_device(torch.tensor(_POW10, dtype=torch.float64), device)
+        _POW10_ON[device] = to_device(torch.tensor(_POW10, dtype=torch.float64), device)
     return _POW10_ON[device]
 
 
@@ -98,7 +98,7 @@ def round_channels(tables: list[SiteTable]) -> None:
         for t in group:
             tokens = [max(s.tokens, 1) for s in t.sites]
             per_row = tokens[0] if len(set(tokens)) == 1 else \
-                _to_device(torch.tensor(tokens, dtype=torch.float64), t.device)[:, None]   # pinned: no wait
+                to_device(torch.tensor(tokens, dtype=torch.float64), t.device)[:, None]   # pinned: no wait
             parts += [t.state["absmax"], t.state["abssum"] / per_row]
         flat = round5_parts(torch.cat([p.double().reshape(-1) for p in parts]))
         split = [iter(f.split([p.numel() for p in parts])) for f in flat]
