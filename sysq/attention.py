@@ -31,10 +31,10 @@ from .arch import get_adapter
 
 NAME = "sysq_decode"
 # The GPU launch, measured on one H200 (scripts/bench_decode_kernels.py, call A11 of the eleventh session: B=1, 32 / 8
-# heads, D=128, bf16): 128 keys per iteration with 3 pipelining stages and one program per KV head was the fastest at
-# every cache length tried (96 to 2080 keys: 4.2 us against 4.8 with 64 keys and 2 stages at 96, 33.0 against 45.8
-# at 2080, where 64-key slices and their combine ran); the combine of split slices (eager torch ops inside the op)
-# costs more than the parallelism gains below a few thousand keys.
+# heads, D=128, bf16): 128 keys per iteration with 3 pipelining stages was the fastest per program at every cache
+# length tried (96 to 2080 keys); one program per KV head leaves most of the GPU idle, so caches over 2 *
+# KEYS_PER_SPLIT keys are split and the slices merged by one combine kernel (8B decode step: 8.1 us a layer before,
+# 3.8 + 1.5 after, calls D11 / E11).
 BLOCK_L = 128           # keys per iteration (GPU); the interpreter takes 16
 NUM_WARPS = 4
 NUM_STAGES = 3          # as many as one K and one V tile per stage fit in shared memory (launch_config)
@@ -70,14 +70,12 @@ def launch_config(batch: int, kv_heads: int, length: int, device, head_dim: int 
     if dev.type != "cuda":
         return dict(BLOCK_L=16, SPLIT=splits(batch, kv_heads, length))
     smem, dp = _shared_memory(dev.index if dev.index is not None else torch.cuda.current_device()), _pow2(head_dim, 16)
-    block, stages = BLOCK_L, NUM_STAGES
-    while stages > 1 and stages * 2 * block * dp * itemsize > smem:
-        stages -= 1
-    while block > 16 and 2 * block * dp * itemsize > smem:
-        block //= 2
+    cfg = dict(BLOCK_L=BLOCK_L, num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+    while cfg["num_stages"] * 2 * cfg["BLOCK_L"] * dp * itemsize > smem and (smaller := _smaller(cfg)):
+        cfg = smaller
     s = splits(batch, kv_heads, length)
-    block = min(block, _pow2(-(-length // s), 16))         # a slice's keys in one iteration where they fit
-    return dict(BLOCK_L=block, SPLIT=s, num_warps=NUM_WARPS, num_stages=stages)
+    block = min(cfg["BLOCK_L"], _pow2(-(-length // s), 16))   # a slice's keys in one iteration where they fit
+    return dict(cfg, BLOCK_L=block, SPLIT=s)
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,6 +90,8 @@ def launch_decode(q, k, v, mask, scale: float, config: dict):
     """Launch the kernel with `config` (launch_config's keys; num_warps / num_stages are ignored off the GPU) on
     q [B, H, 1, D], k, v [B, Hkv, L, D] (last dim contiguous), mask bool [B, L] or None. Returns (out, part, m, l):
     with SPLIT 1 `out` [B, 1, H, D] holds the result; else the float32 slices for combine_decode."""
+    from triton.runtime.errors import OutOfResources
+
     from ._attention_triton import kernel
     b, h, _, d = q.shape
     hkv, length = k.shape[1], k.shape[2]
@@ -119,8 +119,8 @@ def launch_decode(q, k, v, mask, scale: float, config: dict):
         try:
             kernel()[(b * hkv, s)](*args, **consts, **launch)
             return out, part, m, l_
-        except Exception as e:          # triton.runtime.errors.OutOfResources (Triton is imported lazily)
-            smaller = _smaller(launch) if type(e).__name__ == "OutOfResources" else None
+        except OutOfResources:
+            smaller = _smaller(launch)
             if smaller is None:
                 raise
             launch = _SHRUNK[key] = smaller
@@ -128,7 +128,7 @@ def launch_decode(q, k, v, mask, scale: float, config: dict):
 
 # launch_config's shared-memory estimate is the K and V tiles only; where the compiled kernel needs more than the
 # GPU has (fp32 caches, other GPUs: not measured), the first launch fails before anything runs and the next smaller
-# config is taken, and kept for later calls of that dtype and head size
+# config (_smaller, the same steps launch_config takes) is used and kept for later calls of that dtype and head size
 _SHRUNK: dict = {}
 
 
