@@ -1,0 +1,95 @@
+"""Host time of detect's records and report at Llama-3-8B sizes, no model and no GPU (issue 12: on a GPU detect is
+bound by the host, docs/DETECT_FUSED.md): Recorder._flag_group on one chunk group (S sites x B windows x T tokens,
+BOS massive at every site) and the 160 site summaries of an 8B report (128 sites of 4096 channels, 32 of 14336),
+from synthetic host statistics. Min of --reps timings.
+
+    python scripts/bench_detect_host.py                      # this tree
+    python scripts/bench_detect_host.py --tree /tmp/old      # another tree's sysq (git archive <commit> sysq)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def timed(fn, reps: int) -> float:
+    fn()
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return min(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]), help="directory holding sysq/")
+    p.add_argument("--reps", type=int, default=15)
+    p.add_argument("--sites", type=int, default=36, help="S: sites of one chunk group (9 layers x 4)")
+    args = p.parse_args()
+    sys.path.insert(0, args.tree)
+    import numpy as np
+    import torch
+    from sysq import capture
+    from sysq.detect.activation import site_summary
+    from sysq.detect.thresholds import Thresholds
+    from sysq.detect.tokens import Namer
+
+    th, S, B, T = Thresholds(), args.sites, 8, 512
+    g = torch.Generator().manual_seed(0)
+    rec = capture.Recorder.__new__(capture.Recorder)      # _flag_group reads only th
+    rec.th = th
+    table = capture.SiteTable(4096, "cpu")
+    sites = [capture.SiteStats(i // 4, "resid" if i % 4 == 3 else "attn_in", 4096, 100.0, th, table) for i in range(S)]
+    ids = torch.randint(3, 1000, (B, T), generator=g)
+
+    def group():
+        tok_max = (torch.rand(S, B, T, 1, generator=g) * 3 + 0.5).to(torch.bfloat16).float()
+        tok_max[:, :, 0] = 2000.0
+        return (tok_max, torch.full((S, B, 1, 1), 0.5), torch.full((S, B), 0.6), torch.full((S, B, 1), 1.5),
+                torch.randint(0, 4096, (S, B, T, 1), generator=g), tok_max.clone())
+    groups = [group() for _ in range(4)]
+
+    def flag():
+        for a in groups:
+            rec._flag_group(capture.Batch(ids, 0, True), sites, None, *a)
+
+    rng = np.random.default_rng(0)
+    report_sites = []
+    for i in range(160):
+        C = 14336 if i % 5 == 3 else 4096
+        s = capture.SiteStats(i // 5, ["attn_in", "o_in", "mlp_in", "down_in", "resid"][i % 5], C, 100.0, th,
+                              capture.SiteTable(C, "cpu"))
+        s.windows, s.tokens = 16, 16 * T
+        s.absmax = rng.random(C, dtype=np.float32) * 5
+        s.absmax[7] = 2e4
+        s.absmax_value, s.absmax_window = s.absmax.copy(), rng.integers(0, 16, C)
+        s.absmax_pos, s.absmax_token = rng.integers(0, T, C), rng.integers(0, 1000, C)
+        s.massive_count = np.zeros(C, np.int64)
+        s.massive_count[7] = 16
+        s.int8_count = (rng.random(C) < 0.02).astype(np.int64) * 3
+        s.window_sums, s.top3_sum = np.array([8.0, 9.0, 20.0]), np.array([1.0, 2.0, 3.0])
+        for name in ("channel_absmax5", "channel_absmean5"):
+            setattr(s, name, rng.random(C))
+            setattr(s, name + "_ok", np.ones(C, bool))
+            setattr(s, name + "_x", rng.random(C))
+        recs = [{"window": w, "pos": 0, "token_id": 1, "channel": 7, "value": 10.0 + w} for w in range(16)]
+        s.top.push([r["value"] for r in recs], recs)
+        for h in s.hits.values():
+            h.add(recs)
+        report_sites.append(s)
+
+    def report():
+        namer = Namer(None)
+        return [site_summary(s, ["x"], namer, th) for s in report_sites]
+
+    print(f"tree {args.tree}; torch {torch.__version__}, {torch.get_num_threads()} threads; min of {args.reps}")
+    print(f"_flag_group, S={S} sites x B={B} x T={T}: {timed(flag, args.reps) / len(groups) * 1e3:.2f} ms a group")
+    print(f"160 site summaries (8B widths): {timed(report, args.reps) * 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
