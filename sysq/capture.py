@@ -825,9 +825,10 @@ class Recorder:
                     tok_val) -> None:
         """[S, B, T] token maxima of S sites, in numpy (float32 arrays compared with Python floats in float32, as
         torch does): the flagged tokens and the largest maxima (largest_first: ties by window and position, the same
-        on every device; torch's CPU topk took ~1.7 ms a group and orders ties as it likes). lookup(b, t) (one site),
-        or tok_arg / tok_val, give the channels of those tokens' max |x| and the values there; the records of all S
-        sites are made at once. The residual's massive tokens go to the batch (the next layer's input)."""
+        on every device; torch's CPU topk ordered ties its own way and was most of the group's time:
+        scripts/bench_detect_host.py). lookup(b, t) (one site), or tok_arg / tok_val, give the channels of those
+        tokens' max |x| and the values there; the records of all S sites are made at once. The residual's massive
+        tokens go to the batch (the next layer's input)."""
         th = self.th
         tm = tok_max.float().numpy()
         S, B = tm.shape[:2]
