@@ -327,3 +327,23 @@ def test_detect_leaves_no_reference_cycles(dense, monkeypatch):
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_detect_pauses_the_garbage_collector_and_restores_it():
+    """The collector is off while detect runs (its ~25k small containers would trigger collections, some of them full
+    ones over the whole process) and back as the caller had it afterwards, also when detect raises."""
+    import gc
+    model, seen = planted(), []
+    model.model.layers[0].register_forward_pre_hook(lambda mod, a: seen.append(gc.isenabled()))
+    assert gc.isenabled()
+    detect(model, ids(n=2, T=16), quiet=True)
+    assert seen and not any(seen) and gc.isenabled()
+    gc.disable()
+    try:
+        detect(model, ids(n=2, T=16), quiet=True)
+        assert not gc.isenabled()                         # a caller's choice is kept
+    finally:
+        gc.enable()
+    with pytest.raises(SysqError):
+        detect(model, torch.zeros(0, 4, dtype=torch.long), quiet=True)
+    assert gc.isenabled()
