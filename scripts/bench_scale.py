@@ -15,7 +15,8 @@ sequential steps' per-layer time is extrapolated to the full depth. Calibration:
 
 Steps (in this order; --steps picks some):
   forward       plain forward of the windows, the whole model on the GPU, logits included (median of --reps)
-  detect        sysq.detect in memory on the GPU (median of --reps); ratio to forward
+  detect        sysq.detect in memory on the GPU (median of --reps), each run right after a forward run (the two
+                alternate); ratio to forward: of the medians, and the median of the per-pair ratios
   profile       torch.profiler table of one in-memory detect (where the time goes; copies and .item() counted)
   seq-detect    the weights on the CPU, one decoder layer at a time on the GPU (sysq.sequential)
   mitigate      plan(report, w8a8-static, auto) + mitigate, sequential
@@ -359,38 +360,46 @@ def main() -> None:
     ids = windows(model.config, args.windows, args.seqlen)
     report = None
 
+    # forward and detect alternate, rep by rep (forward, detect, forward, detect, ...): the machine drifts within a
+    # process (clocks, the host's other tenants), and a ratio of runs taken minutes apart carries that drift
+    reduce_forms = args.reduce.split(",") if "detect" in steps else []
+    fwd_times, det_times = [], {form: [] for form in reduce_forms}
     if "forward" in steps or "detect" in steps:
         forward(model, ids[:1], 1)                                                  # warm-up
-        times = []
+        for form in reduce_forms:
+            os.environ["SYSQ_REDUCE"] = form
+            for warm in (ids[:1], ids):  # warm-up: the kernels compiled, then the caches (pinned host memory) at size
+                sysq.detect(model, warm, quiet=True, batch_size=args.batch_size)
         for _ in range(args.reps):
             gc.collect()
-            with Meter() as m:
+            with Meter() as m_fwd:
                 forward(model, ids, args.batch_size)
-            times.append(m.seconds)
-        fwd = statistics.median(times)
-        m.seconds = fwd
-        table.add("forward", m, "memory", note=f"median of {args.reps}: " + ", ".join(f"{t:.2f}" for t in times))
-    reduce_forms = args.reduce.split(",")
-    for form in reduce_forms if "detect" in steps else []:      # the last form stays set for the steps after
-        os.environ["SYSQ_REDUCE"] = form
-        for warm in (ids[:1], ids):     # warm-up: the kernels compiled, then the caches (pinned host memory) at size
-            sysq.detect(model, warm, quiet=True, batch_size=args.batch_size)
-        times = []
-        for _ in range(args.reps):
-            report = None           # the previous report freed, and a full collection, outside the timed part
-            gc.collect()
-            with Meter() as m:
-                report = sysq.detect(model, ids, quiet=True, batch_size=args.batch_size)
-            times.append(m.seconds)
+            fwd_times.append(m_fwd.seconds)
+            for form in reduce_forms:   # the last form stays set for the steps after
+                os.environ["SYSQ_REDUCE"] = form
+                report = None           # the previous report freed, and a full collection, outside the timed part
+                gc.collect()
+                with Meter() as m:
+                    report = sysq.detect(model, ids, quiet=True, batch_size=args.batch_size)
+                det_times[form].append((m.seconds, m))
+        fwd = statistics.median(fwd_times)
+        m_fwd.seconds = fwd
+        table.add("forward", m_fwd, "memory", note=f"median of {args.reps}: " + ", ".join(f"{t:.2f}" for t in fwd_times))
+    for form, runs in det_times.items():
+        os.environ["SYSQ_REDUCE"] = form                # reduce_name reads it; the last form stays set
+        times = [t for t, _ in runs]
+        m = runs[-1][1]
         m.seconds = statistics.median(times)
+        pair = statistics.median(t / f for t, f in zip(times, fwd_times))
         found = report.summary["dominant_channel"]
-        table.add("detect", m, report.cost["pipeline"], note=f"{m.seconds / fwd:.2f}x forward; sites reduced by "
-                  f"{reduce_name(args.device)}; channel {found} "
-                  f"(planted {D}) from layer {report.summary['emergence_layer']}; chunks of up to "
-                  f"{report.cost['chunk_layers']} layers holding {report.cost['chunk_bytes'] / 2**30:.2f} GiB; "
-                  f"median of {args.reps}: " + ", ".join(f"{t:.2f}" for t in times))
+        table.add("detect", m, report.cost["pipeline"], note=f"{m.seconds / fwd:.2f}x forward (median of the "
+                  f"{args.reps} detect / forward pairs, each run right after its forward: {pair:.2f}x); sites "
+                  f"reduced by {reduce_name(args.device)}; channel {found} (planted {D}) from layer "
+                  f"{report.summary['emergence_layer']}; chunks of up to {report.cost['chunk_layers']} layers holding "
+                  f"{report.cost['chunk_bytes'] / 2**30:.2f} GiB; median of {args.reps}: "
+                  + ", ".join(f"{t:.2f}" for t in times))
     if "profile" in steps:
-        os.environ["SYSQ_REDUCE"] = reduce_forms[0]
+        os.environ["SYSQ_REDUCE"] = args.reduce.split(",")[0]
         with Meter() as m:
             note = profile_detect(model, ids[: args.profile_windows], out, args)
         table.add("profile", m, "memory", note=f"sites reduced by {reduce_name(args.device)}; " + note)
