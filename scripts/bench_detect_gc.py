@@ -5,6 +5,7 @@ every object the process holds (torch, transformers, the model).
 
     python scripts/bench_detect_gc.py                            # tiny 32-layer llama, the GPU's hook forms
     python scripts/bench_detect_gc.py --device cuda --reps 10
+    python scripts/bench_detect_gc.py --device cuda --config 8b --windows 16 --seqlen 512 --collect   # bench_scale's
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
@@ -32,13 +34,22 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--reps", type=int, default=8, help="runs of each form, alternating")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--config", default=None, help="a scripts/bench_scale.py config (8b: random bf16 weights, planted "
+                                                  "outlier) instead of the tiny llama of --layers")
+    p.add_argument("--collect", action="store_true", help="a full collection before each run (bench_scale does)")
     args = p.parse_args()
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=args.layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=args.seqlen, bos_token_id=1)
-    model = LlamaForCausalLM(cfg).eval().to(args.device)
-    ids = torch.randint(3, 512, (args.windows, args.seqlen), generator=torch.Generator().manual_seed(0))
-    ids[:, 0] = 1
+    if args.config:
+        from bench_scale import build, windows
+        model = build(args.config, None, args.device, torch.bfloat16 if args.device != "cpu" else torch.float32)
+        ids = windows(model.config, args.windows, args.seqlen)
+    else:
+        cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=args.layers,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=args.seqlen,
+                          bos_token_id=1)
+        model = LlamaForCausalLM(cfg).eval().to(args.device)
+        ids = torch.randint(3, 512, (args.windows, args.seqlen), generator=torch.Generator().manual_seed(0))
+        ids[:, 0] = 1
     if args.device == "cpu":        # the accelerator's whole-tensor hook forms, as on a GPU
         Recorder.dense, Pending.defer = True, True
     pauses, start = [], [0.0]
@@ -55,14 +66,21 @@ def main() -> None:
     rows = {name: [] for name in forms}
     for _ in range(args.reps):
         for name, fn in forms.items():
+            if args.collect:
+                gc.collect()
             pauses.clear()
+            if args.device != "cpu":
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
             fn(model, ids, quiet=True, batch_size=args.batch_size)
+            if args.device != "cpu":
+                torch.cuda.synchronize()
             rows[name].append((time.perf_counter() - t0, len(pauses), sum(s for _, s in pauses),
                                sum(g == 2 for g, _ in pauses)))
     gc.callbacks.remove(watch)
-    print(f"{args.layers} layers, {args.windows} x {args.seqlen} tokens, batch {args.batch_size}, {args.device}, "
-          f"{len(gc.get_objects()):,} objects tracked by the collector, python {sys.version.split()[0]}")
+    print(f"{args.config or f'tiny llama, {args.layers} layers'}, {args.windows} x {args.seqlen} tokens, batch {args.batch_size}, {args.device}, "
+          f"{len(gc.get_objects()):,} objects tracked by the collector, python {sys.version.split()[0]}"
+          + (", a full collection before each run" if args.collect else ""))
     print("| collector | median ms | max ms | runs (ms) | collections per run | their ms per run | full ones |\n"
           "|---|---|---|---|---|---|---|")
     for name, r in rows.items():
