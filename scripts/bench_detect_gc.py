@@ -37,6 +37,9 @@ def main() -> None:
     p.add_argument("--config", default=None, help="a scripts/bench_scale.py config (8b: random bf16 weights, planted "
                                                   "outlier) instead of the tiny llama of --layers")
     p.add_argument("--collect", action="store_true", help="a full collection before each run (bench_scale does)")
+    p.add_argument("--forms", default="paused,running", help="which detects run, alternating: paused, running")
+    p.add_argument("--forward", action="store_true", help="a plain forward of the windows before each run (as "
+                                                          "bench_scale's alternating forward and detect)")
     args = p.parse_args()
     torch.manual_seed(0)
     if args.config:
@@ -60,34 +63,48 @@ def main() -> None:
         else:
             pauses.append((info["generation"], time.perf_counter() - start[0]))
     gc.callbacks.append(watch)
-    forms = {"paused (sysq.detect)": sysq.detect, "running (as before)": sysq.detect.__wrapped__}
+    every = {"paused": ("paused (sysq.detect)", sysq.detect), "running": ("running (as before)", sysq.detect.__wrapped__)}
+    forms = dict(every[f] for f in args.forms.split(","))
+    cuda = args.device != "cpu"
+
+    def allocs() -> tuple:            # cudaMalloc and pinned host allocations so far (the caching allocators' misses)
+        if not cuda:
+            return 0, 0
+        return (torch.cuda.memory_stats().get("num_device_alloc", 0),
+                torch.cuda.host_memory_stats().get("num_host_alloc", 0))
     for fn in forms.values():
         fn(model, ids[:2], quiet=True, batch_size=args.batch_size)            # warm-up
     rows = {name: [] for name in forms}
     for _ in range(args.reps):
         for name, fn in forms.items():
+            if args.forward:
+                with torch.no_grad():
+                    for i in range(0, len(ids), args.batch_size):
+                        model(input_ids=ids[i:i + args.batch_size].to(args.device), use_cache=False)
             if args.collect:
                 gc.collect()
             pauses.clear()
-            if args.device != "cpu":
+            if cuda:
                 torch.cuda.synchronize()
+            a0 = allocs()
             t0 = time.perf_counter()
             fn(model, ids, quiet=True, batch_size=args.batch_size)
-            if args.device != "cpu":
+            if cuda:
                 torch.cuda.synchronize()
             rows[name].append((time.perf_counter() - t0, len(pauses), sum(s for _, s in pauses),
-                               sum(g == 2 for g, _ in pauses)))
+                               sum(g == 2 for g, _ in pauses), [b - a for a, b in zip(a0, allocs())]))
     gc.callbacks.remove(watch)
     print(f"{args.config or f'tiny llama, {args.layers} layers'}, {args.windows} x {args.seqlen} tokens, batch {args.batch_size}, {args.device}, "
           f"{len(gc.get_objects()):,} objects tracked by the collector, python {sys.version.split()[0]}"
-          + (", a full collection before each run" if args.collect else ""))
-    print("| collector | median ms | max ms | runs (ms) | collections per run | their ms per run | full ones |\n"
-          "|---|---|---|---|---|---|---|")
+          + (", a full collection before each run" if args.collect else "")
+          + (", a plain forward before each run" if args.forward else ""))
+    print("| collector | median ms | max ms | runs (ms) | collections per run | their ms per run | full ones | "
+          "cudaMalloc / pinned allocations per run |\n|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         ms = [x[0] * 1e3 for x in r]
         print(f"| {name} | {statistics.median(ms):.1f} | {max(ms):.1f} | {', '.join(f'{x:.0f}' for x in ms)} | "
               f"{statistics.median(x[1] for x in r):g} | {', '.join(f'{x[2] * 1e3:.1f}' for x in r)} | "
-              f"{sum(x[3] for x in r)} |")
+              f"{sum(x[3] for x in r)} | {', '.join(f'{x[4][0]}/{x[4][1]}' for x in r)} |")
 
 
 if __name__ == "__main__":
