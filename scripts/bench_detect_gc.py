@@ -87,24 +87,28 @@ def main() -> None:
             if cuda:
                 torch.cuda.synchronize()
             a0 = allocs()
+            c0 = time.thread_time()
             t0 = time.perf_counter()
             fn(model, ids, quiet=True, batch_size=args.batch_size)
             if cuda:
                 torch.cuda.synchronize()
-            rows[name].append((time.perf_counter() - t0, len(pauses), sum(s for _, s in pauses),
-                               sum(g == 2 for g, _ in pauses), [b - a for a, b in zip(a0, allocs())]))
+            wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+            rows[name].append((wall, len(pauses), sum(s for _, s in pauses),
+                               sum(g == 2 for g, _ in pauses), [b - a for a, b in zip(a0, allocs())], cpu))
     gc.callbacks.remove(watch)
     print(f"{args.config or f'tiny llama, {args.layers} layers'}, {args.windows} x {args.seqlen} tokens, batch {args.batch_size}, {args.device}, "
           f"{len(gc.get_objects()):,} objects tracked by the collector, python {sys.version.split()[0]}"
           + (", a full collection before each run" if args.collect else "")
           + (", a plain forward before each run" if args.forward else ""))
     print("| collector | median ms | max ms | runs (ms) | collections per run | their ms per run | full ones | "
-          "cudaMalloc / pinned allocations per run |\n|---|---|---|---|---|---|---|---|")
+          "cudaMalloc / pinned allocations per run | the Python thread's CPU ms per run |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         ms = [x[0] * 1e3 for x in r]
         print(f"| {name} | {statistics.median(ms):.1f} | {max(ms):.1f} | {', '.join(f'{x:.0f}' for x in ms)} | "
               f"{statistics.median(x[1] for x in r):g} | {', '.join(f'{x[2] * 1e3:.1f}' for x in r)} | "
-              f"{sum(x[3] for x in r)} | {', '.join(f'{x[4][0]}/{x[4][1]}' for x in r)} |")
+              f"{sum(x[3] for x in r)} | {', '.join(f'{x[4][0]}/{x[4][1]}' for x in r)} | "
+              f"{', '.join(f'{x[5] * 1e3:.0f}' for x in r)} |")
 
 
 if __name__ == "__main__":
