@@ -9,11 +9,11 @@ and the int8 weight-only GEMV (with and without the gated SiLU prologue).
 lengths L in ATTN["ls"] without a mask, and at ATTN["mask_l"] with a boolean mask (a static cache's: its last keys
 masked). Rows: the op as shipped (torch.ops.sysq.decode_attention, attention.launch_config), torch sdpa over the
 expanded cache (repeat_kv + sdpa, what transformers runs), and sysq.attention.decode_attention over a grid of launch
-configs (BLOCK_L, num_warps, num_stages, SPLIT): one launch each (with SPLIT > 1 the last slice of each KV head
-merges the slices in the same kernel). BLOCK_L above the next power of two of L, and SPLIT above the blocks of keys,
-are not tried. Every output is checked against float32 attention over the expanded cache (max abs error; flagged
-over 2e-2, never "best"). The mask case runs the shipped config and the best --mask-top configs of the same L without
-the mask.
+configs (BLOCK_L, num_warps, num_stages, SPLIT). With SPLIT > 1 "us" is the kernel and the combine of its slices as
+the op runs them (eager torch ops), "kernel us" the kernel alone (what a fused combine could approach). BLOCK_L
+above the next power of two of L, and SPLIT above the blocks of keys, are not tried. Every output is checked
+against float32 attention over the expanded cache (max abs error; flagged over 2e-2, never "best"). The mask case
+runs the shipped config and the best --mask-top configs of the same L without the mask.
 
 (b) int8 GEMV (sysq/quant/_gemv_triton.py) on the scaled path (SPLIT_K = 1: scale and cast in the kernel, what
 Int8WOLinear runs) at the fused decode shapes K -> N, and the down projection 14336 -> 4096 two ways: GATED
@@ -159,9 +159,11 @@ def gemv_case(k: int, n: int, device, copies_mib: float = 0, seed: int = 0, empt
     return dict(k=k, n=n, x=x, gu=gu, copies=copies, s8=s8)
 
 
-def attn_call(case, cfg):
+def attn_call(case, cfg, kernel_only=False):
     from sysq import attention
     q, mask, scale = case["q"], case["mask"], case["scale"]
+    if kernel_only:
+        return lambda c: attention.launch_decode(q, c[0], c[1], mask, scale, cfg)[0]
     return lambda c: attention.decode_attention(q, c[0], c[1], mask, scale, cfg)
 
 
@@ -197,7 +199,7 @@ def _compile_only(task) -> str | None:
             _WORKER[spec] = attn_case(dict(h=spec[1], hkv=spec[2], d=spec[3]), spec[4], False, dev, empty=True) \
                 if part == "attention" else gemv_case(spec[1], spec[2], dev, empty=True)
         case = _WORKER[spec]
-        fn = attn_call(case, cfg) if part == "attention" else gemv_call(case, cfg, spec[3])
+        fn = attn_call(case, cfg, kernel_only=True) if part == "attention" else gemv_call(case, cfg, spec[3])
         fn(case["copies"][0])
         return None
     except Exception as e:
@@ -351,13 +353,15 @@ def attention_part(args, dims, cfgs, dev, cuda, start, ahead, measure, rows, sum
             case["q"].float(), k0.repeat_interleave(g, 1).float(), v0.repeat_interleave(g, 1).float(), attn_mask=m4,
             scale=case["scale"]).transpose(1, 2)
 
-    def record(case, kernel, cfg, fn):
+    def record(case, kernel, cfg, fn, kfn=None):
         row = dict(part="attention", L=case["L"], mask=case["masked"], kernel=kernel, config=cfg)
         try:
             y = fn(case["copies"][0])
             row["max_abs_err"] = err = float((y.float() - case["ref"]).abs().max())
             row["flag"] = not err <= ATTN_TOL
             row["us"] = measure(fn, case["copies"])
+            if kfn is not None and cuda:
+                row["kernel_us"] = measure(kfn, case["copies"])
         except Exception as e:
             row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
         rows.append(row)
@@ -386,7 +390,8 @@ def attention_part(args, dims, cfgs, dev, cuda, start, ahead, measure, rows, sum
             continue
         ahead.wait(("attention", json.dumps(cfg)))
         for length, case in fits:
-            record(case, "candidate", cfg, attn_call(case, cfg))
+            kfn = attn_call(case, cfg, kernel_only=True) if cfg["SPLIT"] > 1 else None
+            record(case, "candidate", cfg, attn_call(case, cfg), kfn)
         if (i + 1) % 20 == 0:
             print(f"  attention: {i + 1}/{len(cfgs)} configs ({time.perf_counter() - start:.0f} s)", flush=True)
 
@@ -398,7 +403,8 @@ def attention_part(args, dims, cfgs, dev, cuda, start, ahead, measure, rows, sum
     mcase = cases[(dims["mask_l"], True)]
     for r in sorted(ok(dims["mask_l"], False), key=lambda r: r["us"])[:args.mask_top]:
         cfg = r["config"]
-        record(mcase, "candidate", cfg, attn_call(mcase, cfg))
+        record(mcase, "candidate", cfg, attn_call(mcase, cfg),
+               attn_call(mcase, cfg, kernel_only=True) if cfg["SPLIT"] > 1 else None)
 
     for (length, masked), case in cases.items():
         cand = ok(length, masked)
@@ -423,7 +429,8 @@ def attention_part(args, dims, cfgs, dev, cuda, start, ahead, measure, rows, sum
         print(f"attention {key:11s}: shipped {sh.get('us', float('nan')):7.2f} us -> best {best['us']:7.2f} us "
               f"({gain:.2f}x; {cfg_str(best['config'])}; err {best['max_abs_err']:.1e}; {len(cand)} configs, "
               f"{flagged} flagged)  best per SPLIT: " + ", ".join(
-                  f"{s}: {r['us']:.2f}" for s, r in sorted(per_split.items())), flush=True)
+                  f"{s}: {r['us']:.2f}" + (f" (kernel {r['kernel_us']:.2f})" if "kernel_us" in r else "")
+                  for s, r in sorted(per_split.items())), flush=True)
     del cases
     if cuda:
         torch.cuda.empty_cache()
@@ -561,7 +568,7 @@ def tables_md(rows, summary) -> str:
     out = []
     att = [(k, s) for k, s in summary.items() if s.get("part") == "attention"]
     if att:
-        out += ["## Decode attention (B=1; us per call in a CUDA graph, one launch)", "",
+        out += ["## Decode attention (B=1; us per call in a CUDA graph; us = kernel + combine)", "",
                 "| case | shipped us | shipped config | best us | best config | speedup | best err | configs | flagged "
                 "| best per SPLIT (us) |", "|---|---|---|---|---|---|---|---|---|---|"]
         for k, s in att:
@@ -570,7 +577,7 @@ def tables_md(rows, summary) -> str:
                        f"{cfg_str(s['best_config'])} | {s['shipped_us'] / s['best_us'] if s['shipped_us'] else 0:.2f}x "
                        f"| {s['best_err']:.1e} | {s['configs']} | {s['flagged']} | {sp} |")
         out += ["", "Reference rows and the 5 best configs per case:", "",
-                "| L | mask | kernel | config | us | max abs err |", "|---|---|---|---|---|---|"]
+                "| L | mask | kernel | config | us | kernel us | max abs err |", "|---|---|---|---|---|---|---|"]
         arows = [r for r in rows if r["part"] == "attention"]
         for key in dict.fromkeys((r["L"], r["mask"]) for r in arows):
             mine = [r for r in arows if (r["L"], r["mask"]) == key]
@@ -578,8 +585,8 @@ def tables_md(rows, summary) -> str:
                          key=lambda r: r["us"])[:5]
             for r in [r for r in mine if r["kernel"] != "candidate"] + top:
                 out.append(f"| {r['L']} | {r['mask']} | {r['kernel']} | {cfg_str(r['config'])} | "
-                           + (f"{r['us']:.2f} | {r['max_abs_err']:.1e}"
-                              + (" FLAG" if r["flag"] else "") + " |" if "us" in r else f"{r.get('error')} | |"))
+                           + (f"{r['us']:.2f} | {f(r.get('kernel_us'), '.2f')} | {r['max_abs_err']:.1e}"
+                              + (" FLAG" if r["flag"] else "") + " |" if "us" in r else f"{r.get('error')} | | |"))
         out.append("")
     gem = [(k, s) for k, s in summary.items() if s.get("part") == "gemv" and "today_us" in s]
     if gem:

@@ -6,9 +6,8 @@ once and never expanded to the query heads (transformers' repeat_kv copies the w
 layer). Q, K and V are read as float32 (bf16 values are exact in TF32, which the products use on the GPU for
 16-bit models; float32 models take IEEE products), scores and the softmax are float32 with an online maximum
 (flash attention). With one slice (SPLIT == 1) the program normalises and
-stores the output in the input's dtype; with more, each stores its float32 (max, sum, unnormalised output),
-counts itself in on its (sequence, KV head)'s int32 counter, and the last of the SPLIT to arrive merges the
-slices and stores the output, then zeroes the counter (flash-decoding, its combine in the same launch).
+stores the output in the input's dtype; with more, it stores (max, sum, unnormalised output) and a second
+kernel combines them (flash-decoding).
 """
 from __future__ import annotations
 
@@ -20,15 +19,13 @@ import triton.language as tl
 from .quant._gemv_triton import _to_bf16_rtne
 
 
-def _decode_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, part_ptr, m_ptr, l_ptr, cnt_ptr,
+def _decode_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, m_ptr, l_ptr,
                    L, BH, scale,
                    sq_b, sq_h, sk_b, sk_h, sk_l, sv_b, sv_h, sv_l, sm_b, sm_l, so_s, so_b, so_h,
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
                    BLOCK_L: tl.constexpr, SPLIT: tl.constexpr, HAS_MASK: tl.constexpr, PRECISION: tl.constexpr):
     # q [B, H, D] (H = HKV * G; head h reads KV head h // G); k, v [B, HKV, L, D]; mask bool [B, L] (True: attend);
-    # out [B, H, D] in q's dtype (strides so_b, so_h). SPLIT > 1: float32 partials part [SPLIT, B, H, D] (strides
-    # so_s, so_b, so_h) and m, l [SPLIT, B, H] (BH = B * H), and int32 arrival counters cnt [B * HKV], zero on entry
-    # and left zero
+    # out [B, H, D] in q's dtype (SPLIT 1) or float32 [SPLIT, B, H, D] with m, l float32 [SPLIT, B, H] (BH = B * H)
     pid_bh = tl.program_id(0)
     pid_s = tl.program_id(1)
     b = pid_bh // HKV
@@ -71,34 +68,36 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, part_ptr, m_ptr, l_pt
         tl.store(out_ptr + rows[:, None] + rd[None, :], out.to(out_ptr.dtype.element_ty),
                  mask=g_mask[:, None] & d_mask[None, :])
     else:
-        out_mask = g_mask[:, None] & d_mask[None, :]
-        stat = b * (HKV * G) + hk * G + rg
-        tl.store(part_ptr + pid_s * so_s + rows[:, None] + rd[None, :], acc, mask=out_mask)
-        tl.store(m_ptr + pid_s * BH + stat, m_i, mask=g_mask)
-        tl.store(l_ptr + pid_s * BH + stat, l_i, mask=g_mask)
-        # the last slice of this (sequence, KV head) to arrive merges all SPLIT (flash-decoding's combine): every
-        # thread's stores above precede the release of the count (barrier, then acq_rel), and its loads below
-        # follow the acquire
-        tl.debug_barrier()
-        arrived = tl.atomic_add(cnt_ptr + pid_bh, 1, sem="acq_rel", scope="gpu")
-        if arrived == SPLIT - 1:
-            top = tl.full([GP], -3e38, tl.float32)
-            for i in range(SPLIT):
-                top = tl.maximum(top, tl.load(m_ptr + i * BH + stat, mask=g_mask, other=float("-inf"),
-                                              cache_modifier=".cg"))
-            total = tl.zeros([GP], tl.float32)
-            y = tl.zeros([GP, DP], tl.float32)
-            for i in range(SPLIT):      # slice i weighted by exp(m_i - max m) over the exp-sums so weighted
-                m_s = tl.load(m_ptr + i * BH + stat, mask=g_mask, other=float("-inf"), cache_modifier=".cg")
-                w = tl.where(m_s == float("-inf"), 0.0, tl.exp(m_s - top))     # an empty slice weighs nothing
-                total += tl.load(l_ptr + i * BH + stat, mask=g_mask, other=0.0, cache_modifier=".cg") * w
-                y += tl.load(part_ptr + i * so_s + rows[:, None] + rd[None, :], mask=out_mask, other=0.0,
-                             cache_modifier=".cg") * w[:, None]
-            y = y / tl.where(total == 0.0, 1.0, total)[:, None]       # a row with no key attended gives zeros
-            if out_ptr.dtype.element_ty == tl.bfloat16:
-                y = _to_bf16_rtne(y)
-            tl.store(out_ptr + rows[:, None] + rd[None, :], y.to(out_ptr.dtype.element_ty), mask=out_mask)
-            tl.store(cnt_ptr + pid_bh, 0)       # zero again for the next call (and the next CUDA-graph replay)
+        tl.store(out_ptr + pid_s * so_s + rows[:, None] + rd[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
+        stat = pid_s * BH + b * (HKV * G) + hk * G + rg
+        tl.store(m_ptr + stat, m_i, mask=g_mask)
+        tl.store(l_ptr + stat, l_i, mask=g_mask)
+
+
+def _combine_kernel(part_ptr, m_ptr, l_ptr, out_ptr, BH, S: tl.constexpr, SP: tl.constexpr, D: tl.constexpr,
+                    DP: tl.constexpr):
+    # one program per (sequence, query head): the S slices' unnormalised outputs part [S, BH, D] weighted by
+    # exp(m_s - max m) over the exp-sums l [S, BH] so weighted (flash-decoding's combine); out [BH, D] in its dtype
+    bh = tl.program_id(0)
+    rs = tl.arange(0, SP)
+    rd = tl.arange(0, DP)
+    s_ok = rs < S
+    m = tl.load(m_ptr + rs * BH + bh, mask=s_ok, other=float("-inf"))
+    l_ = tl.load(l_ptr + rs * BH + bh, mask=s_ok, other=0.0)
+    top = tl.maximum(tl.max(m, axis=0), -3e38)
+    w = tl.where(m == float("-inf"), 0.0, tl.exp(m - top))                    # an empty slice weighs nothing
+    total = tl.sum(l_ * w, axis=0)
+    p = tl.load(part_ptr + (rs[:, None] * BH + bh) * D + rd[None, :], mask=s_ok[:, None] & (rd[None, :] < D),
+                other=0.0)
+    y = tl.sum(p * w[:, None], axis=0) / tl.where(total == 0.0, 1.0, total)  # no key attended: zeros
+    if out_ptr.dtype.element_ty == tl.bfloat16:
+        y = _to_bf16_rtne(y)
+    tl.store(out_ptr + bh * D + rd, y.to(out_ptr.dtype.element_ty), mask=rd < D)
+
+
+@functools.lru_cache(maxsize=None)
+def combine_kernel():
+    return triton.jit(_combine_kernel)
 
 
 @functools.lru_cache(maxsize=None)

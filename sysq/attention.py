@@ -19,14 +19,9 @@ them (same positions, same cache tensors, otherwise transformers' StaticCache).
 
 The kernel is a torch.library custom op (`sysq::decode_attention`), so torch.compile keeps it in its graph
 and CUDA graphs capture it. On the CPU it runs only in Triton's interpreter (TRITON_INTERPRET=1), for tests.
-Caches over 2 * KEYS_PER_SPLIT keys are split over programs (flash-decoding) and the last slice of each (sequence,
-KV head) to finish merges them, still one launch; it counts arrivals on a zeroed int32 buffer kept per device
-(`counters`, allocated on the first split call: a CUDA graph captured by hand needs one call before the capture,
-as torch.compile's CUDA-graph warm-up makes).
 """
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import os
 
@@ -38,9 +33,8 @@ NAME = "sysq_decode"
 # The GPU launch, measured on one H200 (scripts/bench_decode_kernels.py, call A11 of the eleventh session: B=1, 32 / 8
 # heads, D=128, bf16): 128 keys per iteration with 3 pipelining stages was the fastest per program at every cache
 # length tried (96 to 2080 keys); one program per KV head leaves most of the GPU idle, so caches over 2 *
-# KEYS_PER_SPLIT keys are split (8B decode step: 8.1 us a layer before, 3.8 + 1.5 after, calls D11 / E11, the 1.5 a
-# second kernel that merged the slices; the last slice of each KV head now merges them in the same launch: not
-# measured yet).
+# KEYS_PER_SPLIT keys are split and the slices merged by one combine kernel (8B decode step: 8.1 us a layer before,
+# 3.8 + 1.5 after, calls D11 / E11).
 BLOCK_L = 128           # keys per iteration (GPU); the interpreter takes 16
 NUM_WARPS = 4
 NUM_STAGES = 3          # as many as one K and one V tile per stage fit in shared memory (launch_config)
@@ -92,11 +86,10 @@ def _shared_memory(index: int) -> int:
     return int(0.85 * getattr(props, "shared_memory_per_block_optin", 48 * 1024))
 
 
-def decode_attention(q, k, v, mask, scale: float, config: dict) -> torch.Tensor:
-    """The op's work with an explicit launch config (launch_config's keys; num_warps / num_stages are ignored off
-    the GPU): one launch of the kernel on q [B, H, 1, D], k, v [B, Hkv, L, D] (last dim contiguous), mask bool
-    [B, L] or None. [B, 1, H, D] in q's dtype; with SPLIT > 1 the slices' float32 partials are scratch of this call
-    and the last slice of each (sequence, KV head) merges them in the same launch (counters())."""
+def launch_decode(q, k, v, mask, scale: float, config: dict):
+    """Launch the kernel with `config` (launch_config's keys; num_warps / num_stages are ignored off the GPU) on
+    q [B, H, 1, D], k, v [B, Hkv, L, D] (last dim contiguous), mask bool [B, L] or None. Returns (out, part, m, l):
+    with SPLIT 1 `out` [B, 1, H, D] holds the result; else the float32 slices for combine_decode."""
     from triton.runtime.errors import OutOfResources
 
     from ._attention_triton import kernel
@@ -105,19 +98,19 @@ def decode_attention(q, k, v, mask, scale: float, config: dict) -> torch.Tensor:
     s = config["SPLIT"]
     out = torch.empty((b, 1, h, d), dtype=q.dtype, device=q.device)
     if s == 1:
-        part, m, l_, cnt = out, out, out, out
+        part, m, l_ = out, out, out
+        so = (0, h * d, d)
     else:
         part = torch.empty((s, b, h, d), dtype=torch.float32, device=q.device)
         m = torch.empty((s, b, h), dtype=torch.float32, device=q.device)
         l_ = torch.empty_like(m)
-        cnt = counters(q.device, b * hkv)
-    so = (b * h * d, h * d, d)
+        so = (b * h * d, h * d, d)
     sm = (mask.stride(0), mask.stride(1)) if mask is not None else (0, 0)
     launch = {key: config[key] for key in ("num_warps", "num_stages") if key in config and q.device.type == "cuda"}
     launch["BLOCK_L"] = config["BLOCK_L"]
     key = (q.device, q.dtype, d, launch.get("num_stages"), launch["BLOCK_L"])
     launch.update(_SHRUNK.get(key, {}))
-    args = (q, k, v, mask if mask is not None else q, out, part, m, l_, cnt, length, b * h, float(scale),
+    args = (q, k, v, mask if mask is not None else q, part, m, l_, length, b * h, float(scale),
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
             *sm, *so)
     consts = dict(HKV=hkv, G=h // hkv, GP=_pow2(h // hkv, 16), D=d, DP=_pow2(d, 16), SPLIT=s,
@@ -125,50 +118,12 @@ def decode_attention(q, k, v, mask, scale: float, config: dict) -> torch.Tensor:
     while True:
         try:
             kernel()[(b * hkv, s)](*args, **consts, **launch)
-            return out
+            return out, part, m, l_
         except OutOfResources:
             smaller = _smaller(launch)
             if smaller is None:
                 raise
             launch = _SHRUNK[key] = smaller
-
-
-# The split kernel's arrival counters: one int32 per (sequence, KV head), a zeroed buffer per device that every call
-# on the device shares (the merging program zeroes its counter again, so the buffer is zero between calls and a CUDA
-# graph replays with the address it captured). Grown, never freed: a graph captured earlier keeps its old buffer's
-# address. Calls on one device must not run concurrently on two streams (they would count on the same counters).
-_COUNTERS: dict = {}
-COUNTERS_MIN = 1024     # entries; the op splits only where batch * KV heads <= 128 (splits()), explicit configs more
-
-
-def counters(device, n: int) -> torch.Tensor:
-    """At least `n` zeroed int32 counters on `device`, the same buffer from call to call (allocated on the first
-    call, or when a larger batch needs more; not while a CUDA graph is being captured)."""
-    device = torch.device(device)
-    bufs = _COUNTERS.setdefault(device, [])
-    if not bufs or bufs[-1].numel() < n:
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("sysq.attention: the split decode kernel's counters are allocated on the first call on "
-                               f"a device (and for a larger batch): run the op once before capturing a CUDA graph "
-                               f"({n} counters needed on {device})")
-        bufs.append(_zeros_outside_graph_pools(max(n, COUNTERS_MIN), device))
-    return bufs[-1]
-
-
-def _zeros_outside_graph_pools(n: int, device: torch.device) -> torch.Tensor:
-    """int32 zeros [n] in the default memory pool. torch.compile's CUDA graphs (mode="reduce-overhead") warm up with
-    every allocation of the warming thread sent to the graphs' private pool, where a tensor that outlives the step and
-    is none of its outputs fails inductor's pool checks (or is handed out again); so on CUDA the buffer is allocated
-    from another thread, and the device synchronised so that it is zero before any stream reads it."""
-    if device.type != "cuda":
-        return torch.zeros(n, dtype=torch.int32, device=device)
-
-    def zeros():
-        t = torch.zeros(n, dtype=torch.int32, device=device)
-        torch.cuda.synchronize(device)
-        return t
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(zeros).result()
 
 
 # launch_config's shared-memory estimate is the K and V tiles only; where the compiled kernel needs more than the
@@ -184,6 +139,23 @@ def _smaller(launch: dict) -> dict | None:
     if launch["BLOCK_L"] > 16:
         return {**launch, "BLOCK_L": launch["BLOCK_L"] // 2}
     return None
+
+
+def combine_decode(part, m, l_, dtype) -> torch.Tensor:
+    """The attention output [B, 1, H, D] in `dtype` from SPLIT slices (flash-decoding), in one kernel: part [S, B, H, D]
+    the unnormalised outputs, m and l [S, B, H] their score maxima and exp-sums."""
+    from ._attention_triton import combine_kernel
+    s, b, h, d = part.shape
+    out = torch.empty((b, 1, h, d), dtype=dtype, device=part.device)
+    combine_kernel()[(b * h,)](part, m, l_, out, b * h, S=s, SP=_pow2(s, 2), D=d, DP=_pow2(d, 16))
+    return out
+
+
+def decode_attention(q, k, v, mask, scale: float, config: dict) -> torch.Tensor:
+    """The op's work with an explicit launch config (launch_config's form): the kernel, and the combine of its
+    slices where SPLIT > 1. [B, 1, H, D] in q's dtype."""
+    out, part, m, l_ = launch_decode(q, k, v, mask, scale, config)
+    return out if config["SPLIT"] == 1 else combine_decode(part, m, l_, q.dtype)
 
 
 @torch.library.custom_op("sysq::decode_attention", mutates_args=())

@@ -27,7 +27,7 @@ def test_without_the_kernel_every_call_is_sdpa(monkeypatch):
 
 
 def test_splits_only_long_caches():
-    assert attention.splits(1, 8, 107) == 1                 # the bench's cache: one program per KV head, no split
+    assert attention.splits(1, 8, 107) == 1                 # the bench's cache: one kernel, no combine
     assert attention.splits(1, 8, 142) == 3                 # the 8B decode bench's cache: 24 programs, not 8
     assert attention.splits(1, 8, 4096) == 32
     assert attention.splits(1, 8, 1 << 20) == 32            # capped
