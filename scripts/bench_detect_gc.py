@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("--forms", default="paused,running", help="which detects run, alternating: paused, running")
     p.add_argument("--forward", action="store_true", help="a plain forward of the windows before each run (as "
                                                           "bench_scale's alternating forward and detect)")
+    p.add_argument("--cprofile", type=int, default=0, metavar="N",
+                   help="then one more paused run under cProfile: the N functions with the most own time (the host's share)")
     args = p.parse_args()
     torch.manual_seed(0)
     if args.config:
@@ -109,6 +111,16 @@ def main() -> None:
               f"{statistics.median(x[1] for x in r):g} | {', '.join(f'{x[2] * 1e3:.1f}' for x in r)} | "
               f"{sum(x[3] for x in r)} | {', '.join(f'{x[4][0]}/{x[4][1]}' for x in r)} | "
               f"{', '.join(f'{x[5] * 1e3:.0f}' for x in r)} |")
+    if args.cprofile:
+        import cProfile
+        import pstats
+        prof = cProfile.Profile()
+        prof.enable()
+        sysq.detect(model, ids, quiet=True, batch_size=args.batch_size)
+        if cuda:
+            torch.cuda.synchronize()
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(args.cprofile)
 
 
 if __name__ == "__main__":
