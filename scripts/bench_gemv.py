@@ -4,7 +4,8 @@
     python scripts/bench_gemv.py --device cpu            # tiny shapes, Triton's interpreter (checks it runs)
 
 Rows per shape (K -> N): bf16 F.linear (cuBLAS), tinygemm int4 (torch._weight_int4pack_mm, group 128),
-sysq's two Triton int4 GEMVs (fma: one LOP3 + one FMA per code; nibble: the first one), autotuned,
+sysq's Triton int4 GEMVs (fma: one LOP3 + one FMA per code; nibble: the first one; tc: the multiply on tensor
+cores, on pack_int4_tc's layout, and on CUDA its inline-PTX unpacking at one config), autotuned,
 torch._weight_int8pack_mm, the inductor int8 path (torch.compile of F.linear(x, q.to(bf16)) * s with
 coordinate descent tuning, as the real module runs it today without the GEMV), and sysq's Triton GEMVs
 (sysq.quant.gemv: the custom op alone; in a model its split-K sum and cast fuse into the next kernel; without
@@ -169,6 +170,16 @@ def main(argv=None) -> int:
                     yield (f"sysq Triton int4 {kern4} (split {sp4})", qb, w4,
                            lambda c, kern4=kern4, sp4=sp4: gemv._launch("int4", x, c, sz, g, sp4, {"KERNEL": kern4}),
                            n * k // 2 + sz.numel() * 2)
+                if g % gemv.TC_BLOCK == 0:   # the tensor-core kernel, on its own layout of the same codes
+                    qt = gemv.pack_int4_tc(u - 8)
+                    spt = gemv.split_k(1, n, k // (2 * g), 64)    # as gemv.int4_gemv splits it
+                    yield (f"sysq Triton int4 tc (split {spt})", qt, w4,
+                           lambda c, spt=spt: gemv._launch("int4", x, c, sz, g, spt), n * k // 2 + sz.numel() * 2)
+                    if cuda:   # its inline-PTX unpacking (the interpreter cannot run it), one wgmma config
+                        cfg = dict(KERNEL="tc", BLOCK_N=128, GPI=1, ASM=True, num_warps=4, num_stages=3)
+                        yield (f"sysq Triton int4 tc asm (split {spt})", qt, w4,
+                               lambda c, spt=spt: gemv._launch("int4", x, c, sz, g, spt, cfg),
+                               n * k // 2 + sz.numel() * 2)
                 sp8 = gemv.split_k(args.m, n, k // 512)
                 yield (f"sysq Triton int8 (split {sp8})", q8, w8,
                        lambda c: torch.ops.sysq.int8_gemv(x, c, sp8) * s8, n * k)

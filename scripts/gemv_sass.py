@@ -28,6 +28,11 @@ CASES = [   # (kernel, constexprs, num_warps, weight bytes per thread per loop t
     ("int4 fma", dict(G=128, BLOCK_N=8, GPC=32, SPLIT_K=1), 4, 8 * 32 * 64 / 128),
     ("int4 fma", dict(G=128, BLOCK_N=8, GPC=16, SPLIT_K=1), 2, 8 * 16 * 64 / 64),
     ("int4 fma", dict(G=128, BLOCK_N=4, GPC=32, SPLIT_K=1), 4, 4 * 32 * 64 / 128),
+    ("int4 tc", dict(G=128, BLOCK_N=128, GPI=1, SPLIT_K=1, ASM=True), 4, 128 * 64 / 128),
+    ("int4 tc", dict(G=128, BLOCK_N=256, GPI=1, SPLIT_K=1, ASM=True), 4, 256 * 64 / 128),
+    ("int4 tc", dict(G=128, BLOCK_N=128, GPI=1, SPLIT_K=1, ASM=False), 4, 128 * 64 / 128),
+    ("int4 tc", dict(G=64, BLOCK_N=128, GPI=2, SPLIT_K=1, ASM=True), 4, 128 * 64 / 128),
+    ("int4 tc", dict(G=128, BLOCK_N=32, GPI=2, SPLIT_K=1, ASM=True), 2, 32 * 128 / 64),
     ("int8", dict(BLOCK_N=16, BLOCK_K=512, SPLIT_K=1, SCALED=True, GATED=False), 4, 16 * 512 / 128),
     ("int8", dict(BLOCK_N=16, BLOCK_K=1024, SPLIT_K=1, SCALED=True, GATED=False), 8, 16 * 1024 / 256),
 ]
@@ -72,7 +77,8 @@ def main() -> int:
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     import triton
     from sysq.quant import _gemv_triton as T
-    bodies = {"int4 nibble": T._int4_kernel, "int4 fma": T._int4_fma_kernel, "int8": T._int8_kernel}
+    bodies = {"int4 nibble": T._int4_kernel, "int4 fma": T._int4_fma_kernel, "int4 tc": T._int4_tc_kernel,
+              "int8": T._int8_kernel}
     print(f"triton {triton.__version__}, target sm_90; hot loop of each kernel (static SASS)")
     print(f"{'kernel':12s} {'config':44s} {'warps':>5s} {'regs':>4s} {'instr':>6s} {'B/thread':>8s} {'instr/B':>7s}  top opcodes")
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,14 +87,15 @@ def main() -> int:
             if name == "int8":
                 sig = {"x_ptr": "*bf16", "w_ptr": "*i32", "out_ptr": "*bf16", "scale_ptr": "*fp32", **{
                     k: v for k, v in SIG.items() if k not in ("x_ptr", "w_ptr")}}
-            else:
-                sig = {"x_ptr": "*bf16", "w_ptr": "*i32", "sz_ptr": "*bf16", "out_ptr": "*fp32",
-                       **{k: v for k, v in SIG.items() if k not in ("x_ptr", "w_ptr")}}
+            else:   # the tc kernel reads int16 words (pack_int4_tc)
+                sig = {"x_ptr": "*bf16", "w_ptr": "*i16" if name == "int4 tc" else "*i32", "sz_ptr": "*bf16",
+                       "out_ptr": "*fp32", **{k: v for k, v in SIG.items() if k not in ("x_ptr", "w_ptr")}}
             sig.update({k: "constexpr" for k in consts})
             text, regs = sass(triton.jit(bodies[name]), sig, consts, warps, tmp)
             ops = hot_loop(text)
             n = sum(ops.values())
-            cfg = ",".join(f"{k}={v}" for k, v in consts.items() if k not in ("SPLIT_K", "SCALED", "GATED"))
+            cfg = ",".join(f"{k}={v}" for k, v in consts.items() if k not in ("SPLIT_K", "SCALED", "GATED")
+                           and (k, v) != ("ASM", False))
             print(f"{name:12s} {cfg:44s} {warps:5d} {regs:4d} {n:6d} {nbytes:8.0f} {n / nbytes:7.2f}  "
                   + ", ".join(f"{k} {v}" for k, v in ops.most_common(6)), flush=True)
     return 0

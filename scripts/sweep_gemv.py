@@ -42,11 +42,23 @@ GRID = {   # candidates per kind (the product of the lists, or a list of such di
              dict(KERNEL=["fma"], SPLIT_K=[1, 2], BLOCK_N=[4, 8, 16], GPC=[32], num_warps=[4], num_stages=[1]),
              dict(KERNEL=["fma"], SPLIT_K=[1], BLOCK_N=[8], GPC=[64], num_warps=[8], num_stages=[1]),
              dict(KERNEL=["fma"], SPLIT_K=[1, 2, 4], BLOCK_N=[8, 16], GPC=[8], num_warps=[1], num_stages=[1]),
-             dict(KERNEL=["nibble"], SPLIT_K=[1, 2, 4], BLOCK_N=[8, 16], GPC=[2, 4], num_warps=[4], num_stages=[2])],
+             dict(KERNEL=["nibble"], SPLIT_K=[1, 2, 4], BLOCK_N=[8, 16], GPC=[2, 4], num_warps=[4], num_stages=[2]),
+             # the tensor-core kernel (pack_int4_tc's layout; GPI groups per trip; ASM: its inline-PTX unpacking).
+             # BLOCK_N >= 64 with 4 / 8 warps compiles to wgmma, below that to mma.sync (Triton 3.9, sm_90)
+             dict(KERNEL=["tc"], SPLIT_K=[1, 2, 4], BLOCK_N=[128, 256], GPI=[1], num_warps=[4], num_stages=[3],
+                  ASM=[True]),
+             dict(KERNEL=["tc"], SPLIT_K=[1, 2], BLOCK_N=[64, 128], GPI=[1, 2], num_warps=[4, 8], num_stages=[2, 4],
+                  ASM=[True]),
+             dict(KERNEL=["tc"], SPLIT_K=[1, 2, 4], BLOCK_N=[16, 32], GPI=[2], num_warps=[2], num_stages=[3],
+                  ASM=[True]),
+             dict(KERNEL=["tc"], SPLIT_K=[1, 2], BLOCK_N=[64, 128, 256], GPI=[1], num_warps=[4], num_stages=[3],
+                  ASM=[False])],
 }
 GRID_TINY = {"int8": dict(SPLIT_K=[1, 2], BLOCK_N=[16], BLOCK_K=[256], num_warps=[4], num_stages=[2]),
              "int4": [dict(KERNEL=["fma"], SPLIT_K=[1, 2], BLOCK_N=[8], GPC=[2], num_warps=[1], num_stages=[1]),
-                      dict(KERNEL=["nibble"], SPLIT_K=[1, 2], BLOCK_N=[16], GPC=[2], num_warps=[4], num_stages=[2])]}
+                      dict(KERNEL=["nibble"], SPLIT_K=[1, 2], BLOCK_N=[16], GPC=[2], num_warps=[4], num_stages=[2]),
+                      dict(KERNEL=["tc"], SPLIT_K=[1, 2], BLOCK_N=[16], GPI=[1, 2], num_warps=[4], num_stages=[2],
+                           ASM=[False])]}
 
 
 def parse(argv=None):
@@ -55,6 +67,9 @@ def parse(argv=None):
     p.add_argument("--kinds", default="int4,int8", help="each kind gets an equal share of --time-budget")
     p.add_argument("--shapes", default=None, help="KxN,KxN,... (default: the 8B decode shapes)")
     p.add_argument("--group", type=int, default=128, help="int4 group size")
+    p.add_argument("--int4-kernels", default=None, help="only these int4 kernels of the grid (e.g. tc; default all: "
+                   "fma, nibble, tc)")
+    p.add_argument("--no-today", action="store_true", help="skip the 'today (autotuned)' rows (their autotuning)")
     p.add_argument("--calls", type=int, default=40, help="calls per CUDA graph")
     p.add_argument("--bust-mib", type=int, default=256, help="weight copies per candidate total at least this")
     p.add_argument("--time-budget", type=float, default=160.0, help="seconds; candidates not started by then are "
@@ -85,7 +100,10 @@ def main(argv=None) -> int:
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else \
         (SHAPES_8B if cuda else SHAPES_TINY)
     kinds = args.kinds.split(",")
-    grid = GRID if cuda else GRID_TINY
+    grid = dict(GRID if cuda else GRID_TINY)
+    if args.int4_kernels:
+        keep = args.int4_kernels.split(",")
+        grid["int4"] = [part for part in grid["int4"] if part["KERNEL"][0] in keep]
     start = time.perf_counter()
     info = dict(device=torch.cuda.get_device_name() if cuda else "cpu (Triton interpreter)", torch=torch.__version__,
                 group=g, shapes=[f"{k}x{n}" for k, n in shapes], grid={k: grid[k] for k in kinds})
@@ -137,6 +155,8 @@ def main(argv=None) -> int:
                  int8=(q8, x.float() @ (q8.float() * s8[:, None]).t(), n * k + n * 4, k // 512),
                  int4=(qb, x.float() @ gemv.dequantize_int4(qb, sz, g).t(), n * k // 2 + sz.numel() * 2,
                        k // (2 * g)))
+        if g % gemv.TC_BLOCK == 0:     # the tensor-core kernel's layout of the same codes (same bytes, same product)
+            d["int4tc"] = (gemv.pack_int4_tc(u - 8),) + d["int4"][1:]
         d["base"]["bf16"] = record(d, "bf16", "bf16 F.linear", None, lambda c, x=x: F.linear(x, c), w,
                                    x.float() @ w.float().t(), n * k * 2)
         try:
@@ -146,6 +166,9 @@ def main(argv=None) -> int:
         except Exception as e:
             print(f"  tinygemm int4: {type(e).__name__}: {str(e)[:120]}")
         for kind in kinds:
+            if args.no_today:
+                d["today"][kind] = {}
+                continue
             fn = (lambda c, x=x, s8=s8: gemv.int8_gemv_scaled(x, c, s8)) if kind == "int8" else \
                 (lambda c, x=x, sz=sz: gemv.int4_gemv(x, c, sz, g))
             d["today"][kind] = record(d, kind, "today (autotuned)", None, fn, *d[kind][:3])
@@ -172,14 +195,21 @@ def main(argv=None) -> int:
         until = (args.time_budget - (time.perf_counter() - start)) / (len(kinds) - i) + time.perf_counter()
         for cfg in cands:
             for d in data:
-                chunks = d[kind][3] if cfg.get("KERNEL") != "fma" else d["k"] // (g * cfg["GPC"])
+                tc = cfg.get("KERNEL") == "tc"
+                if tc and "int4tc" not in d:
+                    continue
+                chunks = d["k"] // (g * cfg["GPC"]) if cfg.get("KERNEL") == "fma" else \
+                    d["k"] // (g * cfg["GPI"]) if tc else d[kind][3]
                 if cfg["SPLIT_K"] > max(1, chunks):
                     continue
                 if time.perf_counter() > until:      # this kind's share of the budget is spent
                     skipped += 1
                     continue
                 tried[(kind, d["k"], d["n"])].append(record(d, kind, "candidate", cfg, launcher(kind, cfg, d),
-                                                            *d[kind][:3]))
+                                                            *d["int4tc" if tc else kind][:3]))
+
+    def kname(c):     # an int4 config's kernel; the tc kernel's two unpackings apart
+        return c.get("KERNEL", "nibble") + ("-asm" if c.get("ASM") else "")
 
     best = {kind: {} for kind in kinds}
     for d in data:
@@ -198,8 +228,8 @@ def main(argv=None) -> int:
             gain = today["us"] / top["us"] if "us" in today else float("nan")
             per_kernel = ""
             if kind == "int4":    # the best of each Triton kernel, against tinygemm
-                for name in sorted({r["config"].get("KERNEL", "nibble") for r in ok}):
-                    b = min((r for r in ok if r["config"].get("KERNEL", "nibble") == name), key=lambda r: r["us"])
+                for name in sorted({kname(r["config"]) for r in ok}):
+                    b = min((r for r in ok if kname(r["config"]) == name), key=lambda r: r["us"])
                     per_kernel += f"  best {name} {b['us']:.1f} us ({b['gbps']:.0f} GB/s)"
                 per_kernel += f"  -> table {best[kind][key]}"
             print(f"{d['k']:6d} -> {d['n']:6d}  {kind}: bf16 {base['bf16'].get('us', float('nan')):7.1f} us "
@@ -209,6 +239,17 @@ def main(argv=None) -> int:
                   f"{today.get('us', float('nan')):7.1f} us ({today.get('gbps', 0):5.0f} GB/s)  best {top['us']:7.1f} "
                   f"us ({top['gbps']:5.0f} GB/s, {gain:.2f}x today, {len(ok)} configs) {top['config']}{per_kernel}",
                   flush=True)
+
+    if "int4" in kinds:    # the int4 summary: tinygemm against each Triton kernel's best, per shape
+        print("\nint4 per shape: tinygemm and each kernel's best (us, GB/s of packed weights + scales, x tinygemm)")
+        for d in data:
+            tg = d["base"].get("tinygemm", {})
+            ok = [r for r in tried[("int4", d["k"], d["n"])] if "us" in r]
+            line = f"  {d['k']:6d} -> {d['n']:6d}  tinygemm {tg.get('us', float('nan')):7.1f} us {tg.get('gbps', 0):5.0f} GB/s"
+            for name in sorted({kname(r["config"]) for r in ok}):
+                b = min((r for r in ok if kname(r["config"]) == name), key=lambda r: r["us"])
+                line += f"  | {name} {b['us']:7.1f} us {b['gbps']:5.0f} GB/s ({tg.get('us', float('nan')) / b['us']:.2f}x)"
+            print(line, flush=True)
 
     lines = ["| K -> N | kernel | config | us/call | GB/s | max rel err |", "|---|---|---|---|---|---|"]
     for r in rows:

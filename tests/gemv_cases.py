@@ -55,6 +55,10 @@ def test_weight_only_modules_take_the_gemv_for_few_rows_and_match_their_twin(rec
     ql, lin = twin(recipe, x)
     real = kernels.MODULES[real_backend(ql.weight_spec, ql.act_spec)](ql)
     assert real.gemv and "Triton GEMV" in real.kernel
+    _matches_its_twin(recipe, ql, lin, real)
+
+
+def _matches_its_twin(recipe, ql, lin, real):
     torch.testing.assert_close(real.dequantized_weight(), ql.dequantized_weight(), rtol=2 ** -8, atol=1e-6)
     for shape in [(1, 1, 128), (2, 3, 128), (3, 9, 128)]:        # decode rows (<= 16) and prefill rows (27)
         xs = _x(5)[: shape[0], : shape[1]]
@@ -67,6 +71,18 @@ def test_weight_only_modules_take_the_gemv_for_few_rows_and_match_their_twin(rec
             assert float((out - sim).norm()) < 0.9 * float((sim - ref).norm())
 
 
+@pytest.mark.parametrize("recipe, tc", [("w4a16", True), ("w4a16-g64", True), ("w4a16-g32", False)])
+def test_sysq_int4_gemv_tc_puts_the_modules_on_the_tensor_core_kernel(recipe, tc, monkeypatch):
+    """SYSQ_INT4_GEMV=tc: the modules hold pack_int4_tc's words where the group is a multiple of 64 (else bytes,
+    on the fma kernel); decode (the GEMV) and prefill (tinygemm, repacked from the words) match the twin."""
+    monkeypatch.setenv("SYSQ_INT4_GEMV", "tc")
+    x = _x()
+    ql, lin = twin(recipe, x)
+    real = kernels.MODULES[real_backend(ql.weight_spec, ql.act_spec)](ql)
+    assert real.gemv and (real.qweight.dtype == torch.int16) == tc and ("(tc," in real.kernel) == tc, real.kernel
+    _matches_its_twin(recipe, ql, lin, real)
+
+
 def test_gemv_compiles_without_a_graph_break():
     gen = torch.Generator().manual_seed(0)
     qw = gemv.pack_nibbles(torch.randint(-8, 8, (32, 256), generator=gen))
@@ -74,8 +90,10 @@ def test_gemv_compiles_without_a_graph_break():
     q8 = torch.randint(-128, 128, (32, 256), generator=gen, dtype=torch.int8)
     x = torch.randn(1, 256, generator=gen).to(torch.bfloat16)
 
+    qt = gemv.pack_int4_tc(gemv.int4_codes(qw) - 8)      # the tensor-core kernel's op too
+
     def f(x):
-        return (gemv.int4_gemv(x, qw, sz, 128) + gemv.int8_gemv(x, q8) * 0.01).to(x.dtype)
+        return (gemv.int4_gemv(x, qw, sz, 128) + gemv.int8_gemv(x, q8) * 0.01 + gemv.int4_gemv(x, qt, sz, 128)).to(x.dtype)
     got = torch.compile(f, fullgraph=True, backend="aot_eager")(x)    # fake impls trace; fullgraph: no break
     torch.testing.assert_close(got, f(x))
 
@@ -194,7 +212,7 @@ def test_gated_gemv_applies_silu_gate_times_up_in_its_prologue(dtype):
         torch.ops.sysq.int8_gemv_gated_scaled(gu[:, :k].contiguous(), q, scale)
 
 
-def test_the_fma_int4_gemv_keeps_fp32_accuracy_next_to_a_massive_activation():
+def test_the_fma_and_tc_int4_gemvs_keep_fp32_accuracy_next_to_a_massive_activation():
     """The fma kernel sums f * x' = x' + u x (x' = 256 x or 16 x) and subtracts the x' sum per group: a
     cancellation, bounded here with a channel of 25,000 beside channels near 1 (SmolLM2's massive activations)."""
     gen = torch.Generator().manual_seed(3)
@@ -212,10 +230,12 @@ def test_the_fma_int4_gemv_keeps_fp32_accuracy_next_to_a_massive_activation():
             got[kernel] = torch.ops.sysq.int4_gemv(x, qw, sz, g, 1).sum(0).double()
         finally:
             del os.environ["SYSQ_INT4_GEMV"]
+    # the tensor-core kernel sums (1 + u/16) x and subtracts 24 X per group: a cancellation of ~5x
+    got["tc"] = torch.ops.sysq.int4_tc_gemv(x, gemv.pack_int4_tc(gemv.int4_codes(qw) - 8), sz, g, 1).sum(0).double()
     err = {kk: float((v - ref).abs().max() / ref.abs().max()) for kk, v in got.items()}
     # the cancellation costs the fma kernel a few bits (4e-6 here, 1e-7 for nibble): still ~500x below the
     # rounding of its bf16 output (2^-9)
-    assert err["nibble"] < 1e-6 and err["fma"] < 1e-5, err
+    assert err["nibble"] < 1e-6 and err["fma"] < 1e-5 and err["tc"] < 1e-5, err
 
 
 def test_the_table_picks_the_int4_kernel_per_shape_or_keeps_tinygemm(tmp_path, monkeypatch):
@@ -240,3 +260,37 @@ def test_the_table_picks_the_int4_kernel_per_shape_or_keeps_tinygemm(tmp_path, m
         sz = torch.randn(4, n, 2, generator=gen).to(torch.bfloat16)
         ref = x.float() @ gemv.dequantize_int4(qw, sz, 128).t()
         torch.testing.assert_close(gemv.int4_gemv(x, qw, sz, 128), ref, rtol=1e-5, atol=1e-4 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("m, n, k, g", [(1, 48, 256, 64), (6, 40, 512, 128), (16, 24, 512, 64), (1, 17, 384, 128)])
+@pytest.mark.parametrize("split", [1, 2, 4])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_int4_tc_gemv_equals_the_dequantized_matmul(m, n, k, g, split, dtype):
+    """The tensor-core kernel on pack_int4_tc's layout: every row count up to 16 in one tile, groups of 64 / 128
+    (384: a K that leaves the last split slice part empty), N not a multiple of the block."""
+    gen = torch.Generator().manual_seed(m * n + split + g)
+    codes = torch.randint(-8, 8, (n, k), generator=gen)
+    qw = gemv.pack_int4_tc(codes)
+    assert qw.dtype == torch.int16 and qw.shape == (n, k // 4)
+    assert torch.equal(gemv.unpack_int4_tc(qw) - 8, codes)                          # round trip
+    assert torch.equal(gemv.int4_codes(qw), gemv.int4_codes(gemv.pack_nibbles(codes)))
+    sz = torch.randn(k // g, n, 2, generator=gen).to(dtype)
+    x = torch.randn(m, k, generator=gen).to(dtype)
+    ref = x.double() @ gemv.dequantize_int4(qw, sz, g).double().t()
+    y = torch.ops.sysq.int4_tc_gemv(x, qw, sz, g, split)
+    assert y.shape == (split, m, n) and y.dtype == torch.float32
+    torch.testing.assert_close(y.sum(0).double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    if split == 1:     # the wrapper takes the layout by its dtype
+        torch.testing.assert_close(gemv.int4_gemv(x, qw, sz, g).double(), ref, rtol=1e-5,
+                                   atol=1e-5 * float(ref.abs().max()))
+
+
+def test_int4_tc_gemv_refuses_what_its_layout_cannot_take():
+    qw = gemv.pack_int4_tc(torch.zeros(16, 128, dtype=torch.int64))
+    x = torch.zeros(1, 128, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        torch.ops.sysq.int4_tc_gemv(x, qw, torch.ones(4, 16, 2, dtype=torch.bfloat16), 32, 1)
+    with pytest.raises(ValueError, match="bf16 or fp16"):
+        torch.ops.sysq.int4_tc_gemv(x.float(), qw, torch.ones(1, 16, 2), 128, 1)
+    with pytest.raises(ValueError, match="not a multiple"):
+        gemv.pack_int4_tc(torch.zeros(4, 96, dtype=torch.int64))

@@ -40,7 +40,7 @@ def test_bench_gemv_runs_at_a_tiny_size_on_the_cpu(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     rows = json.loads((tmp_path / "bench_gemv.json").read_text())["rows"]
     sysq_rows = [x for x in rows if x["kernel"].startswith("sysq Triton")]
-    assert len(sysq_rows) == 8 and not any("error" in x for x in rows)    # int4 fma, nibble, int8, scaled per shape
+    assert len(sysq_rows) == 10 and not any("error" in x for x in rows)   # int4 fma, nibble, tc, int8, scaled per shape
     for x in sysq_rows:     # fp32 accumulation of the exact codes; the scaled op also rounds its output to bf16
         assert x["max_rel_err"] < (2 ** -8 if "scaled" in x["kernel"] else 1e-5), x
 
@@ -55,6 +55,7 @@ def test_sweep_gemv_runs_at_a_tiny_size_and_writes_a_table_gemv_reads(tmp_path, 
     rows = json.loads((tmp_path / "sweep_gemv.json").read_text())["rows"]
     assert not any("error" in x for x in rows)
     assert {x["kernel"] for x in rows} >= {"bf16 F.linear", "today (autotuned)", "candidate"}
+    assert any((x["config"] or {}).get("KERNEL") == "tc" for x in rows)     # the tensor-core kernel's candidates
     assert all(x["max_rel_err"] < 2 ** -7 for x in rows)      # int codes of bf16 weights, bf16 outputs
     from sysq.quant import gemv
     monkeypatch.setattr(gemv, "_ACTIVE", gemv.load_table(str(tmp_path / "gemv_configs.json")))

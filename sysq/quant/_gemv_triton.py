@@ -120,6 +120,102 @@ def _nib(sh, mask):
     return ((sh & mask) | ONE).to(tl.float32, bitcast=True)
 
 
+def _int4_tc_kernel(x_ptr, w_ptr, sz_ptr, out_ptr, M, N, K, stride_xm,
+                    G: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, SPLIT_K: tl.constexpr,
+                    ASM: tl.constexpr = False):
+    # The multiply on tensor cores: per code only the unpacking (a shift and a LOP3; no conversion, no FMA).
+    # w: int16 [N, K / 4] (gemv.pack_int4_tc): in each block of 64 codes (16 words), nibble t of word i holds
+    # k = 16 t + i, so nibble plane t of a group's words [BLOCK_N, G / 4] is the weight at the k's 64 b + 16 t + i
+    # (b = word // 16, i = word % 16): a dot operand of the words' own shape, no interleaving (the x tile is loaded
+    # at those k's). A nibble u moved to the top 4 mantissa bits of 1.0 (bf16: bits 3..6, fp16: bits 6..9) is
+    # f = 1 + u / 16 exactly, in x's dtype. One grid axis over N (all M <= 16 rows of x in the dot's other side,
+    # padded to 16), split-K on the third. Per group (scale s, zero z, X = sum of x over it):
+    #   sum_k ((u_k - 8) s + z) x_k = 16 s * dot(f, x) + (z - 24 s) X
+    # four dots of K = G / 4 chained into the group's fp32 partial, then scaled. (1 + u/16 rather than 128 + u
+    # in the low bits: the X term that cancels is ~5x the result, not ~30x.)
+    WG: tl.constexpr = G // 4                       # int16 words per group
+    DT: tl.constexpr = x_ptr.dtype.element_ty
+    if DT == tl.float16:
+        BASE: tl.constexpr = 6                      # the nibble's bits in f
+        NMASK: tl.constexpr = 0x03C0
+        ONE16: tl.constexpr = 0x3C00
+    else:
+        BASE: tl.constexpr = 3
+        NMASK: tl.constexpr = 0x0078
+        ONE16: tl.constexpr = 0x3F80
+    pid_n = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = rn < N
+    rw = tl.arange(0, WG)
+    rm = tl.arange(0, 16)
+    m_mask = rm < M
+    kx = (rw // 16) * 64 + rw % 16                  # word -> k (of plane 0) within the group
+    groups = K // G
+    per_split = (tl.cdiv(groups, GPI) + SPLIT_K - 1) // SPLIT_K
+    acc = tl.zeros([BLOCK_N, 16], dtype=tl.float32)
+    for c in range(0, per_split):
+        for gi in tl.static_range(GPI):
+            g = (pid_s * per_split + c) * GPI + gi
+            j = g * WG + rw                         # the group's words (past K when g is past the last group)
+            w = tl.load(w_ptr + rn[:, None] * (K // 4) + j[None, :], mask=n_mask[:, None] & (j < K // 4)[None, :],
+                        other=0)
+            gn = g + tl.zeros_like(rn)              # (masks as vectors: the interpreter takes no scalar in a mask)
+            s_off = gn * (N * 2) + rn * 2
+            s_mask = n_mask & (gn < groups)
+            scale = tl.load(sz_ptr + s_off, mask=s_mask, other=0).to(tl.float32)
+            zero = tl.load(sz_ptr + s_off + 1, mask=s_mask, other=0).to(tl.float32)
+            part = tl.zeros([BLOCK_N, 16], dtype=tl.float32)
+            x_sum = tl.zeros([16], dtype=tl.float32)
+            for t in tl.static_range(4):
+                kt = g * G + 16 * t + kx
+                xt = tl.load(x_ptr + rm[None, :] * stride_xm + kt[:, None], mask=m_mask[None, :] & (kt < K)[:, None],
+                             other=0)                                                   # [WG, 16]: x^T
+                if ASM:
+                    f = _tc_unpack_asm(w, t, DT)
+                else:
+                    f = _tc_unpack(w, BASE - 4 * t, NMASK, ONE16, DT)                    # 1 + u / 16
+                part = tl.dot(f, xt, part)
+                x_sum += tl.sum(xt.to(tl.float32), axis=0)
+            acc += part * (16.0 * scale)[:, None] + (zero - 24.0 * scale)[:, None] * x_sum[None, :]
+    tl.store(out_ptr + (pid_s * M + rm[None, :]) * N + rn[:, None], acc, mask=n_mask[:, None] & m_mask[None, :])
+
+
+@triton.jit
+def _tc_unpack(w, SH: tl.constexpr, NMASK: tl.constexpr, ONE16: tl.constexpr, DT: tl.constexpr):
+    # int16 words -> the nibble shifted by SH (to the top mantissa bits) OR-ed into 1.0 of dtype DT: 1 + u / 16
+    if SH >= 0:
+        v = w << SH
+    else:
+        v = w >> -SH
+    return ((v & NMASK) | ONE16).to(DT, bitcast=True)
+
+
+def _tc_asm(t: int, base: int, mask16: int, one16: int) -> str:
+    """PTX for four int16 words in two 32-bit registers ($2, $3) -> their nibble-t codes u as 1 + u/16 in two
+    16-bit floats per register ($0, $1): per two codes one shift (the nibble to bits base..base+3; what crosses
+    into the other half is masked off) and one LOP3 ((a & mask) | one, 0xEA)."""
+    sh = base - 4 * t
+    op = f"shl.b32 a, $2, {sh};\nshl.b32 b, $3, {sh};" if sh >= 0 else f"shr.u32 a, $2, {-sh};\nshr.u32 b, $3, {-sh};"
+    m, o = mask16 * 0x10001, one16 * 0x10001
+    return f"{{ .reg .b32 a, b;\n{op}\nlop3.b32 $0, a, {m}, {o}, 0xEA;\nlop3.b32 $1, b, {m}, {o}, 0xEA; }}"
+
+
+# Triton's code reads globals only as constexprs: the strings by plane t, bf16's then fp16's
+_TC_ASM = tl.constexpr(tuple(_tc_asm(t, 3, 0x0078, 0x3F80) for t in range(4)) +
+                       tuple(_tc_asm(t, 6, 0x03C0, 0x3C00) for t in range(4)))
+
+
+@triton.jit
+def _tc_unpack_asm(w, t: tl.constexpr, dtype: tl.constexpr):
+    # _int4_tc_kernel's unpacking in inline PTX (pack=4): GPU only, the interpreter cannot run it
+    if dtype == tl.float16:
+        f = tl.inline_asm_elementwise(_TC_ASM[t + 4], "=r,=r,r,r", [w], dtype=tl.float16, is_pure=True, pack=4)
+    else:
+        f = tl.inline_asm_elementwise(_TC_ASM[t], "=r,=r,r,r", [w], dtype=tl.bfloat16, is_pure=True, pack=4)
+    return f
+
+
 def _int8_kernel(x_ptr, w_ptr, out_ptr, scale_ptr, M, N, K, stride_xm,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, SCALED: tl.constexpr,
                  GATED: tl.constexpr = False):
@@ -185,20 +281,49 @@ INT8_CONFIGS = [triton.Config(dict(BLOCK_N=bn, BLOCK_K=bk), num_warps=w, num_sta
 INT4F_CONFIGS = [triton.Config(dict(BLOCK_N=bn, GPC=gpc), num_warps=w, num_stages=1)
                  for bn, gpc, w in [(8, 32, 4), (8, 16, 2), (4, 32, 4), (8, 64, 8), (16, 16, 2), (4, 16, 2),
                                     (8, 8, 1)]]
+# the tensor-core kernel: BLOCK_N >= 16 (a dot's side), GPI groups per iteration; ASM=True is its inline-PTX unpacking
+INT4TC_CONFIGS = [triton.Config(dict(BLOCK_N=bn, GPI=gpi), num_warps=w, num_stages=st)
+                  for bn, gpi, w, st in [(16, 2, 2, 3), (32, 1, 4, 3), (32, 2, 4, 3), (64, 1, 4, 3), (64, 2, 4, 4),
+                                         (64, 1, 8, 4), (128, 1, 8, 3), (32, 4, 4, 2)]]
 # the interpreter (CPU tests) runs one fixed config, small enough for small shapes
 INTERPRET_CONFIG = {"int4": dict(BLOCK_N=16, GPC=2), "int4f": dict(BLOCK_N=8, GPC=2),
-                    "int8": dict(BLOCK_N=16, BLOCK_K=256)}
+                    "int4tc": dict(BLOCK_N=16, GPI=2), "int8": dict(BLOCK_N=16, BLOCK_K=256)}
 
 
 @functools.lru_cache(maxsize=None)
 def kernels() -> dict:
-    """{'int4': (autotuned, plain), 'int4f': (...), 'int8': (...)}; int4f is the fma kernel. Under TRITON_INTERPRET=1 (set before triton is first
+    """{'int4': (autotuned, plain), 'int4f': (...), 'int4tc': (...), 'int8': (...)}; int4f is the fma kernel, int4tc
+    the tensor-core one. Under TRITON_INTERPRET=1 (set before triton is first
     imported: the interpreter patches triton.language then) both run on the CPU; there is no autotuning."""
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if interpret:
+        _interpreter_dot_reads_bf16()
     out = {}
     for name, body, configs in [("int4", _int4_kernel, INT4_CONFIGS), ("int4f", _int4_fma_kernel, INT4F_CONFIGS),
-                                ("int8", _int8_kernel, INT8_CONFIGS)]:
+                                ("int4tc", _int4_tc_kernel, INT4TC_CONFIGS), ("int8", _int8_kernel, INT8_CONFIGS)]:
         key = ["M", "N", "K", "SPLIT_K"] + (["SCALED", "GATED"] if name == "int8" else [])
         out[name] = (None if interpret else triton.autotune(configs, key=key)(triton.jit(body)),
                      triton.jit(body))
     return out
+
+
+def _interpreter_dot_reads_bf16() -> None:
+    """Triton's interpreter (3.x) keeps bf16 as its uint16 bits and its tl.dot multiplies those bits as integers;
+    the tensor-core int4 GEMV's dot takes bf16 operands, so under the interpreter the dot first widens them to
+    float32 (exact: the bits shifted into the top half), as the GPU's MMA reads them."""
+    import numpy as np
+    from triton.runtime import interpreter as I
+    orig = I.InterpreterBuilder.create_dot
+    if getattr(orig, "sysq_bf16", False):
+        return
+
+    def f32(h):
+        if h.dtype == tl.bfloat16:
+            return I.TensorHandle((h.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
+        return h
+
+    def create_dot(self, a, b, d, *rest):
+        return orig(self, f32(a), f32(b), d, *rest)
+    create_dot.sysq_bf16 = True
+    I.InterpreterBuilder.create_dot = create_dot
+

@@ -48,7 +48,10 @@ def triton_runs_on(device) -> bool:
 # code loop) and "nibble" (_int4_kernel, the first one). A tuned config names its kernel ("KERNEL"; a config
 # without one is the nibble kernel's, as older sweeps wrote them); "tinygemm" there keeps the modules of that
 # shape on torch._weight_int4pack_mm. SYSQ_INT4_GEMV=fma|nibble picks the kernel where no config names one.
+# "tc" (_int4_tc_kernel: the multiply on tensor cores) takes its own layout of the codes (pack_int4_tc, int16
+# words); the modules hold that layout where it is chosen and the group is a multiple of TC_BLOCK (tc_layout).
 INT4_KERNELS = ("fma", "nibble")
+TC_BLOCK = 64          # codes per block of pack_int4_tc's layout (16 int16 words, 4 nibble planes of 16)
 
 
 def int4_kernel(k: int, n: int, config: dict | None = None) -> str:
@@ -57,10 +60,17 @@ def int4_kernel(k: int, n: int, config: dict | None = None) -> str:
     if cfg:
         return cfg.get("KERNEL", "nibble")
     name = os.environ.get("SYSQ_INT4_GEMV", "fma")
-    if name not in INT4_KERNELS:
+    if name not in INT4_KERNELS + ("tc",):
         from ..errors import SysqError
-        raise SysqError(f"SYSQ_INT4_GEMV={name!r}: not an int4 GEMV; use one of {', '.join(INT4_KERNELS)}")
+        raise SysqError(f"SYSQ_INT4_GEMV={name!r}: not an int4 GEMV; use one of {', '.join(INT4_KERNELS + ('tc',))}")
     return name
+
+
+def tc_layout(k: int, n: int, group_size: int) -> bool:
+    """Whether an int4 module of shape (K -> N) holds its codes in pack_int4_tc's layout, for the tensor-core GEMV:
+    where that kernel is chosen (int4_kernel) and the group size is a multiple of TC_BLOCK (a dot never spans two
+    groups)."""
+    return int4_kernel(k, n) == "tc" and group_size % TC_BLOCK == 0 and k % group_size == 0
 
 
 def int4_gemv_for(device, k: int, n: int) -> bool:
@@ -184,8 +194,12 @@ def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict |
     if config is None:
         chosen = tuned(which, m, k, n)
         config = None if chosen is None else {k_: v for k_, v in chosen.items() if k_ != "SPLIT_K"}
-    if which == "int4" and int4_kernel(k, n, config) == "fma":
-        which = "int4f"
+    if which == "int4":
+        name4 = int4_kernel(k, n, config)
+        if qweight.dtype == torch.int16:      # pack_int4_tc's layout: only the tensor-core kernel reads it
+            which, config = "int4tc", config if name4 == "tc" else None
+        elif name4 in ("fma", "tc"):          # bytes: the tc kernel cannot read them (a group it cannot take)
+            which, config = "int4f", config if name4 == "fma" else None
     config = None if config is None else {k_: v for k_, v in config.items() if k_ != "KERNEL"} or None
     auto = x.device.type == "cuda" and config is None
     cfg = {} if auto else dict(config or T.INTERPRET_CONFIG[which])
@@ -194,9 +208,11 @@ def _launch(which: str, x, qweight, aux, group_size: int, s: int, config: dict |
     if x.device.type != "cuda":
         warps = {}
 
-    def grid(meta):
-        return (m, -(-n // meta["BLOCK_N"]), s)
-    if which in ("int4", "int4f"):
+    def grid(meta):      # the tensor-core kernel takes every row of x in its tile
+        return (1 if which == "int4tc" else m, -(-n // meta["BLOCK_N"]), s)
+    if which == "int4tc":
+        fn[grid](x, qweight, aux, out, m, n, k, x.stride(0), G=group_size, SPLIT_K=s, **cfg, **warps)
+    elif which in ("int4", "int4f"):
         fn[grid](x, qweight.view(torch.int32), aux, out, m, n, k, x.stride(0), G=group_size, SPLIT_K=s, **cfg, **warps)
     else:
         fn[grid](x, qweight.view(torch.int32), out, aux if scaled else out, m, n, k, x.stride(0), SPLIT_K=s,
@@ -220,6 +236,25 @@ def int4_gemv_partials(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: tor
 
 
 @int4_gemv_partials.register_fake
+def _(x, qweight, scales_zeros, group_size, split):
+    return x.new_empty((split, x.shape[0], qweight.shape[0]), dtype=torch.float32)
+
+
+@torch.library.custom_op("sysq::int4_tc_gemv", mutates_args=())
+def int4_tc_gemv_partials(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int,
+                          split: int) -> torch.Tensor:
+    """float32 [split, M, N]: as int4_gemv, the codes in pack_int4_tc's layout (int16 [N, K/4]), the multiply on
+    tensor cores (x in bf16 or fp16)."""
+    _check(x, qweight, 4)
+    if qweight.dtype != torch.int16 or group_size % TC_BLOCK or x.shape[1] % group_size:
+        raise ValueError(f"int4_tc_gemv takes pack_int4_tc's int16 words and a group size that is a multiple of "
+                         f"{TC_BLOCK} dividing K (got {qweight.dtype}, group {group_size}, K {x.shape[1]})")
+    if x.dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"int4_tc_gemv takes bf16 or fp16 x (got {x.dtype})")
+    return _launch("int4", x, qweight, scales_zeros, group_size, split)
+
+
+@int4_tc_gemv_partials.register_fake
 def _(x, qweight, scales_zeros, group_size, split):
     return x.new_empty((split, x.shape[0], qweight.shape[0]), dtype=torch.float32)
 
@@ -286,7 +321,10 @@ def int8_gemv_gated(gate_up: torch.Tensor, qweight: torch.Tensor, scale: torch.T
 def int4_gemv(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
     """x [M, K] @ W^T in float32 [M, N], W the int4 weight of the layout above."""
     k, n = x.shape[1], qweight.shape[0]
-    fma = int4_kernel(k, n) == "fma"     # its tiles hold about 16 groups of K, 8 rows
+    if qweight.dtype == torch.int16:     # pack_int4_tc's layout: the tensor-core kernel (all rows in one program)
+        s = _split("int4", 1, k, n, k // (2 * group_size), 64)
+        return torch.ops.sysq.int4_tc_gemv(x, qweight, scales_zeros, group_size, s).sum(0)
+    fma = int4_kernel(k, n) in ("fma", "tc")     # its tiles hold about 16 groups of K, 8 rows
     s = _split("int4", x.shape[0], k, n, k // ((16 if fma else 2) * group_size), 8 if fma else 16)
     return torch.ops.sysq.int4_gemv(x, qweight, scales_zeros, group_size, s).sum(0)
 
@@ -319,9 +357,32 @@ def unpack_nibbles(qweight: torch.Tensor) -> torch.Tensor:
     return torch.stack([b >> 4, b & 15], dim=-1).reshape(b.shape[0], -1)
 
 
+def pack_int4_tc(codes: torch.Tensor) -> torch.Tensor:
+    """Signed int4 codes [N, K] in [-8, 7] (K a multiple of TC_BLOCK) -> int16 [N, K/4] of u = q + 8, the tensor-core
+    GEMV's layout: in each block of 64 codes (16 words), bits 4t..4t+3 of word i hold k = 16 t + i. Nibble plane t
+    of a tile of words is then the weight at 16 contiguous k per block, in the words' own shape."""
+    n, k = codes.shape
+    if k % TC_BLOCK:
+        raise ValueError(f"pack_int4_tc: K = {k} is not a multiple of {TC_BLOCK}")
+    u = (codes.to(torch.int32) + 8).reshape(n, k // TC_BLOCK, 4, 16)
+    w = u[:, :, 0] | u[:, :, 1] << 4 | u[:, :, 2] << 8 | u[:, :, 3] << 12
+    return torch.where(w >= 1 << 15, w - (1 << 16), w).reshape(n, k // 4).to(torch.int16).contiguous()
+
+
+def unpack_int4_tc(qweight: torch.Tensor) -> torch.Tensor:
+    """int16 [N, K/4] -> u int32 [N, K] in [0, 15] (inverse of pack_int4_tc, before the -8)."""
+    w = qweight.to(torch.int32).reshape(qweight.shape[0], -1, 1, 16)
+    return ((w >> (4 * torch.arange(4, device=w.device).view(1, 1, 4, 1))) & 15).reshape(qweight.shape[0], -1)
+
+
+def int4_codes(qweight: torch.Tensor) -> torch.Tensor:
+    """u int32 [N, K] in [0, 15] of either layout: pack_nibbles' bytes or pack_int4_tc's int16 words."""
+    return unpack_int4_tc(qweight) if qweight.dtype == torch.int16 else unpack_nibbles(qweight)
+
+
 def dequantize_int4(qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
-    """The float32 weight [N, K] the int4 kernel multiplies by: (u - 8) * scale + zero per group."""
-    u = unpack_nibbles(qweight).float()
+    """The float32 weight [N, K] the int4 kernel multiplies by: (u - 8) * scale + zero per group (either layout)."""
+    u = int4_codes(qweight).float()
     n, k = u.shape
     s = scales_zeros[..., 0].t().float().repeat_interleave(group_size, dim=1)
     z = scales_zeros[..., 1].t().float().repeat_interleave(group_size, dim=1)
