@@ -31,6 +31,7 @@ CASES = [   # (kernel, constexprs, num_warps, weight bytes per thread per loop t
     ("int4 tc", dict(G=128, BLOCK_N=128, GPI=1, SPLIT_K=1, ASM=True), 4, 128 * 64 / 128),
     ("int4 tc", dict(G=128, BLOCK_N=256, GPI=1, SPLIT_K=1, ASM=True), 4, 256 * 64 / 128),
     ("int4 tc", dict(G=128, BLOCK_N=128, GPI=1, SPLIT_K=1, ASM=False), 4, 128 * 64 / 128),
+    ("int4 tc", dict(G=128, BLOCK_N=256, GPI=1, SPLIT_K=1, ASM=False), 4, 256 * 64 / 128),
     ("int4 tc", dict(G=64, BLOCK_N=128, GPI=2, SPLIT_K=1, ASM=True), 4, 128 * 64 / 128),
     ("int4 tc", dict(G=128, BLOCK_N=32, GPI=2, SPLIT_K=1, ASM=True), 2, 32 * 128 / 64),
     ("int8", dict(BLOCK_N=16, BLOCK_K=512, SPLIT_K=1, SCALED=True, GATED=False), 4, 16 * 512 / 128),
@@ -38,14 +39,14 @@ CASES = [   # (kernel, constexprs, num_warps, weight bytes per thread per loop t
 ]
 
 
-def sass(fn, sig, consts, warps, tmp):
+def sass(fn, sig, consts, warps, tmp, stages: int = 1):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     div = {(i,): [["tt.divisibility", 16]] for i, (name, ty) in enumerate(sig.items())
            if ty.startswith("*") or name in ("N", "K", "stride_xm")}
     k = triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=div), target=GPUTarget("cuda", 90, 32),
-                       options=dict(num_warps=warps, num_stages=1))
+                       options=dict(num_warps=warps, num_stages=stages))
     cubin = Path(tmp) / "k.cubin"
     cubin.write_bytes(k.asm["cubin"])
     bindir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"

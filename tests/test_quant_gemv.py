@@ -77,3 +77,33 @@ def test_the_tuned_table_is_the_gpus_and_a_sweeps_file_replaces_it(tmp_path, mon
     (tmp_path / "t.json").write_text(json.dumps({"int8": {"14336x4096": {"SPLIT_K": 2, "BLOCK_N": 8}}}))
     gemv.use_table(str(tmp_path / "t.json"))
     assert gemv.tuned("int8", 1, 14336, 4096) == {"SPLIT_K": 2, "BLOCK_N": 8}
+
+
+def test_the_tc_kernels_inline_ptx_unpacks_as_its_triton_ops():
+    """The tensor-core kernel's ASM=True strings (GPU only), run here by a tiny PTX reader on every pair of int16
+    words: for each plane t and dtype, the two 16-bit halves are the nibble-t codes as 1 + u/16 of that dtype."""
+    pytest.importorskip("triton")
+    import re
+    import torch
+    from sysq.quant import _gemv_triton as T
+    words = torch.arange(-2 ** 15, 2 ** 15, dtype=torch.int32)
+    halves = [words & 0xFFFF, torch.roll(words, 7) & 0xFFFF, torch.roll(words, 3001) & 0xFFFF, words.flip(0) & 0xFFFF]
+    ins = {"$2": (halves[0], halves[1]), "$3": (halves[2], halves[3])}   # every word, as each half of a register
+    for i, asm in enumerate(T._TC_ASM.value):
+        t, dtype = i % 4, (torch.bfloat16, torch.float16)[i // 4]
+        regs = {r: (hi.to(torch.int64) << 16 | lo) & 0xFFFFFFFF for r, (lo, hi) in ins.items()}
+        for op, dst, a, b, *c in re.findall(r"(shl\.b32|shr\.u32|lop3\.b32) (\S+), (\S+), (\w+)(?:, (\w+), (\w+))?;",
+                                            asm):
+            x, imm = regs[a], int(b, 0)
+            if op == "shl.b32":
+                regs[dst] = (x << imm) & 0xFFFFFFFF
+            elif op == "shr.u32":
+                regs[dst] = x >> imm
+            else:
+                assert c[1] == "0xEA"                                     # (a & b) | c
+                regs[dst] = (x & imm) | int(c[0], 0)
+        for out, (lo, hi) in ((regs["$0"], ins["$2"]), (regs["$1"], ins["$3"])):
+            for half, w in ((out & 0xFFFF, lo), (out >> 16, hi)):
+                u = (w >> (4 * t)) & 15
+                f = half.to(torch.int32).to(torch.int16).view(dtype).float()
+                assert torch.equal(f, 1 + u.float() / 16), (t, dtype)

@@ -146,39 +146,39 @@ def _int4_tc_kernel(x_ptr, w_ptr, sz_ptr, out_ptr, M, N, K, stride_xm,
     pid_n = tl.program_id(1)
     pid_s = tl.program_id(2)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = rn < N
-    rw = tl.arange(0, WG)
     rm = tl.arange(0, 16)
-    m_mask = rm < M
+    # no load masks: rows past N and x rows past M read the last real one (their outputs are not stored), and a
+    # group past K (split-K's last slice) reads the last group with its scale and zero zeroed
+    w_row = w_ptr + tl.minimum(rn, N - 1)[:, None] * (K // 4) + tl.arange(0, WG)[None, :]
+    x_col = x_ptr + tl.minimum(rm, M - 1)[None, :] * stride_xm
+    rw = tl.arange(0, WG)
     kx = (rw // 16) * 64 + rw % 16                  # word -> k (of plane 0) within the group
+    sz_row = sz_ptr + tl.minimum(rn, N - 1) * 2
     groups = K // G
     per_split = (tl.cdiv(groups, GPI) + SPLIT_K - 1) // SPLIT_K
     acc = tl.zeros([BLOCK_N, 16], dtype=tl.float32)
     for c in range(0, per_split):
         for gi in tl.static_range(GPI):
             g = (pid_s * per_split + c) * GPI + gi
-            j = g * WG + rw                         # the group's words (past K when g is past the last group)
-            w = tl.load(w_ptr + rn[:, None] * (K // 4) + j[None, :], mask=n_mask[:, None] & (j < K // 4)[None, :],
-                        other=0)
-            gn = g + tl.zeros_like(rn)              # (masks as vectors: the interpreter takes no scalar in a mask)
-            s_off = gn * (N * 2) + rn * 2
-            s_mask = n_mask & (gn < groups)
-            scale = tl.load(sz_ptr + s_off, mask=s_mask, other=0).to(tl.float32)
-            zero = tl.load(sz_ptr + s_off + 1, mask=s_mask, other=0).to(tl.float32)
+            live = (g < groups).to(tl.float32)
+            g = tl.minimum(g, groups - 1)
+            w = tl.load(w_row + g * WG)
+            scale = tl.load(sz_row + g * (N * 2)).to(tl.float32) * live
+            zero = tl.load(sz_row + g * (N * 2) + 1).to(tl.float32) * live
             part = tl.zeros([BLOCK_N, 16], dtype=tl.float32)
-            x_sum = tl.zeros([16], dtype=tl.float32)
+            x_all = tl.zeros([WG, 16], dtype=tl.float32)
             for t in tl.static_range(4):
-                kt = g * G + 16 * t + kx
-                xt = tl.load(x_ptr + rm[None, :] * stride_xm + kt[:, None], mask=m_mask[None, :] & (kt < K)[:, None],
-                             other=0)                                                   # [WG, 16]: x^T
+                xt = tl.load(x_col + (g * G + 16 * t + kx)[:, None])                     # [WG, 16]: x^T
                 if ASM:
                     f = _tc_unpack_asm(w, t, DT)
                 else:
                     f = _tc_unpack(w, BASE - 4 * t, NMASK, ONE16, DT)                    # 1 + u / 16
                 part = tl.dot(f, xt, part)
-                x_sum += tl.sum(xt.to(tl.float32), axis=0)
-            acc += part * (16.0 * scale)[:, None] + (zero - 24.0 * scale)[:, None] * x_sum[None, :]
-    tl.store(out_ptr + (pid_s * M + rm[None, :]) * N + rn[:, None], acc, mask=n_mask[:, None] & m_mask[None, :])
+                x_all += xt.to(tl.float32)
+            x_sum = tl.sum(x_all, axis=0)           # X: one reduction per group
+            acc += part * (16.0 * scale)[:, None]                            # two FMAs per element
+            acc += (zero - 24.0 * scale)[:, None] * x_sum[None, :]
+    tl.store(out_ptr + (pid_s * M + rm[None, :]) * N + rn[:, None], acc, mask=(rn < N)[:, None] & (rm < M)[None, :])
 
 
 @triton.jit
