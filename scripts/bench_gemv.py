@@ -172,7 +172,7 @@ def main(argv=None) -> int:
                            n * k // 2 + sz.numel() * 2)
                 if g % gemv.TC_BLOCK == 0:   # the tensor-core kernel, on its own layout of the same codes
                     qt = gemv.pack_int4_tc(u - 8)
-                    spt = gemv.split_k(1, n, k // (2 * g), 64)    # as gemv.int4_gemv splits it
+                    spt = gemv.split_k(1, n, k // (2 * g), 128)   # as gemv.int4_gemv splits it
                     yield (f"sysq Triton int4 tc (split {spt})", qt, w4,
                            lambda c, spt=spt: gemv._launch("int4", x, c, sz, g, spt), n * k // 2 + sz.numel() * 2)
                     if cuda:   # its inline-PTX unpacking (the interpreter cannot run it), one wgmma config

@@ -322,7 +322,7 @@ def int4_gemv(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor
     """x [M, K] @ W^T in float32 [M, N], W the int4 weight of the layout above."""
     k, n = x.shape[1], qweight.shape[0]
     if qweight.dtype == torch.int16:     # pack_int4_tc's layout: the tensor-core kernel (all rows in one program)
-        s = _split("int4", 1, k, n, k // (2 * group_size), 64)
+        s = _split("int4", 1, k, n, k // (2 * group_size), 128)
         return torch.ops.sysq.int4_tc_gemv(x, qweight, scales_zeros, group_size, s).sum(0)
     fma = int4_kernel(k, n) in ("fma", "tc")     # its tiles hold about 16 groups of K, 8 rows
     s = _split("int4", x.shape[0], k, n, k // ((16 if fma else 2) * group_size), 8 if fma else 16)
