@@ -46,14 +46,14 @@ GRID = {   # candidates per kind (the product of the lists, or a list of such di
              # the tensor-core kernel (pack_int4_tc's layout; GPI groups per trip; ASM: its inline-PTX unpacking,
              # ~4.2-5 SASS instructions per weight byte against ~8 for the Triton ops). BLOCK_N >= 64 with 4 / 8
              # warps compiles to wgmma, below to mma.sync (Triton 3.9, sm_90); N = 4096 at BLOCK_N = 256 is only
-             # 16 programs, hence splits up to 8. 18 configs
-             dict(KERNEL=["tc"], SPLIT_K=[1, 2, 4, 8], BLOCK_N=[256, 128], GPI=[1], num_warps=[4], num_stages=[3],
+             # 16 programs, hence splits up to 8. 25 configs
+             dict(KERNEL=["tc"], SPLIT_K=[1, 2, 4, 8], BLOCK_N=[256, 128], GPI=[1], num_warps=[4], num_stages=[1, 3],
                   ASM=[True]),
-             dict(KERNEL=["tc"], SPLIT_K=[2, 4, 8], BLOCK_N=[64], GPI=[2], num_warps=[4], num_stages=[3], ASM=[True]),
+             dict(KERNEL=["tc"], SPLIT_K=[4, 8], BLOCK_N=[64], GPI=[2], num_warps=[4], num_stages=[3], ASM=[True]),
+             dict(KERNEL=["tc"], SPLIT_K=[2, 8], BLOCK_N=[128], GPI=[2], num_warps=[4], num_stages=[3], ASM=[True]),
              dict(KERNEL=["tc"], SPLIT_K=[1, 4], BLOCK_N=[256], GPI=[1], num_warps=[8], num_stages=[2], ASM=[True]),
-             dict(KERNEL=["tc"], SPLIT_K=[4, 8], BLOCK_N=[32], GPI=[2], num_warps=[2], num_stages=[3], ASM=[True]),
-             dict(KERNEL=["tc"], SPLIT_K=[1, 4], BLOCK_N=[128], GPI=[1], num_warps=[4], num_stages=[2, 4],
-                  ASM=[False])],
+             dict(KERNEL=["tc"], SPLIT_K=[8], BLOCK_N=[32], GPI=[2], num_warps=[2], num_stages=[3], ASM=[True]),
+             dict(KERNEL=["tc"], SPLIT_K=[1, 4], BLOCK_N=[128], GPI=[1], num_warps=[4], num_stages=[3], ASM=[False])],
 }
 GRID_TINY = {"int8": dict(SPLIT_K=[1, 2], BLOCK_N=[16], BLOCK_K=[256], num_warps=[4], num_stages=[2]),
              "int4": [dict(KERNEL=["fma"], SPLIT_K=[1, 2], BLOCK_N=[8], GPC=[2], num_warps=[1], num_stages=[1]),
