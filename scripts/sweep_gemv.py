@@ -249,7 +249,8 @@ def main(argv=None) -> int:
             line = f"  {d['k']:6d} -> {d['n']:6d}  tinygemm {tg.get('us', float('nan')):7.1f} us {tg.get('gbps', 0):5.0f} GB/s"
             for name in sorted({kname(r["config"]) for r in ok}):
                 b = min((r for r in ok if kname(r["config"]) == name), key=lambda r: r["us"])
-                line += f"  | {name} {b['us']:7.1f} us {b['gbps']:5.0f} GB/s ({tg.get('us', float('nan')) / b['us']:.2f}x)"
+                cfg = ",".join(f"{k}={v}" for k, v in b["config"].items() if k not in ("KERNEL", "ASM"))
+                line += f"  | {name} {b['us']:7.1f} us {b['gbps']:5.0f} GB/s ({tg.get('us', float('nan')) / b['us']:.2f}x; {cfg})"
             print(line, flush=True)
 
     lines = ["| K -> N | kernel | config | us/call | GB/s | max rel err |", "|---|---|---|---|---|---|"]
