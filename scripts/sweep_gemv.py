@@ -53,7 +53,13 @@ GRID = {   # candidates per kind (the product of the lists, or a list of such di
              dict(KERNEL=["tc"], SPLIT_K=[2, 8], BLOCK_N=[128], GPI=[2], num_warps=[4], num_stages=[3], ASM=[True]),
              dict(KERNEL=["tc"], SPLIT_K=[1, 4], BLOCK_N=[256], GPI=[1], num_warps=[8], num_stages=[2], ASM=[True]),
              dict(KERNEL=["tc"], SPLIT_K=[8], BLOCK_N=[32], GPI=[2], num_warps=[2], num_stages=[3], ASM=[True]),
-             dict(KERNEL=["tc"], SPLIT_K=[1, 4], BLOCK_N=[128], GPI=[1], num_warps=[4], num_stages=[3], ASM=[False])],
+             dict(KERNEL=["tc"], SPLIT_K=[1, 4], BLOCK_N=[128], GPI=[1], num_warps=[4], num_stages=[3], ASM=[False]),
+             # after call F12 (best: ASM, BLOCK_N 64-128, 4 warps, 3 stages; 0.79-1.00x tinygemm): deeper pipelines
+             # and more groups per trip. 48 configs
+             dict(KERNEL=["tc"], SPLIT_K=[1, 2, 4, 8], BLOCK_N=[64, 128], GPI=[1, 2], num_warps=[4], num_stages=[4, 6],
+                  ASM=[True]),
+             dict(KERNEL=["tc"], SPLIT_K=[1, 2, 4, 8], BLOCK_N=[128], GPI=[2, 4], num_warps=[8], num_stages=[3, 4],
+                  ASM=[True])],
 }
 GRID_TINY = {"int8": dict(SPLIT_K=[1, 2], BLOCK_N=[16], BLOCK_K=[256], num_warps=[4], num_stages=[2]),
              "int4": [dict(KERNEL=["fma"], SPLIT_K=[1, 2], BLOCK_N=[8], GPC=[2], num_warps=[1], num_stages=[1]),
