@@ -40,6 +40,8 @@ def _rtn_twin(float_model, learned_model, recipe, calib):
     {"base": "w4a16-g32+fz", "learn_steps": 12, "learn_batch_size": 6},   # every window per step: best step kept
     {"base": "w4a16-g32+fz", "learn_loss": "token", **FEW},
     {"base": "w4a16-g32", "learn_steps": 6, "learn_lr": 4.0},     # a step far too large: RTN must be kept
+    {"base": "w4a16-g32+fz+amp", **FEW},           # training under bf16 autocast, the error passes in float32
+    {"base": "w4a4+g32+fz+amp", **FEW},
 ])
 def test_learned_rounding_never_increases_a_layers_calibration_output_error_over_rtn(recipe):
     model = tiny_model("llama", layers=2)
@@ -57,14 +59,15 @@ def test_learned_rounding_never_increases_a_layers_calibration_output_error_over
         assert info["layers_kept"] >= 1 and min(e / r for e, r in errs) < 0.9
 
 
-def test_learned_step_is_deterministic_for_a_seed():
+@pytest.mark.parametrize("amp", [None, "bf16"])
+def test_learned_step_is_deterministic_for_a_seed(amp):
     model = tiny_model("llama", layers=2)
     calib = torch.randint(3, VOCAB, (6, 24), generator=torch.Generator().manual_seed(1))
 
     def codes(seed):
         m = copy.deepcopy(model)
-        quantize(m, {"base": "w4a16-g32+fz", "method": "learned", "learn_seed": seed, "learn_steps": 20}, calib,
-                 quiet=True)
+        quantize(m, {"base": "w4a16-g32+fz", "method": "learned", "learn_seed": seed, "learn_steps": 20,
+                     "learn_amp": amp}, calib, quiet=True)
         return {ref.name: (ref.module.codes(), ref.module.w_scale, ref.module.w_zero)
                 for ref in get_adapter(m).linear_refs()}
 
@@ -121,3 +124,34 @@ def test_learn_block_hands_on_the_committed_layers_outputs(recipe):
         again = [run_layer(layer, x, kw) for x in inputs]
     assert all(q.quantized for q in qls) and len(out) == len(inputs)
     assert all(torch.equal(a, b) for a, b in zip(out, again))
+
+
+def test_bf16_autocast_trains_in_bf16_and_keeps_the_model_float32():
+    """learn_amp="bf16" runs the training steps' linears in bfloat16 (what makes it fast) and nothing else: the targets
+    and the error passes (RTN against learned, the state kept) run in float32 and the committed weights stay float32;
+    a bad value is refused."""
+    from sysq.errors import SysqError
+    from sysq.quant.api import prepare
+    from sysq.quant.learn import LearnConfig, learn_block
+    from sysq.quant.linear import QuantLinear
+    from sysq.quant.recipes import get_recipe
+
+    base = tiny_model("llama", layers=1)
+    calib = torch.randint(3, VOCAB, (4, 24), generator=torch.Generator().manual_seed(1))
+    for amp in (None, "bf16"):
+        model = copy.deepcopy(base)
+        r = get_recipe({"base": "w4a16-g32+fz", "method": "learned", "learn_steps": 8, "learn_amp": amp})
+        prepare(model, r)
+        inputs, kw = layer_inputs(model, calib)
+        layer = get_adapter(model).layers()[0]
+        qls = [m for m in layer.modules() if isinstance(m, QuantLinear)]
+        seen = []
+        qls[0].register_forward_hook(lambda mod, a, out: seen.append((torch.is_grad_enabled(), out.dtype)))
+        with torch.no_grad():
+            learn_block(layer, qls, inputs, lambda l, x: run_layer(l, x, kw),
+                        LearnConfig(r.learn_steps, r.learn_lr, r.learn_batch_size, amp=r.learn_amp))
+        assert {dt for grad, dt in seen if grad} == ({torch.bfloat16} if amp else {torch.float32}), (amp, seen)
+        assert {dt for grad, dt in seen if not grad} == {torch.float32}           # targets and the error passes
+        assert all(q.quantized and q.dequantized_weight().dtype == torch.float32 for q in qls)
+    with pytest.raises(SysqError, match="learn_amp"):
+        get_recipe({"base": "w4a16-g32", "method": "learned", "learn_amp": "fp16"})

@@ -66,7 +66,8 @@ class QuantSummary:
             lw = self.calibration.get("learned")
             if lw:              # the learned step's cost, on its own line (issue 15: printed)
                 lines.append(f"  learned rounding: {lw['layers']} layers x {lw['steps_per_layer']} steps (batch "
-                             f"{lw['batch_size']} of {lw['windows']} windows, loss {lw['loss']}, seed {lw['seed']}): "
+                             f"{lw['batch_size']} of {lw['windows']} windows, loss {lw['loss']}, seed {lw['seed']}"
+                             f"{', bf16 autocast' if lw.get('amp') else ''}): "
                              f"{lw['seconds']:.1f} s; kept in {lw['layers_kept']} layers")
         return "\n".join(lines)
 
@@ -174,7 +175,8 @@ def quantize_weights(model: nn.Module, recipe, calib=None, quiet: bool = False) 
     if r.method == "gptq":
         gptq_model(model, calib, r.gptq_block_size, r.gptq_damp, r.gptq_act_order, quiet=quiet)
     elif r.method == "learned":
-        cfg = LearnConfig(r.learn_steps, r.learn_lr, r.learn_batch_size, r.learn_seed, loss=r.learn_loss)
+        cfg = LearnConfig(r.learn_steps, r.learn_lr, r.learn_batch_size, r.learn_seed, loss=r.learn_loss,
+                          amp=r.learn_amp)
         info = learn_model(model, calib, cfg, quiet=quiet).to_dict()
     for q in quant_linears(model):      # RTN (and any linear GPTQ or learning did not reach, e.g. lm_head)
         q.quantize_weight()

@@ -90,6 +90,7 @@ class Recipe:
     learn_batch_size: int = 1           # calibration windows per step
     learn_seed: int = 0
     learn_loss: str = "mse"             # mse (every output element) | token (each token relative to its norm)
+    learn_amp: str | None = None        # bf16: the training steps under autocast (AutoRound's amp); None: the model's
     bnb_threshold: float = 6.0          # LLM.int8 outlier threshold (bnb-int8)
     quantize_lm_head: bool = False      # lm_head and embeddings stay float by default
     skip: tuple[str, ...] = ()          # roles ("down") or dotted linear names left in float
@@ -137,7 +138,8 @@ class Recipe:
         if self.method == "learned":
             parts.append(f"learned rounding ({self.learn_steps} steps/layer x {self.learn_batch_size} window"
                          f"{'s' if self.learn_batch_size > 1 else ''}, seed {self.learn_seed}"
-                         f"{', per-token loss' if self.learn_loss == 'token' else ''})")
+                         f"{', per-token loss' if self.learn_loss == 'token' else ''}"
+                         f"{', bf16 autocast' if self.learn_amp else ''})")
         elif self.method != "rtn":
             parts.append(self.method + (" act-order" if self.gptq_act_order else ""))
         if self.backend != "fake":
@@ -219,6 +221,7 @@ def validate(r: Recipe) -> None:
         raise SysqError("method 'learned' rounds to an integer grid; FP8 weights (type 'float') take method rtn or "
                         "gptq")
     _one_of("learn_loss", r.learn_loss, ("mse", "token"))
+    _one_of("learn_amp", r.learn_amp, (None, "bf16"))
     if r.learn_steps < 0 or r.learn_batch_size < 1 or (r.learn_lr is not None and r.learn_lr <= 0):
         raise SysqError(f"learn_steps={r.learn_steps}, learn_batch_size={r.learn_batch_size}, learn_lr={r.learn_lr}: "
                         "steps must be >= 0, the batch >= 1 window and lr > 0 (or null for 1 / steps)")
@@ -314,6 +317,7 @@ MODIFIERS = {
     "gptq": dict(method="gptq"),
     "learned": dict(method="learned"),
     "tokenloss": dict(learn_loss="token"),   # the learned step's loss per token, relative to its norm (learn.py)
+    "amp": dict(learn_amp="bf16"),          # the learned step's training under bf16 autocast (learn.py)
     "mse": None,   # weight.mse = True
     "fz": None,    # weight.zero_point = "float" (asymmetric weights)
     "real": None,  # backend = real_backend(weight, act)
