@@ -43,9 +43,10 @@ BEST = {
     "peer": "fp,autoround-w4a16-g64",
     "peers": "fp,llmc-gptq-w4a16-g64,llmc-awq-w4a16-g64,bnb-nf4",     # llm-compressor 0.14 and bitsandbytes 0.50
     # sysq's default INT4 (`sysq quantize --recipe w4a16`: auto for weight-only INT4 is learned rounding alone,
-    # 100 x 1 steps, per-token loss, float zero points, g64: plan.Learned) and the same recipe named in full
+    # 200 x 1 steps under bf16 autocast, per-token loss, float zero points, g64: plan.learned_budget; 100 x 1 in
+    # float32 until the twelfth session) and the same recipe named in full
     "w4a16": "fp,w4a16@auto",
-    "w4a16-g64": "fp,w4a16-g64+fz+learned100x1+tokenloss",
+    "w4a16-g64": "fp,w4a16-g64+fz+learned200x1+tokenloss+amp",
     # the sixth session's table (call I6, one H200, 32 calibration windows): 100 x 1 1.059 / 1.049, 200 x 1
     # 1.048 / 1.043, g128 1.070 / 1.069; with the rules' plan before it (the old auto) 1.079 / 1.071
     "w4a16-g64-200": "fp,w4a16-g64+fz+learned200x1+tokenloss",

@@ -229,10 +229,10 @@ def test_auto_for_w4a16_is_learned_rounding_alone_as_measured_best():
     s = sysq.quantize(m, sysq.mitigate(m, p, CALIB, report=report, quiet=True), CALIB, quiet=True)
     assert p.search is None and p.smooth is None and p.clip is None and p.preserve_channels is None
     lw = s.calibration["learned"]
-    assert (lw["steps_per_layer"], lw["batch_size"], lw["loss"]) == (100, 1, "token")
+    assert (lw["steps_per_layer"], lw["batch_size"], lw["loss"], lw["amp"]) == (200, 1, "token", "bf16")
     assert max(lw["error_vs_rtn"]) <= 1.0 and "float-zero g64" in s.description and "learned rounding: " in str(s)
     named = copy.deepcopy(base)
-    sysq.quantize(named, "w4a16-g64+fz+learned100x1+tokenloss", CALIB, quiet=True)
+    sysq.quantize(named, "w4a16-g64+fz+learned200x1+tokenloss+amp", CALIB, quiet=True)
     with torch.no_grad():
         assert torch.equal(m(input_ids=CALIB).logits, named(input_ids=CALIB).logits)
 

@@ -103,20 +103,23 @@ def test_learned_and_awq_are_plan_methods():
 
 @pytest.mark.parametrize("method", ["auto", "auto-fast", "auto+learned"])
 def test_auto_for_weight_only_int4_is_learned_rounding_alone(method):
-    """w4a16 under auto: no transforms, no search; learned rounding 100 x 1 steps, per-token loss, float zero
-    points, groups of 64 (plan.Learned; the I6 table), set on the recipe unless it names its own learned budget."""
+    """w4a16 under auto: no transforms, no search; learned rounding 200 x 1 steps under bf16 autocast, per-token loss,
+    float zero points, groups of 64 (plan.learned_budget; docs/INT4.md), set on the recipe unless it names its own
+    learned budget."""
     from sysq.mitigate.preserve import apply_to_recipe
     p = plan(None, "w4a16", method)
     assert p.rounding == "learned" and p.search is None
     assert (p.smooth, p.clip, p.preserve_channels, p.rotate, p.preserve_tokens) == (None,) * 5
     r = apply_to_recipe("w4a16", p)
-    assert (r.method, r.learn_steps, r.learn_batch_size, r.learn_loss) == ("learned", 100, 1, "token")
+    assert (r.method, r.learn_steps, r.learn_batch_size, r.learn_loss, r.learn_amp) == ("learned", 200, 1, "token",
+                                                                                         "bf16")
     assert (r.weight.zero_point, r.weight.group_size, r.ragged) == ("float", 64, "halve")
     assert apply_to_recipe(r, p) == r                                  # idempotent
     assert MitigationPlan.from_yaml(p.to_yaml()) == p
     assert apply_to_recipe("w4a16-g32", p).weight.group_size == 32    # narrower groups stay
     own = apply_to_recipe("w4a16-g64+learned200x8", plan(None, "w4a16-g64+learned200x8", method))
-    assert (own.learn_steps, own.learn_batch_size, own.learn_loss, own.weight.zero_point) == (200, 8, "mse", "int")
+    assert (own.learn_steps, own.learn_batch_size, own.learn_loss, own.weight.zero_point, own.learn_amp) == (
+        200, 8, "mse", "int", None)
     eng = plan(None, "w4a16", method, target="engine")                 # compressed-tensors: integer zero points
     assert apply_to_recipe("w4a16", eng).weight.zero_point == "int" and any("float zero" in n for n in eng.notes)
     for other in ("auto+smooth", "auto+gptq"):                         # other methods named: the rules as before

@@ -137,17 +137,18 @@ def test_compressed_tensors_output_defaults_to_the_engine_plan_and_reports_its_c
 
 def test_w4a16_default_runs_learned_rounding_prints_its_seconds_and_reloads(setup, tmp_path, capsys):
     """The README's INT4 path: `sysq quantize --recipe w4a16` under the default auto is learned rounding alone
-    (float zero points, g64, 100 steps per layer, per-token loss), its seconds printed; the folder reloads with
+    (float zero points, g64, 200 steps per layer under bf16 autocast, per-token loss), its seconds printed; the folder reloads with
     the same logits and its plan.yaml carries the step's settings."""
     _, _, common = setup
     out = tmp_path / "q4"
     rc, printed, _ = _quantize([*common, "--recipe", "w4a16", "--out", str(out)], capsys)
     assert rc == 0 and "mitigate=auto" in printed
-    assert "learned rounding: 2 layers x 100 steps (batch 1 of 2 windows, loss token" in printed
+    assert "learned rounding: 2 layers x 200 steps (batch 1 of 2 windows, loss token, seed 0, bf16 autocast)" in printed
     assert "asym float-zero g64" in printed and "logits max |diff| 0" in printed
     plan = yaml.safe_load((out / "plan.yaml").read_text())
     assert plan["rounding"] == "learned" and plan["search"] is None and plan["smooth"] is None
-    assert plan["learned"] == {"steps": 100, "batch_size": 1, "loss": "token", "zero_point": "float", "group_size": 64}
+    assert plan["learned"] == {"steps": 200, "batch_size": 1, "loss": "token", "zero_point": "float", "group_size": 64,
+                               "amp": "bf16"}
 
 
 def test_script_takes_the_same_arguments_and_bad_recipes_exit_2(setup, tmp_path, capsys):

@@ -121,19 +121,25 @@ class Learned:
     loss: str = "token"                      # each token's error relative to its norm (+tokenloss)
     zero_point: str = "float"                # asymmetric weights; "int" under target engine (compressed-tensors)
     group_size: int = 64                     # weight groups (or per-channel rows) wider than this are narrowed to it
+    amp: str | None = None                   # "bf16": the training steps under bf16 autocast (+amp; learn.py)
 
 
 def learned_budget(r) -> Learned:
     """auto's learned step for a recipe with INT4 weights, by its activations (SmolLM2, one H200, 32 calibration
     windows, held-out WikiText-2 windows 0-39 / 40-79; docs/INT4.md):
-    * none or 8-bit: 100 x 1 steps, per-token loss, float zero points, g64, no transforms
-      (w4a16 1.059 / 1.049 x FP, call I6; w4a8 1.078 / 1.072, call I7, against 1.092 / 1.096 with the rules' plan);
+    * none: 200 x 1 steps under bf16 autocast, per-token loss, float zero points, g64, no transforms (this CPU:
+      1.060 / 1.047 and 1.058 / 1.045 x FP for seeds 0 and 1 in 349-377 s; 100 x 1 in float32, the default before,
+      1.066 / 1.043 in 322 s; 200 x 1 in float32 on one H200 1.048 / 1.043, call I6);
+    * 8-bit: 100 x 1 steps in the model's dtype, otherwise the same (w4a8 1.078 / 1.072, call I7, against 1.092 /
+      1.096 with the rules' plan);
     * 4-bit: the rules' plan (rotation, smoothing, clipping, preserved tokens) with AutoRound's budget, 200 steps x 8
       windows, the output MSE, integer zero points, g32 (w4a4 with KV4 in groups of 32: 1.469 / 1.431, call J7; with
       g64 1.525 / 1.476, per-token loss 1.540 / 1.458)."""
     if r is not None and r.act is not None and r.act.bits <= 4:
         return Learned(steps=200, batch_size=8, loss="mse", zero_point="int", group_size=32)
-    return Learned()
+    if r is not None and r.act is not None:
+        return Learned()
+    return Learned(steps=200, amp="bf16")
 
 
 @dataclass

@@ -54,7 +54,8 @@ def apply_to_recipe(recipe, plan: MitigationPlan):
         if w.granularity == "channel" or (w.granularity == "group" and w.group_size > lw.group_size):
             w, ragged = dataclasses.replace(w, granularity="group", group_size=lw.group_size), "halve"
         r = dataclasses.replace(r, weight=w, ragged=ragged, method="learned", learn_steps=lw.steps,
-                                learn_batch_size=lw.batch_size, learn_loss=lw.loss)
+                                learn_batch_size=lw.batch_size, learn_loss=lw.loss,
+                                learn_amp=lw.amp)
     if plan.rounding in ("gptq", "learned") and r.weight is not None:
         r = dataclasses.replace(r, method=plan.rounding)
     c = plan.preserve_channels
