@@ -252,7 +252,8 @@ class MitigationPlan:
             lw = self.learned
             parts.append(f"  weight rounding: {self.rounding}" + (
                 f" ({lw.steps} steps/layer x {lw.batch_size} window, loss {lw.loss}, {lw.zero_point} zero points, "
-                f"groups of at most {lw.group_size}, unless the recipe names its own)" if lw else ""))
+                f"groups of at most {lw.group_size}{', bf16 autocast' if lw.amp else ''}, unless the recipe names its "
+                f"own)" if lw else ""))
         if self.search:
             sc = self.search
             if sc.chosen is None:
