@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 import sysq  # noqa: E402
+from bench_scale import build, forward, windows  # noqa: E402
 from sysq.capture import Pending, Recorder  # noqa: E402
 
 
@@ -45,7 +46,6 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     if args.config:
-        from bench_scale import build, windows
         model = build(args.config, None, args.device, torch.bfloat16 if args.device != "cpu" else torch.float32)
         ids = windows(model.config, args.windows, args.seqlen)
     else:
@@ -81,8 +81,7 @@ def main() -> None:
         for name, fn in forms.items():
             if args.forward:
                 with torch.no_grad():
-                    for i in range(0, len(ids), args.batch_size):
-                        model(input_ids=ids[i:i + args.batch_size].to(args.device), use_cache=False)
+                    forward(model, ids, args.batch_size)
             if args.collect:
                 gc.collect()
             pauses.clear()

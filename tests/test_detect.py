@@ -330,7 +330,7 @@ def test_detect_leaves_no_reference_cycles(dense, monkeypatch):
 
 
 def test_detect_pauses_the_garbage_collector_and_restores_it():
-    """The collector is off while detect runs (its ~25k small containers would trigger collections, some of them full
+    """The collector is off while detect runs (its small containers would trigger collections, some of them full
     ones over the whole process) and back as the caller had it afterwards, also when detect raises."""
     import gc
     model, seen = planted(), []

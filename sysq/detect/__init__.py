@@ -50,8 +50,8 @@ def _as_ids(windows) -> tuple[torch.Tensor, dict]:
 
 def _gc_paused(fn):
     """Run fn with Python's cyclic garbage collector paused (restored after, as the caller had it). detect makes
-    ~25,000 small containers a run (records, site summaries), enough to trigger several collections, and now and
-    then a full one over every object the process holds: ~0.2 s beside torch and transformers on the CPU machine
+    enough small containers (records, site summaries) for 35-40 of the collector's young collections a run, and now
+    and then a full one over every object the process holds: ~0.2 s beside torch and transformers on the CPU machine
     (scripts/bench_detect_gc.py), as long as the detection pass of an 8B model on an H200. Reference counting
     frees detect's objects as before; the collector runs again once detect returns."""
     @functools.wraps(fn)

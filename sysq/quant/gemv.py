@@ -49,8 +49,9 @@ def triton_runs_on(device) -> bool:
 # without one is the nibble kernel's, as older sweeps wrote them); "tinygemm" there keeps the modules of that
 # shape on torch._weight_int4pack_mm. SYSQ_INT4_GEMV=fma|nibble picks the kernel where no config names one.
 # "tc" (_int4_tc_kernel: the multiply on tensor cores) takes its own layout of the codes (pack_int4_tc, int16
-# words); the modules hold that layout where it is chosen and the group is a multiple of TC_BLOCK (tc_layout).
-INT4_KERNELS = ("fma", "nibble")
+# words); the modules hold that layout where it is chosen and the group is a multiple of TC_BLOCK (module_kernel).
+INT4_KERNELS = ("fma", "nibble")      # the byte layout's kernels
+INT4_CHOICES = INT4_KERNELS + ("tc",)
 TC_BLOCK = 64          # codes per block of pack_int4_tc's layout (16 int16 words, 4 nibble planes of 16)
 
 
@@ -60,17 +61,20 @@ def int4_kernel(k: int, n: int, config: dict | None = None) -> str:
     if cfg:
         return cfg.get("KERNEL", "nibble")
     name = os.environ.get("SYSQ_INT4_GEMV", "fma")
-    if name not in INT4_KERNELS + ("tc",):
+    if name not in INT4_CHOICES:
         from ..errors import SysqError
-        raise SysqError(f"SYSQ_INT4_GEMV={name!r}: not an int4 GEMV; use one of {', '.join(INT4_KERNELS + ('tc',))}")
+        raise SysqError(f"SYSQ_INT4_GEMV={name!r}: not an int4 GEMV; use one of {', '.join(INT4_CHOICES)}")
     return name
 
 
-def tc_layout(k: int, n: int, group_size: int) -> bool:
-    """Whether an int4 module of shape (K -> N) holds its codes in pack_int4_tc's layout, for the tensor-core GEMV:
-    where that kernel is chosen (int4_kernel) and the group size is a multiple of TC_BLOCK (a dot never spans two
-    groups)."""
-    return int4_kernel(k, n) == "tc" and group_size % TC_BLOCK == 0 and k % group_size == 0
+def module_kernel(k: int, n: int, group_size: int) -> str:
+    """The int4 GEMV a module of shape (K -> N) runs on: int4_kernel's choice, except that the tensor-core kernel
+    takes only groups that are a multiple of TC_BLOCK dividing K (a dot never spans two groups); other groups stay on
+    the byte layout and the fma kernel. "tc": the module holds pack_int4_tc's layout."""
+    name = int4_kernel(k, n)
+    if name == "tc" and (group_size % TC_BLOCK or k % group_size):
+        return "fma"
+    return name
 
 
 def int4_gemv_for(device, k: int, n: int) -> bool:

@@ -414,10 +414,9 @@ class Int4WOLinear(RealLinear):
         # (per shape where the sweep's table names it: SYSQ_GEMV_CONFIGS / gemv.TUNED; "tinygemm" keeps this one)
         self.gemv = gemv.int4_gemv_for(dev, self.in_features, self.out_features)
         if self.gemv:    # the tensor-core GEMV (SYSQ_INT4_GEMV=tc) reads its own layout: int16 words
-            tc = gemv.tc_layout(self.in_features, self.out_features, self.group_size)
-            packed = (gemv.pack_int4_tc if tc else gemv.pack_nibbles)(ql.codes())
-            name = gemv.int4_kernel(self.in_features, self.out_features)
-            self.kernel = f"w4a16 Triton GEMV ({'fma' if name == 'tc' and not tc else name}, rows <= " \
+            name = gemv.module_kernel(self.in_features, self.out_features, self.group_size)
+            packed = (gemv.pack_int4_tc if name == "tc" else gemv.pack_nibbles)(ql.codes())
+            self.kernel = f"w4a16 Triton GEMV ({name}, rows <= " \
                           f"{gemv.MAX_ROWS}), else {self.kernel.split(' ', 1)[1]} repacked per call"
         self.register_buffer("qweight", packed)
         self.register_buffer("scales_zeros", sz)
@@ -431,7 +430,9 @@ class Int4WOLinear(RealLinear):
         if x2.shape[0] <= gemv.MAX_ROWS:
             return gemv.int4_gemv(x2, self.qweight, sz, self.group_size).to(dt)
         if x2.is_cuda:   # tinygemm takes these bytes as its packing input
-            qb = self.qweight if self.qweight.dtype == torch.uint8 else gemv.pack_nibbles(gemv.int4_codes(self.qweight) - 8)
+            qb = self.qweight
+            if qb.dtype != torch.uint8:                 # pack_int4_tc's words: back to bytes
+                qb = gemv.pack_nibbles(gemv.int4_codes(qb) - 8)
             packed = torch._convert_weight_to_int4pack(qb, inner_k_tiles(self.in_features))
         else:
             packed = _pack_for(x2.device, gemv.int4_codes(self.qweight), inner_k_tiles(self.in_features))
