@@ -100,6 +100,10 @@ def parse(argv=None):
     p.add_argument("--no-inductor", action="store_true", help="skip the torch.compile int8 row (compile time)")
     p.add_argument("--time-budget", type=float, default=100.0, help="seconds; compiled rows not started by then "
                    "are skipped")
+    p.add_argument("--only", default="", help="comma list of substrings: time only the kernels whose names hold one "
+                   "(e.g. 'bf16,tinygemm,mma')")
+    p.add_argument("--mma-sweep", action="store_true", help="time the CUDA int4 kernel at every launch config")
+    p.add_argument("--shapes", default="", help="comma list of KxN (default: the 8B shapes on CUDA)")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -116,6 +120,8 @@ def main(argv=None) -> int:
 
     dev, cuda = args.device, args.device == "cuda"
     shapes = SHAPES_8B if cuda else SHAPES_TINY
+    if args.shapes:
+        shapes = [tuple(int(v) for v in kn.split("x")) for kn in args.shapes.split(",")]
     torch.manual_seed(0)
     start, rows = time.perf_counter(), []
     info = dict(device=torch.cuda.get_device_name() if cuda else "cpu (Triton interpreter)", torch=torch.__version__,
@@ -180,6 +186,16 @@ def main(argv=None) -> int:
                         yield (f"sysq Triton int4 tc asm (split {spt})", qt, w4,
                                lambda c, spt=spt: gemv._launch("int4", x, c, sz, g, spt, cfg),
                                n * k // 2 + sz.numel() * 2)
+            if cuda and g in gemv.MMA_GROUPS and n % 16 == 0 and args.m <= 8:
+                from sysq.quant import _gemv_cuda
+                if _gemv_cuda.builds():   # the CUDA kernel on its own layout of the same codes (x's dtype out)
+                    qm = gemv.pack_int4_mma(u - 8)
+                    ext, auto = _gemv_cuda.extension(), gemv.mma_config(k, n)
+                    for ci in (range(len(gemv.MMA_CONFIGS)) if args.mma_sweep else [auto]):
+                        wc = "w%dc%d" % gemv.MMA_CONFIGS[ci] + (" (default)" if ci == auto else "")
+                        yield (f"sysq CUDA int4 mma {wc}", qm, w4,
+                               lambda c, ci=ci: ext.int4_mma_gemv(x, c, sz, g, ci), n * k // 2 + sz.numel() * 2)
+            if gemv.available(dev):
                 sp8 = gemv.split_k(args.m, n, k // 512)
                 yield (f"sysq Triton int8 (split {sp8})", q8, w8,
                        lambda c: torch.ops.sysq.int8_gemv(x, c, sp8) * s8, n * k)
@@ -188,6 +204,8 @@ def main(argv=None) -> int:
                            lambda c: torch.ops.sysq.int8_gemv_scaled(x, c, s8), n * k + n * 4)
 
         for name, weight, wref, fn, nbytes in variants():
+            if args.only and not any(o in name for o in args.only.split(",")):
+                continue
             try:
                 copies = [weight] + [weight.clone() for _ in range(max(0, math.ceil(args.bust_mib * 2**20 / nbytes) - 1))] \
                     if cuda else [weight]
@@ -206,6 +224,19 @@ def main(argv=None) -> int:
             if cuda:
                 torch.cuda.empty_cache()
 
+    if args.mma_sweep:      # the fastest mma config per shape, as a table SYSQ_GEMV_CONFIGS takes (int8 kept)
+        table = {kind: {f"{kk}x{nn}": c for (kk, nn), c in shapes_.items()}
+                 for kind, shapes_ in gemv.TUNED.get(info["device"], {}).items()}
+        for k, n in shapes:
+            mm = [r for r in rows if (r["K"], r["N"]) == (k, n) and "mma" in r["kernel"] and "us" in r]
+            if mm:
+                best = min(mm, key=lambda r: r["us"])
+                ci = [("w%dc%d" % c) for c in gemv.MMA_CONFIGS].index(best["kernel"].split()[4])
+                table.setdefault("int4", {})[f"{k}x{n}"] = {"KERNEL": "mma", "CONFIG": ci}
+        out_ = Path(args.out or os.environ.get("OUT") or "out")
+        out_.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_ / "gemv_configs.json", json.dumps(table, indent=1))
+        print("mma configs:", json.dumps(table.get("int4", {})))
     lines = ["| K -> N | kernel | us/call | GB/s | MiB | max rel err |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['K']} -> {r['N']} | {r['kernel']} | " + (

@@ -16,6 +16,9 @@ Both are torch.library custom ops (`sysq::int4_gemv`, `sysq::int8_gemv`) with fa
 torch.compile keeps them in its graph and CUDA graphs capture them. They return float32 partial sums
 [split_k, M, N]; the caller's `.sum(0)` (and scale, cast) fuses into the next kernel under torch.compile.
 On the CPU they run only in Triton's interpreter (TRITON_INTERPRET=1), for tests.
+
+`sysq::int4_mma_gemv` is CUDA C++ (csrc/int4_mma.cu, built on first use): the codes stored as mma.m16n8k16's A
+fragments (pack_int4_mma), 1.4-1.7x tinygemm at the 8B decode shapes on an H200, where it is the int4 default.
 """
 from __future__ import annotations
 
@@ -50,40 +53,63 @@ def triton_runs_on(device) -> bool:
 # shape on torch._weight_int4pack_mm. SYSQ_INT4_GEMV=fma|nibble picks the kernel where no config names one.
 # "tc" (_int4_tc_kernel: the multiply on tensor cores) takes its own layout of the codes (pack_int4_tc, int16
 # words); the modules hold that layout where it is chosen and the group is a multiple of TC_BLOCK (module_kernel).
+# "mma" (csrc/int4_mma.cu, CUDA C++ built on first use: the A fragments of mma.m16n8k16 stored in load order,
+# pack_int4_mma's int32 words) runs on CUDA only, <= 8 rows a launch, groups of 64 / 128 / 256.
 INT4_KERNELS = ("fma", "nibble")      # the byte layout's kernels
-INT4_CHOICES = INT4_KERNELS + ("tc",)
+INT4_CHOICES = INT4_KERNELS + ("tc", "mma")
 TC_BLOCK = 64          # codes per block of pack_int4_tc's layout (16 int16 words, 4 nibble planes of 16)
+MMA_GROUPS = (64, 128, 256)
 
 
-def int4_kernel(k: int, n: int, config: dict | None = None) -> str:
-    """The int4 GEMV kernel a (K, N) product at one row runs: its config's, else SYSQ_INT4_GEMV (default fma)."""
-    cfg = config if config is not None else tuned("int4", 1, k, n)
-    if cfg:
-        return cfg.get("KERNEL", "nibble")
-    name = os.environ.get("SYSQ_INT4_GEMV", "fma")
-    if name not in INT4_CHOICES:
+def _env_int4() -> str | None:
+    name = os.environ.get("SYSQ_INT4_GEMV")
+    if name is not None and name not in INT4_CHOICES + ("tinygemm",):
         from ..errors import SysqError
-        raise SysqError(f"SYSQ_INT4_GEMV={name!r}: not an int4 GEMV; use one of {', '.join(INT4_CHOICES)}")
+        raise SysqError(f"SYSQ_INT4_GEMV={name!r}: not an int4 GEMV; use one of "
+                        f"{', '.join(INT4_CHOICES + ('tinygemm',))}")
     return name
 
 
+def int4_kernel(k: int, n: int, config: dict | None = None) -> str:
+    """The int4 GEMV kernel a (K, N) product at one row runs: SYSQ_INT4_GEMV where set, else its config's, else
+    fma."""
+    name = _env_int4()
+    if name is not None and config is None:
+        return name
+    cfg = config if config is not None else tuned("int4", 1, k, n)
+    if cfg:
+        return cfg.get("KERNEL", "nibble")
+    return "fma"
+
+
 def module_kernel(k: int, n: int, group_size: int) -> str:
-    """The int4 GEMV a module of shape (K -> N) runs on: int4_kernel's choice, except that the tensor-core kernel
-    takes only groups that are a multiple of TC_BLOCK dividing K (a dot never spans two groups); other groups stay on
-    the byte layout and the fma kernel. "tc": the module holds pack_int4_tc's layout."""
+    """The int4 GEMV a module of shape (K -> N) runs on: int4_kernel's choice, except that the tensor-core kernels
+    take only groups they can read (tc: a multiple of TC_BLOCK dividing K, a dot never spans two groups; mma:
+    MMA_GROUPS dividing K, N a multiple of 16, and a CUDA build); other shapes stay on the byte layout and the fma
+    kernel. "tc" / "mma": the module holds pack_int4_tc's / pack_int4_mma's layout."""
     name = int4_kernel(k, n)
     if name == "tc" and (group_size % TC_BLOCK or k % group_size):
         return "fma"
+    if name == "mma":
+        from . import _gemv_cuda
+        if group_size not in MMA_GROUPS or k % group_size or n % 16 or not _gemv_cuda.builds():
+            return "fma"
     return name
 
 
 def int4_gemv_for(device, k: int, n: int) -> bool:
-    """Whether an int4 module of shape (K -> N) decodes on sysq's Triton GEMV rather than tinygemm: on CUDA the
-    sweep's table decides where it names the shape (a Triton config: yes; "tinygemm": no); else available()."""
+    """Whether an int4 module of shape (K -> N) decodes on sysq's GEMV rather than tinygemm: on CUDA
+    SYSQ_INT4_GEMV decides where set, else the sweep's table where it names the shape (a config: yes; "tinygemm":
+    no); else available()."""
     dev = torch.device(device)
     cfg = tuned("int4", 1, k, n)
-    if dev.type == "cuda" and cfg and os.environ.get("SYSQ_GEMV", "1") != "0" and has_triton():
-        return int4_kernel(k, n, cfg) != "tinygemm"
+    if dev.type == "cuda" and os.environ.get("SYSQ_GEMV", "1") != "0":
+        name = _env_int4() or (int4_kernel(k, n, cfg) if cfg else None)
+        if name == "mma":           # the CUDA kernel, where it builds (else tinygemm, not a slower Triton kernel)
+            from . import _gemv_cuda
+            return _gemv_cuda.builds()
+        if name is not None and has_triton():
+            return name != "tinygemm"
     return available(dev, "int4")
 
 
@@ -113,6 +139,11 @@ def available(device, kind: str = "int8") -> bool:
 # split_k heuristic. SYSQ_GEMV_CONFIGS=FILE (a sweep's gemv_configs.json; read at import) replaces the table on every
 # GPU, so a sweep's choice can be measured in a model before it is written here.
 _TINYGEMM = {"KERNEL": "tinygemm"}
+
+
+def _MMA(config: int) -> dict:
+    return {"KERNEL": "mma", "CONFIG": config}
+
 TUNED: dict[str, dict[str, dict[tuple[int, int], dict]]] = {
     # call A11 (eleventh session): Llama-3-8B decode shapes, q/k/v and gate/up fused; int4 from call G7's sweep
     "NVIDIA H200": {
@@ -121,8 +152,10 @@ TUNED: dict[str, dict[str, dict[tuple[int, int], dict]]] = {
                  (4096, 4096): dict(SPLIT_K=1, BLOCK_N=4, BLOCK_K=2048, num_warps=4, num_stages=4),
                  (4096, 28672): dict(SPLIT_K=1, BLOCK_N=16, BLOCK_K=256, num_warps=2, num_stages=1),
                  (4096, 128256): dict(SPLIT_K=1, BLOCK_N=16, BLOCK_K=512, num_warps=4, num_stages=3)},
-        "int4": {shape: _TINYGEMM for shape in [(4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096),
-                                                 (4096, 128256)]},
+        # call A13 (thirteenth session): the CUDA mma kernel at its fastest config per shape, 1.3-1.7x tinygemm
+        # (bench_gemv.py --mma-sweep; docs/GEMV.md)
+        "int4": {(4096, 6144): _MMA(5), (4096, 4096): _MMA(5), (4096, 28672): _MMA(5), (14336, 4096): _MMA(5),
+                 (4096, 1024): _MMA(5), (4096, 14336): _MMA(5), (4096, 128256): _MMA(0)},
     },
 }
 
@@ -263,6 +296,34 @@ def _(x, qweight, scales_zeros, group_size, split):
     return x.new_empty((split, x.shape[0], qweight.shape[0]), dtype=torch.float32)
 
 
+# The mma kernel's launch configs (csrc/int4_mma.cu CONFIGS: warps per block, 64-k chunks in flight per warp).
+MMA_CONFIGS = ((4, 4), (8, 4), (4, 8), (8, 8), (16, 4), (16, 2))
+
+
+def mma_config(k: int, n: int) -> int:
+    """The mma kernel's launch config for a (K -> N) product: the table's ("CONFIG" of an int4 entry whose KERNEL is
+    "mma"), else more warps per block where N / 16 blocks are few."""
+    cfg = tuned("int4", 1, k, n)
+    if cfg and cfg.get("KERNEL") == "mma" and "CONFIG" in cfg:
+        return int(cfg["CONFIG"])
+    return 5 if n // 16 <= 4096 else 0          # an H200's best: 16 warps x 2 chunks, 4 x 4 for lm_head
+
+
+@torch.library.custom_op("sysq::int4_mma_gemv", mutates_args=())
+def int4_mma_gemv(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int,
+                  config: int) -> torch.Tensor:
+    """[M, N] in x's dtype: x [M <= 8, K] (bf16 / fp16) @ dequantized(qweight)^T, the codes in pack_int4_mma's
+    layout (int32 [N, K/8]), on tensor cores (csrc/int4_mma.cu); config indexes MMA_CONFIGS."""
+    from . import _gemv_cuda
+    return _gemv_cuda.extension().int4_mma_gemv(x.contiguous(), qweight, scales_zeros.contiguous(), group_size,
+                                                config)
+
+
+@int4_mma_gemv.register_fake
+def _(x, qweight, scales_zeros, group_size, config):
+    return x.new_empty((x.shape[0], qweight.shape[0]))
+
+
 @torch.library.custom_op("sysq::int8_gemv", mutates_args=())
 def int8_gemv_partials(x: torch.Tensor, qweight: torch.Tensor, split: int) -> torch.Tensor:
     """float32 [split, M, N]: partial sums over slices of K of x @ qweight^T (codes, unscaled)."""
@@ -323,8 +384,13 @@ def int8_gemv_gated(gate_up: torch.Tensor, qweight: torch.Tensor, scale: torch.T
 
 
 def int4_gemv(x: torch.Tensor, qweight: torch.Tensor, scales_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
-    """x [M, K] @ W^T in float32 [M, N], W the int4 weight of the layout above."""
+    """x [M, K] @ W^T in float32 [M, N] (in x's dtype from the mma kernel), W the int4 weight of the layout above."""
     k, n = x.shape[1], qweight.shape[0]
+    if qweight.dtype == torch.int32:     # pack_int4_mma's layout: the CUDA kernel, 8 rows a launch
+        c = mma_config(k, n)
+        return torch.cat([torch.ops.sysq.int4_mma_gemv(x[i:i + 8], qweight, scales_zeros, group_size, c)
+                          for i in range(0, x.shape[0], 8)]) if x.shape[0] > 8 else \
+            torch.ops.sysq.int4_mma_gemv(x, qweight, scales_zeros, group_size, c)
     if qweight.dtype == torch.int16:     # pack_int4_tc's layout: the tensor-core kernel (all rows in one program)
         s = _split("int4", 1, k, n, k // (2 * group_size), 128)
         return torch.ops.sysq.int4_tc_gemv(x, qweight, scales_zeros, group_size, s).sum(0)
@@ -379,8 +445,38 @@ def unpack_int4_tc(qweight: torch.Tensor) -> torch.Tensor:
     return ((w >> (4 * torch.arange(4, device=w.device).view(1, 1, 4, 1))) & 15).reshape(qweight.shape[0], -1)
 
 
+# pack_int4_mma: tile (16 rows, 64 k) -> 32 lanes x 4 words. Lane (g, c) = (lane // 4, lane % 4), word s (the
+# k16 step) holds its A fragment of mma.m16n8k16: pair p at bits 4p (first) and 16 + 4p (second), p = 2e' + h for
+# rows g + 8h and chunk-local k = 16c + 4s + 2e' + {0, 1} (k permuted within the chunk so that lane c's x is the
+# contiguous k = 16c .. 16c + 15; the kernel reads B in the same order).
+_MMA_SHIFT = torch.tensor([[0, 16, 8, 24], [4, 20, 12, 28]])    # [h, e] -> bit offset, e = k % 4
+
+
+def pack_int4_mma(codes: torch.Tensor) -> torch.Tensor:
+    """Signed int4 codes [N, K] in [-8, 7] (N a multiple of 16, K of 64) -> int32 [N, K/8] of u = q + 8 in the mma
+    kernel's order (the rows of the result are not the weight's rows: the buffer is tiles of 16 x 64)."""
+    n, k = codes.shape
+    if n % 16 or k % 64:
+        raise ValueError(f"pack_int4_mma: N = {n} must be a multiple of 16 and K = {k} of 64")
+    u = (codes.to(torch.int64) + 8).reshape(n // 16, 2, 8, k // 64, 4, 4, 4)      # t, h, g, q, c, s, e
+    w = (u << _MMA_SHIFT.to(u.device).view(1, 2, 1, 1, 1, 1, 4)).sum(dim=(1, 6))  # t, g, q, c, s (disjoint bits)
+    w = w.permute(0, 2, 1, 3, 4).reshape(n, k // 8)                                 # t, q, g, c, s
+    return torch.where(w >= 1 << 31, w - (1 << 32), w).to(torch.int32).contiguous()
+
+
+def unpack_int4_mma(qweight: torch.Tensor) -> torch.Tensor:
+    """int32 [N, K/8] -> u int32 [N, K] in [0, 15] (inverse of pack_int4_mma, before the -8)."""
+    n, k = qweight.shape[0], qweight.shape[1] * 8
+    w = qweight.to(torch.int64).reshape(n // 16, k // 64, 8, 4, 4).permute(0, 2, 1, 3, 4)   # t, g, q, c, s
+    u = (w.reshape(n // 16, 1, 8, k // 64, 4, 4, 1) >> _MMA_SHIFT.to(w.device).view(1, 2, 1, 1, 1, 1, 4)) & 15
+    return u.reshape(n, k).to(torch.int32)
+
+
 def int4_codes(qweight: torch.Tensor) -> torch.Tensor:
-    """u int32 [N, K] in [0, 15] of either layout: pack_nibbles' bytes or pack_int4_tc's int16 words."""
+    """u int32 [N, K] in [0, 15] of any layout: pack_nibbles' bytes, pack_int4_tc's int16 or pack_int4_mma's
+    int32 words."""
+    if qweight.dtype == torch.int32:
+        return unpack_int4_mma(qweight)
     return unpack_int4_tc(qweight) if qweight.dtype == torch.int16 else unpack_nibbles(qweight)
 
 

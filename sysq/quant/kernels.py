@@ -413,10 +413,10 @@ class Int4WOLinear(RealLinear):
         # decode on the GEMV: the codes as bytes (one copy of the weight; prefill repacks it for tinygemm)
         # (per shape where the sweep's table names it: SYSQ_GEMV_CONFIGS / gemv.TUNED; "tinygemm" keeps this one)
         self.gemv = gemv.int4_gemv_for(dev, self.in_features, self.out_features)
-        if self.gemv:    # the tensor-core GEMV (SYSQ_INT4_GEMV=tc) reads its own layout: int16 words
+        if self.gemv:    # the tensor-core GEMVs read their own layouts (tc: int16 words, mma: int32 words)
             name = gemv.module_kernel(self.in_features, self.out_features, self.group_size)
-            packed = (gemv.pack_int4_tc if name == "tc" else gemv.pack_nibbles)(ql.codes())
-            self.kernel = f"w4a16 Triton GEMV ({name}, rows <= " \
+            packed = {"tc": gemv.pack_int4_tc, "mma": gemv.pack_int4_mma}.get(name, gemv.pack_nibbles)(ql.codes())
+            self.kernel = f"w4a16 {'CUDA' if name == 'mma' else 'Triton'} GEMV ({name}, rows <= " \
                           f"{gemv.MAX_ROWS}), else {self.kernel.split(' ', 1)[1]} repacked per call"
         self.register_buffer("qweight", packed)
         self.register_buffer("scales_zeros", sz)
@@ -429,6 +429,8 @@ class Int4WOLinear(RealLinear):
             return _int4_mm(x2, self.qweight, self.group_size, sz)
         if x2.shape[0] <= gemv.MAX_ROWS:
             return gemv.int4_gemv(x2, self.qweight, sz, self.group_size).to(dt)
+        if self.qweight.dtype == torch.int32:     # the mma layout: prefill on the dequantized weight (cuBLAS)
+            return F.linear(x2, gemv.dequantize_int4(self.qweight, sz, self.group_size).to(dt))
         if x2.is_cuda:   # tinygemm takes these bytes as its packing input
             qb = self.qweight
             if qb.dtype != torch.uint8:                 # pack_int4_tc's words: back to bytes
