@@ -6,6 +6,7 @@
 # 200 x 8 as the GPU-only reference; w4a4 per-token with the larger budget. SmolLM2-135M fp32, windows 0-39 / 40-79.
 # One int4_table process per part side by side, each stopped at 540 s, then one merged table.
 [ -n "$I6_DRY" ] || source scripts/h200_session5/env.sh
+source scripts/h200_session5/parts.sh
 R=${R:-/tmp/res6}; mkdir -p $R
 export OMP_NUM_THREADS=1
 T=${T:-"python3 scripts/int4_table.py --device cuda --quiet --time-limit 420"}
@@ -22,14 +23,4 @@ P=(
   "l100-g128-c32 --configs fp,w4a16-g128+fz+learned100x1+tokenloss --calib-n 32"
   "w4a4-c32 --configs fp,w4a4+g64+kv4g32+learned200x8@auto+learned --calib-n 32"
 )
-Q=(); for p in "${P[@]}"; do [ -z "$I6_PARTS" ] || [[ " $I6_PARTS " == *" ${p%% *} "* ]] && Q+=("$p"); done
-for p in "${Q[@]}"; do
-  set -- $p; k=$1; shift
-  ( timeout 540 $T "$@" --out $R/i6-$k > $R/i6-$k.log 2>&1 ) &
-done
-wait
-M=""; for p in "${P[@]}"; do k=${p%% *}; [ -f $R/i6-$k/w40/results.json ] && M="$M --merge $R/i6-$k"; done
-timeout 50 $T --configs fp --calib-n 32 --out $R/i6-all $M > $R/i6.log 2>&1
-tar czf $OUT/callI6.tgz --exclude='*.safetensors' --exclude='*.pt' --exclude='cache' -C $(dirname $R) $(basename $R)
-for f in $R/i6-*.log; do echo "=== $f"; tail -c 300 $f; done
-cat $R/i6-all/table.md
+PARTS=$I6_PARTS MERGE_ARGS="--calib-n 32" run_parts i6 540

@@ -5,6 +5,7 @@
 # 100 x 1 steps: 200 x 1 and 400 x 1. w4a8 without the plan (which hurt w4a16's learned rows in I6).
 # SmolLM2-135M fp32, windows 0-39 / 40-79; one int4_table process per part side by side, then one merged table.
 [ -n "$I7_DRY" ] || source scripts/h200_session5/env.sh
+source scripts/h200_session5/parts.sh
 R=${R:-/tmp/res7}; mkdir -p $R
 export OMP_NUM_THREADS=1
 T=${T:-"python3 scripts/int4_table.py --device cuda --quiet --time-limit 420"}
@@ -21,14 +22,4 @@ P=(
   "g128-400 --configs fp,w4a16-g128+fz+learned400x1+tokenloss"
   "a8 --configs fp,w4a8+g64+fz+learned100x1+tokenloss"
 )
-Q=(); for p in "${P[@]}"; do [ -z "$I7_PARTS" ] || [[ " $I7_PARTS " == *" ${p%% *} "* ]] && Q+=("$p"); done
-for p in "${Q[@]}"; do
-  set -- $p; k=$1; shift
-  ( timeout ${PART_S:-530} $T "$@" --calib-n 32 --out $R/i7-$k > $R/i7-$k.log 2>&1 ) &
-done
-wait
-M=""; for p in "${P[@]}"; do k=${p%% *}; [ -f $R/i7-$k/w40/results.json ] && M="$M --merge $R/i7-$k"; done
-timeout 40 $T --configs fp --calib-n 32 --out $R/i7-all $M > $R/i7.log 2>&1
-tar czf $OUT/callI7.tgz --exclude='*.safetensors' --exclude='*.pt' --exclude='cache' -C $(dirname $R) $(basename $R)
-for f in $R/i7-*.log; do echo "=== $f"; tail -c 300 $f; done
-cat $R/i7-all/table.md
+T="$T --calib-n 32" PARTS=$I7_PARTS run_parts i7 ${PART_S:-530}       # every part on 32 calibration windows
