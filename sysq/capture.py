@@ -995,9 +995,11 @@ class Recorder:
                                 or self._chunk[0]["h_out"].device != h_out.device):
                 self._close_chunk()
             self._chunk.append(cur)
+            held = _held(cur)
+            cur["bytes"] = sum(t.numel() * t.element_size() for t in held)
             if dense:       # checked when the chunk is reduced: a tensor changed in place since would be misread
-                cur["versions"] = [(t, t._version) for t in _held(cur) + [cur["h_in"]]]
-                self._chunk_bytes += sum(t.numel() * t.element_size() for t in _held(cur))
+                cur["versions"] = [(t, t._version) for t in held + [cur["h_in"]]]
+                self._chunk_bytes += cur["bytes"]
             if not dense or self._chunk_bytes >= self._budget(h_out.device):
                 self._close_chunk()
         return hook
@@ -1023,7 +1025,7 @@ class Recorder:
                 if t._version != v:
                     raise AssertionError(f"capture: a tensor of layer {cur['i']} changed in place before its "
                                          f"statistics were taken; the dense forms need it unchanged")
-        held = sum(t.numel() * t.element_size() for c in layers for t in _held(c))
+        held = sum(c["bytes"] for c in layers)
         self.chunks.append((len(layers), held))
         batch, dense = layers[0]["batch"], self._dense(layers[0]["h_out"])
         if not dense and len(layers) > 1:
@@ -1094,17 +1096,18 @@ class Recorder:
     def _consistency(self, i: int, act: np.ndarray, att: np.ndarray | None, n: np.ndarray | None) -> None:
         """act: massive tokens of layer i's input; att: its attention-outlier keys; n: [B, T, 3] mean per-head
         norms of q, k, v."""
+        m = int(np.count_nonzero(act))
         if att is not None:
             s = self.seq[i]
-            s[0] += int(act.sum())
-            s[1] += int(att.sum())
-            s[2] += int((act & att).sum())
+            s[0] += m
+            s[1] += int(np.count_nonzero(att))
+            s[2] += int(np.count_nonzero(act & att))
         if n is not None:
             q = self.qkv[i]                    # the sums in torch, as before
             q[0] += torch.from_numpy(n[act]).double().sum(0)
-            q[1] += int(act.sum())
+            q[1] += m
             q[2] += torch.from_numpy(n[~act]).double().sum(0)
-            q[3] += int((~act).sum())
+            q[3] += act.size - m
 
     def _attention(self, layers: list[dict]) -> tuple[list, int, tuple]:
         """The attention mass of the chunk's layers that have probabilities, stacked: (row of each layer or
@@ -1196,10 +1199,12 @@ class Recorder:
         if not all("down_in" in c for c in layers):
             return count, hits, values, None, None
         # the MLP's write into channel c at (b, t) split into x_k * W_down[c, k]; the largest terms
-        bs, ts_ = hits[..., 0].unbind(0), hits[..., 1].unbind(0)
+        bts = bt.unbind(0)         # each layer's b * T + t
 
         def rows(ts):       # [L, m, I] the rows (b, t) of each layer's [B, T, I] tensor: one op each, no stacked copy
-            return _stack([t[b, tt] for t, b, tt in zip(ts, bs, ts_)])
+            # index_select of the [B * T, I] view: t[b, t]'s values; advanced indexing with two index tensors costs
+            # more host time per op (and ~1000x the time on the CPU)
+            return _stack([t.reshape(-1, t.shape[-1]).index_select(0, i) for t, i in zip(ts, bts)])
         x = rows([c["down_in"] for c in layers]).float()                               # [L, m, I]
         w = [self.ad.down(c["i"]).weight for c in layers]
         w = _stack([wi.index_select(0, _on(cc, wi.device)) for wi, cc in zip(w, hits[..., 2].unbind(0))])
