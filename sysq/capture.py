@@ -286,8 +286,8 @@ class SiteTable:
 
 class SiteStats:
     """One site of one layer: what the host keeps (the largest token maxima, the flagged tokens) and its row of a
-    SiteTable. After Recorder.to_host its statistics are numpy arrays (that row of each SiteTable statistic, and
-    channel_absmax5 / channel_absmean5 from the report's rounding)."""
+    SiteTable. After Recorder.to_host its statistics are numpy arrays (that row of each SiteTable statistic; the
+    report's rounded lists stay in the table's `host`, read per table by detect.activation.site_lists)."""
 
     def __init__(self, layer: int, site: str, channels: int, abs_floor: float, th: Thresholds, table: SiteTable):
         self.layer, self.site, self.channels, self.abs_floor, self.th = layer, site, channels, abs_floor, th
@@ -766,8 +766,9 @@ class Recorder:
                 ev.synchronize()
             for (t, name, _), h in zip(named, host):
                 t.host[name] = h
-                for site in t.sites:
-                    setattr(site, name, h[site.row])
+                if name in t.state:
+                    for site in t.sites:
+                        setattr(site, name, h[site.row])
         return finish
 
     # ---- hooks --------------------------------------------------------------------------------
