@@ -551,8 +551,9 @@ def _median_estimate_many(xs: list[torch.Tensor], samples: int) -> torch.Tensor:
 
 def nonzero(a: np.ndarray) -> tuple[np.ndarray, ...]:
     """np.nonzero(a) of an n-d array, through its flat indices: the same index arrays, in the same order, ~10x
-    faster (numpy's n-d nonzero of a [36, 8, 512] bool array: 0.35 ms, this: 0.02 ms on the CPU machine)."""
-    return np.unravel_index(np.flatnonzero(a), a.shape)
+    faster (numpy's n-d nonzero of a [36, 8, 512] bool array: 0.35 ms, this: 0.02 ms on the CPU machine; and a
+    bool array's flat nonzero is ~5x faster than an int64 one's)."""
+    return np.unravel_index(np.flatnonzero(a if a.dtype == bool else a != 0), a.shape)
 
 
 def largest_first_rows(key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -79,20 +79,29 @@ def site_lists(tables: list[SiteTable]) -> None:
     statistics, Recorder.to_host; not ~10 calls per site), set on each site as `lists`: its massive channels
     (largest absmax first, ties by channel), its int8 channels (most windows first, ties by channel; the first
     MAX_INT8_CHANNELS), and its rounded per-channel lists, with the values round5_parts left to Python's formatting
-    formatted here (the device never waits for this read). The rounded lists are rows of one copy per table: the
-    report keeps them, and a view of the pinned host copy would keep all of it alive (and the next detect
-    allocating pinned memory again)."""
+    formatted here (the device never waits for this read). The rounded lists are copies: the report keeps them,
+    and a view of the pinned host copy would keep all of it alive (and the next detect allocating pinned memory
+    again)."""
     for t in tables:
         h = t.host
         lists = {"massive": _ordered_nonzero(h["massive_count"], h["absmax"]),
                  "int8": _ordered_nonzero(h["int8_count"], h["int8_count"], MAX_INT8_CHANNELS)}
         for name, key in (("channel_absmax5", "channel_absmax"), ("channel_absmean5", "channel_absmean")):
-            out = np.array(h[name])
-            odd = np.flatnonzero(~h[name + "_ok"])
-            out.reshape(-1)[odd] = [float(f"{v:.5g}") for v in h[name + "_x"].reshape(-1)[odd].tolist()]
-            lists[key] = out
+            out, ok, x = h[name], h[name + "_ok"], h[name + "_x"]
+            # a copy per row (blocks the allocator reuses; a copy of a whole table pages in fresh memory: slower)
+            lists[key] = [np.array(o) if clean else exact5(o, k, v)
+                          for o, k, v, clean in zip(out, ok, x, ok.all(1).tolist())]
         for s in t.sites:
             s.lists = {k: v[s.row] for k, v in lists.items()}
+
+
+def exact5(out: np.ndarray, ok: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """round5_parts' three arrays (on the host) finished: a copy of `out` with the values it left (not ok) formatted
+    by Python, float(f"{v:.5g}") of x there."""
+    out = np.array(out)
+    odd = np.flatnonzero(~ok)
+    out.reshape(-1)[odd] = [float(f"{v:.5g}") for v in x.reshape(-1)[odd].tolist()]
+    return out
 
 
 def _ordered_nonzero(count: np.ndarray, key: np.ndarray, k: int | None = None) -> list:
