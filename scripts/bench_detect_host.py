@@ -1,7 +1,7 @@
 """Host time of detect's records and report at Llama-3-8B sizes, no model and no GPU (issue 12: on a GPU detect is
 bound by the host, docs/DETECT_FUSED.md): Recorder._flag_group on one chunk group (S sites x B windows x T tokens,
-BOS massive at every site) and the 160 site summaries of an 8B report (with site_lists) (128 sites of 4096 channels, 32 of 14336),
-from synthetic host statistics. Min of --reps timings.
+BOS massive at every site) and the 160 site summaries of an 8B report (128 sites of 4096 channels, 32 of 14336;
+with site_lists where the tree has it), from synthetic host statistics. Min of --reps timings.
 
     python scripts/bench_detect_host.py                      # this tree
     python scripts/bench_detect_host.py --tree /tmp/old      # another tree's sysq (git archive <commit> sysq)
@@ -34,7 +34,11 @@ def main() -> None:
     import numpy as np
     import torch
     from sysq import capture
-    from sysq.detect.activation import site_lists, site_summary
+    from sysq.detect.activation import site_summary
+    try:
+        from sysq.detect.activation import site_lists
+    except ImportError:         # a tree before site_lists: its site_summary reads the rows set on the sites
+        site_lists = None
     from sysq.detect.thresholds import Thresholds
     from sysq.detect.tokens import Namer
 
@@ -88,7 +92,8 @@ def main() -> None:
 
     def report():
         namer = Namer(None)
-        site_lists(list(tables.values()))
+        if site_lists:
+            site_lists(list(tables.values()))
         return [site_summary(s, ["x"], namer, th) for s in report_sites]
 
     print(f"tree {args.tree}; torch {torch.__version__}, {torch.get_num_threads()} threads; min of {args.reps}")
