@@ -1201,12 +1201,10 @@ class Recorder:
         if not all("down_in" in c for c in layers):
             return count, hits, values, None, None
         # the MLP's write into channel c at (b, t) split into x_k * W_down[c, k]; the largest terms
-        bts = bt.unbind(0)         # each layer's b * T + t
+        bs, ts_ = hits[..., 0].unbind(0), hits[..., 1].unbind(0)
 
         def rows(ts):       # [L, m, I] the rows (b, t) of each layer's [B, T, I] tensor: one op each, no stacked copy
-            # index_select of the [B * T, I] view: t[b, t]'s values; advanced indexing with two index tensors costs
-            # more host time per op (and ~1000x the time on the CPU)
-            return _stack([t.reshape(-1, t.shape[-1]).index_select(0, i) for t, i in zip(ts, bts)])
+            return _stack([t[b, tt] for t, b, tt in zip(ts, bs, ts_)])
         x = rows([c["down_in"] for c in layers]).float()                               # [L, m, I]
         w = [self.ad.down(c["i"]).weight for c in layers]
         w = _stack([wi.index_select(0, _on(cc, wi.device)) for wi, cc in zip(w, hits[..., 2].unbind(0))])
