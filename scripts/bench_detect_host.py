@@ -1,7 +1,7 @@
 """Host time of detect's records and report at Llama-3-8B sizes, no model and no GPU (issue 12: on a GPU detect is
 bound by the host, docs/DETECT_FUSED.md): Recorder._flag_group on one chunk group (S sites x B windows x T tokens,
-BOS massive at every site) and the 160 site summaries of an 8B report (128 sites of 4096 channels, 32 of 14336),
-from synthetic host statistics. Min of --reps timings.
+BOS massive at every site) and the 160 site summaries of an 8B report (128 sites of 4096 channels, 32 of 14336;
+with site_lists where the tree has it), from synthetic host statistics. Min of --reps timings.
 
     python scripts/bench_detect_host.py                      # this tree
     python scripts/bench_detect_host.py --tree /tmp/old      # another tree's sysq (git archive <commit> sysq)
@@ -35,6 +35,10 @@ def main() -> None:
     import torch
     from sysq import capture
     from sysq.detect.activation import site_summary
+    try:
+        from sysq.detect.activation import site_lists
+    except ImportError:         # a tree before site_lists: its site_summary reads the rows set on the sites
+        site_lists = None
     from sysq.detect.thresholds import Thresholds
     from sysq.detect.tokens import Namer
 
@@ -58,32 +62,38 @@ def main() -> None:
             rec._flag_group(capture.Batch(ids, 0, True), sites, None, *a)
 
     rng = np.random.default_rng(0)
+    tables = {C: capture.SiteTable(C, "cpu") for C in (4096, 14336)}
     report_sites = []
     for i in range(160):
         C = 14336 if i % 5 == 3 else 4096
         s = capture.SiteStats(i // 5, ["attn_in", "o_in", "mlp_in", "down_in", "resid"][i % 5], C, 100.0, th,
-                              capture.SiteTable(C, "cpu"))
+                              tables[C])
         s.windows, s.tokens = 16, 16 * T
-        s.absmax = rng.random(C, dtype=np.float32) * 5
-        s.absmax[7] = 2e4
-        s.absmax_value, s.absmax_window = s.absmax.copy(), rng.integers(0, 16, C)
-        s.absmax_pos, s.absmax_token = rng.integers(0, T, C), rng.integers(0, 1000, C)
-        s.massive_count = np.zeros(C, np.int64)
-        s.massive_count[7] = 16
-        s.int8_count = (rng.random(C) < 0.02).astype(np.int64) * 3
-        s.window_sums, s.top3_sum = np.array([8.0, 9.0, 20.0]), np.array([1.0, 2.0, 3.0])
-        for name in ("channel_absmax5", "channel_absmean5"):
-            setattr(s, name, rng.random(C))
-            setattr(s, name + "_ok", np.ones(C, bool))
-            setattr(s, name + "_x", rng.random(C))
         recs = [{"window": w, "pos": 0, "token_id": 1, "channel": 7, "value": 10.0 + w} for w in range(16)]
         s.top.push([r["value"] for r in recs], recs)
         for h in s.hits.values():
             h.add(recs)
         report_sites.append(s)
+    for C, t in tables.items():             # the host statistics as Recorder.to_host leaves them: [rows, C] each
+        R = len(t.sites)
+        absmax = rng.random((R, C), dtype=np.float32) * 5
+        absmax[:, 7] = 2e4
+        massive = np.zeros((R, C), np.int64)
+        massive[:, 7] = 16
+        t.host = {"absmax": absmax, "absmax_value": absmax.copy(), "absmax_window": rng.integers(0, 16, (R, C)),
+                  "absmax_pos": rng.integers(0, T, (R, C)), "absmax_token": rng.integers(0, 1000, (R, C)),
+                  "massive_count": massive, "int8_count": (rng.random((R, C)) < 0.02).astype(np.int64) * 3,
+                  "window_sums": np.tile([8.0, 9.0, 20.0], (R, 1)), "top3_sum": np.tile([1.0, 2.0, 3.0], (R, 1))}
+        for name in ("channel_absmax5", "channel_absmean5"):
+            t.host |= {name: rng.random((R, C)), name + "_ok": np.ones((R, C), bool), name + "_x": rng.random((R, C))}
+        for s in t.sites:
+            for name, h in t.host.items():
+                setattr(s, name, h[s.row])
 
     def report():
         namer = Namer(None)
+        if site_lists:
+            site_lists(list(tables.values()))
         return [site_summary(s, ["x"], namer, th) for s in report_sites]
 
     print(f"tree {args.tree}; torch {torch.__version__}, {torch.get_num_threads()} threads; min of {args.reps}")

@@ -480,7 +480,9 @@ class V1Recorder(Recorder):
         return self.to_host
 
     def to_host(self) -> None:        # the report reads numpy arrays (the three window sums as one, rounded lists)
-        from sysq.detect.activation import round5
+        import types
+
+        from sysq.detect.activation import round5, site_lists
         for s in self.sites.values():
             s.channel_absmax5 = round5(s.absmax)
             s.channel_absmean5 = round5(s.abssum / max(s.tokens, 1))
@@ -488,6 +490,13 @@ class V1Recorder(Recorder):
                 if isinstance(v, torch.Tensor):
                     setattr(s, name, v.numpy())
             s.window_sums = np.array([s.median_sum, s.mean_sum, s.tokmax_median_sum])
+            # site_summary's lists (today's site_lists) from a one-row table of the site; round5 rounded every value
+            host = {n: getattr(s, n)[None] for n in ("absmax", "massive_count", "int8_count")}
+            for n in ("channel_absmax5", "channel_absmean5"):
+                r = getattr(s, n)[None]
+                host |= {n: r, n + "_ok": np.ones(r.shape, bool), n + "_x": r}
+            s.row = 0
+            site_lists([types.SimpleNamespace(host=host, sites=[s])])
 
     def flush(self) -> None:          # v1 made its records inside run()
         pass

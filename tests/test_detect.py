@@ -272,16 +272,63 @@ def test_every_family_streams(model_type):
     assert len(r.attention["layers"]) == 2 and all(len(a["sink_share"]) == 4 for a in r.attention["layers"])
 
 
-def test_largest_first_is_the_stable_sorts_first_k():
-    """The int8 channel list (most frequent first, ties by channel, at most k) sorts only the candidates: the same
-    list as a stable sort of all of them, on keys with many ties and on fewer keys than k."""
+def test_row_orders_are_the_stable_sorts_first_k():
+    """The orders made for all sites of a group or table at once give, row by row, a stable sort's first k (ties by
+    column): the top token maxima (capture.largest_first_rows: float keys, all columns, many ties) and the massive /
+    int8 channel lists (activation._ordered_nonzero: the nonzero columns only), on keys with many ties, fewer keys
+    than k, and rows with none."""
     import numpy as np
-    from sysq.detect.activation import largest_first
+    from sysq.capture import largest_first_rows
+    from sysq.detect.activation import _ordered_nonzero
     g = np.random.default_rng(0)
-    for n, hi, k in ((5000, 7, 64), (300, 40, 64), (40, 3, 64), (64, 2, 64), (65, 2, 64), (1000, 1000, 10)):
-        key = g.integers(0, hi, n)
-        idx = np.flatnonzero(key)
-        assert largest_first(idx, key, k) == idx[np.argsort(-key[idx], kind="stable")][:k].tolist()
+    for rows, n, hi, k in ((3, 5000, 7, 64), (5, 300, 40, 64), (4, 40, 3, 64), (2, 64, 2, 64), (6, 65, 2, 64),
+                           (3, 1000, 1000, 10), (4, 12, 5, 16)):
+        key = g.integers(0, hi, (rows, n))
+        key[1] = 0
+        fkey = (key / 3).astype(np.float32)
+        r, c = largest_first_rows(fkey, k)
+        want = [np.argsort(-fkey[i], kind="stable")[:k].tolist() for i in range(rows)]
+        assert [c[r == i].tolist() for i in range(rows)] == want and (np.diff(r) >= 0).all()
+        for kk in (k, None):
+            want = []
+            for i in range(rows):
+                idx = np.flatnonzero(key[i])
+                want.append(idx[np.argsort(-fkey[i][idx], kind="stable")][:kk].tolist())
+            assert _ordered_nonzero(key, fkey, kk) == want
+
+
+def test_records_made_only_where_kept_match_the_records_of_all():
+    """TopK.keep / fill (records made only for the values that stay) leave the items push() leaves, ties included,
+    and TokenHits.add_tokens counts as the per-record add of the tokens did (the same Counter insertion order, so
+    most_common's ties agree)."""
+    from collections import Counter
+
+    import numpy as np
+    from sysq.capture import MAX_EXAMPLES, TokenHits, TopK
+    g = np.random.default_rng(1)
+    for k in (1, 4, 16):
+        a, b = TopK(k), TopK(k)
+        for _ in range(6):
+            values = sorted(g.integers(0, 6, g.integers(0, 20)).astype(float).tolist(), reverse=True)
+            recs = [{"v": v, "i": i} for i, v in enumerate(values)]
+            a.push(values, recs)
+            kept = b.keep(values)
+            if kept:
+                b.fill([recs[i] for i in kept])
+            assert a.items == b.items
+    h = TokenHits()
+    want = {"initial_ids": Counter(), "ids": Counter(), "positions": Counter()}
+    for _ in range(4):
+        pos, tids = g.integers(0, 3, 30), g.integers(0, 5, 30)
+        n = h.add_tokens(pos, tids)
+        assert n == min(30, MAX_EXAMPLES - len(h.examples))
+        h.examples.extend([None] * n)
+        for p, t in zip(pos.tolist(), tids.tolist()):
+            want["initial_ids" if p == 0 else "ids"][t] += 1
+            want["positions"][p] += 1
+    assert h.count == 120 and len(h.examples) == MAX_EXAMPLES
+    for name, c in want.items():
+        assert list(getattr(h, name).items()) == list(c.items())
 
 
 def test_attention_mass_in_the_triton_interpreter():

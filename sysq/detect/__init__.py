@@ -21,7 +21,7 @@ from ..arch import get_adapter
 from ..capture import Recorder
 from ..errors import SysqError
 from ..sequential import choose_pipeline, run_layers
-from .activation import residual_channels, round_channels, site_summary
+from .activation import residual_channels, round_channels, site_lists, site_summary
 from .attention import attention_maps, attention_probes, attention_summary
 from .consistency import feature_consistency, sequence_consistency
 from .lifecycle import MAX_CHANNELS, channel_lifecycle, down_rows, groups_of
@@ -122,6 +122,7 @@ def detect(model, windows, tokenizer=None, thresholds=None, quiet: bool = False,
             rec.detach()
             bar.close()
     statistics_done()
+    site_lists(list(rec.tables.values()))
     if rec.chunks:
         log.info("detect: %d chunks of up to %d layers reduced together (up to %.2f GiB of activations held; "
                  "sysq.capture.CHUNK_BYTES)", len(rec.chunks), max(n for n, _ in rec.chunks),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..capture import SiteStats, SiteTable, largest_first, to_device
+from ..capture import SiteStats, SiteTable, nonzero, to_device
 from .thresholds import Thresholds
 from .tokens import Namer, taxonomy
 
@@ -49,7 +49,7 @@ def round5_parts(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     n / 10^p (or the exact n * 10^-p) is then the double nearest n * 10^-p, which is what float() of the printed
     digits gives. The few inexact values near a midpoint, and zeros, non-finite or extreme values, take Python's
     formatting: returns (rounded, ok, the float64 values), with ok False where the rounded value is not yet right
-    (round5 formats those; round_channels leaves them to the host, see exact5), without reading a value on the
+    (round5 formats those; round_channels leaves them to the host, see site_lists), without reading a value on the
     device."""
     x = values.detach().double().flatten()
     pw = _pow10_on(x.device)
@@ -74,22 +74,50 @@ def round5_parts(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     return out.view(values.shape), ok.view(values.shape), x.view(values.shape)
 
 
-def exact5(site, name: str) -> np.ndarray:
-    """A site's rounded list (round_channels) on the host, with the values round5_parts left to Python's formatting
-    formatted here: the device never waits for this read. A copy: the report keeps it, and a view would keep the
-    whole pinned copy of the statistics alive (and the next detect allocating pinned memory again)."""
-    out, ok, x = getattr(site, name), getattr(site, name + "_ok", None), getattr(site, name + "_x", None)
+def site_lists(tables: list[SiteTable]) -> None:
+    """What site_summary reads as lists, made per SiteTable in one set of numpy calls over all its rows (its `host`
+    statistics, Recorder.to_host; not ~10 calls per site), set on each site as `lists`: its massive channels
+    (largest absmax first, ties by channel), its int8 channels (most windows first, ties by channel; the first
+    MAX_INT8_CHANNELS), and its rounded per-channel lists, with the values round5_parts left to Python's formatting
+    formatted here (the device never waits for this read). The rounded lists are copies: the report keeps them,
+    and a view of the pinned host copy would keep all of it alive (and the next detect allocating pinned memory
+    again)."""
+    for t in tables:
+        h = t.host
+        lists = {"massive": _ordered_nonzero(h["massive_count"], h["absmax"]),
+                 "int8": _ordered_nonzero(h["int8_count"], h["int8_count"], MAX_INT8_CHANNELS)}
+        for name, key in (("channel_absmax5", "channel_absmax"), ("channel_absmean5", "channel_absmean")):
+            out, ok, x = h[name], h[name + "_ok"], h[name + "_x"]
+            # a copy per row (blocks the allocator reuses; a copy of a whole table pages in fresh memory: slower)
+            lists[key] = [np.array(o) if clean else exact5(o, k, v)
+                          for o, k, v, clean in zip(out, ok, x, ok.all(1).tolist())]
+        for s in t.sites:
+            s.lists = {k: v[s.row] for k, v in lists.items()}
+
+
+def exact5(out: np.ndarray, ok: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """round5_parts' three arrays (on the host) finished: a copy of `out` with the values it left (not ok) formatted
+    by Python, float(f"{v:.5g}") of x there."""
     out = np.array(out)
-    if ok is not None:
-        odd = np.flatnonzero(~ok)
-        out[odd] = [float(f"{v:.5g}") for v in x[odd].tolist()]
+    odd = np.flatnonzero(~ok)
+    out.reshape(-1)[odd] = [float(f"{v:.5g}") for v in x.reshape(-1)[odd].tolist()]
     return out
+
+
+def _ordered_nonzero(count: np.ndarray, key: np.ndarray, k: int | None = None) -> list:
+    """Per row of count [R, C]: the columns where it is nonzero, by key descending, ties by column (a stable sort),
+    the first k (None: all), as lists."""
+    rows, cols = nonzero(count)
+    order = np.lexsort((-key[rows, cols], rows))
+    cols = cols[order].tolist()
+    ends = np.searchsorted(rows[order], np.arange(count.shape[0] + 1)).tolist()
+    return [cols[lo:hi if k is None else min(hi, lo + k)] for lo, hi in zip(ends, ends[1:])]
 
 
 def round_channels(tables: list[SiteTable]) -> None:
     """The per-channel lists of the report (absmax, mean |x|) of every site, rounded on the tables' devices in one
     call per device: `channel_absmax5`, `channel_absmean5` in each table's `rounded`, with round5_parts' `_ok` and
-    `_x` beside each (exact5 finishes them on the host). No read of a device value: queued behind the merges."""
+    `_x` beside each (site_lists finishes them on the host). No read of a device value: queued behind the merges."""
     by_device: dict = {}
     for t in tables:
         by_device.setdefault(t.device, []).append(t)
@@ -118,10 +146,8 @@ def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds)
     c = int(absmax.argmax())
     absmax_at = {"window": int(window[c]), "pos": int(pos[c]), "token_id": int(token[c]), "channel": c,
                  "value": float(value[c])}
-    massive = np.flatnonzero(count)
-    massive = massive[np.argsort(-absmax[massive], kind="stable")].tolist()   # largest first, ties by channel
-    int8_count = s.int8_count
-    int8 = largest_first(np.flatnonzero(int8_count), int8_count, MAX_INT8_CHANNELS)
+    lists = s.lists                                   # site_lists
+    massive, int8, int8_count = lists["massive"], lists["int8"], s.int8_count
     median_sum, mean_sum, tokmax_median_sum = s.window_sums.tolist()
     tok_med = tokmax_median_sum / w
     out = {
@@ -137,8 +163,8 @@ def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds)
                              zip(massive, *(x[massive].tolist() for x in (count, absmax, value, pos, token)))],
         "suggested_token_max_threshold": th.token_ratio * tok_med,
         # arrays in memory (lists in report.json): float(f"{v:.5g}") of each channel's value (round_channels)
-        "channel_absmax": exact5(s, "channel_absmax5"),
-        "channel_absmean": exact5(s, "channel_absmean5"),
+        "channel_absmax": lists["channel_absmax"],
+        "channel_absmean": lists["channel_absmean"],
     }
     if s.site == "resid":
         out["top3_mean"] = (s.top3_sum / w).tolist()

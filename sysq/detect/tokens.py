@@ -1,7 +1,7 @@
 """Token taxonomy of outlier tokens (An et al.): initial token, strong delimiter, weak-semantic, other."""
 from __future__ import annotations
 
-from collections import Counter
+from operator import itemgetter
 
 TYPES = ("initial", "delimiter", "weak_semantic", "other")
 DELIMITERS = set(".,;:!?\n\"'()[]{}<>-–—…") | {"\\n", "``", "''", "@-@", "@,@", "@.@", "--"}
@@ -55,18 +55,25 @@ class Namer:
 
 
 def taxonomy(hits, namer: Namer) -> dict:
-    """Counts per token type of one TokenHits, split into position 0 and the rest, with examples."""
-    counts = Counter()
-    examples: dict[str, Counter] = {t: Counter() for t in TYPES}
+    """Counts per token type of one TokenHits, split into position 0 and the rest, with examples. Plain dicts (a
+    report makes ~500 of these): the examples ordered as Counter.most_common orders them (count descending, ties
+    in insertion order: a stable sort)."""
+    counts: dict[str, int] = {}
+    examples: dict[str, dict] = {t: {} for t in TYPES}
     for tid, n in hits.initial_ids.items():
-        counts["initial"] += n
-        examples["initial"][namer.text(tid)] += n
+        counts["initial"] = counts.get("initial", 0) + n
+        ex = examples["initial"]
+        text = namer.text(tid)
+        ex[text] = ex.get(text, 0) + n
     for tid, n in hits.ids.items():
         t = namer.type(tid, pos=1)
-        counts[t] += n
-        examples[t][namer.text(tid)] += n
+        counts[t] = counts.get(t, 0) + n
+        ex = examples[t]
+        text = namer.text(tid)
+        ex[text] = ex.get(text, 0) + n
     total = sum(counts.values())
     return {"total": total, "counts": {t: counts.get(t, 0) for t in TYPES},
             "share": {t: (counts.get(t, 0) / total if total else 0.0) for t in TYPES},
-            "examples": {t: [{"token": s, "count": n} for s, n in examples[t].most_common(5)] for t in TYPES},
+            "examples": {t: [{"token": s, "count": n} for s, n in
+                             sorted(examples[t].items(), key=itemgetter(1), reverse=True)[:5]] for t in TYPES},
             "excluding_initial": {t: counts.get(t, 0) for t in TYPES if t != "initial"}}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..arch import Adapter
-from ..capture import column_stats, fused, start_to_host
+from ..capture import column_stats, fused, nonzero, start_to_host
 from .thresholds import Thresholds
 
 TOP_COLUMNS = 8
@@ -62,7 +62,7 @@ def _stats_on_host(th: Thresholds, r, top_values, top_indices, rows, row_values,
     med = np.partition(r, (n - 1) // 2, axis=1)[:, (n - 1) // 2].astype(np.float64)
     med[np.isnan(r).any(1)] = np.nan
     # compared in the ratios' dtype, as torch compares a tensor with a Python float
-    hit_k, hit_j = np.nonzero(r >= (th.weight_ratio * med).astype(r.dtype)[:, None])
+    hit_k, hit_j = nonzero(r >= (th.weight_ratio * med).astype(r.dtype)[:, None])
     ends = np.searchsorted(hit_k, np.arange(len(r) + 1)).tolist()
     hit_j, hit_rows = hit_j.tolist(), col_argmax[hit_k, hit_j].tolist()
     top_v, top_i, top_r, top_rv = (a.tolist() for a in (top_values, top_indices, rows, row_values))
