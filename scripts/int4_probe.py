@@ -8,7 +8,9 @@ windows.
 
 Prints one PROBE line per configuration (ppl, x FP, quantize seconds, the learned step's seconds); the FP
 perplexity and the outlier report (detect on 8 calibration windows) are cached under $PROBE_CACHE (/tmp/int4b).
-DEVICE=cuda runs it on a GPU (default: the CPU).
+DEVICE=cuda runs it on a GPU (default: the CPU). PROBE_KEEP_MITIGATED=1 keeps each mitigated model (before
+quantize) under $PROBE_CACHE and loads it again for the same CONFIG@PLAN and CN: probes that change only learn_*
+fields skip the plan's measured search (the same model, so the same numbers; `quant` then counts no search).
 """
 import json
 import logging
@@ -19,6 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
 
 import sysq  # noqa: E402
 from evaluation.perplexity import perplexity  # noqa: E402
@@ -62,7 +66,13 @@ def main(argv) -> int:
                 else:
                     report = sysq.detect(model, calib.ids[:8], tokenizer=tok, quiet=True)
                     report_file.write_bytes(pickle.dumps(report))
-            r = mitigate(model, plan(report, rec, method=method), calib, quiet=True, report=report)
+            saved = cache / f"mitigated_{cn}_{rec}@{method}.pt"
+            if os.environ.get("PROBE_KEEP_MITIGATED") and saved.exists():     # the same plan: skip its search
+                model, r = torch.load(saved, weights_only=False)
+            else:
+                r = mitigate(model, plan(report, rec, method=method), calib, quiet=True, report=report)
+                if os.environ.get("PROBE_KEEP_MITIGATED"):
+                    torch.save((model, r), saved)
         if extra:
             r = get_recipe({**r.to_dict(), **extra})
         s = quantize(model, r, calib, quiet=True)

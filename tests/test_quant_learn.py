@@ -155,3 +155,37 @@ def test_bf16_autocast_trains_in_bf16_and_keeps_the_model_float32():
         assert all(q.quantized and q.dequantized_weight().dtype == torch.float32 for q in qls)
     with pytest.raises(SysqError, match="learn_amp"):
         get_recipe({"base": "w4a16-g32", "method": "learned", "learn_amp": "fp16"})
+
+
+@pytest.mark.parametrize("base", ["w4a16-g32+fz", "w4a16-g32", "w4a8"])
+def test_the_fake_quantizers_by_hand_give_autograds_gradients_bit_for_bit(base):
+    """_FloatZeroFakeQuant and _IntZeroFakeQuant (the training step's weight, written out by hand for speed) give
+    the same weights and the same gradients of V, a and b as autograd's graph of _Learner.codes, over SignSGD steps
+    that move V and the clip factors (so codes clamp, and rows clip)."""
+    from sysq.quant.api import prepare
+    from sysq.quant.learn import _Learner
+    from sysq.quant.linear import QuantLinear
+
+    model = tiny_model("llama", layers=1)
+    prepare(model, {"base": base, "method": "learned"})
+    qls = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    g = torch.Generator().manual_seed(0)
+    for q in qls:
+        q.weight.data = torch.randn(q.weight.shape, generator=g) * torch.rand(q.weight.shape[1], generator=g) * 3
+        fast, slow = _Learner(q, 0.5), _Learner(q, 0.5)
+        x = torch.randn(7, q.weight.shape[1], generator=g)
+
+        def reference(lrn):
+            c, scale, zero = lrn.codes(ste=True)
+            w = c * scale + zero if lrn.float_zero else (c - zero) * scale
+            return w.reshape(lrn.w.shape)
+
+        for step in range(8):
+            wf, ws = fast.weight(), reference(slow)
+            assert torch.equal(wf, ws), (q, step)
+            target = torch.randn(7, q.weight.shape[0], generator=g)
+            for lrn, w in ((fast, wf), (slow, ws)):
+                (x @ w.T - target).pow(2).sum().backward()
+            assert all(torch.equal(pf.grad, ps.grad) for pf, ps in zip(fast.params(), slow.params())), (q, step)
+            fast.step(0.2)
+            slow.step(0.2)

@@ -147,6 +147,33 @@ class _FloatZeroFakeQuant(torch.autograd.Function):
         return None, g_t, g_scale, g_zero, None, None
 
 
+class _IntZeroFakeQuant(torch.autograd.Function):
+    """w = (clamp(round_ste(r / scale + V) + zero, qmin, qmax) - zero) * scale, integer zero points: the graph of
+    _Learner.codes + weight by hand, as _FloatZeroFakeQuant (same ops, same order, the same gradients bit for bit,
+    tests/test_quant_learn.py), about half autograd's passes over [R, n]. The zero point's own straight-through
+    rounding of lo / scale stays in autograd (an [R, 1] chain)."""
+
+    @staticmethod
+    def forward(ctx, r, V, scale, zero, qmin: int, qmax: int):
+        d = r / scale
+        q = d.add(V).round_().add_(zero)               # the straight-through round's value, plus the zero point
+        outside = (q < qmin).logical_or_(q > qmax)      # clamp passes the gradient where qmin <= x <= qmax
+        u = q.clamp_(qmin, qmax).sub_(zero)
+        ctx.save_for_backward(u, outside, d.div_(scale), scale)    # (r / scale) / scale: div's grad of scale
+        return u.mul(scale)
+
+    @staticmethod
+    def backward(ctx, gw):
+        u, outside, dd, scale = ctx.saved_tensors
+        g_scale = u.mul_(gw).sum(1, keepdim=True)                 # w = u * scale
+        g_u = gw * scale
+        g_zero = g_u.sum(1, keepdim=True).neg_()                  # u = q - zero (a negated sum: exactly so)
+        g_t = g_u.masked_fill_(outside, 0)                        # clamp, then + zero, round_ste and + V pass it on
+        g_zero = g_zero + g_t.sum(1, keepdim=True)
+        g_scale = g_scale + dd.mul_(g_t).sum(1, keepdim=True).neg_()     # d = r / scale: -g * (r / scale) / scale
+        return None, g_t, g_scale, g_zero, None, None
+
+
 class _Learner:
     """The trainable rounding state of one QuantLinear: V [R, n] and clip factors a, b [R, 1] on rows(W)."""
 
@@ -195,10 +222,11 @@ class _Learner:
         return torch.clamp(rnd(self.r / scale + self.V) + zero, qmin, qmax), scale, zero
 
     def weight(self, ste: bool = True) -> torch.Tensor:
-        if ste and self.float_zero:
+        if ste and not self.spec.symmetric:
             qmin, qmax = qrange(self.spec.bits)
             scale, zero = self.qparams(ste)
-            w = _FloatZeroFakeQuant.apply(self.r, self.V, scale, zero, qmin, qmax)
+            fq = _FloatZeroFakeQuant if self.float_zero else _IntZeroFakeQuant
+            w = fq.apply(self.r, self.V, scale, zero, qmin, qmax)
         else:
             q, scale, zero = self.codes(ste)
             w = (q * scale + zero) if self.float_zero else (q - zero) * scale     # sysq.quant.math.dequantize
