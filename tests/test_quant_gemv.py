@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from sysq.errors import SysqError
+
 from interpreter import run_cases
 
 HERE = Path(__file__).resolve().parent
@@ -71,7 +73,15 @@ def test_the_tuned_table_is_the_gpus_and_a_sweeps_file_replaces_it(tmp_path, mon
     monkeypatch.setattr(gemv, "gpu_name", lambda: "NVIDIA H200")
     assert gemv.tuned("int8", 1, 14336, 4096) == gemv.TUNED["NVIDIA H200"]["int8"][(14336, 4096)]
     assert gemv.tuned("int8", 2, 14336, 4096) is None                    # one row only
-    assert gemv.int4_kernel(4096, 4096) == "tinygemm"
+    monkeypatch.delenv("SYSQ_INT4_GEMV", raising=False)
+    assert gemv.int4_kernel(4096, 4096) == "mma" and gemv.mma_config(4096, 128256) == 0     # the H200's sweep
+    assert gemv.mma_config(4096, 4096) == gemv.TUNED["NVIDIA H200"]["int4"][(4096, 4096)]["CONFIG"]
+    monkeypatch.setenv("SYSQ_INT4_GEMV", "tinygemm")                   # the variable overrides the table
+    assert gemv.int4_kernel(4096, 4096) == "tinygemm" and not gemv.int4_gemv_for("cuda", 4096, 4096)
+    monkeypatch.setenv("SYSQ_INT4_GEMV", "marlin")
+    with pytest.raises(SysqError, match="SYSQ_INT4_GEMV='marlin'"):
+        gemv.int4_kernel(4096, 4096)
+    monkeypatch.delenv("SYSQ_INT4_GEMV")
     monkeypatch.setattr(gemv, "gpu_name", lambda: "NVIDIA A100-SXM4-80GB")
     assert gemv.tuned("int8", 1, 14336, 4096) is None
     (tmp_path / "t.json").write_text(json.dumps({"int8": {"14336x4096": {"SPLIT_K": 2, "BLOCK_N": 8}}}))
