@@ -512,17 +512,52 @@ def isolated(args, recipe: str, mode: str) -> dict:
 
 # ---- report --------------------------------------------------------------------------------------
 
+def round_ratios(rows, phase, mode, recipe, base="fp") -> list[float]:
+    """tokens/s of recipe over base's (same mode and phase), one per round both rows ran in."""
+    get = {(r["recipe"], r["mode"], r.get("round", 0)): r for r in rows}
+    out = []
+    for rnd in sorted({r.get("round", 0) for r in rows}):
+        a = get.get((recipe, mode, rnd), {}).get(phase, {})
+        b = get.get((base, mode, rnd), {}).get(phase, {})
+        if "tokens_per_s" in a and "tokens_per_s" in b:
+            out.append(a["tokens_per_s"] / b["tokens_per_s"])
+    return out
+
+
 def ratio(rows, phase, mode, recipe, base="fp"):
-    """tokens/s of recipe over base's (same mode and phase)."""
-    get = {(r["recipe"], r["mode"]): r for r in rows}
-    a, b = get.get((recipe, mode), {}).get(phase, {}), get.get((base, mode), {}).get(phase, {})
-    if "tokens_per_s" in a and "tokens_per_s" in b:
-        return a["tokens_per_s"] / b["tokens_per_s"]
-    return None
+    """The median over rounds of recipe's tokens/s over base's: each ratio from rows run minutes apart at most,
+    so a slow spell of a shared machine moves one round, not the result."""
+    xs = round_ratios(rows, phase, mode, recipe, base)
+    return statistics.median(xs) if xs else None
 
 
-def table(rows, settings, device) -> str:
+def merged_rows(rows) -> list[dict]:
+    """One row per (recipe, mode): tokens/s and resident memory the median over its rounds (--rounds)."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["recipe"], r["mode"]), []).append(r)
+    out = []
+    for rs in groups.values():
+        ok = [r for r in rs if "error" not in r]
+        if len(rs) == 1 or not ok:
+            out.append(rs[0])
+            continue
+        m = copy.deepcopy(ok[0])
+        for k in ("rss_setup_mib", "rss_after_mib", "rss_peak_mib"):
+            if all(k in r for r in ok):
+                m[k] = statistics.median(r[k] for r in ok)
+        for ph, p in m.items():
+            if isinstance(p, dict) and "tokens_per_s" in p:
+                xs = [r[ph]["tokens_per_s"] for r in ok if "tokens_per_s" in r.get(ph, {})]
+                p["tokens_per_s"], p["rounds_tokens_per_s"] = statistics.median(xs), xs
+        m["rounds"] = len(ok)
+        out.append(m)
+    return out
+
+
+def table(all_rows, settings, device) -> str:
     phases = settings["phases"]
+    rows = merged_rows(all_rows)
     head = ["recipe", "mode", "weights MiB"]
     for ph in phases:
         head += [f"{ph} tok/s", f"{ph} x fp"] + ([f"{ph} peak MiB"] if device == "cuda" else [])
@@ -539,8 +574,8 @@ def table(rows, settings, device) -> str:
         for ph in phases:
             p = r.get(ph, {})
             if "tokens_per_s" in p:
-                x = ratio(rows, ph, r["mode"], r["recipe"])
-                xf = ratio(rows, ph, r["mode"], r["recipe"], "fp+fused") if r["recipe"].endswith("+fused") else None
+                x = ratio(all_rows, ph, r["mode"], r["recipe"])
+                xf = ratio(all_rows, ph, r["mode"], r["recipe"], "fp+fused") if r["recipe"].endswith("+fused") else None
                 cells += [f"{p['tokens_per_s']:.1f}", (f"{x:.2f}" if x else "–") + (f" ({xf:.2f} vs fp+fused)"
                                                                                        if xf else "")]
             else:
@@ -565,15 +600,23 @@ def table(rows, settings, device) -> str:
            ""] + lines + ["", "## Goals", ""]
     if any(ph != "prefill" for ph in phases):
         out += [f"Decode tok/s and ratios: {TIMING[settings.get('decode_timing', 'step')]}.", ""]
+    rounds = len({r.get("round", 0) for r in all_rows})
+    if rounds > 1:
+        out += [f"{rounds} rounds (every row once per round, in turn): tok/s is the median over the rounds, a "
+                "ratio the median of the rounds' ratios (each round's in brackets).", ""]
+
+    def goal_line(what, xs, goal):
+        x = statistics.median(xs)
+        each = f" (rounds {', '.join(f'{v:.2f}' for v in xs)})" if len(xs) > 1 else ""
+        return f"- {what}: {x:.2f}x{each} (goal >= {goal}: {'met' if x >= goal else 'missed'})"
     for phase, mode, recipe, goal in GOALS.get(device, []):
-        x = ratio(rows, phase, mode, recipe)
-        if x is not None:
-            out.append(f"- {phase} {mode} {recipe}+real / fp: {x:.2f}x (goal >= {goal}: {'met' if x >= goal else 'missed'})")
+        xs = round_ratios(all_rows, phase, mode, recipe)
+        if xs:
+            out.append(goal_line(f"{phase} {mode} {recipe}+real / fp", xs, goal))
         for against in ("fp", "fp+fused"):     # fused rows: against unfused and against fused float
-            x = ratio(rows, phase, mode, recipe + "+fused", against)
-            if x is not None:
-                out.append(f"- {phase} {mode} {recipe}+fused / {against}: {x:.2f}x (goal >= {goal}: "
-                           f"{'met' if x >= goal else 'missed'})")
+            xs = round_ratios(all_rows, phase, mode, recipe + "+fused", against)
+            if xs:
+                out.append(goal_line(f"{phase} {mode} {recipe}+fused / {against}", xs, goal))
     if device == "cpu":
         fp = {r["mode"]: r.get("rss_after_mib") for r in rows if r["recipe"] == "fp" and "error" not in r}
         for r in rows:
@@ -618,6 +661,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=8, help="batch of the decodeB phase")
     p.add_argument("--reps", type=int, default=5, help="timed prefill calls (median)")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1, help="run every row this many times, in turn; tok/s and "
+                   "ratios are medians over the rounds (a shared machine's slow spells hit one round, not a row)")
     p.add_argument("--prefill-mode", default=None, help="torch.compile mode of the compiled prefill (default on CUDA: "
                    "max-autotune-no-cudagraphs, whose Triton int8 GEMM templates beat _int_mm's sm80 cutlass kernel "
                    "on Hopper; 'default' for inductor's default; on the CPU inductor's default)")
@@ -656,6 +701,8 @@ def finish(args, argv) -> argparse.Namespace:
     elif args.prefill_mode == "default":
         args.prefill_mode = None
     args.out = args.out or os.environ.get("OUT") or "out/bench"
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be 1 or more (got {args.rounds})")
     args._base = None
     return args
 
@@ -686,7 +733,8 @@ def run(args) -> int:
     import transformers
     settings = dict(model=args.model, device=args.device, dtype=args.dtype, phases=args.phases,
                     prefill=f"{args.prefill[0]}x{args.prefill[1]}", prompt=args.prompt, new=args.new,
-                    batch=args.batch, reps=args.reps, warmup=args.warmup, prefill_mode=args.prefill_mode,
+                    batch=args.batch, reps=args.reps, warmup=args.warmup, rounds=args.rounds,
+                    prefill_mode=args.prefill_mode,
                     decode_mode=args.decode_mode, decode_timing=args.decode_timing,
                     lm_head_quantized=args.lm_head, isolate=isolate,
                     threads=torch.get_num_threads(), torch=torch.__version__, transformers=transformers.__version__,
@@ -706,24 +754,26 @@ def run(args) -> int:
     if not isolate:
         args._base = build(args.model, args.device, getattr(torch, args.dtype))
     rows, start = [], time.perf_counter()
-    for mode in [m for m in args.modes.split(",") if m]:
-        for recipe in [r for r in args.rows.split(",") if r]:
-            if args.time_budget and time.perf_counter() - start > args.time_budget:
-                rows.append(dict(recipe=recipe, mode=mode, error="skipped: time budget spent"))
-                continue
-            t = time.perf_counter()
-            try:
-                row = isolated(args, recipe, mode) if isolate else run_row(args, recipe, mode)
-            except Exception as e:
-                row = dict(recipe=recipe, mode=mode, error=f"{type(e).__name__}: {str(e)[:300]}")
-            row["wall_s"] = time.perf_counter() - t
-            rows.append(row)
-            brief = {ph: round(row[ph]["tokens_per_s"], 1) for ph in args.phases if "tokens_per_s" in row.get(ph, {})}
-            print(f"{recipe:16s} {mode:8s} {row['wall_s']:6.1f}s  tok/s {brief}  "
-                  f"{row.get('error', '') or [row[ph]['error'] for ph in args.phases if 'error' in row.get(ph, {})] or ''}",
-                  flush=True)
-            atomic_write_text(Path(args.out) / "bench.json", json.dumps(dict(settings=settings, rows=rows), indent=1))
-            atomic_write_text(Path(args.out) / "bench.md", table(rows, settings, args.device))
+    todo = [(rnd, mode, recipe) for rnd in range(args.rounds) for mode in [m for m in args.modes.split(",") if m]
+            for recipe in [r for r in args.rows.split(",") if r]]
+    for rnd, mode, recipe in todo:
+        if args.time_budget and time.perf_counter() - start > args.time_budget:
+            rows.append(dict(recipe=recipe, mode=mode, round=rnd, error="skipped: time budget spent"))
+            continue
+        t = time.perf_counter()
+        try:
+            row = isolated(args, recipe, mode) if isolate else run_row(args, recipe, mode)
+        except Exception as e:
+            row = dict(recipe=recipe, mode=mode, error=f"{type(e).__name__}: {str(e)[:300]}")
+        row["wall_s"], row["round"] = time.perf_counter() - t, rnd
+        rows.append(row)
+        brief = {ph: round(row[ph]["tokens_per_s"], 1) for ph in args.phases if "tokens_per_s" in row.get(ph, {})}
+        tag = "" if args.rounds == 1 else f"round {rnd + 1} "
+        print(f"{recipe:16s} {mode:8s} {tag}{row['wall_s']:6.1f}s  tok/s {brief}  "
+              f"{row.get('error', '') or [row[ph]['error'] for ph in args.phases if 'error' in row.get(ph, {})] or ''}",
+              flush=True)
+        atomic_write_text(Path(args.out) / "bench.json", json.dumps(dict(settings=settings, rows=rows), indent=1))
+        atomic_write_text(Path(args.out) / "bench.md", table(rows, settings, args.device))
     print(table(rows, settings, args.device))
     return 0
 
