@@ -189,3 +189,37 @@ def test_the_fake_quantizers_by_hand_give_autograds_gradients_bit_for_bit(base):
             assert all(torch.equal(pf.grad, ps.grad) for pf, ps in zip(fast.params(), slow.params())), (q, step)
             fast.step(0.2)
             slow.step(0.2)
+
+
+@pytest.mark.parametrize("recipe", ["w4a4+g32+kv4", "w4a4+g32+ag32+amp"])
+def test_linears_that_share_an_input_share_its_activation_quantizer_with_the_same_codes(recipe, monkeypatch):
+    """q, k, v (and gate, up) get the same input: the learned step quantizes it once per layer call and, under bf16
+    autocast, casts it once; the codes and the outputs are torch.equal to those of one quantizer per linear."""
+    from sysq.quant import learn
+    from sysq.quant.linear import QuantLinear
+
+    model = tiny_model("llama", layers=2)
+    calib = torch.randint(3, VOCAB, (6, 24), generator=torch.Generator().manual_seed(1))
+    calls = []
+    original = QuantLinear.quantize_input
+    monkeypatch.setattr(QuantLinear, "quantize_input", lambda self, x: calls.append(self.name) or original(self, x))
+
+    def run(share: bool):
+        m = copy.deepcopy(model)
+        if not share:
+            monkeypatch.setattr(learn, "_same_input_quantizer", lambda a, b: False)
+        calls.clear()
+        quantize(m, {"base": recipe, "method": "learned", "learn_steps": 5}, calib, quiet=True)
+        n = len(calls)
+        monkeypatch.undo()
+        monkeypatch.setattr(QuantLinear, "quantize_input", lambda self, x: calls.append(self.name) or original(self, x))
+        codes = {ref.name: (ref.module.codes(), ref.module.w_scale, ref.module.w_zero)
+                 for ref in get_adapter(m).linear_refs()}
+        with torch.no_grad():
+            return codes, m(calib[:2]).logits, n
+
+    shared, logits, n_shared = run(True)
+    alone, logits_alone, n_alone = run(False)
+    assert all(torch.equal(x, y) for k in shared for x, y in zip(shared[k], alone[k]))
+    assert torch.equal(logits, logits_alone)
+    assert n_shared * 7 == n_alone * 4        # 4 quantizer calls per layer call instead of 7: q/k/v, o, gate/up, down

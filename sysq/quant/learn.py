@@ -265,12 +265,40 @@ class _Learner:
         self.q.set_quantized_weight(q.reshape(self.w.shape).to(torch.int8), scale, zero)
 
 
+def _same_input_quantizer(a: QuantLinear, b: QuantLinear) -> bool:
+    """a and b quantize the same input to the same numbers (q, k and v; gate and up, unless the plan set them
+    apart: per-linear clip ratios, preserved channels or static scales)."""
+    def same(u, v):
+        return u is v or (u is not None and v is not None and u.shape == v.shape and bool(torch.equal(u, v)))
+    return (a.act_spec == b.act_spec and a.act_group_size == b.act_group_size and same(a.act_scale, b.act_scale)
+            and same(a.act_zero, b.act_zero) and same(a.preserve_channels, b.preserve_channels)
+            and a.preserve_channels_bits == b.preserve_channels_bits)
+
+
 @contextmanager
 def _mode(learners: list[_Learner], mode: str):
     """QuantLinears of the layer compute with: "float" (float weight, no activation quantizer, the target),
     "learned" (the learners' weights, recomputed each call as training changes them; activation quantizers
     straight-through) or "fixed" (the learners' current weights, computed once on entry: a pass over every window
-    with no step in between; the weight's elementwise work costs about as much as a window's matmuls)."""
+    with no step in between; the weight's elementwise work costs about as much as a window's matmuls).
+
+    The activation quantizer runs outside autograd (its value enters the graph straight-through only), once per
+    input that linears share with the same quantizer (q, k, v; gate, up), and an output with no gradient is cast once
+    to the autocast dtype when one is on: the same numbers as one quantizer (and one cast inside F.linear) per linear."""
+    last: dict = {}                     # the last linear's input, its version, the linear and the input it got
+
+    def quantized(q: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+        if last and last["x"] is x and last["version"] == x._version and _same_input_quantizer(last["q"], q):
+            return last["out"]
+        with torch.no_grad():
+            xq = q.quantize_input(x)
+        if torch.is_grad_enabled() and xq is not x:      # no activation quantizer: nothing to pass through
+            xq = x + (xq - x).detach()
+        if torch.is_autocast_enabled(x.device.type) and not xq.requires_grad:    # F.linear would cast it for each
+            xq = xq.to(torch.get_autocast_dtype(x.device.type))     # linear (with a gradient: summed in float32)
+        last.update(x=x, version=x._version, q=q, out=xq)
+        return xq
+
     def forward(lrn: _Learner):
         q = lrn.q
         fixed = lrn.weight(ste=False) if mode == "fixed" else None
@@ -278,11 +306,9 @@ def _mode(learners: list[_Learner], mode: str):
         def fn(x):
             if mode == "float":
                 return F.linear(x, q.weight.to(x.dtype), q.bias)
-            xq = q.quantize_input(x)
+            xq = quantized(q, x)
             if fixed is not None:
                 return F.linear(xq, fixed.to(x.dtype), q.bias)
-            if torch.is_grad_enabled() and xq is not x:      # no activation quantizer: nothing to pass through
-                xq = x + (xq - x).detach()
             return F.linear(xq, lrn.weight(ste=torch.is_grad_enabled()).to(x.dtype), q.bias)
         return fn
 
@@ -291,6 +317,7 @@ def _mode(learners: list[_Learner], mode: str):
     try:
         yield
     finally:
+        last.clear()
         for lrn in learners:
             del lrn.q.forward
 
