@@ -29,7 +29,8 @@ times --new steps twice: each step synced (the median; host time between kernels
 back with one synchronize at the end (as serving and gpt-fast run it: the host prepares step i+1 while the GPU
 runs step i; token and position stay on the device). --decode-timing picks which gives tok/s and the ratios
 (default: loop on CUDA, step on the CPU); on CUDA the table shows both. Ratios are to the 'fp' row of the same
-mode in the same run.
+mode in the same run. --rounds N runs every row N times, in turn: tok/s is then the median over the rounds and a
+ratio the median of the rounds' ratios, so a slow spell of a shared machine moves one round, not a row.
 
 Models: a sysq spec (alias, folder) with its real weights, or config:NAME for random weights built from a
 config on the device (config:llama3-8b, config:smollm2, config:tiny); random weights are fine for speed.
