@@ -14,7 +14,7 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_quant_
 
 
 @pytest.mark.parametrize("m, n, k, g", [(1, 48, 256, 64), (3, 40, 512, 128), (1, 32, 384, 32), (16, 24, 256, 128)])
-@pytest.mark.parametrize("split", [1, 4])     # 2 sits between these: the interpreter is slow (CI time)
+@pytest.mark.parametrize("split", [1, 2, 4])
 @pytest.mark.parametrize("kernel", gemv.INT4_KERNELS)
 def test_int4_gemv_equals_the_dequantized_matmul(m, n, k, g, split, kernel, monkeypatch):
     monkeypatch.setenv("SYSQ_INT4_GEMV", kernel)
@@ -263,7 +263,7 @@ def test_the_table_picks_the_int4_kernel_per_shape_or_keeps_tinygemm(tmp_path, m
 
 
 @pytest.mark.parametrize("m, n, k, g", [(1, 48, 256, 64), (6, 40, 512, 128), (16, 24, 512, 64), (1, 17, 384, 128)])
-@pytest.mark.parametrize("split", [1, 4])     # 2 sits between these: the interpreter is slow (CI time)
+@pytest.mark.parametrize("split", [1, 2, 4])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_int4_tc_gemv_equals_the_dequantized_matmul(m, n, k, g, split, dtype):
     """The tensor-core kernel on pack_int4_tc's layout: every row count up to 16 in one tile, groups of 64 / 128
