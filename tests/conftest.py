@@ -1,8 +1,14 @@
 """Shared fixtures: a tiny offline tokenizer, tiny random models per family, and the real default model."""
+import os
+
 import pytest
 import torch
 
 import sysq
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` (make test): one thread per worker, the cores shared between the workers, not oversubscribed
+    torch.set_num_threads(1)
 
 TINY_TEXT = ("The tower is 324 metres tall , about the same height as an 81 @-@ storey building . "
              "It was the first structure to reach a height of 300 metres ; in 1957 , an antenna was added .\n") * 8
