@@ -71,8 +71,9 @@ def main(argv) -> int:
                 model, r = torch.load(saved, weights_only=False)
             else:
                 r = mitigate(model, plan(report, rec, method=method), calib, quiet=True, report=report)
-                if os.environ.get("PROBE_KEEP_MITIGATED"):
-                    torch.save((model, r), saved)
+                if os.environ.get("PROBE_KEEP_MITIGATED"):     # atomic: probes started beside it wait for the file
+                    torch.save((model, r), saved.with_suffix(f".{os.getpid()}.tmp"))
+                    os.replace(saved.with_suffix(f".{os.getpid()}.tmp"), saved)
         if extra:
             r = get_recipe({**r.to_dict(), **extra})
         s = quantize(model, r, calib, quiet=True)
