@@ -69,6 +69,19 @@ def test_auto_rounds_int4_weights_with_gptq_and_survives_yaml():
     assert apply_to_recipe("w8a8", plan(None, "w8a8", "auto+gptq")).method == "gptq"
 
 
+def test_a_plan_that_replaces_a_named_method_says_so(caplog):
+    from sysq.mitigate.preserve import apply_to_recipe
+    learned = plan(None, "w4a16", "auto")              # made for a recipe without a method: learned rounding
+    with caplog.at_level("WARNING", logger="sysq.mitigate.preserve"):
+        assert apply_to_recipe("w4a16+gptq", learned).method == "learned"
+    assert "replaces the recipe's method 'gptq'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sysq.mitigate.preserve"):
+        apply_to_recipe("w4a16", learned)                     # no method named: nothing to say
+        apply_to_recipe("w4a16+gptq", plan(None, "w4a16+gptq", "auto"))     # the plan keeps it
+    assert caplog.text == ""
+
+
 def test_auto_candidates_and_the_fast_path():
     from sysq.mitigate.api import fast_method
     s = plan(None, "w8a8-static", "auto").search

@@ -19,6 +19,7 @@ Sources:
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import torch
 from torch import nn
@@ -27,6 +28,8 @@ from ..arch import get_adapter
 from ..errors import SysqError
 from .calib import TokenRule
 from .plan import MitigationPlan, PreserveChannels, PreserveTokens
+
+log = logging.getLogger(__name__)
 
 
 def token_rule(p: PreserveTokens | None) -> TokenRule | None:
@@ -47,6 +50,10 @@ def apply_to_recipe(recipe, plan: MitigationPlan):
         r = dataclasses.replace(r, act=dataclasses.replace(r.act, preserve_threshold=p.threshold,
                                                            preserve_positions=tuple(p.positions)))
     lw = plan.learned
+    rounding = plan.rounding if plan.rounding in ("gptq", "learned") and r.weight is not None else r.method
+    if r.method not in ("rtn", rounding):       # rtn is also the unset default: only a named method is worth a word
+        log.warning("%s: the plan's weight rounding %r replaces the recipe's method %r (the plan decides; change "
+                    "`rounding` in its plan.yaml, or make the plan for this recipe)", r.name, rounding, r.method)
     if lw is not None and r.weight is not None and r.method != "learned":    # a recipe's own +learnedN stays
         w, ragged = r.weight, r.ragged
         if not w.symmetric:
