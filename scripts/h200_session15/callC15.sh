@@ -1,4 +1,4 @@
-# call C15 (right after B15, same machine; carry .gpu/b .gpu/whl2p (gguf)): the GGUF complete, then issue 15's
+# call C15 (right after B15, same machine; carry .gpu/b, and .gpu/whl2p (the gguf wheel) unless A15 carried it): the GGUF complete, then issue 15's
 # w4a4+kv4 learned-step budgets side by side on the one H200 (SmolLM2 fp32, 32 calibration windows, the auto+learned
 # plan made once by the first probe and loaded by the others; held-out WikiText-2 test windows 0-39 and 40-79).
 # GRID: steps:windows:seed[:amp[:loss]] (amp bf16 as on the CPU, or fp32; loss mse or token).
