@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 import sysq  # noqa: E402
 from evaluation.perplexity import perplexity  # noqa: E402
+from sysq.io import atomic_file, atomic_write_bytes, atomic_write_text  # noqa: E402
 from sysq.mitigate.api import mitigate, plan  # noqa: E402
 from sysq.quant import get_recipe, quantize  # noqa: E402
 
@@ -49,7 +50,7 @@ def main(argv) -> int:
     for off, win in wins.items():
         fp_file = cache / f"fp_{nw}_{off}.json"
         if not fp_file.exists():
-            fp_file.write_text(json.dumps({"ppl": perplexity(model, win, quiet=True).ppl}))
+            atomic_write_text(fp_file, json.dumps({"ppl": perplexity(model, win, quiet=True).ppl}))
         fp[off] = json.loads(fp_file.read_text())["ppl"]
     report = None
     for cfg in argv:
@@ -65,15 +66,15 @@ def main(argv) -> int:
                     report = pickle.loads(report_file.read_bytes())
                 else:
                     report = sysq.detect(model, calib.ids[:8], tokenizer=tok, quiet=True)
-                    report_file.write_bytes(pickle.dumps(report))
+                    atomic_write_bytes(report_file, pickle.dumps(report))
             saved = cache / f"mitigated_{cn}_{rec}@{method}.pt"
             if os.environ.get("PROBE_KEEP_MITIGATED") and saved.exists():     # the same plan: skip its search
                 model, r = torch.load(saved, weights_only=False)
             else:
                 r = mitigate(model, plan(report, rec, method=method), calib, quiet=True, report=report)
                 if os.environ.get("PROBE_KEEP_MITIGATED"):     # atomic: probes started beside it wait for the file
-                    torch.save((model, r), saved.with_suffix(f".{os.getpid()}.tmp"))
-                    os.replace(saved.with_suffix(f".{os.getpid()}.tmp"), saved)
+                    with atomic_file(saved) as tmp:
+                        torch.save((model, r), tmp)
         if extra:
             r = get_recipe({**r.to_dict(), **extra})
         s = quantize(model, r, calib, quiet=True)
