@@ -183,7 +183,7 @@ class _Learner:
         self.float_zero = s.zero_point == "float"
         self.w = q._masked(q.weight.data.float())
         self.r = rows(self.w, s.granularity, q.group_size)
-        lo, hi = torch.aminmax(self.r, dim=1, keepdim=True)
+        lo, hi = self.r.amin(1, keepdim=True), self.r.amax(1, keepdim=True)     # as math.qparams
         self.lo, self.hi = lo * s.clip_ratio, hi * s.clip_ratio
         self.V = torch.zeros_like(self.r, requires_grad=True)
         self.a = torch.ones_like(self.lo, requires_grad=True)

@@ -142,7 +142,8 @@ def qparams(x: torch.Tensor, bits: int, symmetric: bool = True, granularity: str
     r = rows(x, granularity, group_size).float()
     if mse:
         return mse_qparams(r, bits, symmetric, float_zero=float_zero, type=type)
-    xmin, xmax = torch.aminmax(r, dim=1, keepdim=True)
+    # amin and amax: the same numbers as torch.aminmax, which is ~10x slower along a dim on a CPU (torch 2.13)
+    xmin, xmax = r.amin(1, keepdim=True), r.amax(1, keepdim=True)
     if clip_ratio != 1.0:
         xmin, xmax = xmin * clip_ratio, xmax * clip_ratio
     return qparams_from_range(xmin, xmax, bits, symmetric, float_zero, type)
