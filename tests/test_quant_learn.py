@@ -42,6 +42,7 @@ def _rtn_twin(float_model, learned_model, recipe, calib):
     {"base": "w4a16-g32", "learn_steps": 6, "learn_lr": 4.0},     # a step far too large: RTN must be kept
     {"base": "w4a16-g32+fz+amp", **FEW},           # training under bf16 autocast, the error passes in float32
     {"base": "w4a4+g32+fz+amp", **FEW},
+    {"base": "w4a4+g32+actclip", **FEW},          # the activation clip ratios learned too
 ])
 def test_learned_rounding_never_increases_a_layers_calibration_output_error_over_rtn(recipe):
     model = tiny_model("llama", layers=2)
@@ -223,3 +224,90 @@ def test_linears_that_share_an_input_share_its_activation_quantizer_with_the_sam
     assert all(torch.equal(x, y) for k in shared for x, y in zip(shared[k], alone[k]))
     assert torch.equal(logits, logits_alone)
     assert n_shared * 7 == n_alone * 4        # 4 quantizer calls per layer call instead of 7: q/k/v, o, gate/up, down
+
+
+@pytest.mark.parametrize("base", ["w4a4", "w4a4+ag16", "w4a8"])
+def test_the_learned_activation_clip_gets_lsqs_gradient(base):
+    """_ActClip's term carries d xq / d c of LSQ: autograd through round_ste(clamp(x / s, qmin, qmax)) * s with
+    s = c * max|x| / qmax (per token or per group), for a loss on the linear's output; and the value is xq's."""
+    from sysq.quant.learn import _ActClip, _mode, _Learner
+    from sysq.quant.linear import QuantLinear
+    from sysq.quant.math import qrange, rows
+    from sysq.quant.recipes import get_recipe
+
+    torch.manual_seed(0)
+    r = get_recipe(base)
+    q = QuantLinear(torch.nn.Linear(64, 24), r.weight, r.act, "t", r.ragged)
+    lrn = _Learner(q, 0.5)
+    x = torch.randn(3, 10, 64) * torch.linspace(0.2, 3.0, 64)
+    clip = _ActClip([q], 0.5)
+    with torch.no_grad():
+        clip.c.fill_(0.8)
+    clip.sync()
+    target = torch.randn(3, 10, 24)
+    with torch.enable_grad(), _mode([lrn], "learned", {q: clip}):
+        out = q(x)
+        ((out - target) ** 2).sum().backward()
+    got = clip.c.grad.clone()
+
+    s = q.act_spec
+    qmin, qmax = qrange(s.bits)
+    c = torch.tensor(0.8, requires_grad=True)
+    r = rows(x, s.granularity, q.act_group_size)
+    scale = c * r.abs().amax(1, keepdim=True) / qmax
+    t = torch.clamp(r / scale, qmin, qmax)
+    xq = (t + (torch.round(t) - t).detach()) * scale
+    w = lrn.weight(ste=False).detach()
+    ref_out = torch.nn.functional.linear(xq.reshape(x.shape), w, q.bias)
+    ((ref_out - target) ** 2).sum().backward()
+    assert torch.allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(got, c.grad, rtol=1e-4, atol=1e-4), (got, c.grad)
+    assert float(got) != 0.0
+
+
+def test_learned_activation_clip_ratios_are_stored_per_shared_input_and_saved(tmp_path):
+    """+actclip: one ratio per input the layer quantizes (q/k/v, o, gate/up, down), in [clip_min, 1], moved from
+    1 somewhere; the linears' activation specs carry them, and they come back from a saved folder."""
+    import sysq
+
+    model = tiny_model("llama", layers=2)
+    calib = torch.randint(3, VOCAB, (6, 24), generator=torch.Generator().manual_seed(1))
+    s = quantize(model, {"base": "w4a4+g32+actclip", **FEW, "method": "learned"}, calib, quiet=True)
+    ratios = s.calibration["learned"]["act_clip_ratios"]
+    assert [len(r) for r in ratios] == [4, 4]
+    assert all(0.5 <= a <= 1.0 for r in ratios for a in r) and any(a < 1.0 for r in ratios for a in r)
+    refs = {ref.role: ref.module for ref in get_adapter(model).linear_refs() if ref.layer == 1}
+    got = [refs[k].act_spec.clip_ratio for k in ("q", "o", "gate", "down")]
+    assert got == pytest.approx(ratios[1], abs=1e-4)
+    assert refs["q"].act_spec.clip_ratio == refs["k"].act_spec.clip_ratio == refs["v"].act_spec.clip_ratio
+    assert refs["gate"].act_spec.clip_ratio == refs["up"].act_spec.clip_ratio
+    with torch.no_grad():
+        before = model(calib[:2]).logits
+    sysq.save(model, tmp_path / "m")
+    again, _ = sysq.load(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(again(calib[:2]).logits, before)
+
+
+def test_actclip_needs_a_dynamic_int_activation_quantizer():
+    from sysq.errors import SysqError
+    from sysq.quant.recipes import get_recipe
+
+    with pytest.raises(SysqError, match=r"\+actclip"):
+        get_recipe("w4a16+learned+actclip")
+    with pytest.raises(SysqError, match=r"\+actclip"):
+        get_recipe("w8a8-static+learned+actclip")
+    assert get_recipe("w4a4+learned+actclip").learn_act_clip
+
+
+def test_actclip_goes_with_learned_rounding_from_a_plan_and_says_so_without_it(caplog):
+    """+actclip on a recipe an INT4 plan gives learned rounding keeps its flag; with RTN weights it warns."""
+    from sysq.mitigate.api import mitigate, plan
+
+    model = tiny_model("llama", layers=2)
+    calib = torch.randint(3, VOCAB, (6, 24), generator=torch.Generator().manual_seed(1))
+    r = mitigate(copy.deepcopy(model), plan(None, "w4a4+g32+actclip", "rotate+learned"), calib, quiet=True)
+    assert r.method == "learned" and r.learn_act_clip
+    with caplog.at_level("WARNING", logger="sysq.quant.api"):
+        quantize(copy.deepcopy(model), "w4a4+g32+actclip", calib, quiet=True)
+    assert "+actclip learns the activation clip ratios with learned rounding" in caplog.text

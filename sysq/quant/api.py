@@ -172,11 +172,15 @@ def quantize_weights(model: nn.Module, recipe, calib=None, quiet: bool = False) 
     info = None
     if r.method in ("gptq", "learned") and calib is None:
         raise SysqError(f"method {r.method} needs calibration windows: pass calib")
+    if r.learn_act_clip and r.method != "learned":
+        log.warning("%s: +actclip learns the activation clip ratios with learned rounding; the weights are rounded by "
+                    "%s here, so the recipe's ratios stay as they are (add +learned, or use an auto plan for INT4)",
+                    r.name, r.method)
     if r.method == "gptq":
         gptq_model(model, calib, r.gptq_block_size, r.gptq_damp, r.gptq_act_order, quiet=quiet)
     elif r.method == "learned":
         cfg = LearnConfig(r.learn_steps, r.learn_lr, r.learn_batch_size, r.learn_seed, loss=r.learn_loss,
-                          amp=r.learn_amp)
+                          amp=r.learn_amp, act_clip=r.learn_act_clip)
         info = learn_model(model, calib, cfg, quiet=quiet).to_dict()
     for q in quant_linears(model):      # RTN (and any linear GPTQ or learning did not reach, e.g. lm_head)
         q.quantize_weight()

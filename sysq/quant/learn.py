@@ -17,6 +17,12 @@ is the float layer on the float model's inputs and X_q are the inputs the alread
 step takes every window, the state of the step with the lowest loss is kept if it beats the last (AutoRound).
 Activation quantizers (w4a8, w4a4) stay on during training, straight-through.
 
+act_clip=True also learns each dynamic INT activation quantizer's clip ratio c (scale = c * max|x| / qmax per token
+or group), one per input that linears quantize alike (q, k, v; gate, up), by the same SignSGD, with LSQ's gradient
+(Esser et al. 2019, arXiv 1902.08153): d x_hat / d scale = round(x / scale) - x / scale inside the grid, the clamped
+code outside it. It starts at the recipe's (or the plan's) ratio, stays in [clip_min, 1] and is stored in the
+linear's activation spec.
+
 Guarantee: the learned weights are kept only when their output error over all calibration windows is below
 round-to-nearest's for the same layer and inputs; otherwise the layer gets RTN.
 
@@ -28,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +46,7 @@ from ..errors import SysqError
 from .gptq import layer_inputs, run_layer
 from .linear import QuantLinear
 from .math import MIN_SCALE, fake_quantize_tensor, qrange, rows
+from .recipes import act_clip_learnable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ class LearnConfig:
     # too): 4x the fp32 matmul speed on a CPU with AVX512-BF16. The parameters, their SignSGD updates and the error
     # passes (RTN against learned, the state kept, the next layer's inputs) stay in the model's dtype.
     amp: str | None = None
+    act_clip: bool = False       # learn the dynamic activation quantizers' clip ratios too
 
 
 @dataclass
@@ -71,6 +79,7 @@ class BlockResult:
     kept: bool                   # False: the learned weights were worse and the layer got RTN
     steps: int
     seconds: float
+    act_clip: list[float] = field(default_factory=list)     # the learned activation clip ratios (act_clip=True)
 
     @property
     def ratio(self) -> float:
@@ -89,16 +98,18 @@ class LearnSummary:
         kept = [r for r in self.layers if r.kept]
         c = self.config
         return {"method": "learned", "loss": c.loss, "steps_per_layer": c.steps, "lr": c.lr, "batch_size": c.batch_size,
-                "seed": c.seed, "amp": c.amp, "layers": len(self.layers), "layers_kept": len(kept), "windows": self.windows,
-                "seqlen": self.seqlen, "seconds": round(self.seconds, 1),
-                "error_vs_rtn": [round(r.ratio, 4) for r in self.layers]}
+                "seed": c.seed, "amp": c.amp, "act_clip": c.act_clip, "layers": len(self.layers),
+                "layers_kept": len(kept), "windows": self.windows, "seqlen": self.seqlen, "seconds": round(self.seconds, 1),
+                "error_vs_rtn": [round(r.ratio, 4) for r in self.layers],
+                **({"act_clip_ratios": [[round(a, 4) for a in r.act_clip] for r in self.layers]} if c.act_clip else {})}
 
     def __str__(self) -> str:
         kept = sum(r.kept for r in self.layers)
         mean = sum(r.ratio for r in self.layers) / max(len(self.layers), 1)
         c = self.config
         return (f"learned rounding: {len(self.layers)} layers x {c.steps} steps (batch {c.batch_size} of "
-                f"{self.windows} windows x {self.seqlen} tokens, loss {c.loss}{', bf16 autocast' if c.amp else ''}), "
+                f"{self.windows} windows x {self.seqlen} tokens, loss {c.loss}{', bf16 autocast' if c.amp else ''}"
+                f"{', activation clip ratios learned' if c.act_clip else ''}), "
                 f"{self.seconds:.1f} s; learned kept in "
                 f"{kept} layers, layer output error {mean:.3f}x RTN on average")
 
@@ -265,6 +276,76 @@ class _Learner:
         self.q.set_quantized_weight(q.reshape(self.w.shape).to(torch.int8), scale, zero)
 
 
+class _ActClip:
+    """The learned clip ratio of the linears that quantize one input alike (q, k, v; gate, up): a scalar c that
+    their activation specs carry (as a float, so the quantizer is the inference one) and that gets LSQ's gradient."""
+
+    def __init__(self, qs: list[QuantLinear], clip_min: float):
+        self.qs, self.clip_min = qs, clip_min
+        self.c = torch.tensor(float(qs[0].act_spec.clip_ratio), requires_grad=True)
+
+    def params(self) -> list[torch.Tensor]:
+        return [self.c]
+
+    def sync(self) -> None:
+        value = float(self.c.detach())
+        for q in self.qs:
+            q.act_spec = replace(q.act_spec, clip_ratio=value)
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        if self.c.grad is not None:
+            self.c.sub_(self.c.grad.sign_(), alpha=lr).clamp_(self.clip_min, 1.0)
+            self.c.grad = None
+            self.sync()
+
+    def state(self):
+        return [self.c.detach().clone()]
+
+    @torch.no_grad()
+    def load(self, state) -> None:
+        self.c.copy_(state[0])
+        self.sync()
+
+    def commit(self) -> None:
+        self.sync()
+
+    def quantize(self, q: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+        """q's quantized input, with a gradient straight through to x and LSQ's to c."""
+        with torch.no_grad():
+            xq, scale, keep = q.quantize_input_parts(x)
+            s = q.act_spec
+            qmin, qmax = qrange(s.bits)
+            r = rows(x, s.granularity, q.act_group_size).float()
+            rq = rows(xq, s.granularity, q.act_group_size).float()
+            # scale * d xq / d scale: rq - r inside the grid, the clamped end rq outside. As arithmetic, no bool tensors
+            # (comparisons and masked writes are ~5x slower on a CPU): rc, r clamped to the grid's range, is r inside
+            # and rq outside (that end exactly), so the whole of it is rq - rc + rq * [r != rc]
+            rc = torch.clamp(r, qmin * scale, qmax * scale)
+            g = (r - rc).abs_().sign_().add_(1).mul_(rq).sub_(rc).reshape(x.shape)
+            if keep is not None:                    # preserved tokens: xq is x
+                g.mul_(keep.logical_not().unsqueeze(-1))
+            if q.preserve_channels is not None:     # kept apart (float, or INT8 on their own scale)
+                g[..., q.preserve_channels] = 0
+        return _LsqClip.apply(x, self.c, xq, g)
+
+
+class _LsqClip(torch.autograd.Function):
+    """xq's value; the gradient straight through to x, and to the clip ratio c: sum(grad * g) / c, where g = scale *
+    d xq / d scale (scale proportional to c)."""
+
+    @staticmethod
+    def forward(ctx, x, c, xq, g):
+        ctx.save_for_backward(g, c)
+        return xq.view_as(xq)
+
+    @staticmethod
+    def backward(ctx, grad):
+        g, c = ctx.saved_tensors
+        gc = (grad.float() * g).sum() / c if ctx.needs_input_grad[1] else None
+        return grad if ctx.needs_input_grad[0] else None, gc, None, None
+
+
 def _same_input_quantizer(a: QuantLinear, b: QuantLinear) -> bool:
     """a and b quantize the same input to the same numbers (q, k and v; gate and up, unless the plan set them
     apart: per-linear clip ratios, preserved channels or static scales)."""
@@ -276,7 +357,7 @@ def _same_input_quantizer(a: QuantLinear, b: QuantLinear) -> bool:
 
 
 @contextmanager
-def _mode(learners: list[_Learner], mode: str):
+def _mode(learners: list[_Learner], mode: str, clips: dict | None = None, shared: dict | None = None):
     """QuantLinears of the layer compute with: "float" (float weight, no activation quantizer, the target),
     "learned" (the learners' weights, recomputed each call as training changes them; activation quantizers
     straight-through) or "fixed" (the learners' current weights, computed once on entry: a pass over every window
@@ -284,15 +365,24 @@ def _mode(learners: list[_Learner], mode: str):
 
     The activation quantizer runs outside autograd (its value enters the graph straight-through only), once per
     input that linears share with the same quantizer (q, k, v; gate, up), and an output with no gradient is cast once
-    to the autocast dtype when one is on: the same numbers as one quantizer (and one cast inside F.linear) per linear."""
+    to the autocast dtype when one is on: the same numbers as one quantizer (and one cast inside F.linear) per linear.
+
+    clips: QuantLinear -> its _ActClip (learned mode): the quantized input carries d xq / d c as a gradient.
+    shared: a dict that receives QuantLinear -> the linear whose quantized input it reused."""
     last: dict = {}                     # the last linear's input, its version, the linear and the input it got
 
     def quantized(q: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         if last and last["x"] is x and last["version"] == x._version and _same_input_quantizer(last["q"], q):
+            if shared is not None:
+                shared[q] = last["q"]
             return last["out"]
-        with torch.no_grad():
-            xq = q.quantize_input(x)
-        if torch.is_grad_enabled() and xq is not x:      # no activation quantizer: nothing to pass through
+        clip = clips.get(q) if clips and torch.is_grad_enabled() else None
+        if clip is not None:
+            xq = clip.quantize(q, x)
+        else:
+            with torch.no_grad():
+                xq = q.quantize_input(x)
+        if clip is None and torch.is_grad_enabled() and xq is not x:      # no activation quantizer: nothing to pass through
             xq = x + (xq - x).detach()
         if torch.is_autocast_enabled(x.device.type) and not xq.requires_grad:    # F.linear would cast it for each
             xq = xq.to(torch.get_autocast_dtype(x.device.type))     # linear (with a gradient: summed in float32)
@@ -323,14 +413,24 @@ def _mode(learners: list[_Learner], mode: str):
 
 
 @torch.no_grad()
-def _error(layer, learners, inputs, targets, run, kind: str) -> tuple[float, list[torch.Tensor]]:
+def _error(layer, learners, inputs, targets, run, kind: str,
+           shared: dict | None = None) -> tuple[float, list[torch.Tensor]]:
     """The objective over every window with the learners' current weights, and the layer's outputs."""
     total, outs = 0.0, []
-    with _mode(learners, "fixed"):
+    with _mode(learners, "fixed", shared=shared):
         for x, y in zip(inputs, targets):
             outs.append(run(layer, x))
             total += float(output_loss(outs[-1], y, kind, "sum"))
     return total / sum(y.numel() if kind == "mse" else y[..., 0].numel() for y in targets), outs
+
+
+def _act_clips(qlinears: list[QuantLinear], shared: dict, clip_min: float) -> list[_ActClip]:
+    """One _ActClip per input the layer's learnable activation quantizers see (shared: who reused whose input)."""
+    groups: dict = {}
+    for q in qlinears:
+        if act_clip_learnable(q.act_spec):
+            groups.setdefault(shared.get(q, q), []).append(q)
+    return [_ActClip(qs, clip_min) for qs in groups.values()]
 
 
 def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torch.Tensor], run,
@@ -354,10 +454,14 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
     if targets is None:
         with torch.no_grad(), _mode(learners, "float"):
             targets = [run(layer, x) for x in (float_inputs if float_inputs is not None else inputs)]
-    rtn_state = [lrn.state() for lrn in learners]
     if cfg.loss not in LOSSES:
         raise SysqError(f"LearnConfig.loss={cfg.loss!r}; allowed: {', '.join(LOSSES)}")
-    rtn, rtn_out = _error(layer, learners, inputs, targets, run, cfg.loss)
+    shared: dict = {}
+    rtn, rtn_out = _error(layer, learners, inputs, targets, run, cfg.loss, shared)
+    clips = _act_clips(qlinears, shared, cfg.clip_min) if cfg.act_clip else []
+    trainable = learners + clips
+    clip_of = {q: c for c in clips for q in c.qs}
+    rtn_state = [t.state() for t in trainable]
     frozen = [p for p in layer.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
@@ -369,7 +473,7 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
     full = cfg.batch_size >= len(inputs)
     best_loss, best = float("inf"), None
     try:
-        with torch.enable_grad(), _mode(learners, "learned"):
+        with torch.enable_grad(), _mode(learners, "learned", clip_of):
             for step in range(cfg.steps):
                 if len(order) < cfg.batch_size:      # windows in a fresh seeded order, each once per pass
                     order += torch.randperm(len(inputs), generator=gen).tolist()
@@ -380,36 +484,37 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
                     out = run(layer, x)
                 loss = output_loss(out.to(y.dtype), y, cfg.loss)
                 if full and step and float(loss.detach()) < best_loss:      # step 0 is RTN, measured below anyway
-                    best_loss, best = float(loss.detach()), [lrn.state() for lrn in learners]
+                    best_loss, best = float(loss.detach()), [t.state() for t in trainable]
                 loss.backward()
-                for lrn in learners:
-                    lrn.step(lr * (1 - step / cfg.steps))
+                for t in trainable:
+                    t.step(lr * (1 - step / cfg.steps))
     finally:
         for p in frozen:
             p.requires_grad_(True)
     learned, out = _error(layer, learners, inputs, targets, run, cfg.loss)
     if best is not None:
-        last = [lrn.state() for lrn in learners]
-        for lrn, st in zip(learners, best):
-            lrn.load(st)
+        last = [t.state() for t in trainable]
+        for t, st in zip(trainable, best):
+            t.load(st)
         at_best, best_out = _error(layer, learners, inputs, targets, run, cfg.loss)
         if at_best < learned:
             learned, out = at_best, best_out
         else:
-            for lrn, st in zip(learners, last):
-                lrn.load(st)
+            for t, st in zip(trainable, last):
+                t.load(st)
     kept = learned < rtn
     if not kept:
         out = rtn_out
-        for lrn, st in zip(learners, rtn_state):
-            lrn.load(st)
-    for lrn in learners:
-        lrn.commit()
+        for t, st in zip(trainable, rtn_state):
+            t.load(st)
+    for t in trainable:
+        t.commit()
     if outputs is not None:
         # the committed QuantLinears compute F.linear(quantize_input(x), dequantize(codes)): the pass above, bit
         # for bit, except INT8 W8A8's integer product (QuantLinear.integer_product), which runs again
         outputs[:] = out if not any(q.integer_product for q in qlinears) else [run(layer, x) for x in inputs]
-    res = BlockResult(index, rtn, learned, kept, cfg.steps, time.perf_counter() - t0)
+    res = BlockResult(index, rtn, learned, kept, cfg.steps, time.perf_counter() - t0,
+                      [float(c.c) for c in clips])
     log.info("learned rounding, layer %d (%d linears): %d steps, output error RTN %.4g -> learned %.4g (%.3fx)%s, "
              "%.1f s", index, len(qlinears), cfg.steps, rtn, learned, learned / rtn if rtn else 1.0,
              "" if kept else ": RTN kept", res.seconds)

@@ -162,12 +162,19 @@ class QuantLinear(nn.Module):
         return xs
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quantize_input_parts(x)[0]
+
+    def quantize_input_parts(self, x: torch.Tensor):
+        """(quantize_input(x), the dynamic quantizer's scale [R, 1] on rows(x, granularity, act_group_size) or None,
+        the preserved tokens' mask [..., seq] or None). The scale comes from x's ordinary entries (preserved
+        channels and tokens left out)."""
         s = self.act_spec
         if s is None:
-            return x
+            return x, None, None
         keep = token_keep_mask(x, s.preserve_threshold, s.preserve_positions)
-        xs = self._range_input(x, keep)
+        scale = None
         if s.dynamic:
+            xs = self._range_input(x, keep)
             scale, zero = qparams(xs, s.bits, s.symmetric, s.granularity, self.act_group_size, s.clip_ratio, type=s.type)
             xq = fake_quantize(rows(x, s.granularity, self.act_group_size).float(), scale, zero, s.bits, type=s.type)
             xq = xq.reshape(x.shape).to(x.dtype)
@@ -183,7 +190,7 @@ class QuantLinear(nn.Module):
             xq[..., self.preserve_channels] = xp
         if keep is not None:
             xq = torch.where(keep.unsqueeze(-1), x, xq)
-        return xq
+        return xq, scale, keep
 
     def input_error(self, x: torch.Tensor) -> dict:
         """What the activation quantizer does to the ordinary entries of x (preserved tokens left out): counts of

@@ -6,6 +6,7 @@
     get_recipe("w4a4+ag64")       dynamic activation scales per group of 64 channels within each token (Atom)
     get_recipe("w4a4+kv4g32")     4-bit keys and values in groups of 32 of head_dim
     get_recipe("w4a16+real")      the same quantizers run by a real kernel (backend chosen by real_backend)
+    get_recipe("w4a4+learned+actclip")   learned rounding that also learns the activation clip ratios (learn.py)
     get_recipe("my.yaml")         a YAML file: {base: w4a16, weight: {group_size: 64}, method: gptq}
     get_recipe({...}) / Recipe(...)
 
@@ -91,6 +92,7 @@ class Recipe:
     learn_seed: int = 0
     learn_loss: str = "mse"             # mse (every output element) | token (each token relative to its norm)
     learn_amp: str | None = None        # bf16: the training steps under autocast (AutoRound's amp); None: the model's
+    learn_act_clip: bool = False        # learned rounding also learns the dynamic activation clip ratios (learn.py)
     bnb_threshold: float = 6.0          # LLM.int8 outlier threshold (bnb-int8)
     quantize_lm_head: bool = False      # lm_head and embeddings stay float by default
     skip: tuple[str, ...] = ()          # roles ("down") or dotted linear names left in float
@@ -139,7 +141,8 @@ class Recipe:
             parts.append(f"learned rounding ({self.learn_steps} steps/layer x {self.learn_batch_size} window"
                          f"{'s' if self.learn_batch_size > 1 else ''}, seed {self.learn_seed}"
                          f"{', per-token loss' if self.learn_loss == 'token' else ''}"
-                         f"{', bf16 autocast' if self.learn_amp else ''})")
+                         f"{', bf16 autocast' if self.learn_amp else ''}"
+                         f"{', activation clip learned' if self.learn_act_clip else ''})")
         elif self.method != "rtn":
             parts.append(self.method + (" act-order" if self.gptq_act_order else ""))
         if self.backend != "fake":
@@ -222,6 +225,9 @@ def validate(r: Recipe) -> None:
                         "gptq")
     _one_of("learn_loss", r.learn_loss, ("mse", "token"))
     _one_of("learn_amp", r.learn_amp, (None, "bf16"))
+    if r.learn_act_clip and not act_clip_learnable(r.act):
+        raise SysqError("learn_act_clip (+actclip) learns the clip ratio of a dynamic, symmetric INT activation "
+                        "quantizer; this recipe has none (e.g. use w4a4 or w4a8, or drop +actclip)")
     if r.learn_steps < 0 or r.learn_batch_size < 1 or (r.learn_lr is not None and r.learn_lr <= 0):
         raise SysqError(f"learn_steps={r.learn_steps}, learn_batch_size={r.learn_batch_size}, learn_lr={r.learn_lr}: "
                         "steps must be >= 0, the batch >= 1 window and lr > 0 (or null for 1 / steps)")
@@ -260,6 +266,12 @@ def real_backend(weight: QuantSpec | None, act: QuantSpec | None) -> str:
     raise SysqError("no real kernel runs this recipe; real kernels: int8 (w8a8, w8a8-static), fp8 (w8a8-fp8, "
                     "w8a8-fp8-static), int8-wo (w8a16), int4-wo (w4a16 with groups: w4a16, w4a16-g32); "
                     "use the simulated backend 'fake'")
+
+
+def act_clip_learnable(spec: QuantSpec | None) -> bool:
+    """A dynamic, symmetric INT activation quantizer: its scale is the clip ratio times a range the input fixes, so
+    learned rounding can learn the ratio (learn_act_clip)."""
+    return spec is not None and spec.dynamic and spec.symmetric and spec.type == "int"
 
 
 def _validate_real(r: Recipe) -> None:
@@ -318,6 +330,7 @@ MODIFIERS = {
     "learned": dict(method="learned"),
     "tokenloss": dict(learn_loss="token"),   # the learned step's loss per token, relative to its norm (learn.py)
     "amp": dict(learn_amp="bf16"),          # the learned step's training under bf16 autocast (learn.py)
+    "actclip": dict(learn_act_clip=True),   # the learned step also learns the activation clip ratios (learn.py)
     "mse": None,   # weight.mse = True
     "fz": None,    # weight.zero_point = "float" (asymmetric weights)
     "real": None,  # backend = real_backend(weight, act)
