@@ -1,3 +1,4 @@
+# ran at c822fc6 (the grouped launches and scripts/check_detect_grouped.py; reverted in the commit after it)
 # call E16 (issue 12; one H200, fresh machine; carry .gpu/whl1; ~5 min): detect's site reductions in one launch per
 # kernel for all same-shaped sites of a chunk. check_detect_grouped.py: the same report as one launch per site and
 # both forms' times alternating in one process (tiny, then the 8B shape); then the scale bench's forward / detect
