@@ -282,7 +282,7 @@ def test_row_orders_are_the_stable_sorts_first_k():
     from sysq.detect.activation import _ordered_nonzero
     g = np.random.default_rng(0)
     for rows, n, hi, k in ((3, 5000, 7, 64), (5, 300, 40, 64), (4, 40, 3, 64), (2, 64, 2, 64), (6, 65, 2, 64),
-                           (3, 1000, 1000, 10), (4, 12, 5, 16)):
+                           (3, 1000, 1000, 10), (4, 12, 5, 16), (3, 500, 200_000, 10)):   # the last: np.partition
         key = g.integers(0, hi, (rows, n))
         key[1] = 0
         fkey = (key / 3).astype(np.float32)
@@ -295,6 +295,13 @@ def test_row_orders_are_the_stable_sorts_first_k():
                 idx = np.flatnonzero(key[i])
                 want.append(idx[np.argsort(-fkey[i][idx], kind="stable")][:kk].tolist())
             assert _ordered_nonzero(key, fkey, kk) == want
+            # integer keys (the INT8 counts): the first k by a histogram per row, not a sort of every entry
+            for ikey in (key, key.astype(np.int32)):
+                want = []
+                for i in range(rows):
+                    idx = np.flatnonzero(ikey[i])
+                    want.append(idx[np.argsort(-ikey[i][idx], kind="stable")][:kk].tolist())
+                assert _ordered_nonzero(ikey, ikey, kk) == want
 
 
 def test_records_made_only_where_kept_match_the_records_of_all():
