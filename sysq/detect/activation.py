@@ -146,7 +146,7 @@ def _kth_largest(key: np.ndarray, nz: np.ndarray, k: int, low: int) -> np.ndarra
     top = int(key.max(initial=0)) + 2                         # bin 0: the entries left out; key v in bin v + 1
     if top > 1 << 16 or int(key.min(initial=0)) < 0:
         return np.partition(np.where(nz, key, low), C - k, axis=1)[:, C - k]
-    bins = np.where(nz, key + 1, 0) + (np.arange(R) * top)[:, None]
+    bins = np.where(nz, key.astype(np.int64) + 1, 0) + (np.arange(R) * top)[:, None]
     hist = np.bincount(bins.ravel(), minlength=R * top).reshape(R, top)[:, :0:-1]    # largest key first
     j = (hist.cumsum(1) < k).sum(1)
     return np.where(j < top - 1, top - 2 - j, low).astype(key.dtype)
