@@ -123,8 +123,9 @@ def _first_k_nonzero(count: np.ndarray, key: np.ndarray, k: int) -> list:
     the entries equal to it follow in column order, as many as are left: the stable sort's first k exactly."""
     R, C = count.shape
     low = np.iinfo(key.dtype).min
-    masked = np.where(count != 0, key, low)                  # zero counts below every key
-    kth = _kth_largest(key, count != 0, k, low)[:, None]
+    nz = count != 0
+    masked = np.where(nz, key, low)                          # zero counts below every key
+    kth = _kth_largest(key, nz, masked, k, low)[:, None]
     rows, cols = nonzero(masked > kth)
     order = np.lexsort((-masked[rows, cols].astype(np.int64), rows))
     rows, cols = rows[order], cols[order]
@@ -139,13 +140,14 @@ def _first_k_nonzero(count: np.ndarray, key: np.ndarray, k: int) -> list:
     return [cols[lo:hi] for lo, hi in zip(ends, ends[1:])]
 
 
-def _kth_largest(key: np.ndarray, nz: np.ndarray, k: int, low: int) -> np.ndarray:
-    """Per row, the k-th largest key [R, C] among the entries where nz is True (low when a row has fewer than k).
-    Small non-negative keys (counts) by a histogram per row: np.partition is slow on rows full of equal values."""
+def _kth_largest(key: np.ndarray, nz: np.ndarray, masked: np.ndarray, k: int, low: int) -> np.ndarray:
+    """Per row, the k-th largest key [R, C] among the entries where nz is True (low when a row has fewer than k;
+    masked: key there, low elsewhere). Small non-negative keys (counts) by a histogram per row: np.partition is slow
+    on rows full of equal values."""
     R, C = key.shape
     top = int(key.max(initial=0)) + 2                         # bin 0: the entries left out; key v in bin v + 1
     if top > 1 << 16 or int(key.min(initial=0)) < 0:
-        return np.partition(np.where(nz, key, low), C - k, axis=1)[:, C - k]
+        return np.partition(masked, C - k, axis=1)[:, C - k]
     bins = np.where(nz, key.astype(np.int64) + 1, 0) + (np.arange(R) * top)[:, None]
     hist = np.bincount(bins.ravel(), minlength=R * top).reshape(R, top)[:, :0:-1]    # largest key first
     j = (hist.cumsum(1) < k).sum(1)

@@ -287,8 +287,12 @@ class _ActClip:
     def params(self) -> list[torch.Tensor]:
         return [self.c]
 
+    @property
+    def value(self) -> float:
+        return float(self.c.detach())
+
     def sync(self) -> None:
-        value = float(self.c.detach())
+        value = self.value
         for q in self.qs:
             q.act_spec = replace(q.act_spec, clip_ratio=value)
 
@@ -514,7 +518,7 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
         # for bit, except INT8 W8A8's integer product (QuantLinear.integer_product), which runs again
         outputs[:] = out if not any(q.integer_product for q in qlinears) else [run(layer, x) for x in inputs]
     res = BlockResult(index, rtn, learned, kept, cfg.steps, time.perf_counter() - t0,
-                      [float(c.c) for c in clips])
+                      [c.value for c in clips])
     log.info("learned rounding, layer %d (%d linears): %d steps, output error RTN %.4g -> learned %.4g (%.3fx)%s, "
              "%.1f s", index, len(qlinears), cfg.steps, rtn, learned, learned / rtn if rtn else 1.0,
              "" if kept else ": RTN kept", res.seconds)
