@@ -99,7 +99,8 @@ class LearnSummary:
         c = self.config
         return {"method": "learned", "loss": c.loss, "steps_per_layer": c.steps, "lr": c.lr, "batch_size": c.batch_size,
                 "seed": c.seed, "amp": c.amp, "act_clip": c.act_clip, "layers": len(self.layers),
-                "layers_kept": len(kept), "windows": self.windows, "seqlen": self.seqlen, "seconds": round(self.seconds, 1),
+                "layers_kept": len(kept), "windows": self.windows, "seqlen": self.seqlen,
+                "seconds": round(self.seconds, 1),
                 "error_vs_rtn": [round(r.ratio, 4) for r in self.layers],
                 **({"act_clip_ratios": [[round(a, 4) for a in r.act_clip] for r in self.layers]} if c.act_clip else {})}
 
@@ -386,7 +387,7 @@ def _mode(learners: list[_Learner], mode: str, clips: dict | None = None, shared
         else:
             with torch.no_grad():
                 xq = q.quantize_input(x)
-        if clip is None and torch.is_grad_enabled() and xq is not x:      # no activation quantizer: nothing to pass through
+        if clip is None and torch.is_grad_enabled() and xq is not x:   # no activation quantizer: nothing to pass
             xq = x + (xq - x).detach()
         if torch.is_autocast_enabled(x.device.type) and not xq.requires_grad:    # F.linear would cast it for each
             xq = xq.to(torch.get_autocast_dtype(x.device.type))     # linear (with a gradient: summed in float32)
