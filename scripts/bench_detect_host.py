@@ -39,6 +39,10 @@ def main() -> None:
         from sysq.detect.activation import site_lists
     except ImportError:         # a tree before site_lists: its site_summary reads the rows set on the sites
         site_lists = None
+    try:
+        from sysq.detect.activation import int8_top
+    except ImportError:
+        int8_top = None
     from sysq.detect.thresholds import Thresholds
     from sysq.detect.tokens import Namer
 
@@ -86,6 +90,8 @@ def main() -> None:
                   "window_sums": np.tile([8.0, 9.0, 20.0], (R, 1)), "top3_sum": np.tile([1.0, 2.0, 3.0], (R, 1))}
         for name in ("channel_absmax5", "channel_absmean5"):
             t.host |= {name: rng.random((R, C)), name + "_ok": np.ones((R, C), bool), name + "_x": rng.random((R, C))}
+        if int8_top:            # a tree that orders the INT8 channels on the device (round_channels)
+            t.host["int8_top"] = int8_top(torch.from_numpy(t.host["int8_count"])).numpy()
         for s in t.sites:
             for name, h in t.host.items():
                 setattr(s, name, h[s.row])

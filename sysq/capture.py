@@ -659,10 +659,10 @@ class Recorder:
     # ---- running ------------------------------------------------------------------------------
     def attach(self, layers=None) -> "Recorder":
         """Hook every decoder layer, or only `layers` (indices)."""
-        ad, reg = self.ad, self._handles
+        ad, reg, decoder = self.ad, self._handles, self.ad.layers()
         seen_layers = []
         for i in range(ad.num_layers) if layers is None else layers:
-            layer = ad.layers()[i]
+            layer = decoder[i]
             reg.append(layer.register_forward_pre_hook(self._layer_in(i), with_kwargs=True))
             self._host_handles.append(layer.register_forward_pre_hook(self._host_share(len(seen_layers) + 1)))
             seen_layers.append(i)

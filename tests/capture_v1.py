@@ -482,7 +482,7 @@ class V1Recorder(Recorder):
     def to_host(self) -> None:        # the report reads numpy arrays (the three window sums as one, rounded lists)
         import types
 
-        from sysq.detect.activation import round5, site_lists
+        from sysq.detect.activation import int8_top, round5, site_lists
         for s in self.sites.values():
             s.channel_absmax5 = round5(s.absmax)
             s.channel_absmean5 = round5(s.abssum / max(s.tokens, 1))
@@ -492,11 +492,12 @@ class V1Recorder(Recorder):
             s.window_sums = np.array([s.median_sum, s.mean_sum, s.tokmax_median_sum])
             # site_summary's lists (today's site_lists) from a one-row table of the site; round5 rounded every value
             host = {n: getattr(s, n)[None] for n in ("absmax", "massive_count", "int8_count")}
+            host["int8_top"] = int8_top(torch.from_numpy(host["int8_count"])).numpy()
             for n in ("channel_absmax5", "channel_absmean5"):
                 r = getattr(s, n)[None]
                 host |= {n: r, n + "_ok": np.ones(r.shape, bool), n + "_x": r}
             s.row = 0
-            site_lists([types.SimpleNamespace(host=host, sites=[s])])
+            site_lists([types.SimpleNamespace(host=host, sites=[s], channels=host["absmax"].shape[1])])
 
     def flush(self) -> None:          # v1 made its records inside run()
         pass

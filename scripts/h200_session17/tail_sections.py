@@ -45,6 +45,8 @@ def timed(name, fn):
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--config", default="8b")
+    p.add_argument("--model", default=None, help="a sysq.load spec (e.g. smollm2-135m) with WikiText-2 windows "
+                   "instead of the random --config model")
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--windows", type=int, default=16)
@@ -53,8 +55,12 @@ def main() -> None:
     p.add_argument("--top", type=int, default=60)
     a = p.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    model = build(a.config, a.layers, dev, torch.bfloat16 if dev == "cuda" else torch.float32)
-    ids = windows(model.config, a.windows, a.seqlen)
+    if a.model:
+        model, tok = sysq.load(a.model, device=dev)
+        ids = sysq.windows("wikitext2", tok, n=a.windows, seqlen=a.seqlen, seed=0)
+    else:
+        model = build(a.config, a.layers, dev, torch.bfloat16 if dev == "cuda" else torch.float32)
+        ids = windows(model.config, a.windows, a.seqlen)
     sysq.detect(model, ids, quiet=True, batch_size=a.batch_size)
     for name in ("get_adapter", "_as_ids", "choose_pipeline", "Recorder", "site_lists", "site_summary",
                  "residual_channels", "down_rows", "channel_lifecycle", "groups_of", "feature_consistency",

@@ -15,7 +15,8 @@ PERSISTENT_SHARE = 0.25        # a residual channel is persistent when massive i
 
 
 def _record(r: dict, namer: Namer) -> dict:
-    return {**r, "token": namer.text(r["token_id"]), "type": namer.type(r["token_id"], r["pos"])}
+    token, kind = namer.tag(r["token_id"], r["pos"])
+    return {**r, "token": token, "type": kind}
 
 
 _POW10 = [float(10 ** i) for i in range(23)]                # exact doubles
@@ -77,15 +78,14 @@ def round5_parts(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
 def site_lists(tables: list[SiteTable]) -> None:
     """What site_summary reads as lists, made per SiteTable in one set of numpy calls over all its rows (its `host`
     statistics, Recorder.to_host; not ~10 calls per site), set on each site as `lists`: its massive channels
-    (largest absmax first, ties by channel), its int8 channels (most windows first, ties by channel; the first
-    MAX_INT8_CHANNELS), and its rounded per-channel lists, with the values round5_parts left to Python's formatting
-    formatted here (the device never waits for this read). The rounded lists are copies: the report keeps them,
-    and a view of the pinned host copy would keep all of it alive (and the next detect allocating pinned memory
-    again)."""
+    (largest absmax first, ties by channel), its int8 channels (round_channels' int8_top), and its rounded
+    per-channel lists, with the values round5_parts left to Python's formatting formatted here (the device never
+    waits for this read). The rounded lists are copies: the report keeps them, and a view of the pinned host copy
+    would keep all of it alive (and the next detect allocating pinned memory again)."""
     for t in tables:
         h = t.host
         lists = {"massive": _ordered_nonzero(h["massive_count"], h["absmax"]),
-                 "int8": _ordered_nonzero(h["int8_count"], h["int8_count"], MAX_INT8_CHANNELS)}
+                 "int8": int8_lists(h["int8_top"], t.channels)}
         for name, key in (("channel_absmax5", "channel_absmax"), ("channel_absmean5", "channel_absmean")):
             out, ok, x = h[name], h[name + "_ok"], h[name + "_x"]
             # a copy per row (blocks the allocator reuses; a copy of a whole table pages in fresh memory: slower)
@@ -104,60 +104,37 @@ def exact5(out: np.ndarray, ok: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ordered_nonzero(count: np.ndarray, key: np.ndarray, k: int | None = None) -> list:
+def _ordered_nonzero(count: np.ndarray, key: np.ndarray) -> list:
     """Per row of count [R, C]: the columns where it is nonzero, by key descending, ties by column (a stable sort),
-    the first k (None: all), as lists."""
-    if k is not None and k < count.shape[1] and np.issubdtype(key.dtype, np.integer):
-        return _first_k_nonzero(count, key, k)
+    as lists."""
     rows, cols = nonzero(count)
     order = np.lexsort((-key[rows, cols], rows))
     cols = cols[order].tolist()
     ends = np.searchsorted(rows[order], np.arange(count.shape[0] + 1)).tolist()
-    return [cols[lo:hi if k is None else min(hi, lo + k)] for lo, hi in zip(ends, ends[1:])]
-
-
-def _first_k_nonzero(count: np.ndarray, key: np.ndarray, k: int) -> list:
-    """_ordered_nonzero's first k per row for an integer key, without sorting every nonzero entry (at the 8B shape
-    every one of down_proj's 14,336 input channels can have a nonzero INT8 count: that sort was 47-106 ms of
-    detect's report on an H200's host). Per row, the entries above the k-th largest key (fewer than k) are sorted;
-    the entries equal to it follow in column order, as many as are left: the stable sort's first k exactly."""
-    R, C = count.shape
-    low = np.iinfo(key.dtype).min
-    nz = count != 0
-    masked = np.where(nz, key, low)                          # zero counts below every key
-    kth = _kth_largest(key, nz, masked, k, low)[:, None]
-    rows, cols = nonzero(masked > kth)
-    order = np.lexsort((-masked[rows, cols].astype(np.int64), rows))
-    rows, cols = rows[order], cols[order]
-    above = np.bincount(rows, minlength=R)
-    er, ec = nonzero((masked == kth) & (kth > low))         # a row with fewer than k nonzero: all above low
-    keep = np.arange(len(er)) - np.searchsorted(er, np.arange(R))[er] < (k - above)[er]
-    er, ec = er[keep], ec[keep]
-    rows, cols = np.concatenate([rows, er]), np.concatenate([cols, ec])
-    order = np.argsort(rows, kind="stable")           # each row: the larger keys, then the ties by column
-    cols = cols[order].tolist()
-    ends = np.searchsorted(rows[order], np.arange(R + 1)).tolist()
     return [cols[lo:hi] for lo, hi in zip(ends, ends[1:])]
 
 
-def _kth_largest(key: np.ndarray, nz: np.ndarray, masked: np.ndarray, k: int, low: int) -> np.ndarray:
-    """Per row, the k-th largest key [R, C] among the entries where nz is True (low when a row has fewer than k;
-    masked: key there, low elsewhere). Small non-negative keys (counts) by a histogram per row: np.partition is slow
-    on rows full of equal values."""
-    R, C = key.shape
-    top = int(key.max(initial=0)) + 2                         # bin 0: the entries left out; key v in bin v + 1
-    if top > 1 << 16 or int(key.min(initial=0)) < 0:
-        return np.partition(masked, C - k, axis=1)[:, C - k]
-    bins = np.where(nz, key.astype(np.int64) + 1, 0) + (np.arange(R) * top)[:, None]
-    hist = np.bincount(bins.ravel(), minlength=R * top).reshape(R, top)[:, :0:-1]    # largest key first
-    j = (hist.cumsum(1) < k).sum(1)
-    return np.where(j < top - 1, top - 2 - j, low).astype(key.dtype)
+def int8_top(count: torch.Tensor, k: int = MAX_INT8_CHANNELS) -> torch.Tensor:
+    """Per row of the INT8 counts [R, C] (on their device): the k largest of count * C + (C - 1 - column), largest
+    first. The keys are distinct, so this is the stable sort's order (most windows first, ties by column), made
+    where the counts are: sorting on the host was 10-25 ms of detect's report at the 8B shape (every one of
+    down_proj's 14,336 input channels can have a nonzero count). int8_lists reads it."""
+    C = count.shape[1]
+    key = count * C + torch.arange(C - 1, -1, -1, device=count.device)
+    return key.topk(min(k, C), dim=1).values
+
+
+def int8_lists(top: np.ndarray, channels: int) -> list[list[int]]:
+    """int8_top's keys (on the host) as each row's channels with a nonzero count, in its order."""
+    cols = (channels - 1 - top % channels).tolist()
+    return [row[:n] for row, n in zip(cols, (top >= channels).sum(1).tolist())]
 
 
 def round_channels(tables: list[SiteTable]) -> None:
     """The per-channel lists of the report (absmax, mean |x|) of every site, rounded on the tables' devices in one
     call per device: `channel_absmax5`, `channel_absmean5` in each table's `rounded`, with round5_parts' `_ok` and
-    `_x` beside each (site_lists finishes them on the host). No read of a device value: queued behind the merges."""
+    `_x` beside each (site_lists finishes them on the host), and the INT8 channels' order (`int8_top`). No read of
+    a device value: queued behind the merges."""
     by_device: dict = {}
     for t in tables:
         by_device.setdefault(t.device, []).append(t)
@@ -175,6 +152,7 @@ def round_channels(tables: list[SiteTable]) -> None:
             for name in ("channel_absmax5", "channel_absmean5"):
                 for suffix, part in zip(("", "_ok", "_x"), split):
                     t.rounded[name + suffix] = next(part).view(t.rows(), -1)
+            t.rounded["int8_top"] = int8_top(t.state["int8_count"])
 
 
 def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds) -> dict:
@@ -200,7 +178,8 @@ def site_summary(s: SiteStats, linears: list[str], namer: Namer, th: Thresholds)
         "outlier_tokens": {k: _token_table(h, namer) for k, h in s.hits.items() if h.count},
         "massive_channels": [{"channel": j, "tokens": n, "absmax": a, "value": v, "pos": p,
                               "token": namer.text(t)} for j, n, a, v, p, t in
-                             zip(massive, *(x[massive].tolist() for x in (count, absmax, value, pos, token)))],
+                             zip(massive, *(x[massive].tolist() for x in (count, absmax, value, pos, token)))]
+        if massive else [],
         "suggested_token_max_threshold": th.token_ratio * tok_med,
         # arrays in memory (lists in report.json): float(f"{v:.5g}") of each channel's value (round_channels)
         "channel_absmax": lists["channel_absmax"],

@@ -40,6 +40,7 @@ class Namer:
         self.tok = tokenizer
         self._text: dict[int, str] = {}
         self._type: dict[tuple[int, bool], str] = {}
+        self._tag: dict[tuple[int, bool], tuple[str, str]] = {}
         self.special = set(getattr(tokenizer, "all_special_ids", []) or [])
 
     def text(self, token_id: int) -> str:
@@ -52,6 +53,14 @@ class Namer:
         if key not in self._type:
             self._type[key] = token_type(self.text(token_id), pos, token_id in self.special)
         return self._type[key]
+
+    def tag(self, token_id: int, pos: int) -> tuple[str, str]:
+        """(text, type): what a report's record names, one lookup (a report makes thousands)."""
+        key = (token_id, pos == 0)
+        got = self._tag.get(key)
+        if got is None:
+            got = self._tag[key] = (self.text(token_id), self.type(token_id, pos))
+        return got
 
 
 def taxonomy(hits, namer: Namer) -> dict:
