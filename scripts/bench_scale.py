@@ -284,13 +284,27 @@ def reduce_name(device) -> str:
                                                                 if R.VARIANT == "split" else ")")
 
 
-def split(model, gpus: int, device: str):
+def cpu_tail_map(model, cpu_layers: int) -> dict:
+    """A device_map with the last `cpu_layers` decoder layers on the CPU and every other module on GPU 0."""
+    ad = sysq.get_adapter(model)
+    base = ad.family.layers.rsplit(".", 1)[0]                # the module that holds the decoder layers
+    dmap = {n: 0 for n, _ in model.named_children() if n != base.split(".")[0]}
+    dmap |= {f"{base}.{n}": 0 for n, _ in model.get_submodule(base).named_children()
+             if f"{base}.{n}" != ad.family.layers}
+    return dmap | {f"{ad.family.layers}.{i}": "cpu" if i >= ad.num_layers - cpu_layers else 0
+                   for i in range(ad.num_layers)}
+
+
+def split(model, gpus: int, device: str, cpu_layers: int = 0):
     """The model dispatched over `gpus` GPUs by accelerate, decoder layers kept whole (on the CPU: every module on
-    the CPU, with accelerate's hooks all the same)."""
+    the CPU, with accelerate's hooks all the same). cpu_layers: the last that many decoder layers on the CPU and
+    the rest on GPU 0 (a model split over two devices, where only one GPU is lent)."""
     from accelerate import dispatch_model, infer_auto_device_map
     from accelerate.utils import get_balanced_memory
     ad = sysq.get_adapter(model)
     keep = [type(ad.layers()[0]).__name__]
+    if cpu_layers and device != "cpu":
+        return dispatch_model(model, cpu_tail_map(model, cpu_layers))
     if device == "cpu":                           # each decoder layer its own entry, as on several GPUs
         layers = {f"{ad.family.layers}.{i}" for i in range(ad.num_layers)}
         dmap = {}
@@ -317,6 +331,8 @@ def main() -> None:
     p.add_argument("--steps", default=DEFAULT_STEPS, help=f"comma-separated (default: {DEFAULT_STEPS})")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--gpus", type=int, default=1, help="split-* steps: GPUs to split the model over")
+    p.add_argument("--cpu-layers", type=int, default=0,
+                   help="split-* steps: the last N decoder layers on the CPU, the rest on GPU 0 (two devices)")
     p.add_argument("--dtype", default=None, help="default: bfloat16 on a GPU, float32 on the CPU")
     p.add_argument("--windows", type=int, default=16)
     p.add_argument("--seqlen", type=int, default=512)
@@ -440,7 +456,7 @@ def main() -> None:
             del model
             _empty()
             model = build(args.config, args.layers, args.device, dtype)
-        model = split(model, args.gpus, args.device)
+        model = split(model, args.gpus, args.device, args.cpu_layers)
         where = "memory, split over " + ", ".join(sorted({str(d) for d in model.hf_device_map.values()}))
         recipe = "w8a8-static"
         if "split-detect" in steps:
@@ -467,7 +483,8 @@ def main() -> None:
             if {"split-mitigate", "split-static"} & set(steps):
                 del model
                 _empty()
-                model = split(build(args.config, args.layers, args.device, dtype), args.gpus, args.device)
+                model = split(build(args.config, args.layers, args.device, dtype), args.gpus, args.device,
+                              args.cpu_layers)
             with Meter() as m:
                 sysq.quantize(model, "w4a16+gptq", ids, quiet=True)
             table.add("gptq", m, where, note="w4a16 g128 GPTQ")
