@@ -295,6 +295,20 @@ def cpu_tail_map(model, cpu_layers: int) -> dict:
                    for i in range(ad.num_layers)}
 
 
+def place(model, dmap: dict):
+    """dispatch_model's placement with modules that run on the CPU: dispatch_model treats a "cpu" entry as
+    offloaded (its weights are moved to the main GPU for every forward), so the blocks are placed and hooked
+    here with their own execution devices instead."""
+    from accelerate.hooks import attach_align_device_hook_on_blocks
+    where = {n: torch.device("cpu") if d == "cpu" else torch.device("cuda", d) for n, d in dmap.items()}
+    for n, d in where.items():
+        model.get_submodule(n).to(d)
+    attach_align_device_hook_on_blocks(model, execution_device=where, offload={n: False for n in where},
+                                       skip_keys="past_key_values")
+    model.hf_device_map = dict(dmap)
+    return model
+
+
 def split(model, gpus: int, device: str, cpu_layers: int = 0):
     """The model dispatched over `gpus` GPUs by accelerate, decoder layers kept whole (on the CPU: every module on
     the CPU, with accelerate's hooks all the same). cpu_layers: the last that many decoder layers on the CPU and
@@ -304,7 +318,7 @@ def split(model, gpus: int, device: str, cpu_layers: int = 0):
     ad = sysq.get_adapter(model)
     keep = [type(ad.layers()[0]).__name__]
     if cpu_layers and device != "cpu":
-        return dispatch_model(model, cpu_tail_map(model, cpu_layers))
+        return place(model, cpu_tail_map(model, cpu_layers))
     if device == "cpu":                           # each decoder layer its own entry, as on several GPUs
         layers = {f"{ad.family.layers}.{i}" for i in range(ad.num_layers)}
         dmap = {}
