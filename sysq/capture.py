@@ -1152,7 +1152,9 @@ class Recorder:
         if "h_mid" not in cur:
             return none
         floor = self.th.massive_abs
-        h_in, h_mid, h_out = cur["h_in"], cur["h_mid"], cur["h_out"]
+        # the input may arrive from the previous layer's device (a model split by accelerate): the pre-hook sees it
+        # before accelerate moves it
+        h_in, h_mid, h_out = _on(cur["h_in"], cur["h_out"].device), cur["h_mid"], cur["h_out"]
         big = (h_in.abs() > floor) | (h_out.abs() > floor)
         b, t, c = big.nonzero().unbind(1)
         if b.shape[0] == 0:
