@@ -186,7 +186,7 @@ class Backlog:
         self.items = [it for items, _, _ in segments for it in items]
         self._segments = [(len(items), iter(host), events) for items, host, events in segments if items]
         self.done = 0
-        self._at, self._left = -1, 0           # the segment being run and its items not yet run
+        self._at, self._left, self._host = -1, 0, iter(())   # the segment being run, its items left, its tensors
 
     def ready(self) -> bool:
         """Whether the next item's copy is done (no wait)."""
@@ -198,14 +198,13 @@ class Backlog:
         while self.done < end:
             if self._left == 0:
                 self._at += 1
-                self._left, _, events = self._segments[self._at]
+                self._left, self._host, events = self._segments[self._at]
                 for ev in events:
                     ev.synchronize()
             fn, ts = self.items[self.done]
             self.done += 1
             self._left -= 1
-            host = self._segments[self._at][1]
-            fn(*[next(host) for _ in ts])
+            fn(*[next(self._host) for _ in ts])
 
 
 class Pending:
