@@ -78,16 +78,56 @@ def charged(prof, device: bool) -> tuple[dict, dict]:
         parts = [(k.name, k.duration) for k in ev.kernels] if device else [(ev.name, ev.self_cpu_time_total)]
         if not any(t for _, t in parts):
             continue
-        p, label = ev.cpu_parent, "(model forward)"
-        while p is not None:
-            if p.name.startswith(PREFIX):
-                label = p.name[len(PREFIX):]
-                break
-            p = p.cpu_parent
+        label = label_of(ev.cpu_parent)
         for name, t in parts:
             by_label[label] += t
             by_op[(label, name)] += t
     return by_label, by_op, calls
+
+
+def label_of(ev) -> str:
+    p = ev
+    while p is not None:
+        if p.name.startswith(PREFIX):
+            return p.name[len(PREFIX):]
+        p = p.cpu_parent
+    return "(model forward)"
+
+
+def gaps(prof, top: int) -> str:
+    """The device's idle time between consecutive kernels (and copies) of the profiled region, charged to the
+    label of the CPU op that launched the kernel after the gap: where the device waited."""
+    evs = prof.events()
+    cpu = {ev.id: ev for ev in evs if ev.device_type == DeviceType.CPU}
+    dev = sorted((ev for ev in evs if ev.device_type != DeviceType.CPU and not ev.name.startswith(PREFIX)
+                  and not ev.name.startswith("phase:")), key=lambda e: e.time_range.start)
+    if not dev:
+        return "no device events"
+    by_label: dict[str, list] = defaultdict(lambda: [0.0, 0])
+    rows = []
+    busy = 0.0
+    end = dev[0].time_range.start
+    for ev in dev:
+        busy += ev.time_range.elapsed_us()
+        g = ev.time_range.start - end
+        if g > 0:
+            launcher = cpu.get(getattr(ev, "linked_correlation_id", -1))
+            lab = label_of(launcher) if launcher is not None else "(unlinked)"
+            by_label[lab][0] += g
+            by_label[lab][1] += 1
+            rows.append((g, lab, ev.name, launcher.name if launcher is not None else ""))
+        end = max(end, ev.time_range.end)
+    span = end - dev[0].time_range.start
+    out = [f"device span {span / 1e3:.1f} ms, kernels and copies {busy / 1e3:.1f} ms, idle {(span - busy) / 1e3:.1f} "
+           f"ms (gaps > 0: {len(rows)})", "", "| idle before a kernel of | gaps | idle ms |", "|---|---|---|"]
+    out += [f"| {k} | {n} | {v / 1e3:.2f} |" for k, (v, n) in sorted(by_label.items(), key=lambda kv: -kv[1][0])]
+    out += ["", "| idle us | next kernel launched by | launch op | kernel |", "|---|---|---|---|"]
+    out += [f"| {g:.0f} | {lab} | {op} | {name[:70]} |" for g, lab, name, op in sorted(rows, reverse=True)[:top]]
+    hist = defaultdict(float)
+    for g, *_ in rows:
+        hist[next(b for b in (2, 5, 10, 50, 200, 1000, 1e12) if g <= b)] += g
+    out += ["", "idle by gap size (us: ms): " + ", ".join(f"<= {b:g}: {v / 1e3:.1f}" for b, v in sorted(hist.items()))]
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -127,6 +167,9 @@ def main() -> None:
     print(f"\n| charged to | op / kernel | {unit} ms |\n|---|---|---|")
     for (lab, op), v in sorted(by_op.items(), key=lambda kv: -kv[1])[:a.top]:
         print(f"| {lab} | {op[:90]} | {v / 1e3:.2f} |")
+    if cuda:
+        print("\ndetect:", gaps(prof, a.top))
+        print("\nplain forward:", gaps(plain, 10))
     print(f"\nplain forward, top ops:\n| op / kernel | {unit} ms |\n|---|---|")
     for (lab, op), v in sorted(p_op.items(), key=lambda kv: -kv[1])[:15]:
         print(f"| {op[:90]} | {v / 1e3:.2f} |")
