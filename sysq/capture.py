@@ -149,6 +149,16 @@ def to_host(tensors: list, numpy: bool = False) -> list:
     return host
 
 
+_COPY_STREAMS: dict = {}
+
+
+def _copy_stream(device) -> "torch.cuda.Stream":
+    """One stream per CUDA device for start_to_host's copies (made once)."""
+    if device not in _COPY_STREAMS:
+        _COPY_STREAMS[device] = torch.cuda.Stream(device)
+    return _COPY_STREAMS[device]
+
+
 def start_to_host(tensors: list, numpy: bool = False) -> tuple[list, list]:
     """to_host without the wait: CUDA tensors are copied into pinned host memory behind the work already queued;
     the host tensors may be read once every returned event has completed (other devices copy at once)."""
@@ -161,9 +171,15 @@ def start_to_host(tensors: list, numpy: bool = False) -> tuple[list, list]:
     for (device, dtype), ts in groups.items():
         flat = torch.cat([t if t.dim() == 1 else t.reshape(-1) for t in ts])
         if device.type == "cuda":
-            h = torch.empty(flat.shape, dtype=dtype, pin_memory=True).copy_(flat, non_blocking=True)
-            ev = torch.cuda.Event()
-            ev.record(torch.cuda.current_stream(device))
+            # on a side stream: the copy engine runs it beside the kernels queued after it (on the compute stream
+            # the copies took 2.6 ms of an 8B detect's device time, call A18)
+            side = _copy_stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                h = torch.empty(flat.shape, dtype=dtype, pin_memory=True).copy_(flat, non_blocking=True)
+                ev = torch.cuda.Event()
+                ev.record(side)
+            flat.record_stream(side)            # flat's block is not reused before the copy has read it
             events.append(ev)
         else:
             h = flat.cpu()
@@ -1153,18 +1169,25 @@ class Recorder:
         """[L, B, T, 3]: the mean over heads of the per-head norms of q, k and v at each token (RoPE rotates pairs:
         the norms before RoPE equal those after); None unless every layer has all three."""
         ad = self.ad
+        widths = [ad.num_heads * ad.head_dim, ad.num_kv_heads * ad.head_dim, ad.num_kv_heads * ad.head_dim]
         if all("proj_qkv" in c for c in layers):
-            qkv = _stack([c["proj_qkv"] for c in layers])
-            parts = qkv.split([ad.num_heads * ad.head_dim, ad.num_kv_heads * ad.head_dim,
-                               ad.num_kv_heads * ad.head_dim], -1)
+            per_layer = [c["proj_qkv"].split(widths, -1) for c in layers]
         elif all(f"proj_{r}" in c for c in layers for r in "qkv"):
-            parts = [_stack([c[f"proj_{r}"] for c in layers]) for r in "qkv"]
+            per_layer = [[c[f"proj_{r}"] for r in "qkv"] for c in layers]
         else:
             return None
+        x0 = per_layer[0][0]
+        if fused(x0.device):        # each projection read in place, no float64 copy of the stack (_norms_triton)
+            from ._norms_triton import qkv_norms_into
+            out = torch.empty(len(layers), *x0.shape[:2], 3, dtype=torch.float32, device=x0.device)
+            for o, (q, k, v) in zip(out.unbind(0), per_layer):
+                qkv_norms_into(q, k, v, ad.head_dim, o)
+            return out
+        parts = [_stack(list(ps)) for ps in zip(*per_layer)]
         L, B, T = parts[0].shape[:3]
         # norms in float64, rounded once to float32: the same digits whatever order a device sums in
-        return torch.stack([torch.linalg.vector_norm(p.view(L, B, T, -1, ad.head_dim), dim=-1, dtype=torch.float64)
-                            .mean(-1).float() for p in parts], -1)
+        return torch.stack([torch.linalg.vector_norm(p.reshape(L, B, T, -1, ad.head_dim), dim=-1,
+                                                     dtype=torch.float64).mean(-1).float() for p in parts], -1)
 
     def _hits_sparse(self, cur: dict) -> tuple:
         """The CPU form of the lifecycle's hits of one layer (see _hits_dense): exactly the hits, in position
@@ -1208,7 +1231,6 @@ class Recorder:
         terms [L, m, K, 4] (x_k * W[c, k], x_k, gate_k, up_k)) or Nones. No wait for the device anywhere."""
         if not all("h_mid" in c for c in layers):
             return (None,) * 5
-        h_mid = _stack([c["h_mid"] for c in layers])
         L, B, T, C = h_out.shape
         # a position is a hit when max(|h_in|, |h_out|) > floor (either one is); each token's largest score from
         # the residual sites' token maxima (chained: layer l's input is layer l - 1's output)
@@ -1220,17 +1242,20 @@ class Recorder:
                                                        tok.view(L, B * T), MAX_TRACKED)
         bt = flat // C
         hits = torch.stack([bt // T, bt % T, flat % C], 2)
-        values = torch.stack([v_in, h_mid.reshape(L, -1).gather(1, flat), v_out], 2).float()
+        bs, ts_, cs = hits.unbind(2)[0].unbind(0), hits.unbind(2)[1].unbind(0), hits.unbind(2)[2].unbind(0)
+        # each layer's mid residual read where it is, one index op each (stacking them copied 8 x 33.5 MB a chunk
+        # at the 8B shape)
+        v_mid = _stack([c["h_mid"][b, tt, cc] for c, b, tt, cc in zip(layers, bs, ts_, cs)])
+        values = torch.stack([v_in, v_mid, v_out], 2).float()
         if not all("down_in" in c for c in layers):
             return count, hits, values, None, None
         # the MLP's write into channel c at (b, t) split into x_k * W_down[c, k]; the largest terms
-        bs, ts_ = hits[..., 0].unbind(0), hits[..., 1].unbind(0)
 
         def rows(ts):       # [L, m, I] the rows (b, t) of each layer's [B, T, I] tensor: one op each, no stacked copy
             return _stack([t[b, tt] for t, b, tt in zip(ts, bs, ts_)])
         x = rows([c["down_in"] for c in layers]).float()                               # [L, m, I]
         w = [self.ad.down(c["i"]).weight for c in layers]
-        w = _stack([wi.index_select(0, _on(cc, wi.device)) for wi, cc in zip(w, hits[..., 2].unbind(0))])
+        w = _stack([wi.index_select(0, _on(cc, wi.device)) for wi, cc in zip(w, cs)])
         contrib = x * _on(w.float(), x.device)      # the weights are on x's device (Recorder.reduce_on aside)
         k = contrib.abs().topk(min(4, contrib.shape[-1]), dim=-1).indices                # [L, m, K]
         gate, up = _gate_up(layers, rows)

@@ -191,3 +191,27 @@ def test_column_sums_of_attention_probabilities(kernel):
     assert torch.equal(capture.column_stats([w.view(6, 40, 40)], maxima=False)[2], total)
     mx, first = w.view(6, 40, 40).max(1)                      # and each key's largest probability, first query
     assert torch.equal(m[0], mx) and torch.equal(j[0], first)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fused_qkv", [False, True])
+def test_qkv_norms_by_the_kernel_equal_torch_float64(dtype, fused_qkv):
+    """The per-token mean head norms of q, k and v (capture's _qkv_norms on a GPU) by one Triton launch per layer equal
+    torch's float64 vector_norm + mean to the last bit: grouped-query heads, a head size that is not a power of two,
+    rows that do not fill the last block, views of one fused qkv output."""
+    from sysq._norms_triton import BLOCK_R, qkv_norms_into
+    g = torch.Generator().manual_seed(7)
+    B, T, D, HQ, HKV = 3, BLOCK_R + 5, 48, 4, 2
+    if fused_qkv:
+        qkv = torch.randn(B, T, (HQ + 2 * HKV) * D, generator=g).to(dtype)
+        qkv[0, 0, :D] *= 300.0                              # one large head: the rows' magnitudes differ widely
+        q, k, v = qkv.split([HQ * D, HKV * D, HKV * D], -1)
+    else:
+        q, k, v = (torch.randn(B, T, h * D, generator=g).to(dtype) for h in (HQ, HKV, HKV))
+    out = torch.full((B, T, 3), float("nan"))
+    qkv_norms_into(q, k, v, D, out)
+    ref = torch.stack([torch.linalg.vector_norm(p.reshape(B, T, -1, D), dim=-1, dtype=torch.float64).mean(-1).float()
+                       for p in (q, k, v)], -1)
+    assert torch.equal(out, ref)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        qkv_norms_into(q, k, v, D, out[..., :2])

@@ -413,9 +413,9 @@ def test_host_reads_do_not_grow_with_layers_or_batches(monkeypatch):
 def test_hook_ops_do_not_grow_with_layers(monkeypatch):
     """The accelerator's forms launch a fixed number of kernels per chunk of layers, not per layer: beyond the
     model's own forward, the aten ops of detect's batches (hooks, reductions, merge, the host copy; not the host
-    records, made from host tensors) grow by at most 6 per decoder layer and batch (the W_down rows and the
-    down_proj input, gate and up rows at the lifecycle's hits: 4; on an attention batch the mass each key receives
-    and the first window's map: 3), where they grew by ~90."""
+    records, made from host tensors) grow by at most 7 per decoder layer and batch (the W_down rows and the
+    down_proj input, gate, up and mid-residual values at the lifecycle's hits: 5; on an attention batch the mass
+    each key receives and the first window's map: 3), where they grew by ~90."""
     from torch.profiler import ProfilerActivity, profile, record_function
     from sysq.capture import Backlog, Recorder
     from sysq.detect.attention import eager_attention
@@ -453,7 +453,7 @@ def test_hook_ops_do_not_grow_with_layers(monkeypatch):
                     with eager_attention(model) if s < 2 else contextlib.nullcontext():
                         model.model(input_ids=x[s:s + 2], use_cache=False)
         extra[layers] = ops(lambda: detect(model, x, quiet=True, **kw), "run") - ops(plain, "plain")
-    assert 0 < extra[2] and (extra[6] - extra[2]) / 4 <= 2 * 6, extra     # two batches
+    assert 0 < extra[2] and (extra[6] - extra[2]) / 4 <= 2 * 7, extra     # two batches
 
 
 @pytest.mark.parametrize("floor", [0.5, 5.5, 8.5])

@@ -22,8 +22,8 @@ TOP_COLUMNS = 8
 TOP_ROWS = 3
 
 
-# weights of one shape stacked per pass: a few kernels for many linears (an 8B model: 16 passes), bounded memory (the
-# stack, |W| and its float64 column sums: about 4x this while a pass runs in the torch form; the stack alone on CUDA)
+# weights of one shape reduced per pass: a few kernels for many linears (an 8B model: 16 passes), bounded memory in the
+# torch form (the stack, |W| and its float64 column sums: about 4x this while a pass runs)
 CHUNK_BYTES = 2**30
 
 
@@ -32,20 +32,20 @@ def _on_device(ws: list[torch.Tensor]) -> list[torch.Tensor]:
     (max |W| over the column / its mean, the mean added in float64 and rounded once to float32: the same digits in
     any order, on any device), the top columns (values, indices, and their TOP_ROWS rows of largest |W| and the
     values there, [k, TOP_COLUMNS, TOP_ROWS]), the row holding each column's largest |W| [k, in] (the first on
-    ties). The k weights are stacked once (a copy in their dtype: a bf16 weight is never copied to float32 whole):
-    on a GPU detect is bound by the host's launches (call F11's timeline: the device idled through ~38 ms of one
-    fused launch and one column gather per weight), so one of each per group; on CUDA the fused pass reads the
-    stack once, else whole-tensor kernels."""
+    ties). On CUDA the fused pass reads each weight in place (one launch each) and the top columns are gathered
+    weight by weight: stacking them first copied every weight of the model once, 6.7 ms of an 8B detect's 11.2 ms
+    of weight kernels on one H200 (call A18, scripts/h200_session18/device_sections.py). Elsewhere whole-tensor
+    kernels over the stack (a copy in the weights' dtype: a bf16 weight is never copied to float32 whole)."""
     rows = ws[0].shape[0]
-    stack = torch.stack(ws)
-    if fused(stack.device):
-        amax, argmax, total = (v.squeeze(0) for v in column_stats([stack]))
+    if fused(ws[0].device):
+        amax, argmax, total = (v.squeeze(1) for v in column_stats([w[None] for w in ws]))
     else:
-        a = stack.abs()
+        a = torch.stack(ws).abs()
         (amax, argmax), total = a.max(1), a.sum(1, dtype=torch.float64)
+        del a
     ratio = amax / (total / rows).float().clamp_min(1e-12)
     top = ratio.topk(min(TOP_COLUMNS, ratio.shape[-1]), dim=-1)
-    cols = stack.gather(2, top.indices[:, None, :].expand(-1, rows, -1)).transpose(1, 2).float()
+    cols = torch.stack([w.index_select(1, i) for w, i in zip(ws, top.indices.unbind(0))]).transpose(1, 2).float()
     # each top column's TOP_ROWS rows of largest |W| (the first row on ties: one int64 key per row, |W|'s float32
     # bits above 2^32 - 1 - row, so any device's topk orders them alike) and the values there
     rev = torch.arange(2**32 - 1, 2**32 - 1 - rows, -1, device=cols.device)
