@@ -21,6 +21,7 @@ from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E
 
 import sysq  # noqa: E402
 from sysq import capture  # noqa: E402
+from sysq.detect import weight  # noqa: E402
 from bench_scale import _sync, build, forward, windows  # noqa: E402
 
 det = sys.modules["sysq.detect"]
@@ -31,7 +32,9 @@ HOOK_FACTORIES = ("_layer_in", "_site", "_stash_input", "_stash_output", "_stash
 RECORDER = ("_reduce_sites", "_hits_dense", "_hits_sparse", "_attention", "_qkv_norms", "_close_chunk", "_merge",
             "_step_backlog", "flush", "begin")
 CAPTURE_FUNCS = ("_residuals", "reduce_fused", "reduce_stacked", "start_to_host", "merge")
-DETECT_FUNCS = ("start_weights", "_start_statistics", "site_lists", "site_summary")
+DETECT_FUNCS = ("start_weights", "_start_statistics", "site_lists", "site_summary", "_outlier_tokens",
+                "attention_summary", "down_rows", "_arrays", "Namer")
+WEIGHT_FUNCS = ("_on_device", "column_stats")
 
 
 def labelled(name, fn):
@@ -42,26 +45,29 @@ def labelled(name, fn):
     return wrapped
 
 
-def hook_factory(name, factory):
+def hook_factory(name, factory, wrap):
     @functools.wraps(factory)
     def make(self, *a, **k):
-        return labelled(f"hook {name}", factory(self, *a, **k))
+        return wrap(f"hook {name}", factory(self, *a, **k))
     return make
 
 
-def install() -> None:
+def install(wrap=labelled) -> None:
+    """Every function named above wrapped by wrap(name, fn) (hooks: the hooks the factories make)."""
     for n in HOOK_FACTORIES:
         if hasattr(capture.Recorder, n):
-            setattr(capture.Recorder, n, hook_factory(n, getattr(capture.Recorder, n)))
+            setattr(capture.Recorder, n, hook_factory(n, getattr(capture.Recorder, n), wrap))
     for n in RECORDER:
         if hasattr(capture.Recorder, n):
-            setattr(capture.Recorder, n, labelled(n, getattr(capture.Recorder, n)))
+            setattr(capture.Recorder, n, wrap(n, getattr(capture.Recorder, n)))
     for n in CAPTURE_FUNCS:
         if hasattr(capture, n):
-            setattr(capture, n, labelled(n, getattr(capture, n)))
+            setattr(capture, n, wrap(n, getattr(capture, n)))
     for n in DETECT_FUNCS:
         if hasattr(det, n):
-            setattr(det, n, labelled(n, getattr(det, n)))
+            setattr(det, n, wrap(n, getattr(det, n)))
+    for n in WEIGHT_FUNCS:
+        setattr(weight, n, wrap(n, getattr(weight, n)))
 
 
 def charged(prof, device: bool) -> tuple[dict, dict]:
