@@ -29,6 +29,10 @@ SITE = {"x_ptr": X, "thr_ptr": "*fp32", "T": "i32", "C": "i32", "s_b": "i32", "s
         "NTB": "i32", "NCB": "i32", **PARTIALS}
 TOKEN = {"x_ptr": X, "T": "i32", "C": "i32", "s_b": "i32", "s_t": "i32", "s_c": "constexpr", "NTT": "i32",
          "tmax_ptr": X, "targ_ptr": "*i32", "tval_ptr": X}
+GROUP = {"off_ptr": "*i64", "SITE_C": "i32"}               # the split kernels' grouped launch (launch_group)
+SITE_SPLIT = {**SITE, **GROUP, "SITE_T": "i32"}
+TOKEN_SPLIT = {**TOKEN, **GROUP}
+TOKEN_SPLIT["SITE_T"] = TOKEN_SPLIT.pop("SITE_C")
 
 
 def usage(fn, args: dict, consts: dict, warps: int) -> str:
@@ -53,14 +57,18 @@ def report(name: str, tile=None, token_tile=None) -> None:
             c = dict(BLOCK_T=t[0], TOKENS=t[1], BLOCK_C=t[2], TOKEN_STATS=stats)
             print(f"fused {t[:4]} {'sites' if stats else 'weights'}: {usage(R._site_reduce_kernel, SITE, c, t[3])}")
         return
-    for what, stats in (("sites", name == "wide"), ("weights", False)):
-        c = dict(BLOCK_T=t[0], TOKENS=t[1], BLOCK_C=t[2], MASK_C=False, ROWWISE=bool(t[4]), MAXIMA=True,
-                 TOKEN_STATS=stats, PREFETCH=bool(t[5]))
-        print(f"{name} {t} channel kernel, {what}: {usage(R._site_reduce_channel_kernel, SITE, c, t[3])}")
-    if name == "split":
-        bt, bc, nw = R.TOKEN_TILE
-        c = dict(BLOCK_T=bt, BLOCK_C=bc, MASK_T=False, PREFETCH=bool(t[5]))
-        print(f"split token kernel {R.TOKEN_TILE}: {usage(R._site_reduce_token_kernel, TOKEN, c, nw)}")
+    for grouped in ((False, True) if name == "split" else (False,)):
+        g = dict(GROUPED=grouped, ALIGN=8 if grouped else 1)
+        for what, stats in (("sites", name == "wide"), ("weights", False)):
+            c = dict(BLOCK_T=t[0], TOKENS=t[1], BLOCK_C=t[2], MASK_C=False, ROWWISE=bool(t[4]), MAXIMA=True,
+                     TOKEN_STATS=stats, PREFETCH=bool(t[5]), **g)
+            print(f"{name} {t} channel kernel, {what}{', grouped' if grouped else ''}: "
+                  f"{usage(R._site_reduce_channel_kernel, SITE_SPLIT, c, t[3])}")
+        if name == "split":
+            bt, bc, nw = R.TOKEN_TILE
+            c = dict(BLOCK_T=bt, BLOCK_C=bc, MASK_T=False, PREFETCH=bool(t[5]), **g)
+            print(f"split token kernel {R.TOKEN_TILE}{', grouped' if grouped else ''}: "
+                  f"{usage(R._site_reduce_token_kernel, TOKEN_SPLIT, c, nw)}")
 
 
 def main() -> None:

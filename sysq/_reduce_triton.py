@@ -186,15 +186,42 @@ def _channel_tile(x, ok, rt, thr, rc, row_ptr, s_c, mt, to, tmax_ptr, targ_ptr, 
 
 
 @triton.jit
+def _group_site(x_ptr, off_ptr, ALIGN: tl.constexpr, GROUPED: tl.constexpr, AXIS: tl.constexpr):
+    """GROUPED: this program's site s (program axis AXIS) and its tensor, x_ptr + the site's element offset from the
+    first site's tensor (a multiple of ALIGN elements: 16 bytes, so loads stay vectorised); else site 0, x_ptr."""
+    if GROUPED:
+        s = tl.program_id(AXIS).to(tl.int64)
+        x_ptr = x_ptr + tl.multiple_of(tl.load(off_ptr + s), ALIGN)
+    else:
+        s = 0
+    return s, x_ptr
+
+
+@triton.jit
 def _site_reduce_channel_kernel(x_ptr, thr_ptr, T, C, s_b, s_t, s_c, NTB, NCB,
                                 cmax_ptr, cidx_ptr, cval_ptr, csum_ptr, ccnt_ptr,    # [B, NTB, C]
                                 tmax_ptr, targ_ptr, tval_ptr,                        # [B, T, NCB] (TOKEN_STATS)
+                                off_ptr, SITE_C, SITE_T,
                                 BLOCK_T: tl.constexpr, TOKENS: tl.constexpr, BLOCK_C: tl.constexpr,
                                 MASK_C: tl.constexpr, ROWWISE: tl.constexpr, MAXIMA: tl.constexpr,
-                                TOKEN_STATS: tl.constexpr, PREFETCH: tl.constexpr):
+                                TOKEN_STATS: tl.constexpr, PREFETCH: tl.constexpr, GROUPED: tl.constexpr,
+                                ALIGN: tl.constexpr):
     """split / wide: TOKENS tokens x BLOCK_C channels of one window per program, BLOCK_T tokens per loop step; the
     full steps load without a token mask (and without a channel mask when C is a multiple of BLOCK_C: MASK_C
-    False), the last partial step masked."""
+    False), the last partial step masked. GROUPED: S sites of one shape and strides in one launch (program axis 2),
+    their tensors at off_ptr[s] elements from x_ptr, their partials SITE_C / SITE_T elements apart and their
+    thresholds B apart (stacked buffers)."""
+    s, x_ptr = _group_site(x_ptr, off_ptr, ALIGN, GROUPED, 2)
+    if GROUPED:
+        thr_ptr += s * (SITE_C // (NTB * C))
+        cmax_ptr += s * SITE_C
+        cidx_ptr += s * SITE_C
+        cval_ptr += s * SITE_C
+        csum_ptr += s * SITE_C
+        ccnt_ptr += s * SITE_C
+        tmax_ptr += s * SITE_T
+        targ_ptr += s * SITE_T
+        tval_ptr += s * SITE_T
     b, tb, pc, rc, mc, thr, xb = _program_block(x_ptr, thr_ptr, C, s_b, NTB, BLOCK_C)
     big = 2147483647
     base = xb + rc[None, :].to(tl.int64) * s_c
@@ -258,11 +285,18 @@ def _site_reduce_channel_kernel(x_ptr, thr_ptr, T, C, s_b, s_t, s_c, NTB, NCB,
 
 @triton.jit
 def _site_reduce_token_kernel(x_ptr, T, C, s_b, s_t, s_c, NTT, tmax_ptr, targ_ptr, tval_ptr,   # [B, T, 1]
+                              off_ptr, SITE_T,
                               BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, MASK_T: tl.constexpr,
-                              PREFETCH: tl.constexpr):
+                              PREFETCH: tl.constexpr, GROUPED: tl.constexpr, ALIGN: tl.constexpr):
     """split: BLOCK_T tokens of one window per program over all C channels, BLOCK_C at a time; element-wise max
     |x| and its channel (strictly larger: the first channel stays, as each column sees channels in order), reduced
-    across the channels once; the token's final max, first channel and signed value."""
+    across the channels once; the token's final max, first channel and signed value. GROUPED: as the channel
+    kernel's, the site on program axis 1."""
+    s, x_ptr = _group_site(x_ptr, off_ptr, ALIGN, GROUPED, 1)
+    if GROUPED:
+        tmax_ptr += s * SITE_T
+        targ_ptr += s * SITE_T
+        tval_ptr += s * SITE_T
     pid = tl.program_id(0)
     b = pid // NTT
     big = 2147483647
@@ -348,12 +382,46 @@ def launch(x, thr, parts: tuple, ntb: int, ncb: int, maxima: bool = True) -> Non
     wide = VARIANT == "wide"
     bc, nw = _block_c(C, x.element_size())
     _site_reduce_channel_kernel[(B * ntb, -(-C // bc))](
-        x, thr, T, C, *x.stride(), ntb, ncb, *parts, BLOCK_T=BLOCK_T, TOKENS=TOKENS, BLOCK_C=bc,
+        x, thr, T, C, *x.stride(), ntb, ncb, *parts, thr, 0, 0, BLOCK_T=BLOCK_T, TOKENS=TOKENS, BLOCK_C=bc,
         MASK_C=C % bc != 0, ROWWISE=bool(ROWWISE), MAXIMA=maxima or stats, TOKEN_STATS=stats and wide,
-        PREFETCH=bool(PREFETCH), num_warps=nw, num_stages=STAGES)
+        PREFETCH=bool(PREFETCH), GROUPED=False, ALIGN=1, num_warps=nw, num_stages=STAGES)
     if stats and not wide:
         bt, bc, nw = TOKEN_TILE
         ntt = -(-T // bt)
-        _site_reduce_token_kernel[(B * ntt,)](x, T, C, *x.stride(), ntt, *parts[5:], BLOCK_T=bt, BLOCK_C=bc,
-                                              MASK_T=T % bt != 0, PREFETCH=bool(PREFETCH), num_warps=nw,
-                                              num_stages=STAGES)
+        _site_reduce_token_kernel[(B * ntt,)](x, T, C, *x.stride(), ntt, *parts[5:], thr, 0, BLOCK_T=bt, BLOCK_C=bc,
+                                              MASK_T=T % bt != 0, PREFETCH=bool(PREFETCH), GROUPED=False, ALIGN=1,
+                                              num_warps=nw, num_stages=STAGES)
+
+
+def group_offsets(xs: list) -> list[int] | None:
+    """The element offsets of xs' tensors from the first one's, when one grouped launch can take them all (split;
+    one shape, dtype, device and strides; every offset a multiple of 16 bytes); else None."""
+    if VARIANT != "split" or len(xs) < 2:
+        return None
+    x0, e = xs[0], xs[0].element_size()
+    if any(x.shape != x0.shape or x.stride() != x0.stride() or x.dtype != x0.dtype or x.device != x0.device
+           for x in xs):
+        return None
+    diffs = [x.data_ptr() - x0.data_ptr() for x in xs]
+    return None if any(d % 16 for d in diffs) else [d // e for d in diffs]
+
+
+def launch_group(xs: list, offsets, thr, col: tuple, tok: tuple, ntb: int, ncb: int, maxima: bool = True) -> None:
+    """split: S sites [B, T, C] in one launch per kernel (program axis: the site). offsets: group_offsets(xs) as an
+    int64 tensor on the device; thr [S, B], col / tok: the stacked partial buffers [S, ...] (tok None: per-channel
+    statistics only)."""
+    S, (B, T, C), x = len(xs), xs[0].shape, xs[0]
+    stats = tok[0] is not None
+    cols = tuple(col) + ((tuple(tok)) if stats else (col[0],) * 3)
+    bc, nw = _block_c(C, x.element_size())
+    align = 16 // x.element_size()
+    _site_reduce_channel_kernel[(B * ntb, -(-C // bc), S)](
+        x, thr, T, C, *x.stride(), ntb, ncb, *cols, offsets, B * ntb * C, B * T * ncb, BLOCK_T=BLOCK_T,
+        TOKENS=TOKENS, BLOCK_C=bc, MASK_C=C % bc != 0, ROWWISE=bool(ROWWISE), MAXIMA=maxima or stats,
+        TOKEN_STATS=False, PREFETCH=bool(PREFETCH), GROUPED=True, ALIGN=align, num_warps=nw, num_stages=STAGES)
+    if stats:
+        bt, bc, nw = TOKEN_TILE
+        ntt = -(-T // bt)
+        _site_reduce_token_kernel[(B * ntt, S)](x, T, C, *x.stride(), ntt, *tok, offsets, B * T * ncb, BLOCK_T=bt,
+                                                BLOCK_C=bc, MASK_T=T % bt != 0, PREFETCH=bool(PREFETCH),
+                                                GROUPED=True, ALIGN=align, num_warps=nw, num_stages=STAGES)

@@ -468,10 +468,17 @@ def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool
         if cache is not None:
             cache[key] = col, tok, views
     ntb, ncb, sites = views
+    # one launch per kernel for all S sites where they allow it (split: same shape and strides, 16-byte offsets):
+    # a detect's ~700 launches of ~50 us host time each were its largest host cost (docs/DETECT_FUSED.md)
+    offsets = R.group_offsets(xs) if thr.is_contiguous() else None
     # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
     with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
-        for x, (t, *parts) in zip(xs, sites):
-            R.launch(x, t, tuple(parts), ntb, ncb, maxima)
+        if offsets is not None:
+            R.launch_group(xs, to_device(torch.tensor(offsets, dtype=torch.int64), x0.device), thr, col, tok, ntb,
+                           ncb, maxima)
+        else:
+            for x, (t, *parts) in zip(xs, sites):
+                R.launch(x, t, tuple(parts), ntb, ncb, maxima)
     return col, tok
 
 

@@ -119,6 +119,37 @@ def test_strided_site_tensor(kernel):
     _compare(xs, torch.tensor([6.0, 6.0]).view(-1, 1, 1, 1))
 
 
+def test_one_launch_for_all_sites_equals_one_per_site(monkeypatch):
+    """split: same-shaped sites go out in one launch per kernel (the site on a program axis), with the same
+    outputs as one launch per site; sites of other strides, or at offsets that are not 16-byte multiples, fall back."""
+    R.use("split", *KERNELS["split"])
+    try:
+        xs = _sites(3, 2, 70, 300, torch.bfloat16, seed=7)
+        floors = torch.tensor([6.0, 100.0, 6.0]).view(-1, 1, 1, 1)
+        below = torch.tensor([-math.inf])
+        groups = []
+        real = R.launch_group
+        spy = lambda *a, **k: groups.append(len(a[0])) or real(*a, **k)      # noqa: E731
+        monkeypatch.setattr(R, "launch_group", spy)
+        grouped = reduce_fused(xs, floors, below, Thresholds())
+        assert groups == [3]
+        monkeypatch.setattr(R, "group_offsets", lambda xs: None)
+        alone = reduce_fused(xs, floors, below, Thresholds())
+        assert groups == [3]
+        for g, a in zip([*grouped[0], *grouped[1]], [*alone[0], *alone[1]]):
+            assert torch.equal(g, a)
+        monkeypatch.undo()
+        monkeypatch.setattr(R, "launch_group", spy)
+        base = torch.cat([xs[0].flatten(), torch.zeros(1, dtype=torch.bfloat16), xs[1].flatten()])
+        odd = [base[:42000].view(2, 70, 300), base[42001:].view(2, 70, 300)]      # 84,002 bytes apart
+        assert R.group_offsets(odd) is None and R.group_offsets(xs) is not None
+        _compare(odd, floors[:2])                                                  # one launch per site
+        assert groups == [3]
+        assert R.group_offsets([xs[0], xs[1][:, :, :150]]) is None                # another shape
+    finally:
+        R.use(R.DEFAULT)
+
+
 def _tolerant(a, b, path=""):
     """Reports equal to the last digit, except the fields made of float32 sums (mean |x|) within a few ulps."""
     if isinstance(a, dict):
