@@ -8,6 +8,7 @@ for c in new1 old1 new2 old2 new3 old3 new4; do
   (timeout 70 python3 $S --config 8b --batch-size 8 --reps 15 --steps forward,detect --out $R/$c) > $R/$c.log 2>&1
   echo "$c rc $?"; grep -E "^\| detect" $R/$c.log | cut -c1-110
 done
+timeout 120 python3 scripts/h200_session18/check_forms.py > $R/forms.log 2>&1; echo "forms rc $?"; tail -2 $R/forms.log
 timeout 100 python3 scripts/h200_session18/host_sections.py --reps 5 --top 30 > $R/host.log 2>&1; echo "host rc $?"
 sed -n '1,16p' $R/host.log
 timeout 80 python3 scripts/h200_session11/detect_timeline.py --reps 5 > $R/timeline.log 2>&1; echo "timeline rc $?"
