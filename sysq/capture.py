@@ -447,9 +447,10 @@ def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool
                     cache: dict | None = None) -> tuple:
     """The fused pass over each of S tensors [B, T, C] (thr [S, B]: each window's massive threshold): its partial
     buffers ((cmax, cidx, cval, csum, ccnt) [S, B, token programs, C], (tmax, targ, tval) [S, B, T, channel blocks]
-    or Nones). maxima=False: only csum is sure to be written (the split / wide kernels skip the rest). Each buffer
-    and thr is split into its S sites' views with one op (unbind), not one per site: on a GPU the host's time per op
-    is what a chunk of small launches costs. cache: see column_stats."""
+    or Nones). maxima=False: only csum is sure to be written (the split / wide kernels skip the rest). Where the
+    sites allow it (split: one shape and strides, 16-byte offsets) one launch per kernel takes them all; else one
+    launch per site, with each buffer and thr split into its S sites' views with one op (unbind), made only then:
+    on a GPU the host's time per op is what a chunk of small launches costs. cache: see column_stats."""
     from . import _reduce_triton as R
     S, (B, T, C), x0 = len(xs), xs[0].shape, xs[0]
     key = ("partials", S, tuple(x0.shape), x0.dtype, x0.device, token_stats, thr.data_ptr())
@@ -463,21 +464,23 @@ def _fused_partials(xs: list[torch.Tensor], thr: torch.Tensor, token_stats: bool
                new(S, B, ntb, C, dtype=torch.int32))
         tok = (new(S, B, T, ncb, dtype=x0.dtype), new(S, B, T, ncb, dtype=torch.int32),
                new(S, B, T, ncb, dtype=x0.dtype)) if token_stats else (None,) * 3
-        per = [thr.unbind(0)] + [(None,) * S if p is None else p.unbind(0) for p in col + tok]
-        views = (ntb, ncb, list(zip(*per)))                 # per site: (thr, its 8 partial views)
+        views = [ntb, ncb, None]                            # per site: (thr, its 8 partial views), when needed
         if cache is not None:
             cache[key] = col, tok, views
-    ntb, ncb, sites = views
-    # one launch per kernel for all S sites where they allow it (split: same shape and strides, 16-byte offsets):
-    # a detect's ~700 launches of ~50 us host time each were its largest host cost (docs/DETECT_FUSED.md)
+    ntb, ncb = views[:2]
+    # one launch per kernel for all S sites where they allow it: a detect's ~960 launches of ~40-80 us host time each
+    # were its largest host cost (call D18, scripts/h200_session18/host_sections.py)
     offsets = R.group_offsets(xs) if thr.is_contiguous() else None
+    if offsets is None and views[2] is None:
+        per = [thr.unbind(0)] + [(None,) * S if p is None else p.unbind(0) for p in col + tok]
+        views[2] = list(zip(*per))
     # Triton launches on the current CUDA device: that of the tensors (a model split over GPUs)
     with torch.cuda.device(x0.device) if x0.device.type == "cuda" else contextlib.nullcontext():
         if offsets is not None:
             R.launch_group(xs, to_device(torch.tensor(offsets, dtype=torch.int64), x0.device), thr, col, tok, ntb,
                            ncb, maxima)
         else:
-            for x, (t, *parts) in zip(xs, sites):
+            for x, (t, *parts) in zip(xs, views[2]):
                 R.launch(x, t, tuple(parts), ntb, ncb, maxima)
     return col, tok
 
