@@ -1,5 +1,6 @@
-# call E18 (issue 12; one H200; three calls on one warm machine: carry (1) .gpu/whl1 .gpu/c .gpu/data .gpu/data2
-# .gpu/old with E18_PART=t, (2) .gpu/a with E18_PART=t, (3) .gpu/b: the default model's GGUF arrives in pieces):
+# call E18 (issue 12; one H200; three calls on one warm machine: carry (1) .gpu/whl1 .gpu/whl2 .gpu/c .gpu/data
+# .gpu/data2 .gpu/old with E18_PART=t (it ran without .gpu/whl2, gguf's wheel, so check_detect_same could not read
+# the GGUF: results/h200/s18/e18/same.log), (2) .gpu/a with E18_PART=t, (3) .gpu/b: the default model's GGUF arrives in pieces):
 # detect's report at this tree on SmolLM2 16 x 512, CPU form against the GPU's forms (check_detect_same --gpu), and
 # the grouped launches against one launch per site on the 8B shape (the same report, and their times alternating).
 source scripts/h200_session5/env.sh
