@@ -3,9 +3,10 @@
 For each token of a layer's q, k and v projections ([B, T, n * D] each, last dimension contiguous; views of a fused
 qkv output are fine), the mean over the heads of each head's L2 norm, as float32 into a [B, T, 3] output, one launch
 per layer. The squares are summed in float64 and the mean taken in float64, then rounded once to float32: the
-digits of torch's `vector_norm(..., dtype=float64).mean(-1).float()` (a bf16 or fp16 square is exact in float64, so
-a head's sum is the same in any order), each projection read in place: torch's form converts the whole
-[L, B, T, n * D] stack to float64 first (call A18, one H200: 6.2 ms of an 8B detect's device time)."""
+digits of torch's `vector_norm(..., dtype=float64).mean(-1).float()` (a bf16 or fp16 square is exact in float64, and
+so is a head's sum in any order unless its values span more than 2^15; another order of the mean's float64 sum moves
+the last bits, not the float32), each projection read in place: torch's form converts the whole [L, B, T, n * D]
+stack to float64 first (call A18, one H200: 6.2 ms of an 8B detect's device time)."""
 from __future__ import annotations
 
 import contextlib
