@@ -1252,7 +1252,7 @@ class Recorder:
                                                        tok.view(L, B * T), MAX_TRACKED)
         bt = flat // C
         hits = torch.stack([bt // T, bt % T, flat % C], 2)
-        bs, ts_, cs = hits.unbind(2)[0].unbind(0), hits.unbind(2)[1].unbind(0), hits.unbind(2)[2].unbind(0)
+        bs, ts_, cs = (h.unbind(0) for h in hits.unbind(2))
         # each layer's mid residual read where it is, one index op each (stacking them copied 8 x 33.5 MB a chunk
         # at the 8B shape)
         v_mid = _stack([c["h_mid"][b, tt, cc] for c, b, tt, cc in zip(layers, bs, ts_, cs)])
