@@ -71,7 +71,7 @@ def test_bitsandbytes_conversion_of_a_loaded_model(recipe, cls):
 
 
 @pytest.mark.parametrize("recipe", [
-    "w8a8-static+kv4", "w4a16", "w4a16+gptq", "w4a16-g32+fz", "w4a16-pc+fz+gptq",
+    "w8a8-static+kv4", "w8a16+kv4+kvrot", "w4a16", "w4a16+gptq", "w4a16-g32+fz", "w4a16-pc+fz+gptq",
     {"base": "w4a4", "act": {"preserve_positions": [0], "preserve_threshold": 20.0},
      "preserve_channels": {"model.layers.1.mlp.down_proj": [2, 7]}, "preserve_channels_bits": 8},
 ])

@@ -1,12 +1,14 @@
 """KV-cache fake quantization (visible in a plain forward pass) and GPTQ."""
 import copy
 
+import pytest
 import torch
 from torch import nn
 
 from sysq.quant import KVSpec, QuantLinear, add_kv_quant, get_recipe, quantize, remove_kv_quant
 from sysq.quant.gptq import gptq_quantize
-from sysq.quant.kv import quantize_kv
+from sysq.errors import SysqError
+from sysq.quant.kv import quantize_keys, quantize_kv
 from sysq.quant.math import dequantize_tensor, qrange, quantize_tensor
 from tiny_models import VOCAB, tiny_model
 
@@ -66,6 +68,41 @@ def test_kv_preserve_positions_keeps_those_tokens_float_and_the_rest_quantized()
     assert (g.bits, g.group_size, g.granularity) == (4, 32, "token")
     r = get_recipe({"base": "w8a16", "kv": {"bits": 4, "preserve_positions": [0]}})
     assert r.kv.preserve_positions == (0,) and get_recipe(r.to_dict()).kv == r.kv
+
+
+def test_hadamard_rotated_keys_spread_a_large_key_channel_and_keep_the_attention_scores_exact():
+    """QuaRot's R3: Q(kH) H^T. A large channel (RoPE's low frequencies) sets every token's 4-bit scale; rotated, its
+    energy spreads over head_dim and the error falls. Unquantized, the rotation changes no score: (qH)(kH)^T = qk^T."""
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(2, 3, 40, 64, generator=g)
+    k[..., 5] *= 40
+    q = torch.randn(2, 3, 40, 64, generator=g)
+    rot = KVSpec(bits=4, group_size=32, key_rotation=True)
+    plain = KVSpec(bits=4, group_size=32)
+    err = {s.key_rotation: float((q @ (quantize_keys(k, s) - k).transpose(-1, -2)).norm()) for s in (rot, plain)}
+    assert err[True] < 0.7 * err[False], err
+    assert torch.equal(quantize_keys(k, plain), quantize_kv(k, plain))        # off: the keys as before
+    assert torch.allclose(quantize_keys(k, KVSpec(bits=8, key_rotation=True)), k, atol=0.5)
+    r = get_recipe("w4a4+kv4g32+kvrot")
+    assert (r.kv.bits, r.kv.group_size, r.kv.key_rotation) == (4, 32, True) and get_recipe(r.to_dict()).kv == r.kv
+    assert "keys Hadamard-rotated" in r.describe() and not get_recipe("w4a4+kv4g32").kv.key_rotation
+    with pytest.raises(SysqError, match=r"\+kvrot.*needs a quantized KV cache first"):
+        get_recipe("w4a4+kvrot")
+
+
+def test_rotated_keys_lower_the_logit_error_of_a_4bit_cache_on_a_tiny_model():
+    model = tiny_model("llama", layers=2)
+    with torch.no_grad():      # a large key channel, as RoPE's low-frequency pairs give real models
+        k = model.model.layers[0].self_attn.k_proj.weight
+        k[5] *= 30
+    ids = torch.randint(3, VOCAB, (2, 24))
+    ref = _logits(model, ids)
+    errs = {}
+    for rot in (False, True):
+        add_kv_quant(model, KVSpec(bits=4, key_rotation=rot))     # head_dim 16: one group
+        errs[rot] = float((_logits(model, ids) - ref).norm())
+    remove_kv_quant(model)
+    assert 0 < errs[True] < errs[False], errs
 
 
 def _correlated_inputs(n=512, d=64, seed=0):

@@ -323,7 +323,8 @@ def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False, pipeline
     object.__setattr__(model, "_sysq_recipe", r)
     counts = Counter(scheme_of(ref.module) for ref in _targets(model, r))
     if r.kv is not None:
-        counts[f"kv{r.kv.bits} {'sym' if r.kv.symmetric else 'asym'} per {r.kv.granularity} (attention)"] = \
+        counts[f"kv{r.kv.bits} {'sym' if r.kv.symmetric else 'asym'} per {r.kv.granularity}"
+               f"{' (keys Hadamard-rotated)' if r.kv.key_rotation else ''} (attention)"] = \
             get_adapter(model).num_layers
     summary = QuantSummary(r.name, r.describe(), dict(counts), before, model_bytes(model),
                            time.perf_counter() - start, settings)

@@ -2,13 +2,14 @@
 
 We register an attention function with transformers' AttentionInterface that fake-quantizes key_states
 and value_states as the attention consumes them (post-RoPE, [batch, kv_heads, seq, head_dim], exactly what
-the cache holds), then calls the model's previous implementation (sdpa or eager). Each attention module
+the cache holds; keys in a Hadamard basis with KVSpec.key_rotation), then calls the model's previous implementation (sdpa or eager). Each attention module
 carries its KVSpec in `_sysq_kv`; a module without one passes through unchanged.
 
     add_kv_quant(model, KVSpec(bits=4))     remove_kv_quant(model)   # restores the previous implementation
 """
 from __future__ import annotations
 
+import functools
 import sys
 
 import torch
@@ -23,6 +24,21 @@ from .recipes import KVSpec
 
 PREFIX = "sysq_kv_"
 INNER = ("sdpa", "eager")
+
+
+@functools.lru_cache(maxsize=None)
+def _hadamard(n: int, device: torch.device) -> torch.Tensor:
+    from ..mitigate.rotate import rotation
+    return rotation(n).to(device=device, dtype=torch.float32)
+
+
+def quantize_keys(k: torch.Tensor, spec: KVSpec) -> torch.Tensor:
+    """The keys as the cache gives them back: quantize_kv, in a Hadamard basis when spec.key_rotation (float32:
+    the rotation itself adds no error in bf16)."""
+    if not spec.key_rotation:
+        return quantize_kv(k, spec)
+    h = _hadamard(k.shape[-1], k.device)
+    return (quantize_kv(k.float() @ h, spec) @ h.T).to(k.dtype)
 
 
 def quantize_kv(x: torch.Tensor, spec: KVSpec) -> torch.Tensor:
@@ -52,7 +68,7 @@ def _make(inner: str):
     def attention(module, query, key, value, attention_mask, **kwargs):
         spec = getattr(module, "_sysq_kv", None)
         if spec is not None:
-            key, value = quantize_kv(key, spec), quantize_kv(value, spec)
+            key, value = quantize_keys(key, spec), quantize_kv(value, spec)
         return _inner_fn(module, inner)(module, query, key, value, attention_mask, **kwargs)
     return attention
 

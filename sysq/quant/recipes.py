@@ -72,6 +72,10 @@ class KVSpec:
     # sequence positions whose keys and values stay float (PrefixQuant / IntactKV: the BOS / attention-sink entry of
     # the cache, computed once per prompt, costs one token's float KV and carries the model's massive activations)
     preserve_positions: tuple[int, ...] = ()
+    # QuaRot's R3: keys quantized in a Hadamard basis of head_dim (Q(kH) H^T, what a cache holding Q(kH) gives once the
+    # queries are rotated by H too): RoPE's few large key channels spread over all of them. Values need no online
+    # rotation: the plan's per-head v -> o rotation (Rotate.heads) folds theirs into the weights
+    key_rotation: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,8 @@ class Recipe:
             parts = [_BNB_WEIGHTS[self.backend] % self.__dict__]
         if self.kv:
             parts.append(f"kv{self.kv.bits} {self.kv.granularity}" + (f" g{self.kv.group_size}" if self.kv.group_size
-                                                                       else ""))
+                                                                       else "")
+                         + (" (keys Hadamard-rotated)" if self.kv.key_rotation else ""))
         if self.dynamic_act:
             parts.append(f"dynamic per-token activations on {len(self.dynamic_act)} linears")
         if self.method == "learned":
@@ -338,6 +343,7 @@ MODIFIERS = {
     "learnedN[xB]": None,   # learned rounding with N steps per layer (and B windows per step): +learned200x8
     "kvBgN": None,  # B-bit KV cache in asymmetric groups of N of head_dim per (head, token) (KIVI / QServe): +kv4g32
     "agN": None,   # dynamic activation scales per group of N channels within each token (Atom's W4A4): +ag64
+    "kvrot": None,  # the KV cache's keys quantized in a Hadamard basis (QuaRot's R3), after a +kv modifier: +kv4g32+kvrot
 }
 
 
@@ -381,6 +387,11 @@ def _apply_modifier(fields_: dict, mod: str, name: str) -> None:
         fields_["weight"] = replace(fields_["weight"], mse=True)
     elif mod == "real":
         fields_["backend"] = real_backend(fields_.get("weight"), fields_.get("act"))
+    elif mod == "kvrot":
+        if fields_.get("kv") is None:
+            raise SysqError(f"'+kvrot' (Hadamard-rotated keys) in {name!r} needs a quantized KV cache first, "
+                            "e.g. w4a4+kv4g32+kvrot")
+        fields_["kv"] = replace(fields_["kv"], key_rotation=True)
     elif mod == "fz":
         w = fields_.get("weight")
         if w is None or w.symmetric:
