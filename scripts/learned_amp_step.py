@@ -1,0 +1,24 @@
+#!/usr/bin/env python
+"""One SmolLM2 layer's learned step (10 SignSGD steps x 2 windows x 512, w4a16-g64+fz) in float32 and under bf16 autocast,
+by learn_block (which applies LearnConfig.amp as given): what bf16 costs on this device. Run under the CPU lock."""
+import sys, time, torch
+sys.path.insert(0, "/work/main")
+import sysq
+from sysq.arch import get_adapter
+from sysq.quant.api import prepare
+from sysq.quant.gptq import layer_inputs, run_layer
+from sysq.quant.learn import LearnConfig, learn_block
+from sysq.quant.linear import QuantLinear
+from sysq.quant.recipes import get_recipe
+import copy
+model, tok = sysq.load("smollm2-135m")
+calib = sysq.calibration(tok, n=2, seqlen=512, seed=0)
+prepare(model, get_recipe("w4a16-g64+fz+learned"))
+inputs, kw = layer_inputs(model, calib)
+for amp in (None, "bf16", None, "bf16"):
+    layer = copy.deepcopy(get_adapter(model).layers()[0])
+    qls = [m for m in layer.modules() if isinstance(m, QuantLinear)]
+    t = time.perf_counter()
+    with torch.no_grad():
+        res, _ = learn_block(layer, qls, inputs, lambda l, x: run_layer(l, x, kw), LearnConfig(steps=10, batch_size=2, amp=amp))
+    print(f"amp={amp}: one SmolLM2 layer, 10 steps x 2 windows x 512: {time.perf_counter() - t:.1f} s", flush=True)
