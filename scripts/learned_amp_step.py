@@ -1,16 +1,23 @@
 #!/usr/bin/env python
 """One SmolLM2 layer's learned step (10 SignSGD steps x 2 windows x 512, w4a16-g64+fz) in float32 and under bf16 autocast,
 by learn_block (which applies LearnConfig.amp as given): what bf16 costs on this device. Run under the CPU lock."""
-import sys, time, torch
-sys.path.insert(0, "/work/main")
-import sysq
-from sysq.arch import get_adapter
-from sysq.quant.api import prepare
-from sysq.quant.gptq import layer_inputs, run_layer
-from sysq.quant.learn import LearnConfig, learn_block
-from sysq.quant.linear import QuantLinear
-from sysq.quant.recipes import get_recipe
 import copy
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import sysq  # noqa: E402
+from sysq.arch import get_adapter  # noqa: E402
+from sysq.quant.api import prepare  # noqa: E402
+from sysq.quant.gptq import layer_inputs, run_layer  # noqa: E402
+from sysq.quant.learn import LearnConfig, learn_block  # noqa: E402
+from sysq.quant.linear import QuantLinear  # noqa: E402
+from sysq.quant.recipes import get_recipe  # noqa: E402
+
 model, tok = sysq.load("smollm2-135m")
 calib = sysq.calibration(tok, n=2, seqlen=512, seed=0)
 prepare(model, get_recipe("w4a16-g64+fz+learned"))
