@@ -6,7 +6,7 @@ in a Hadamard basis, side by side, x FP on WikiText-2 test windows (NW from each
         python scripts/kv_rotation_probe.py MITIGATED.pt [METHOD ...]
 
 MITIGATED.pt is a model int4_probe.py kept (PROBE_KEEP_MITIGATED=1: (model, recipe) after the plan); METHOD is the
-weights' rounding in place of the plan's (default rtn; gptq; learnedNxB: the plan's learned step with N steps
+weights' rounding in place of the plan's (default rtn; gptq; learnedNxB: learned rounding, N steps
 of B windows, e.g. learned25x2). Prints one KVROT line per
 (method, keys); the FP perplexities come from int4_probe.py's cache.
 """
@@ -41,15 +41,14 @@ def main(argv) -> int:
         for rot in (False, True):
             model = copy.deepcopy(base)
             if getattr(base, "_sysq_plan", None) is not None:    # the plan decides the rounding: this METHOD instead
-                plan, learned = base._sysq_plan, None
-                if method.startswith("learned"):                  # learnedNxB: the plan's learned step, N x B steps
-                    steps, _, batch = method[len("learned"):].partition("x")
-                    learned = dataclasses.replace(plan.learned, **({"steps": int(steps)} if steps else {}),
-                                                  **({"batch_size": int(batch)} if batch else {}))
-                plan = dataclasses.replace(plan, learned=learned, rounding=None if method == "rtn" else
-                                           "learned" if learned else method)
+                plan = dataclasses.replace(base._sysq_plan, learned=None, rounding=None if method == "rtn" else
+                                           method.rstrip("0123456789x"))
                 object.__setattr__(model, "_sysq_plan", plan)
-            r = get_recipe({**r0.to_dict(), "method": "rtn", "kv": {**r0.to_dict()["kv"], "key_rotation": rot}})
+            fields = {"method": "rtn"}
+            if method.startswith("learned"):      # learnedNxB: the recipe's own learned budget, N steps x B windows
+                steps, _, batch = method[len("learned"):].partition("x")
+                fields = {"method": "learned", "learn_steps": int(steps or 50), "learn_batch_size": int(batch or 1)}
+            r = get_recipe({**r0.to_dict(), **fields, "kv": {**r0.to_dict()["kv"], "key_rotation": rot}})
             t0 = time.perf_counter()
             quantize(model, r, calib, quiet=True)
             sec = time.perf_counter() - t0
