@@ -2,8 +2,9 @@
 
 We register an attention function with transformers' AttentionInterface that fake-quantizes key_states
 and value_states as the attention consumes them (post-RoPE, [batch, kv_heads, seq, head_dim], exactly what
-the cache holds; keys in a Hadamard basis with KVSpec.key_rotation), then calls the model's previous implementation (sdpa or eager). Each attention module
-carries its KVSpec in `_sysq_kv`; a module without one passes through unchanged.
+the cache holds; keys in a Hadamard basis with KVSpec.key_rotation), then calls the model's previous
+implementation (sdpa or eager). Each attention module carries its KVSpec in `_sysq_kv`; a module without one
+passes through unchanged.
 
     add_kv_quant(model, KVSpec(bits=4))     remove_kv_quant(model)   # restores the previous implementation
 """

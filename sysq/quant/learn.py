@@ -63,8 +63,8 @@ class LearnConfig:
     # outliers (BOS at |h| ~ 25,000 on SmolLM2) weigh as much as any other token instead of all of the loss
     loss: str = "mse"
     # "bf16": each training step's forward and backward under torch.autocast in bfloat16 (AutoRound trains with amp
-    # too): 4x the fp32 matmul speed on a CPU with AVX512-BF16; where bf16 is emulated (an AVX2 CPU: 6x slower than
-    # fp32) learn_model runs the steps in the model's dtype and says so (bf16_native). The parameters, their SignSGD
+    # too): 4x the fp32 matmul speed on a CPU with AVX512-BF16; where bf16 is emulated (an AVX2 CPU: a layer's step ~13x
+    # slower) learn_model runs the steps in the model's dtype and says so (bf16_native). The parameters, their SignSGD
     # updates and the error passes (RTN against learned, the state kept, the next layer's inputs) stay in the
     # model's dtype.
     amp: str | None = None
@@ -534,7 +534,8 @@ def bf16_native(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return any(getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, f, lambda: False)() for f in checks)
     return False
 
 
