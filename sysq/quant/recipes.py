@@ -343,7 +343,7 @@ MODIFIERS = {
     "learnedN[xB]": None,   # learned rounding with N steps per layer (and B windows per step): +learned200x8
     "kvBgN": None,  # B-bit KV cache in asymmetric groups of N of head_dim per (head, token) (KIVI / QServe): +kv4g32
     "agN": None,   # dynamic activation scales per group of N channels within each token (Atom's W4A4): +ag64
-    "kvrot": None,  # the KV cache's keys quantized in a Hadamard basis (QuaRot's R3), after a +kv modifier: +kv4g32+kvrot
+    "kvrot": None,  # the KV cache's keys quantized in a Hadamard basis (QuaRot's R3), after +kv: +kv4g32+kvrot
 }
 
 
