@@ -309,3 +309,14 @@ def test_auto_for_w4a4_searches_on_the_weight_groups_it_quantizes_with():
         plans[recipe] = p
     a, b = plans["w4a4+kv4"].search, plans["w4a4+g32+kv4"].search
     assert a.chosen == b.chosen and a.scores == b.scores and len(a.scores) > 1
+
+
+def test_auto_for_w4a4_kv4_on_the_cpu_takes_the_cpu_budget_and_rotates_the_keys():
+    """mitigate fits auto's learned budget to where it runs (a CPU: 125 x 2, float zeros, activation clip learned;
+    plan.learned_budget) and the plan's rotate-keys reaches the recipe quantize runs."""
+    base, report = _setup()
+    p = sysq.plan(report, "w4a4+kv4", "auto-fast")
+    assert (p.learned.steps, p.learned.batch_size) == (200, 8)          # before the device is known
+    r = sysq.mitigate(copy.deepcopy(base), p, CALIB, report=report, quiet=True)
+    assert (r.learn_steps, r.learn_batch_size, r.learn_act_clip, r.weight.zero_point) == (125, 2, True, "float")
+    assert r.kv.key_rotation and p.rotate_keys

@@ -137,3 +137,48 @@ def test_auto_for_weight_only_int4_is_learned_rounding_alone(method):
     assert apply_to_recipe("w4a16", eng).weight.zero_point == "int" and any("float zero" in n for n in eng.notes)
     for other in ("auto+smooth", "auto+gptq"):                         # other methods named: the rules as before
         assert plan(None, "w4a16", other).learned is None and plan(None, "w4a16", other).clip is not None
+
+
+def test_auto_rotates_the_keys_of_a_4bit_kv_cache():
+    """rotate-keys (QuaRot's R3) joins auto's plan, and each of its candidates, when the KV cache has 4 bits; the
+    recipe then rotates the keys. With an 8-bit or float cache auto leaves them; named without a quantized cache it
+    fails clearly."""
+    from sysq.mitigate.preserve import apply_to_recipe
+    for recipe in ("w4a4+kv4g32", "w8a8-static+kv4", "w4a16+kv4"):
+        p = plan(None, recipe, "auto")
+        assert p.rotate_keys and apply_to_recipe(recipe, p).kv.key_rotation, recipe
+        assert all("rotate-keys" in c.split("+") for c in (p.search.candidates if p.search else []))
+        assert MitigationPlan.from_yaml(p.to_yaml()) == p and "rotate keys" in str(p)
+    for recipe in ("w4a4", "w8a8-static+kv8"):
+        p = plan(None, recipe, "auto")
+        kv = apply_to_recipe(recipe, p).kv
+        assert not p.rotate_keys and (kv is None or not kv.key_rotation), recipe
+    assert plan(None, "w8a8-static+kv8", "rotate-keys").rotate_keys
+    with pytest.raises(SysqError, match="rotate-keys.*float.*kv4"):
+        plan(None, "w8a8-static", "rotate-keys")
+
+
+def test_auto_fits_w4a4s_learned_budget_to_the_device_it_runs_on():
+    """plan.learned_budget: AutoRound's 200 x 8 where a GPU runs the step; on a CPU 125 x 2 under bf16 autocast with
+    float zero points and learned activation clip ratios. A budget written into the plan stays; target engine keeps
+    integer zero points."""
+    import torch
+
+    from sysq.mitigate.api import _fit_learned
+    from sysq.mitigate.preserve import apply_to_recipe
+    from sysq.quant import get_recipe
+    r = get_recipe("w4a4+kv4g32")
+    for dev, want in (("cuda", (200, 8, "int", None, False)), ("cpu", (125, 2, "float", "bf16", True))):
+        p = plan(None, "w4a4+kv4g32", "auto-fast")
+        _fit_learned(p, r, torch.device(dev))
+        q = apply_to_recipe(r, p)
+        assert (q.learn_steps, q.learn_batch_size, q.weight.zero_point, q.learn_amp, q.learn_act_clip) == want, dev
+        assert MitigationPlan.from_yaml(p.to_yaml()) == p
+    assert any("125 steps x 2 windows on cpu" in n for n in p.notes)
+    own = plan(None, "w4a4+kv4g32", "auto-fast")
+    own.learned.steps = 50                                              # edited into the plan: stays
+    _fit_learned(own, r, torch.device("cpu"))
+    assert (own.learned.steps, own.learned.batch_size) == (50, 8)
+    eng = plan(None, "w4a4+kv4g32", "auto-fast", target="engine")
+    _fit_learned(eng, r, torch.device("cpu"))
+    assert (eng.learned.steps, eng.learned.zero_point) == (125, "int")

@@ -115,6 +115,9 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
     auto = "auto" in parts or "auto-fast" in parts
     if auto and _learned_alone(r, extra):
         parts = ["learned"] + extra              # INT4 weights, A16 / A8: nothing to measure (plan.Learned says why)
+        if _kv4(r) and "rotate-keys" not in parts:
+            parts.append("rotate-keys")
+            p.notes.append(_ROTATE_KEYS)
         if r.method != "learned":
             p.learned = learned_budget(r)
         p.notes.append("learned: INT4 weights, learned rounding and clipping alone (no smoothing, clipping "
@@ -139,6 +142,11 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
                         f"{', '.join(METHODS)}")
     if "rotate" in parts:
         p.rotate = Rotate()
+    if "rotate-keys" in parts:
+        if r is None or r.kv is None:
+            raise SysqError(f"rotate-keys rotates the keys of a quantized KV cache, and recipe {p.recipe!r} keeps "
+                            "the cache in float: add +kv4 (or +kv8) to the recipe, or leave rotate-keys out")
+        p.rotate_keys = True
     if "smoothquant" in parts:
         p.smooth = Smooth(alpha=0.5, mappings="norm")
         p.notes.append("smoothquant: SmoothQuant's fixed alpha 0.5 on norm->q,k,v and norm->gate,up only")
@@ -206,11 +214,20 @@ def _weights4(r) -> bool:
     return r is not None and r.weight is not None and r.weight.bits < 8
 
 
+_ROTATE_KEYS = ("rotate-keys: a 4-bit KV cache holds the keys in a Hadamard basis (QuaRot's R3), which spreads their "
+                "outlier channels (SmolLM2, float weights, KV4 per token: 1.111 -> 1.059x FP; w4a4+kv4 learned: "
+                "1.469 -> 1.443x)")
+
+
+def _kv4(r) -> bool:
+    return r is not None and r.kv is not None and r.kv.bits <= 4
+
+
 def _learned_alone(r, extra: list[str]) -> bool:
     """auto for INT4 weights with 16- or 8-bit activations (w4a16, w4a8) is learned rounding with no transforms
     (plan.learned_budget), unless GPTQ or other methods are asked for by name (recipe +gptq, auto+gptq, auto+smooth)."""
     return (_weights4(r) and (r.act is None or r.act.bits >= 8) and r.method != "gptq"
-            and not set(extra) - {"learned"})
+            and not set(extra) - {"learned", "rotate-keys"})
 
 
 def _learned_in_plan(r, extra: list[str]) -> bool:
@@ -249,6 +266,9 @@ def _rules(r, report, p: MitigationPlan, rotate: bool | None = None) -> list[str
             parts.append("preserve-channels")
             p.notes.append("preserve-channels: the report's massive / LLM.int8 input channels stay INT8 in INT4 layers")
         parts.append("gptq")
+    if _kv4(r):
+        parts.append("rotate-keys")
+        p.notes.append(_ROTATE_KEYS)
     if acts and n_tok:
         parts.append("preserve-tokens")
         p.notes.append(f"preserve-tokens: the report flags {n_tok} outlier token(s)"
@@ -280,6 +300,7 @@ _WHEN = {"always": lambda r: True, "w4": _weights4, "act": lambda r: r is not No
 def candidates(r, report, extra: list[str] | None = None) -> list[str]:
     """The method strings measured auto tries for recipe `r` (AUTO_CANDIDATES; `extra` methods added to each)."""
     extra = list(extra or []) + (["gptq"] if _weights4(r) and "learned" not in (extra or []) else [])
+    extra += ["rotate-keys"] if _kv4(r) else []      # a KV-cache format, like the rounding: every candidate has it
     out = []
     for spec, when in AUTO_CANDIDATES:
         if not _WHEN[when](r):
@@ -296,6 +317,21 @@ def candidates(r, report, extra: list[str] | None = None) -> list[str]:
 
 
 # ---- applying ------------------------------------------------------------------------------------
+def _fit_learned(p: MitigationPlan, r, device) -> None:
+    """auto's learned budget for the device the learned step runs on (plan.learned_budget: a CPU gets a sixth of a
+    GPU's window-steps). A budget that is not auto's own (written into the plan) stays."""
+    if p.learned is None or r is None or p.learned != learned_budget(r):
+        return
+    lw = learned_budget(r, device)
+    if lw == p.learned:
+        return
+    if p.target == "engine":
+        lw.zero_point = "int"
+    p.learned = lw
+    p.notes.append(f"learned: {lw.steps} steps x {lw.batch_size} windows on {device} (auto's budget there; name "
+                   "+learned200x8 in the recipe for the GPU's)")
+
+
 @torch.no_grad()
 def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool = False, report=None,
              pipeline: str = "auto", device=None):
@@ -311,6 +347,7 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
         raise SysqError("this plan searches on calibration data (auto / smooth / clip): pass calib, e.g. "
                         "sysq.calibration(tokenizer, n=32)")
     path = choose_pipeline(model, pipeline, device)
+    _fit_learned(p, r, path.device)
     if p.search is not None and p.search.chosen is None:    # measured auto: the winner is applied as measured
         if path.sequential:
             raise SysqError("measured auto copies the model once per candidate and runs it whole, which the "
@@ -507,7 +544,7 @@ def _candidate(report, p: MitigationPlan, method: str, model) -> MitigationPlan:
     # auto's learned step narrows the weights (w4a4: per-channel -> groups of 32): the candidates' searches and
     # scores see that grid, as they do when the recipe names it (w4a4+kv4g32 scored per channel chose a plan at
     # 1.697x FP where w4a4+g32+kv4g32's gave 1.469x; docs/INT4.md, thirteenth session)
-    cp.learned = cp.learned or p.learned
+    cp.learned = p.learned if p.learned is not None else cp.learned
     if cp.rotate:
         cp.rotate, notes = fit_rotation(cp.rotate, model)
         cp.notes += notes

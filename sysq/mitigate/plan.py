@@ -28,8 +28,8 @@ from ..errors import SysqError
 log = logging.getLogger(__name__)
 
 PLAN_VERSION = 1
-METHODS = ("smooth", "smoothquant", "awq", "clip", "preserve-tokens", "preserve-channels", "rotate", "gptq",
-           "learned", "token-scales", "keep-float")
+METHODS = ("smooth", "smoothquant", "awq", "clip", "preserve-tokens", "preserve-channels", "rotate", "rotate-keys",
+           "gptq", "learned", "token-scales", "keep-float")
 ALPHA_GRID = [round(0.05 * i, 2) for i in range(1, 20)]          # 0.05 .. 0.95 (plus the identity)
 
 
@@ -122,9 +122,10 @@ class Learned:
     zero_point: str = "float"                # asymmetric weights; "int" under target engine (compressed-tensors)
     group_size: int = 64                     # weight groups (or per-channel rows) wider than this are narrowed to it
     amp: str | None = None                   # "bf16": the training steps under bf16 autocast (+amp; learn.py)
+    act_clip: bool = False                   # learn the dynamic activation quantizers' clip ratios too (+actclip)
 
 
-def learned_budget(r) -> Learned:
+def learned_budget(r, device=None) -> Learned:
     """auto's learned step for a recipe with INT4 weights, by its activations (SmolLM2, one H200, 32 calibration
     windows, held-out WikiText-2 windows 0-39 / 40-79; docs/INT4.md):
     * none: 200 x 1 steps under bf16 autocast, per-token loss, float zero points, g64, no transforms (this CPU:
@@ -132,10 +133,17 @@ def learned_budget(r) -> Learned:
       1.066 / 1.043 in 322 s; 200 x 1 in float32 on one H200 1.048 / 1.043, call I6);
     * 8-bit: 100 x 1 steps in the model's dtype, otherwise the same (w4a8 1.078 / 1.072, call I7, against 1.092 /
       1.096 with the rules' plan);
-    * 4-bit: the rules' plan (rotation, smoothing, clipping, preserved tokens) with AutoRound's budget, 200 steps x 8
-      windows, the output MSE, integer zero points, g32 (w4a4 with KV4 in groups of 32: 1.469 / 1.431, call J7; with
-      g64 1.525 / 1.476, per-token loss 1.540 / 1.458)."""
+    * 4-bit: the rules' plan (rotation, smoothing, clipping, preserved tokens, rotated keys) with AutoRound's budget,
+      200 steps x 8 windows, the output MSE, integer zero points, g32 (w4a4 with KV4 in groups of 32: 1.469 / 1.431,
+      call J7, 1.443 / 1.405 with the keys rotated, call C20; with g64 1.525 / 1.476, per-token loss 1.540 / 1.458).
+      On a CPU (`device`, where the step runs) a sixth of those window-steps, 125 x 2 under bf16 autocast with float
+      zero points and learned activation clip ratios: 1.453-1.460 / 1.399-1.432 over seeds 0-3 with the keys
+      rotated (call C20; 100 x 2 reached 1.470, 50 x 2 1.513), 452-480 s on a 2-core AVX512 CPU (eighteenth
+      session), where 200 x 8 would take over half an hour."""
     if r is not None and r.act is not None and r.act.bits <= 4:
+        if device is not None and getattr(device, "type", str(device).split(":")[0]) == "cpu":
+            return Learned(steps=125, batch_size=2, loss="mse", zero_point="float", group_size=32, amp="bf16",
+                           act_clip=True)
         return Learned(steps=200, batch_size=8, loss="mse", zero_point="int", group_size=32)
     if r is not None and r.act is not None:
         return Learned()
@@ -202,6 +210,7 @@ class MitigationPlan:
     preserve_channels: PreserveChannels | None = None
     preserve_tokens: PreserveTokens | None = None
     rotate: Rotate | None = None
+    rotate_keys: bool = False                # the quantized KV cache holds keys in a Hadamard basis (QuaRot's R3)
     token_scales: TokenScales | None = None
     keep_float: KeepFloat | None = None
     rounding: str | None = None              # the recipe's weight rounding: "gptq" (error-compensating) or
@@ -219,6 +228,8 @@ class MitigationPlan:
         if self.rotate:
             r = self.rotate
             parts.append(f"  rotate: residual={r.residual} heads={r.heads} down (online Hadamard)={r.down}")
+        if self.rotate_keys:
+            parts.append("  rotate keys: the KV cache holds keys in a Hadamard basis (QuaRot's R3)")
         if self.smooth:
             a = "searched per mapping" if self.smooth.alpha is None else self.smooth.alpha
             c = list(self.smooth.chosen.values())
@@ -252,7 +263,8 @@ class MitigationPlan:
             lw = self.learned
             parts.append(f"  weight rounding: {self.rounding}" + (
                 f" ({lw.steps} steps/layer x {lw.batch_size} window, loss {lw.loss}, {lw.zero_point} zero points, "
-                f"groups of at most {lw.group_size}{', bf16 autocast' if lw.amp else ''}, unless the recipe names its "
+                f"groups of at most {lw.group_size}{', bf16 autocast' if lw.amp else ''}"
+                f"{', activation clip learned' if lw.act_clip else ''}, unless the recipe names its "
                 f"own)" if lw else ""))
         if self.search:
             sc = self.search

@@ -41,7 +41,8 @@ def token_rule(p: PreserveTokens | None) -> TokenRule | None:
 def apply_to_recipe(recipe, plan: MitigationPlan):
     """The recipe with the plan's quantizer-side settings: preserved tokens (activation spec), preserved
     channels, per-linear activation clip ratios, the weight rounding (gptq, learned; for plan.learned also its
-    budget, loss, zero point and group size) and the linears kept in float (recipe.skip). Idempotent.
+    budget, loss, zero point, group size and activation clip), the keys' rotation in a quantized KV cache and the
+    linears kept in float (recipe.skip). Idempotent.
     sysq.quantize applies it to a mitigated model's plan itself."""
     from ..quant.recipes import get_recipe
     r = get_recipe(recipe)
@@ -62,7 +63,9 @@ def apply_to_recipe(recipe, plan: MitigationPlan):
             w, ragged = dataclasses.replace(w, granularity="group", group_size=lw.group_size), "halve"
         r = dataclasses.replace(r, weight=w, ragged=ragged, method="learned", learn_steps=lw.steps,
                                 learn_batch_size=lw.batch_size, learn_loss=lw.loss,
-                                learn_amp=lw.amp)
+                                learn_amp=lw.amp, learn_act_clip=lw.act_clip)
+    if plan.rotate_keys and r.kv is not None and not r.kv.key_rotation:
+        r = dataclasses.replace(r, kv=dataclasses.replace(r.kv, key_rotation=True))
     if plan.rounding in ("gptq", "learned") and r.weight is not None:
         r = dataclasses.replace(r, method=plan.rounding)
     c = plan.preserve_channels
