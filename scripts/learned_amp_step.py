@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """One SmolLM2 layer's learned step (10 SignSGD steps x 2 windows x 512, w4a16-g64+fz) in float32 and under bf16 autocast,
-by learn_block (which applies LearnConfig.amp as given): what bf16 costs on this device. Run under the CPU lock."""
+by learn_block (which applies LearnConfig.amp as given): what bf16 costs on this device. Run under the CPU lock.
+--profile: then a torch.profiler op table of 5 float32 steps (where a CPU's step goes)."""
 import copy
 import sys
 import time
@@ -29,3 +30,10 @@ for amp in (None, "bf16", None, "bf16"):
     with torch.no_grad():
         res, _ = learn_block(layer, qls, inputs, lambda l, x: run_layer(l, x, kw), LearnConfig(steps=10, batch_size=2, amp=amp))
     print(f"amp={amp}: one SmolLM2 layer, 10 steps x 2 windows x 512: {time.perf_counter() - t:.1f} s", flush=True)
+if "--profile" in sys.argv:
+    from torch.profiler import ProfilerActivity, profile
+    layer = copy.deepcopy(get_adapter(model).layers()[0])
+    qls = [m for m in layer.modules() if isinstance(m, QuantLinear)]
+    with profile(activities=[ProfilerActivity.CPU]) as prof, torch.no_grad():
+        learn_block(layer, qls, inputs, lambda l, x: run_layer(l, x, kw), LearnConfig(steps=5, batch_size=2))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
