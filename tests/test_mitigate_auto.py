@@ -320,3 +320,21 @@ def test_auto_for_w4a4_kv4_on_the_cpu_takes_the_cpu_budget_and_rotates_the_keys(
     r = sysq.mitigate(copy.deepcopy(base), p, CALIB, report=report, quiet=True)
     assert (r.learn_steps, r.learn_batch_size, r.learn_act_clip, r.weight.zero_point) == (125, 2, True, "float")
     assert r.kv.key_rotation and p.rotate_keys
+
+
+def test_measured_auto_on_a_gpu_machine_searches_where_a_host_model_is(monkeypatch):
+    """On a machine with a GPU, a model in host memory takes the sequential path (one layer at a time on the GPU);
+    measured auto copies whole models, so it searches on the host instead of refusing, as a sequential path
+    asked for by name does."""
+    from sysq.errors import SysqError
+    from sysq.sequential import choose_pipeline
+    base, report = _setup()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)       # a GPU machine, as choose_pipeline sees it
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert choose_pipeline(base).sequential
+    p = sysq.plan(report, "w8a8-static")
+    sysq.mitigate(copy.deepcopy(base), p, CALIB, report=report, quiet=True)
+    assert p.search.chosen in p.search.candidates
+    with pytest.raises(SysqError, match="measured auto copies the model"):
+        sysq.mitigate(copy.deepcopy(base), sysq.plan(report, "w8a8-static"), CALIB, report=report, quiet=True,
+                      pipeline="sequential")

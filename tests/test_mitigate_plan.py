@@ -175,6 +175,8 @@ def test_auto_fits_w4a4s_learned_budget_to_the_device_it_runs_on():
         assert (q.learn_steps, q.learn_batch_size, q.weight.zero_point, q.learn_amp, q.learn_act_clip) == want, dev
         assert MitigationPlan.from_yaml(p.to_yaml()) == p
     assert any("125 steps x 2 windows on cpu" in n for n in p.notes)
+    _fit_learned(p, r, torch.device("cuda"))                            # fitted once: a later mitigate keeps it
+    assert (p.learned.steps, p.learned.device) == (125, "cpu")
     own = plan(None, "w4a4+kv4g32", "auto-fast")
     own.learned.steps = 50                                              # edited into the plan: stays
     _fit_learned(own, r, torch.device("cpu"))

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..arch import get_adapter
 from ..errors import SysqError
+from ..offload import offload_dir
 from ..sequential import choose_pipeline
 from .calib import input_stats
 from .clip import activation_ratio, clip_weights
@@ -319,17 +320,16 @@ def candidates(r, report, extra: list[str] | None = None) -> list[str]:
 # ---- applying ------------------------------------------------------------------------------------
 def _fit_learned(p: MitigationPlan, r, device) -> None:
     """auto's learned budget for the device the learned step runs on (plan.learned_budget: a CPU gets a sixth of a
-    GPU's window-steps). A budget that is not auto's own (written into the plan) stays."""
-    if p.learned is None or r is None or p.learned != learned_budget(r):
+    GPU's window-steps for w4a4), once. A budget that is not auto's own (written into the plan) stays."""
+    if p.learned is None or r is None or p.learned.device is not None or p.learned != learned_budget(r):
         return
     lw = learned_budget(r, device)
-    if lw == p.learned:
-        return
     if p.target == "engine":
         lw.zero_point = "int"
+    if (lw.steps, lw.batch_size) != (p.learned.steps, p.learned.batch_size):
+        p.notes.append(f"learned: {lw.steps} steps x {lw.batch_size} windows on {lw.device} (auto's budget there; "
+                       "name +learned200x8 in the recipe for the GPU's)")
     p.learned = lw
-    p.notes.append(f"learned: {lw.steps} steps x {lw.batch_size} windows on {device} (auto's budget there; name "
-                   "+learned200x8 in the recipe for the GPU's)")
 
 
 @torch.no_grad()
@@ -347,8 +347,15 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
         raise SysqError("this plan searches on calibration data (auto / smooth / clip): pass calib, e.g. "
                         "sysq.calibration(tokenizer, n=32)")
     path = choose_pipeline(model, pipeline, device)
-    _fit_learned(p, r, path.device)
-    if p.search is not None and p.search.chosen is None:    # measured auto: the winner is applied as measured
+    _fit_learned(p, r, path.device)                         # where quantize's learned step will run
+    measured = p.search is not None and p.search.chosen is None
+    if measured and path.sequential and pipeline == "auto" and offload_dir(model) is None:
+        # a model in host memory on a GPU machine: the layer-by-layer path was picked for it, but measured auto
+        # runs whole copies, so it searches where the weights are
+        path = choose_pipeline(model, "memory", device)
+        log.info("mitigate: measured auto searches on %s, where the weights are (it copies the whole model per "
+                 "candidate, which the sequential path exists to avoid)", path.device)
+    if measured:                                            # measured auto: the winner is applied as measured
         if path.sequential:
             raise SysqError("measured auto copies the model once per candidate and runs it whole, which the "
                             "sequential pipeline exists to avoid: plan with method 'auto-fast' (the rules; CLI "
@@ -480,7 +487,7 @@ def _score(m, cp: MitigationPlan, recipe, qwin, score, ref, rtn: bool, stop=None
     if rtn and recipe is not None and _rounds(cp, recipe):
         object.__setattr__(q, "_sysq_plan", dataclasses.replace(cp, rounding=None))
         recipe = dataclasses.replace(recipe_of(recipe), method="rtn")
-    quantize(q, recipe, qwin, quiet=True)
+    quantize(q, recipe, qwin, quiet=True, pipeline="memory")
     rows = []
     for w, lp in zip(score, ref):
         rows.append(kl_tokens(q, w[None], [lp])[0])
@@ -597,7 +604,7 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
     for method, cp in tqdm(cands.items(), desc="auto: candidates", disable=quiet):
         t = time.perf_counter()
         m = copy.deepcopy(model)
-        recipe = mitigate(m, cp, fit, quiet=True, report=report)
+        recipe = mitigate(m, cp, fit, quiet=True, report=report, pipeline="memory")   # where the copies are
         kl = _score(m, cp, recipe if recipe is not None else p.recipe, qwin, score, ref, rtn,
                     stop=clearly_worse if base is not None else None)
         if method == rules:
@@ -633,7 +640,7 @@ def choose(model, p: MitigationPlan, calib, report=None, quiet: bool = False) ->
     del kept
     win = _candidate(report, p, best, model)          # fitted again with every window, as planning it by name
     t = time.perf_counter()
-    mitigate(model, win, calib, quiet=quiet, report=report)
+    mitigate(model, win, calib, quiet=quiet, report=report, pipeline="memory")
     refit = time.perf_counter() - t
     for f in ("smooth", "clip", "preserve_channels", "preserve_tokens", "token_scales", "rotate", "rounding",
               "keep_float"):

@@ -123,6 +123,7 @@ class Learned:
     group_size: int = 64                     # weight groups (or per-channel rows) wider than this are narrowed to it
     amp: str | None = None                   # "bf16": the training steps under bf16 autocast (+amp; learn.py)
     act_clip: bool = False                   # learn the dynamic activation quantizers' clip ratios too (+actclip)
+    device: str | None = None                # the device type mitigate fitted this budget to; None: not yet
 
 
 def learned_budget(r, device=None) -> Learned:
@@ -140,14 +141,15 @@ def learned_budget(r, device=None) -> Learned:
       zero points and learned activation clip ratios: 1.453-1.460 / 1.399-1.432 over seeds 0-3 with the keys
       rotated (call C20; 100 x 2 reached 1.470, 50 x 2 1.513), 452-480 s on a 2-core AVX512 CPU (eighteenth
       session), where 200 x 8 would take over half an hour."""
+    kind = None if device is None else getattr(device, "type", str(device).split(":")[0])
     if r is not None and r.act is not None and r.act.bits <= 4:
-        if device is not None and getattr(device, "type", str(device).split(":")[0]) == "cpu":
+        if kind == "cpu":
             return Learned(steps=125, batch_size=2, loss="mse", zero_point="float", group_size=32, amp="bf16",
-                           act_clip=True)
-        return Learned(steps=200, batch_size=8, loss="mse", zero_point="int", group_size=32)
+                           act_clip=True, device=kind)
+        return Learned(steps=200, batch_size=8, loss="mse", zero_point="int", group_size=32, device=kind)
     if r is not None and r.act is not None:
-        return Learned()
-    return Learned(steps=200, amp="bf16")
+        return Learned(device=kind)
+    return Learned(steps=200, amp="bf16", device=kind)
 
 
 @dataclass
@@ -264,7 +266,8 @@ class MitigationPlan:
             parts.append(f"  weight rounding: {self.rounding}" + (
                 f" ({lw.steps} steps/layer x {lw.batch_size} window, loss {lw.loss}, {lw.zero_point} zero points, "
                 f"groups of at most {lw.group_size}{', bf16 autocast' if lw.amp else ''}"
-                f"{', activation clip learned' if lw.act_clip else ''}, unless the recipe names its "
+                f"{', activation clip learned' if lw.act_clip else ''}"
+                f"{f', fitted to {lw.device}' if lw.device else ''}, unless the recipe names its "
                 f"own)" if lw else ""))
         if self.search:
             sc = self.search
