@@ -98,8 +98,10 @@ def free_bytes(device: torch.device) -> int | None:
     return None
 
 
-def choose_pipeline(model: nn.Module, pipeline: str = "auto", device=None) -> Path:
-    """Which calibration path runs, where, and why (logged by the steps that use it)."""
+def choose_pipeline(model: nn.Module, pipeline: str = "auto", device=None, whole: str | None = None) -> Path:
+    """Which calibration path runs, where, and why (logged by the steps that use it). whole: a step that needs the
+    whole model in memory (measured auto, learned rounding), named: under "auto" a model in host memory then runs
+    where its weights are instead of layer by layer on the GPU."""
     if pipeline not in PIPELINES:
         raise SysqError(f"unknown pipeline {pipeline!r}; use one of {', '.join(PIPELINES)}")
     devs = model_devices(model)        # one walk of the parameters (~2 ms at 8B on a GPU host)
@@ -130,6 +132,9 @@ def choose_pipeline(model: nn.Module, pipeline: str = "auto", device=None) -> Pa
     here = next(iter(devs))
     if _same(here, device):
         return Path("memory", here, f"the weights are on {here}")
+    if whole is not None:
+        return Path("memory", here, f"{whole} needs the whole model: it runs where the weights are (load the model "
+                                    f"on {device} to run it there)")
     size = tensor_bytes(model)
     layer = tensor_bytes(get_adapter(model).layers()[0])
     return Path("sequential", device, f"the weights ({size / 2**30:.2f} GiB) stay on {here}; one decoder layer "

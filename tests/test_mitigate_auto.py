@@ -322,19 +322,23 @@ def test_auto_for_w4a4_kv4_on_the_cpu_takes_the_cpu_budget_and_rotates_the_keys(
     assert r.kv.key_rotation and p.rotate_keys
 
 
-def test_measured_auto_on_a_gpu_machine_searches_where_a_host_model_is(monkeypatch):
-    """On a machine with a GPU, a model in host memory takes the sequential path (one layer at a time on the GPU);
-    measured auto copies whole models, so it searches on the host instead of refusing, as a sequential path
-    asked for by name does."""
+def test_whole_model_steps_on_a_gpu_machine_run_where_a_host_model_is(monkeypatch):
+    """On a machine with a GPU, a model in host memory takes the sequential path (one layer at a time on the GPU).
+    Measured auto and learned rounding need the whole model, so under pipeline 'auto' they run where the weights
+    are instead of refusing (as a sequential path named by the caller still does); auto's learned budget is fitted
+    to that device (mitigate reads it from choose_pipeline's whole-model answer)."""
     from sysq.errors import SysqError
     from sysq.sequential import choose_pipeline
     base, report = _setup()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)       # a GPU machine, as choose_pipeline sees it
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    assert choose_pipeline(base).sequential
+    assert choose_pipeline(base).sequential and not choose_pipeline(base, whole="learned rounding").sequential
     p = sysq.plan(report, "w8a8-static")
     sysq.mitigate(copy.deepcopy(base), p, CALIB, report=report, quiet=True)
     assert p.search.chosen in p.search.candidates
     with pytest.raises(SysqError, match="measured auto copies the model"):
         sysq.mitigate(copy.deepcopy(base), sysq.plan(report, "w8a8-static"), CALIB, report=report, quiet=True,
                       pipeline="sequential")
+    m = copy.deepcopy(base)
+    s = sysq.quantize(m, {"base": "w4a16-g32", "method": "learned", "learn_steps": 2}, CALIB, quiet=True)
+    assert s.calibration["learned"]["layers"] == 2

@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 from ..arch import get_adapter
 from ..errors import SysqError
-from ..offload import offload_dir
 from ..sequential import choose_pipeline
 from .calib import input_stats
 from .clip import activation_ratio, clip_weights
@@ -346,15 +345,11 @@ def mitigate(model, plan_: MitigationPlan | str | Path, calib=None, quiet: bool 
     if (p.smooth or p.clip or p.search) and calib is None:
         raise SysqError("this plan searches on calibration data (auto / smooth / clip): pass calib, e.g. "
                         "sysq.calibration(tokenizer, n=32)")
-    path = choose_pipeline(model, pipeline, device)
-    _fit_learned(p, r, path.device)                         # where quantize's learned step will run
+    if p.learned is not None:                               # where quantize's learned step will run
+        _fit_learned(p, r, choose_pipeline(model, pipeline, device, whole="learned rounding").device)
     measured = p.search is not None and p.search.chosen is None
-    if measured and path.sequential and pipeline == "auto" and offload_dir(model) is None:
-        # a model in host memory on a GPU machine: the layer-by-layer path was picked for it, but measured auto
-        # runs whole copies, so it searches where the weights are
-        path = choose_pipeline(model, "memory", device)
-        log.info("mitigate: measured auto searches on %s, where the weights are (it copies the whole model per "
-                 "candidate, which the sequential path exists to avoid)", path.device)
+    whole = "measured auto" if measured else "keep-float" if p.keep_float and not p.keep_float.linears else None
+    path = choose_pipeline(model, pipeline, device, whole=whole)
     if measured:                                            # measured auto: the winner is applied as measured
         if path.sequential:
             raise SysqError("measured auto copies the model once per candidate and runs it whole, which the "

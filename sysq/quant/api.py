@@ -313,7 +313,7 @@ def quantize(model: nn.Module, recipe, calib=None, quiet: bool = False, pipeline
                         "the model, then sysq.load the folder where it fits and run sysq.quant.convert")
     path = None
     if r.backend in ("fake", "int8"):
-        path = choose_pipeline(model, pipeline, device)
+        path = choose_pipeline(model, pipeline, device, whole="learned rounding" if r.method == "learned" else None)
         log.info("quantize: %s", path)
     start, before = time.perf_counter(), model_bytes(model)
     with torch.no_grad():
