@@ -176,7 +176,7 @@ def test_detect_report_with_the_fused_reduction(monkeypatch):
     from capture_v1 import V1Recorder  # noqa: F401  (tests/ on the path)
     from test_detect import ids, planted
     model = planted()
-    x, kw = ids(n=3, T=24), {"attention_windows": 2, "batch_size": 2}     # a chunk with attention, one without
+    x, kw = ids(n=3, T=16), {"attention_windows": 2, "batch_size": 2}     # a chunk with attention, one without
     monkeypatch.setattr(capture.Recorder, "dense", True)
     monkeypatch.setattr(capture.Pending, "defer", True)
     reports, calls = {}, []
