@@ -21,9 +21,10 @@ def _reference(q, k, v, mask, scale):
         scale=scale).transpose(1, 2)
 
 
-@pytest.mark.parametrize("b, h, hkv, length, d", [(1, 4, 2, 40, 16), (2, 8, 2, 70, 24), (1, 32, 8, 107, 128)])
-@pytest.mark.parametrize("split", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+# both dtypes and both paths on the two small shapes; the 8B-like heads (the interpreter's costliest) in bf16
+@pytest.mark.parametrize("b, h, hkv, length, d, split, dtype", [
+    (*shape, split, dtype) for shape in [(1, 4, 2, 40, 16), (2, 8, 2, 70, 24)] for split in (False, True)
+    for dtype in (torch.float32, torch.bfloat16)] + [(1, 32, 8, 107, 128, s, torch.bfloat16) for s in (False, True)])
 def test_kernel_equals_attention_over_the_expanded_cache(b, h, hkv, length, d, split, dtype, monkeypatch):
     monkeypatch.setattr(attention, "KEYS_PER_SPLIT", 16 if split else 512)
     assert (attention.splits(b, hkv, length) > 1) == split

@@ -13,8 +13,14 @@ from test_quant_kernels import BF16, _recipe, _x, twin
 assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_quant_gemv.py"
 
 
-@pytest.mark.parametrize("m, n, k, g", [(1, 48, 256, 64), (3, 40, 512, 128), (1, 32, 384, 32), (16, 24, 256, 128)])
-@pytest.mark.parametrize("split", [1, 2, 4])
+# every split on the small shapes (2 K chunks in 4 slices: empty slices; 6 chunks: a short last slice); the
+# program's row (pid_m) and slice (pid_s) are separate axes, so the 16-row case (each row its own programs, the
+# interpreter's most costly) runs unsplit, the 3-row one in two slices
+INT4_CASES = [(1, 48, 256, 64, s) for s in (1, 2, 4)] + [(1, 32, 384, 32, s) for s in (1, 2, 4)] + [
+    (3, 40, 512, 128, 1), (3, 40, 512, 128, 2), (16, 24, 256, 128, 1)]
+
+
+@pytest.mark.parametrize("m, n, k, g, split", INT4_CASES)
 @pytest.mark.parametrize("kernel", gemv.INT4_KERNELS)
 def test_int4_gemv_equals_the_dequantized_matmul(m, n, k, g, split, kernel, monkeypatch):
     monkeypatch.setenv("SYSQ_INT4_GEMV", kernel)
@@ -127,7 +133,7 @@ def test_fused_projections_on_the_gemv_give_the_unfused_logits_and_tokens():
     from sysq.quant.fuse import GatedMLP, groups
     from tiny_models import tiny_model
     for recipe in ("w8a16",):    # the int4 GEMV (off by default on CUDA) takes the same stacked codes
-        m = tiny_model("llama")
+        m = tiny_model("llama", layers=1)     # one layer has every fused group; each layer costs ~20 s here
         quantize(m, recipe)
         real, fused = copy.deepcopy(m), copy.deepcopy(m)
         convert(real)
@@ -139,12 +145,13 @@ def test_fused_projections_on_the_gemv_give_the_unfused_logits_and_tokens():
         with torch.no_grad():
             # every row count here runs the GEMV; the hidden size (64) gives one K slice: the same sums in order,
             # but down's SiLU runs in its GEMV's prologue (exp-based sigmoid: float rounding apart from torch's)
-            torch.testing.assert_close(fused(ids).logits, real(ids).logits, rtol=1e-5, atol=1e-5)
+            want = real(ids).logits
+            torch.testing.assert_close(fused(ids).logits, want, rtol=1e-5, atol=1e-5)
             assert torch.equal(fused.generate(ids, **kw), real.generate(ids, **kw))
             with_hook = copy.deepcopy(fused)       # a hook on down (rotate's online Hadamard) must see its input
             seen = []
             with_hook.model.layers[0].mlp.down_proj.register_forward_pre_hook(lambda mod, a: seen.append(a[0].shape))
-            torch.testing.assert_close(with_hook(ids).logits, real(ids).logits, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(with_hook(ids).logits, want, rtol=1e-5, atol=1e-5)
             assert seen == [(1, 3, 128)]
 
 
@@ -262,9 +269,13 @@ def test_the_table_picks_the_int4_kernel_per_shape_or_keeps_tinygemm(tmp_path, m
         torch.testing.assert_close(gemv.int4_gemv(x, qw, sz, 128), ref, rtol=1e-5, atol=1e-4 * float(ref.abs().max()))
 
 
-@pytest.mark.parametrize("m, n, k, g", [(1, 48, 256, 64), (6, 40, 512, 128), (16, 24, 512, 64), (1, 17, 384, 128)])
-@pytest.mark.parametrize("split", [1, 2, 4])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+TC_SHAPES = [(1, 48, 256, 64), (6, 40, 512, 128), (16, 24, 512, 64), (1, 17, 384, 128)]
+
+
+# every shape and split in bf16; fp16 (the other unpacking constants) on every shape unsplit
+@pytest.mark.parametrize("m, n, k, g, split, dtype",
+                         [(*shape, s, torch.bfloat16) for shape in TC_SHAPES for s in (1, 2, 4)]
+                         + [(*shape, 1, torch.float16) for shape in TC_SHAPES])
 def test_int4_tc_gemv_equals_the_dequantized_matmul(m, n, k, g, split, dtype):
     """The tensor-core kernel on pack_int4_tc's layout: every row count up to 16 in one tile, groups of 64 / 128
     (384: a K that leaves the last split slice part empty), N not a multiple of the block."""

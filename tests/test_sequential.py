@@ -309,13 +309,41 @@ def test_sequential_refuses_measured_auto():
 # ---- memory: the sequential path holds one layer's working state, whatever the depth ------------------------
 def _allocations(fn) -> tuple[int, int]:
     """(peak, still allocated at the end) of the CPU allocator's bytes allocated inside fn, from torch.profiler's
-    memory events (blocks that existed before are not counted, nor are their frees)."""
+    memory events (blocks that existed before are not counted, nor are their frees). Each allocation or free counts
+    at the start of the innermost op around it (at its own time when outside every op), as prof.events()' self
+    memory does; read from the raw events, without building prof.events() (most of the time on a deep model)."""
     import itertools
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import _filter_name
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
-                    for e in prof.events())
+    raw = prof.profiler.kineto_results
+    t0, cpu = raw.trace_start_ns(), DeviceType.CPU
+    ops, mem = [], []
+    for e in raw.events():
+        name = e.name()
+        if name == "[memory]":
+            if e.device_type() in (cpu, DeviceType.MKLDNN, DeviceType.IDEEP):
+                mem.append((e.start_ns(), e.nbytes()))
+        elif e.device_type() == cpu and not _filter_name(name):
+            ops.append([e.start_ns(), -e.end_ns(), 0])
+    ops.sort(key=lambda o: (o[0], o[1]))
+    mem.sort(key=lambda m: m[0])
+    loose, stack, i = [], [], 0
+    for t, nbytes in mem:
+        while i < len(ops) and ops[i][0] <= t:          # open every op started by t, nested in what is still open
+            while stack and -stack[-1][1] < ops[i][0]:
+                stack.pop()
+            stack.append(ops[i])
+            i += 1
+        while stack and -stack[-1][1] < t:
+            stack.pop()
+        if stack:
+            stack[-1][2] += nbytes
+        else:
+            loose.append(((t - t0) / 1000, nbytes))
+    events = sorted([((s - t0) / 1000, b) for s, _, b in ops] + loose)
     total = list(itertools.accumulate(m for _, m in events)) or [0]
     return max(total), total[-1]
 
