@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/sysq run --out out
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 clean:
 	rm -rf $(VENV) out

@@ -10,6 +10,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n 2` (make test): one thread per worker, the cores shared between the workers, not oversubscribed
     torch.set_num_threads(1)
 
+
+
+def pytest_collection_modifyitems(items):
+    """`long(seconds)` tests first, longest first, the rest in their order: under `pytest -n 2` a minute-long test
+    that starts last leaves one worker idle for that minute (the Triton interpreter tests sit in late files)."""
+    def key(item):
+        m = item.get_closest_marker("long")
+        return -m.args[0] if m is not None else 0
+    items.sort(key=key)
+
+
 TINY_TEXT = ("The tower is 324 metres tall , about the same height as an 81 @-@ storey building . "
              "It was the first structure to reach a height of 300 metres ; in 1957 , an antenna was added .\n") * 8
 

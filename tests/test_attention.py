@@ -10,6 +10,7 @@ from interpreter import run_cases
 from tiny_models import tiny_model
 
 
+@pytest.mark.long(56)
 def test_decode_attention_in_the_triton_interpreter():
     run_cases("attention_cases.py")
 
@@ -47,6 +48,7 @@ def test_launch_config_fits_the_tiles_in_shared_memory(monkeypatch):
     assert attention.launch_config(1, 8, 107, "cpu") == dict(BLOCK_L=16, SPLIT=1)     # the interpreter's
 
 
+@pytest.mark.long(21)
 def test_bench_decode_kernels_runs_at_a_tiny_size_on_the_cpu(tmp_path):
     pytest.importorskip("triton")
     import json

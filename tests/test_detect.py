@@ -333,6 +333,7 @@ def test_records_made_only_where_kept_match_the_records_of_all():
         assert list(getattr(h, name).items()) == list(c.items())
 
 
+@pytest.mark.long(31)
 def test_attention_mass_in_the_triton_interpreter():
     """sysq.attention_mass (the Triton passes and detect through them) in a subprocess with TRITON_INTERPRET=1:
     tests/mass_cases.py."""

@@ -153,6 +153,7 @@ with open(pathlib.Path(spec["model"]) / "runs.txt", "a") as f:
 
 @pytest.mark.parametrize("venv_name, config", [("autoround", "autoround-w4a16-g64-cpu"),
                                                ("llmcompressor", "llmc-gptq-w4a16-g64")])
+@pytest.mark.long(22)
 def test_peer_checkpoints_are_made_once_per_calibration_and_reused_across_window_sets(settings, tmp_path,
                                                                                      tiny_tokenizer, monkeypatch,
                                                                                      venv_name, config):

@@ -68,6 +68,7 @@ def test_bad_dtype():
         models.parse_dtype("int3")
 
 
+@pytest.mark.long(50)
 @pytest.mark.slow
 def test_default_alias_converts_once_then_loads_fast(tmp_path, monkeypatch):
     """The first load parses the GGUF and writes safetensors; the second reads the cache."""

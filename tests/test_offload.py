@@ -112,6 +112,7 @@ def test_load_with_offload_reads_one_layer_at_a_time(tmp_path, tiny_tokenizer):
     assert peak - mapped < tensor_bytes(m, mapped=False) + 2 * layer < tensor_bytes(ref), (peak, mapped, layer)
 
 
+@pytest.mark.long(22)
 @pytest.mark.parametrize("step", ["static", "gptq"])
 def test_offloaded_peak_host_memory_is_one_layer(tmp_path, step):
     """The host allocates one layer in flight (read from its file, written back, freed) plus the step's working

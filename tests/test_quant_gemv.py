@@ -13,6 +13,7 @@ from interpreter import run_cases
 HERE = Path(__file__).resolve().parent
 
 
+@pytest.mark.long(109)
 def test_gemv_kernels_in_the_triton_interpreter():
     run_cases("gemv_cases.py")
 
@@ -34,6 +35,7 @@ def test_cuda_takes_the_int8_gemv_and_keeps_tinygemm_for_int4_unless_asked(monke
     assert gemv.available("cuda", "int4")
 
 
+@pytest.mark.long(21)
 def test_bench_gemv_runs_at_a_tiny_size_on_the_cpu(tmp_path):
     pytest.importorskip("triton")
     import json
@@ -47,6 +49,7 @@ def test_bench_gemv_runs_at_a_tiny_size_on_the_cpu(tmp_path):
         assert x["max_rel_err"] < (2 ** -8 if "scaled" in x["kernel"] else 1e-5), x
 
 
+@pytest.mark.long(32)
 def test_sweep_gemv_runs_at_a_tiny_size_and_writes_a_table_gemv_reads(tmp_path, monkeypatch):
     """(gemv reads SYSQ_GEMV_CONFIGS at import: the same load_table.)"""
     pytest.importorskip("triton")

@@ -13,6 +13,7 @@ from interpreter import run_cases
 HERE = Path(__file__).resolve().parent
 
 
+@pytest.mark.long(97)
 def test_fused_reduction_in_the_triton_interpreter():
     run_cases("reduce_cases.py", timeout=600,
               drop_env=("SYSQ_REDUCE", "SYSQ_REDUCE_KERNEL", "SYSQ_REDUCE_TILE", "SYSQ_REDUCE_TOKEN_TILE"))
