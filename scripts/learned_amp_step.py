@@ -23,17 +23,22 @@ model, tok = sysq.load("smollm2-135m")
 calib = sysq.calibration(tok, n=2, seqlen=512, seed=0)
 prepare(model, get_recipe("w4a16-g64+fz+learned"))
 inputs, kw = layer_inputs(model, calib)
-for amp in (None, "bf16", None, "bf16"):
+
+
+@torch.no_grad()
+def step(steps: int, amp: str | None) -> None:
+    """learn_block on a fresh copy of layer 0."""
     layer = copy.deepcopy(get_adapter(model).layers()[0])
     qls = [m for m in layer.modules() if isinstance(m, QuantLinear)]
+    learn_block(layer, qls, inputs, lambda l, x: run_layer(l, x, kw), LearnConfig(steps=steps, batch_size=2, amp=amp))
+
+
+for amp in (None, "bf16", None, "bf16"):
     t = time.perf_counter()
-    with torch.no_grad():
-        res, _ = learn_block(layer, qls, inputs, lambda l, x: run_layer(l, x, kw), LearnConfig(steps=10, batch_size=2, amp=amp))
+    step(10, amp)
     print(f"amp={amp}: one SmolLM2 layer, 10 steps x 2 windows x 512: {time.perf_counter() - t:.1f} s", flush=True)
 if "--profile" in sys.argv:
     from torch.profiler import ProfilerActivity, profile
-    layer = copy.deepcopy(get_adapter(model).layers()[0])
-    qls = [m for m in layer.modules() if isinstance(m, QuantLinear)]
-    with profile(activities=[ProfilerActivity.CPU]) as prof, torch.no_grad():
-        learn_block(layer, qls, inputs, lambda l, x: run_layer(l, x, kw), LearnConfig(steps=5, batch_size=2))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(5, None)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))

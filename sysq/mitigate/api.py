@@ -115,9 +115,8 @@ def _build(p: MitigationPlan, r, report, method: str) -> None:
     auto = "auto" in parts or "auto-fast" in parts
     if auto and _learned_alone(r, extra):
         parts = ["learned"] + extra              # INT4 weights, A16 / A8: nothing to measure (plan.Learned says why)
-        if _kv4(r) and "rotate-keys" not in parts:
-            parts.append("rotate-keys")
-            p.notes.append(_ROTATE_KEYS)
+        if "rotate-keys" not in parts:
+            parts += _rotate_keys(r, p)
         if r.method != "learned":
             p.learned = learned_budget(r)
         p.notes.append("learned: INT4 weights, learned rounding and clipping alone (no smoothing, clipping "
@@ -214,13 +213,18 @@ def _weights4(r) -> bool:
     return r is not None and r.weight is not None and r.weight.bits < 8
 
 
-_ROTATE_KEYS = ("rotate-keys: a 4-bit KV cache holds the keys in a Hadamard basis (QuaRot's R3), which spreads their "
-                "outlier channels (SmolLM2, float weights, KV4 per token: 1.111 -> 1.059x FP; w4a4+kv4 learned: "
-                "1.469 -> 1.443x)")
-
-
 def _kv4(r) -> bool:
     return r is not None and r.kv is not None and r.kv.bits <= 4
+
+
+def _rotate_keys(r, p: MitigationPlan) -> list[str]:
+    """auto's rule for the KV cache: rotate the keys of a 4-bit one, with the note saying why."""
+    if not _kv4(r):
+        return []
+    p.notes.append("rotate-keys: a 4-bit KV cache holds the keys in a Hadamard basis (QuaRot's R3), which spreads "
+                   "their outlier channels (SmolLM2, float weights, KV4 per token: 1.111 -> 1.059x FP; w4a4+kv4 "
+                   "learned: 1.469 -> 1.443x)")
+    return ["rotate-keys"]
 
 
 def _learned_alone(r, extra: list[str]) -> bool:
@@ -266,9 +270,7 @@ def _rules(r, report, p: MitigationPlan, rotate: bool | None = None) -> list[str
             parts.append("preserve-channels")
             p.notes.append("preserve-channels: the report's massive / LLM.int8 input channels stay INT8 in INT4 layers")
         parts.append("gptq")
-    if _kv4(r):
-        parts.append("rotate-keys")
-        p.notes.append(_ROTATE_KEYS)
+    parts += _rotate_keys(r, p)
     if acts and n_tok:
         parts.append("preserve-tokens")
         p.notes.append(f"preserve-tokens: the report flags {n_tok} outlier token(s)"
