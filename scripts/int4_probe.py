@@ -34,6 +34,8 @@ from sysq.quant import get_recipe, quantize  # noqa: E402
 def _value(v: str):
     if v.lower() in ("true", "false"):
         return v.lower() == "true"
+    if v.lower() in ("null", "none"):
+        return None
     return float(v) if "." in v else int(v) if v.lstrip("-").isdigit() else v
 
 
