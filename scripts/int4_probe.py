@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A quick INT4 check on SmolLM2 before the table: one CONFIG[@PLAN][,field=value...] per argument, perplexity on
 NW windows of WikiText-2 test from OFF (a comma list: each set measured on the same quantized model), calibration CN x 512 (WikiText-2 valid, seed 0), ratio to FP on the same
-windows.
+windows. A field's value is a number, true / false, null (e.g. learn_amp=null: train in the model's dtype) or a string.
 
     NW=8 flock /tmp/sysq-cpu.lock python scripts/int4_probe.py w4a8+g64+fz@auto-fast+learned \
         'w4a16-g64+fz+learned,learn_lr=0.005'
