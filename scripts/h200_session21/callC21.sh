@@ -1,11 +1,12 @@
-# call C21 (right after B21, same machine; carry .gpu/b): the GGUF complete, then issue 15's learned-step budgets for a
-# CPU without native bf16 (float32), with the loss on a sample of each window's positions (learn_tokens), side by side
-# on the one H200. SmolLM2 fp32, 32 calibration windows, held-out WikiText-2 test windows 0-39 and 40-79.
+# call C21 (right after scripts/h200_session20/callA20.sh and callB20.sh, same machine; carry .gpu/b): the GGUF
+# complete, then issue 15's learned-step budgets for a CPU without native bf16 (float32), with the loss on a sample
+# of each window's positions (learn_tokens), side by side on the one H200. SmolLM2 fp32, 32 calibration windows,
+# held-out WikiText-2 test windows 0-39 and 40-79.
 # w4a4+kv4: the auto+learned plan with float zeros and rotated keys, made once by the first probe, +actclip, mse.
 # w4a16: w4a16@auto (learned alone, per-token loss, float zeros, g64), its budget and precision overridden.
 # GRID entries: kind:steps:windows:tokens:seed (kind a4 or a16; tokens 0: every position).
 # learn_tokens lives on branch tokensample (4e355b8, not merged): run this call from a checkout of that branch.
-source scripts/h200_session21/env.sh
+source scripts/h200_session20/env.sh
 export DEVICE=cuda NW=40 CN=32 OFF=0,40 PROBE_CACHE=/tmp/p21 PROBE_KEEP_MITIGATED=1 OMP_NUM_THREADS=1
 R=/tmp/res21; mkdir -p $R
 declare -A C=([a4]='w4a4+g32+fz+kv4g32+kvrot+learned200x1@auto+learned,learn_act_clip=true' [a16]='w4a16@auto')
