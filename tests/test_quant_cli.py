@@ -128,6 +128,10 @@ def test_compressed_tensors_output_defaults_to_the_engine_plan_and_reports_its_c
     assert abs(verify["ratio_to_sysq"] - 1) < 0.005    # per-token scales round slightly differently there
     config = json.loads((out / "config.json").read_text())
     assert config["quantization_config"]["format"] == "int-quantized"
+    # --no-compare: the same engine plan, without the full plan's second mitigate and quantize
+    rc, printed, _ = _quantize([*common, "--recipe", "w8a8-static", "--format", "compressed-tensors", "--no-compare"],
+                               capsys)
+    assert rc == 0 and "target engine: dropped preserve-tokens" in printed and "full plan" not in printed
     # a sysq-target plan cannot be exported: refused by name, nothing written
     rc, _, err = _quantize([*common, "--recipe", "w8a8-static", "--format", "compressed-tensors", "--target", "sysq",
                             "--mitigate", "rotate+smooth+preserve-tokens", "--out", str(tmp_path / "no")], capsys)

@@ -44,6 +44,9 @@ def add_arguments(p) -> None:
                    help="sysq: anything sysq simulates; engine: only what compressed-tensors carries (vLLM, plain "
                         "transformers), and the full plan measured beside it (default: engine for --format "
                         "compressed-tensors, else sysq)")
+    p.add_argument("--no-compare", action="store_true",
+                   help="under target engine, skip measuring the full plan beside the exported one (it repeats "
+                        "mitigate and quantize: with learned rounding, the learned step runs twice)")
     p.add_argument("--calib", default="wikitext2-valid", help="calibration set name or path (default: %(default)s)")
     p.add_argument("--n", type=int, default=32, help="calibration windows (default: %(default)s)")
     p.add_argument("--seqlen", type=int, default=512, help="calibration window length (default: %(default)s)")
@@ -164,7 +167,8 @@ def run(args) -> int:
 
     p = resolve_plan(args.mitigate, recipe, report, args.target) if mitigating else None
     full = None
-    if p is not None and args.target == "engine" and ev is not None and not _is_plan_file(args.mitigate):
+    if (p is not None and args.target == "engine" and ev is not None and not _is_plan_file(args.mitigate)
+            and not getattr(args, "no_compare", False)):
         full = _full_plan_ppl(model, recipe, report, args, calib, ppl, quiet)
         result["full_plan"] = full
     if p is not None:
