@@ -158,7 +158,7 @@ def test_auto_rotates_the_keys_of_a_4bit_kv_cache():
         plan(None, "w8a8-static", "rotate-keys")
 
 
-def test_auto_fits_w4a4s_learned_budget_to_the_device_it_runs_on():
+def test_auto_fits_w4a4s_learned_budget_to_the_device_it_runs_on(monkeypatch):
     """plan.learned_budget: AutoRound's 200 x 8 where a GPU runs the step; on a CPU 125 x 2 under bf16 autocast with
     float zero points and learned activation clip ratios. A budget written into the plan stays; target engine keeps
     integer zero points."""
@@ -166,7 +166,8 @@ def test_auto_fits_w4a4s_learned_budget_to_the_device_it_runs_on():
 
     from sysq.mitigate.api import _fit_learned
     from sysq.mitigate.preserve import apply_to_recipe
-    from sysq.quant import get_recipe
+    from sysq.quant import get_recipe, learn
+    monkeypatch.setattr(learn, "bf16_native", lambda device: True)      # a CPU with AVX512-BF16 or AMX
     r = get_recipe("w4a4+kv4g32")
     for dev, want in (("cuda", (200, 8, "int", None, False)), ("cpu", (125, 2, "float", "bf16", True))):
         p = plan(None, "w4a4+kv4g32", "auto-fast")
@@ -184,3 +185,25 @@ def test_auto_fits_w4a4s_learned_budget_to_the_device_it_runs_on():
     eng = plan(None, "w4a4+kv4g32", "auto-fast", target="engine")
     _fit_learned(eng, r, torch.device("cpu"))
     assert (eng.learned.steps, eng.learned.zero_point) == (125, "int")
+
+
+def test_learned_budget_asks_for_bf16_only_where_the_device_runs_it(monkeypatch):
+    """Without native bf16 (an AVX2 CPU) auto's budget trains in float32 and says so (amp None), so the plan and the
+    recipe line describe what runs; with it, bf16 autocast. A GPU's w4a4 budget has no amp either way."""
+    import torch
+
+    from sysq.mitigate.api import _fit_learned
+    from sysq.mitigate.plan import learned_budget
+    from sysq.mitigate.preserve import apply_to_recipe
+    from sysq.quant import get_recipe, learn
+    cpu = torch.device("cpu")
+    for native, want in ((True, "bf16"), (False, None)):
+        monkeypatch.setattr(learn, "bf16_native", lambda device, native=native: native)
+        assert learned_budget(get_recipe("w4a16"), cpu).amp == want
+        assert learned_budget(get_recipe("w4a4+kv4g32"), cpu).amp == want
+        assert learned_budget(get_recipe("w4a16"), "cpu").amp == want
+        p = plan(None, "w4a16", "auto-fast")
+        _fit_learned(p, get_recipe("w4a16"), cpu)
+        line = apply_to_recipe(get_recipe("w4a16"), p).describe()
+        assert "learned rounding (200 steps" in line and ("bf16 autocast" in line) == native, line
+    assert learned_budget(get_recipe("w4a16")).amp == "bf16"          # before a device is known: the generic budget

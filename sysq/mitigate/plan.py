@@ -140,16 +140,26 @@ def learned_budget(r, device=None) -> Learned:
       On a CPU (`device`, where the step runs) a sixth of those window-steps, 125 x 2 under bf16 autocast with float
       zero points and learned activation clip ratios: 1.453-1.460 / 1.399-1.432 over seeds 0-3 with the keys
       rotated (call C20; 100 x 2 reached 1.470, 50 x 2 1.513), 452-480 s on a 2-core AVX512 CPU (eighteenth
-      session), where 200 x 8 would take over half an hour."""
+      session), where 200 x 8 would take over half an hour.
+    Where `device` multiplies bf16 only by emulation (an AVX2 CPU) the steps run in float32, and the budget says so
+    (amp None), so that the plan and the recipe line describe what runs."""
     kind = None if device is None else getattr(device, "type", str(device).split(":")[0])
+    amp = "bf16" if kind is None or _bf16_native(device) else None
     if r is not None and r.act is not None and r.act.bits <= 4:
         if kind == "cpu":
-            return Learned(steps=125, batch_size=2, loss="mse", zero_point="float", group_size=32, amp="bf16",
+            return Learned(steps=125, batch_size=2, loss="mse", zero_point="float", group_size=32, amp=amp,
                            act_clip=True, device=kind)
         return Learned(steps=200, batch_size=8, loss="mse", zero_point="int", group_size=32, device=kind)
     if r is not None and r.act is not None:
         return Learned(device=kind)
-    return Learned(steps=200, amp="bf16", device=kind)
+    return Learned(steps=200, amp=amp, device=kind)
+
+
+def _bf16_native(device) -> bool:
+    import torch
+
+    from ..quant import learn
+    return learn.bf16_native(device if isinstance(device, torch.device) else torch.device(str(device)))
 
 
 @dataclass
