@@ -206,4 +206,7 @@ def test_learned_budget_asks_for_bf16_only_where_the_device_runs_it(monkeypatch)
         _fit_learned(p, get_recipe("w4a16"), cpu)
         line = apply_to_recipe(get_recipe("w4a16"), p).describe()
         assert "learned rounding (200 steps" in line and ("bf16 autocast" in line) == native, line
+        eng = plan(None, "w4a16", "auto-fast", target="engine")      # integer zero points: still auto's own budget
+        _fit_learned(eng, get_recipe("w4a16"), cpu)
+        assert (eng.learned.device, eng.learned.amp, eng.learned.zero_point) == ("cpu", want, "int")
     assert learned_budget(get_recipe("w4a16")).amp == "bf16"          # before a device is known: the generic budget
