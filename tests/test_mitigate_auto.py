@@ -316,13 +316,17 @@ def test_auto_for_w4a4_searches_on_the_weight_groups_it_quantizes_with():
 
 
 def test_auto_for_w4a4_kv4_on_the_cpu_takes_the_cpu_budget_and_rotates_the_keys():
-    """mitigate fits auto's learned budget to where it runs (a CPU: 125 x 2, float zeros, activation clip learned;
-    plan.learned_budget) and the plan's rotate-keys reaches the recipe quantize runs."""
+    """mitigate fits auto's learned budget to where it runs (a CPU: 125 x 2 with native bf16, 60 x 2 with a first
+    step of 0.01 without; float zeros, activation clip learned; plan.learned_budget) and the plan's rotate-keys reaches
+    the recipe quantize runs."""
+    from sysq.quant.learn import bf16_native
     base, report = _setup()
     p = sysq.plan(report, "w4a4+kv4", "auto-fast")
     assert (p.learned.steps, p.learned.batch_size) == (200, 8)          # before the device is known
     r = sysq.mitigate(copy.deepcopy(base), p, CALIB, report=report, quiet=True)
-    assert (r.learn_steps, r.learn_batch_size, r.learn_act_clip, r.weight.zero_point) == (125, 2, True, "float")
+    want = (125, 2, None) if bf16_native(torch.device("cpu")) else (60, 2, 0.01)
+    assert (r.learn_steps, r.learn_batch_size, r.learn_lr, r.learn_act_clip, r.weight.zero_point) == (*want, True,
+                                                                                                      "float")
     assert r.kv.key_rotation and p.rotate_keys
 
 

@@ -200,7 +200,12 @@ def test_learned_budget_asks_for_bf16_only_where_the_device_runs_it(monkeypatch)
     for native, want in ((True, "bf16"), (False, None)):
         monkeypatch.setattr(learn, "bf16_native", lambda device, native=native: native)
         assert learned_budget(get_recipe("w4a16"), cpu).amp == want
-        assert learned_budget(get_recipe("w4a4+kv4g32"), cpu).amp == want
+        a4 = learned_budget(get_recipe("w4a4+kv4g32"), cpu)
+        assert a4.amp == want and (a4.steps, a4.batch_size, a4.lr) == ((125, 2, None) if native else (60, 2, 0.01))
+        p4 = plan(None, "w4a4+kv4g32", "auto-fast")
+        _fit_learned(p4, get_recipe("w4a4+kv4g32"), cpu)
+        q4 = apply_to_recipe(get_recipe("w4a4+kv4g32"), p4)
+        assert (q4.learn_steps, q4.learn_lr) == (a4.steps, a4.lr) and MitigationPlan.from_yaml(p4.to_yaml()) == p4
         assert learned_budget(get_recipe("w4a16"), "cpu").amp == want
         p = plan(None, "w4a16", "auto-fast")
         _fit_learned(p, get_recipe("w4a16"), cpu)

@@ -154,7 +154,8 @@ def test_w4a16_default_runs_learned_rounding_prints_its_seconds_and_reloads(setu
     plan = yaml.safe_load((out / "plan.yaml").read_text())
     assert plan["rounding"] == "learned" and plan["search"] is None and plan["smooth"] is None
     assert plan["learned"] == {"steps": 200, "batch_size": 1, "loss": "token", "zero_point": "float", "group_size": 64,
-                               "amp": "bf16" if amp else None, "act_clip": False, "device": "cpu"}
+                               "amp": "bf16" if amp else None, "act_clip": False, "lr": None,
+                               "device": "cpu"}
 
 
 def test_script_takes_the_same_arguments_and_bad_recipes_exit_2(setup, tmp_path, capsys):

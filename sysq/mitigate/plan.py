@@ -123,6 +123,7 @@ class Learned:
     group_size: int = 64                     # weight groups (or per-channel rows) wider than this are narrowed to it
     amp: str | None = None                   # "bf16": the training steps under bf16 autocast (+amp; learn.py)
     act_clip: bool = False                   # learn the dynamic activation quantizers' clip ratios too (+actclip)
+    lr: float | None = None                  # SignSGD's first step; None: 1 / steps (AutoRound's)
     device: str | None = None                # the device type mitigate fitted this budget to; None: not yet
 
 
@@ -142,10 +143,16 @@ def learned_budget(r, device=None) -> Learned:
       rotated (call C20; 100 x 2 reached 1.470, 50 x 2 1.513), 452-480 s on a 2-core AVX512 CPU (eighteenth
       session), where 200 x 8 would take over half an hour.
     Where `device` multiplies bf16 only by emulation (an AVX2 CPU) the steps run in float32, and the budget says so
-    (amp None), so that the plan and the recipe line describe what runs."""
+    (amp None), so that the plan and the recipe line describe what runs. There w4a4's budget is 60 x 2 with a first
+    step of 0.01 (not 1 / 60), which fits 10 minutes on a 2-core AVX2 CPU: 1.4848 / 1.4420 in 495 s at seed 1 there
+    (twenty-second session; 1.5178 in 592 s with lr 1 / 60), and 1.4545-1.4885 over seeds 0-4 on one H200 in float32
+    (calls C23, C24)."""
     kind = None if device is None else getattr(device, "type", str(device).split(":")[0])
     amp = "bf16" if kind is None or _bf16_native(device) else None
     if r is not None and r.act is not None and r.act.bits <= 4:
+        if kind == "cpu" and amp is None:
+            return Learned(steps=60, batch_size=2, loss="mse", zero_point="float", group_size=32, act_clip=True,
+                           lr=0.01, device=kind)
         if kind == "cpu":
             return Learned(steps=125, batch_size=2, loss="mse", zero_point="float", group_size=32, amp=amp,
                            act_clip=True, device=kind)
