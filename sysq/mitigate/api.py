@@ -322,16 +322,15 @@ def candidates(r, report, extra: list[str] | None = None) -> list[str]:
 def _fit_learned(p: MitigationPlan, r, device) -> None:
     """auto's learned budget for the device the learned step runs on (plan.learned_budget: a CPU gets a sixth of a
     GPU's window-steps for w4a4), once. A budget that is not auto's own (written into the plan) stays."""
-    if p.learned is None or r is None or p.learned.device is not None:
+    def budget(dev=None):
+        lw = learned_budget(r, dev)
+        if p.target == "engine":             # as restrict_to_engine leaves it: integer zero points
+            lw.zero_point = "int"
+        return lw
+
+    if p.learned is None or r is None or p.learned.device is not None or p.learned != budget():
         return
-    own = learned_budget(r)
-    if p.target == "engine":                 # restrict_to_engine gave it integer zero points
-        own.zero_point = "int"
-    if p.learned != own:
-        return
-    lw = learned_budget(r, device)
-    if p.target == "engine":
-        lw.zero_point = "int"
+    lw = budget(device)
     if (lw.steps, lw.batch_size) != (p.learned.steps, p.learned.batch_size):
         p.notes.append(f"learned: {lw.steps} steps x {lw.batch_size} windows on {lw.device} (auto's budget there; "
                        "name +learned200x8 in the recipe for the GPU's)")
