@@ -185,7 +185,7 @@ def test_bf16_autocast_falls_back_to_the_models_dtype_where_bf16_is_emulated(mon
 
 
 @pytest.mark.parametrize("base", ["w4a16-g32+fz", "w4a16-g32", "w4a8"])
-def test_the_fake_quantizers_by_hand_give_autograds_gradients_bit_for_bit(base):
+def test_the_fake_quantizers_by_hand_give_autograds_gradients_bit_for_bit(base, monkeypatch):
     """_FloatZeroFakeQuant and _IntZeroFakeQuant (the training step's weight, written out by hand for speed) give
     the same weights and the same gradients of V, a and b as autograd's graph of _Learner.codes, over SignSGD steps
     that move V and the clip factors (so codes clamp, and rows clip)."""
@@ -193,6 +193,8 @@ def test_the_fake_quantizers_by_hand_give_autograds_gradients_bit_for_bit(base):
     from sysq.quant.learn import _Learner
     from sysq.quant.linear import QuantLinear
 
+    from sysq.quant import cpu_kernels
+    monkeypatch.setattr(cpu_kernels, "applies", lambda *ts: False)     # the torch functions (the C pass: below)
     model = tiny_model("llama", layers=1)
     prepare(model, {"base": base, "method": "learned"})
     qls = [m for m in model.modules() if isinstance(m, QuantLinear)]
@@ -337,3 +339,105 @@ def test_actclip_goes_with_learned_rounding_from_a_plan_and_says_so_without_it(c
     with caplog.at_level("WARNING", logger="sysq.quant.api"):
         quantize(copy.deepcopy(model), "w4a4+g32+actclip", calib, quiet=True)
     assert "+actclip learns the activation clip ratios with learned rounding" in caplog.text
+
+
+@pytest.mark.parametrize("base", ["w4a16-g32+fz", "w4a16-g32", "w4a8"])
+def test_the_c_fake_quantizer_gives_the_torch_weights_and_rounding_gradients_bit_for_bit(base, monkeypatch):
+    """sysq.quant.cpu_kernels (the CPU step's fake quantizer and SignSGD update in one C pass each): the same weights,
+    the same gradient of V and the same update as the torch functions, to the bit; the clip factors' gradients (row
+    sums in another order, with the chain rule's exact simplifications) agree to float rounding, and with the same
+    sign wherever they are not rounding noise."""
+    from sysq.quant import cpu_kernels
+    from sysq.quant.api import prepare
+    from sysq.quant.learn import _Learner
+    from sysq.quant.linear import QuantLinear
+    if cpu_kernels._library() is None:
+        pytest.skip("no C compiler here: learn.py keeps its torch ops")
+    model = tiny_model("llama", layers=1)
+    prepare(model, {"base": base, "method": "learned"})
+    g = torch.Generator().manual_seed(1)
+    for q in [m for m in model.modules() if isinstance(m, QuantLinear)]:
+        q.weight.data = torch.randn(q.weight.shape, generator=g) * torch.rand(q.weight.shape[1], generator=g) * 3
+        c, t = _Learner(q, 0.5), _Learner(q, 0.5)
+        x = torch.randn(7, q.weight.shape[1], generator=g)
+        for step in range(8):
+            with monkeypatch.context() as m:
+                wc = c.weight()
+                m.setattr(cpu_kernels, "applies", lambda *ts: False)
+                wt = t.weight()
+            assert torch.equal(wc, wt), (q, step)
+            target = torch.randn(7, q.weight.shape[0], generator=g)
+            for w in (wc, wt):
+                (x @ w.T - target).pow(2).sum().backward()
+            assert torch.equal(c.V.grad, t.V.grad), (q, step)
+            for pc, pt in ((c.a, t.a), (c.b, t.b)):
+                scale = pt.grad.abs().max()
+                assert torch.allclose(pc.grad, pt.grad, rtol=1e-4, atol=1e-5 * float(scale)), (q, step)
+                real = pt.grad.abs() > 1e-3 * scale
+                assert torch.equal(pc.grad.sign()[real], pt.grad.sign()[real]), (q, step)
+            c.a.grad, c.b.grad = t.a.grad.clone(), t.b.grad.clone()     # the same update from here, V's by the C pass
+            c.step(0.2)
+            with monkeypatch.context() as m:
+                m.setattr(cpu_kernels, "applies", lambda *ts: False)
+                t.step(0.2)
+            assert all(torch.equal(pc, pt) for pc, pt in zip(c.params(), t.params())), (q, step)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2", "phi3", "qwen3"])
+def test_the_cached_attention_gives_the_layers_output_bit_for_bit(family):
+    """learn.py's second phase (LearnConfig.attn_steps) answers the attention from a cache of its outputs: the
+    layer's output on any batch of cached windows is the one the layer computes, to the bit."""
+    from sysq.quant.learn import _cached_attention
+    model = tiny_model(family, layers=2)
+    calib = torch.randint(1, VOCAB, (4, 24), generator=torch.Generator().manual_seed(0))
+    inputs, kw = layer_inputs(model, calib)
+    adapter = get_adapter(model)
+    for i, layer in enumerate(adapter.layers()):
+        def run(layer, x):
+            return run_layer(layer, x, kw)
+        with torch.no_grad():
+            want = [run(layer, torch.cat([inputs[j] for j in idx])) for idx in ([2], [0, 3])]
+            with _cached_attention(layer, adapter.attention(i), inputs, run) as use:
+                got = []
+                for idx in ([2], [0, 3]):
+                    use(idx)
+                    got.append(run(layer, torch.cat([inputs[j] for j in idx])))
+            assert all(torch.equal(a, b) for a, b in zip(want, got)), (family, i)
+            assert "forward" not in vars(adapter.attention(i))          # the module's own forward is back
+
+
+def test_the_attention_steps_split_the_learned_step():
+    """attn_steps: the attention's linears train in the first N steps only. N = steps is the plain step, bit for bit;
+    N = 0 leaves the attention's linears at round-to-nearest while the MLP's learn; and each layer's calibration
+    output error stays at most RTN's."""
+    calib = torch.randint(1, VOCAB, (6, 32), generator=torch.Generator().manual_seed(0))
+    base = tiny_model("llama", layers=2)
+    recipe = {"base": "w4a16-g32+fz", "method": "learned", "learn_steps": 12}
+    out = {}
+    for attn in (None, 12, 0, 6):
+        m = copy.deepcopy(base)
+        s = quantize(m, {**recipe, "learn_attn_steps": attn}, calib, quiet=True)
+        assert s.calibration["learned"]["attn_steps"] == attn
+        out[attn] = m
+    a, b = (get_adapter(out[k]).linear_refs() for k in (None, 12))
+    assert all(torch.equal(x.module.codes(), y.module.codes()) for x, y in zip(a, b))
+    rtn = copy.deepcopy(base)
+    quantize(rtn, {**recipe, "method": "rtn"}, calib, quiet=True)
+    for r0, rr in zip(get_adapter(out[0]).linear_refs(), get_adapter(rtn).linear_refs()):
+        same = torch.equal(r0.module.codes(), rr.module.codes())
+        assert same == (r0.role in ("q", "k", "v", "o")), r0.name    # the attention's: RTN's codes; the MLP's: learned
+    for errs in (_rtn_twin(base, out[k], recipe, calib) for k in (0, 6)):
+        assert all(e <= r for e, r in errs), errs
+
+
+def test_learned_recipe_names_the_attention_steps():
+    from sysq.errors import SysqError
+    from sysq.quant import get_recipe
+    r = get_recipe("w4a16-g64+fz+learned200x1a100")
+    assert (r.learn_steps, r.learn_batch_size, r.learn_attn_steps) == (200, 1, 100)
+    assert "(100 for the attention)" in r.describe()
+    assert get_recipe("w4a16+learned50").learn_attn_steps is None
+    with pytest.raises(SysqError, match=r"\+learnedNxBaA"):
+        get_recipe("w4a16+learned200x1ab")
+    with pytest.raises(SysqError, match="learn_attn_steps=300"):
+        get_recipe({"base": "w4a16", "method": "learned", "learn_steps": 200, "learn_attn_steps": 300})

@@ -24,7 +24,9 @@ code outside it. It starts at the recipe's (or the plan's) ratio, stays in [clip
 linear's activation spec.
 
 Guarantee: the learned weights are kept only when their output error over all calibration windows is below
-round-to-nearest's for the same layer and inputs; otherwise the layer gets RTN.
+round-to-nearest's for the same layer and inputs; otherwise the layer gets RTN. RTN's error is summed window by window
+only until it passes the learned weights' total (the terms are >= 0, so that decides it: typically a third of the
+windows, as learned rounding reaches ~0.3x RTN's error).
 
 `learn_block(layer, ...)` works on one layer and its cached inputs, so a layer-sequential pipeline can call it;
 `learn_model(model, calib)` runs it over every layer in memory.
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -43,6 +45,7 @@ from tqdm.auto import tqdm
 
 from ..arch import get_adapter
 from ..errors import SysqError
+from . import cpu_kernels
 from .gptq import layer_inputs, run_layer
 from .linear import QuantLinear
 from .math import MIN_SCALE, fake_quantize_tensor, qrange, rows
@@ -69,11 +72,18 @@ class LearnConfig:
     # model's dtype.
     amp: str | None = None
     act_clip: bool = False       # learn the dynamic activation quantizers' clip ratios too
+    # the attention's linears (and activation clip ratios) train in the first attn_steps steps only (their lr
+    # decays over those); the remaining steps train the rest with the attention's output on each window computed
+    # once and reused, so a step skips the attention's forward and backward (about half a SmolLM2 step on a CPU).
+    # None: every linear trains in every step.
+    attn_steps: int | None = None
 
 
 @dataclass
 class BlockResult:
-    """One layer: output error (LearnConfig.loss over all calibration windows) of RTN and of the learned weights."""
+    """One layer: output error (LearnConfig.loss) of RTN and of the learned weights, both over the first `windows`
+    calibration windows: RTN's is measured only until its sum passes the learned weights' over all windows, which
+    decides `kept` exactly over all of them."""
 
     layer: int
     rtn: float
@@ -82,6 +92,7 @@ class BlockResult:
     steps: int
     seconds: float
     act_clip: list[float] = field(default_factory=list)     # the learned activation clip ratios (act_clip=True)
+    windows: int = 0
 
     @property
     def ratio(self) -> float:
@@ -99,7 +110,8 @@ class LearnSummary:
     def to_dict(self) -> dict:
         kept = [r for r in self.layers if r.kept]
         c = self.config
-        return {"method": "learned", "loss": c.loss, "steps_per_layer": c.steps, "lr": c.lr, "batch_size": c.batch_size,
+        return {"method": "learned", "loss": c.loss, "steps_per_layer": c.steps, "attn_steps": c.attn_steps,
+                "lr": c.lr, "batch_size": c.batch_size,
                 "seed": c.seed, "amp": c.amp, "act_clip": c.act_clip, "layers": len(self.layers),
                 "layers_kept": len(kept), "windows": self.windows, "seqlen": self.seqlen,
                 "seconds": round(self.seconds, 1),
@@ -110,7 +122,8 @@ class LearnSummary:
         kept = sum(r.kept for r in self.layers)
         mean = sum(r.ratio for r in self.layers) / max(len(self.layers), 1)
         c = self.config
-        return (f"learned rounding: {len(self.layers)} layers x {c.steps} steps (batch {c.batch_size} of "
+        return (f"learned rounding: {len(self.layers)} layers x {c.steps} steps"
+                f"{f' ({c.attn_steps} for the attention)' if c.attn_steps is not None else ''} (batch {c.batch_size} of "
                 f"{self.windows} windows x {self.seqlen} tokens, loss {c.loss}{', bf16 autocast' if c.amp else ''}"
                 f"{', activation clip ratios learned' if c.act_clip else ''}), "
                 f"{self.seconds:.1f} s; learned kept in "
@@ -188,6 +201,24 @@ class _IntZeroFakeQuant(torch.autograd.Function):
         return None, g_t, g_scale, g_zero, None, None
 
 
+class _KernelFakeQuant(torch.autograd.Function):
+    """_FloatZeroFakeQuant / _IntZeroFakeQuant in one C pass each way on a CPU (sysq.quant.cpu_kernels): the same w
+    and V gradient to the bit; the scale's and zero point's gradients summed in another order."""
+
+    @staticmethod
+    def forward(ctx, float_zero: bool, r, V, scale, zero, qmin: int, qmax: int):
+        ctx.save_for_backward(r, V, scale, zero)
+        ctx.args = (float_zero, qmin, qmax)
+        return cpu_kernels.fake_quant_forward(float_zero, r, V, scale, zero, qmin, qmax)
+
+    @staticmethod
+    def backward(ctx, gw):
+        r, V, scale, zero = ctx.saved_tensors
+        float_zero, qmin, qmax = ctx.args
+        g_t, g_scale, g_zero = cpu_kernels.fake_quant_backward(float_zero, r, V, scale, zero, gw, qmin, qmax)
+        return None, None, g_t, g_scale, g_zero, None, None
+
+
 class _Learner:
     """The trainable rounding state of one QuantLinear: V [R, n] and clip factors a, b [R, 1] on rows(W)."""
 
@@ -239,8 +270,11 @@ class _Learner:
         if ste and not self.spec.symmetric:
             qmin, qmax = qrange(self.spec.bits)
             scale, zero = self.qparams(ste)
-            fq = _FloatZeroFakeQuant if self.float_zero else _IntZeroFakeQuant
-            w = fq.apply(self.r, self.V, scale, zero, qmin, qmax)
+            if cpu_kernels.applies(self.r, self.V, scale, zero):
+                w = _KernelFakeQuant.apply(self.float_zero, self.r, self.V, scale, zero, qmin, qmax)
+            else:
+                fq = _FloatZeroFakeQuant if self.float_zero else _IntZeroFakeQuant
+                w = fq.apply(self.r, self.V, scale, zero, qmin, qmax)
         else:
             q, scale, zero = self.codes(ste)
             w = (q * scale + zero) if self.float_zero else (q - zero) * scale     # sysq.quant.math.dequantize
@@ -251,11 +285,15 @@ class _Learner:
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
+        V = self.V
+        if V.grad is not None and cpu_kernels.applies(V, V.grad):      # the update and the clamp in one pass
+            cpu_kernels.sign_step_(V, V.grad, lr, -0.5, 0.5)
+            V.grad = None
         for p in self.params():
             if p.grad is not None:
                 p.sub_(p.grad.sign_(), alpha=lr)       # p - lr * sign(grad): the product is exact either way
                 p.grad = None
-        self.V.clamp_(-0.5, 0.5)
+        V.clamp_(-0.5, 0.5)
         self.a.clamp_(self.clip_min, 1.0)
         self.b.clamp_(self.clip_min, 1.0)
 
@@ -420,15 +458,23 @@ def _mode(learners: list[_Learner], mode: str, clips: dict | None = None, shared
 
 
 @torch.no_grad()
-def _error(layer, learners, inputs, targets, run, kind: str,
-           shared: dict | None = None) -> tuple[float, list[torch.Tensor]]:
-    """The objective over every window with the learners' current weights, and the layer's outputs."""
-    total, outs = 0.0, []
+def _errors(layer, learners, inputs, targets, run, kind: str, shared: dict | None = None,
+            until: float | None = None) -> tuple[list[float], list[torch.Tensor]]:
+    """The objective summed on each window with the learners' current weights, and the layer's outputs; with
+    `until`, stop after the window that takes the running sum above it."""
+    sums, outs = [], []
     with _mode(learners, "fixed", shared=shared):
         for x, y in zip(inputs, targets):
             outs.append(run(layer, x))
-            total += float(output_loss(outs[-1], y, kind, "sum"))
-    return total / sum(y.numel() if kind == "mse" else y[..., 0].numel() for y in targets), outs
+            sums.append(float(output_loss(outs[-1], y, kind, "sum")))
+            if until is not None and sum(sums) > until:
+                break
+    return sums, outs
+
+
+def _units(y: torch.Tensor, kind: str) -> int:
+    """What output_loss averages over: elements ("mse") or tokens ("token")."""
+    return y.numel() if kind == "mse" else y[..., 0].numel()
 
 
 def _act_clips(qlinears: list[QuantLinear], shared: dict, clip_min: float) -> list[_ActClip]:
@@ -440,10 +486,50 @@ def _act_clips(qlinears: list[QuantLinear], shared: dict, clip_min: float) -> li
     return [_ActClip(qs, clip_min) for qs in groups.values()]
 
 
+class _Stop(Exception):
+    pass
+
+
+@contextmanager
+def _cached_attention(layer, attention: nn.Module, inputs, run):
+    """The attention module answers each window from a cache of its outputs, computed here once with its current
+    weights (the layer's forward stops right after the attention). Yields use(idx): the windows of the next call."""
+    outs: list = []
+
+    def hook(module, args, output):
+        outs.append(output[0].detach() if isinstance(output, tuple) else output.detach())
+        rest.append(output[1:] if isinstance(output, tuple) else None)
+        raise _Stop
+
+    rest: list = []
+    handle = attention.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            for x in inputs:
+                try:
+                    run(layer, x)
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+    cur: list[int] = []
+
+    def forward(*args, **kwargs):
+        out = torch.cat([outs[i] for i in cur]) if len(cur) > 1 else outs[cur[0]]
+        return out if rest[0] is None else (out, *rest[0])
+
+    attention.forward = forward
+    try:
+        yield lambda idx: cur.__setitem__(slice(None), idx)
+    finally:
+        del attention.forward
+
+
 def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torch.Tensor], run,
                 cfg: LearnConfig | None = None, targets: list[torch.Tensor] | None = None,
                 float_inputs: list[torch.Tensor] | None = None, index: int = 0, quiet: bool = True,
-                outputs: list[torch.Tensor] | None = None) -> tuple[BlockResult, list[torch.Tensor]]:
+                outputs: list[torch.Tensor] | None = None,
+                attention: nn.Module | None = None) -> tuple[BlockResult, list[torch.Tensor]]:
     """Learn the rounding and clipping of `qlinears` (QuantLinears of `layer`, not yet quantized) and store
     their codes.
 
@@ -453,6 +539,7 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
     run(layer, x) -> the layer's hidden-state output (sysq.quant.gptq.run_layer with the captured kwargs)
     outputs:      a list to receive the quantized layer's outputs on `inputs` (the next layer's inputs), taken
                   from the error pass of the weights it keeps where they are the same numbers
+    attention:    the layer's attention module (Adapter.attention), needed for cfg.attn_steps
     Returns the result and the float layer's outputs (the next layer's float inputs).
     """
     cfg = cfg or LearnConfig()
@@ -464,7 +551,9 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
     if cfg.loss not in LOSSES:
         raise SysqError(f"LearnConfig.loss={cfg.loss!r}; allowed: {', '.join(LOSSES)}")
     shared: dict = {}
-    rtn, rtn_out = _error(layer, learners, inputs, targets, run, cfg.loss, shared)
+    # RTN on the first window (which also finds the inputs linears share); the rest after training, only as far as
+    # needed to decide the guard exactly
+    rtn_sums, rtn_out = _errors(layer, learners, inputs[:1], targets[:1], run, cfg.loss, shared)
     clips = _act_clips(qlinears, shared, cfg.clip_min) if cfg.act_clip else []
     trainable = learners + clips
     clip_of = {q: c for c in clips for q in c.qs}
@@ -473,18 +562,29 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
     for p in frozen:
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + index)
-    lr = cfg.lr if cfg.lr is not None else 1.0 / max(cfg.steps, 1)
+    split = cfg.attn_steps is not None and cfg.attn_steps < cfg.steps
+    if split and attention is None:
+        raise SysqError("LearnConfig.attn_steps needs the layer's attention module (learn_block(attention=...))")
+    in_attn = {id(m) for m in attention.modules()} if split else set()
+    # (trainable, its steps): the attention's linears and clip ratios stop at attn_steps, their lr decaying over those
+    budget = [(t, cfg.attn_steps if id(t.q if isinstance(t, _Learner) else t.qs[0]) in in_attn else cfg.steps)
+              for t in trainable]
     order: list[int] = []
     # every window in each step: the step's loss is the whole objective, so the best step's state is kept
     # (AutoRound's best-iterate rule); with fewer windows per step the batch loss says more about the batch
-    full = cfg.batch_size >= len(inputs)
+    full = cfg.batch_size >= len(inputs) and not split
     best_loss, best = float("inf"), None
     try:
-        with torch.enable_grad(), _mode(learners, "learned", clip_of):
+        with torch.enable_grad(), _mode(learners, "learned", clip_of), ExitStack() as stack:
+            use = None
             for step in range(cfg.steps):
+                if split and step == cfg.attn_steps:      # the attention is final: its outputs from now on
+                    use = stack.enter_context(_cached_attention(layer, attention, inputs, run))
                 if len(order) < cfg.batch_size:      # windows in a fresh seeded order, each once per pass
                     order += torch.randperm(len(inputs), generator=gen).tolist()
                 idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
+                if use is not None:
+                    use(idx)
                 x = torch.cat([inputs[i] for i in idx])
                 y = torch.cat([targets[i] for i in idx])
                 with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
@@ -493,27 +593,41 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
                 if full and step and float(loss.detach()) < best_loss:      # step 0 is RTN, measured below anyway
                     best_loss, best = float(loss.detach()), [t.state() for t in trainable]
                 loss.backward()
-                for t in trainable:
-                    t.step(lr * (1 - step / cfg.steps))
+                for t, steps in budget:
+                    if step < steps:
+                        first = cfg.lr if cfg.lr is not None else 1.0 / max(steps, 1)
+                        t.step(first * (1 - step / steps))
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    learned, out = _error(layer, learners, inputs, targets, run, cfg.loss)
+    learned_sums, out = _errors(layer, learners, inputs, targets, run, cfg.loss)
     if best is not None:
         last = [t.state() for t in trainable]
         for t, st in zip(trainable, best):
             t.load(st)
-        at_best, best_out = _error(layer, learners, inputs, targets, run, cfg.loss)
-        if at_best < learned:
-            learned, out = at_best, best_out
+        best_sums, best_out = _errors(layer, learners, inputs, targets, run, cfg.loss)
+        if sum(best_sums) < sum(learned_sums):
+            learned_sums, out = best_sums, best_out
         else:
             for t, st in zip(trainable, last):
                 t.load(st)
-    kept = learned < rtn
-    if not kept:
-        out = rtn_out
-        for t, st in zip(trainable, rtn_state):
+    # RTN's error on further windows until its running sum passes the learned weights' total over all windows: from
+    # there the learned weights are better over all windows (every term is >= 0), so RTN's other windows need no pass
+    last = [t.state() for t in trainable]
+    for t, st in zip(trainable, rtn_state):
+        t.load(st)
+    more, more_out = _errors(layer, learners, inputs[1:], targets[1:], run, cfg.loss,
+                             until=sum(learned_sums) - sum(rtn_sums))
+    rtn_sums, rtn_out = rtn_sums + more, rtn_out + more_out
+    kept = sum(learned_sums) < sum(rtn_sums)         # exact: RTN ran on every window, or its part already exceeds it
+    if kept:
+        for t, st in zip(trainable, last):
             t.load(st)
+    else:
+        out = rtn_out
+    n = len(rtn_sums)
+    units = sum(_units(y, cfg.loss) for y in targets[:n])
+    rtn, learned = sum(rtn_sums) / units, sum(learned_sums[:n]) / units
     for t in trainable:
         t.commit()
     if outputs is not None:
@@ -521,7 +635,7 @@ def learn_block(layer: nn.Module, qlinears: list[QuantLinear], inputs: list[torc
         # for bit, except INT8 W8A8's integer product (QuantLinear.integer_product), which runs again
         outputs[:] = out if not any(q.integer_product for q in qlinears) else [run(layer, x) for x in inputs]
     res = BlockResult(index, rtn, learned, kept, cfg.steps, time.perf_counter() - t0,
-                      [c.value for c in clips])
+                      [c.value for c in clips], windows=n)
     log.info("learned rounding, layer %d (%d linears): %d steps, output error RTN %.4g -> learned %.4g (%.3fx)%s, "
              "%.1f s", index, len(qlinears), cfg.steps, rtn, learned, learned / rtn if rtn else 1.0,
              "" if kept else ": RTN kept", res.seconds)
@@ -571,7 +685,8 @@ def learn_model(model: nn.Module, calib, cfg: LearnConfig | None = None, quiet: 
             continue
         outputs: list[torch.Tensor] = []              # the quantized layer's outputs feed the next one
         res, float_outputs = learn_block(layer, qls, inputs, run, cfg, float_inputs=float_inputs, index=i,
-                                         outputs=outputs)
+                                         outputs=outputs,
+                                         attention=adapter.attention(i) if cfg.attn_steps is not None else None)
         summary.layers.append(res)
         inputs, float_inputs = outputs, float_outputs
     summary.seconds = time.perf_counter() - t0
