@@ -199,7 +199,8 @@ def test_learned_budget_asks_for_bf16_only_where_the_device_runs_it(monkeypatch)
     cpu = torch.device("cpu")
     for native, want in ((True, "bf16"), (False, None)):
         monkeypatch.setattr(learn, "bf16_native", lambda device, native=native: native)
-        assert learned_budget(get_recipe("w4a16"), cpu).amp == want
+        a16 = learned_budget(get_recipe("w4a16"), cpu)
+        assert a16.amp == want and (a16.steps, a16.attn_steps) == ((200, None) if native else (200, 100))
         a4 = learned_budget(get_recipe("w4a4+kv4g32"), cpu)
         assert a4.amp == want and (a4.steps, a4.batch_size, a4.lr) == ((125, 2, None) if native else (60, 2, 0.01))
         p4 = plan(None, "w4a4+kv4g32", "auto-fast")
@@ -209,9 +210,13 @@ def test_learned_budget_asks_for_bf16_only_where_the_device_runs_it(monkeypatch)
         assert learned_budget(get_recipe("w4a16"), "cpu").amp == want
         p = plan(None, "w4a16", "auto-fast")
         _fit_learned(p, get_recipe("w4a16"), cpu)
-        line = apply_to_recipe(get_recipe("w4a16"), p).describe()
+        r16 = apply_to_recipe(get_recipe("w4a16"), p)
+        line = r16.describe()
         assert "learned rounding (200 steps" in line and ("bf16 autocast" in line) == native, line
+        assert r16.learn_attn_steps == a16.attn_steps and ("(100 for the attention)" in line) == (not native), line
+        assert MitigationPlan.from_yaml(p.to_yaml()) == p
         eng = plan(None, "w4a16", "auto-fast", target="engine")      # integer zero points: still auto's own budget
         _fit_learned(eng, get_recipe("w4a16"), cpu)
         assert (eng.learned.device, eng.learned.amp, eng.learned.zero_point) == ("cpu", want, "int")
+        assert eng.learned.attn_steps == a16.attn_steps
     assert learned_budget(get_recipe("w4a16")).amp == "bf16"          # before a device is known: the generic budget

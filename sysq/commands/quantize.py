@@ -32,7 +32,9 @@ def add_arguments(p) -> None:
     p.add_argument("--mitigate", default="auto", metavar="PLAN",
                    help="auto (default: candidate plans measured on calibration windows; for INT4 weights learned "
                         "rounding instead of GPTQ, its seconds printed: w4a16 and w4a8 learned alone (w4a16 200 "
-                        "steps/layer, under bf16 autocast where the device has native bf16, w4a8 100), per-token loss, float zero points, g64; w4a4 after the measured plan, 200 steps x 8 windows, "
+                        "steps/layer, under bf16 autocast where the device has native bf16, else in float32 with the attention's "
+                        "linears in the first 100; w4a8 100), per-token loss, float zero points, g64; w4a4 after the "
+                        "measured plan, 200 steps x 8 windows, "
                         "g32), auto-fast (rules), none, "
                         "a '+'-join of methods (smooth, smoothquant, clip, preserve-tokens, preserve-channels, rotate, "
                         "gptq), or a plan YAML (e.g. an edited plan.yaml)")

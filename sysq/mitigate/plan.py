@@ -124,6 +124,7 @@ class Learned:
     amp: str | None = None                   # "bf16": the training steps under bf16 autocast (+amp; learn.py)
     act_clip: bool = False                   # learn the dynamic activation quantizers' clip ratios too (+actclip)
     lr: float | None = None                  # SignSGD's first step; None: 1 / steps (AutoRound's)
+    attn_steps: int | None = None            # the attention's linears train in the first N steps only; None: all
     device: str | None = None                # the device type mitigate fitted this budget to; None: not yet
 
 
@@ -143,7 +144,11 @@ def learned_budget(r, device=None) -> Learned:
       rotated (call C20; 100 x 2 reached 1.470, 50 x 2 1.513), 452-480 s on a 2-core AVX512 CPU (eighteenth
       session), where 200 x 8 would take over half an hour.
     Where `device` multiplies bf16 only by emulation (an AVX2 CPU) the steps run in float32, and the budget says so
-    (amp None), so that the plan and the recipe line describe what runs. There w4a4's budget is 60 x 2 with a first
+    (amp None), so that the plan and the recipe line describe what runs. There weight-only INT4 trains the attention's
+    linears in the first 100 of the 200 steps and the MLP's on the cached attention output after that (attn_steps
+    100: three quarters of 200 x 1's cost, 1.0469 / 1.0572 in 582 s on a 2-core AVX2 CPU at seed 0; on one H200 in
+    float32 over seeds 0-13 a mean of 1.0593 / 1.0501 against 200 x 1's 1.0575 / 1.0526, twenty-third session,
+    calls C26-C28). w4a4's budget there is 60 x 2 with a first
     step of 0.01 (not 1 / 60), which fits 10 minutes on a 2-core AVX2 CPU: 1.4848 / 1.4420 in 495 s at seed 1 there
     (twenty-second session; 1.5178 in 592 s with lr 1 / 60), and 1.4545-1.4885 over seeds 0-4 on one H200 in float32
     (calls C23, C24)."""
@@ -159,6 +164,8 @@ def learned_budget(r, device=None) -> Learned:
         return Learned(steps=200, batch_size=8, loss="mse", zero_point="int", group_size=32, device=kind)
     if r is not None and r.act is not None:
         return Learned(device=kind)
+    if kind == "cpu" and amp is None:
+        return Learned(steps=200, attn_steps=100, device=kind)
     return Learned(steps=200, amp=amp, device=kind)
 
 

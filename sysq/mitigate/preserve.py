@@ -63,7 +63,8 @@ def apply_to_recipe(recipe, plan: MitigationPlan):
             w, ragged = dataclasses.replace(w, granularity="group", group_size=lw.group_size), "halve"
         r = dataclasses.replace(r, weight=w, ragged=ragged, method="learned", learn_steps=lw.steps,
                                 learn_batch_size=lw.batch_size, learn_loss=lw.loss,
-                                learn_amp=lw.amp, learn_act_clip=lw.act_clip, learn_lr=lw.lr)
+                                learn_amp=lw.amp, learn_act_clip=lw.act_clip, learn_lr=lw.lr,
+                                learn_attn_steps=lw.attn_steps)
     if plan.rotate_keys and r.kv is not None and not r.kv.key_rotation:
         r = dataclasses.replace(r, kv=dataclasses.replace(r.kv, key_rotation=True))
     if plan.rounding in ("gptq", "learned") and r.weight is not None:

@@ -65,7 +65,8 @@ class QuantSummary:
             lines.append(f"  calibration: {c}")
             lw = self.calibration.get("learned")
             if lw:              # the learned step's cost, on its own line (issue 15: printed)
-                lines.append(f"  learned rounding: {lw['layers']} layers x {lw['steps_per_layer']} steps (batch "
+                attn = f" ({lw['attn_steps']} for the attention)" if lw.get("attn_steps") is not None else ""
+                lines.append(f"  learned rounding: {lw['layers']} layers x {lw['steps_per_layer']} steps{attn} (batch "
                              f"{lw['batch_size']} of {lw['windows']} windows, loss {lw['loss']}, seed {lw['seed']}"
                              f"{', bf16 autocast' if lw.get('amp') else ''}): "
                              f"{lw['seconds']:.1f} s; kept in {lw['layers_kept']} layers")
@@ -180,7 +181,7 @@ def quantize_weights(model: nn.Module, recipe, calib=None, quiet: bool = False) 
         gptq_model(model, calib, r.gptq_block_size, r.gptq_damp, r.gptq_act_order, quiet=quiet)
     elif r.method == "learned":
         cfg = LearnConfig(r.learn_steps, r.learn_lr, r.learn_batch_size, r.learn_seed, loss=r.learn_loss,
-                          amp=r.learn_amp, act_clip=r.learn_act_clip)
+                          amp=r.learn_amp, act_clip=r.learn_act_clip, attn_steps=r.learn_attn_steps)
         info = learn_model(model, calib, cfg, quiet=quiet).to_dict()
     for q in quant_linears(model):      # RTN (and any linear GPTQ or learning did not reach, e.g. lm_head)
         q.quantize_weight()

@@ -97,6 +97,7 @@ class Recipe:
     learn_loss: str = "mse"             # mse (every output element) | token (each token relative to its norm)
     learn_amp: str | None = None        # bf16: the training steps under autocast (AutoRound's amp); None: the model's
     learn_act_clip: bool = False        # learned rounding also learns the dynamic activation clip ratios (learn.py)
+    learn_attn_steps: int | None = None  # the attention's linears train in the first N steps only (learn.py); None: all
     bnb_threshold: float = 6.0          # LLM.int8 outlier threshold (bnb-int8)
     quantize_lm_head: bool = False      # lm_head and embeddings stay float by default
     skip: tuple[str, ...] = ()          # roles ("down") or dotted linear names left in float
@@ -143,7 +144,9 @@ class Recipe:
         if self.dynamic_act:
             parts.append(f"dynamic per-token activations on {len(self.dynamic_act)} linears")
         if self.method == "learned":
-            parts.append(f"learned rounding ({self.learn_steps} steps/layer x {self.learn_batch_size} window"
+            parts.append(f"learned rounding ({self.learn_steps} steps/layer"
+                         f"{f' ({self.learn_attn_steps} for the attention)' if self.learn_attn_steps is not None else ''}"
+                         f" x {self.learn_batch_size} window"
                          f"{'s' if self.learn_batch_size > 1 else ''}, seed {self.learn_seed}"
                          f"{', per-token loss' if self.learn_loss == 'token' else ''}"
                          f"{', bf16 autocast' if self.learn_amp else ''}"
@@ -233,6 +236,9 @@ def validate(r: Recipe) -> None:
     if r.learn_act_clip and not act_clip_learnable(r.act):
         raise SysqError("learn_act_clip (+actclip) learns the clip ratio of a dynamic, symmetric INT activation "
                         "quantizer; this recipe has none (e.g. use w4a4 or w4a8, or drop +actclip)")
+    if r.learn_attn_steps is not None and not 0 <= r.learn_attn_steps <= r.learn_steps:
+        raise SysqError(f"learn_attn_steps={r.learn_attn_steps}: the attention's steps must lie in 0..learn_steps "
+                        f"({r.learn_steps}), or be null for every step")
     if r.learn_steps < 0 or r.learn_batch_size < 1 or (r.learn_lr is not None and r.learn_lr <= 0):
         raise SysqError(f"learn_steps={r.learn_steps}, learn_batch_size={r.learn_batch_size}, learn_lr={r.learn_lr}: "
                         "steps must be >= 0, the batch >= 1 window and lr > 0 (or null for 1 / steps)")
@@ -372,11 +378,15 @@ def _apply_modifier(fields_: dict, mod: str, name: str) -> None:
         fields_["kv"] = KVSpec(bits=int(bits), group_size=int(g))
         return
     if mod.startswith("learned") and mod != "learned":
-        steps, _, batch = mod[len("learned"):].partition("x")
-        if not steps.isdigit() or not (batch == "" or batch.isdigit()) or int(batch or 1) < 1:
-            raise SysqError(f"'+{mod}' in {name!r}: write +learnedN or +learnedNxB (N steps per layer, B windows "
-                            "per step), e.g. +learned200x8")
-        fields_.update(method="learned", learn_steps=int(steps), learn_batch_size=int(batch or 1))
+        body, _, attn = mod[len("learned"):].partition("a")
+        steps, _, batch = body.partition("x")
+        if (not steps.isdigit() or not (batch == "" or batch.isdigit()) or int(batch or 1) < 1
+                or not (attn == "" or attn.isdigit())):
+            raise SysqError(f"'+{mod}' in {name!r}: write +learnedN, +learnedNxB or +learnedNxBaA (N steps per layer, "
+                            "B windows per step, the attention's linears in the first A steps only), e.g. "
+                            "+learned200x8 or +learned200x1a100")
+        fields_.update(method="learned", learn_steps=int(steps), learn_batch_size=int(batch or 1),
+                       learn_attn_steps=int(attn) if attn else None)
         return
     if mod not in MODIFIERS:
         raise SysqError(f"unknown recipe modifier '+{mod}' in {name!r}; allowed modifiers: "
