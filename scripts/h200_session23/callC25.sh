@@ -1,4 +1,4 @@
-# call C25 (right after scripts/h200_session20/callA20.sh and callB20.sh, same machine; carry .gpu/b): issue 15's
+# call C25 (from branch normtune, 7b25b45: learn_norm_lr is not on main; right after scripts/h200_session20/callA20.sh and callB20.sh, same machine; carry .gpu/b): issue 15's
 # learned step with the norms that feed each layer's linears tuned alongside the rounding (learn_norm_lr, Norm
 # Tweaking), at the budgets that fit 10 minutes on a 2-core AVX2 CPU, over seeds on one H200. SmolLM2 fp32, 32
 # calibration windows, held-out WikiText-2 test windows 0-39 and 40-79. w4a16: w4a16@auto (learned alone, per-token
