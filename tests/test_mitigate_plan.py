@@ -214,6 +214,7 @@ def test_learned_budget_asks_for_bf16_only_where_the_device_runs_it(monkeypatch)
         line = r16.describe()
         assert "learned rounding (200 steps" in line and ("bf16 autocast" in line) == native, line
         assert r16.learn_attn_steps == a16.attn_steps and ("(100 for the attention)" in line) == (not native), line
+        assert ("200 steps/layer (100 for the attention)" in str(p)) == (not native), str(p)
         assert MitigationPlan.from_yaml(p.to_yaml()) == p
         eng = plan(None, "w4a16", "auto-fast", target="engine")      # integer zero points: still auto's own budget
         _fit_learned(eng, get_recipe("w4a16"), cpu)

@@ -288,7 +288,9 @@ class MitigationPlan:
         if self.rounding:
             lw = self.learned
             parts.append(f"  weight rounding: {self.rounding}" + (
-                f" ({lw.steps} steps/layer x {lw.batch_size} window, loss {lw.loss}, {lw.zero_point} zero points, "
+                f" ({lw.steps} steps/layer"
+                f"{f' ({lw.attn_steps} for the attention)' if lw.attn_steps is not None else ''}"
+                f" x {lw.batch_size} window, loss {lw.loss}, {lw.zero_point} zero points, "
                 f"groups of at most {lw.group_size}{', bf16 autocast' if lw.amp else ''}"
                 f"{', activation clip learned' if lw.act_clip else ''}"
                 f"{f', fitted to {lw.device}' if lw.device else ''}, unless the recipe names its "
