@@ -286,14 +286,16 @@ class _Learner:
     @torch.no_grad()
     def step(self, lr: float) -> None:
         V = self.V
-        if V.grad is not None and cpu_kernels.applies(V, V.grad):      # the update and the clamp in one pass
+        fused = V.grad is not None and cpu_kernels.applies(V, V.grad)
+        if fused:                                      # the update and the clamp in one pass
             cpu_kernels.sign_step_(V, V.grad, lr, -0.5, 0.5)
             V.grad = None
         for p in self.params():
             if p.grad is not None:
                 p.sub_(p.grad.sign_(), alpha=lr)       # p - lr * sign(grad): the product is exact either way
                 p.grad = None
-        V.clamp_(-0.5, 0.5)
+        if not fused:
+            V.clamp_(-0.5, 0.5)
         self.a.clamp_(self.clip_min, 1.0)
         self.b.clamp_(self.clip_min, 1.0)
 
@@ -467,7 +469,7 @@ def _errors(layer, learners, inputs, targets, run, kind: str, shared: dict | Non
         for x, y in zip(inputs, targets):
             outs.append(run(layer, x))
             sums.append(float(output_loss(outs[-1], y, kind, "sum")))
-            if until is not None and sum(sums) > until:
+            if until is not None and sum(sums) > until:     # a handful of windows: the sum is cheap
                 break
     return sums, outs
 
@@ -494,14 +496,14 @@ class _Stop(Exception):
 def _cached_attention(layer, attention: nn.Module, inputs, run):
     """The attention module answers each window from a cache of its outputs, computed here once with its current
     weights (the layer's forward stops right after the attention). Yields use(idx): the windows of the next call."""
-    outs: list = []
+    outs: list = []           # the attention's hidden-state output per window
+    rest: list = []           # what else it returned (attention weights, None), per window
 
     def hook(module, args, output):
         outs.append(output[0].detach() if isinstance(output, tuple) else output.detach())
         rest.append(output[1:] if isinstance(output, tuple) else None)
         raise _Stop
 
-    rest: list = []
     handle = attention.register_forward_hook(hook)
     try:
         with torch.no_grad():
